@@ -1,0 +1,31 @@
+"""xend-actors: a re-build of Xen's xend node daemon on pykka actors."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="xend-actors",
+    version="0.1.0",
+    description="Xen's xend node daemon re-built with pykka actors",
+    python_requires=">=3.11",
+    packages=find_packages(include=["xend_actors", "xend_actors.*"]),
+    package_data={"xend_actors.web": ["templates/*.html", "static/*"]},
+    install_requires=[
+        "pykka>=4.0,<5",
+        "werkzeug>=3.0,<4",
+        "pyroute2>=0.9,<0.10",
+        "python-daemon>=3.0,<4",
+        "jinja2>=3.1,<4",
+        "httpx>=0.27,<1",
+        "click>=8.1,<9",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "xend = xend_actors.cli:main",
+            "xm = xend_actors.xm.main:main",
+            "xend-simhv = xend_actors.hypervisor.sim.server:main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""Consoles: a TCP port per domain relayed to its console channel."""

@@ -1,0 +1,1 @@
+"""Devices: control messages and the block and network controllers."""

@@ -1,0 +1,1 @@
+"""Domains: the domain table, one actor per domain, configs, restarts, transfers."""

@@ -1,0 +1,1 @@
+"""Hypervisor drivers behind one narrow interface (base.py): sim and qemu."""

@@ -1,0 +1,1 @@
+"""The simulated hypervisor: xend-simhv, a separate process, and its driver."""

@@ -1,0 +1,1 @@
+"""The HTTP interface: routing, negotiation, SXP replies and HTML pages."""

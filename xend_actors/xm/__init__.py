@@ -1,0 +1,1 @@
+"""The xm command line: one module per command group, all on XendClient."""
