@@ -1,0 +1,271 @@
+"""The daemon's configuration: ``xend-config.sxp`` read into one frozen ``XendConfig``.
+
+The file is a sequence of top-level ``(option value)`` forms with ``#`` comments
+(xend-facts.md §3); the first occurrence of an option wins. Every option maps to
+one field through the ``_OPTIONS`` table, plus ``block-<type>`` for block scripts.
+A value that does not convert is a ConfigError naming the option and where it is;
+an unknown option is only a warning, kept in ``XendConfig.warnings`` because
+logging is not set up yet when the config is read.
+
+Every path xend uses (store, logs, run dir, sockets) comes from here, so tests and
+unprivileged users can run a whole xend in a temporary folder. Paths in the file
+must be absolute: the daemon changes its working folder when it detaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+
+from xend_actors import sxp
+from xend_actors.errors import XendError
+
+DEFAULT_CONFIG_PATH = Path("/etc/xen/xend-config.sxp")
+CONFIG_ENV = "XEND_CONFIG"
+
+
+class ConfigError(XendError):
+    """The config file cannot be read or has a bad value: ``<file>:<line>:<column>: <what>``."""
+
+
+class Hypervisor(Enum):
+    """Which hypervisor driver runs the domains."""
+
+    SIM = "sim"
+    QEMU = "qemu"
+
+
+@dataclass(frozen=True)
+class XendConfig:
+    """Everything ``xend-config.sxp`` can say, with the defaults of a file that says nothing.
+
+    ``unix_path`` left out (None) becomes ``<run_dir>/xend.sock`` on construction; to
+    move it with the run dir in ``dataclasses.replace``, pass ``unix_path=None`` too.
+    """
+
+    http_port: int = 8000
+    http_address: str = ""  # '' = all addresses
+    unix_server: bool = False
+    unix_path: Path = None  # type: ignore[assignment]  # set in __post_init__
+    hosts_allow: tuple[re.Pattern[str], ...] = ()  # empty = every host may connect
+    event_port: int = 8001
+    relocation_server: bool = False
+    relocation_port: int = 8002
+    relocation_address: str = ""
+    relocation_hosts_allow: tuple[re.Pattern[str], ...] = ()
+    console_port_base: int = 9600
+    console_address: str = ""
+    network_script: str = "network"
+    vif_bridge: str = "xen-br0"
+    vif_script: str = "vif-bridge"
+    vif_antispoof: bool = True
+    block_scripts: Mapping[str, str] = field(default_factory=dict)  # read-only once made
+    scripts_dir: Path = Path("/etc/xen/scripts")
+    dbroot: Path = Path("/var/lib/xen/xend-db")
+    logfile: Path = Path("/var/log/xend.log")
+    loglevel: str = "DEBUG"
+    hypervisor: Hypervisor = Hypervisor.SIM
+    run_dir: Path = Path("/var/run/xend")
+    minimum_restart_time: float = 20.0  # seconds
+    source: Path | None = None  # the file this came from
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.unix_path is None:
+            object.__setattr__(self, "unix_path", self.run_dir / "xend.sock")
+        object.__setattr__(self, "block_scripts", MappingProxyType(dict(self.block_scripts)))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "xend.pid"
+
+    @property
+    def debug_log(self) -> Path:
+        """Where the detached daemon's stdout and stderr go."""
+        return self.logfile.parent / "xend-debug.log"
+
+    @property
+    def trace_file(self) -> Path:
+        return self.logfile.parent / "xend.trace"
+
+    def script_path(self, name: str) -> Path:
+        """The script called ``name``: absolute names as they are, others in ``scripts_dir``."""
+        return self.scripts_dir / name
+
+
+# --- converters: option text → field value; a ValueError says what was expected ------
+
+_TRUE = ("yes", "1", "on", "true")
+_FALSE = ("no", "0", "off", "false")
+
+
+def _bool(text: str) -> bool:
+    word = text.lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"expected yes or no (or 1/0, on/off, true/false), got {text!r}")
+
+
+def _port(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) > 65535:
+        raise ValueError(f"expected a port number 0..65535, got {text!r}")
+    return int(text)
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _name(text: str) -> str:
+    if not text:
+        raise ValueError("expected a name, got ''")
+    return text
+
+
+def _path(text: str) -> Path:
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    return Path(text)
+
+
+def _patterns(text: str) -> tuple[re.Pattern[str], ...]:
+    patterns = []
+    for word in text.split():
+        try:
+            patterns.append(re.compile(word))
+        except re.error as e:
+            raise ValueError(f"bad regular expression {word!r}: {e}") from None
+    return tuple(patterns)
+
+
+def _loglevel(text: str) -> str:
+    level = text.upper()
+    if level not in logging.getLevelNamesMapping():
+        names = ", ".join(sorted(logging.getLevelNamesMapping()))
+        raise ValueError(f"expected a logging level ({names}), got {text!r}")
+    return level
+
+
+def _hypervisor(text: str) -> Hypervisor:
+    try:
+        return Hypervisor(text)
+    except ValueError:
+        kinds = " or ".join(h.value for h in Hypervisor)
+        raise ValueError(f"expected {kinds}, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+_OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
+    "xend-port": ("http_port", _port),
+    "xend-address": ("http_address", _text),
+    "xend-unix-server": ("unix_server", _bool),
+    "xend-unix-path": ("unix_path", _path),
+    "xend-hosts-allow": ("hosts_allow", _patterns),
+    "xend-event-port": ("event_port", _port),
+    "xend-relocation-server": ("relocation_server", _bool),
+    "xend-relocation-port": ("relocation_port", _port),
+    "xend-relocation-address": ("relocation_address", _text),
+    "xend-relocation-hosts-allow": ("relocation_hosts_allow", _patterns),
+    "console-port-base": ("console_port_base", _port),
+    "console-address": ("console_address", _text),
+    "network-script": ("network_script", _name),
+    "vif-bridge": ("vif_bridge", _name),
+    "vif-script": ("vif_script", _name),
+    "vif-antispoof": ("vif_antispoof", _bool),
+    "xend-scripts-dir": ("scripts_dir", _path),
+    "dbroot": ("dbroot", _path),
+    "logfile": ("logfile", _path),
+    "loglevel": ("loglevel", _loglevel),
+    "hypervisor": ("hypervisor", _hypervisor),
+    "xend-run-dir": ("run_dir", _path),
+    "minimum-restart-time": ("minimum_restart_time", _seconds),
+}
+_BLOCK_PREFIX = "block-"  # (block-<type> <script>): the script for uname prefix <type>:
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The config file to read: ``explicit``, else ``$XEND_CONFIG``, else the default."""
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | None = None) -> XendConfig:
+    """Read the config file; a missing file means all defaults (and says so in warnings)."""
+    path = config_path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return XendConfig(warnings=(f"{path}: no such file; using the default configuration",))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_config(data, path)
+
+
+def parse_config(text: str | bytes, source: Path | None = None) -> XendConfig:
+    """The configuration that ``text`` (the content of ``source``) says."""
+    where = str(source) if source is not None else "<config>"
+    try:
+        forms = sxp.parse_forms(text)
+    except sxp.ParseError as e:
+        raise ConfigError(f"{where}:{e.line}:{e.column}: {e.reason}") from None
+    values: dict[str, object] = {}
+    blocks: dict[str, str] = {}
+    seen: dict[str, str] = {}  # option → where it was first given
+    warnings: list[str] = []
+    for form in forms:
+        at = f"{where}:{form.line}:{form.column}"
+        option, value = _option_and_value(form.value, at)
+        if option in seen:
+            warnings.append(f"{at}: {option} given again; the first, at {seen[option]}, is used")
+            continue
+        seen[option] = at
+        if option.startswith(_BLOCK_PREFIX) and len(option) > len(_BLOCK_PREFIX):
+            blocks[option.removeprefix(_BLOCK_PREFIX)] = _convert(_name, option, value, at)
+        elif option in _OPTIONS:
+            attr, converter = _OPTIONS[option]
+            values[attr] = _convert(converter, option, value, at)
+        else:
+            warnings.append(f"{at}: unknown option {option} ignored")
+    return XendConfig(
+        **values,  # type: ignore[arg-type]
+        block_scripts=blocks,
+        source=source,
+        warnings=tuple(warnings),
+    )
+
+
+def _option_and_value(form: sxp.Value, at: str) -> tuple[str, str]:
+    if (
+        isinstance(form, list)
+        and len(form) == 2
+        and isinstance(form[0], str)
+        and isinstance(form[1], str)
+    ):
+        return form[0], form[1]
+    raise ConfigError(f"{at}: expected (option value), got {sxp.show(form)}")
+
+
+def _convert(converter: Callable[[str], object], option: str, value: str, at: str) -> object:
+    try:
+        return converter(value)
+    except ValueError as e:
+        raise ConfigError(f"{at}: {option}: {e}") from None
