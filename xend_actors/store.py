@@ -1,0 +1,200 @@
+"""The persistent configuration store: what the operator asked for, kept across restarts.
+
+Records are SXP files under ``dbroot`` in three folders, ``domain/``, ``migrate/`` and
+``vnet/`` (facts §7.5). Every write is atomic (temp file, fsync, rename, fsync the
+folder), so a crash leaves either the old record or the new one, never half of one.
+A record that is corrupt anyway is moved aside to ``corrupt/`` and skipped, so one bad
+file cannot stop xend from starting.
+
+The module also owns reboot detection: ``<dbroot>/lastboot`` holds the host's boot
+identity; when it changes, the runtime state (run dir, transfer sessions) is dropped
+and the configuration (domains, vnets) is kept (DESIGN.md §2, "Two kinds of state").
+
+A store has one owner (the actor that writes it); nothing here locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from xend_actors.sxp import ParseError, Value, parse_all, pretty
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+CORRUPT_DIR = "corrupt"
+LASTBOOT_FILE = "lastboot"
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+PROC_STAT = Path("/proc/stat")
+
+# Keys become file names: no separators, no leading dot (which also keeps them apart
+# from temp files), so a key can never reach outside its folder.
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old content or the new."""
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RecordDir:
+    """One folder of SXP records, each in a file named by its key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def write(self, key: str, value: Value) -> None:
+        """Store ``value`` under ``key``, replacing any earlier record atomically."""
+        path = self._path(key)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode())
+
+    def read(self, key: str) -> Value | None:
+        """The record under ``key``; None if there is none or it was corrupt."""
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            # The size limit guards against network input; a record is our own file.
+            values = parse_all(data, max_size=len(data))
+        except ParseError as exc:
+            self._move_aside(key, str(exc))
+            return None
+        if len(values) != 1:
+            self._move_aside(key, "empty record" if not values else "more than one value")
+            return None
+        return values[0]
+
+    def delete(self, key: str) -> None:
+        """Remove the record under ``key``, if there is one."""
+        self._path(key).unlink(missing_ok=True)
+        _fsync_dir(self.path)
+
+    def keys(self) -> list[str]:
+        """The keys of all records, sorted; temp files and the corrupt folder are not keys."""
+        return sorted(
+            entry.name
+            for entry in self.path.iterdir()
+            if _KEY.fullmatch(entry.name) and entry.name != CORRUPT_DIR and entry.is_file()
+        )
+
+    def load_all(self) -> dict[str, Value]:
+        """Every good record by key; removes temp files a crash left behind."""
+        for entry in self.path.glob(f"{TMP_PREFIX}*"):
+            entry.unlink(missing_ok=True)
+        records = {}
+        for key in self.keys():
+            value = self.read(key)
+            if value is not None:
+                records[key] = value
+        return records
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.fullmatch(key) or key == CORRUPT_DIR:
+            raise ValueError(f"invalid store key {key!r}")
+        return self.path / key
+
+    def _move_aside(self, key: str, reason: str) -> None:
+        folder = self.path / CORRUPT_DIR
+        folder.mkdir(mode=0o700, exist_ok=True)
+        target = folder / f"{key}.{int(time.time())}"
+        os.replace(self.path / key, target)
+        _fsync_dir(self.path)
+        log.warning("Corrupt store record moved to %s: %s", target, reason)
+
+
+class Store:
+    """The configuration store under ``dbroot``: domains, transfer sessions, vnets."""
+
+    def __init__(self, dbroot: Path) -> None:
+        self.dbroot = dbroot
+        dbroot.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.domain = RecordDir(dbroot / "domain")
+        self.migrate = RecordDir(dbroot / "migrate")
+        self.vnet = RecordDir(dbroot / "vnet")
+
+
+def host_boot_id(boot_id_file: Path = BOOT_ID_FILE) -> str:
+    """A string that is the same for the whole life of this host boot, and only for it."""
+    try:
+        boot_id = boot_id_file.read_text().strip()
+    except OSError:
+        boot_id = ""
+    if boot_id:
+        return boot_id
+    # The boot time is a weaker identity (it can shift by a second when the clock is
+    # stepped), so it is only the fallback.
+    for line in PROC_STAT.read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime":
+            return f"btime {value.strip()}"
+    raise OSError(f"cannot tell this boot apart: no {boot_id_file} and no btime in {PROC_STAT}")
+
+
+def detect_host_reboot(store: Store, runtime_dir: Path, boot_id_file: Path = BOOT_ID_FILE) -> bool:
+    """True if the host rebooted since xend last ran; then the runtime state is dropped.
+
+    Runtime state is everything inside ``runtime_dir`` and every transfer session in
+    ``store.migrate``; the domain and vnet configuration is kept.
+    """
+    if store.dbroot.resolve().is_relative_to(runtime_dir.resolve()):
+        raise ValueError(f"the store {store.dbroot} must not lie inside the run dir {runtime_dir}")
+    current = host_boot_id(boot_id_file)
+    lastboot = store.dbroot / LASTBOOT_FILE
+    try:
+        previous = lastboot.read_text().strip()
+    except FileNotFoundError:
+        previous = None
+    rebooted = previous is not None and previous != current
+    if rebooted:
+        _empty_folder(runtime_dir)
+        for key in store.migrate.keys():  # noqa: SIM118 - a RecordDir, not a dict
+            store.migrate.delete(key)
+        log.info("Host rebooted since xend last ran: runtime state in %s dropped", runtime_dir)
+    # Recorded only after the clean-up, so a crash half-way repeats it on the next start.
+    atomic_write(lastboot, f"{current}\n".encode())
+    return rebooted
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove everything inside ``folder``, following no symlink out of it."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
