@@ -1,0 +1,65 @@
+"""Resources: what one kind of URL shows on GET and which ops it runs on POST.
+
+A resource declares its ops with the ``@op`` decorator, the way click declares
+commands: the op's name, its typed parameters and its success status sit on the
+handler itself, so the table of what xend accepts is the code that runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from werkzeug import Request
+
+from xend_actors import sxp
+from xend_actors.web.forms import Param
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A handler's answer when it needs more than a 200 with an SXP value."""
+
+    value: sxp.Value | str
+    status: int = 200
+    location: str | None = None
+    text: bool = False  # raw text/plain for programs too (dmesg, the log)
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    params: tuple[Param, ...]
+    handler: Callable[..., Any]
+    status: int = 200
+    on_get: bool = False  # the few ops the original also runs on GET
+
+
+def op(name: str, *params: Param, status: int = 200, on_get: bool = False) -> Callable:
+    """Declare the decorated method as the handler of POST ``op=name``."""
+
+    def mark(handler: Callable) -> Callable:
+        handler.xend_op = Op(name, params, handler, status, on_get)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+class Resource:
+    """Base of every resource: GET shows ``get()``; POST runs a declared op."""
+
+    children: ClassVar[tuple[str, ...]] = ()
+    ops: ClassVar[dict[str, Op]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.ops = {
+            marked.xend_op.name: marked.xend_op
+            for klass in reversed(cls.__mro__)
+            for marked in vars(klass).values()
+            if hasattr(marked, "xend_op")
+        }
+
+    def get(self, request: Request, **url_args: str) -> Reply | sxp.Value:
+        return ["ls", *self.children]
