@@ -1,0 +1,129 @@
+"""A whole xend in a temporary folder: its config, its command and its clients.
+
+Integration tests start real ``xend`` processes through the installed command, the
+way a user does, each in its own short folder under /tmp (Unix socket paths are
+limited to 108 bytes, so pytest's long tmp paths will not do).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from xend_actors import sxp
+
+
+# httpx sends a User-Agent and "Accept: */*", which the original rule takes for a browser.
+SXP_ACCEPT = {"Accept": "application/sxp"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def xend_command() -> list[str]:
+    """The installed ``xend`` script beside this Python, else the module."""
+    script = shutil.which("xend", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "xend_actors.cli"]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+@dataclass
+class XendHome:
+    """One xend's folder: config, run dir, store and log, and ways to talk to it."""
+
+    root: Path
+    http_port: int = field(default_factory=free_port)
+    event_port: int = field(default_factory=free_port)
+    extra: str = ""
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "xend-config.sxp"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def unix_path(self) -> Path:
+        return self.run_dir / "xend.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "xend.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "log" / "xend.log"
+
+    @property
+    def dbroot(self) -> Path:
+        return self.root / "db"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def write_config(self) -> None:
+        self.config_file.write_text(
+            f"(xend-port {self.http_port})\n"
+            "(xend-address 127.0.0.1)\n"
+            f"(xend-event-port {self.event_port})\n"
+            "(xend-unix-server yes)\n"
+            f"(xend-unix-path {self.unix_path})\n"
+            f"(xend-run-dir {self.run_dir})\n"
+            f"(dbroot {self.dbroot})\n"
+            f"(logfile {self.logfile})\n"
+            "(loglevel DEBUG)\n" + self.extra
+        )
+
+    def xend(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*xend_command(), "--config", str(self.config_file), *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, headers=SXP_ACCEPT)
+
+    def unix_http(self) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.unix_path))
+        return httpx.Client(base_url="http://xend", transport=transport, timeout=30,
+                            headers=SXP_ACCEPT)
+
+    def get_sxp(self, path: str) -> sxp.Value:
+        with self.http() as client:
+            reply = client.get(path)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-type"] == "application/sxp"
+        return sxp.parse(reply.text)
+
+
+def new_home(extra: str = "") -> XendHome:
+    home = XendHome(Path(tempfile.mkdtemp(prefix="xend-")), extra=extra)
+    home.write_config()
+    return home

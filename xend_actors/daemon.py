@@ -1,0 +1,111 @@
+"""The daemon: the Root actor and the life of one xend process.
+
+``Root`` starts xend's actors in dependency order, each pinged once before the next
+starts (Mopidy's barrier), and stops them in reverse order. ``run`` is the process
+around it: logging, the pid file, reboot detection, signals, and a ``ready``
+callback that tells whoever launched xend whether it came up.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+import pykka
+
+from xend_actors.config import XendConfig
+from xend_actors.events import EventBus
+from xend_actors.logs import setup_logging
+from xend_actors.node import host_physinfo
+from xend_actors.pidfile import PidFile
+from xend_actors.store import Store, detect_host_reboot
+from xend_actors.web.routes import make_app
+from xend_actors.web.server import WebServer
+from xend_actors.web.services import Services, answer
+
+log = logging.getLogger(__name__)
+
+BOOT_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+class Root(pykka.ThreadingActor):
+    """Starts, supervises and stops every other actor of xend."""
+
+    def __init__(self, config: XendConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._children: list[tuple[str, pykka.ActorRef]] = []
+
+    def boot(self) -> list[str]:
+        """Start the actors; on any failure stop those already started and raise."""
+        try:
+            events = self._adopt("events", EventBus.start())
+            answer(events.proxy().last_seq(), "the event bus")
+            services = Services(self.config, events.proxy(), host_physinfo)
+            web = self._adopt("web", WebServer.start(self.config, make_app(services)))
+            addresses = answer(web.proxy().addresses(), "the web server")
+        except BaseException:
+            self._stop_children()
+            raise
+        events.proxy().publish("xend.start", "0")
+        return addresses
+
+    def on_stop(self) -> None:
+        self._stop_children()
+
+    def _adopt(self, name: str, ref: pykka.ActorRef) -> pykka.ActorRef:
+        self._children.append((name, ref))
+        return ref
+
+    def _stop_children(self) -> None:
+        while self._children:
+            name, ref = self._children.pop()
+            try:
+                ref.stop(block=True, timeout=STOP_TIMEOUT)
+            except pykka.Timeout:
+                log.error("Actor %s did not stop within %g s", name, STOP_TIMEOUT)
+
+
+def run(config: XendConfig, *, foreground: bool,
+        ready: Callable[[str | None], None] = lambda _error: None) -> int:
+    """Run xend until a stop signal; ``ready(None)`` once it serves, ``ready(error)`` if not."""
+    setup_logging(config.logfile, config.loglevel, to_stderr=foreground)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    pidfile = PidFile(config.pid_file)
+    try:
+        pidfile.acquire()
+        config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if detect_host_reboot(Store(config.dbroot), config.run_dir / "state"):
+            log.info("The host has rebooted since xend last ran: runtime state dropped")
+        root = Root.start(config)
+    except Exception as error:
+        log.error("Xend failed to start: %s", error)
+        pidfile.release()
+        ready(str(error))
+        return 1
+    try:
+        addresses = answer(root.proxy().boot(), "xend start-up", BOOT_TIMEOUT)
+    except Exception as error:
+        log.error("Xend failed to start: %s", error)
+        root.stop()
+        pidfile.release()
+        ready(str(error))
+        return 1
+    log.info("Xend Daemon started on %s", ", ".join(addresses))
+    ready(None)
+    while not stop.wait(1.0):
+        pass
+    log.info("Xend Daemon stopping")
+    try:
+        root.stop(block=True, timeout=STOP_TIMEOUT * 2)
+    finally:
+        pidfile.release()
+    log.info("Xend Daemon stopped")
+    return 0
