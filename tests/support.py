@@ -22,7 +22,6 @@ import httpx
 
 from xend_actors import sxp
 
-
 # httpx sends a User-Agent and "Accept: */*", which the original rule takes for a browser.
 SXP_ACCEPT = {"Accept": "application/sxp"}
 
