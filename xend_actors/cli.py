@@ -20,6 +20,7 @@ import daemon
 from xend_actors.config import XendConfig, load_config
 from xend_actors.daemon import run
 from xend_actors.errors import XendError
+from xend_actors.logs import redirect_std_streams
 from xend_actors.pidfile import PidFile
 
 START_TIMEOUT = 90.0
@@ -98,13 +99,12 @@ def _start_daemon(config: XendConfig) -> None:
 
 
 def _daemonize_and_run(config: XendConfig, writer: int) -> int:
-    config.debug_log.parent.mkdir(parents=True, exist_ok=True)
-    debug_log = open(config.debug_log, "a", buffering=1)  # noqa: SIM115 - held for the daemon's life
     context = daemon.DaemonContext(
-        working_directory="/", umask=0o022, stdout=debug_log, stderr=debug_log,
-        files_preserve=[writer], signal_map={},
+        working_directory="/", umask=0o022, files_preserve=[writer], signal_map={},
     )
     with context:
+        redirect_std_streams(config.debug_log)
+
         def ready(error: str | None) -> None:
             os.write(writer, (f"error {error}" if error else f"ready {os.getpid()}").encode())
             os.close(writer)

@@ -30,6 +30,7 @@ def test_start_reports_pid_and_status_sees_it(xend_home: Callable[..., XendHome]
     status = home.xend("status")
     assert status.returncode == 0
     assert status.stdout == f"xend is running (pid {pid})\n"
+    assert (home.logfile.parent / "xend-debug.log").exists()
 
 
 def test_root_lists_the_resources_over_tcp(running_xend: XendHome) -> None:

@@ -1,0 +1,108 @@
+"""XendClient: the Python client of xend's HTTP interface, over TCP or the Unix socket.
+
+It follows the original client rule (facts §4.3): 200, 201 and 202 are success and
+204 is no data; an ``application/sxp`` body is parsed and an ``(xend.err msg)``
+value raised as ``XendError(msg)``; any other status raises with its reason phrase
+(or the body's message when it carries one). It always asks for SXP: httpx sends a
+User-Agent, which without the Accept header would make xend answer HTML.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from xend_actors import sxp
+from xend_actors.errors import XendError
+
+DEFAULT_SERVER = "localhost:8000"
+DEFAULT_ROOT = "/xend/"
+TIMEOUT = 60.0
+
+
+class XendClient:
+    """One connection pool to one xend; the ``xend_*`` methods name its URLs."""
+
+    def __init__(self, server: str | None = None, *, unix_path: Path | None = None,
+                 root: str | None = None, timeout: float = TIMEOUT) -> None:
+        self.root = "/" + (root or os.environ.get("XEND_ROOT", DEFAULT_ROOT)).strip("/") + "/"
+        headers = {"Accept": sxp.MIME_TYPE}
+        if unix_path is not None:
+            transport = httpx.HTTPTransport(uds=str(unix_path))
+            self.where = f"unix://{unix_path}"
+            self._http = httpx.Client(base_url="http://xend", transport=transport,
+                                      headers=headers, timeout=timeout)
+        else:
+            server = server or os.environ.get("XEND", DEFAULT_SERVER)
+            self.where = f"http://{server}"
+            self._http = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> XendClient:
+        return self
+
+    def __exit__(self, kind: type | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def url(self, *parts: str) -> str:
+        """The path below the root, e.g. ``url("domain", "vm1")`` → ``/xend/domain/vm1``."""
+        return self.root + "/".join(parts)
+
+    def get(self, path: str, **params: object) -> sxp.Value | str | None:
+        return self._send("GET", path, params=_stringify(params))
+
+    def post(self, path: str, op: str, **params: object) -> sxp.Value | str | None:
+        """POST ``op`` to ``path``; a ``Path`` parameter is uploaded as a file (multipart)."""
+        fields = {"op": op, **_stringify({k: v for k, v in params.items()
+                                          if not isinstance(v, Path)})}
+        files = {k: (str(v), v.read_bytes(), "application/octet-stream")
+                 for k, v in params.items() if isinstance(v, Path)}
+        # POST strips a trailing slash, GET of a directory keeps it (facts §4.4).
+        return self._send("POST", path.rstrip("/"), data=fields, files=files or None)
+
+    def _send(self, method: str, path: str, **kwargs: object) -> sxp.Value | str | None:
+        try:
+            reply = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as error:
+            raise XendError(f"Error connecting to xend at {self.where}: {error}; "
+                            "is xend running?") from None
+        if reply.status_code == 204:
+            return None
+        value = _body(reply)
+        if sxp.name(value) == "xend.err" and isinstance(value, list):
+            raise XendError(str(sxp.child0(value, "")), status=reply.status_code)
+        if reply.status_code not in (200, 201, 202):
+            raise XendError(reply.reason_phrase or f"HTTP {reply.status_code}",
+                            status=reply.status_code)
+        return value
+
+    # The URLs of the foundation; the domain, console, event and vnet ones follow them.
+
+    def xend(self) -> sxp.Value:
+        return self.get(self.root)
+
+    def xend_node(self) -> sxp.Value:
+        return self.get(self.url("node") + "/")
+
+    def xend_node_log(self) -> str:
+        return str(self.get(self.url("node", "log")))
+
+
+def _body(reply: httpx.Response) -> sxp.Value | str:
+    if reply.headers.get("content-type", "").split(";")[0].strip() != sxp.MIME_TYPE:
+        return reply.text
+    try:
+        return sxp.parse(reply.content)
+    except sxp.ParseError as error:
+        raise XendError(f"xend sent a reply that does not parse: {error}") from None
+
+
+def _stringify(params: dict[str, object]) -> dict[str, str]:
+    return {name: value if isinstance(value, str) else sxp.show(value)
+            for name, value in params.items()}
