@@ -74,6 +74,8 @@ class XendConfig:
     hypervisor: Hypervisor = Hypervisor.SIM
     run_dir: Path = Path("/var/run/xend")
     minimum_restart_time: float = 20.0  # seconds
+    sim_memory_mb: int = 8192  # the simulated host's memory, Domain-0's share included
+    sim_cpus: int = 4
     source: Path | None = None  # the file this came from
     warnings: tuple[str, ...] = ()
 
@@ -163,6 +165,12 @@ def _hypervisor(text: str) -> Hypervisor:
         raise ValueError(f"expected {kinds}, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -197,6 +205,8 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "hypervisor": ("hypervisor", _hypervisor),
     "xend-run-dir": ("run_dir", _path),
     "minimum-restart-time": ("minimum_restart_time", _seconds),
+    "sim-memory": ("sim_memory_mb", _positive),
+    "sim-cpus": ("sim_cpus", _positive),
 }
 _BLOCK_PREFIX = "block-"  # (block-<type> <script>): the script for uname prefix <type>:
 

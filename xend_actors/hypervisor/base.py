@@ -1,0 +1,187 @@
+"""The hypervisor driver interface: what xend needs of Xen, for both drivers.
+
+Modelled on Xen's ``xc`` calls (DESIGN.md §4): create an empty paused domain,
+build it from a kernel image, pause, unpause, destroy, ask it to shut down, list
+domains with their states, set memory and scheduling, and be told the moment a
+domain changes state (Xen's VIRQ_DOM_EXC). Domain 0 is the host itself and is
+listed like any domain. A call the hypervisor cannot honour raises ``XendError``
+with a sentence that says so; an unknown domain raises ``NotFound``.
+
+A driver must be safe to call from several threads at once: the Hypervisor actor
+makes the host-wide calls and each Domain actor its own domain's calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from xend_actors.node import PhysInfo
+
+
+class ShutdownReason(Enum):
+    """Why a domain shuts down: what xend asks for, and what a domain reports.
+
+    A domain reports only POWEROFF, REBOOT, SUSPEND (and SYSRQ never); HALT is a
+    xend-only word sent as POWEROFF that cancels any restart (facts §6); CRASH
+    appears only in the ``xend.domain.exit`` event of a crashed domain.
+    """
+
+    POWEROFF = "poweroff"
+    REBOOT = "reboot"
+    SUSPEND = "suspend"
+    HALT = "halt"
+    SYSRQ = "sysrq"
+    CRASH = "crash"
+
+    @property
+    def code(self) -> int:
+        """The CMSG_SHUTDOWN subtype that carries this request to the guest."""
+        return _SHUTDOWN_CODES[self]
+
+
+_SHUTDOWN_CODES = {
+    ShutdownReason.POWEROFF: 0,
+    ShutdownReason.HALT: 0,
+    ShutdownReason.REBOOT: 1,
+    ShutdownReason.SUSPEND: 2,
+    ShutdownReason.SYSRQ: 3,
+}
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """The hypervisor's flags for one domain (facts §6)."""
+
+    running: bool = False
+    blocked: bool = False
+    paused: bool = False
+    shutdown: bool = False
+    crashed: bool = False
+    dying: bool = False
+
+    @property
+    def letters(self) -> str:
+        """The five-letter ``state`` of domain info: ``rbpsc`` with ``-`` for clear flags."""
+        flags = (self.running, self.blocked, self.paused, self.shutdown, self.crashed)
+        return "".join(letter if on else "-" for letter, on in zip("rbpsc", flags, strict=True))
+
+    @property
+    def dead(self) -> bool:
+        """Dead as the reaper sees it: crashed, shut down, or dying and not alive."""
+        alive = self.running or self.paused or self.blocked
+        return self.crashed or self.shutdown or (self.dying and not alive)
+
+
+@dataclass(frozen=True)
+class HvDomain:
+    """One domain as the hypervisor reports it."""
+
+    domid: int
+    name: str
+    state: DomainState
+    shutdown_reason: ShutdownReason | None
+    memory_kb: int
+    maxmem_kb: int
+    vcpus: int
+    cpu: int
+    cpu_time: float  # seconds
+
+
+@dataclass(frozen=True)
+class LinuxImage:
+    """What ``build`` loads into an empty domain: kernel, ramdisk and command line."""
+
+    kernel: str
+    ramdisk: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class BvtParams:
+    mcuadv: int
+    warpback: int
+    warpvalue: int
+    warpl: int
+    warpu: int
+
+
+@dataclass(frozen=True)
+class FbvtParams:
+    mcuadv: int
+    warp: int
+    warpl: int
+    warpu: int
+
+
+@dataclass(frozen=True)
+class AtroposParams:
+    period: int
+    slice: int
+    latency: int
+    xtratime: int
+
+
+SchedParams = BvtParams | FbvtParams | AtroposParams
+
+
+@dataclass(frozen=True)
+class DomainChanged:
+    """The driver's notification: this domain's state changed (or it vanished)."""
+
+    domid: int
+
+
+class Driver(Protocol):
+    """A hypervisor driver; every call raises ``XendError`` when it cannot be done."""
+
+    def physinfo(self) -> PhysInfo: ...
+
+    def list_domains(self) -> list[HvDomain]: ...
+
+    def domain(self, domid: int) -> HvDomain: ...
+
+    def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
+               domid: int | None = None) -> int:
+        """An empty, paused domain; ``domid`` asks for a given id (a restart keeps its id)."""
+        ...
+
+    def build(self, domid: int, image: LinuxImage) -> None: ...
+
+    def pause(self, domid: int) -> None: ...
+
+    def unpause(self, domid: int) -> None: ...
+
+    def destroy(self, domid: int) -> None: ...
+
+    def shutdown(self, domid: int, reason: ShutdownReason, key: str = "") -> None:
+        """Ask the guest to shut down (a CMSG_SHUTDOWN message); returns at once."""
+        ...
+
+    def set_maxmem(self, domid: int, memory_mb: int) -> None: ...
+
+    def set_memory_target(self, domid: int, memory_mb: int) -> None: ...
+
+    def pincpu(self, domid: int, cpu: int) -> None: ...
+
+    def set_sched(self, domid: int, params: SchedParams) -> None: ...
+
+    def sched(self, domid: int) -> list[SchedParams]:
+        """The scheduler parameters last set for the domain."""
+        ...
+
+    def set_bvt_ctx_allow(self, ctx_allow: int) -> None: ...
+
+    def set_rrobin_slice(self, slice_ns: int) -> None: ...
+
+    def dmesg(self, clear: bool = False) -> str:
+        """The hypervisor's console ring; ``clear`` empties it after reading."""
+        ...
+
+    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
+        """Call ``notify`` (from a driver thread) whenever a domain changes state."""
+        ...
+
+    def close(self) -> None: ...
