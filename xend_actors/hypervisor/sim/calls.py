@@ -1,0 +1,67 @@
+"""The calls xend-simhv answers: a request's args in, the model's answer out, on the wire.
+
+Each entry reads its args with the types they must have, calls the model and turns
+the result into JSON values (protocol.py documents the calls). The two stream
+calls, ``watch`` and ``console``, change the connection and live in server.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from xend_actors.errors import BadRequest
+from xend_actors.hypervisor.base import LinuxImage
+from xend_actors.hypervisor.sim import protocol
+from xend_actors.hypervisor.sim.model import SimHypervisor
+from xend_actors.hypervisor.sim.protocol import Args, Wire
+
+Call = Callable[[SimHypervisor, Args], Wire]
+
+
+def _create(hv: SimHypervisor, args: Args) -> Wire:
+    return hv.create(args.text("name"), args.integer("memory_mb"),
+                     vcpus=args.integer("vcpus", 1), cpu=args.integer("cpu", -1),
+                     domid=args.optional_integer("domid"))
+
+
+def _build(hv: SimHypervisor, args: Args) -> Wire:
+    image = LinuxImage(args.text("kernel"), args.text("ramdisk", ""), args.text("cmdline", ""))
+    hv.build(args.integer("domid"), image)
+
+
+def _control(hv: SimHypervisor, args: Args) -> Wire:
+    answer = hv.send_control(args.integer("domid"), protocol.control_from_wire(args))
+    return protocol.control_to_wire(answer)
+
+
+CALLS: Mapping[str, Call] = {
+    "ping": lambda hv, args: "xend-simhv",
+    "physinfo": lambda hv, args: protocol.physinfo_to_wire(hv.physinfo()),
+    "list": lambda hv, args: [protocol.domain_to_wire(d) for d in hv.list_domains()],
+    "domain": lambda hv, args: protocol.domain_to_wire(hv.domain(args.integer("domid"))),
+    "create": _create,
+    "build": _build,
+    "pause": lambda hv, args: hv.pause(args.integer("domid")),
+    "unpause": lambda hv, args: hv.unpause(args.integer("domid")),
+    "destroy": lambda hv, args: hv.destroy(args.integer("domid")),
+    "control": _control,
+    "set_maxmem": lambda hv, args: hv.set_maxmem(args.integer("domid"),
+                                                 args.integer("memory_mb")),
+    "set_memory_target": lambda hv, args: hv.set_memory_target(args.integer("domid"),
+                                                               args.integer("memory_mb")),
+    "pincpu": lambda hv, args: hv.pincpu(args.integer("domid"), args.integer("cpu")),
+    "set_sched": lambda hv, args: hv.set_sched(
+        args.integer("domid"), protocol.sched_from_wire(args.object("params"))),
+    "sched": lambda hv, args: [protocol.sched_to_wire(p) for p in hv.sched(args.integer("domid"))],
+    "set_bvt_ctx_allow": lambda hv, args: hv.set_bvt_ctx_allow(args.integer("ctx_allow")),
+    "set_rrobin_slice": lambda hv, args: hv.set_rrobin_slice(args.integer("slice_ns")),
+    "dmesg": lambda hv, args: hv.dmesg(args.flag("clear")),
+}
+
+
+def answer(hv: SimHypervisor, call: str, args: Args) -> Wire:
+    """The result of ``call``; raises the XendError the call ends in."""
+    handler = CALLS.get(call)
+    if handler is None:
+        raise BadRequest(f"xend-simhv knows no call {call!r}")
+    return handler(hv, args)

@@ -1,0 +1,284 @@
+"""SimDriver: xend's hypervisor driver for xend-simhv, one of the two ``base.Driver``\\s.
+
+Calls from any number of threads share one connection: a writer lock orders the
+request lines, and a reader thread hands each reply to the caller waiting for its
+id. Every call has a timeout. When the connection is lost, the calls waiting and
+every later call fail with a HypervisorError that says so. Watching and consoles
+get connections of their own, since they turn a connection into a stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
+from xend_actors.hypervisor.base import (
+    DomainChanged,
+    HvDomain,
+    LinuxImage,
+    SchedParams,
+    ShutdownReason,
+)
+from xend_actors.hypervisor.sim import protocol
+from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
+from xend_actors.hypervisor.sim.protocol import Args, Wire
+from xend_actors.node import PhysInfo
+
+log = logging.getLogger(__name__)
+
+
+class SimDriver:
+    def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._sock = self._connect()
+        self._write_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._pending: dict[int, Future[Wire]] = {}
+        self._ids = itertools.count(1)
+        self._lost = False
+        self._closed = False
+        self._streams: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._start(self._read_replies, "simhv-replies")
+
+    # --- base.Driver ---------------------------------------------------------------
+
+    def physinfo(self) -> PhysInfo:
+        return protocol.physinfo_from_wire(self._call("physinfo"))
+
+    def list_domains(self) -> list[HvDomain]:
+        return [protocol.domain_from_wire(wire) for wire in self._call("list")]
+
+    def domain(self, domid: int) -> HvDomain:
+        return protocol.domain_from_wire(self._call("domain", domid=domid))
+
+    def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
+               domid: int | None = None) -> int:
+        return self._call("create", name=name, memory_mb=memory_mb, vcpus=vcpus, cpu=cpu,
+                          domid=domid)
+
+    def build(self, domid: int, image: LinuxImage) -> None:
+        self._call("build", domid=domid, kernel=image.kernel, ramdisk=image.ramdisk,
+                   cmdline=image.cmdline)
+
+    def pause(self, domid: int) -> None:
+        self._call("pause", domid=domid)
+
+    def unpause(self, domid: int) -> None:
+        self._call("unpause", domid=domid)
+
+    def destroy(self, domid: int) -> None:
+        self._call("destroy", domid=domid)
+
+    def shutdown(self, domid: int, reason: ShutdownReason, key: str = "") -> None:
+        """Send the guest a CMSG_SHUTDOWN request; it acts on it a moment later."""
+        try:
+            code = reason.code
+        except KeyError:
+            raise BadRequest(f"cannot ask domain {domid} to shut down for {reason.value}: "
+                             "that is not a shutdown request") from None
+        payload = key.encode() if reason is ShutdownReason.SYSRQ else b""
+        self.send_control(domid, ControlMessage(CMSG_SHUTDOWN, code, payload))
+
+    def set_maxmem(self, domid: int, memory_mb: int) -> None:
+        self._call("set_maxmem", domid=domid, memory_mb=memory_mb)
+
+    def set_memory_target(self, domid: int, memory_mb: int) -> None:
+        self._call("set_memory_target", domid=domid, memory_mb=memory_mb)
+
+    def pincpu(self, domid: int, cpu: int) -> None:
+        self._call("pincpu", domid=domid, cpu=cpu)
+
+    def set_sched(self, domid: int, params: SchedParams) -> None:
+        self._call("set_sched", domid=domid, params=protocol.sched_to_wire(params))
+
+    def sched(self, domid: int) -> list[SchedParams]:
+        return [protocol.sched_from_wire(Args("sched", wire))
+                for wire in self._call("sched", domid=domid)]
+
+    def set_bvt_ctx_allow(self, ctx_allow: int) -> None:
+        self._call("set_bvt_ctx_allow", ctx_allow=ctx_allow)
+
+    def set_rrobin_slice(self, slice_ns: int) -> None:
+        self._call("set_rrobin_slice", slice_ns=slice_ns)
+
+    def dmesg(self, clear: bool = False) -> str:
+        return self._call("dmesg", clear=clear)
+
+    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
+        """Call ``notify`` from a thread of this driver whenever a domain changes."""
+        stream = self._open_stream("watch")
+        self._start(lambda: self._read_events(stream, notify), "simhv-watch")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            sockets = [self._sock, *self._streams]
+        for sock in sockets:
+            _shut(sock)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=self.timeout)
+
+    # --- beyond base.Driver ------------------------------------------------------------
+
+    def send_control(self, domid: int, message: ControlMessage) -> ControlMessage:
+        """Send a control message to domain ``domid`` (or its backend); returns the answer."""
+        wire = self._call("control", domid=domid, **protocol.control_to_wire(message))
+        return protocol.control_from_wire(Args("control", wire))
+
+    def open_console(self, domid: int) -> socket.socket:
+        """The raw console byte stream of domain ``domid``, both ways; the caller owns it.
+
+        Opening it closes the stream of any earlier client of this console; it ends
+        when the domain is destroyed.
+        """
+        return self._open_stream("console", domid=domid, keep=False)
+
+    def ping(self) -> str:
+        return self._call("ping")
+
+    # --- the shared connection ------------------------------------------------------------
+
+    def _call(self, call: str, **args: Wire) -> Wire:
+        future: Future[Wire] = Future()
+        with self._lock:
+            if self._lost or self._closed:
+                raise self._lost_error()
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+        try:
+            with self._write_lock:
+                self._sock.sendall(protocol.request(request_id, call, args))
+        except OSError:
+            self._lose()
+        try:
+            return future.result(timeout=self.timeout)
+        except TimeoutError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise Timeout(f"xend-simhv at {self.socket_path} did not answer {call} "
+                          f"within {self.timeout:g} s") from None
+
+    def _read_replies(self) -> None:
+        try:
+            with self._sock.makefile("rb") as lines:
+                for line in lines:
+                    request_id, result, error = protocol.parse_reply(line)
+                    with self._lock:
+                        future = self._pending.pop(request_id, None)  # None: timed out
+                    if future is None:
+                        continue
+                    if error is None:
+                        future.set_result(result)
+                    else:
+                        future.set_exception(error)
+        except (OSError, ValueError) as e:
+            if not self._closed:
+                log.error("Reading from xend-simhv at %s failed: %s", self.socket_path, e)
+        finally:
+            self._lose()
+
+    def _lose(self) -> None:
+        with self._lock:
+            self._lost = True
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(self._lost_error())
+
+    def _lost_error(self) -> XendError:
+        if self._closed:
+            return HypervisorError(f"the driver for xend-simhv at {self.socket_path} is closed")
+        return HypervisorError(f"lost the connection to xend-simhv at {self.socket_path}")
+
+    # --- streams -------------------------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError as e:
+            sock.close()
+            raise HypervisorError(f"cannot connect to xend-simhv at {self.socket_path}: "
+                                  f"{e.strerror or e}") from None
+        sock.settimeout(None)
+        return sock
+
+    def _open_stream(self, call: str, *, keep: bool = True, **args: Wire) -> socket.socket:
+        """A new connection whose ``call`` was answered ok: from here on it is a stream."""
+        with self._lock:
+            if self._closed:
+                raise self._lost_error()
+        sock = self._connect()
+        try:
+            sock.settimeout(self.timeout)
+            sock.sendall(protocol.request(0, call, args))
+            _, _, error = protocol.parse_reply(_read_line(sock))
+            if error is not None:
+                raise error
+            sock.settimeout(None)
+        except TimeoutError:
+            sock.close()
+            raise Timeout(f"xend-simhv at {self.socket_path} did not answer {call} "
+                          f"within {self.timeout:g} s") from None
+        except (OSError, ValueError):
+            sock.close()
+            raise HypervisorError(f"lost the connection to xend-simhv at {self.socket_path} "
+                                  f"while opening {call}") from None
+        except BaseException:
+            sock.close()
+            raise
+        if keep:
+            with self._lock:
+                self._streams.append(sock)
+        return sock
+
+    def _read_events(self, sock: socket.socket,
+                     notify: Callable[[DomainChanged], None]) -> None:
+        try:
+            with sock.makefile("rb") as lines:
+                for line in lines:
+                    domid = protocol.parse_event(line)
+                    try:
+                        notify(DomainChanged(domid))
+                    except Exception:
+                        log.exception("A watcher of xend-simhv failed on domain %d", domid)
+        except (OSError, ValueError) as e:
+            if not self._closed:
+                log.error("Watching xend-simhv at %s failed: %s", self.socket_path, e)
+        finally:
+            if not self._closed:
+                log.error("Lost the watch connection to xend-simhv at %s", self.socket_path)
+            sock.close()
+
+    def _start(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    """One reply line, read a byte at a time so the stream behind it stays in the socket."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte or len(line) > protocol.MAX_LINE:
+            raise ConnectionResetError("xend-simhv closed the connection")
+        line += byte
+    return bytes(line)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Close ``sock`` so that a thread blocked reading it wakes up."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

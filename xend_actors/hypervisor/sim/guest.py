@@ -1,0 +1,331 @@
+"""A simulated guest: it boots, runs a tiny shell on its console and shuts down when asked.
+
+The guest runs only while the hypervisor schedules it (built, unpaused, not shut
+down). Work that arrives while it does not run — a control message, typed input,
+the end of a shutdown delay, the rest of a flood — waits and is done once it runs
+again, as a paused Xen guest leaves its rings alone. The guest reports its end
+through ``on_exit``: the shutdown reason, or None for a crash.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+
+from xend_actors.errors import BadRequest, Conflict
+from xend_actors.hypervisor.base import LinuxImage, ShutdownReason
+from xend_actors.hypervisor.sim.clock import Clock, Meter
+from xend_actors.hypervisor.sim.console import Console
+from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
+
+IDLE_LOAD = 0.01  # cpu seconds per second of a guest that waits for input
+BUSY_LOAD = 1.0
+RING_SIZE = 8  # control messages a guest holds before the sender must wait (facts §9.1)
+TYPEAHEAD_LIMIT = 64 * 1024
+LINE_LIMIT = 4096
+FLOOD_STEP = 64 * 1024  # the most one flood step writes before letting other guests run
+PROMPT = b"# "
+
+CR, LF, BS, DEL, CTRL_C = 0x0D, 0x0A, 0x08, 0x7F, 0x03
+FLOOD_LINE = b"".join(bytes([0x21 + (i % 94)]) for i in range(78)) + b"\r\n"
+FLOOD_TEXT = FLOOD_LINE * (FLOOD_STEP // len(FLOOD_LINE) + 2)
+
+SYSRQ_SUBTYPE = 3
+REQUESTS = {  # CMSG_SHUTDOWN subtype → what the guest reports, and what it says first
+    0: (ShutdownReason.POWEROFF, "The system is going down for power off NOW!"),
+    1: (ShutdownReason.REBOOT, "The system is going down for reboot NOW!"),
+    2: (ShutdownReason.SUSPEND, "Suspending the system for save or migration."),
+}
+SYSRQ_KEYS = {  # key → shutdown reason (None = crash), and what the kernel says
+    "b": (ShutdownReason.REBOOT, "SysRq : Resetting"),
+    "o": (ShutdownReason.POWEROFF, "SysRq : Power Off"),
+    "c": (None, "SysRq : Trigger a crash"),
+}
+SYSRQ_HELP = "SysRq : HELP : reBoot Crash powerOff"
+
+
+class Phase(Enum):
+    OFF = "off"  # not booted yet
+    UP = "up"  # the shell runs
+    GOING_DOWN = "going down"
+    DOWN = "down"  # shut down, crashed or destroyed: it never runs again
+
+
+@dataclass(eq=False)
+class _Flood:
+    total: int
+    sent: int = 0
+
+
+class Guest:
+    def __init__(self, domid: int, clock: Clock,
+                 on_exit: Callable[[ShutdownReason | None], None], *,
+                 shutdown_delay: float = 0.03) -> None:
+        self.domid = domid
+        self.console = Console(self._on_input)
+        self.cpu = Meter(clock)
+        self.uptime = Meter(clock)
+        self.image: LinuxImage | None = None
+        self._clock = clock
+        self._on_exit = on_exit
+        self._delay = shutdown_delay
+        self._phase = Phase.OFF
+        self._scheduled = False
+        self._waiting: deque[Callable[[], None]] = deque()  # work for when it runs again
+        self._inbox: deque[ControlMessage] = deque()
+        self._typeahead = bytearray()
+        self._reading = False  # a read of the typeahead is due
+        self._line = bytearray()
+        self._after_cr = False
+        self._flood: _Flood | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether it is using its cpu (flooding) rather than waiting for input."""
+        return self._flood is not None and self._runs()
+
+    # --- what the hypervisor does to it ---------------------------------------------
+
+    def schedule(self, on: bool) -> None:
+        """Run the guest's vcpu (unpaused) or stop it (paused, shut down)."""
+        if on == self._scheduled:
+            return
+        self._scheduled = on
+        if on and self._phase is Phase.OFF:
+            self._boot()
+        self._update_load()
+        self._drain()
+
+    def deliver(self, message: ControlMessage) -> ControlMessage:
+        """A CMSG_SHUTDOWN request; it is acted on once the guest runs."""
+        if message.type != CMSG_SHUTDOWN:
+            raise BadRequest(f"domain {self.domid} takes no control message of type "
+                             f"{message.type}")
+        if message.subtype not in REQUESTS and message.subtype != SYSRQ_SUBTYPE:
+            raise BadRequest(f"unknown shutdown request {message.subtype} for domain "
+                             f"{self.domid}")
+        if message.subtype == SYSRQ_SUBTYPE and not message.payload:
+            raise BadRequest("a sysrq request needs a key")
+        if len(self._inbox) >= RING_SIZE:
+            raise Conflict(f"the control ring of domain {self.domid} is full: "
+                           "it has not read the last requests")
+        self._inbox.append(message)
+        self._run(self._read_message)
+        return message.answer()
+
+    def kill(self) -> None:
+        """The domain is destroyed: stop everything and close the console."""
+        self._phase = Phase.DOWN
+        self._scheduled = False
+        self._flood = None
+        self._waiting.clear()
+        self._update_load()
+        self.console.close()
+
+    # --- running -------------------------------------------------------------------
+
+    def _runs(self) -> bool:
+        return self._scheduled and self._phase in (Phase.UP, Phase.GOING_DOWN)
+
+    def _run(self, work: Callable[[], None]) -> None:
+        if self._runs() and not self._waiting:
+            work()
+        else:
+            self._waiting.append(work)
+
+    def _drain(self) -> None:
+        while self._waiting and self._runs():
+            self._waiting.popleft()()
+
+    def _update_load(self) -> None:
+        runs = self._runs()
+        self.cpu.set_rate((BUSY_LOAD if self._flood is not None else IDLE_LOAD) if runs else 0.0)
+        self.uptime.set_rate(1.0 if runs else 0.0)
+
+    def _boot(self) -> None:
+        image = self.image
+        assert image is not None, "the hypervisor runs only built guests"
+        self._phase = Phase.UP
+        self._write_lines(
+            f"Booting simulated Linux on xend-simhv (domain {self.domid})",
+            f"Kernel: {image.kernel}",
+            f"Ramdisk: {image.ramdisk or '(none)'}",
+            f"Kernel command line: {image.cmdline}",
+            "Xen virtual console successfully installed as xvc0",
+            "Commands: echo, uptime, poweroff, reboot, halt, crash, flood BYTES",
+        )
+        self.console.write(PROMPT)
+
+    def _going_down(self, reason: ShutdownReason | None, message: str) -> None:
+        """Say ``message`` and, after the shutdown delay, exit with ``reason``."""
+        if self._phase is not Phase.UP:
+            return
+        self._phase = Phase.GOING_DOWN
+        self._flood = None
+        self._typeahead.clear()
+        self._write_lines(message)
+        self._update_load()
+        self._clock.call_later(self._delay, lambda: self._run(partial(self._exit, reason)))
+
+    def _exit(self, reason: ShutdownReason | None) -> None:
+        if self._phase is Phase.DOWN:
+            return
+        self._phase = Phase.DOWN
+        self._flood = None
+        self._update_load()
+        self._on_exit(reason)
+
+    def _read_message(self) -> None:
+        message = self._inbox.popleft()
+        if self._phase is not Phase.UP:
+            return
+        if message.subtype in REQUESTS:
+            self._going_down(*REQUESTS[message.subtype])
+            return
+        key = message.payload[:1].decode("latin-1")
+        if key in SYSRQ_KEYS:
+            self._going_down(*SYSRQ_KEYS[key])
+        else:
+            self._write_lines(SYSRQ_HELP)
+
+    # --- the console and its shell ---------------------------------------------------
+
+    def _write_lines(self, *lines: str) -> None:
+        self.console.write("".join(f"{line}\r\n" for line in lines).encode())
+
+    def _reply(self, text: str) -> None:
+        self._write_lines(text)
+        self.console.write(PROMPT)
+
+    def _on_input(self, data: bytes) -> None:
+        self._typeahead += data[: max(0, TYPEAHEAD_LIMIT - len(self._typeahead))]
+        if not self._reading:
+            self._reading = True
+            self._run(self._read_typeahead)
+
+    def _read_typeahead(self) -> None:
+        """Take typed bytes as a terminal does: echo them, run a line on CR or LF."""
+        self._reading = False
+        data, self._typeahead = self._typeahead, bytearray()
+        if self._flood is not None:
+            if CTRL_C not in data:  # kept until the flood ends
+                self._typeahead = data
+                return
+            self._end_flood(interrupted=True)
+        echo = bytearray()
+        for at, byte in enumerate(data):
+            if self._phase is not Phase.UP:
+                return
+            if self._flood is not None:  # the rest waits for the flood to end
+                self._typeahead[:0] = data[at:]
+                break
+            line = self._key(byte, echo)
+            if line is not None:
+                self.console.write(bytes(echo))
+                echo.clear()
+                self._run_line(line.decode(errors="replace"))
+        if echo:
+            self.console.write(bytes(echo))
+
+    def _key(self, byte: int, echo: bytearray) -> bytes | None:
+        """One typed byte; returns the line when it completes one."""
+        after_cr, self._after_cr = self._after_cr, byte == CR
+        if byte in (CR, LF):
+            if byte == LF and after_cr:  # the LF of a CR LF pair
+                return None
+            echo += b"\r\n"
+            line, self._line = bytes(self._line), bytearray()
+            return line
+        if byte in (BS, DEL):
+            if self._line:
+                self._line.pop()
+                echo += b"\b \b"
+        elif byte == CTRL_C:
+            self._line.clear()
+            echo += b"^C\r\n" + PROMPT
+        elif byte >= 0x20 and len(self._line) < LINE_LIMIT:
+            self._line.append(byte)
+            echo.append(byte)
+        return None
+
+    def _run_line(self, line: str) -> None:
+        words = line.split()
+        if not words:
+            self.console.write(PROMPT)
+            return
+        command = SHELL_COMMANDS.get(words[0])
+        if command is None:
+            self._reply(f"sh: {words[0]}: not found")
+        else:
+            command(self, words[1:])
+
+    def _echo(self, args: list[str]) -> None:
+        self._reply(" ".join(args))
+
+    def _uptime(self, _args: list[str]) -> None:
+        self._reply(f"up {self.uptime.value():.2f} seconds")
+
+    def _poweroff(self, _args: list[str]) -> None:
+        self._going_down(ShutdownReason.POWEROFF, "The system is going down for power off NOW!")
+
+    def _halt(self, _args: list[str]) -> None:
+        self._going_down(ShutdownReason.POWEROFF, "The system is going down for system halt NOW!")
+
+    def _reboot(self, _args: list[str]) -> None:
+        self._going_down(ShutdownReason.REBOOT, "The system is going down for reboot NOW!")
+
+    def _crash(self, _args: list[str]) -> None:
+        self._write_lines("Kernel panic - not syncing: crash requested from the shell")
+        self._exit(None)
+
+    # --- flood: output as fast as the console takes it -----------------------------------
+
+    def _flood_command(self, args: list[str]) -> None:
+        if len(args) != 1 or not args[0].isdigit():
+            self._reply("usage: flood BYTES")
+            return
+        self._flood = _Flood(int(args[0]))
+        self._update_load()
+        self._flood_step(self._flood)
+
+    def _flood_step(self, flood: _Flood) -> None:
+        if flood is not self._flood:  # interrupted, or the guest went down
+            return
+        budget = FLOOD_STEP
+        while flood.sent < flood.total and budget > 0 and self.console.ready():
+            start = flood.sent % len(FLOOD_LINE)
+            size = min(flood.total - flood.sent, budget)
+            self.console.write(FLOOD_TEXT[start:start + size])
+            flood.sent += size
+            budget -= size
+        next_step = partial(self._run, partial(self._flood_step, flood))
+        if flood.sent >= flood.total:
+            self._end_flood(interrupted=False)
+        elif self.console.ready():
+            self._clock.call_later(0, next_step)
+        else:
+            self.console.when_ready(next_step)
+
+    def _end_flood(self, *, interrupted: bool) -> None:
+        flood, self._flood = self._flood, None
+        self._update_load()
+        mid_line = flood is not None and flood.sent % len(FLOOD_LINE) != 0
+        # An interrupted flood's prompt comes from the echo of its ^C.
+        self.console.write((b"\r\n" if mid_line else b"") + (b"" if interrupted else PROMPT))
+        if self._typeahead and not self._reading:
+            self._reading = True
+            self._run(self._read_typeahead)
+
+
+SHELL_COMMANDS: dict[str, Callable[[Guest, list[str]], None]] = {
+    "echo": Guest._echo,
+    "uptime": Guest._uptime,
+    "poweroff": Guest._poweroff,
+    "halt": Guest._halt,
+    "reboot": Guest._reboot,
+    "crash": Guest._crash,
+    "flood": Guest._flood_command,
+}

@@ -1,0 +1,88 @@
+"""Starting xend-simhv for xend: start it unless one already answers, and wait for it.
+
+A running xend-simhv is left alone, with its domains and its own memory setting, as
+Xen outlives a xend restart. A new one runs detached in its own session, so it
+outlives the xend that started it (even ``kill -9``); a dead one's socket file is
+removed by the new one, under the lock of its pid file, so two launchers racing
+cannot remove each other's live socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from xend_actors.errors import HypervisorError
+from xend_actors.hypervisor.sim import protocol
+
+POLL_INTERVAL = 0.02
+LOG_TAIL_BYTES = 2000
+
+
+def ensure_simhv(socket_path: Path, *, memory_mb: int, cpus: int, log_file: Path,
+                 pid_file: Path, timeout: float = 10.0) -> None:
+    """Make sure an xend-simhv answers on ``socket_path``; start one if none does."""
+    if simhv_answers(socket_path):
+        return
+    socket_path, log_file, pid_file = (p.absolute() for p in (socket_path, log_file, pid_file))
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [*simhv_command(), "--socket", str(socket_path), "--memory", str(memory_mb),
+               "--cpus", str(cpus), "--pid-file", str(pid_file)]
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+    # Reap it whenever it exits, so it never lingers as a zombie of xend.
+    threading.Thread(target=process.wait, name="simhv-reaper", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not simhv_answers(socket_path):
+        status = process.poll()
+        if status is not None:
+            if simhv_answers(socket_path):  # another launcher's xend-simhv won the race
+                return
+            raise HypervisorError(f"xend-simhv exited with status {status} before it "
+                                  f"answered on {socket_path}: {_tail(log_file)}")
+        if time.monotonic() > deadline:
+            raise HypervisorError(f"xend-simhv (pid {process.pid}) did not answer on "
+                                  f"{socket_path} within {timeout:g} s: {_tail(log_file)}")
+        time.sleep(POLL_INTERVAL)
+
+
+def simhv_answers(socket_path: Path, timeout: float = 1.0) -> bool:
+    """Whether an xend-simhv answers a ping on ``socket_path``."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+            sock.sendall(protocol.request(1, "ping", {}))
+            with sock.makefile("rb") as replies:
+                reply = replies.readline(protocol.MAX_LINE)
+    except OSError:
+        return False
+    try:
+        _, result, error = protocol.parse_reply(reply)
+    except (ValueError, KeyError, AttributeError):
+        return False
+    return error is None and result == "xend-simhv"
+
+
+def simhv_command() -> list[str]:
+    """The installed ``xend-simhv`` script beside this Python, else the module."""
+    script = shutil.which("xend-simhv", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "xend_actors.hypervisor.sim.server"]
+
+
+def _tail(log_file: Path) -> str:
+    try:
+        with open(log_file, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            text = log.read().decode(errors="replace").strip()
+    except OSError as e:
+        return f"(cannot read {log_file}: {e.strerror})"
+    return f"the end of {log_file} says:\n{text}" if text else f"{log_file} is empty"

@@ -1,0 +1,331 @@
+"""The simulated hypervisor: domains, their ids, memory, flags, cpu time and the log ring.
+
+``SimHypervisor`` is what xend-simhv serves. It is plain Python driven by an injected
+clock, so tests run it without processes or sleeps. It keeps Xen's rules (facts §6,
+§7): Domain-0 is domain 0 and is listed like any domain; a new domain is empty and
+paused; ids come from a counter that skips ids in use; memory must fit what is free;
+a domain that shuts down or crashes stays listed until it is destroyed. Listeners
+hear of every change of a domain's flags (Xen's VIRQ_DOM_EXC), not of the
+running/blocked toggles of a guest at work.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
+from xend_actors.hypervisor.base import (
+    AtroposParams,
+    BvtParams,
+    DomainState,
+    FbvtParams,
+    HvDomain,
+    LinuxImage,
+    SchedParams,
+    ShutdownReason,
+)
+from xend_actors.hypervisor.sim.clock import Clock, Meter
+from xend_actors.hypervisor.sim.console import Console
+from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
+from xend_actors.hypervisor.sim.guest import IDLE_LOAD, Guest
+from xend_actors.node import PhysInfo
+
+DOM0_NAME = "Domain-0"
+DOM0_MEMORY_MB = 512
+DOMID_FIRST_RESERVED = 0x7FF0  # ids from here up are Xen's own (DOMID_SELF, DOMID_IO, ...)
+CPU_MHZ = 2000
+DMESG_LIMIT = 16 * 1024
+
+ControlHandler = Callable[[int, ControlMessage], ControlMessage]
+
+
+@dataclass(eq=False)
+class _Domain:
+    domid: int
+    name: str
+    memory_kb: int
+    maxmem_kb: int
+    vcpus: int
+    cpu: int
+    guest: Guest | None = None  # None for Domain-0: the host itself
+    paused: bool = True
+    shutdown_reason: ShutdownReason | None = None
+    crashed: bool = False
+    sched: dict[type, SchedParams] = field(default_factory=dict)
+
+    @property
+    def runnable(self) -> bool:
+        built = self.guest is None or self.guest.image is not None
+        return built and not self.paused and self.shutdown_reason is None and not self.crashed
+
+    def state(self) -> DomainState:
+        runs = self.runnable
+        busy = self.guest is None or self.guest.busy
+        return _state(runs and busy, runs and not busy, self.paused,
+                      self.shutdown_reason is not None, self.crashed)
+
+
+# There are few states and many domains: each is made once.
+@functools.cache
+def _state(running: bool, blocked: bool, paused: bool, shutdown: bool,
+           crashed: bool) -> DomainState:
+    return DomainState(running=running, blocked=blocked, paused=paused, shutdown=shutdown,
+                       crashed=crashed)
+
+
+class SimHypervisor:
+    def __init__(self, memory_mb: int, cpus: int, clock: Clock, *,
+                 shutdown_delay: float = 0.03) -> None:
+        if memory_mb <= DOM0_MEMORY_MB:
+            raise BadRequest(f"the simulated host needs more than {DOM0_MEMORY_MB} MiB of "
+                             f"memory (Domain-0 alone has {DOM0_MEMORY_MB} MiB), got {memory_mb}")
+        if cpus < 1:
+            raise BadRequest(f"the simulated host needs at least 1 cpu, got {cpus}")
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.bvt_ctx_allow = 0
+        self.rrobin_slice_ns = 0
+        # Control messages by type; the device backends add theirs here.
+        self.control_handlers: dict[int, ControlHandler] = {CMSG_SHUTDOWN: self._to_guest}
+        self._clock = clock
+        self._shutdown_delay = shutdown_delay
+        self._listeners: list[Callable[[int], None]] = []
+        self._dmesg: deque[str] = deque()
+        self._dmesg_size = 0
+        self._next_domid = 1
+        self._host_cpu = Meter(clock, rate=IDLE_LOAD)
+        dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, -1,
+                       paused=False)
+        self._domains: dict[int, _Domain] = {0: dom0}
+        self._used_kb = dom0.memory_kb
+        self._log(f"Xen version 2.0 (xend-simhv): {memory_mb} MiB of memory, {cpus} cpus")
+        self._log(f"domain 0 created: {DOM0_NAME}, {DOM0_MEMORY_MB} MiB")
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(domid)`` whenever a domain's flags change or it goes away."""
+        self._listeners.append(listener)
+
+    # --- the host ------------------------------------------------------------------
+
+    def physinfo(self) -> PhysInfo:
+        return PhysInfo(cores=self.cpus, hyperthreads_per_core=1, cpu_mhz=CPU_MHZ,
+                        memory_mb=self.memory_mb, free_memory_mb=self._free_mb())
+
+    def list_domains(self) -> list[HvDomain]:
+        return [self._info(self._domains[domid]) for domid in sorted(self._domains)]
+
+    def domain(self, domid: int) -> HvDomain:
+        return self._info(self._domain(domid))
+
+    def dmesg(self, clear: bool = False) -> str:
+        text = "".join(self._dmesg)
+        if clear:
+            self._dmesg.clear()
+            self._dmesg_size = 0
+        return text
+
+    def set_bvt_ctx_allow(self, ctx_allow: int) -> None:
+        if ctx_allow < 0:
+            raise BadRequest(f"bvt ctx_allow must be 0 or more, got {ctx_allow}")
+        self.bvt_ctx_allow = ctx_allow
+        self._log(f"bvt ctx_allow set to {ctx_allow}")
+
+    def set_rrobin_slice(self, slice_ns: int) -> None:
+        if slice_ns < 1:
+            raise BadRequest(f"the round-robin slice must be at least 1 ns, got {slice_ns}")
+        self.rrobin_slice_ns = slice_ns
+        self._log(f"rrobin slice set to {slice_ns} ns")
+
+    # --- a domain's life -------------------------------------------------------------
+
+    def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
+               domid: int | None = None) -> int:
+        """An empty, paused domain; ``domid`` asks for that id."""
+        what = f"cannot create domain {name}"
+        if memory_mb < 1:
+            raise BadRequest(f"{what}: memory must be at least 1 MiB, got {memory_mb}")
+        if vcpus < 1:
+            raise BadRequest(f"{what}: it needs at least 1 vcpu, got {vcpus}")
+        self._check_cpu(cpu, what)
+        if domid is not None:
+            self._check_domid_free(domid, what)
+        free = self._free_mb()
+        if memory_mb > free:
+            raise HypervisorError(f"{what}: it needs {memory_mb} MiB but only {free} MiB are free")
+        if domid is None:
+            domid = self._allocate_domid(what)
+        dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu)
+        dom.guest = Guest(domid, self._clock, partial(self._guest_exit, dom),
+                          shutdown_delay=self._shutdown_delay)
+        self._domains[domid] = dom
+        self._used_kb += dom.memory_kb
+        self._log(f"domain {domid} created: {name}, {memory_mb} MiB")
+        return domid
+
+    def build(self, domid: int, image: LinuxImage) -> None:
+        """Load the kernel, ramdisk and command line (recorded; the files are never read)."""
+        guest = self._guest(domid, "build")
+        if guest.image is not None:
+            raise Conflict(f"cannot build domain {domid}: it is already built")
+        if not image.kernel:
+            raise BadRequest(f"cannot build domain {domid}: no kernel given")
+        guest.image = image
+        self._log(f"domain {domid} built: kernel {image.kernel}")
+
+    def pause(self, domid: int) -> None:
+        dom = self._not_dom0(domid, "pause")
+        if not dom.paused:
+            dom.paused = True
+            self._changed(dom)
+
+    def unpause(self, domid: int) -> None:
+        dom = self._not_dom0(domid, "unpause")
+        if dom.guest is not None and dom.guest.image is None:
+            raise Conflict(f"cannot unpause domain {domid}: it has not been built")
+        if dom.paused:
+            dom.paused = False
+            self._changed(dom)
+
+    def destroy(self, domid: int) -> None:
+        dom = self._not_dom0(domid, "destroy")
+        del self._domains[domid]
+        self._used_kb -= dom.memory_kb
+        if dom.guest is not None:
+            dom.guest.kill()
+        self._log(f"domain {domid} destroyed")
+        self._notify(domid)
+
+    def send_control(self, domid: int, message: ControlMessage) -> ControlMessage:
+        """Deliver a control message to whoever handles its type; returns the response."""
+        self._domain(domid)
+        handler = self.control_handlers.get(message.type)
+        if handler is None:
+            raise BadRequest(f"xend-simhv has no handler for control messages of type "
+                             f"{message.type}")
+        return handler(domid, message)
+
+    def console(self, domid: int) -> Console:
+        return self._guest(domid, "open the console of").console
+
+    # --- memory and scheduling ---------------------------------------------------------
+
+    def set_maxmem(self, domid: int, memory_mb: int) -> None:
+        dom = self._domain(domid)
+        if memory_mb < 1:
+            raise BadRequest(f"cannot set the maximum memory of domain {domid} to "
+                             f"{memory_mb} MiB: it must be at least 1 MiB")
+        dom.maxmem_kb = memory_mb * 1024
+
+    def set_memory_target(self, domid: int, memory_mb: int) -> None:
+        """The domain's memory becomes ``memory_mb`` (a balloon that follows at once)."""
+        dom = self._domain(domid)
+        what = f"cannot set the memory of domain {domid} to {memory_mb} MiB"
+        if memory_mb < 1:
+            raise BadRequest(f"{what}: it must be at least 1 MiB")
+        if memory_mb * 1024 > dom.maxmem_kb:
+            raise Conflict(f"{what}: its maximum is {dom.maxmem_kb // 1024} MiB")
+        grow_kb = memory_mb * 1024 - dom.memory_kb
+        if grow_kb > self._free_kb():
+            raise HypervisorError(f"{what}: it needs {grow_kb // 1024} MiB more but only "
+                                  f"{self._free_mb()} MiB are free")
+        dom.memory_kb += grow_kb
+        self._used_kb += grow_kb
+
+    def pincpu(self, domid: int, cpu: int) -> None:
+        dom = self._domain(domid)
+        self._check_cpu(cpu, f"cannot pin domain {domid} to cpu {cpu}")
+        dom.cpu = cpu
+
+    def set_sched(self, domid: int, params: SchedParams) -> None:
+        dom = self._domain(domid)
+        if not isinstance(params, BvtParams | FbvtParams | AtroposParams):
+            raise BadRequest(f"unknown scheduler parameters {params!r}")
+        dom.sched[type(params)] = params
+
+    def sched(self, domid: int) -> list[SchedParams]:
+        return list(self._domain(domid).sched.values())
+
+    # --- inside --------------------------------------------------------------------------
+
+    def _domain(self, domid: int) -> _Domain:
+        try:
+            return self._domains[domid]
+        except KeyError:
+            raise NotFound(f"no domain {domid}") from None
+
+    def _not_dom0(self, domid: int, action: str) -> _Domain:
+        dom = self._domain(domid)
+        if dom.guest is None:
+            raise Conflict(f"cannot {action} {DOM0_NAME}: it is the host itself")
+        return dom
+
+    def _guest(self, domid: int, action: str) -> Guest:
+        guest = self._not_dom0(domid, action).guest
+        assert guest is not None
+        return guest
+
+    def _to_guest(self, domid: int, message: ControlMessage) -> ControlMessage:
+        return self._guest(domid, "send a shutdown request to").deliver(message)
+
+    def _guest_exit(self, dom: _Domain, reason: ShutdownReason | None) -> None:
+        if self._domains.get(dom.domid) is not dom:
+            return
+        if reason is None:
+            dom.crashed = True
+            self._log(f"domain {dom.domid} crashed")
+        else:
+            dom.shutdown_reason = reason
+            self._log(f"domain {dom.domid} shut down: reason {reason.value}")
+        self._changed(dom)
+
+    def _changed(self, dom: _Domain) -> None:
+        if dom.guest is not None:
+            dom.guest.schedule(dom.runnable)
+        self._notify(dom.domid)
+
+    def _notify(self, domid: int) -> None:
+        for listener in self._listeners:
+            listener(domid)
+
+    def _info(self, dom: _Domain) -> HvDomain:
+        cpu_time = dom.guest.cpu.value() if dom.guest is not None else self._host_cpu.value()
+        return HvDomain(domid=dom.domid, name=dom.name, state=dom.state(),
+                        shutdown_reason=dom.shutdown_reason, memory_kb=dom.memory_kb,
+                        maxmem_kb=dom.maxmem_kb, vcpus=dom.vcpus, cpu=dom.cpu,
+                        cpu_time=cpu_time)
+
+    def _free_kb(self) -> int:
+        return self.memory_mb * 1024 - self._used_kb
+
+    def _free_mb(self) -> int:
+        return self._free_kb() // 1024
+
+    def _check_cpu(self, cpu: int, what: str) -> None:
+        if not -1 <= cpu < self.cpus:
+            raise BadRequest(f"{what}: cpu must be -1 (any) or 0..{self.cpus - 1}, got {cpu}")
+
+    def _check_domid_free(self, domid: int, what: str) -> None:
+        if domid in self._domains:
+            raise Conflict(f"{what}: domain id {domid} is in use")
+        if not 0 < domid < DOMID_FIRST_RESERVED:
+            raise BadRequest(f"{what}: domain id {domid} is out of range "
+                             f"(1..{DOMID_FIRST_RESERVED - 1})")
+
+    def _allocate_domid(self, what: str) -> int:
+        for _ in range(DOMID_FIRST_RESERVED):
+            domid = self._next_domid
+            self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else 1
+            if domid not in self._domains:
+                return domid
+        raise HypervisorError(f"{what}: every domain id is in use")
+
+    def _log(self, text: str) -> None:
+        line = f"(XEN) {text}\n"
+        self._dmesg.append(line)
+        self._dmesg_size += len(line)
+        while self._dmesg_size > DMESG_LIMIT:
+            self._dmesg_size -= len(self._dmesg.popleft())

@@ -1,0 +1,251 @@
+"""The wire between xend-simhv and its driver: newline-delimited JSON over a Unix socket.
+
+Calls. One connection carries any number of requests; each is answered by a reply
+with the request's id (in order, but the driver matches ids and does not rely on it)::
+
+    → {"id": 7, "call": "create", "args": {"name": "web", "memory_mb": 256}}
+    ← {"id": 7, "ok": 3}
+    ← {"id": 7, "error": {"kind": "conflict", "message": "cannot create ..."}}
+
+The error kinds are ``bad_request``, ``not_found``, ``conflict``, ``hypervisor`` and
+``timeout``, one per XendError subclass. A request line longer than ``MAX_LINE`` or
+that is not such an object is answered with a ``bad_request`` error (id null when
+it has none); the connection stays usable.
+
+The calls and their args (results are ``null`` unless given)::
+
+    ping                                   → "xend-simhv"
+    physinfo                               → {cores, hyperthreads_per_core, cpu_mhz,
+                                              memory_mb, free_memory_mb}
+    list                                   → [domain, ...] in domid order
+    domain {domid}                         → domain
+    create {name, memory_mb, vcpus, cpu, domid|null} → domid
+    build {domid, kernel, ramdisk, cmdline}
+    pause / unpause / destroy {domid}
+    control {domid, type, subtype, payload} → {type, subtype, payload}  (payload in hex)
+    set_maxmem / set_memory_target {domid, memory_mb}
+    pincpu {domid, cpu}
+    set_sched {domid, params: {kind: bvt|fbvt|atropos, <fields>}}
+    sched {domid}                          → [params, ...]
+    set_bvt_ctx_allow {ctx_allow} · set_rrobin_slice {slice_ns}
+    dmesg {clear}                          → text
+
+where a domain is the list of HvDomain's fields in order (a list, not an object,
+so that a thousand domains make a short line)::
+
+    [domid, name, state, shutdown_reason, memory_kb, maxmem_kb, vcpus, cpu, cpu_time]
+
+with state the letters ``rbpscd`` (running, blocked, paused, shutdown, crashed,
+dying), ``-`` for a clear flag, and shutdown_reason a ShutdownReason value or null.
+
+Streams. Two calls turn their connection into a stream after an ``ok`` reply:
+``watch`` sends ``{"event": "changed", "domid": N}`` lines whenever a domain's flags
+change or it goes away; ``console {domid}`` carries that domain's raw console bytes
+both ways (one client per domain: a new one closes the old) and closes when the
+domain is destroyed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout, XendError
+from xend_actors.hypervisor.base import (
+    AtroposParams,
+    BvtParams,
+    DomainState,
+    FbvtParams,
+    HvDomain,
+    SchedParams,
+    ShutdownReason,
+)
+from xend_actors.hypervisor.sim.control import ControlMessage
+from xend_actors.node import PhysInfo
+
+MAX_LINE = 1 << 20
+STATE_FLAGS = tuple(f.name for f in dataclasses.fields(DomainState))
+STATE_LETTERS = "rbpscd"  # facts §6's letters, and d for dying
+SCHED_KINDS: Mapping[str, type] = {"bvt": BvtParams, "fbvt": FbvtParams,
+                                   "atropos": AtroposParams}
+ERROR_KINDS: Mapping[str, type[XendError]] = {
+    "bad_request": BadRequest,
+    "not_found": NotFound,
+    "conflict": Conflict,
+    "hypervisor": HypervisorError,
+    "timeout": Timeout,
+}
+
+Wire = Any  # a JSON value
+
+
+# --- lines ---------------------------------------------------------------------------
+
+def encode(message: Mapping[str, Wire]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def request(request_id: int, call: str, args: Mapping[str, Wire]) -> bytes:
+    return encode({"id": request_id, "call": call, "args": args})
+
+
+def ok_reply(request_id: int | None, result: Wire) -> bytes:
+    return encode({"id": request_id, "ok": result})
+
+
+def error_reply(request_id: int | None, error: XendError) -> bytes:
+    kind = next((kind for kind, cls in ERROR_KINDS.items() if isinstance(error, cls)),
+                "hypervisor")
+    return encode({"id": request_id, "error": {"kind": kind, "message": error.message}})
+
+
+def event(domid: int) -> bytes:
+    return encode({"event": "changed", "domid": domid})
+
+
+def parse_event(line: bytes) -> int:
+    """The domid of a watch event line."""
+    message = json.loads(line)
+    if message.get("event") != "changed":
+        raise ValueError(f"not a watch event: {line!r}")
+    return int(message["domid"])
+
+
+def parse_request(line: bytes) -> tuple[int, str, Args]:
+    """A request line's id, call and args; BadRequest (with ``request_id``) if malformed."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as e:
+        raise MalformedRequest(None, f"a request must be a JSON object on one line: {e}") from None
+    if not isinstance(message, dict):
+        raise MalformedRequest(None, "a request must be a JSON object")
+    request_id = message.get("id")
+    if not isinstance(request_id, int) or isinstance(request_id, bool):
+        raise MalformedRequest(None, "a request needs an integer id")
+    call = message.get("call")
+    if not isinstance(call, str):
+        raise MalformedRequest(request_id, "a request needs a call name")
+    args = message.get("args", {})
+    if not isinstance(args, dict):
+        raise MalformedRequest(request_id, f"the args of {call} must be an object")
+    return request_id, call, Args(call, args)
+
+
+def parse_reply(line: bytes) -> tuple[int | None, Wire, XendError | None]:
+    """A reply line's id and either its result or the error it carries."""
+    message = json.loads(line)
+    error = message.get("error")
+    if error is None:
+        return message["id"], message.get("ok"), None
+    cls = ERROR_KINDS.get(error.get("kind"), HypervisorError)
+    return message["id"], None, cls(str(error.get("message", "")))
+
+
+class MalformedRequest(BadRequest):
+    def __init__(self, request_id: int | None, message: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class Args:
+    """A request's arguments, read with the type each must have."""
+
+    def __init__(self, call: str, values: Wire) -> None:
+        if not isinstance(values, dict):
+            raise BadRequest(f"the args of {call} must be an object, got {values!r}")
+        self._call = call
+        self._values = values
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        value = self._values.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._bad(name, "an integer")
+        return value
+
+    def optional_integer(self, name: str) -> int | None:
+        return None if self._values.get(name) is None else self.integer(name)
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self._values.get(name, default)
+        if not isinstance(value, str):
+            raise self._bad(name, "a string")
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self._values.get(name, default)
+        if not isinstance(value, bool):
+            raise self._bad(name, "true or false")
+        return value
+
+    def object(self, name: str) -> Args:
+        return Args(f"{self._call} {name}", self._values.get(name))
+
+    def _bad(self, name: str, expected: str) -> BadRequest:
+        return BadRequest(f"{self._call}: argument {name} must be {expected}, "
+                          f"got {self._values.get(name)!r}")
+
+
+# --- values ----------------------------------------------------------------------------
+
+def domain_to_wire(domain: HvDomain) -> Wire:
+    reason = domain.shutdown_reason
+    return [domain.domid, domain.name, state_to_wire(domain.state),
+            None if reason is None else reason.value, domain.memory_kb, domain.maxmem_kb,
+            domain.vcpus, domain.cpu, domain.cpu_time]
+
+
+def domain_from_wire(wire: Wire) -> HvDomain:
+    domid, name, flags, reason, memory_kb, maxmem_kb, vcpus, cpu, cpu_time = wire
+    return HvDomain(domid, name, state_from_wire(flags),
+                    None if reason is None else ShutdownReason(reason), memory_kb, maxmem_kb,
+                    vcpus, cpu, cpu_time)
+
+
+# There are few states and many domains: each is made once.
+@functools.cache
+def state_to_wire(state: DomainState) -> str:
+    return "".join(letter if getattr(state, flag) else "-"
+                   for letter, flag in zip(STATE_LETTERS, STATE_FLAGS, strict=True))
+
+
+@functools.cache
+def state_from_wire(letters: str) -> DomainState:
+    if len(letters) != len(STATE_LETTERS):
+        raise ValueError(f"a domain state has {len(STATE_LETTERS)} letters, got {letters!r}")
+    return DomainState(*(letter != "-" for letter in letters))
+
+
+def physinfo_to_wire(info: PhysInfo) -> Wire:
+    return dataclasses.asdict(info)
+
+
+def physinfo_from_wire(wire: Wire) -> PhysInfo:
+    return PhysInfo(**wire)
+
+
+def sched_to_wire(params: SchedParams) -> Wire:
+    kind = next(kind for kind, cls in SCHED_KINDS.items() if isinstance(params, cls))
+    return {"kind": kind, **dataclasses.asdict(params)}
+
+
+def sched_from_wire(args: Args) -> SchedParams:
+    kind = args.text("kind")
+    cls = SCHED_KINDS.get(kind)
+    if cls is None:
+        raise BadRequest(f"unknown scheduler {kind!r}: expected one of {', '.join(SCHED_KINDS)}")
+    return cls(**{f.name: args.integer(f.name) for f in dataclasses.fields(cls)})
+
+
+def control_to_wire(message: ControlMessage) -> Wire:
+    return {"type": message.type, "subtype": message.subtype, "payload": message.payload.hex()}
+
+
+def control_from_wire(args: Args) -> ControlMessage:
+    try:
+        payload = bytes.fromhex(args.text("payload", ""))
+    except ValueError:
+        raise BadRequest("a control message payload must be hex digits") from None
+    return ControlMessage(args.integer("type"), args.integer("subtype"), payload)
