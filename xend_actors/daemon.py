@@ -16,9 +16,10 @@ from collections.abc import Callable
 import pykka
 
 from xend_actors.config import XendConfig
+from xend_actors.domain.table import DomainTable
 from xend_actors.events import EventBus
+from xend_actors.hypervisor.actor import Hypervisor, open_driver
 from xend_actors.logs import setup_logging
-from xend_actors.node import host_physinfo
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.web.routes import make_app
@@ -34,23 +35,31 @@ STOP_TIMEOUT = 30.0
 class Root(pykka.ThreadingActor):
     """Starts, supervises and stops every other actor of xend."""
 
-    def __init__(self, config: XendConfig) -> None:
+    def __init__(self, config: XendConfig, store: Store) -> None:
         super().__init__()
         self.config = config
+        self.store = store
         self._children: list[tuple[str, pykka.ActorRef]] = []
 
     def boot(self) -> list[str]:
         """Start the actors; on any failure stop those already started and raise."""
         try:
-            events = self._adopt("events", EventBus.start())
-            answer(events.proxy().last_seq(), "the event bus")
-            services = Services(self.config, events.proxy(), host_physinfo)
+            events = self._adopt("events", EventBus.start()).proxy()
+            answer(events.last_seq(), "the event bus")
+            driver = open_driver(self.config)
+            hypervisor = self._adopt("hypervisor", Hypervisor.start(driver)).proxy()
+            table = self._adopt("domains", DomainTable.start(
+                self.config, driver, events, self.store)).proxy()
+            answer(hypervisor.watch(table), "the hypervisor")
+            count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
+            log.info("Domains recovered or adopted: %d", count)
+            services = Services(self.config, events, hypervisor, table)
             web = self._adopt("web", WebServer.start(self.config, make_app(services)))
             addresses = answer(web.proxy().addresses(), "the web server")
         except BaseException:
             self._stop_children()
             raise
-        events.proxy().publish("xend.start", "0")
+        events.publish("xend.start", "0")
         return addresses
 
     def on_stop(self) -> None:
@@ -82,9 +91,10 @@ def run(config: XendConfig, *, foreground: bool,
     try:
         pidfile.acquire()
         config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if detect_host_reboot(Store(config.dbroot), config.run_dir / "state"):
+        store = Store(config.dbroot)
+        if detect_host_reboot(store, config.run_dir / "state"):
             log.info("The host has rebooted since xend last ran: runtime state dropped")
-        root = Root.start(config)
+        root = Root.start(config, store)
     except Exception as error:
         log.error("Xend failed to start: %s", error)
         pidfile.release()

@@ -1,0 +1,198 @@
+"""The Domain actor: one domain's life as xend runs it (the original XendDomainInfo).
+
+It builds the domain, pauses and unpauses it, asks it to shut down, sets its memory
+and scheduling, and rebuilds it on restart. It owns the domain's ``DomainRecord``
+and its store file ``domain/<id>``, written atomically before any reply; every new
+record is told to the DomainTable. It never asks the table anything (the table
+asks it), so the two can never wait on each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import pykka
+
+from xend_actors.domain.config import DomainConfig
+from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
+from xend_actors.errors import BadRequest, Conflict, XendError
+from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
+from xend_actors.store import RecordDir
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT,
+                                         ShutdownReason.HALT, ShutdownReason.SUSPEND,
+                                         ShutdownReason.SYSRQ)}
+
+
+class Domain(pykka.ThreadingActor):
+    def __init__(self, record: DomainRecord, *, driver: Driver, events: pykka.ActorProxy,
+                 table: pykka.ActorProxy, records: RecordDir,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.record = record
+        self.driver = driver
+        self.events = events
+        self.table = table
+        self.records = records
+        self.clock = clock
+
+    @property
+    def domid(self) -> int:
+        return self.record.domid
+
+    def _ids(self) -> list[str]:
+        return [self.record.name, str(self.domid)]
+
+    def _update(self, **changes: object) -> DomainRecord:
+        """Replace the record, persist it, then tell the table."""
+        self.record = replace(self.record, **changes)  # type: ignore[arg-type]
+        self.save()
+        self.table.record_changed(self.record)
+        return self.record
+
+    def save(self) -> None:
+        self.records.write(str(self.domid), store_sxpr(self.record, None, self.clock()))
+
+    # --- building -------------------------------------------------------------------
+
+    def build(self) -> DomainRecord:
+        """Load the image into the empty paused domain; on failure destroy it, leave nothing."""
+        try:
+            self._build(self._config())
+        except Exception as error:
+            self._abandon()
+            message = error.message if isinstance(error, XendError) else str(error)
+            raise XendError(f"Error creating domain: {message}",
+                            status=getattr(error, "status", 500)) from None
+        record = self._update(start_time=self.clock())
+        self.events.publish("xend.domain.create", self._ids())
+        return record
+
+    def _build(self, config: DomainConfig) -> None:
+        self.driver.build(self.domid, config.image.image())
+        if config.maxmem_mb is not None:
+            self.driver.set_maxmem(self.domid, config.maxmem_mb)
+
+    def _config(self) -> DomainConfig:
+        if self.record.config is None:
+            raise Conflict(f"domain {self.domid} has no configuration")
+        return self.record.config
+
+    def _abandon(self) -> None:
+        """Undo a failed build: destroy the domain, forget it, stop."""
+        try:
+            self.driver.destroy(self.domid)
+        except XendError as error:
+            log.warning("Destroying half-built domain %s failed: %s", self.domid, error)
+        self.records.delete(str(self.domid))
+        self.table.forget(self.domid)
+        self.stop()  # pykka's: stops after this message, without waiting
+
+    def configure(self, config: DomainConfig) -> DomainRecord:
+        """Give an adopted bare domain its configuration (restore and migration)."""
+        if self.record.config is not None:
+            raise Conflict(f"Domain already configured: {self.domid}")
+        return self._update(config=config, name=config.name, start_time=self.clock())
+
+    # --- running --------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.driver.pause(self.domid)
+        self.events.publish("xend.domain.pause", self._ids())
+
+    def unpause(self) -> None:
+        self.driver.unpause(self.domid)
+        self.events.publish("xend.domain.unpause", self._ids())
+
+    def shutdown(self, word: str, key: str = "") -> DomainRecord:
+        """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
+        reason = SHUTDOWN_REASONS.get(word)
+        if reason is None:
+            raise BadRequest(f"invalid reason:{word}")
+        if reason is ShutdownReason.SYSRQ and len(key) != 1:
+            raise BadRequest("sysrq needs a key: one character")
+        record = self._request(reason)
+        self.events.publish("xend.domain.shutdown", [*self._ids(), reason.value])
+        self.driver.shutdown(self.domid, reason, key)
+        return record
+
+    def note_destroy(self, reason: ShutdownReason) -> DomainRecord:
+        """Record why xend destroys the domain: ``halt`` cancels a restart, ``reboot`` forces."""
+        return self._request(reason)
+
+    def _request(self, reason: ShutdownReason) -> DomainRecord:
+        pending = self.record.restart_state is RestartState.PENDING
+        if reason is ShutdownReason.HALT and pending:
+            self.events.publish("xend.domain.restart", [*self._ids(), "cancel"])
+            return self._update(shutdown_request=reason, restart_state=None)
+        if reason is ShutdownReason.REBOOT and not pending:
+            self.events.publish("xend.domain.restart", [*self._ids(), "schedule"])
+            return self._update(shutdown_request=reason, restart_state=RestartState.PENDING)
+        return self._update(shutdown_request=reason)
+
+    def exited(self, reason: ShutdownReason, restart: bool) -> DomainRecord:
+        """The reaper found the domain dead for ``reason``; ``restart`` says what follows."""
+        self.events.publish("xend.domain.exit", [*self._ids(), reason.value])
+        if restart and self.record.restart_state is not RestartState.PENDING:
+            self.events.publish("xend.domain.restart", [*self._ids(), "schedule"])
+            return self._update(restart_state=RestartState.PENDING)
+        return self.record
+
+    def suspended(self) -> None:
+        self.events.publish("xend.domain.suspended", self._ids())
+
+    def release(self) -> None:
+        """Let go of what the domain holds in xend before the hypervisor destroys it.
+
+        Devices and the console join here as their controllers arrive.
+        """
+
+    def forget(self) -> None:
+        """The domain is gone for good: drop its store record and stop."""
+        self.records.delete(str(self.domid))
+        self.stop()  # pykka's: stops after this message, without waiting
+
+    # --- restart ---------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """Rebuild the domain with the same name, id and start time, then unpause it."""
+        config = self._config()
+        self._update(restart_state=RestartState.BOOTING, restart_time=self.clock())
+        self.events.publish("xend.domain.restart", [*self._ids(), "begin"])
+        log.info("Restarting domain: id=%s name=%s", self.domid, self.record.name)
+        try:
+            self.driver.create(config.name, config.memory_mb, cpu=config.cpu, domid=self.domid)
+            self._build(config)
+            self.driver.unpause(self.domid)
+        except XendError as error:
+            log.error("Restart of domain %s failed: %s", self.record.name, error)
+            self.events.publish("xend.domain.restart", [*self._ids(), "fail"])
+            self._abandon()
+            return
+        self._update(restart_state=None, shutdown_request=None)
+        self.events.publish("xend.domain.restart", [*self._ids(), "success"])
+
+    # --- memory and scheduling ------------------------------------------------------------
+
+    def set_maxmem(self, memory_mb: int) -> None:
+        self.driver.set_maxmem(self.domid, _positive("memory", memory_mb))
+
+    def set_memory_target(self, target_mb: int) -> None:
+        self.driver.set_memory_target(self.domid, _positive("target", target_mb))
+
+    def pincpu(self, cpu: int) -> None:
+        self.driver.pincpu(self.domid, cpu)
+
+    def set_sched(self, params: SchedParams) -> None:
+        self.driver.set_sched(self.domid, params)
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise BadRequest(f"invalid {name}: {value} (must be at least 1)")
+    return value

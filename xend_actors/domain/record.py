@@ -1,0 +1,93 @@
+"""What xend knows of a domain beyond the hypervisor's flags, and its SXP both ways.
+
+A ``DomainRecord`` is owned by the domain's Domain actor, which persists it under
+the store's ``domain/<id>`` and tells the DomainTable each new version. The
+domain info reply (facts §4.5) joins it with the hypervisor's latest snapshot;
+the store record is that same info SXP (facts §7.5), read back by ``from_sxpr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from xend_actors import sxp
+from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.errors import BadRequest
+from xend_actors.hypervisor.base import HvDomain, ShutdownReason
+
+
+class RestartState(Enum):
+    PENDING = "pending"  # a restart will follow the domain's exit
+    BOOTING = "booting"  # the domain is being rebuilt
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    domid: int
+    name: str
+    config: DomainConfig | None = None  # None: adopted, not created by xend
+    start_time: float | None = None  # kept across restarts, so up_time keeps counting
+    restart_state: RestartState | None = None
+    restart_time: float | None = None  # when the last restart began
+    shutdown_request: ShutdownReason | None = None  # what xend last asked the guest
+
+
+def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Value:
+    """The domain info reply of facts §4.5, fields in the original's order."""
+    info: list = ["domain", ["id", str(record.domid)], ["name", record.name]]
+    if hv is not None:
+        info.append(["memory", str(hv.memory_kb // 1024)])
+        info.append(["maxmem", str(hv.maxmem_kb // 1024)])
+        info.append(["state", hv.state.letters])
+        if hv.state.shutdown:
+            reason = hv.shutdown_reason.value if hv.shutdown_reason else "?"
+            info.append(["shutdown_reason", reason])
+        info += [["cpu", str(hv.cpu)], ["cpu_time", hv.cpu_time]]
+    elif record.config is not None:
+        info.append(["memory", str(record.config.memory_mb)])
+    if record.start_time is not None:
+        info += [["up_time", str(now - record.start_time)], ["start_time", record.start_time]]
+    if record.restart_state is not None:
+        info.append(["restart_state", record.restart_state.value])
+    if record.restart_time is not None:
+        info.append(["restart_time", record.restart_time])
+    info.append(["devices"])
+    if record.config is not None:
+        info.append(["config", record.config.sxpr])
+    return info
+
+
+def from_sxpr(value: sxp.Value) -> DomainRecord:
+    """A record read back from the store; a bad one raises ``BadRequest``."""
+    if sxp.name(value) != "domain":
+        raise BadRequest("not a domain record")
+    try:
+        config = sxp.child_value(value, "config")
+        return DomainRecord(
+            domid=int(sxp.child_value(value, "id")),
+            name=str(sxp.child_value(value, "name")),
+            config=parse_domain_config(config) if config is not None else None,
+            start_time=_float(sxp.child_value(value, "start_time")),
+            restart_state=_enum(RestartState, sxp.child_value(value, "restart_state")),
+            restart_time=_float(sxp.child_value(value, "restart_time")),
+            shutdown_request=_enum(ShutdownReason, sxp.child_value(value, "shutdown_request")),
+        )
+    except (TypeError, ValueError) as error:
+        raise BadRequest(f"bad domain record: {error}") from None
+
+
+def store_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Value:
+    """The store record: the info SXP plus what only xend needs back."""
+    value = info_sxpr(record, hv, now)
+    if record.shutdown_request is not None:
+        value.append(["shutdown_request", record.shutdown_request.value])
+    return value
+
+
+def _float(text: object) -> float | None:
+    return None if text is None else float(str(text))
+
+
+def _enum(kind: type[Enum], text: object):  # type: ignore[no-untyped-def]
+    return None if text is None else kind(str(text))

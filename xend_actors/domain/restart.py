@@ -1,0 +1,31 @@
+"""When a domain that exited is started again (facts §7.2 to 7.4).
+
+Decisions on the original's quirks, kept here with the rule they change:
+- A crashed domain is restarted when its mode says ``always`` (the original never
+  restarted a crashed domain, facts §15 item 9: that made ``always`` a lie).
+- ``halt`` is a shutdown that never restarts, whatever the mode; ``reboot``, asked
+  of xend by shutdown or destroy, always restarts, even under ``never``.
+- A restart less than the minimum restart time after the previous one is refused
+  and the domain destroyed, so a guest crashing at boot cannot loop.
+"""
+
+from __future__ import annotations
+
+from xend_actors.domain.config import RestartMode
+from xend_actors.hypervisor.base import ShutdownReason
+
+
+def restart_wanted(mode: RestartMode, exit_reason: ShutdownReason,
+                   requested: ShutdownReason | None) -> bool:
+    """Whether a domain that exited for ``exit_reason`` is to be started again."""
+    if requested is ShutdownReason.HALT:
+        return False
+    if requested is ShutdownReason.REBOOT:
+        return True
+    if mode is RestartMode.ALWAYS:
+        return True
+    return mode is RestartMode.ONREBOOT and exit_reason is ShutdownReason.REBOOT
+
+
+def restarting_too_fast(last_restart: float | None, now: float, minimum: float) -> bool:
+    return last_restart is not None and now - last_restart < minimum

@@ -1,0 +1,55 @@
+"""The Hypervisor actor: host-wide driver calls and the driver's notifications.
+
+It owns the driver's lifetime (opened by ``open_driver``, closed when the actor
+stops). Per-domain calls go straight from each Domain actor to the driver, which
+is thread-safe, so one slow domain never holds up the host-wide calls here.
+"""
+
+from __future__ import annotations
+
+import pykka
+
+from xend_actors.config import Hypervisor as HypervisorKind
+from xend_actors.config import XendConfig
+from xend_actors.errors import XendError
+from xend_actors.hypervisor.base import Driver
+from xend_actors.node import PhysInfo
+
+
+def open_driver(config: XendConfig) -> Driver:
+    """The configured driver, its hypervisor started if it is not running."""
+    if config.hypervisor is HypervisorKind.SIM:
+        from xend_actors.hypervisor.sim.driver import SimDriver
+        from xend_actors.hypervisor.sim.launch import ensure_simhv
+
+        socket_path = config.run_dir / "simhv.sock"
+        ensure_simhv(socket_path, memory_mb=config.sim_memory_mb, cpus=config.sim_cpus,
+                     log_file=config.logfile.parent / "xend-simhv.log",
+                     pid_file=config.run_dir / "simhv.pid")
+        return SimDriver(socket_path)
+    raise XendError(f"the {config.hypervisor.value} driver is not available yet")
+
+
+class Hypervisor(pykka.ThreadingActor):
+    def __init__(self, driver: Driver) -> None:
+        super().__init__()
+        self.driver = driver
+
+    def on_stop(self) -> None:
+        self.driver.close()
+
+    def watch(self, table: pykka.ActorProxy) -> None:
+        """Tell ``table`` each domain change the driver reports (Xen's VIRQ_DOM_EXC)."""
+        self.driver.watch(lambda change: table.domain_changed(change.domid))
+
+    def physinfo(self) -> PhysInfo:
+        return self.driver.physinfo()
+
+    def dmesg(self, clear: bool = False) -> str:
+        return self.driver.dmesg(clear)
+
+    def set_bvt_ctx_allow(self, ctx_allow: int) -> None:
+        self.driver.set_bvt_ctx_allow(ctx_allow)
+
+    def set_rrobin_slice(self, slice_ns: int) -> None:
+        self.driver.set_rrobin_slice(slice_ns)
