@@ -23,6 +23,7 @@ def xend_home() -> Iterator[Callable[..., XendHome]]:
     yield make
     for home in homes:
         home.xend("stop")
+        home.kill_simhv()
         shutil.rmtree(home.root, ignore_errors=True)
 
 

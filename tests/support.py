@@ -7,8 +7,10 @@ limited to 108 bytes, so pytest's long tmp paths will not do).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,7 +90,9 @@ class XendHome:
         return f"http://127.0.0.1:{self.http_port}"
 
     def write_config(self) -> None:
+        # The first occurrence of an option wins, so a test's own settings go first.
         self.config_file.write_text(
+            self.extra + "\n"
             f"(xend-port {self.http_port})\n"
             "(xend-address 127.0.0.1)\n"
             f"(xend-event-port {self.event_port})\n"
@@ -97,8 +101,22 @@ class XendHome:
             f"(xend-run-dir {self.run_dir})\n"
             f"(dbroot {self.dbroot})\n"
             f"(logfile {self.logfile})\n"
-            "(loglevel DEBUG)\n" + self.extra
+            "(loglevel DEBUG)\n"
+            "(minimum-restart-time 20)\n"
         )
+
+    @property
+    def simhv_socket(self) -> Path:
+        return self.run_dir / "simhv.sock"
+
+    def kill_simhv(self) -> None:
+        """Stop the simulated hypervisor xend started here (it outlives xend on purpose)."""
+        try:
+            pid = int((self.run_dir / "simhv.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def xend(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

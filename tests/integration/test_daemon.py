@@ -39,14 +39,19 @@ def test_root_lists_the_resources_over_tcp(running_xend: XendHome) -> None:
             "ls", "node", "domain", "console", "event", "device", "vnet"]
 
 
-def test_node_info_describes_this_host(running_xend: XendHome) -> None:
-    node = running_xend.get_sxp("/xend/node/")
+def test_node_info_is_this_host_with_the_hypervisors_size(
+    xend_home: Callable[..., XendHome],
+) -> None:
+    home = xend_home("(sim-memory 3000) (sim-cpus 3)")
+    assert home.xend("start").returncode == 0
+    node = home.get_sxp("/xend/node/")
     assert sxp.name(node) == "node"
     assert [sxp.name(field) for field in sxp.children(node)] == NODE_FIELDS
     assert sxp.child_value(node, "host") == os.uname().nodename
     assert sxp.child_value(node, "system") == "Linux"
-    assert int(sxp.child_value(node, "memory")) >= int(sxp.child_value(node, "free_memory")) > 0
-    assert int(sxp.child_value(node, "cores")) == os.cpu_count()
+    assert sxp.child_value(node, "memory") == "3000"
+    assert sxp.child_value(node, "free_memory") == str(3000 - 512)  # Domain-0's share
+    assert sxp.child_value(node, "cores") == "3"
 
 
 def test_unix_socket_serves_the_same_and_is_root_only(running_xend: XendHome) -> None:

@@ -9,14 +9,14 @@ from werkzeug.test import Client
 from xend_actors import sxp
 from xend_actors.errors import Conflict
 from xend_actors.web.app import MAX_BODY_BYTES, XendApp
-from xend_actors.web.forms import Kind, Param
+from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op
 
 
 class Thing(Resource):
     """A resource with one op of every kind of parameter."""
 
-    @op("echo", Param("word"), Param("count", Kind.INT), Param("config", Kind.SXPR))
+    @op("echo", params=(Param("word"), Param("count", Kind.INT), Param("config", Kind.SXPR)))
     def echo(self, request: Request, name: str, word: str, count: int,
              config: sxp.Value) -> sxp.Value:
         return [name, word, str(count), config]
@@ -29,9 +29,9 @@ class Thing(Resource):
     def clash(self, request: Request, name: str) -> None:
         raise Conflict(f"vm name clash: {name}")
 
-    @op("peek", on_get=True)
-    def peek(self, request: Request, name: str) -> sxp.Value:
-        return ["peeked", name]
+    @op("peek", "glance", params=(optional("how", default="quickly"),), on_get=True)
+    def peek(self, request: Request, name: str, how: str) -> sxp.Value:
+        return ["peeked", name, how]
 
     def get(self, request: Request, name: str) -> sxp.Value:
         return ["thing", name]
@@ -110,8 +110,13 @@ def test_op_status_and_location(client: Client) -> None:
 
 
 def test_get_runs_only_ops_marked_for_get(client: Client) -> None:
-    assert body(client.get("/xend/thing/a?op=peek")) == ["peeked", "a"]
+    assert body(client.get("/xend/thing/a?op=peek")) == ["peeked", "a", "quickly"]
     assert body(client.get("/xend/thing/a?op=clash")) == ["thing", "a"]
+
+
+def test_an_op_may_have_aliases_and_optional_params(client: Client) -> None:
+    reply = client.post("/xend/thing/a", data={"op": "glance", "how": "slowly"})
+    assert body(reply) == ["peeked", "a", "slowly"]
 
 
 def test_other_methods_are_405(client: Client) -> None:

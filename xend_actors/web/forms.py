@@ -29,8 +29,16 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Param:
+    """A declared parameter; required unless it has a default (the original had none)."""
+
     name: str
     kind: Kind = Kind.STR
+    default: object = None
+    required: bool = True
+
+
+def optional(name: str, kind: Kind = Kind.STR, default: object = None) -> Param:
+    return Param(name, kind, default, required=False)
 
 
 def _to_int(name: str, text: str) -> int:
@@ -82,6 +90,9 @@ def decode(params: tuple[Param, ...], values: MultiDict[str, str]) -> dict[str, 
     decoded = {}
     for param in params:
         given = values.getlist(param.name)
+        if not given and not param.required:
+            decoded[param.name] = param.default
+            continue
         if not given:
             raise BadRequest(f"Missing parameter: {param.name}")
         if len(given) > 1:

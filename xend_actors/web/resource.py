@@ -36,11 +36,13 @@ class Op:
     on_get: bool = False  # the few ops the original also runs on GET
 
 
-def op(name: str, *params: Param, status: int = 200, on_get: bool = False) -> Callable:
-    """Declare the decorated method as the handler of POST ``op=name``."""
+def op(*names: str, params: tuple[Param, ...] = (), status: int = 200,
+       on_get: bool = False) -> Callable:
+    """Declare the decorated method as the handler of POST ``op=name`` for each name."""
 
     def mark(handler: Callable) -> Callable:
-        handler.xend_op = Op(name, params, handler, status, on_get)  # type: ignore[attr-defined]
+        handler.xend_ops = [Op(name, params, handler, status, on_get)  # type: ignore[attr-defined]
+                            for name in names]
         return handler
 
     return mark
@@ -55,10 +57,10 @@ class Resource:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.ops = {
-            marked.xend_op.name: marked.xend_op
+            declared.name: declared
             for klass in reversed(cls.__mro__)
             for marked in vars(klass).values()
-            if hasattr(marked, "xend_op")
+            for declared in getattr(marked, "xend_ops", ())
         }
 
     def get(self, request: Request, **url_args: str) -> Reply | sxp.Value:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from xend_actors.web.app import XendApp
-from xend_actors.web.node import NodeLogResource, NodeResource
+from xend_actors.web.domain import DomainDirResource, DomainResource
+from xend_actors.web.event import EventResource
+from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
 
@@ -14,11 +16,20 @@ class RootResource(Resource):
     children = ("node", "domain", "console", "event", "device", "vnet")
 
 
+class EmptyResource(Resource):
+    """A directory with nothing listed yet (``/xend/device/``, as in the original)."""
+
+
 def make_app(services: Services) -> XendApp:
     return XendApp(
         [
             ("/xend/", RootResource()),
             ("/xend/node/", NodeResource(services)),
+            ("/xend/node/dmesg", DmesgResource(services)),
             ("/xend/node/log", NodeLogResource(services)),
+            ("/xend/domain/", DomainDirResource(services)),
+            ("/xend/domain/<dom>/", DomainResource(services)),
+            ("/xend/event/", EventResource(services)),
+            ("/xend/device/", EmptyResource()),
         ]
     )

@@ -6,23 +6,23 @@ a timeout, so a stuck actor becomes a clear 504 instead of a hung request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pykka
 
 from xend_actors.config import XendConfig
 from xend_actors.errors import Timeout
-from xend_actors.node import PhysInfo
 
 ASK_TIMEOUT = 10.0
+BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
 
 
 @dataclass(frozen=True)
 class Services:
     config: XendConfig
     events: pykka.ActorProxy
-    physinfo: Callable[[], PhysInfo]
+    hypervisor: pykka.ActorProxy
+    table: pykka.ActorProxy
 
 
 def answer(future: pykka.Future, what: str, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]

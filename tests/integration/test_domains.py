@@ -1,0 +1,402 @@
+"""Domain lifecycle on the simulated hypervisor, over HTTP, against a real xend + simhv."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from xend_actors.hypervisor.sim.driver import SimDriver
+
+from tests.support import XendHome, wait_for
+from xend_actors import sxp
+from xend_actors.hypervisor.base import ShutdownReason
+
+pytestmark = pytest.mark.integration
+
+KERNEL = "/boot/vmlinuz-sim"
+
+
+def vm(name: str, memory: int = 32, *extra: sxp.Value) -> str:
+    return sxp.show(["vm", ["name", name], ["memory", str(memory)],
+                     ["image", ["linux", ["kernel", KERNEL], ["root", "/dev/sda1 ro"]]],
+                     *extra])
+
+
+class Xend:
+    """Plain HTTP to one xend, status codes visible."""
+
+    def __init__(self, home: XendHome) -> None:
+        self.home = home
+        self.http = home.unix_http()
+
+    def post(self, path: str, **fields: str) -> httpx.Response:
+        return self.http.post(path, data=fields)
+
+    def create(self, config: str) -> sxp.Value:
+        reply = self.post("/xend/domain/", op="create", config=config)
+        assert reply.status_code == 201, reply.text
+        return sxp.parse(reply.text)
+
+    def names(self) -> list[str]:
+        return sxp.parse(self.http.get("/xend/domain/").text)
+
+    def info(self, dom: str) -> sxp.Value:
+        reply = self.http.get(f"/xend/domain/{dom}")
+        assert reply.status_code == 200, reply.text
+        return sxp.parse(reply.text)
+
+    def state(self, dom: str) -> str:
+        return sxp.child_value(self.info(dom), "state")
+
+    def op(self, dom: str, op: str, **fields: str) -> httpx.Response:
+        return self.post(f"/xend/domain/{dom}", op=op, **fields)
+
+    def events(self) -> list[str]:
+        """The event lines xend logged so far, as ``name value``."""
+        return re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
+
+    def has_event(self, line: str) -> bool:
+        return line in self.events()
+
+
+@pytest.fixture
+def sim_xend(xend_home: Callable[..., XendHome]) -> Iterator[Callable[..., Xend]]:
+    clients: list[Xend] = []
+
+    def start(extra: str = "") -> Xend:
+        home = xend_home(extra)
+        started = home.xend("start")
+        assert started.returncode == 0, started.stderr
+        clients.append(Xend(home))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.http.close()
+
+
+@pytest.fixture
+def xend(sim_xend: Callable[..., Xend]) -> Xend:
+    return sim_xend()
+
+
+def guest_types(xend: Xend, domid: str, line: str) -> None:
+    """Type a line on the guest's own console, as a user at its shell would."""
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        console = driver.open_console(int(domid))
+        with console:
+            console.sendall(line.encode() + b"\n")
+            wait_for(lambda: _drained(console), what="the guest to read the line")
+    finally:
+        driver.close()
+
+
+def _drained(console: socket.socket) -> bool:
+    console.settimeout(0.2)
+    try:
+        return bool(console.recv(65536))
+    except TimeoutError:
+        return False
+
+
+# --- the lifecycle -----------------------------------------------------------------------
+
+
+def test_domain_0_is_listed_from_the_start(xend: Xend) -> None:
+    assert xend.names() == ["Domain-0"]
+    info = xend.info("Domain-0")
+    assert sxp.child_value(info, "id") == "0"
+    assert sxp.child(info, "config") is None
+
+
+def test_create_replies_201_with_location_and_info(xend: Xend) -> None:
+    reply = xend.post("/xend/domain/", op="create", config=vm("web1"))
+    assert reply.status_code == 201
+    assert reply.headers["location"].endswith("/xend/domain/web1")
+    info = sxp.parse(reply.text)
+    assert sxp.child_value(info, "name") == "web1"
+    assert int(sxp.child_value(info, "id")) > 0
+    assert sxp.child_value(info, "state") == "--p--"  # created paused
+    config = sxp.child_value(info, "config")
+    assert sxp.child_value(sxp.child_value(config, "image"), "kernel") == KERNEL
+    assert sorted(xend.names()) == ["Domain-0", "web1"]
+    assert xend.has_event(f"xend.domain.create (web1 {sxp.child_value(info, 'id')})")
+
+
+def test_pause_unpause_change_state_and_cpu_time_only_runs_unpaused(xend: Xend) -> None:
+    domid = sxp.child_value(xend.create(vm("p1")), "id")
+    assert xend.op("p1", "unpause").status_code == 200
+    wait_for(lambda: "p" not in xend.state("p1"), what="p1 running")
+    assert xend.op(domid, "pause").status_code == 200
+    assert xend.state("p1")[2] == "p"
+    paused_time = float(sxp.child_value(xend.info("p1"), "cpu_time"))
+    assert float(sxp.child_value(xend.info("p1"), "cpu_time")) == paused_time
+    assert xend.has_event(f"xend.domain.pause (p1 {domid})")
+    xend.op("p1", "unpause")
+    wait_for(lambda: float(sxp.child_value(xend.info("p1"), "cpu_time")) > paused_time,
+             what="cpu time to advance")
+
+
+def test_shutdown_poweroff_is_202_and_the_domain_is_reaped(xend: Xend) -> None:
+    domid = sxp.child_value(xend.create(vm("s1")), "id")
+    xend.op("s1", "unpause")
+    reply = xend.op("s1", "shutdown", reason="poweroff")
+    assert reply.status_code == 202
+    wait_for(lambda: "s1" not in xend.names(), what="s1 to be reaped")
+    assert xend.events()[-3:] == [f"xend.domain.exit (s1 {domid} poweroff)",
+                                  f"xend.domain.destroy (s1 {domid})",
+                                  f"xend.domain.died (s1 {domid})"]
+    assert not (xend.home.dbroot / "domain" / domid).exists()
+
+
+def test_destroy_removes_domain_and_record(xend: Xend) -> None:
+    domid = sxp.child_value(xend.create(vm("d1")), "id")
+    assert (xend.home.dbroot / "domain" / domid).exists()
+    assert xend.op("d1", "destroy", reason="halt").status_code == 200
+    assert "d1" not in xend.names()
+    assert not (xend.home.dbroot / "domain" / domid).exists()
+    assert xend.has_event(f"xend.domain.destroy (d1 {domid})")
+
+
+def test_suspended_domain_is_not_reaped(xend: Xend) -> None:
+    domid = sxp.child_value(xend.create(vm("z1")), "id")
+    xend.op("z1", "unpause")
+    assert xend.op("z1", "shutdown", reason="suspend").status_code == 202
+    wait_for(lambda: xend.has_event(f"xend.domain.suspended (z1 {domid})"), what="suspended")
+    info = xend.info("z1")
+    assert sxp.child_value(info, "state")[3] == "s"
+    assert sxp.child_value(info, "shutdown_reason") == "suspend"
+    assert "z1" in xend.names()
+
+
+def test_memory_and_scheduling_ops(xend: Xend) -> None:
+    xend.create(vm("m1", 64))
+    assert xend.op("m1", "maxmem_set", memory="128").status_code == 200
+    assert sxp.child_value(xend.info("m1"), "maxmem") == "128"
+    assert xend.op("m1", "mem_target_set", target="48").status_code == 200
+    wait_for(lambda: sxp.child_value(xend.info("m1"), "memory") == "48", what="balloon")
+    assert xend.op("m1", "pincpu", cpu="1").status_code == 200
+    assert sxp.child_value(xend.info("m1"), "cpu") == "1"
+    for op, fields in [
+        ("cpu_bvt_set", dict(mcuadv="10", warpback="1", warpvalue="2", warpl="3", warpu="4")),
+        ("bvt_set", dict(mcuadv="10", warpback="1", warpvalue="2", warpl="3", warpu="4")),
+        ("fbvt_set", dict(mcuadv="10", warp="1", warpl="3", warpu="4")),
+        ("cpu_atropos_set", dict(period="100", slice="10", latency="5", xtratime="1")),
+        ("atropos_set", dict(period="100", slice="10", latency="5", xtratime="1")),
+    ]:
+        assert xend.op("m1", op, **fields).status_code == 200, op
+
+
+# --- restart modes ---------------------------------------------------------------------------
+
+
+def started(xend: Xend, name: str, restart: str | None = None) -> str:
+    extra = [["restart", restart]] if restart else []
+    domid = sxp.child_value(xend.create(vm(name, 32, *extra)), "id")
+    xend.op(name, "unpause")
+    wait_for(lambda: "p" not in xend.state(name), what=f"{name} unpaused")
+    return domid
+
+
+def restarted(xend: Xend, name: str, domid: str) -> bool:
+    return xend.has_event(f"xend.domain.restart ({name} {domid} success)")
+
+
+def test_onreboot_restarts_a_rebooting_guest_keeping_name_id_and_start_time(xend: Xend) -> None:
+    domid = started(xend, "r1")
+    start_time = sxp.child_value(xend.info("r1"), "start_time")
+    guest_types(xend, domid, "reboot")
+    wait_for(lambda: restarted(xend, "r1", domid), what="r1 restarted")
+    info = xend.info("r1")
+    assert sxp.child_value(info, "id") == domid
+    assert sxp.child_value(info, "start_time") == start_time
+    assert sxp.child_value(info, "restart_time") is not None
+    assert "p" not in sxp.child_value(info, "state")  # unpaused after the restart
+
+
+def test_onreboot_does_not_restart_a_poweroff(xend: Xend) -> None:
+    domid = started(xend, "r2")
+    guest_types(xend, domid, "poweroff")
+    wait_for(lambda: "r2" not in xend.names(), what="r2 gone")
+    assert not any("xend.domain.restart (r2" in line for line in xend.events())
+
+
+def test_always_restarts_a_poweroff_and_a_crash(sim_xend: Callable[..., Xend]) -> None:
+    xend = sim_xend("(minimum-restart-time 0)")
+    domid = started(xend, "a1", "always")
+    guest_types(xend, domid, "poweroff")
+    wait_for(lambda: restarted(xend, "a1", domid), what="a1 restarted after poweroff")
+    wait_for(lambda: "p" not in xend.state("a1"), what="a1 running again")
+    guest_types(xend, domid, "crash")
+    wait_for(lambda: xend.has_event(f"xend.domain.exit (a1 {domid} crash)"), what="crash")
+    wait_for(lambda: xend.events().count(f"xend.domain.restart (a1 {domid} success)") == 2,
+             what="a1 restarted after the crash")
+    assert xend.names().count("a1") == 1
+
+
+def test_never_does_not_restart_a_guest_reboot(xend: Xend) -> None:
+    domid = started(xend, "n1", "never")
+    guest_types(xend, domid, "reboot")
+    wait_for(lambda: "n1" not in xend.names(), what="n1 gone")
+
+
+def test_shutdown_reboot_from_xend_restarts_even_under_never(xend: Xend) -> None:
+    domid = started(xend, "n2", "never")
+    xend.op("n2", "shutdown", reason="reboot")
+    wait_for(lambda: restarted(xend, "n2", domid), what="n2 restarted")
+
+
+def test_halt_cancels_a_restart_even_under_always(xend: Xend) -> None:
+    started(xend, "h1", "always")
+    xend.op("h1", "shutdown", reason="halt")
+    wait_for(lambda: "h1" not in xend.names(), what="h1 gone")
+
+
+def test_destroy_with_reboot_restarts(xend: Xend) -> None:
+    domid = started(xend, "dr")
+    assert xend.op("dr", "destroy", reason="reboot").status_code == 200
+    wait_for(lambda: restarted(xend, "dr", domid), what="dr restarted")
+    assert "dr" in xend.names()
+
+
+def test_a_crash_loop_meets_the_minimum_restart_time(xend: Xend) -> None:
+    domid = started(xend, "loop", "always")
+    guest_types(xend, domid, "crash")
+    wait_for(lambda: restarted(xend, "loop", domid), what="first restart")
+    wait_for(lambda: "p" not in xend.state("loop"), what="loop running again")
+    guest_types(xend, domid, "crash")
+    wait_for(lambda: xend.has_event(f"xend.domain.restart (loop {domid} fail)"),
+             what="the refused restart")
+    wait_for(lambda: "loop" not in xend.names(), what="loop gone")
+    assert "VM loop restarting too fast" in xend.home.logfile.read_text()
+
+
+# --- xend restarts -------------------------------------------------------------------------------
+
+
+def test_kill_9_and_restart_with_three_running_domains(xend: Xend) -> None:
+    ids = {name: started(xend, name) for name in ("k1", "k2", "k3")}
+    xend.op("k2", "pause")
+    before = {name: xend.info(name) for name in ids}
+    os.kill(int(xend.home.pid_file.read_text()), signal.SIGKILL)
+    wait_for(lambda: xend.home.xend("status").returncode == 3, what="xend dead")
+    assert xend.home.xend("start").returncode == 0
+    assert sorted(xend.names()) == ["Domain-0", "k1", "k2", "k3"]
+    for name, domid in ids.items():
+        info = xend.info(name)
+        assert sxp.child_value(info, "id") == domid
+        assert sxp.child_value(info, "config") == sxp.child_value(before[name], "config")
+        assert sxp.child_value(info, "start_time") == sxp.child_value(before[name], "start_time")
+    assert xend.state("k2")[2] == "p"
+
+
+def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(xend: Xend) -> None:
+    domid = started(xend, "down1", "always")
+    assert xend.home.xend("stop").returncode == 0
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        driver.shutdown(int(domid), ShutdownReason.POWEROFF)
+        wait_for(lambda: driver.domain(int(domid)).state.shutdown, what="shut down")
+    finally:
+        driver.close()
+    assert xend.home.xend("start").returncode == 0
+    wait_for(lambda: restarted(xend, "down1", domid), what="restart after xend start")
+
+
+def test_a_domain_xend_does_not_know_is_adopted(xend: Xend) -> None:
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        domid = driver.create("stranger", 16)
+    finally:
+        driver.close()
+    wait_for(lambda: f"Domain-{domid}" in xend.names(), what="adoption")
+    assert sxp.child(xend.info(f"Domain-{domid}"), "config") is None
+
+
+# --- bad input: a clear error and nothing left behind -------------------------------------------
+
+
+def nothing_left(xend: Xend) -> None:
+    assert xend.names() == ["Domain-0"]
+    assert sorted(p.name for p in (xend.home.dbroot / "domain").iterdir()
+                  if p.is_file()) == ["0"]
+
+
+@pytest.mark.parametrize(("config", "status", "message"), [
+    ("(vm (memory 32) (image (linux (kernel /k))))", 400, "missing vm name"),
+    ("(vm (name 1x) (memory 32) (image (linux (kernel /k))))", 400, "invalid vm name"),
+    ("(vm (name x) (image (linux (kernel /k))))", 400, "missing memory"),
+    ("(vm (name x) (memory 0) (image (linux (kernel /k))))", 400, "invalid memory"),
+    ("(vm (name x) (memory -5) (image (linux (kernel /k))))", 400, "invalid memory"),
+    ("(vm (name x) (memory 32))", 400, "missing image"),
+    ("(vm (name x) (memory 32) (image (plan8 (kernel /k))))", 400, "unknown image type"),
+    ("(vm (name x) (memory 32) (restart sometimes) (image (linux (kernel /k))))", 400,
+     "invalid restart mode"),
+    ("(vm (name x) (memory 32) (image (linux (kernel /k)))", 400, "unexpected EOF"),
+    ("(vm (name x) (memory 999999) (image (linux (kernel /k))))", None, "free"),
+    ("(domain (name x))", 400, "expected (vm ...)"),
+])
+def test_bad_configs_are_refused_and_leave_nothing(
+    xend: Xend, config: str, status: int | None, message: str
+) -> None:
+    reply = xend.post("/xend/domain/", op="create", config=config)
+    assert 400 <= reply.status_code < 600
+    if status is not None:
+        assert reply.status_code == status
+    error = sxp.parse(reply.text)
+    assert sxp.name(error) == "xend.err" and message in error[1]
+    nothing_left(xend)
+
+
+def test_a_duplicate_name_is_a_409_and_the_first_domain_is_untouched(xend: Xend) -> None:
+    first = xend.create(vm("dup"))
+    reply = xend.post("/xend/domain/", op="create", config=vm("dup"))
+    assert reply.status_code == 409
+    assert "vm name clash: dup" in sxp.parse(reply.text)[1]
+    assert xend.names().count("dup") == 1
+    assert sxp.child_value(xend.info("dup"), "id") == sxp.child_value(first, "id")
+
+
+@pytest.mark.parametrize(("dom", "fields", "status", "message"), [
+    ("nosuch", {"op": "pause"}, 404, "invalid domain:nosuch"),
+    ("b1", {"op": "shutdown", "reason": "explode"}, 400, "invalid reason:explode"),
+    ("b1", {"op": "destroy", "reason": "poweroff"}, 400, "invalid reason:poweroff"),
+    ("b1", {"op": "shutdown"}, 400, "Missing parameter: reason"),
+    ("b1", {"op": "maxmem_set", "memory": "lots"}, 400, "invalid literal for int()"),
+    ("b1", {"op": "mem_target_set", "target": "0"}, 400, "invalid target"),
+    ("b1", {"op": "fly"}, 501, "Operation not implemented: fly"),
+    ("Domain-0", {"op": "destroy", "reason": "halt"}, 409, "Domain-0 is the host"),
+    ("0", {"op": "pause"}, 409, "Domain-0 is the host"),
+])
+def test_bad_ops_get_clear_errors(xend: Xend, dom: str, fields: dict, status: int,
+                                  message: str) -> None:
+    xend.create(vm("b1"))
+    reply = xend.post(f"/xend/domain/{dom}", **fields)
+    assert reply.status_code == status
+    assert message in sxp.parse(reply.text)[1]
+    assert sorted(xend.names()) == ["Domain-0", "b1"]
+
+
+def test_every_reference_example_is_accepted(xend: Xend) -> None:
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                            "reference", "examples")
+    for name in ("xen_config-xendom1.sxp", "xen_config-xendom2.sxp",
+                 "xmexample1.expected.sxp", "xmexample2-vmid3.expected.sxp",
+                 "ttylinux.expected.sxp"):
+        with open(os.path.join(examples, name)) as example:
+            info = xend.create(example.read())
+        name_in = sxp.child_value(info, "name")
+        assert xend.op(name_in, "destroy", reason="halt").status_code == 200
+
+
+def test_event_inject_publishes(xend: Xend) -> None:
+    reply = xend.post("/xend/event/", op="inject", event="(xend.test.injected (a 1))")
+    assert reply.status_code == 200
+    wait_for(lambda: xend.has_event("xend.test.injected (xend.test.injected (a 1))"),
+             what="the injected event")

@@ -1,0 +1,121 @@
+"""The ``/xend/domain`` resources: create, list and run domains (facts §4.4, §7).
+
+Handlers look a domain up in the DomainTable, then ask its Domain actor, so one
+slow domain never holds up requests about the others.
+"""
+
+from __future__ import annotations
+
+from werkzeug import Request
+
+from xend_actors import sxp
+from xend_actors.domain.config import parse_domain_config
+from xend_actors.errors import BadRequest
+from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams
+from xend_actors.web.forms import Kind, Param, optional
+from xend_actors.web.resource import Reply, Resource, op
+from xend_actors.web.services import BUILD_TIMEOUT, Services, answer
+
+
+def _ints(*names: str) -> tuple[Param, ...]:
+    return tuple(Param(name, Kind.INT) for name in names)
+
+
+class DomainDirResource(Resource):
+    """``/xend/domain/``: every domain's name (or info with ``detail=1``); create."""
+
+    def __init__(self, services: Services) -> None:
+        self.table = services.table
+
+    def get(self, request: Request, **url_args: str) -> sxp.Value:
+        if request.args.get("detail", "0") not in ("0", ""):
+            return answer(self.table.infos(), "the domain table")
+        return answer(self.table.names(), "the domain table")
+
+    @op("create", params=(Param("config", Kind.SXPR),), status=201)
+    def create(self, request: Request, config: sxp.Value) -> Reply:
+        parsed = parse_domain_config(config)
+        domain = answer(self.table.create(parsed), "the domain table")
+        record = answer(domain.build(), f"building domain {parsed.name}", BUILD_TIMEOUT)
+        info = answer(self.table.info(str(record.domid)), "the domain table")
+        location = f"{request.host_url}xend/domain/{record.name}"
+        return Reply(info, 201, location=location)
+
+
+class DomainResource(Resource):
+    """``/xend/domain/<dom>``: one domain's info and operations."""
+
+    def __init__(self, services: Services) -> None:
+        self.table = services.table
+
+    def get(self, request: Request, dom: str) -> sxp.Value:
+        return answer(self.table.info(dom), "the domain table")
+
+    def _domain(self, dom: str, *, guest_only: bool = False):  # type: ignore[no-untyped-def]
+        return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
+
+    def _run(self, dom: str, call: str, *args: object, guest_only: bool = True) -> str:
+        domain = self._domain(dom, guest_only=guest_only)
+        answer(getattr(domain, call)(*args), f"domain {dom}")
+        return "0"
+
+    @op("pause")
+    def pause(self, request: Request, dom: str) -> str:
+        return self._run(dom, "pause")
+
+    @op("unpause")
+    def unpause(self, request: Request, dom: str) -> str:
+        return self._run(dom, "unpause")
+
+    @op("shutdown", params=(Param("reason"), optional("key", default="")), status=202)
+    def shutdown(self, request: Request, dom: str, reason: str, key: str) -> Reply:
+        self._run(dom, "shutdown", reason, _sysrq_key(key))
+        return Reply("0", 202, location=_parent(request))
+
+    @op("destroy", params=(Param("reason"),))
+    def destroy(self, request: Request, dom: str, reason: str) -> Reply:
+        answer(self.table.destroy(dom, reason), "the domain table")
+        return Reply("0", location=_parent(request))
+
+    @op("configure", params=(Param("config", Kind.SXPR),))
+    def configure(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
+        vm = sxp.child_value(config, "config") if sxp.name(config) == "domain" else config
+        if vm is None:
+            raise BadRequest("configure: the domain info has no (config (vm ...))")
+        answer(self._domain(dom).configure(parse_domain_config(vm)), f"domain {dom}")
+        return answer(self.table.info(dom), "the domain table")
+
+    @op("maxmem_set", params=_ints("memory"))
+    def maxmem_set(self, request: Request, dom: str, memory: int) -> str:
+        return self._run(dom, "set_maxmem", memory, guest_only=False)
+
+    @op("mem_target_set", params=_ints("target"), on_get=True)
+    def mem_target_set(self, request: Request, dom: str, target: int) -> str:
+        return self._run(dom, "set_memory_target", target, guest_only=False)
+
+    @op("pincpu", params=_ints("cpu"))
+    def pincpu(self, request: Request, dom: str, cpu: int) -> str:
+        return self._run(dom, "pincpu", cpu, guest_only=False)
+
+    @op("cpu_bvt_set", "bvt_set",
+        params=_ints("mcuadv", "warpback", "warpvalue", "warpl", "warpu"))
+    def bvt_set(self, request: Request, dom: str, **params: int) -> str:
+        return self._run(dom, "set_sched", BvtParams(**params), guest_only=False)
+
+    @op("cpu_fbvt_set", "fbvt_set", params=_ints("mcuadv", "warp", "warpl", "warpu"))
+    def fbvt_set(self, request: Request, dom: str, **params: int) -> str:
+        return self._run(dom, "set_sched", FbvtParams(**params), guest_only=False)
+
+    @op("cpu_atropos_set", "atropos_set",
+        params=_ints("period", "slice", "latency", "xtratime"))
+    def atropos_set(self, request: Request, dom: str, **params: int) -> str:
+        return self._run(dom, "set_sched", AtroposParams(**params), guest_only=False)
+
+
+def _parent(request: Request) -> str:
+    return request.base_url.rstrip("/").rsplit("/", 1)[0]
+
+
+def _sysrq_key(key: str) -> str:
+    """The key as a character; the original sent its code as an int."""
+    return chr(int(key)) if key.isdigit() and len(key) > 1 else key
