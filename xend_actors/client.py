@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import httpx
 
@@ -82,7 +83,7 @@ class XendClient:
                             status=reply.status_code)
         return value
 
-    # The URLs of the foundation; the domain, console, event and vnet ones follow them.
+    # The URLs and ops of facts §4.4, named 1:1 after the original's functions.
 
     def xend(self) -> sxp.Value:
         return self.get(self.root)
@@ -90,8 +91,78 @@ class XendClient:
     def xend_node(self) -> sxp.Value:
         return self.get(self.url("node") + "/")
 
+    def xend_node_get_dmesg(self) -> str:
+        return str(self.get(self.url("node", "dmesg")))
+
+    def xend_node_clear_dmesg(self) -> sxp.Value:
+        return self.post(self.url("node", "dmesg"), "clear")
+
     def xend_node_log(self) -> str:
         return str(self.get(self.url("node", "log")))
+
+    def xend_node_cpu_rrobin_slice_set(self, slice: int) -> sxp.Value:
+        return self.post(self.url("node"), "cpu_rrobin_slice_set", slice=slice)
+
+    def xend_node_cpu_bvt_slice_set(self, ctx_allow: int) -> sxp.Value:
+        return self.post(self.url("node"), "cpu_bvt_slice_set", ctx_allow=ctx_allow)
+
+    def xend_domains(self, detail: bool = False) -> sxp.Value:
+        """The domain names; with ``detail``, every domain's info in one reply (our addition)."""
+        return self.get(self.url("domain") + "/", **({"detail": 1} if detail else {}))
+
+    def xend_domain(self, dom: str | int) -> sxp.Value:
+        return self.get(self._domain(dom))
+
+    def xend_domain_create(self, config: sxp.Value | Path) -> sxp.Value:
+        """Create a paused domain; a ``Path`` is uploaded as is, like the original's ``-F``."""
+        return self.post(self.url("domain"), "create", config=config)
+
+    def xend_domain_configure(self, dom: str | int, config: sxp.Value) -> sxp.Value:
+        return self.post(self._domain(dom), "configure", config=config)
+
+    def xend_domain_unpause(self, dom: str | int) -> sxp.Value:
+        return self.post(self._domain(dom), "unpause")
+
+    def xend_domain_pause(self, dom: str | int) -> sxp.Value:
+        return self.post(self._domain(dom), "pause")
+
+    def xend_domain_shutdown(self, dom: str | int, reason: str, key: int = 0) -> sxp.Value:
+        extra = {"key": key} if reason == "sysrq" else {}
+        return self.post(self._domain(dom), "shutdown", reason=reason, **extra)
+
+    def xend_domain_destroy(self, dom: str | int, reason: str) -> sxp.Value:
+        return self.post(self._domain(dom), "destroy", reason=reason)
+
+    def xend_domain_pincpu(self, dom: str | int, cpu: int) -> sxp.Value:
+        return self.post(self._domain(dom), "pincpu", cpu=cpu)
+
+    def xend_domain_cpu_bvt_set(self, dom: str | int, mcuadv: int, warpback: int,
+                                warpvalue: int, warpl: int, warpu: int) -> sxp.Value:
+        return self.post(self._domain(dom), "cpu_bvt_set", mcuadv=mcuadv, warpback=warpback,
+                         warpvalue=warpvalue, warpl=warpl, warpu=warpu)
+
+    def xend_domain_cpu_fbvt_set(self, dom: str | int, mcuadv: int, warp: int, warpl: int,
+                                 warpu: int) -> sxp.Value:
+        return self.post(self._domain(dom), "cpu_fbvt_set", mcuadv=mcuadv, warp=warp,
+                         warpl=warpl, warpu=warpu)
+
+    def xend_domain_cpu_atropos_set(self, dom: str | int, period: int, slice: int,
+                                    latency: int, xtratime: int) -> sxp.Value:
+        return self.post(self._domain(dom), "cpu_atropos_set", period=period, slice=slice,
+                         latency=latency, xtratime=xtratime)
+
+    def xend_domain_maxmem_set(self, dom: str | int, memory: int) -> sxp.Value:
+        return self.post(self._domain(dom), "maxmem_set", memory=memory)
+
+    def xend_domain_mem_target_set(self, dom: str | int, target: int) -> sxp.Value:
+        return self.post(self._domain(dom), "mem_target_set", target=target)
+
+    def xend_event_inject(self, sxpr: sxp.Value) -> sxp.Value:
+        return self.post(self.url("event"), "inject", event=sxpr)
+
+    def _domain(self, dom: str | int) -> str:
+        # A name is one path segment whatever it holds ("?", "#", "%").
+        return self.url("domain", quote(str(dom), safe=""))
 
 
 def _body(reply: httpx.Response) -> sxp.Value | str:

@@ -1,0 +1,153 @@
+"""The ``xm`` command: how to reach xend, command dispatch, help, errors, and ``xm call``.
+
+Commands live one module per group (``domain``, ``create``, ``host``, ``scheduler``);
+this module puts them together as the original did (facts §14.1): any unique prefix
+of a command name runs it, ``xm help`` lists the commands by group, and every error is
+``Error: <message>`` on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import click
+
+from xend_actors import sxp
+from xend_actors.client import DEFAULT_SERVER, XendClient
+from xend_actors.errors import XendError
+from xend_actors.xm import create, domain, host, scheduler
+
+
+class UnknownCommand(click.ClickException):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown command: {name}\nTry 'xm help' for more information.")
+
+
+def resolve(name: str, names: Iterable[str]) -> str | None:
+    """The command ``name`` stands for: itself, else the one name it is a prefix of."""
+    names = list(names)
+    if name in names:
+        return name
+    matches = [candidate for candidate in names if candidate.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+class XmGroup(click.Group):
+    """A click group that takes unique prefixes and prints the original's help."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = resolve(cmd_name, self.commands)
+        return self.commands[found] if found else None
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str, click.Command, list[str]]:
+        command = self.get_command(ctx, args[0])
+        if command is None or command.name is None:
+            raise UnknownCommand(args[0])
+        return command.name, command, args[1:]
+
+    def get_help(self, ctx: click.Context) -> str:
+        return help_text().rstrip("\n")  # click's --help adds the newline
+
+
+@click.group(cls=XmGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--server", envvar="XEND", default=DEFAULT_SERVER, show_default=True,
+              metavar="HOST:PORT", help="xend's HTTP address (env XEND).")
+@click.option("--unix", "unix_path", envvar="XEND_UNIX_PATH", metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Reach xend on this Unix socket instead (env XEND_UNIX_PATH).")
+@click.pass_context
+def xm(ctx: click.Context, server: str, unix_path: Path | None) -> None:
+    """Control xend and its domains."""
+    # The one place that decides which xend xm talks to.
+    ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path))
+    if ctx.invoked_subcommand is None:
+        click.echo(help_text(), nl=False)
+
+
+@click.command("help")
+@click.argument("command", required=False)
+def help_(command: str | None) -> None:
+    """Print help on xm, or on one command."""
+    if command is None:
+        click.echo(help_text(), nl=False)
+        return
+    found = resolve(command, xm.commands)
+    if found is None:
+        raise UnknownCommand(command)
+    chosen = xm.commands[found]
+    with click.Context(chosen, info_name=found, parent=click.get_current_context().parent) as ctx:
+        click.echo(chosen.get_help(ctx))
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("function")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def call(client: XendClient, function: str, args: tuple[str, ...]) -> None:
+    """Call a XendClient function: FUNCTION ARGS... (the leading xend_ may be left out)."""
+    name = function if function.startswith("xend") else "xend_" + function
+    method = getattr(client, name, None)
+    if not name.startswith("xend") or not inspect.ismethod(method):
+        raise click.ClickException(f"Unknown xend function: {function}")
+    try:
+        inspect.signature(method).bind(*args)
+    except TypeError as error:
+        raise click.ClickException(f"{name}: {error}") from None
+    result = method(*args)
+    if isinstance(result, str):
+        click.echo(result, nl=not result.endswith("\n"))
+    elif result is not None:
+        click.echo(sxp.pretty(result), nl=False)
+
+
+# Groups in the original's order (sorted by group name), each with its title line.
+GROUPS: tuple[tuple[str, Sequence[click.Command]], ...] = (
+    ("", (help_, call)),
+    ("Commands on domains:", (create.create, *domain.COMMANDS)),
+    ("Commands related to the xen host (node):", host.COMMANDS),
+    ("Commands controlling scheduling:", scheduler.COMMANDS),
+)
+
+for _title, _commands in GROUPS:
+    for _command in _commands:
+        xm.add_command(_command)
+
+
+def help_text() -> str:
+    """Every command by group: a title line, then ``%-14s %s`` per command (facts §14.1)."""
+    lines = ["Usage: xm [--server HOST:PORT | --unix PATH] CMD [ARGS]..."]
+    for title, commands in GROUPS:
+        lines += ["", title, ""] if title else [""]
+        for command in sorted(commands, key=lambda c: c.name or ""):
+            lines.append(f"{command.name:<14s} {command.get_short_help_str(limit=200)}")
+    lines += ["", "Try 'xm help CMD' for help on CMD"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run xm; the exit status is 0, or 1 after one ``Error:`` line on stderr."""
+    try:
+        status = xm.main(args=argv, prog_name="xm", standalone_mode=False)
+    except click.ClickException as error:
+        return _fail(error.format_message())
+    except XendError as error:
+        # A server message may span lines; xm reports one line.
+        return _fail(re.sub(r"\s*\n\s*", " ", error.message.strip()))
+    except click.Abort:
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+def _fail(message: str) -> int:
+    click.echo(f"Error: {message}", err=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
