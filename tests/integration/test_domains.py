@@ -400,3 +400,28 @@ def test_event_inject_publishes(xend: Xend) -> None:
     assert reply.status_code == 200
     wait_for(lambda: xend.has_event("xend.test.injected (xend.test.injected (a 1))"),
              what="the injected event")
+
+
+def test_sysrq_shutdown_reaches_the_guest(xend: Xend) -> None:
+    domid = started(xend, "sq")
+    assert xend.op("sq", "shutdown", reason="sysrq", key="b").status_code == 202
+    wait_for(lambda: restarted(xend, "sq", domid), what="sysrq b reboots, onreboot restarts")
+    reply = xend.op("sq", "shutdown", reason="sysrq")
+    assert reply.status_code == 400 and "sysrq needs a key" in sxp.parse(reply.text)[1]
+
+
+def test_configure_gives_an_adopted_domain_its_config(xend: Xend) -> None:
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        domid = driver.create("bare", 16)
+    finally:
+        driver.close()
+    wait_for(lambda: f"Domain-{domid}" in xend.names(), what="adoption")
+    info = ["domain", ["id", str(domid)], ["config", sxp.parse(vm("restored", 16))]]
+    reply = xend.op(str(domid), "configure", config=sxp.show(info))
+    assert reply.status_code == 200, reply.text
+    assert sxp.child_value(sxp.parse(reply.text), "name") == "restored"
+    assert "restored" in xend.names()
+    again = xend.op("restored", "configure", config=sxp.show(info))
+    assert again.status_code == 409
+    assert f"Domain already configured: {domid}" in sxp.parse(again.text)[1]

@@ -47,7 +47,7 @@ def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Valu
     elif record.config is not None:
         info.append(["memory", str(record.config.memory_mb)])
     if record.start_time is not None:
-        info += [["up_time", str(now - record.start_time)], ["start_time", record.start_time]]
+        info += [["up_time", now - record.start_time], ["start_time", record.start_time]]
     if record.restart_state is not None:
         info.append(["restart_state", record.restart_state.value])
     if record.restart_time is not None:
