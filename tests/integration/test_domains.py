@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from xend_actors.hypervisor.sim.driver import SimDriver
 
 from tests.support import XendHome, wait_for
 from xend_actors import sxp
 from xend_actors.hypervisor.base import ShutdownReason
+from xend_actors.hypervisor.sim.driver import SimDriver
 
 pytestmark = pytest.mark.integration
 
