@@ -237,25 +237,29 @@ class DomainTable(pykka.ThreadingActor):
 
     def _reap(self, hv: dict[int, HvDomain]) -> None:
         known = set(self._entries)  # a domain destroyed below is still in ``hv``: not a stranger
+        reaped = False
         for domid, entry in list(self._entries.items()):
             entry.hv = hv.get(domid)
             booting = entry.record.restart_state is RestartState.BOOTING
             if entry.hv is None and not booting and entry.record.restart_state is None:
                 self._drop(entry)
             elif entry.hv is not None and entry.hv.state.dead and not booting:
-                self._reap_one(entry)
+                reaped = self._reap_one(entry) or reaped
         for domid, snapshot in hv.items():
             if domid not in known:
                 self._adopt(snapshot)
+        if reaped:  # as the original: what a reap destroyed is confirmed by a fresh look
+            self.domain_changed(-1)
 
-    def _reap_one(self, entry: _Entry) -> None:
+    def _reap_one(self, entry: _Entry) -> bool:
+        """Handle one dead domain; whether it was destroyed (a suspended one is not)."""
         hv = entry.hv
         assert hv is not None
         if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
             if not entry.suspended_reported:
                 entry.suspended_reported = True
                 self._ask(entry.domain.suspended())
-            return
+            return False
         reason = ShutdownReason.CRASH if hv.state.crashed else (
             hv.shutdown_reason or ShutdownReason.POWEROFF)
         config = entry.record.config
@@ -263,6 +267,7 @@ class DomainTable(pykka.ThreadingActor):
                                                         entry.record.shutdown_request)
         entry.record = self._ask(entry.domain.exited(reason, restart))
         self._final_destroy(entry)
+        return True
 
     def _adopt(self, hv: HvDomain) -> None:
         record = DomainRecord(hv.domid, f"Domain-{hv.domid}")
