@@ -13,6 +13,7 @@ makes the host-wide calls and each Domain actor its own domain's calls.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -178,6 +179,11 @@ class Driver(Protocol):
 
     def dmesg(self, clear: bool = False) -> str:
         """The hypervisor's console ring; ``clear`` empties it after reading."""
+        ...
+
+    def open_console(self, domid: int) -> socket.socket:
+        """A new connection to the domain's console: raw bytes both ways, one reader at a
+        time (a new connection replaces the old); it closes when the domain goes."""
         ...
 
     def watch(self, notify: Callable[[DomainChanged], None]) -> None:
