@@ -384,8 +384,7 @@ def test_bad_ops_get_clear_errors(xend: Xend, dom: str, fields: dict, status: in
 
 
 def test_every_reference_example_is_accepted(xend: Xend) -> None:
-    examples = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
-                            "reference", "examples")
+    examples = os.path.join(os.path.dirname(__file__), "..", "data", "reference-examples")
     for name in ("xen_config-xendom1.sxp", "xen_config-xendom2.sxp",
                  "xmexample1.expected.sxp", "xmexample2-vmid3.expected.sxp",
                  "ttylinux.expected.sxp"):

@@ -18,7 +18,7 @@ from xend_actors.config import (
 )
 from xend_actors.errors import XendError
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "xend-config.sxp"
 
 

@@ -26,7 +26,7 @@ from xend_actors.domain.config import (
 from xend_actors.errors import BadRequest
 from xend_actors.hypervisor.base import LinuxImage
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "examples"
 RANDOM_MAC = re.compile(r"aa:00:00:[0-7][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}")
 VM_FILES = [

@@ -12,7 +12,7 @@ from xend_actors import sxp
 from xend_actors.errors import BadRequest
 from xend_actors.sxp import ParseError
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 
 
 # --- the parser test vectors of facts §1.6 and the lexical rules of §1.2 ----------------

@@ -14,7 +14,7 @@ from xend_actors.domain.config import parse_domain_config
 from xend_actors.errors import BadRequest
 from xend_actors.xm.configfile import CreateOptions, build_vm_sxpr, find_config_file
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "examples"
 RANDOM_MAC = re.compile(r"aa:00:00:[0-7][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}")
 FIXED_MAC = "aa:00:00:00:00:00"
