@@ -309,13 +309,19 @@ def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(xend: Xe
     wait_for(lambda: restarted(xend, "down1", domid), what="restart after xend start")
 
 
-def test_a_domain_xend_does_not_know_is_adopted(xend: Xend) -> None:
+def adopted_stranger(xend: Xend, name: str) -> int:
+    """A domain made behind xend's back, straight in the hypervisor, once xend adopted it."""
     driver = SimDriver(xend.home.simhv_socket)
     try:
-        domid = driver.create("stranger", 16)
+        domid = driver.create(name, 16)
     finally:
         driver.close()
     wait_for(lambda: f"Domain-{domid}" in xend.names(), what="adoption")
+    return domid
+
+
+def test_a_domain_xend_does_not_know_is_adopted(xend: Xend) -> None:
+    domid = adopted_stranger(xend, "stranger")
     assert sxp.child(xend.info(f"Domain-{domid}"), "config") is None
 
 
@@ -410,12 +416,7 @@ def test_sysrq_shutdown_reaches_the_guest(xend: Xend) -> None:
 
 
 def test_configure_gives_an_adopted_domain_its_config(xend: Xend) -> None:
-    driver = SimDriver(xend.home.simhv_socket)
-    try:
-        domid = driver.create("bare", 16)
-    finally:
-        driver.close()
-    wait_for(lambda: f"Domain-{domid}" in xend.names(), what="adoption")
+    domid = adopted_stranger(xend, "bare")
     info = ["domain", ["id", str(domid)], ["config", sxp.parse(vm("restored", 16))]]
     reply = xend.op(str(domid), "configure", config=sxp.show(info))
     assert reply.status_code == 200, reply.text
