@@ -10,6 +10,7 @@ import stat
 import subprocess
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from tests.support import XendHome, wait_for, xend_command
@@ -179,7 +180,7 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
     )
     try:
-        wait_for(lambda: home.xend("status").returncode == 0, timeout=30, what="xend up")
+        wait_for(lambda: _answers(home), timeout=30, what="xend to serve HTTP")
         assert home.get_sxp("/xend/")[0] == "ls"
         assert int(home.pid_file.read_text()) == process.pid
         process.send_signal(signal.SIGTERM)
@@ -189,6 +190,14 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(
         process.kill()
     assert re.search(r"^\[xend\] INFO \(daemon:\d+\) Xend Daemon started", stderr, re.MULTILINE)
     assert "Xend Daemon stopped" in stderr
+
+
+def _answers(home: XendHome) -> bool:
+    try:
+        with home.http() as client:
+            return client.get("/xend/").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _is_zombie(pid: int) -> bool:
