@@ -1,0 +1,282 @@
+"""The debug port (xend-event-port) as a user at a telnet prompt sees it, on a real xend."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support import XendHome, wait_for
+from xend_actors import sxp
+
+pytestmark = pytest.mark.integration
+
+OPS = ["console.disconnect", "debug.controller", "debug.msg", "exit", "help", "info",
+       "log.stderr", "pretty", "quit", "sys.inject", "sys.subscribe", "trace"]
+VM = "(vm (name x) (memory 16) (image (linux (kernel /boot/vmlinuz-sim))))"
+
+
+class DebugPort:
+    """One connection to xend's debug port: lines out, SXP forms in, events kept aside."""
+
+    def __init__(self, home: XendHome) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", home.event_port), timeout=10)
+        self.parser = sxp.Parser()
+        self.events: list[sxp.Value] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def form(self, timeout: float = 10.0) -> sxp.Value:
+        """The next form xend sends; fails the test after ``timeout`` or on end of input."""
+        deadline = time.monotonic() + timeout
+        while not self.parser.ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"nothing from the debug port within {timeout:g} s")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the debug port closed the connection")
+            self.parser.input(data)
+        return self.parser.get_val()
+
+    def reply(self) -> sxp.Value:
+        """The next reply; events that come first are kept in ``events``."""
+        while sxp.name(form := self.form()) == "event":
+            self.events.append(form)
+        return form
+
+    def request(self, line: str) -> sxp.Value:
+        self.send(line + "\n")
+        return self.reply()
+
+    def event(self, name: str) -> sxp.Value:
+        """The first event called ``name``, from those kept or from what comes next."""
+        while True:
+            for event in self.events:
+                if event[1] == name:
+                    self.events.remove(event)
+                    return event
+            form = self.form()
+            assert sxp.name(form) == "event", f"a reply nobody asked for: {form}"
+            self.events.append(form)
+
+    def closed_by_xend(self, timeout: float = 10.0) -> bool:
+        """True once xend closes the connection, having sent nothing more."""
+        self.sock.settimeout(timeout)
+        return self.sock.recv(1) == b""
+
+
+@pytest.fixture
+def debug_port(running_xend: XendHome) -> Iterator[Callable[[], DebugPort]]:
+    """Connections to ``running_xend``'s debug port, each subscribed before it is handed out."""
+    ports: list[DebugPort] = []
+
+    def connect() -> DebugPort:
+        port = DebugPort(running_xend)
+        ports.append(port)
+        # Replies come after the subscription to every event is made.
+        assert sxp.name(port.request("(pretty)")) == "ok"
+        return port
+
+    yield connect
+    for port in ports:
+        port.close()
+
+
+def err_value(reply: sxp.Value) -> str:
+    assert sxp.name(reply) == "err", reply
+    return sxp.child_value(reply, "value")
+
+
+def create_domain(home: XendHome) -> str:
+    with home.unix_http() as client:
+        reply = client.post("/xend/domain/", data={"op": "create", "config": VM})
+    assert reply.status_code == 201, reply.text
+    return sxp.child_value(sxp.parse(reply.text), "id")
+
+
+def test_help_lists_the_ops_as_a_plain_line_and_as_sxp(
+    debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    assert port.request("help") == ["ok", OPS]
+    assert port.request("(help)") == ["ok", OPS]
+
+
+def test_a_domain_create_arrives_as_an_event(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    domid = create_domain(running_xend)
+    assert port.event("xend.domain.create") == ["event", "xend.domain.create", ["x", domid]]
+
+
+def test_subscribe_replaces_the_subscription(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    assert port.request("(sys.subscribe xend.domain.*)") == ["ok"]
+    assert port.request("(sys.inject (xend.test.ping (a 1)))") == ["ok"]
+    domid = create_domain(running_xend)
+    # Events reach a client in the order they were published, so the ping would be first.
+    assert port.form() == ["event", "xend.domain.create", ["x", domid]]
+    assert port.events == []
+
+
+def test_an_injected_event_comes_back(debug_port: Callable[[], DebugPort]) -> None:
+    port = debug_port()
+    assert port.request("(sys.inject (xend.test.ping (a 1)))") == ["ok"]
+    assert port.event("xend.test.ping") == [
+        "event", "xend.test.ping", ["xend.test.ping", ["a", "1"]]]
+    assert sxp.name(port.request("(sys_inject nothing)")) == "err"
+
+
+def test_every_request_in_one_send_gets_its_reply_in_order(
+    debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    port.send("(help)\n(pretty off) info\n(frobnicate)\n(log_stderr off)\n")
+    assert [port.reply() for _ in range(5)] == [
+        ["ok", OPS],
+        ["ok"],
+        ["ok", ["info"]],
+        ["err", ["type", "BadRequest"], ["value", "unknown op frobnicate; (help) lists the ops"]],
+        ["ok"],
+    ]
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    (b")(", "bad SXP at column 1: syntax error: )"),
+    (b"(help", "bad SXP at column 6: the line ends inside a form"),
+    (b"\xff\xfe", "bad SXP at column 1: invalid UTF-8: byte 0xff"),
+    (b"(" * 100 + b")" * 100, "bad SXP at column 33: nesting deeper than 32"),
+    (b"()", "expected (OP ARG ...) or a plain command such as help"),
+    (b"(trace maybe)", "expected (trace on) or (trace off)"),
+    (b"(debug.msg)", "expected (debug.msg on) or (debug.msg off)"),
+    (b"(exit now please", "bad SXP at column 17: the line ends inside a form"),
+])
+def test_bad_requests_get_an_error_and_the_connection_stays_usable(
+    debug_port: Callable[[], DebugPort], line: bytes, error: str,
+) -> None:
+    port = debug_port()
+    port.send(line + b"\n")
+    assert err_value(port.reply()) == error
+    assert port.request("help") == ["ok", OPS]
+
+
+def test_an_oversized_line_gets_one_error_and_is_skipped(
+    debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    port.send(b"(sys.inject (big " + b"x" * 100_000 + b"))\n")
+    assert err_value(port.reply()) == "line longer than 65536 bytes"
+    assert port.request("help") == ["ok", OPS]
+    assert port.events == []
+
+
+def test_quit_closes_the_connection_after_the_replies_before_it(
+    debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    port.send("help\nquit\nhelp\n")
+    assert port.reply() == ["ok", OPS]
+    assert port.closed_by_xend()
+
+
+def test_switches_answer_ok(debug_port: Callable[[], DebugPort]) -> None:
+    port = debug_port()
+    for line in ("(debug.msg on)", "(debug_controller on)", "(debug.msg off)",
+                 "(debug.controller off)", "(log.stderr on)", "(log.stderr off)"):
+        assert port.request(line) == ["ok"], line
+
+
+def test_info_lists_the_consoles_and_console_disconnect_drops_a_client(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    domid = create_domain(running_xend)
+    info = port.request("info")
+    assert sxp.name(info) == "ok" and sxp.name(info[1]) == "info"
+    console = next(c for c in sxp.children(info[1], "console")
+                   if sxp.child_value(c, "domain") == domid)
+    console_port = sxp.child_value(console, "console_port")
+    with socket.create_connection(("127.0.0.1", int(console_port)), timeout=10) as term:
+        assert port.event("xend.console.connect")[2][0] == console_port
+        assert port.request(f"(console.disconnect (id {console_port}))") == ["ok"]
+        assert port.event("xend.console.disconnect")[2][0] == console_port
+        while term.recv(4096):  # the banner, maybe; then the end
+            pass
+
+
+def test_console_disconnect_needs_the_id_of_a_console(
+    debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    assert err_value(port.request("(console.disconnect)")) == "Missing console id"
+    assert err_value(port.request("(console.disconnect (id x))")).startswith("console id:")
+    assert err_value(port.request("(console.disconnect (id 1))")) == "no console on port 1"
+
+
+def test_trace_covers_web_threads_and_actors_until_traceoff(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    trace_file = running_xend.logfile.parent / "xend.trace"
+    port = debug_port()
+    assert port.request("traceon") == ["ok"]
+    with running_xend.unix_http() as client:
+        assert client.get("/xend/domain/").status_code == 200
+        assert client.get("/xend/domain/nosuch").status_code == 404
+    assert port.request("traceoff") == ["ok"]
+    lines = trace_file.read_text().splitlines()
+    assert any("] xend_actors.web." in line for line in lines)
+    assert any(line.split("] ")[1].startswith("xend_actors.domain.table:")
+               and "[DomainTable-" in line for line in lines)
+    assert any("exception NotFound" in line for line in lines)
+    size = trace_file.stat().st_size
+    with running_xend.unix_http() as client:
+        assert client.get("/xend/domain/").status_code == 200
+    assert port.request("help") == ["ok", OPS]
+    assert trace_file.stat().st_size == size
+
+
+def test_exit_from_this_host_stops_xend(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    port = debug_port()
+    assert port.request("(exit)") == ["ok"]
+    assert port.closed_by_xend()
+    wait_for(lambda: running_xend.xend("status").returncode == 3, timeout=60,
+             what="xend to stop")
+
+
+def test_a_client_too_many_is_told_and_closed(
+    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+) -> None:
+    for _ in range(16):
+        debug_port()
+    extra = DebugPort(running_xend)
+    with contextlib.closing(extra):
+        assert err_value(extra.form()) == "too many debug clients (at most 16)"
+        assert extra.closed_by_xend()
+
+
+def test_event_port_in_use_fails_start_with_one_clear_line(
+    xend_home: Callable[..., XendHome],
+) -> None:
+    home = xend_home()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", home.event_port))
+        squatter.listen()
+        started = home.xend("start")
+    assert started.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{home.event_port}: Address already in use" in (
+        started.stderr)
+    assert home.xend("status").returncode == 3
