@@ -1,14 +1,20 @@
-"""Event patterns and fan-out of the event bus (facts §11.1)."""
+"""The event bus: patterns, fan-out (facts §11.1), its persistent log; notify URL rules."""
 
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pykka
 import pytest
 
-from xend_actors.events import Event, EventBus, QueueSubscriber, matches
+from tests.support import wait_for
+from xend_actors import sxp
+from xend_actors.errors import BadRequest, Forbidden
+from xend_actors.events import Event, EventBus, EventLog, QueueSubscriber, matches
+from xend_actors.notify import check_url
 
 
 @pytest.mark.parametrize(("pattern", "name", "expected"), [
@@ -81,3 +87,133 @@ def test_a_dead_actor_subscriber_is_dropped(bus: pykka.ActorProxy) -> None:
     bus.publish("x", "1")
     bus.publish("y", "2")
     assert [take(alive).name, take(alive).name] == ["x", "y"]
+
+
+# --- the log -----------------------------------------------------------------------------
+
+
+def test_record_round_trips_any_value() -> None:
+    event = Event(7, "xend.domain.create", ["vm 1", "line\nbreak", ["nested", "'q'"]], 1.25)
+    line = sxp.show(event.record())
+    assert "\n" not in line
+    assert Event.from_record(sxp.parse(line)) == event
+
+
+def test_numbering_and_events_continue_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    first = EventBus.start(path)
+    first.proxy().publish("xend.start", "0")
+    first.proxy().publish("xend.domain.create", ["vm1", "1"])
+    first.stop()
+
+    again = EventBus.start(path).proxy()
+    try:
+        assert again.last_seq().get(timeout=5) == 2
+        listener = QueueSubscriber()
+        again.subscribe(listener, "*").get(timeout=5)
+        again.publish("xend.start", "0")
+        assert take(listener).seq == 3
+        events = again.since(0).get(timeout=5)
+    finally:
+        again.stop()
+    assert [(e.seq, e.name, e.value) for e in events] == [
+        (1, "xend.start", "0"), (2, "xend.domain.create", ["vm1", "1"]), (3, "xend.start", "0")]
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_an_event_is_on_disk_before_anyone_sees_it(tmp_path: Path) -> None:
+    ref = EventBus.start(tmp_path / "events")
+    try:
+        listener = QueueSubscriber()
+        ref.proxy().subscribe(listener, "*").get(timeout=5)
+        ref.proxy().publish("a", "1")
+        take(listener)
+        assert "(name a)" in (tmp_path / "events").read_text()
+    finally:
+        ref.stop()
+
+
+def test_log_is_compacted_to_the_last_events(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    log = EventLog(path, keep=5)
+    for seq in range(1, 23):
+        log.append([Event(seq, "tick", str(seq), float(seq))])
+        assert len(path.read_text().splitlines()) <= 10
+    assert [e.seq for e in log.since(0, 100)] == [18, 19, 20, 21, 22]
+    log.close()
+    reopened = EventLog(path, keep=5)
+    assert reopened.last_seq == 22
+    assert [e.value for e in reopened.since(19, 100)] == ["20", "21", "22"]
+    assert [e.seq for e in reopened.since(0, 2)] == [18, 19]
+    reopened.close()
+
+
+def test_log_is_also_bounded_in_bytes(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events", keep=100, keep_bytes=1000)
+    log.append([Event(seq, "big", "x" * 300, 0.0) for seq in range(1, 6)])
+    assert [e.seq for e in log.since(0, 100)] == [4, 5]
+    log.append([Event(6, "huge", "y" * 5000, 0.0)])
+    assert [e.seq for e in log.since(0, 100)] == [6]  # the newest always stays
+    log.close()
+
+
+def test_a_torn_or_garbled_line_is_skipped_and_cleaned_up(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    log = EventLog(path)
+    log.append([Event(1, "a", "1", 1.0), Event(2, "b", "2", 2.0)])
+    log.close()
+    with path.open("a") as out:
+        out.write("(event (seq 2) (time 3.0) (name dup) (value 0))\nnot sxp (\n(event (seq 3) (ti")
+    reopened = EventLog(path)
+    assert reopened.last_seq == 2
+    reopened.append([Event(3, "c", "3", 3.0)])
+    reopened.close()
+    again = EventLog(path)
+    assert [(e.seq, e.name) for e in again.since(0, 10)] == [(1, "a"), (2, "b"), (3, "c")]
+    again.close()
+
+
+def test_a_full_queue_subscriber_drops_instead_of_blocking_the_bus(
+    bus: pykka.ActorProxy,
+) -> None:
+    small = QueueSubscriber(queue.Queue(maxsize=2))
+    bus.subscribe(small, "*").get(timeout=5)
+    for n in range(5):
+        bus.publish("x", str(n))
+    wait_for(lambda: small.dropped == 3, what="three events dropped")
+    assert bus.since(0).get(timeout=5)[-1].seq == 5  # the bus went on
+    assert [small.events.get_nowait().value for _ in range(2)] == ["0", "1"]
+
+
+# --- notify URLs -------------------------------------------------------------------------
+
+
+LOOPBACK_ONLY = (re.compile(r"127\.0\.0\.1"), re.compile("localhost"))
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/",
+                                 "http://127.0.0.1"])
+def test_notify_url_allowed(url: str) -> None:
+    assert check_url(url, LOOPBACK_ONLY) == url
+
+
+def test_notify_url_anywhere_when_hosts_allow_is_empty() -> None:
+    assert check_url("http://192.0.2.1:80/x", ()) == "http://192.0.2.1:80/x"
+
+
+def test_notify_url_outside_hosts_allow_is_forbidden() -> None:
+    with pytest.raises(Forbidden, match="not allowed by xend-hosts-allow"):
+        check_url("http://192.0.2.1/x", LOOPBACK_ONLY)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("https://127.0.0.1/", "expected http://"),
+    ("http://example.com/", "IP address or localhost"),
+    ("http://127.0.0.1:70000/", "bad notify URL"),
+    ("http://user:pw@127.0.0.1/", "expected http://"),
+    ("127.0.0.1:80", "expected http://"),
+    ("http://127.0.0.1/" + "x" * 2000, "longer than"),
+])
+def test_notify_url_malformed(url: str, why: str) -> None:
+    with pytest.raises(BadRequest, match=why):
+        check_url(url, ())
