@@ -1,0 +1,429 @@
+"""Domain consoles on the simulated hypervisor: TCP, HTTP, xm, against a real xend + simhv."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import XendHome, wait_for
+from xend_actors import sxp
+
+pytestmark = pytest.mark.integration
+
+KERNEL = "/boot/vmlinuz-sim"
+BANNER = b"Booting simulated Linux on xend-simhv"
+PROMPT = b"# "
+XM = shutil.which("xm", path=os.path.dirname(sys.executable))
+REMOTE_BANNER = b"************ REMOTE CONSOLE: CTRL-] TO QUIT ********"
+
+
+def vm(name: str, *extra: sxp.Value) -> str:
+    return sxp.show(["vm", ["name", name], ["memory", "32"],
+                     ["image", ["linux", ["kernel", KERNEL]]], *extra])
+
+
+class Xend:
+    """Plain HTTP to one xend over its Unix socket, status codes visible."""
+
+    def __init__(self, home: XendHome) -> None:
+        self.home = home
+        self.http = home.unix_http()
+
+    def create(self, name: str, *extra: sxp.Value, start: bool = True) -> int:
+        """Create domain ``name`` (unpaused unless ``start`` is false); its console port."""
+        reply = self.http.post("/xend/domain/", data={"op": "create", "config": vm(name, *extra)})
+        assert reply.status_code == 201, reply.text
+        if start:
+            assert self.op(f"/xend/domain/{name}", "unpause").status_code == 200
+        return int(sxp.child_value(sxp.child(sxp.parse(reply.text), "console"), "console_port"))
+
+    def op(self, path: str, op: str, **fields: str) -> httpx.Response:
+        return self.http.post(path, data={"op": op, **fields})
+
+    def get(self, path: str) -> sxp.Value:
+        reply = self.http.get(path)
+        assert reply.status_code == 200, reply.text
+        return sxp.parse(reply.text)
+
+    def console(self, port: int) -> sxp.Value:
+        return self.get(f"/xend/console/{port}")
+
+    def status(self, port: int) -> str:
+        return sxp.child_value(self.console(port), "status")
+
+    def names(self) -> list[str]:
+        return self.get("/xend/domain/")
+
+    def has_event(self, line: str) -> bool:
+        return line in re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
+
+
+@pytest.fixture
+def xend(running_xend: XendHome) -> Iterator[Xend]:
+    client = Xend(running_xend)
+    yield client
+    client.http.close()
+
+
+class Terminal:
+    """A TCP client of a console port, reading with deadlines."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.seen = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_until(self, *markers: bytes, timeout: float = 10.0) -> bytes:
+        """Read until every marker has been seen, in order, since the last call."""
+        deadline = time.monotonic() + timeout
+        start = 0
+        for marker in markers:
+            while (at := self.seen.find(marker, start)) < 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {marker!r} within {timeout:g} s in {self.seen!r}")
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError(f"console closed before {marker!r}: {self.seen!r}")
+                self.seen += data
+            start = at + len(marker)
+        got, self.seen = self.seen[:start], self.seen[start:]
+        return got
+
+    def type(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r")
+
+    def closed(self, timeout: float = 10.0) -> bool:
+        """Whether the console closes the connection within ``timeout`` (output is read)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def terminal(port: int) -> Iterator[Terminal]:
+    term = Terminal(port)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+def echo_round_trip(term: Terminal, word: str) -> None:
+    term.type(f"echo {word}")
+    term.read_until(f"echo {word}\r\n{word}\r\n".encode(), PROMPT)
+
+
+# --- the console port -----------------------------------------------------------------------
+
+
+def test_the_console_relays_the_guest_both_ways(xend: Xend) -> None:
+    port = xend.create("c1")
+    domid = sxp.child_value(xend.get("/xend/domain/c1"), "id")
+    assert port == xend.home.console_port_base + int(domid)
+    with terminal(port) as term:
+        term.read_until(BANNER, PROMPT)
+        echo_round_trip(term, "hello")
+        info = xend.console(port)
+        assert sxp.child_value(info, "status") == "connected"
+        host, client_port = sxp.child(info, "connected")[1:]
+        assert (host, int(client_port)) == term.sock.getsockname()
+    wait_for(lambda: xend.status(port) == "listening", what="the console to listen again")
+
+
+def test_the_domain_info_carries_the_console_after_start_time(xend: Xend) -> None:
+    port = xend.create("c2")
+    info = xend.get("/xend/domain/c2")
+    names = [item[0] for item in info[1:] if isinstance(item, list)]
+    assert names.index("console") == names.index("start_time") + 1
+    domid = sxp.child_value(info, "id")
+    assert sxp.child(info, "console") == [
+        "console", ["status", "listening"], ["id", str(port)], ["domain", domid],
+        ["local_port", str(port)], ["remote_port", "1"], ["console_port", str(port)]]
+    detail = xend.http.get("/xend/domain/", params={"detail": 1})
+    by_name = {sxp.child_value(i, "name"): i for i in sxp.parse(detail.text)}
+    assert sxp.child_value(sxp.child(by_name["c2"], "console"), "console_port") == str(port)
+    assert sxp.child(by_name["Domain-0"], "console") is None
+    assert xend.get("/xend/console/") == [str(port)]
+    assert xend.has_event(f"xend.console.create ({port} {domid} {port})")
+
+
+def test_a_config_console_port_is_used(xend: Xend) -> None:
+    wanted = xend.home.console_port_base + 20
+    assert xend.create("c3", ["console", str(wanted)]) == wanted
+    with terminal(wanted) as term:
+        term.read_until(BANNER, PROMPT)
+
+
+def test_a_second_client_is_refused_with_the_original_line(xend: Xend) -> None:
+    port = xend.create("c4")
+    domid = sxp.child_value(xend.get("/xend/domain/c4"), "id")
+    with terminal(port) as first:
+        first.read_until(PROMPT)
+        with terminal(port) as second:
+            assert second.read_until(b"\n") == (
+                f"Cannot connect to console {port} on domain {domid}\n".encode())
+            assert second.closed()
+        echo_round_trip(first, "still-mine")
+
+
+def test_the_next_client_gets_what_the_guest_said_while_nobody_was_there(xend: Xend) -> None:
+    port = xend.create("c5")
+    with terminal(port) as first:
+        first.read_until(PROMPT)
+    wait_for(lambda: xend.status(port) == "listening", what="the first client gone")
+    # An unknown sysrq key makes the guest print its help, with nobody connected.
+    reply = xend.op("/xend/domain/c5", "shutdown", reason="sysrq", key="x")
+    assert reply.status_code == 202
+    wait_for(lambda: b"SysRq : HELP" in xend.http.get(f"/xend/console/{port}/log").content,
+             what="the guest's sysrq help in the scrollback")
+    with terminal(port) as second:
+        assert not second.read_until(b"SysRq : HELP").startswith(BANNER)  # not seen twice
+        echo_round_trip(second, "back")
+
+
+def test_the_disconnect_op_drops_the_client(xend: Xend) -> None:
+    port = xend.create("c6")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        client_port = term.sock.getsockname()[1]
+        reply = xend.op(f"/xend/console/{port}", "disconnect")
+        assert reply.status_code == 200
+        assert sxp.parse(reply.text) == "0"
+        assert term.closed()
+    assert xend.status(port) == "listening"
+    assert xend.has_event(f"xend.console.connect ({port} 127.0.0.1 {client_port})")
+    assert xend.has_event(f"xend.console.disconnect ({port} 127.0.0.1 {client_port})")
+    with terminal(port) as again:
+        echo_round_trip(again, "again")
+
+
+def test_unknown_consoles_are_404(xend: Xend) -> None:
+    assert xend.http.get("/xend/console/1").status_code == 404
+    assert xend.op("/xend/console/1", "disconnect").status_code == 404
+    assert xend.http.get("/xend/console/1/log").status_code == 404
+
+
+# --- restart, death, port conflicts ---------------------------------------------------------
+
+
+def test_an_open_connection_survives_a_reboot_and_sees_the_new_boot(xend: Xend) -> None:
+    port = xend.create("r1", ["restart", "onreboot"])
+    domid = sxp.child_value(xend.get("/xend/domain/r1"), "id")
+    with terminal(port) as term:
+        term.read_until(BANNER, PROMPT)
+        term.type("reboot")
+        term.read_until(b"going down for reboot", BANNER, PROMPT, timeout=20)
+        echo_round_trip(term, "reborn")
+        wait_for(lambda: xend.has_event(f"xend.domain.restart (r1 {domid} success)"),
+                 what="the restart to succeed")
+        assert xend.status(port) == "connected"
+    assert not xend.has_event(f"xend.console.close {port}")
+
+
+def test_scrollback_outlives_a_crashed_domain_and_the_port_is_freed(xend: Xend) -> None:
+    port = xend.create("x1", ["restart", "never"])
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        term.type("crash")
+        term.read_until(b"Kernel panic")
+        assert term.closed()  # dropped when the domain is gone
+    wait_for(lambda: "x1" not in xend.names(), what="the crashed domain gone")
+    wait_for(lambda: xend.has_event(f"xend.console.close {port}"), what="the console closed")
+    assert xend.get("/xend/console/") == []
+    assert xend.status(port) == "closed"
+    reply = xend.http.get(f"/xend/console/{port}/log")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/octet-stream"
+    assert reply.headers["x-console-status"] == "closed"
+    assert reply.content.startswith(BANNER)
+    assert b"Kernel panic - not syncing" in reply.content
+    assert int(reply.headers["x-console-first"]) == 0
+    assert int(reply.headers["x-console-next"]) == len(reply.content)
+    tail = xend.http.get(f"/xend/console/{port}/log", params={"since": 10, "wait": 30})
+    assert tail.content == reply.content[10:]  # a closed console does not keep a poll waiting
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # the port is free
+
+
+def test_a_console_port_in_use_refuses_the_create_and_leaves_nothing(xend: Xend) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        reply = xend.http.post("/xend/domain/", data={
+            "op": "create", "config": vm("busy", ["console", str(port)])})
+        assert reply.status_code == 409
+        assert sxp.parse(reply.text) == [
+            "xend.err", f"Error creating domain: console port in use: {port}"]
+    assert xend.names() == ["Domain-0"]
+    assert sorted(p.name for p in (xend.home.dbroot / "domain").iterdir()) == ["0"]
+    assert xend.get("/xend/console/") == []
+    port = xend.create("busy")  # the name and the domain id are free again
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "stop"])
+def test_consoles_come_back_on_the_same_ports_after_xend_restarts(xend: Xend, how: str) -> None:
+    ports = {name: xend.create(name, ["console", str(xend.home.console_port_base + 10 + i)])
+             for i, name in enumerate(("k1", "k2"))}
+    with terminal(ports["k1"]) as term:
+        term.read_until(PROMPT)
+        if how == "stop":
+            assert xend.home.xend("stop").returncode == 0
+        else:
+            os.kill(int(xend.home.pid_file.read_text()), signal.SIGKILL)
+            wait_for(lambda: xend.home.xend("status").returncode == 3, what="xend dead")
+        assert term.closed()
+    assert xend.home.xend("start").returncode == 0
+    assert xend.get("/xend/console/") == sorted(str(p) for p in ports.values())
+    for name, port in ports.items():
+        info = sxp.child(xend.get(f"/xend/domain/{name}"), "console")
+        assert sxp.child_value(info, "console_port") == str(port)
+        with terminal(port) as term:
+            echo_round_trip(term, f"{name}-back")
+
+
+# --- scrollback for viewers -------------------------------------------------------------------
+
+
+def test_a_viewer_long_polls_the_log_beside_the_client(xend: Xend) -> None:
+    port = xend.create("v1")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        end = int(xend.http.get(f"/xend/console/{port}/log").headers["x-console-next"])
+        replies: list[httpx.Response] = []
+
+        def follow() -> None:
+            with xend.home.http() as http:
+                replies.append(http.get(f"/xend/console/{port}/log",
+                                        params={"since": end, "wait": 30}))
+
+        viewer = threading.Thread(target=follow)
+        began = time.monotonic()
+        viewer.start()
+        time.sleep(0.2)  # let the poll start waiting; it must not answer before the output
+        assert viewer.is_alive()
+        echo_round_trip(term, "watched")
+        viewer.join(timeout=30)
+        assert time.monotonic() - began < 10
+    (reply,) = replies
+    assert reply.content.startswith(b"e")  # the guest's echo of what was typed
+    assert int(reply.headers["x-console-first"]) == end
+    assert int(reply.headers["x-console-next"]) == end + len(reply.content)
+    bad = xend.http.get(f"/xend/console/{port}/log", params={"since": "-1"})
+    assert bad.status_code == 400
+
+
+# --- xm -----------------------------------------------------------------------------------------
+
+
+def xm_env(home: XendHome) -> dict[str, str]:
+    return {**os.environ, "XEND": f"127.0.0.1:{home.http_port}"}
+
+
+def test_xm_consoles_lists_ports_and_the_connected_client(xend: Xend) -> None:
+    assert XM, "the xm script is not installed beside this Python (pip install -e .)"
+    port = xend.create("m1")
+    domid = sxp.child_value(xend.get("/xend/domain/m1"), "id")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        done = subprocess.run([XM, "consoles"], capture_output=True, text=True, timeout=60,
+                              env=xm_env(xend.home), stdin=subprocess.DEVNULL)
+        client = f"127.0.0.1:{term.sock.getsockname()[1]}"
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Dom Port  Id Connection",
+                                        f"{domid:>3} {port:>4} {port:>3} {client}"]
+    listed = subprocess.run([XM, "list", "m1"], capture_output=True, text=True, timeout=60,
+                            env=xm_env(xend.home), stdin=subprocess.DEVNULL)
+    assert listed.stdout.splitlines()[1].endswith(str(port))
+
+
+class Pty:
+    """An xm process on a pseudo-terminal, read with deadlines."""
+
+    def __init__(self, *args: str, home: XendHome) -> None:
+        assert XM, "the xm script is not installed beside this Python (pip install -e .)"
+        self.master, self.slave = pty.openpty()
+        self.mode = termios.tcgetattr(self.slave)
+        self.process = subprocess.Popen([XM, *args], stdin=self.slave, stdout=self.slave,
+                                        stderr=self.slave, env=xm_env(home), close_fds=True)
+        self.seen = b""
+
+    def read_until(self, marker: bytes, timeout: float = 20.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {marker!r} within {timeout:g} s in {self.seen!r}")
+            if select.select([self.master], [], [], left)[0]:
+                self.seen += os.read(self.master, 65536)
+        at = self.seen.index(marker) + len(marker)
+        got, self.seen = self.seen[:at], self.seen[at:]
+        return got
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@contextlib.contextmanager
+def xm_on_pty(*args: str, home: XendHome) -> Iterator[Pty]:
+    term = Pty(*args, home=home)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+def test_xm_console_is_a_raw_terminal_that_ctrl_close_bracket_quits(xend: Xend) -> None:
+    xend.create("t1")
+    with xm_on_pty("console", "t1", home=xend.home) as term:
+        term.read_until(REMOTE_BANNER)
+        term.read_until(BANNER)
+        term.read_until(PROMPT)
+        assert termios.tcgetattr(term.slave) != term.mode  # raw while it runs
+        term.write(b"echo typed\r")
+        term.read_until(b"typed\r\n# ")
+        term.write(b"\x1d")
+        assert term.process.wait(timeout=10) == 0
+        assert termios.tcgetattr(term.slave) == term.mode
+
+
+def test_xm_create_c_connects_to_the_new_console(xend: Xend, tmp_path: Path) -> None:
+    config = tmp_path / "auto.sxp"
+    config.write_text(vm("auto1"))
+    with xm_on_pty("create", "-c", "-F", str(config), home=xend.home) as term:
+        term.read_until(b"Started domain auto1, console on port")
+        term.read_until(REMOTE_BANNER)
+        term.read_until(PROMPT)
+        term.write(b"\x1d")
+        assert term.process.wait(timeout=10) == 0

@@ -1,0 +1,203 @@
+"""The Consoles actor: every domain console of xend, on one event loop thread.
+
+DESIGN.md draws one Console actor per domain. A pykka actor is a thread, and a
+relay that blocks on its sockets wants one or two more, so at thousands of domains
+consoles alone would cost thousands of threads and their stacks, most of xend's
+memory (the aim is at most 150 KiB of RSS per domain). Here ONE actor owns every
+console, and ONE asyncio loop, on a thread the actor starts and stops, runs all
+their sockets: a console is a few small objects (``relay.py``). The actor's
+methods are the only way in; each hands its work to the loop and waits for it
+with a timeout, so callers keep asking an actor as everywhere else in xend.
+
+A console lives from the domain's build to its final death (a restart keeps it
+and re-attaches it to the new domain's channel: ``open`` again). Consoles are
+found by domain id while their domain lives and by port (their id, see
+``info.py``) for HTTP. A closed console keeps its scrollback until its port is
+used again; only the last ``CLOSED_KEPT`` closed consoles are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pykka
+
+from xend_actors import sxp
+from xend_actors.config import XendConfig
+from xend_actors.console.info import ConsoleInfo
+from xend_actors.console.relay import Relay
+from xend_actors.console.scrollback import LogSlice
+from xend_actors.errors import NotFound, Timeout
+from xend_actors.hypervisor.base import Driver
+from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
+
+log = logging.getLogger(__name__)
+
+CLOSED_KEPT = 64  # each keeps up to a MiB of scrollback
+LOOP_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+class Consoles(TracedActor):
+    def __init__(self, config: XendConfig, driver: Driver, events: pykka.ActorProxy) -> None:
+        super().__init__()
+        self.host = config.console_address or "0.0.0.0"
+        self.port_base = config.console_port_base
+        self.driver = driver
+        self.events = events
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="consoles",
+                                        daemon=True)
+        # Touched on the loop's thread only.
+        self._live: dict[int, Relay] = {}  # by domain id
+        self._by_port: dict[int, Relay] = {}  # live and closed
+        self._closed: deque[int] = deque()  # ports of closed consoles, oldest first
+
+    def on_start(self) -> None:
+        self._thread.start()
+
+    def on_receive(self, message: object) -> object:
+        if isinstance(message, SetTrace):  # the loop thread hosts every relay: trace it too
+            self._loop.call_soon_threadsafe(trace_this_thread)
+        return super().on_receive(message)
+
+    def on_stop(self) -> None:
+        self._on_loop(self._shut())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=LOOP_TIMEOUT)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    # --- asked by Domain actors ----------------------------------------------------------------
+
+    def open(self, domid: int, port: int | None = None) -> ConsoleInfo:
+        """Open domain ``domid``'s console on ``port`` (default: the base plus the id) and
+        attach it to the domain's console channel; a console the domain already has is
+        only re-attached (after a restart, the channel is the new domain's)."""
+        port = port or self.port_base + domid
+        created = self._on_loop(self._listen(domid, port))
+        try:
+            info = self._on_loop(self._attach(domid, self.driver.open_console(domid)))
+        except BaseException:
+            if created:  # a console that never worked leaves nothing behind
+                self._on_loop(self._discard(domid))
+            raise
+        if created:
+            log.info("Created console id=%s domain=%s port=%s", port, domid, port)
+            self._publish("xend.console.create", [str(port), str(domid), str(port)])
+        return info
+
+    def close(self, domid: int) -> None:
+        """The domain is gone for good: close its console, if it has one."""
+        self._on_loop(self._close(domid))
+
+    # --- asked by the DomainTable and the web ---------------------------------------------------
+
+    def of_domain(self, domid: int) -> ConsoleInfo | None:
+        return self._on_loop(self._of_domain(domid))
+
+    def of_domains(self) -> dict[int, ConsoleInfo]:
+        return self._on_loop(self._of_domains())
+
+    def infos(self) -> list[ConsoleInfo]:
+        """Every open console, by port."""
+        return sorted(self._on_loop(self._of_domains()).values(), key=lambda i: i.port)
+
+    def info(self, port: int) -> ConsoleInfo:
+        """The console on ``port``, open or closed."""
+        return self._on_loop(self._info(port))
+
+    def disconnect(self, port: int) -> None:
+        """Drop the client of the console on ``port``."""
+        self._on_loop(self._disconnect(port))
+
+    def read(self, port: int, since: int,
+             wait: float = 0.0) -> concurrent.futures.Future[tuple[ConsoleInfo, LogSlice]]:
+        """The console on ``port`` and its scrollback after offset ``since``, waiting up to
+        ``wait`` s for output if there is none yet. Answers at once with a future, so a
+        long poll holds no actor."""
+        return asyncio.run_coroutine_threadsafe(self._read(port, since, wait), self._loop)
+
+    # --- on the loop ------------------------------------------------------------------------------
+
+    async def _listen(self, domid: int, port: int) -> bool:
+        """Make the domain's console listen unless it does; whether it is new."""
+        if domid in self._live:
+            return False
+        relay = Relay(port, domid, self._publish)
+        await relay.listen(self.host)
+        self._live[domid] = relay
+        if port in self._closed:
+            self._closed.remove(port)
+        self._by_port[port] = relay
+        return True
+
+    async def _attach(self, domid: int, channel: socket.socket) -> ConsoleInfo:
+        relay = self._live.get(domid)
+        if relay is None:
+            channel.close()
+            raise NotFound(f"domain {domid} has no console")
+        await relay.attach(channel)
+        return relay.info()
+
+    async def _discard(self, domid: int) -> None:
+        relay = self._live.pop(domid)
+        relay.shut()
+        del self._by_port[relay.port]
+
+    async def _close(self, domid: int) -> None:
+        relay = self._live.pop(domid, None)
+        if relay is None:
+            return
+        relay.close()
+        self._closed.append(relay.port)
+        while len(self._closed) > CLOSED_KEPT:
+            del self._by_port[self._closed.popleft()]
+
+    async def _of_domain(self, domid: int) -> ConsoleInfo | None:
+        relay = self._live.get(domid)
+        return relay.info() if relay is not None else None
+
+    async def _of_domains(self) -> dict[int, ConsoleInfo]:
+        return {domid: relay.info() for domid, relay in self._live.items()}
+
+    async def _info(self, port: int) -> ConsoleInfo:
+        return self._relay(port).info()
+
+    async def _disconnect(self, port: int) -> None:
+        self._relay(port).disconnect()
+
+    async def _read(self, port: int, since: int,
+                    wait: float) -> tuple[ConsoleInfo, LogSlice]:
+        relay = self._relay(port)
+        part = await relay.read(since, wait)
+        return relay.info(), part
+
+    async def _shut(self) -> None:
+        for relay in self._by_port.values():
+            relay.shut()
+
+    def _relay(self, port: int) -> Relay:
+        relay = self._by_port.get(port)
+        if relay is None:
+            raise NotFound(f"no console on port {port}")
+        return relay
+
+    def _publish(self, name: str, value: sxp.Value) -> None:
+        self.events.publish(name, value)
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout=LOOP_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Timeout(f"the console loop did not answer within {LOOP_TIMEOUT:g} s") from None

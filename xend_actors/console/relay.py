@@ -1,0 +1,278 @@
+"""One domain's console: its TCP listener, its channel to the guest, its one client.
+
+A ``Relay`` lives on the Consoles hub's event loop (``hub.py``) and is only ever
+touched from that loop's thread. It relays raw bytes both ways (facts §8): guest
+output goes to the client and into the scrollback; while nobody is connected it
+only goes to the scrollback, and the next client first gets what nobody saw (at
+most ``PENDING_LIMIT`` bytes). A second client gets the original's refusal line.
+
+Flow control keeps every buffer bounded: a client that does not read pauses the
+reading of the channel, so the guest waits (a flooding guest runs at the client's
+pace); a guest that does not read its input pauses the reading of the client.
+With nobody connected the channel is always read, into the bounded scrollback.
+
+The listener and the client outlive the channel: when a domain restarts, its old
+channel ends and ``attach`` gives the relay the new domain's channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+from xend_actors import sxp
+from xend_actors.console.info import ConsoleInfo, Status
+from xend_actors.console.scrollback import LogSlice, Scrollback
+from xend_actors.errors import Conflict, XendError
+
+log = logging.getLogger(__name__)
+
+PENDING_LIMIT = 64 * 1024  # what a new client gets of the output nobody saw
+CLOSE_GRACE = 5.0  # seconds a closed console waits for its channel to end
+REFUSAL = "Cannot connect to console {id} on domain {dom}\n"
+
+Publish = Callable[[str, sxp.Value], None]
+
+
+class Relay:
+    def __init__(self, port: int, domid: int, publish: Publish) -> None:
+        self.port = port
+        self.domid = domid
+        self.status = Status.NEW
+        self.scrollback = Scrollback()
+        self._publish = publish
+        self._server: asyncio.AbstractServer | None = None
+        self._channel: _Channel | None = None
+        self._client: _Client | None = None
+        self._client_full = False  # the client's send buffer is full: the guest waits
+        self._channel_full = False  # the guest does not read its input: the client waits
+        self._seen = 0  # the output offset up to which a client has been given the output
+        self._waiters: list[asyncio.Future[None]] = []  # long polls for more output
+
+    def info(self) -> ConsoleInfo:
+        client = self._client.peer if self._client is not None else None
+        return ConsoleInfo(self.port, self.domid, self.status, client)
+
+    # --- life ----------------------------------------------------------------------------
+
+    async def listen(self, host: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(lambda: _Client(self), host, self.port)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise Conflict(f"console port in use: {self.port}") from None
+            raise XendError(f"cannot listen on console port {self.port}: "
+                            f"{error.strerror or error}") from None
+        self.status = Status.LISTENING
+
+    async def attach(self, channel: socket.socket) -> None:
+        """Relay the console channel ``channel`` from now on, in place of any earlier one."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _Channel(self), channel)
+        except BaseException:
+            channel.close()
+            raise
+
+    def close(self) -> None:
+        """The domain is gone for good: free the port now, and once the channel has ended
+        (the domain's destroy ends it) drop the client. The scrollback stays."""
+        if self.status is Status.CLOSED:
+            return
+        self.status = Status.CLOSED
+        self._stop_listening()
+        self._publish("xend.console.close", str(self.port))
+        if self._channel is None:
+            self._drop_client()
+        else:  # the guest's last words first
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self._channel.transport.close)
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            client = self._client
+            self.client_lost(client)
+            client.transport.close()  # after what is still buffered
+        self._wake_waiters()
+
+    def shut(self) -> None:
+        """xend stops: let go of every socket without a word; the domain lives on."""
+        self._stop_listening()
+        ends: list[_Client | _Channel | None] = [self._client, self._channel]
+        self._client = self._channel = None
+        for end in ends:
+            if end is not None:
+                end.transport.abort()
+        self._wake_waiters()
+
+    def disconnect(self) -> None:
+        """Drop the client, if any; the console listens for the next one."""
+        if self._client is not None:
+            client = self._client
+            self.client_lost(client)
+            client.transport.abort()
+
+    async def read(self, since: int, wait: float) -> LogSlice:
+        """The output after offset ``since``; with none yet, wait up to ``wait`` s for some."""
+        if wait > 0 and since >= self.scrollback.end and self.status is not Status.CLOSED:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await asyncio.wait({waiter}, timeout=wait)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self.scrollback.read(since)
+
+    def _stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- called by the channel and the client (each call names its caller) -------------------
+
+    def channel_made(self, channel: _Channel) -> None:
+        previous, self._channel = self._channel, channel
+        if previous is not None:
+            previous.transport.close()
+        self._hold_client(False)
+        if self._client_full:
+            channel.transport.pause_reading()
+
+    def channel_lost(self, channel: _Channel) -> None:
+        if self._channel is channel:
+            self._channel = None
+            self._hold_client(False)
+            if self.status is Status.CLOSED:
+                self._drop_client()
+
+    def channel_full(self, channel: _Channel, full: bool) -> None:
+        if self._channel is channel:
+            self._hold_client(full)
+
+    def output(self, channel: _Channel, data: bytes) -> None:
+        if self._channel is not channel:
+            return
+        self.scrollback.append(data)
+        if self._client is not None:
+            self._client.transport.write(data)
+            self._seen = self.scrollback.end
+        if self._waiters:
+            self._wake_waiters()
+
+    def client_made(self, client: _Client) -> bool:
+        """Take ``client`` as the console's client; False if it must be refused."""
+        if self._client is not None or self.status is not Status.LISTENING:
+            return False
+        self._client = client
+        self.status = Status.CONNECTED
+        unseen = self.scrollback.read(max(self._seen, self.scrollback.end - PENDING_LIMIT))
+        if unseen.data:
+            client.transport.write(unseen.data)
+        self._seen = unseen.next
+        if self._channel_full:
+            client.transport.pause_reading()
+        host, port = client.peer
+        log.info("Console connected: id=%s domain=%s client=%s:%s", self.port, self.domid,
+                 host, port)
+        self._publish("xend.console.connect", [str(self.port), host, str(port)])
+        return True
+
+    def client_lost(self, client: _Client) -> None:
+        if self._client is not client:
+            return
+        self._client = None
+        if self.status is Status.CONNECTED:
+            self.status = Status.LISTENING
+        self._hold_channel(False)
+        host, port = client.peer
+        self._publish("xend.console.disconnect", [str(self.port), host, str(port)])
+
+    def client_full(self, client: _Client, full: bool) -> None:
+        if self._client is client:
+            self._hold_channel(full)
+
+    def typed(self, client: _Client, data: bytes) -> None:
+        if self._client is client and self._channel is not None:
+            self._channel.transport.write(data)
+
+    def _hold_channel(self, full: bool) -> None:
+        """The client's send buffer is full (or no more): stop (or resume) reading the guest."""
+        self._client_full = full
+        if self._channel is not None:
+            if full:
+                self._channel.transport.pause_reading()
+            else:
+                self._channel.transport.resume_reading()
+
+    def _hold_client(self, full: bool) -> None:
+        """The guest's input is full (or no more): stop (or resume) reading the client."""
+        self._channel_full = full
+        if self._client is not None:
+            if full:
+                self._client.transport.pause_reading()
+            else:
+                self._client.transport.resume_reading()
+
+
+class _Channel(asyncio.Protocol):
+    """The domain's console channel, from the hypervisor driver."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.relay.channel_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.output(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.channel_lost(self)
+
+    def pause_writing(self) -> None:
+        self.relay.channel_full(self, True)
+
+    def resume_writing(self) -> None:
+        self.relay.channel_full(self, False)
+
+
+class _Client(asyncio.Protocol):
+    """One TCP connection to the console port: the client, or one to refuse."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport
+        self.peer: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        if not self.relay.client_made(self):
+            relay = self.relay
+            transport.write(REFUSAL.format(id=relay.port, dom=relay.domid).encode())
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.typed(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.client_lost(self)
+
+    def pause_writing(self) -> None:
+        self.relay.client_full(self, True)
+
+    def resume_writing(self) -> None:
+        self.relay.client_full(self, False)

@@ -1,0 +1,79 @@
+"""The ``/xend/console`` resources: consoles, their info, disconnect, scrollback (facts §4.4).
+
+A console is named by its port (its id everywhere, see ``console/info.py``).
+
+``GET /xend/console/<port>/log?since=N&wait=S`` is ours: the console's output after
+byte offset N (default 0) as ``application/octet-stream``, at most the last MiB.
+Headers ``X-Console-First`` (the offset of the body's first byte: more than N when
+output was dropped meanwhile), ``X-Console-Next`` (the N to ask next) and
+``X-Console-Status``. With ``wait``, a request that finds nothing new waits up to S
+seconds (at most ``MAX_WAIT``) for output: a long poll, so any number of read-only
+viewers follow a console beside its one interactive client. A closed console's log
+stays readable until its port is used again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from werkzeug import Request, Response
+
+from xend_actors import sxp
+from xend_actors.errors import BadRequest, Timeout
+from xend_actors.web.forms import Kind, decode, optional
+from xend_actors.web.resource import Resource, op
+from xend_actors.web.services import ASK_TIMEOUT, Services, answer
+
+MAX_WAIT = 60
+LOG_PARAMS = (optional("since", Kind.INT, 0), optional("wait", Kind.INT, 0))
+
+
+class ConsoleDirResource(Resource):
+    """``/xend/console/``: the ports of the open consoles (their info with ``detail=1``)."""
+
+    def __init__(self, services: Services) -> None:
+        self.consoles = services.consoles
+
+    def get(self, request: Request, **url_args: str) -> sxp.Value:
+        infos = answer(self.consoles.infos(), "the consoles")
+        if request.args.get("detail", "0") not in ("0", ""):
+            return [info.sxpr() for info in infos]
+        return [str(info.port) for info in infos]
+
+
+class ConsoleResource(Resource):
+    """``/xend/console/<port>``: one console's info; ``disconnect`` drops its client."""
+
+    def __init__(self, services: Services) -> None:
+        self.consoles = services.consoles
+
+    def get(self, request: Request, port: int) -> sxp.Value:
+        return answer(self.consoles.info(port), "the consoles").sxpr()
+
+    @op("disconnect")
+    def disconnect(self, request: Request, port: int) -> str:
+        answer(self.consoles.disconnect(port), "the consoles")
+        return "0"
+
+
+class ConsoleLogResource(Resource):
+    """``/xend/console/<port>/log``: the console's scrollback, read or followed."""
+
+    def __init__(self, services: Services) -> None:
+        self.consoles = services.consoles
+
+    def get(self, request: Request, port: int) -> Response:
+        args = decode(LOG_PARAMS, request.args)
+        since, wait = args["since"], args["wait"]
+        assert isinstance(since, int) and isinstance(wait, int)
+        if since < 0 or wait < 0:
+            raise BadRequest("since and wait must not be negative")
+        wait = min(wait, MAX_WAIT)
+        future = answer(self.consoles.read(port, since, wait), "the consoles")
+        try:
+            info, part = future.result(timeout=wait + ASK_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise Timeout(f"the console on port {port} did not answer") from None
+        headers = {"X-Console-First": str(part.first), "X-Console-Next": str(part.next),
+                   "X-Console-Status": info.status.value}
+        return Response(part.data, 200, headers, mimetype="application/octet-stream")
