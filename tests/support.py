@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,10 +29,23 @@ from xend_actors import sxp
 SXP_ACCEPT = {"Accept": "application/sxp"}
 
 
+def free_port_base(span: int = 1, low: int = 20000, high: int = 30000) -> int:
+    """A random free port range below the kernel's ephemeral range (32768 and up), so
+    that no outgoing connection takes the port between this check and xend's bind."""
+    while True:
+        base = random.randrange(low, high - span)
+        try:
+            for port in range(base, base + span):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port for a xend's HTTP or debug listener (apart from console ranges)."""
+    return free_port_base(low=12000, high=20000)
 
 
 def xend_command() -> list[str]:
@@ -59,6 +73,7 @@ class XendHome:
     root: Path
     http_port: int = field(default_factory=free_port)
     event_port: int = field(default_factory=free_port)
+    console_port_base: int = field(default_factory=lambda: free_port_base(span=32))
     extra: str = ""
 
     @property
@@ -96,6 +111,8 @@ class XendHome:
             f"(xend-port {self.http_port})\n"
             "(xend-address 127.0.0.1)\n"
             f"(xend-event-port {self.event_port})\n"
+            f"(console-port-base {self.console_port_base})\n"
+            "(console-address 127.0.0.1)\n"
             "(xend-unix-server yes)\n"
             f"(xend-unix-path {self.unix_path})\n"
             f"(xend-run-dir {self.run_dir})\n"

@@ -10,6 +10,7 @@ User-Agent, which without the Accept header would make xend answer HTML.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -22,6 +23,17 @@ from xend_actors.errors import XendError
 DEFAULT_SERVER = "localhost:8000"
 DEFAULT_ROOT = "/xend/"
 TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ConsoleLog:
+    """Console output from ``xend_console_log``: ``data`` starts at byte offset ``first``;
+    ask for what follows with ``since=next``."""
+
+    data: bytes
+    first: int
+    next: int
+    status: str  # the console's: ``closed`` once its domain is gone
 
 
 class XendClient:
@@ -68,20 +80,14 @@ class XendClient:
         return self._send("POST", path.rstrip("/"), data=fields, files=files or None)
 
     def _send(self, method: str, path: str, **kwargs: object) -> sxp.Value | str | None:
+        return _value(self._request(method, path, **kwargs))
+
+    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         try:
-            reply = self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as error:
             raise XendError(f"Error connecting to xend at {self.where}: {error}; "
                             "is xend running?") from None
-        if reply.status_code == 204:
-            return None
-        value = _body(reply)
-        if sxp.name(value) == "xend.err" and isinstance(value, list):
-            raise XendError(str(sxp.child0(value, "")), status=reply.status_code)
-        if reply.status_code not in (200, 201, 202):
-            raise XendError(reply.reason_phrase or f"HTTP {reply.status_code}",
-                            status=reply.status_code)
-        return value
 
     # The URLs and ops of facts §4.4, named 1:1 after the original's functions.
 
@@ -160,9 +166,65 @@ class XendClient:
     def xend_event_inject(self, sxpr: sxp.Value) -> sxp.Value:
         return self.post(self.url("event"), "inject", event=sxpr)
 
+    def xend_events(self, since: int | str, timeout: int | str = 30) -> sxp.Value:
+        """The events numbered after ``since``, waiting up to ``timeout`` s for one (ours).
+
+        A list of ``(event (seq N) (time T) (name NAME) (value V))``, ``()`` if none came;
+        ``events.Event.from_record`` reads one.
+        """
+        return self._send("GET", self.url("event") + "/",
+                          params=_stringify({"since": since, "timeout": timeout}),
+                          timeout=float(timeout) + TIMEOUT)
+
+    def xend_node_notify(self, url: str) -> sxp.Value:
+        """Have xend POST every event to ``url`` (ours; the original only listed it)."""
+        return self.post(self.url("node"), "notify", url=url)
+
+    def xend_node_unnotify(self, url: str) -> sxp.Value:
+        return self.post(self.url("node"), "unnotify", url=url)
+
+    def xend_node_notify_urls(self) -> sxp.Value:
+        return self.get(self.url("node", "notify"))
+
+    def xend_consoles(self, detail: bool = False) -> sxp.Value:
+        """The ports of the open consoles; with ``detail``, their info (our addition)."""
+        return self.get(self.url("console") + "/", **({"detail": 1} if detail else {}))
+
+    def xend_console(self, id: int | str) -> sxp.Value:
+        return self.get(self.url("console", str(id)))
+
+    def xend_console_disconnect(self, id: int | str) -> sxp.Value:
+        return self.post(self.url("console", str(id)), "disconnect")
+
+    def xend_console_log(self, id: int | str, since: int | str = 0,
+                         wait: int | str = 0) -> ConsoleLog:
+        """A console's output after byte offset ``since``, waiting up to ``wait`` s for
+        some if there is none yet (ours: the scrollback, also of a closed console)."""
+        reply = self._request("GET", self.url("console", str(id), "log"),
+                              params=_stringify({"since": since, "wait": wait}),
+                              timeout=float(wait) + TIMEOUT)
+        if reply.status_code != 200:
+            _value(reply)  # raises, by the client rule
+        headers = reply.headers
+        return ConsoleLog(reply.content, int(headers["x-console-first"]),
+                          int(headers["x-console-next"]), headers["x-console-status"])
+
     def _domain(self, dom: str | int) -> str:
         # A name is one path segment whatever it holds ("?", "#", "%").
         return self.url("domain", quote(str(dom), safe=""))
+
+
+def _value(reply: httpx.Response) -> sxp.Value | str | None:
+    """The reply's value by the client rule; an error reply raises ``XendError``."""
+    if reply.status_code == 204:
+        return None
+    value = _body(reply)
+    if sxp.name(value) == "xend.err" and isinstance(value, list):
+        raise XendError(str(sxp.child0(value, "")), status=reply.status_code)
+    if reply.status_code not in (200, 201, 202):
+        raise XendError(reply.reason_phrase or f"HTTP {reply.status_code}",
+                        status=reply.status_code)
+    return value
 
 
 def _body(reply: httpx.Response) -> sxp.Value | str:

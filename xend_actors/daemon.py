@@ -16,12 +16,16 @@ from collections.abc import Callable
 import pykka
 
 from xend_actors.config import XendConfig
+from xend_actors.console.hub import Consoles
+from xend_actors.debug import DebugServer
 from xend_actors.domain.table import DomainTable
 from xend_actors.events import EventBus
 from xend_actors.hypervisor.actor import Hypervisor, open_driver
 from xend_actors.logs import setup_logging
+from xend_actors.notify import Notifier
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
+from xend_actors.trace import TracedActor
 from xend_actors.web.routes import make_app
 from xend_actors.web.server import WebServer
 from xend_actors.web.services import Services, answer
@@ -32,30 +36,41 @@ BOOT_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
 
-class Root(pykka.ThreadingActor):
+class Root(TracedActor):
     """Starts, supervises and stops every other actor of xend."""
 
-    def __init__(self, config: XendConfig, store: Store) -> None:
+    def __init__(self, config: XendConfig, store: Store,
+                 shutdown: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.config = config
         self.store = store
+        self.shutdown = shutdown  # stops the whole process: the debug port's (exit)
         self._children: list[tuple[str, pykka.ActorRef]] = []
 
     def boot(self) -> list[str]:
         """Start the actors; on any failure stop those already started and raise."""
         try:
-            events = self._adopt("events", EventBus.start()).proxy()
+            events = self._adopt("events", EventBus.start(self.store.dbroot / "events")).proxy()
             answer(events.last_seq(), "the event bus")
+            notifier_ref = self._adopt("notify", Notifier.start(
+                self.config.hosts_allow, self.store.dbroot / "notify"))
+            answer(events.subscribe(notifier_ref, "*"), "the event bus")
+            notifier = notifier_ref.proxy()
             driver = open_driver(self.config)
             hypervisor = self._adopt("hypervisor", Hypervisor.start(driver)).proxy()
+            consoles = self._adopt("consoles", Consoles.start(self.config, driver, events)).proxy()
             table = self._adopt("domains", DomainTable.start(
-                self.config, driver, events, self.store)).proxy()
+                self.config, driver, events, self.store, consoles)).proxy()
             answer(hypervisor.watch(table), "the hypervisor")
             count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
-            services = Services(self.config, events, hypervisor, table)
+            services = Services(self.config, events, hypervisor, table, notifier=notifier,
+                                consoles=consoles)
             web = self._adopt("web", WebServer.start(self.config, make_app(services)))
             addresses = answer(web.proxy().addresses(), "the web server")
+            debug = self._adopt("debug", DebugServer.start(
+                self.config, events, self.shutdown, consoles))
+            addresses.append(answer(debug.proxy().address(), "the debug server"))
         except BaseException:
             self._stop_children()
             raise
@@ -94,7 +109,7 @@ def run(config: XendConfig, *, foreground: bool,
         store = Store(config.dbroot)
         if detect_host_reboot(store, config.run_dir / "state"):
             log.info("The host has rebooted since xend last ran: runtime state dropped")
-        root = Root.start(config, store)
+        root = Root.start(config, store, stop.set)
     except Exception as error:
         log.error("Xend failed to start: %s", error)
         pidfile.release()

@@ -93,7 +93,8 @@ def test_help_lists_commands_by_group(capsys: pytest.CaptureFixture[str]) -> Non
     assert "info           Print information about the host: its system, CPUs and memory." \
         in lines
     titles = [line for line in lines if line.endswith(":")]
-    assert titles == ["Commands on domains:", "Commands related to the xen host (node):",
+    assert titles == ["Commands related to consoles:", "Commands on domains:",
+                      "Commands related to the xen host (node):",
                       "Commands controlling scheduling:"]
     assert lines[-1] == "Try 'xm help CMD' for help on CMD"
     for argv in ([], ["help"], ["-h"], ["he"]):

@@ -5,6 +5,9 @@ and scheduling, and rebuilds it on restart. It owns the domain's ``DomainRecord`
 and its store file ``domain/<id>``, written atomically before any reply; every new
 record is told to the DomainTable. It never asks the table anything (the table
 asks it), so the two can never wait on each other.
+
+Its console (``console/hub.py``) opens when it is built, is re-attached when it is
+rebuilt on restart, and closes when the domain is gone for good.
 """
 
 from __future__ import annotations
@@ -18,25 +21,29 @@ import pykka
 
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
-from xend_actors.errors import BadRequest, Conflict, XendError
+from xend_actors.errors import BadRequest, Conflict, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
 from xend_actors.store import RecordDir
+from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
+
+CONSOLE_TIMEOUT = 30.0  # opening a console waits for the hypervisor's console channel
 
 SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT,
                                          ShutdownReason.HALT, ShutdownReason.SUSPEND,
                                          ShutdownReason.SYSRQ)}
 
 
-class Domain(pykka.ThreadingActor):
+class Domain(TracedActor):
     def __init__(self, record: DomainRecord, *, driver: Driver, events: pykka.ActorProxy,
-                 table: pykka.ActorProxy, records: RecordDir,
+                 consoles: pykka.ActorProxy, table: pykka.ActorProxy, records: RecordDir,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.record = record
         self.driver = driver
         self.events = events
+        self.consoles = consoles
         self.table = table
         self.records = records
         self.clock = clock
@@ -63,20 +70,36 @@ class Domain(pykka.ThreadingActor):
     def build(self) -> DomainRecord:
         """Load the image into the empty paused domain; on failure destroy it, leave nothing."""
         try:
-            self._build(self._config())
+            console_port = self._build(self._config())
         except Exception as error:
             self._abandon()
             message = error.message if isinstance(error, XendError) else str(error)
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        record = self._update(start_time=self.clock())
+        record = self._update(start_time=self.clock(), console_port=console_port)
         self.events.publish("xend.domain.create", self._ids())
         return record
 
-    def _build(self, config: DomainConfig) -> None:
+    def _build(self, config: DomainConfig) -> int:
+        """Load the image and open (or re-attach) the console; returns the console's port."""
         self.driver.build(self.domid, config.image.image())
         if config.maxmem_mb is not None:
             self.driver.set_maxmem(self.domid, config.maxmem_mb)
+        return self._open_console(config)
+
+    def _open_console(self, config: DomainConfig) -> int:
+        port = self.record.console_port or config.console_port
+        try:
+            info = self.consoles.open(self.domid, port).get(timeout=CONSOLE_TIMEOUT)
+        except pykka.Timeout:
+            raise Timeout(f"the consoles did not answer within {CONSOLE_TIMEOUT:g} s") from None
+        return info.port
+
+    def _close_console(self) -> None:
+        try:
+            self.consoles.close(self.domid).get(timeout=CONSOLE_TIMEOUT)
+        except (XendError, pykka.Timeout, pykka.ActorDeadError) as error:
+            log.warning("Closing the console of domain %s failed: %s", self.domid, error)
 
     def _config(self) -> DomainConfig:
         if self.record.config is None:
@@ -89,6 +112,7 @@ class Domain(pykka.ThreadingActor):
             self.driver.destroy(self.domid)
         except XendError as error:
             log.warning("Destroying half-built domain %s failed: %s", self.domid, error)
+        self._close_console()
         self.records.delete(str(self.domid))
         self.table.forget(self.domid)
         self.stop()  # pykka's: stops after this message, without waiting
@@ -97,7 +121,21 @@ class Domain(pykka.ThreadingActor):
         """Give an adopted bare domain its configuration (restore and migration)."""
         if self.record.config is not None:
             raise Conflict(f"Domain already configured: {self.domid}")
-        return self._update(config=config, name=config.name, start_time=self.clock())
+        console_port = self._open_console(config)
+        return self._update(config=config, name=config.name, start_time=self.clock(),
+                            console_port=console_port)
+
+    def recover(self) -> None:
+        """xend restarted and found the domain alive: its console back on the same port."""
+        if self.record.config is None:
+            return
+        try:
+            console_port = self._open_console(self.record.config)
+        except XendError as error:
+            log.error("Domain %s recovered without its console: %s", self.record.name, error)
+            return
+        if console_port != self.record.console_port:
+            self._update(console_port=console_port)
 
     # --- running --------------------------------------------------------------------
 
@@ -147,13 +185,15 @@ class Domain(pykka.ThreadingActor):
         self.events.publish("xend.domain.suspended", self._ids())
 
     def release(self) -> None:
-        """Let go of what the domain holds in xend before the hypervisor destroys it.
-
-        Devices and the console join here as their controllers arrive.
-        """
+        """Let go of what the domain holds in xend before the hypervisor destroys it:
+        the console, unless a restart will re-attach it. Devices join here as their
+        controllers arrive."""
+        if self.record.restart_state is not RestartState.PENDING:
+            self._close_console()
 
     def forget(self) -> None:
-        """The domain is gone for good: drop its store record and stop."""
+        """The domain is gone for good: close its console, drop its store record and stop."""
+        self._close_console()
         self.records.delete(str(self.domid))
         self.stop()  # pykka's: stops after this message, without waiting
 

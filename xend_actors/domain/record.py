@@ -31,10 +31,13 @@ class DomainRecord:
     restart_state: RestartState | None = None
     restart_time: float | None = None  # when the last restart began
     shutdown_request: ShutdownReason | None = None  # what xend last asked the guest
+    console_port: int | None = None  # kept in the store: the console comes back on it
 
 
-def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Value:
-    """The domain info reply of facts §4.5, fields in the original's order."""
+def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
+              console: sxp.Value | None = None) -> sxp.Value:
+    """The domain info reply of facts §4.5, fields in the original's order; ``console``
+    is the console's info SXP."""
     info: list = ["domain", ["id", str(record.domid)], ["name", record.name]]
     if hv is not None:
         info.append(["memory", str(hv.memory_kb // 1024)])
@@ -48,6 +51,8 @@ def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Valu
         info.append(["memory", str(record.config.memory_mb)])
     if record.start_time is not None:
         info += [["up_time", now - record.start_time], ["start_time", record.start_time]]
+    if console is not None:
+        info.append(console)
     if record.restart_state is not None:
         info.append(["restart_state", record.restart_state.value])
     if record.restart_time is not None:
@@ -72,14 +77,18 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
             restart_state=_enum(RestartState, sxp.child_value(value, "restart_state")),
             restart_time=_float(sxp.child_value(value, "restart_time")),
             shutdown_request=_enum(ShutdownReason, sxp.child_value(value, "shutdown_request")),
+            console_port=_int(sxp.child_value(sxp.child(value, "console"), "console_port")),
         )
     except (TypeError, ValueError) as error:
         raise BadRequest(f"bad domain record: {error}") from None
 
 
 def store_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Value:
-    """The store record: the info SXP plus what only xend needs back."""
-    value = info_sxpr(record, hv, now)
+    """The store record: the info SXP plus what only xend needs back. Of the console it
+    keeps only the port: its status belongs to the running xend."""
+    console = None if record.console_port is None else [
+        "console", ["console_port", str(record.console_port)]]
+    value = info_sxpr(record, hv, now, console)
     if record.shutdown_request is not None:
         value.append(["shutdown_request", record.shutdown_request.value])
     return value
@@ -87,6 +96,10 @@ def store_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Val
 
 def _float(text: object) -> float | None:
     return None if text is None else float(str(text))
+
+
+def _int(text: object) -> int | None:
+    return None if text is None else int(str(text))
 
 
 def _enum(kind: type[Enum], text: object):  # type: ignore[no-untyped-def]

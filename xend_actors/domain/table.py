@@ -28,6 +28,7 @@ import pykka
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
+from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import Domain
 from xend_actors.domain.record import (
@@ -40,6 +41,7 @@ from xend_actors.domain.restart import restart_wanted, restarting_too_fast
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import Driver, HvDomain, ShutdownReason
 from xend_actors.store import Store
+from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,15 @@ class _Entry:
     suspended_reported: bool = False
 
 
-class DomainTable(pykka.ThreadingActor):
+class DomainTable(TracedActor):
     def __init__(self, config: XendConfig, driver: Driver, events: pykka.ActorProxy,
-                 store: Store, clock: Callable[[], float] = time.time) -> None:
+                 store: Store, consoles: pykka.ActorProxy,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.config = config
         self.driver = driver
         self.events = events
+        self.consoles = consoles
         self.store = store
         self.clock = clock
         self._entries: dict[int, _Entry] = {}
@@ -104,7 +108,9 @@ class DomainTable(pykka.ThreadingActor):
                 self.driver.destroy(record.domid)
                 del hv[record.domid]
             if record.domid in hv or record.restart_state is not None:
-                self._add(record, hv.get(record.domid))
+                entry = self._add(record, hv.get(record.domid))
+                if entry.hv is not None:
+                    self._ask(entry.domain.recover())
                 log.info("Recovered domain %s (id %s)", record.name, record.domid)
             else:
                 log.info("Domain %s (id %s) is gone; record dropped", record.name, record.domid)
@@ -124,7 +130,9 @@ class DomainTable(pykka.ThreadingActor):
     def infos(self) -> list[sxp.Value]:
         self.refresh()
         now = self.clock()
-        return [info_sxpr(e.record, e.hv, now) for e in self._entries.values()]
+        consoles = self._ask(self.consoles.of_domains())
+        return [info_sxpr(e.record, e.hv, now, _sxpr(consoles.get(domid)))
+                for domid, e in self._entries.items()]
 
     def info(self, dom: str) -> sxp.Value:
         """One domain's info, its hypervisor state read now rather than at the last refresh."""
@@ -132,7 +140,8 @@ class DomainTable(pykka.ThreadingActor):
         if entry.record.restart_state is not RestartState.BOOTING:
             with contextlib.suppress(NotFound):
                 entry.hv = self.driver.domain(entry.record.domid)
-        return info_sxpr(entry.record, entry.hv, self.clock())
+        console = self._ask(self.consoles.of_domain(entry.record.domid))
+        return info_sxpr(entry.record, entry.hv, self.clock(), _sxpr(console))
 
     def find(self, dom: str, *, guest_only: bool = False) -> pykka.ActorProxy:
         """The Domain actor of ``dom`` (a name, else an id); ``guest_only`` refuses Domain-0."""
@@ -176,7 +185,7 @@ class DomainTable(pykka.ThreadingActor):
 
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
         domain = Domain.start(record, driver=self.driver, events=self.events,
-                              table=self._self, records=self.store.domain,
+                              consoles=self.consoles, table=self._self, records=self.store.domain,
                               clock=self.clock).proxy()
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
         return entry
@@ -279,6 +288,10 @@ class DomainTable(pykka.ThreadingActor):
     @staticmethod
     def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]
         return future.get(timeout=ASK_TIMEOUT)
+
+
+def _sxpr(console: ConsoleInfo | None) -> sxp.Value | None:
+    return console.sxpr() if console is not None else None
 
 
 def _refuse_host(entry: _Entry) -> None:

@@ -14,6 +14,7 @@ from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.node import PhysInfo
+from xend_actors.trace import TracedActor
 
 
 def open_driver(config: XendConfig) -> Driver:
@@ -30,7 +31,7 @@ def open_driver(config: XendConfig) -> Driver:
     raise XendError(f"the {config.hypervisor.value} driver is not available yet")
 
 
-class Hypervisor(pykka.ThreadingActor):
+class Hypervisor(TracedActor):
     def __init__(self, driver: Driver) -> None:
         super().__init__()
         self.driver = driver

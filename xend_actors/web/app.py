@@ -77,9 +77,12 @@ class XendApp:
         except Exception:
             log.exception("Internal error serving %s %s", request.method, request.path)
             return self._error(500, "Internal error in xend; see the xend log", html)
+        if isinstance(reply, Response):
+            return reply  # a stream the resource made itself (the event stream)
         return self._render(request, reply, html)
 
-    def _dispatch(self, request: Request, resource: Resource, url_args: dict) -> Reply:
+    def _dispatch(self, request: Request, resource: Resource,
+                  url_args: dict) -> Reply | Response:
         values = request_values(request)
         if request.method in ("GET", "HEAD"):
             name = request.args.get("op")
@@ -123,8 +126,8 @@ class XendApp:
         return response
 
 
-def _as_reply(result: Reply | sxp.Value) -> Reply:
-    return result if isinstance(result, Reply) else Reply(result)
+def _as_reply(result: Reply | Response | sxp.Value) -> Reply | Response:
+    return result if isinstance(result, Reply | Response) else Reply(result)
 
 
 def _breadcrumb(path: str) -> list[tuple[str, str]]:

@@ -1,4 +1,6 @@
-"""The ``/xend/node`` resources: node info, scheduler knobs, dmesg and the log (facts §4.4).
+"""The ``/xend/node`` resources: node info, scheduler knobs, dmesg, the log, notify URLs.
+
+See facts §4.4; ``notify`` was listed there but never built.
 
 Decision on the original's quirk (facts §15 item 13): ``shutdown`` and ``reboot`` of
 the node were no-ops answering 0; here they say plainly that xend does not do that.
@@ -17,10 +19,11 @@ from xend_actors.web.services import Services, answer
 
 
 class NodeResource(Resource):
-    children = ("dmesg", "log")
+    children = ("dmesg", "log", "notify")
 
     def __init__(self, services: Services) -> None:
         self.hypervisor = services.hypervisor
+        self.notifier = services.notifier
 
     def get(self, request: Request, **url_args: str) -> sxp.Value:
         return node_info(answer(self.hypervisor.physinfo(), "the hypervisor")).sxpr()
@@ -39,6 +42,27 @@ class NodeResource(Resource):
     def bvt_slice(self, request: Request, ctx_allow: int) -> str:
         answer(self.hypervisor.set_bvt_ctx_allow(ctx_allow), "the hypervisor")
         return "0"
+
+    @op("notify", params=(Param("url"),))
+    def notify(self, request: Request, url: str) -> str:
+        """POST every event to ``url`` from now on (listed in the original, never built)."""
+        answer(self.notifier.register(url), "the notifier")
+        return "0"
+
+    @op("unnotify", params=(Param("url"),))
+    def unnotify(self, request: Request, url: str) -> str:
+        answer(self.notifier.unregister(url), "the notifier")
+        return "0"
+
+
+class NotifyResource(Resource):
+    """The notify URLs, sorted: ``(URL ...)``."""
+
+    def __init__(self, services: Services) -> None:
+        self.notifier = services.notifier
+
+    def get(self, request: Request, **url_args: str) -> sxp.Value:
+        return answer(self.notifier.urls(), "the notifier")
 
 
 class DmesgResource(Resource):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from xend_actors.web.app import XendApp
+from xend_actors.web.console import ConsoleDirResource, ConsoleLogResource, ConsoleResource
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.event import EventResource
-from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource
+from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
 
@@ -27,8 +28,12 @@ def make_app(services: Services) -> XendApp:
             ("/xend/node/", NodeResource(services)),
             ("/xend/node/dmesg", DmesgResource(services)),
             ("/xend/node/log", NodeLogResource(services)),
+            ("/xend/node/notify", NotifyResource(services)),
             ("/xend/domain/", DomainDirResource(services)),
             ("/xend/domain/<dom>/", DomainResource(services)),
+            ("/xend/console/", ConsoleDirResource(services)),
+            ("/xend/console/<int:port>/", ConsoleResource(services)),
+            ("/xend/console/<int:port>/log", ConsoleLogResource(services)),
             ("/xend/event/", EventResource(services)),
             ("/xend/device/", EmptyResource()),
         ]

@@ -16,13 +16,13 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 
-import pykka
 from werkzeug import Response
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
+from xend_actors.trace import TracedActor
 from xend_actors.web.negotiate import SXP_MIMETYPE
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _listen(host: str, port: int, app: WSGIApp) -> BaseWSGIServer:
         return make_server(host, port, app, threaded=True, fd=listener.fileno())
 
 
-class WebServer(pykka.ThreadingActor):
+class WebServer(TracedActor):
     """Serves ``app`` on the configured TCP address and, if enabled, the Unix socket."""
 
     def __init__(self, config: XendConfig, app: WSGIApp) -> None:

@@ -23,6 +23,8 @@ class Services:
     events: pykka.ActorProxy
     hypervisor: pykka.ActorProxy
     table: pykka.ActorProxy
+    notifier: pykka.ActorProxy
+    consoles: pykka.ActorProxy
 
 
 def answer(future: pykka.Future, what: str, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]
