@@ -54,6 +54,9 @@ def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = Fals
     # A logger's own level lets its records past the root's, so quieten them here.
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(_installed.level, logging.INFO))
+    # werkzeug's INFO lines are an access log, one per request: the original's log had
+    # none, and at a thousand requests a second they cost more than the request itself.
+    logging.getLogger("werkzeug").setLevel(max(_installed.level, logging.WARNING))
 
     logfile.parent.mkdir(parents=True, exist_ok=True)
     handler = RotatingFileHandler(

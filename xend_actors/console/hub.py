@@ -51,8 +51,8 @@ class Consoles(TracedActor):
         super().__init__()
         self.host = config.console_address or "0.0.0.0"
         self.port_base = config.console_port_base
-        self.driver = driver
-        self.events = events
+        self._driver = driver
+        self._events = events
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="consoles",
                                         daemon=True)
@@ -85,7 +85,7 @@ class Consoles(TracedActor):
         port = port or self.port_base + domid
         created = self._on_loop(self._listen(domid, port))
         try:
-            info = self._on_loop(self._attach(domid, self.driver.open_console(domid)))
+            info = self._on_loop(self._attach(domid, self._driver.open_console(domid)))
         except BaseException:
             if created:  # a console that never worked leaves nothing behind
                 self._on_loop(self._discard(domid))
@@ -192,7 +192,7 @@ class Consoles(TracedActor):
         return relay
 
     def _publish(self, name: str, value: sxp.Value) -> None:
-        self.events.publish(name, value)
+        self._events.publish(name, value)
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(work, self._loop)

@@ -36,17 +36,21 @@ SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason
 
 
 class Domain(TracedActor):
+    # Python 3.11 walks every live non-daemon thread on each thread start, which made
+    # creates slower as domains grew; Domain threads hold nothing a stop must wait for.
+    use_daemon_thread = True
+
     def __init__(self, record: DomainRecord, *, driver: Driver, events: pykka.ActorProxy,
                  consoles: pykka.ActorProxy, table: pykka.ActorProxy, records: RecordDir,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.record = record
-        self.driver = driver
-        self.events = events
-        self.consoles = consoles
-        self.table = table
-        self.records = records
-        self.clock = clock
+        self._driver = driver
+        self._events = events
+        self._consoles = consoles
+        self._table = table
+        self._records = records
+        self._clock = clock
 
     @property
     def domid(self) -> int:
@@ -59,11 +63,11 @@ class Domain(TracedActor):
         """Replace the record, persist it, then tell the table."""
         self.record = replace(self.record, **changes)  # type: ignore[arg-type]
         self.save()
-        self.table.record_changed(self.record)
+        self._table.record_changed(self.record)
         return self.record
 
     def save(self) -> None:
-        self.records.write(str(self.domid), store_sxpr(self.record, None, self.clock()))
+        self._records.write(str(self.domid), store_sxpr(self.record, None, self._clock()))
 
     # --- building -------------------------------------------------------------------
 
@@ -76,28 +80,28 @@ class Domain(TracedActor):
             message = error.message if isinstance(error, XendError) else str(error)
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        record = self._update(start_time=self.clock(), console_port=console_port)
-        self.events.publish("xend.domain.create", self._ids())
+        record = self._update(start_time=self._clock(), console_port=console_port)
+        self._events.publish("xend.domain.create", self._ids())
         return record
 
     def _build(self, config: DomainConfig) -> int:
         """Load the image and open (or re-attach) the console; returns the console's port."""
-        self.driver.build(self.domid, config.image.image())
+        self._driver.build(self.domid, config.image.image())
         if config.maxmem_mb is not None:
-            self.driver.set_maxmem(self.domid, config.maxmem_mb)
+            self._driver.set_maxmem(self.domid, config.maxmem_mb)
         return self._open_console(config)
 
     def _open_console(self, config: DomainConfig) -> int:
         port = self.record.console_port or config.console_port
         try:
-            info = self.consoles.open(self.domid, port).get(timeout=CONSOLE_TIMEOUT)
+            info = self._consoles.open(self.domid, port).get(timeout=CONSOLE_TIMEOUT)
         except pykka.Timeout:
             raise Timeout(f"the consoles did not answer within {CONSOLE_TIMEOUT:g} s") from None
         return info.port
 
     def _close_console(self) -> None:
         try:
-            self.consoles.close(self.domid).get(timeout=CONSOLE_TIMEOUT)
+            self._consoles.close(self.domid).get(timeout=CONSOLE_TIMEOUT)
         except (XendError, pykka.Timeout, pykka.ActorDeadError) as error:
             log.warning("Closing the console of domain %s failed: %s", self.domid, error)
 
@@ -109,12 +113,12 @@ class Domain(TracedActor):
     def _abandon(self) -> None:
         """Undo a failed build: destroy the domain, forget it, stop."""
         try:
-            self.driver.destroy(self.domid)
+            self._driver.destroy(self.domid)
         except XendError as error:
             log.warning("Destroying half-built domain %s failed: %s", self.domid, error)
         self._close_console()
-        self.records.delete(str(self.domid))
-        self.table.forget(self.domid)
+        self._records.delete(str(self.domid))
+        self._table.forget(self.domid)
         self.stop()  # pykka's: stops after this message, without waiting
 
     def configure(self, config: DomainConfig) -> DomainRecord:
@@ -122,7 +126,7 @@ class Domain(TracedActor):
         if self.record.config is not None:
             raise Conflict(f"Domain already configured: {self.domid}")
         console_port = self._open_console(config)
-        return self._update(config=config, name=config.name, start_time=self.clock(),
+        return self._update(config=config, name=config.name, start_time=self._clock(),
                             console_port=console_port)
 
     def recover(self) -> None:
@@ -140,12 +144,12 @@ class Domain(TracedActor):
     # --- running --------------------------------------------------------------------
 
     def pause(self) -> None:
-        self.driver.pause(self.domid)
-        self.events.publish("xend.domain.pause", self._ids())
+        self._driver.pause(self.domid)
+        self._events.publish("xend.domain.pause", self._ids())
 
     def unpause(self) -> None:
-        self.driver.unpause(self.domid)
-        self.events.publish("xend.domain.unpause", self._ids())
+        self._driver.unpause(self.domid)
+        self._events.publish("xend.domain.unpause", self._ids())
 
     def shutdown(self, word: str, key: str = "") -> DomainRecord:
         """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
@@ -155,8 +159,8 @@ class Domain(TracedActor):
         if reason is ShutdownReason.SYSRQ and len(key) != 1:
             raise BadRequest("sysrq needs a key: one character")
         record = self._request(reason)
-        self.events.publish("xend.domain.shutdown", [*self._ids(), reason.value])
-        self.driver.shutdown(self.domid, reason, key)
+        self._events.publish("xend.domain.shutdown", [*self._ids(), reason.value])
+        self._driver.shutdown(self.domid, reason, key)
         return record
 
     def note_destroy(self, reason: ShutdownReason) -> DomainRecord:
@@ -166,23 +170,23 @@ class Domain(TracedActor):
     def _request(self, reason: ShutdownReason) -> DomainRecord:
         pending = self.record.restart_state is RestartState.PENDING
         if reason is ShutdownReason.HALT and pending:
-            self.events.publish("xend.domain.restart", [*self._ids(), "cancel"])
+            self._events.publish("xend.domain.restart", [*self._ids(), "cancel"])
             return self._update(shutdown_request=reason, restart_state=None)
         if reason is ShutdownReason.REBOOT and not pending:
-            self.events.publish("xend.domain.restart", [*self._ids(), "schedule"])
+            self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
             return self._update(shutdown_request=reason, restart_state=RestartState.PENDING)
         return self._update(shutdown_request=reason)
 
     def exited(self, reason: ShutdownReason, restart: bool) -> DomainRecord:
         """The reaper found the domain dead for ``reason``; ``restart`` says what follows."""
-        self.events.publish("xend.domain.exit", [*self._ids(), reason.value])
+        self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
         if restart and self.record.restart_state is not RestartState.PENDING:
-            self.events.publish("xend.domain.restart", [*self._ids(), "schedule"])
+            self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
             return self._update(restart_state=RestartState.PENDING)
         return self.record
 
     def suspended(self) -> None:
-        self.events.publish("xend.domain.suspended", self._ids())
+        self._events.publish("xend.domain.suspended", self._ids())
 
     def release(self) -> None:
         """Let go of what the domain holds in xend before the hypervisor destroys it:
@@ -194,7 +198,7 @@ class Domain(TracedActor):
     def forget(self) -> None:
         """The domain is gone for good: close its console, drop its store record and stop."""
         self._close_console()
-        self.records.delete(str(self.domid))
+        self._records.delete(str(self.domid))
         self.stop()  # pykka's: stops after this message, without waiting
 
     # --- restart ---------------------------------------------------------------------
@@ -202,34 +206,34 @@ class Domain(TracedActor):
     def restart(self) -> None:
         """Rebuild the domain with the same name, id and start time, then unpause it."""
         config = self._config()
-        self._update(restart_state=RestartState.BOOTING, restart_time=self.clock())
-        self.events.publish("xend.domain.restart", [*self._ids(), "begin"])
+        self._update(restart_state=RestartState.BOOTING, restart_time=self._clock())
+        self._events.publish("xend.domain.restart", [*self._ids(), "begin"])
         log.info("Restarting domain: id=%s name=%s", self.domid, self.record.name)
         try:
-            self.driver.create(config.name, config.memory_mb, cpu=config.cpu, domid=self.domid)
+            self._driver.create(config.name, config.memory_mb, cpu=config.cpu, domid=self.domid)
             self._build(config)
-            self.driver.unpause(self.domid)
+            self._driver.unpause(self.domid)
         except XendError as error:
             log.error("Restart of domain %s failed: %s", self.record.name, error)
-            self.events.publish("xend.domain.restart", [*self._ids(), "fail"])
+            self._events.publish("xend.domain.restart", [*self._ids(), "fail"])
             self._abandon()
             return
         self._update(restart_state=None, shutdown_request=None)
-        self.events.publish("xend.domain.restart", [*self._ids(), "success"])
+        self._events.publish("xend.domain.restart", [*self._ids(), "success"])
 
     # --- memory and scheduling ------------------------------------------------------------
 
     def set_maxmem(self, memory_mb: int) -> None:
-        self.driver.set_maxmem(self.domid, _positive("memory", memory_mb))
+        self._driver.set_maxmem(self.domid, _positive("memory", memory_mb))
 
     def set_memory_target(self, target_mb: int) -> None:
-        self.driver.set_memory_target(self.domid, _positive("target", target_mb))
+        self._driver.set_memory_target(self.domid, _positive("target", target_mb))
 
     def pincpu(self, cpu: int) -> None:
-        self.driver.pincpu(self.domid, cpu)
+        self._driver.pincpu(self.domid, cpu)
 
     def set_sched(self, params: SchedParams) -> None:
-        self.driver.set_sched(self.domid, params)
+        self._driver.set_sched(self.domid, params)
 
 
 def _positive(name: str, value: int) -> int:

@@ -46,6 +46,7 @@ from xend_actors.trace import TracedActor
 log = logging.getLogger(__name__)
 
 SAFETY_REFRESH_SECONDS = 5.0  # in case a notification is ever lost
+LISTING_REFRESH_SECONDS = 0.5  # a listing refreshes unless the table just did
 ASK_TIMEOUT = 30.0
 DESTROY_REASONS = {"halt": ShutdownReason.HALT, "reboot": ShutdownReason.REBOOT}
 
@@ -66,13 +67,14 @@ class DomainTable(TracedActor):
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.config = config
-        self.driver = driver
-        self.events = events
-        self.consoles = consoles
-        self.store = store
-        self.clock = clock
+        self._driver = driver
+        self._events = events
+        self._consoles = consoles
+        self._store = store
+        self._clock = clock
         self._entries: dict[int, _Entry] = {}
         self._refresh_queued = False
+        self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
 
     def on_start(self) -> None:
@@ -95,17 +97,17 @@ class DomainTable(TracedActor):
 
     def recover(self) -> int:
         """Bring back every domain from the store; adopt the rest. Returns how many."""
-        hv = {d.domid: d for d in self.driver.list_domains()}
-        for key, value in self.store.domain.load_all().items():
+        hv = {d.domid: d for d in self._driver.list_domains()}
+        for key, value in self._store.domain.load_all().items():
             try:
                 record = from_sxpr(value)
             except XendError as error:
                 log.warning("Store record domain/%s is unusable (%s); dropped", key, error)
-                self.store.domain.delete(key)
+                self._store.domain.delete(key)
                 continue
             if record.restart_state is RestartState.BOOTING and record.domid in hv:
                 # xend died while rebuilding it: throw the half-built domain away, retry.
-                self.driver.destroy(record.domid)
+                self._driver.destroy(record.domid)
                 del hv[record.domid]
             if record.domid in hv or record.restart_state is not None:
                 entry = self._add(record, hv.get(record.domid))
@@ -114,7 +116,7 @@ class DomainTable(TracedActor):
                 log.info("Recovered domain %s (id %s)", record.name, record.domid)
             else:
                 log.info("Domain %s (id %s) is gone; record dropped", record.name, record.domid)
-                self.store.domain.delete(key)
+                self._store.domain.delete(key)
         self._reap(hv)
         for entry in list(self._entries.values()):
             if entry.hv is None and entry.record.restart_state is not None:
@@ -124,13 +126,13 @@ class DomainTable(TracedActor):
     # --- queries -----------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        self.refresh()
+        self._refresh_for_listing()
         return [entry.record.name for entry in self._entries.values()]
 
     def infos(self) -> list[sxp.Value]:
-        self.refresh()
-        now = self.clock()
-        consoles = self._ask(self.consoles.of_domains())
+        self._refresh_for_listing()
+        now = self._clock()
+        consoles = self._ask(self._consoles.of_domains())
         return [info_sxpr(e.record, e.hv, now, _sxpr(consoles.get(domid)))
                 for domid, e in self._entries.items()]
 
@@ -139,9 +141,9 @@ class DomainTable(TracedActor):
         entry = self._lookup(dom)
         if entry.record.restart_state is not RestartState.BOOTING:
             with contextlib.suppress(NotFound):
-                entry.hv = self.driver.domain(entry.record.domid)
-        console = self._ask(self.consoles.of_domain(entry.record.domid))
-        return info_sxpr(entry.record, entry.hv, self.clock(), _sxpr(console))
+                entry.hv = self._driver.domain(entry.record.domid)
+        console = self._ask(self._consoles.of_domain(entry.record.domid))
+        return info_sxpr(entry.record, entry.hv, self._clock(), _sxpr(console))
 
     def find(self, dom: str, *, guest_only: bool = False) -> pykka.ActorProxy:
         """The Domain actor of ``dom`` (a name, else an id); ``guest_only`` refuses Domain-0."""
@@ -167,7 +169,7 @@ class DomainTable(TracedActor):
         if any(e.record.name == config.name for e in self._entries.values()):
             raise Conflict(f"Error creating domain: vm name clash: {config.name}")
         try:
-            domid = self.driver.create(config.name, config.memory_mb, cpu=config.cpu)
+            domid = self._driver.create(config.name, config.memory_mb, cpu=config.cpu)
         except XendError as error:
             raise XendError(f"Error creating domain: {error.message}",
                             status=error.status) from None
@@ -184,9 +186,9 @@ class DomainTable(TracedActor):
         self._final_destroy(entry)
 
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
-        domain = Domain.start(record, driver=self.driver, events=self.events,
-                              consoles=self.consoles, table=self._self, records=self.store.domain,
-                              clock=self.clock).proxy()
+        domain = Domain.start(record, driver=self._driver, events=self._events,
+                              consoles=self._consoles, table=self._self, records=self._store.domain,
+                              clock=self._clock).proxy()
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
         return entry
 
@@ -194,10 +196,10 @@ class DomainTable(TracedActor):
         """Destroy in the hypervisor, then restart or forget (facts §7.2)."""
         record = entry.record
         log.info("Destroying domain: name=%s", record.name)
-        self.events.publish("xend.domain.destroy", [record.name, str(record.domid)])
+        self._events.publish("xend.domain.destroy", [record.name, str(record.domid)])
         self._ask(entry.domain.release())
         with contextlib.suppress(NotFound):  # already gone is what we wanted
-            self.driver.destroy(record.domid)
+            self._driver.destroy(record.domid)
         entry.hv = None
         if record.restart_state is RestartState.PENDING:
             self._restart(entry)
@@ -206,10 +208,10 @@ class DomainTable(TracedActor):
 
     def _restart(self, entry: _Entry, *, interrupted: bool = False) -> None:
         record = entry.record
-        if not interrupted and restarting_too_fast(record.restart_time, self.clock(),
+        if not interrupted and restarting_too_fast(record.restart_time, self._clock(),
                                                    self.config.minimum_restart_time):
             log.error("VM %s restarting too fast", record.name)
-            self.events.publish("xend.domain.restart", [record.name, str(record.domid), "fail"])
+            self._events.publish("xend.domain.restart", [record.name, str(record.domid), "fail"])
             self._drop(entry)
             return
         log.info("Scheduling restart for domain: name=%s id=%s", record.name, record.domid)
@@ -218,8 +220,8 @@ class DomainTable(TracedActor):
     def _drop(self, entry: _Entry) -> None:
         record = entry.record
         del self._entries[record.domid]
-        entry.domain.forget()
-        self.events.publish("xend.domain.died", [record.name, str(record.domid)])
+        self._ask(entry.domain.forget())  # the record is gone before anyone is answered
+        self._events.publish("xend.domain.died", [record.name, str(record.domid)])
 
     # --- told by Domain actors and the hypervisor -----------------------------------------
 
@@ -240,7 +242,14 @@ class DomainTable(TracedActor):
 
     def refresh(self) -> None:
         self._refresh_queued = False
-        self._reap({d.domid: d for d in self.driver.list_domains()})
+        self._last_refresh = time.monotonic()
+        self._reap({d.domid: d for d in self._driver.list_domains()})
+
+    def _refresh_for_listing(self) -> None:
+        """The original refreshed on every listing; the driver's notifications keep the
+        table current now, so a listing right after a refresh need not pay for another."""
+        if time.monotonic() - self._last_refresh > LISTING_REFRESH_SECONDS:
+            self.refresh()
 
     # --- reaping ---------------------------------------------------------------------------
 
@@ -283,7 +292,7 @@ class DomainTable(TracedActor):
         log.info("Adopting domain %s", record.name)
         entry = self._add(record, hv)
         self._ask(entry.domain.save())
-        self.events.publish("xend.domain.create", [record.name, str(record.domid)])
+        self._events.publish("xend.domain.create", [record.name, str(record.domid)])
 
     @staticmethod
     def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]

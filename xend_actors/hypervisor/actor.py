@@ -34,23 +34,23 @@ def open_driver(config: XendConfig) -> Driver:
 class Hypervisor(TracedActor):
     def __init__(self, driver: Driver) -> None:
         super().__init__()
-        self.driver = driver
+        self._driver = driver
 
     def on_stop(self) -> None:
-        self.driver.close()
+        self._driver.close()
 
     def watch(self, table: pykka.ActorProxy) -> None:
         """Tell ``table`` each domain change the driver reports (Xen's VIRQ_DOM_EXC)."""
-        self.driver.watch(lambda change: table.domain_changed(change.domid))
+        self._driver.watch(lambda change: table.domain_changed(change.domid))
 
     def physinfo(self) -> PhysInfo:
-        return self.driver.physinfo()
+        return self._driver.physinfo()
 
     def dmesg(self, clear: bool = False) -> str:
-        return self.driver.dmesg(clear)
+        return self._driver.dmesg(clear)
 
     def set_bvt_ctx_allow(self, ctx_allow: int) -> None:
-        self.driver.set_bvt_ctx_allow(ctx_allow)
+        self._driver.set_bvt_ctx_allow(ctx_allow)
 
     def set_rrobin_slice(self, slice_ns: int) -> None:
-        self.driver.set_rrobin_slice(slice_ns)
+        self._driver.set_rrobin_slice(slice_ns)
