@@ -98,7 +98,7 @@ class SimHypervisor:
         self._dmesg_size = 0
         self._next_domid = 1
         self._host_cpu = Meter(clock, rate=IDLE_LOAD)
-        dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, -1,
+        dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, 0,
                        paused=False)
         self._domains: dict[int, _Domain] = {0: dom0}
         self._used_kb = dom0.memory_kb
