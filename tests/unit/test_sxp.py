@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
+import math
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from xend_actors import sxp
@@ -395,3 +397,156 @@ def test_chunking_does_not_change_the_result(text: str, data: st.DataObject) -> 
         return got
 
     assert outcome(chunks) == outcome([text])
+
+
+# --- the fast path agrees with the reference (state machine, _show_reference) ---------------
+
+def fast(
+    text: str | bytes, max_depth: int = sxp.MAX_DEPTH, max_size: int = sxp.MAX_SIZE
+) -> list | None:
+    return sxp._parse_fast(text, max_depth, max_size)
+
+
+def outcome(read, text: str | bytes, **limits: int) -> tuple:
+    """What ``read`` makes of ``text``: its values, or the whole message of its ParseError."""
+    try:
+        return ("values", read(text, **limits))
+    except ParseError as e:
+        return ("error", str(e), e.reason, e.line, e.column)
+
+
+def assert_agrees_with_reference(text: str | bytes, **limits: int) -> bool:
+    """``parse_all`` and ``parse`` agree with the state machine; says if the fast path read it."""
+    expected = outcome(sxp._parse_all_reference, text, **limits)
+    quick = fast(text, **limits)
+    assert quick is None or ("values", quick) == expected  # it gives up, or it is right
+    assert outcome(sxp.parse_all, text, **limits) == expected
+    assert outcome(sxp.parse, text, **limits) == outcome(sxp._parse_reference, text, **limits)
+    return quick is not None
+
+
+def agrees_with_reference(text: str | bytes, **limits: int) -> None:
+    """As a property: ``--hypothesis-show-statistics`` shows how often the fast path read it."""
+    read = assert_agrees_with_reference(text, **limits)
+    event("fast path read it" if read else "fast path gave up")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(a b c)", "(a \"b c\" 'd e')", "a b", "()", "(a (b) c)x", "(@ (id 1))",
+        "(a#x\n b)", "'it''s'", '("\\101BC")', '("a\\tb\\n\\\\")', '"\\u00e9\\U0010FFFF"',
+        "# only a comment", "", "\t(a\r\n\v\fb)", '(s "x\x01\x04é")', "(a)(b)'c'd",
+        "(domain (id 5) (name x) (config (vm (root '/dev/sda1 ro') (memory 64))))\n",
+    ],
+)
+def test_the_fast_path_reads_common_input(text: str) -> None:
+    assert fast(text) == sxp._parse_all_reference(text)
+    assert fast(text.encode()) == sxp._parse_all_reference(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "limits"),
+    [
+        ("(a ; b)", {}), ("(a<b>)", {}), ("(a[b]c)", {}), ("(a!b)", {}),  # separators
+        ('a"bc"d', {}), ("a'b", {}), ("a\\b", {}), ("(a\x01b)", {}), ("(a\x04b)", {}),
+        ("é", {}), ("(x é)", {}), ("a \x04 b", {}), ("\x01", {}), ("(a \u2003)", {}),
+        ('"\\q"', {}), ('"\\x4g"', {}), ('"\\12"', {}), ('"\\U00110000"', {}),
+        ("(a", {}), ('"abc', {}), (")", {}), ("(a (b)", {}), ("(a #c", {}),
+        (b"(a \xff)", {}), (b"(a \xc3", {}),
+        ("(a (b (c)))", {"max_depth": 2}), ("((a b))", {"max_depth": 1}),
+        ("(a bcd)", {"max_size": 6}),
+    ],
+)
+def test_the_fast_path_leaves_the_rest_to_the_state_machine(text: str | bytes,
+                                                             limits: dict) -> None:
+    assert fast(text, **limits) is None
+    assert_agrees_with_reference(text, **limits)
+
+
+def test_the_fast_path_reads_a_1000_domain_reply() -> None:
+    reply = [["domain", ["id", str(i)], ["name", f"guest-{i}"], ["cpu_time", 0.5 * i],
+              ["devices"], ["config", ["vm", ["root", "/dev/sda1 ro"], ["memory", "16"]]]]
+             for i in range(1000)]
+    text = sxp.show(reply)
+    assert fast(text) == sxp._parse_all_reference(text)
+    assert fast(text) is not None
+
+
+@settings(max_examples=500)
+@given(values(4))
+def test_printed_values_are_read_by_the_fast_path(value: sxp.Value) -> None:
+    text = sxp.show(value)
+    assert fast(text) == [value] == sxp._parse_all_reference(text)
+    spaced = sxp.pretty(value, width=20)
+    assert fast(spaced) == [value] == sxp._parse_all_reference(spaced)
+
+
+SYNTAX = "()\"'\\#;{}<>[]! \t\n"
+SXP_ALPHABET = (
+    st.sampled_from(SYNTAX + "abxuU0147@-./:\r\v\f\x04\x01\x7fé\u2003\U0001F600")
+    | st.sampled_from(["\\x4", "\\x41", "\\101", "\\400", "\\u00e9", "\\U0010FFFF",
+                       "\\U00110000", "\\n", "\\'", '\\"', "# c\n"])
+    # pieces of what the fast path reads, so that it reads a good share of the texts
+    | st.sampled_from(["(", ")", " ", "\n", "ab", "1.5", "/x:y", "(a b)", "()", "'a b'",
+                       '"c\\td"', "'\\x01'"])
+)
+SXP_TEXTS = st.lists(SXP_ALPHABET, max_size=40).map("".join)
+LIMITS = st.fixed_dictionaries({
+    "max_depth": st.integers(0, 4) | st.just(sxp.MAX_DEPTH),
+    "max_size": st.integers(0, 60) | st.just(sxp.MAX_SIZE),
+})
+
+
+@settings(max_examples=500)
+@given(SXP_TEXTS, LIMITS)
+def test_the_fast_path_agrees_on_sxp_like_text(text: str, limits: dict) -> None:
+    agrees_with_reference(text, **limits)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=40))
+def test_the_fast_path_agrees_on_arbitrary_text(text: str) -> None:
+    agrees_with_reference(text)
+
+
+@settings(max_examples=500)
+@given(values(3), st.integers(0, 200), st.integers(0, 3), SXP_ALPHABET)
+def test_the_fast_path_agrees_on_damaged_printed_values(
+    value: sxp.Value, at: int, cut: int, insert: str
+) -> None:
+    text = sxp.show(value)
+    at %= len(text) + 1
+    agrees_with_reference(text[:at] + insert + text[at + cut :])
+
+
+SXP_BYTES = st.lists(
+    st.sampled_from([c.encode() for c in SYNTAX + "abx41é😀\x04"])
+    | st.sampled_from([b"\xc3", b"\xff", b"\xed\xa0\x80", b"\x80", b"\\x41"]),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(SXP_BYTES | st.binary(max_size=40), LIMITS)
+def test_the_fast_path_agrees_on_bytes(data: bytes, limits: dict) -> None:
+    agrees_with_reference(data, **limits)
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+    DARK = "dark red"
+
+
+SHOWN = st.recursive(
+    TEXTS | st.sampled_from(list(Colour)) | st.none() | st.booleans() | st.integers()
+    | st.floats() | st.sampled_from([math.inf, -0.0, 1e22, 1.0]),
+    lambda inner: st.lists(inner, max_size=5) | st.tuples(inner, inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500)
+@given(SHOWN)
+def test_show_prints_what_the_reference_printer_prints(value: object) -> None:
+    assert sxp.show(value) == sxp._show_reference(value)
