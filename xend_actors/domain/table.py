@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SAFETY_REFRESH_SECONDS = 5.0  # in case a notification is ever lost
 LISTING_REFRESH_SECONDS = 0.5  # a listing refreshes unless the table just did
+ALL = -1  # domain_changed(ALL): look at every domain, not one
 ASK_TIMEOUT = 30.0
 DESTROY_REASONS = {"halt": ShutdownReason.HALT, "reboot": ShutdownReason.REBOOT}
 
@@ -73,7 +74,7 @@ class DomainTable(TracedActor):
         self._store = store
         self._clock = clock
         self._entries: dict[int, _Entry] = {}
-        self._refresh_queued = False
+        self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
 
@@ -89,7 +90,7 @@ class DomainTable(TracedActor):
     def _safety_refresh(self) -> None:
         while not self._stopping.wait(SAFETY_REFRESH_SECONDS):
             try:
-                self._self.domain_changed(-1)
+                self._self.domain_changed(ALL)
             except pykka.ActorDeadError:
                 return
 
@@ -235,13 +236,25 @@ class DomainTable(TracedActor):
         self._entries.pop(domid, None)
 
     def domain_changed(self, domid: int) -> None:
-        """The driver says a domain changed; coalesce a burst into one refresh."""
-        if not self._refresh_queued:
-            self._refresh_queued = True
-            self._self.refresh()
+        """The driver says ``domid`` changed (``ALL``: look at every domain); a burst of
+        changes is coalesced into one look at just those domains."""
+        if not self._changed:
+            self._self.look_again()
+        self._changed.add(domid)
+
+    def look_again(self) -> None:
+        changed, self._changed = self._changed, set()
+        if ALL in changed:
+            self.refresh()
+            return
+        hv = {}
+        for domid in changed:
+            with contextlib.suppress(NotFound):
+                hv[domid] = self._driver.domain(domid)
+        self._reap(hv, changed)
 
     def refresh(self) -> None:
-        self._refresh_queued = False
+        """Look at every domain the hypervisor has."""
         self._last_refresh = time.monotonic()
         self._reap({d.domid: d for d in self._driver.list_domains()})
 
@@ -253,21 +266,24 @@ class DomainTable(TracedActor):
 
     # --- reaping ---------------------------------------------------------------------------
 
-    def _reap(self, hv: dict[int, HvDomain]) -> None:
-        known = set(self._entries)  # a domain destroyed below is still in ``hv``: not a stranger
+    def _reap(self, hv: dict[int, HvDomain], domids: set[int] | None = None) -> None:
+        """Bring the table in line with the hypervisor's ``hv`` for ``domids`` (None: all):
+        adopt strangers, drop the vanished, handle the dead (facts §7.3)."""
         reaped = False
-        for domid, entry in list(self._entries.items()):
-            entry.hv = hv.get(domid)
+        for domid in (set(self._entries) | set(hv)) if domids is None else domids:
+            entry, snapshot = self._entries.get(domid), hv.get(domid)
+            if entry is None:
+                if snapshot is not None:
+                    self._adopt(snapshot)
+                continue
+            entry.hv = snapshot
             booting = entry.record.restart_state is RestartState.BOOTING
-            if entry.hv is None and not booting and entry.record.restart_state is None:
+            if snapshot is None and not booting and entry.record.restart_state is None:
                 self._drop(entry)
-            elif entry.hv is not None and entry.hv.state.dead and not booting:
+            elif snapshot is not None and snapshot.state.dead and not booting:
                 reaped = self._reap_one(entry) or reaped
-        for domid, snapshot in hv.items():
-            if domid not in known:
-                self._adopt(snapshot)
         if reaped:  # as the original: what a reap destroyed is confirmed by a fresh look
-            self.domain_changed(-1)
+            self.domain_changed(ALL)
 
     def _reap_one(self, entry: _Entry) -> bool:
         """Handle one dead domain; whether it was destroyed (a suspended one is not)."""
