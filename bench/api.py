@@ -36,6 +36,7 @@ from common import (
     print_table,
     read_pid,
     running_xend,
+    stop_process,
 )
 from werkzeug import Response
 from werkzeug.serving import make_server
@@ -155,12 +156,7 @@ def bare_server(bodies: dict[str, bytes]) -> Iterator[Server]:
             process.start()
         yield Server(f"http://127.0.0.1:{port}", process.pid)
     finally:
-        if process.pid is not None:
-            process.terminate()
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        stop_process(process)
 
 
 def capture(url: str, paths: list[str]) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -133,3 +134,13 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("  ".join("-" * width for width in widths))
     for row in rows:
         print(line(row))
+
+
+def stop_process(process: multiprocessing.process.BaseProcess) -> None:
+    """End a helper process the benchmark started: politely, then for sure."""
+    if process.pid is not None:
+        process.terminate()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import XendClient, percentile, print_table, running_xend, sxp
+from common import XendClient, percentile, print_table, running_xend, stop_process, sxp
 
 from xend_actors.hypervisor.sim.driver import SimDriver
 
@@ -183,12 +183,7 @@ def plain_relay(simhv: Path, domid: int) -> Iterator[int]:
             port = listener.getsockname()[1]
         yield port
     finally:
-        if process.pid is not None:
-            process.terminate()
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        stop_process(process)
 
 
 # --- the run ------------------------------------------------------------------------------------
