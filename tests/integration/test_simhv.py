@@ -18,6 +18,16 @@ from pathlib import Path
 import pytest
 
 from tests.support import wait_for
+from xend_actors.device.messages import (
+    BlkifBeCreate,
+    BlkifBeVbdCreate,
+    BlkifBeVbdGrow,
+    BlkifStatus,
+    Extent,
+    Shutdown,
+    ShutdownSubtype,
+    check,
+)
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout
 from xend_actors.hypervisor.base import DomainChanged, LinuxImage, ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
@@ -273,3 +283,55 @@ def test_a_watch_runs_in_its_own_thread_while_calls_go_on(driver: SimDriver) -> 
     assert seen.wait(10)
     assert threading.current_thread().name not in threads
     driver.destroy(domid)
+
+
+def test_a_vbd_on_a_host_file_is_used_from_the_guest_console(
+        driver: SimDriver, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(64 * 1024))  # 128 sectors
+    domid = driver.create("disky", 128)
+    driver.build(domid, IMAGE)
+    device = driver.attach_backing(str(disk), readonly=False)
+    assert driver.backings() == [(device, str(disk), False)]
+    for request in (BlkifBeCreate(domid, 0), BlkifBeVbdCreate(domid, 0, 0x0301, 0),
+                    BlkifBeVbdCreate(domid, 0, 0x0302, 1),
+                    BlkifBeVbdGrow(domid, 0, 0x0301, Extent(0, 1 << 63, device)),
+                    BlkifBeVbdGrow(domid, 0, 0x0302, Extent(0, 1 << 63, device))):
+        answer = driver.send_control(0, request)
+        assert answer == request  # an echo with status OKAY
+        check(answer, "vbd")
+    again = driver.send_control(0, BlkifBeCreate(domid, 0))
+    assert again.status is BlkifStatus.INTERFACE_EXISTS  # type: ignore[attr-defined]
+    driver.unpause(domid)
+    with driver.open_console(domid) as console:
+        read_until(console, b"# ")
+        console.sendall(b"lsblk\r")
+        listing = read_until(console, b"\r\n# ")
+        assert b"0x0301           128         65536 rw" in listing
+        assert b"0x0302           128         65536 ro" in listing
+        console.sendall(b"disk 0x0301 write 512 written from the guest\r")
+        assert b"wrote 22 bytes at 512" in read_until(console, b"512\r\n# ")
+        console.sendall(b"disk 0x0302 read 512 22\r")
+        assert b"written from the guest\r\n# " in read_until(console, b"guest\r\n# ")
+        console.sendall(b"disk 0x0302 write 0 x\r")
+        assert b"disk: write error: Read-only file system" in read_until(console, b"tem\r\n# ")
+    assert disk.read_bytes()[512:534] == b"written from the guest"
+    with pytest.raises(Conflict, match="in use by vbd"):
+        driver.detach_backing(device)
+    driver.destroy(domid)
+    driver.detach_backing(device)
+    assert driver.backings() == []
+
+
+def test_shutdown_and_bad_frames_on_the_control_wire(driver: SimDriver, simhv: SimHome) -> None:
+    domid = running_domain(driver)
+    assert driver.send_control(domid, Shutdown(ShutdownSubtype.SYSRQ, "h")) == \
+        Shutdown(ShutdownSubtype.SYSRQ, "h")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(simhv.socket))
+        frame = bytes([6, 9, 0, 0]) + bytes(60)
+        sock.sendall(json.dumps({"id": 1, "call": "control",
+                                 "args": {"domid": domid, "frame": frame.hex()}}).encode() + b"\n")
+        reply = json.loads(sock.makefile("rb").readline())
+    assert reply["error"] == {"kind": "bad_request",
+                              "message": "unknown control message type 6 subtype 9"}

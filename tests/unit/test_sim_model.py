@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from xend_actors.device.messages import NetifBeCreate, Shutdown
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -13,7 +14,6 @@ from xend_actors.hypervisor.base import (
 )
 from xend_actors.hypervisor.sim.clock import ManualClock
 from xend_actors.hypervisor.sim.console import BUFFER_LIMIT
-from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
 from xend_actors.hypervisor.sim.model import SimHypervisor
 
 DELAY = 0.03
@@ -81,7 +81,7 @@ def letters(hv: SimHypervisor, domid: int) -> str:
 
 
 def request_shutdown(hv: SimHypervisor, domid: int, subtype: int, key: bytes = b"") -> None:
-    hv.send_control(domid, ControlMessage(CMSG_SHUTDOWN, subtype, key))
+    hv.send_control(domid, Shutdown(subtype, key.decode() or None))
 
 
 # --- ids ---------------------------------------------------------------------------------
@@ -300,10 +300,10 @@ def test_bad_control_messages_are_refused(hv: SimHypervisor) -> None:
     domid, _ = booted(hv)
     with pytest.raises(BadRequest, match="needs a key"):
         request_shutdown(hv, domid, 3)
-    with pytest.raises(BadRequest, match="unknown shutdown request 9"):
+    with pytest.raises(BadRequest, match="shutdown reason 9 is not known"):
         request_shutdown(hv, domid, 9)
-    with pytest.raises(BadRequest, match="no handler for control messages of type 1"):
-        hv.send_control(domid, ControlMessage(1, 0))
+    with pytest.raises(BadRequest, match="no handler for control messages of type 3"):
+        hv.send_control(0, NetifBeCreate(domid, 0, "aa:00:00:00:00:01"))
     with pytest.raises(Conflict, match="host itself"):
         request_shutdown(hv, 0, 0)
 

@@ -30,8 +30,8 @@ def _build(hv: SimHypervisor, args: Args) -> Wire:
 
 
 def _control(hv: SimHypervisor, args: Args) -> Wire:
-    answer = hv.send_control(args.integer("domid"), protocol.control_from_wire(args))
-    return protocol.control_to_wire(answer)
+    msg_id, message = protocol.control_from_wire(args)
+    return protocol.control_to_wire(hv.send_control(args.integer("domid"), message), msg_id)
 
 
 CALLS: Mapping[str, Call] = {
@@ -45,6 +45,11 @@ CALLS: Mapping[str, Call] = {
     "unpause": lambda hv, args: hv.unpause(args.integer("domid")),
     "destroy": lambda hv, args: hv.destroy(args.integer("domid")),
     "control": _control,
+    "attach_backing": lambda hv, args: hv.attach_backing(args.text("path"),
+                                                         args.flag("readonly")),
+    "detach_backing": lambda hv, args: hv.detach_backing(args.integer("device")),
+    "backings": lambda hv, args: [{"device": b.device, "path": b.path, "readonly": b.readonly}
+                                  for b in hv.backings()],
     "set_maxmem": lambda hv, args: hv.set_maxmem(args.integer("domid"),
                                                  args.integer("memory_mb")),
     "set_memory_target": lambda hv, args: hv.set_memory_target(args.integer("domid"),

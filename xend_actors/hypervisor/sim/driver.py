@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
+from xend_actors.device.messages import Message, MessageIds, Shutdown
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
 from xend_actors.hypervisor.base import (
     DomainChanged,
@@ -27,7 +28,6 @@ from xend_actors.hypervisor.base import (
     ShutdownReason,
 )
 from xend_actors.hypervisor.sim import protocol
-from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
 from xend_actors.hypervisor.sim.protocol import Args, Wire
 from xend_actors.node import PhysInfo
 
@@ -43,6 +43,7 @@ class SimDriver:
         self._lock = threading.Lock()  # guards the fields below
         self._pending: dict[int, Future[Wire]] = {}
         self._ids = itertools.count(1)
+        self._msg_ids = MessageIds()
         self._lost = False
         self._closed = False
         self._streams: list[socket.socket] = []
@@ -85,8 +86,8 @@ class SimDriver:
         except KeyError:
             raise BadRequest(f"cannot ask domain {domid} to shut down for {reason.value}: "
                              "that is not a shutdown request") from None
-        payload = key.encode() if reason is ShutdownReason.SYSRQ else b""
-        self.send_control(domid, ControlMessage(CMSG_SHUTDOWN, code, payload))
+        sysrq = reason is ShutdownReason.SYSRQ
+        self.send_control(domid, Shutdown(code, key=(key or None) if sysrq else None))
 
     def set_maxmem(self, domid: int, memory_mb: int) -> None:
         self._call("set_maxmem", domid=domid, memory_mb=memory_mb)
@@ -130,10 +131,32 @@ class SimDriver:
 
     # --- beyond base.Driver ------------------------------------------------------------
 
-    def send_control(self, domid: int, message: ControlMessage) -> ControlMessage:
-        """Send a control message to domain ``domid`` (or its backend); returns the answer."""
-        wire = self._call("control", domid=domid, **protocol.control_to_wire(message))
-        return protocol.control_from_wire(Args("control", wire))
+    def send_control(self, domid: int, message: Message) -> Message:
+        """Send a control message to domain ``domid``; returns the response.
+
+        Backend requests (CMSG_BLKIF_BE, ...) go to the backend domain, 0, and name the
+        frontend domain inside. A backend's non-OK status comes back in the response,
+        not as an error: ``device.messages.check`` turns it into one.
+        """
+        msg_id = self._msg_ids.next()
+        wire = self._call("control", domid=domid, **protocol.control_to_wire(message, msg_id))
+        answer_id, answer = protocol.control_from_wire(Args("control", wire))
+        if answer_id != msg_id or answer.type != message.type:
+            raise HypervisorError(f"xend-simhv answered control message {msg_id} "
+                                  f"({type(message).__name__}) with {answer_id} "
+                                  f"({type(answer).__name__})")
+        return answer
+
+    def attach_backing(self, path: str, readonly: bool = False) -> int:
+        """Attach a host file or device as a sim block device; its number for extents."""
+        return self._call("attach_backing", path=path, readonly=readonly)
+
+    def detach_backing(self, device: int) -> None:
+        self._call("detach_backing", device=device)
+
+    def backings(self) -> list[tuple[int, str, bool]]:
+        """The attached backings: (device, path, readonly)."""
+        return [(b["device"], b["path"], b["readonly"]) for b in self._call("backings")]
 
     def open_console(self, domid: int) -> socket.socket:
         """The raw console byte stream of domain ``domid``, both ways; the caller owns it.

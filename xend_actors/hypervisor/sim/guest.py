@@ -9,17 +9,20 @@ through ``on_exit``: the shutdown reason, or None for a crash.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 
+from xend_actors.device.messages import Message, Shutdown, ShutdownSubtype
 from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.base import LinuxImage, ShutdownReason
+from xend_actors.hypervisor.sim.blkback import Disks
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
-from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
 
 IDLE_LOAD = 0.01  # cpu seconds per second of a guest that waits for input
 BUSY_LOAD = 1.0
@@ -33,11 +36,13 @@ CR, LF, BS, DEL, CTRL_C = 0x0D, 0x0A, 0x08, 0x7F, 0x03
 FLOOD_LINE = b"".join(bytes([0x21 + (i % 94)]) for i in range(78)) + b"\r\n"
 FLOOD_TEXT = FLOOD_LINE * (FLOOD_STEP // len(FLOOD_LINE) + 2)
 
-SYSRQ_SUBTYPE = 3
+DISK_READ_LIMIT = 4096  # the most one ``disk read`` shows
 REQUESTS = {  # CMSG_SHUTDOWN subtype → what the guest reports, and what it says first
-    0: (ShutdownReason.POWEROFF, "The system is going down for power off NOW!"),
-    1: (ShutdownReason.REBOOT, "The system is going down for reboot NOW!"),
-    2: (ShutdownReason.SUSPEND, "Suspending the system for save or migration."),
+    ShutdownSubtype.POWEROFF: (ShutdownReason.POWEROFF,
+                               "The system is going down for power off NOW!"),
+    ShutdownSubtype.REBOOT: (ShutdownReason.REBOOT, "The system is going down for reboot NOW!"),
+    ShutdownSubtype.SUSPEND: (ShutdownReason.SUSPEND,
+                              "Suspending the system for save or migration."),
 }
 SYSRQ_KEYS = {  # key → shutdown reason (None = crash), and what the kernel says
     "b": (ShutdownReason.REBOOT, "SysRq : Resetting"),
@@ -63,8 +68,9 @@ class _Flood:
 class Guest:
     def __init__(self, domid: int, clock: Clock,
                  on_exit: Callable[[ShutdownReason | None], None], *,
-                 shutdown_delay: float = 0.03) -> None:
+                 shutdown_delay: float = 0.03, disks: Disks | None = None) -> None:
         self.domid = domid
+        self.disks = disks
         self.console = Console(self._on_input)
         self.cpu = Meter(clock)
         self.uptime = Meter(clock)
@@ -75,7 +81,7 @@ class Guest:
         self._phase = Phase.OFF
         self._scheduled = False
         self._waiting: deque[Callable[[], None]] = deque()  # work for when it runs again
-        self._inbox: deque[ControlMessage] = deque()
+        self._inbox: deque[Shutdown] = deque()
         self._typeahead = bytearray()
         self._reading = False  # a read of the typeahead is due
         self._line = bytearray()
@@ -99,22 +105,17 @@ class Guest:
         self._update_load()
         self._drain()
 
-    def deliver(self, message: ControlMessage) -> ControlMessage:
-        """A CMSG_SHUTDOWN request; it is acted on once the guest runs."""
-        if message.type != CMSG_SHUTDOWN:
+    def deliver(self, message: Message) -> Message:
+        """A CMSG_SHUTDOWN request; it is acted on once the guest runs. Answers itself."""
+        if not isinstance(message, Shutdown):
             raise BadRequest(f"domain {self.domid} takes no control message of type "
-                             f"{message.type}")
-        if message.subtype not in REQUESTS and message.subtype != SYSRQ_SUBTYPE:
-            raise BadRequest(f"unknown shutdown request {message.subtype} for domain "
-                             f"{self.domid}")
-        if message.subtype == SYSRQ_SUBTYPE and not message.payload:
-            raise BadRequest("a sysrq request needs a key")
+                             f"{int(message.type)}")
         if len(self._inbox) >= RING_SIZE:
             raise Conflict(f"the control ring of domain {self.domid} is full: "
                            "it has not read the last requests")
         self._inbox.append(message)
         self._run(self._read_message)
-        return message.answer()
+        return message
 
     def kill(self) -> None:
         """The domain is destroyed: stop everything and close the console."""
@@ -155,7 +156,8 @@ class Guest:
             f"Ramdisk: {image.ramdisk or '(none)'}",
             f"Kernel command line: {image.cmdline}",
             "Xen virtual console successfully installed as xvc0",
-            "Commands: echo, uptime, poweroff, reboot, halt, crash, flood BYTES",
+            "Commands: echo, uptime, poweroff, reboot, halt, crash, flood BYTES, lsblk,",
+            "  disk VDEV read OFFSET LENGTH, disk VDEV write OFFSET TEXT",
         )
         self.console.write(PROMPT)
 
@@ -182,10 +184,10 @@ class Guest:
         message = self._inbox.popleft()
         if self._phase is not Phase.UP:
             return
-        if message.subtype in REQUESTS:
-            self._going_down(*REQUESTS[message.subtype])
+        if message.reason in REQUESTS:
+            self._going_down(*REQUESTS[message.reason])
             return
-        key = message.payload[:1].decode("latin-1")
+        key = message.key or ""
         if key in SYSRQ_KEYS:
             self._going_down(*SYSRQ_KEYS[key])
         else:
@@ -281,6 +283,42 @@ class Guest:
         self._write_lines("Kernel panic - not syncing: crash requested from the shell")
         self._exit(None)
 
+    # --- disks: the vbds the block backend gives this domain -----------------------------
+
+    def _lsblk(self, _args: list[str]) -> None:
+        vbds = self.disks.list() if self.disks is not None else []
+        rows = [f"{'VDEV':<8}{'SECTORS':>12}{'BYTES':>14} MODE"]
+        rows += [f"{v.vdevice:#06x}  {v.sectors:>12}{v.size:>14} {'ro' if v.readonly else 'rw'}"
+                 for v in vbds]
+        self._reply("\r\n".join(rows))
+
+    def _disk(self, args: list[str]) -> None:
+        usage = "usage: disk VDEV read OFFSET LENGTH | disk VDEV write OFFSET TEXT"
+        if len(args) < 3 or args[1] not in ("read", "write"):
+            self._reply(usage)
+            return
+        try:
+            vdevice, offset = int(args[0], 0), int(args[2], 0)
+            length = int(args[3], 0) if args[1] == "read" and len(args) == 4 else None
+        except (ValueError, IndexError):
+            self._reply(usage)
+            return
+        if (args[1] == "read" and length is None) or (args[1] == "write" and len(args) < 4):
+            self._reply(usage)
+            return
+        try:
+            if self.disks is None:
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+            if length is not None:
+                data = self.disks.read(vdevice, offset, min(length, DISK_READ_LIMIT))
+                self._reply("".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data))
+            else:
+                text = " ".join(args[3:]).encode()
+                self.disks.write(vdevice, offset, text)
+                self._reply(f"wrote {len(text)} bytes at {offset}")
+        except OSError as e:
+            self._reply(f"disk: {args[1]} error: {e.strerror}")
+
     # --- flood: output as fast as the console takes it -----------------------------------
 
     def _flood_command(self, args: list[str]) -> None:
@@ -328,4 +366,6 @@ SHELL_COMMANDS: dict[str, Callable[[Guest, list[str]], None]] = {
     "reboot": Guest._reboot,
     "crash": Guest._crash,
     "flood": Guest._flood_command,
+    "lsblk": Guest._lsblk,
+    "disk": Guest._disk,
 }

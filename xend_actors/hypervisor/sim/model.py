@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from xend_actors.device.messages import Message, MessageType
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -28,9 +29,9 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
+from xend_actors.hypervisor.sim.blkback import Backing, BlockBackend
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
-from xend_actors.hypervisor.sim.control import CMSG_SHUTDOWN, ControlMessage
 from xend_actors.hypervisor.sim.guest import IDLE_LOAD, Guest
 from xend_actors.node import PhysInfo
 
@@ -40,7 +41,7 @@ DOMID_FIRST_RESERVED = 0x7FF0  # ids from here up are Xen's own (DOMID_SELF, DOM
 CPU_MHZ = 2000
 DMESG_LIMIT = 16 * 1024
 
-ControlHandler = Callable[[int, ControlMessage], ControlMessage]
+ControlHandler = Callable[[int, Message], Message]
 
 
 @dataclass(eq=False)
@@ -89,8 +90,13 @@ class SimHypervisor:
         self.cpus = cpus
         self.bvt_ctx_allow = 0
         self.rrobin_slice_ns = 0
+        # Domain-0's block backend; it answers CMSG_BLKIF_BE sent to domain 0.
+        self.block = BlockBackend(lambda domid: domid in self._domains)
         # Control messages by type; the device backends add theirs here.
-        self.control_handlers: dict[int, ControlHandler] = {CMSG_SHUTDOWN: self._to_guest}
+        self.control_handlers: dict[int, ControlHandler] = {
+            MessageType.SHUTDOWN: self._to_guest,
+            MessageType.BLKIF_BE: self._to_block_backend,
+        }
         self._clock = clock
         self._shutdown_delay = shutdown_delay
         self._listeners: list[Callable[[int], None]] = []
@@ -160,7 +166,8 @@ class SimHypervisor:
             domid = self._allocate_domid(what)
         dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu)
         dom.guest = Guest(domid, self._clock, partial(self._guest_exit, dom),
-                          shutdown_delay=self._shutdown_delay)
+                          shutdown_delay=self._shutdown_delay,
+                          disks=self.block.disks_of(domid))
         self._domains[domid] = dom
         self._used_kb += dom.memory_kb
         self._log(f"domain {domid} created: {name}, {memory_mb} MiB")
@@ -196,17 +203,38 @@ class SimHypervisor:
         self._used_kb -= dom.memory_kb
         if dom.guest is not None:
             dom.guest.kill()
+        self.block.domain_gone(domid)
         self._log(f"domain {domid} destroyed")
         self._notify(domid)
 
-    def send_control(self, domid: int, message: ControlMessage) -> ControlMessage:
-        """Deliver a control message to whoever handles its type; returns the response."""
+    def send_control(self, domid: int, message: Message) -> Message:
+        """Deliver a control message sent to domain ``domid``; returns the response.
+
+        A shutdown request goes to the domain's guest; backend requests go to domain 0,
+        whose backends serve the frontend domain named in the message.
+        """
         self._domain(domid)
         handler = self.control_handlers.get(message.type)
         if handler is None:
             raise BadRequest(f"xend-simhv has no handler for control messages of type "
-                             f"{message.type}")
+                             f"{int(message.type)}")
         return handler(domid, message)
+
+    # --- block backings: the sim's losetup ----------------------------------------------
+
+    def attach_backing(self, path: str, readonly: bool = False) -> int:
+        """Attach a host file or device as a block device; its number, for vbd extents."""
+        device = self.block.attach_backing(path, readonly)
+        self._log(f"backing device {device:#06x} attached: {path} "
+                  f"({'ro' if readonly else 'rw'})")
+        return device
+
+    def detach_backing(self, device: int) -> None:
+        self.block.detach_backing(device)
+        self._log(f"backing device {device:#06x} detached")
+
+    def backings(self) -> list[Backing]:
+        return self.block.backings()
 
     def console(self, domid: int) -> Console:
         return self._guest(domid, "open the console of").console
@@ -268,8 +296,14 @@ class SimHypervisor:
         assert guest is not None
         return guest
 
-    def _to_guest(self, domid: int, message: ControlMessage) -> ControlMessage:
+    def _to_guest(self, domid: int, message: Message) -> Message:
         return self._guest(domid, "send a shutdown request to").deliver(message)
+
+    def _to_block_backend(self, domid: int, message: Message) -> Message:
+        if domid != 0:
+            raise BadRequest(f"domain {domid} runs no block backend: send CMSG_BLKIF_BE "
+                             "to domain 0")
+        return self.block.handle(message)
 
     def _guest_exit(self, dom: _Domain, reason: ShutdownReason | None) -> None:
         if self._domains.get(dom.domid) is not dom:

@@ -22,7 +22,11 @@ The calls and their args (results are ``null`` unless given)::
     create {name, memory_mb, vcpus, cpu, domid|null} → domid
     build {domid, kernel, ramdisk, cmdline}
     pause / unpause / destroy {domid}
-    control {domid, type, subtype, payload} → {type, subtype, payload}  (payload in hex)
+    control {domid, frame}                 → {frame}  (a 64-byte control frame in hex,
+                                              device.messages; the answer echoes its id)
+    attach_backing {path, readonly}        → device number (for vbd extents)
+    detach_backing {device}
+    backings                               → [{device, path, readonly}, ...]
     set_maxmem / set_memory_target {domid, memory_mb}
     pincpu {domid, cpu}
     set_sched {domid, params: {kind: bvt|fbvt|atropos, <fields>}}
@@ -53,6 +57,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from xend_actors.device import messages
+from xend_actors.device.messages import Message
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -63,7 +69,6 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
-from xend_actors.hypervisor.sim.control import ControlMessage
 from xend_actors.node import PhysInfo
 
 MAX_LINE = 1 << 20
@@ -239,13 +244,14 @@ def sched_from_wire(args: Args) -> SchedParams:
     return cls(**{f.name: args.integer(f.name) for f in dataclasses.fields(cls)})
 
 
-def control_to_wire(message: ControlMessage) -> Wire:
-    return {"type": message.type, "subtype": message.subtype, "payload": message.payload.hex()}
+def control_to_wire(message: Message, msg_id: int) -> Wire:
+    return {"frame": messages.pack(message, msg_id).hex()}
 
 
-def control_from_wire(args: Args) -> ControlMessage:
+def control_from_wire(args: Args) -> tuple[int, Message]:
+    """The id and message of a control frame; BadRequest if it is not a known, whole one."""
     try:
-        payload = bytes.fromhex(args.text("payload", ""))
+        frame = bytes.fromhex(args.text("frame"))
     except ValueError:
-        raise BadRequest("a control message payload must be hex digits") from None
-    return ControlMessage(args.integer("type"), args.integer("subtype"), payload)
+        raise BadRequest("a control frame must be hex digits") from None
+    return messages.unpack(frame)
