@@ -11,9 +11,7 @@ import contextlib
 import math
 import multiprocessing
 import os
-import random
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -23,40 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as ``python bench/x.py``: the tests' helpers live beside
     sys.path.insert(0, str(ROOT))
 
-from tests.support import XendHome, new_home  # noqa: E402
+from tests.support import XendHome, free_port_base, new_home  # noqa: E402
 from xend_actors import sxp  # noqa: E402
 from xend_actors.client import XendClient  # noqa: E402
 
 GUEST_MB = 16
 KERNEL = "/boot/vmlinuz-sim"
 CONSOLE_PORTS = 1100  # console port = base + domain id: room for 1000 guests and more
-CONSOLE_RANGE = (20000, 32000)  # below Linux's ephemeral ports, so no client takes one
-
-
-def free_port_range(count: int) -> int:
-    """A base port such that ``count`` ports from it are free on 127.0.0.1 just now.
-
-    Every xend's consoles default to 9600 + domain id on all addresses, which other
-    xends (tests running beside the benchmark) use too.
-    """
-    for _ in range(50):
-        base = random.randrange(CONSOLE_RANGE[0], CONSOLE_RANGE[1] - count)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} free ports in a row in {CONSOLE_RANGE}")
-
-
 def bench_config() -> str:
     """The benchmark's settings, before the tests' defaults (the first occurrence wins)."""
     # 1000 guests of 16 MiB fit in the simulated host, with Domain-0's share beside them.
     return ("(sim-memory 65536)\n"
             "(console-address 127.0.0.1)\n"
-            f"(console-port-base {free_port_range(CONSOLE_PORTS)})\n")
+            f"(console-port-base {free_port_base(span=CONSOLE_PORTS)})\n")
 
 
 @contextlib.contextmanager

@@ -148,15 +148,18 @@ def test_hosts_allow_admits_localhost_by_name(xend_home: Callable[..., XendHome]
     assert home.get_sxp("/xend/")[0] == "ls"
 
 
-def test_port_in_use_fails_start_with_one_clear_line(xend_home: Callable[..., XendHome]) -> None:
+@pytest.mark.parametrize("listener", ["http_port", "event_port"])
+def test_port_in_use_fails_start_with_one_clear_line(
+    xend_home: Callable[..., XendHome], listener: str
+) -> None:
     home = xend_home()
+    port = getattr(home, listener)
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", home.http_port))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
         started = home.xend("start")
     assert started.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{home.http_port}" in started.stderr
-    assert "Address already in use" in started.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in started.stderr
     assert home.xend("status").returncode == 3
     assert not home.pid_file.exists()
 

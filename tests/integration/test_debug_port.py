@@ -266,17 +266,3 @@ def test_a_client_too_many_is_told_and_closed(
     with contextlib.closing(extra):
         assert err_value(extra.form()) == "too many debug clients (at most 16)"
         assert extra.closed_by_xend()
-
-
-def test_event_port_in_use_fails_start_with_one_clear_line(
-    xend_home: Callable[..., XendHome],
-) -> None:
-    home = xend_home()
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", home.event_port))
-        squatter.listen()
-        started = home.xend("start")
-    assert started.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{home.event_port}: Address already in use" in (
-        started.stderr)
-    assert home.xend("status").returncode == 3

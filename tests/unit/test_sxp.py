@@ -425,7 +425,7 @@ def assert_agrees_with_reference(text: str | bytes, **limits: int) -> bool:
     return quick is not None
 
 
-def agrees_with_reference(text: str | bytes, **limits: int) -> None:
+def assert_agrees_as_property(text: str | bytes, **limits: int) -> None:
     """As a property: ``--hypothesis-show-statistics`` shows how often the fast path read it."""
     read = assert_agrees_with_reference(text, **limits)
     event("fast path read it" if read else "fast path gave up")
@@ -501,13 +501,13 @@ LIMITS = st.fixed_dictionaries({
 @settings(max_examples=500)
 @given(SXP_TEXTS, LIMITS)
 def test_the_fast_path_agrees_on_sxp_like_text(text: str, limits: dict) -> None:
-    agrees_with_reference(text, **limits)
+    assert_agrees_as_property(text, **limits)
 
 
 @settings(max_examples=500)
 @given(st.text(max_size=40))
 def test_the_fast_path_agrees_on_arbitrary_text(text: str) -> None:
-    agrees_with_reference(text)
+    assert_agrees_as_property(text)
 
 
 @settings(max_examples=500)
@@ -517,7 +517,7 @@ def test_the_fast_path_agrees_on_damaged_printed_values(
 ) -> None:
     text = sxp.show(value)
     at %= len(text) + 1
-    agrees_with_reference(text[:at] + insert + text[at + cut :])
+    assert_agrees_as_property(text[:at] + insert + text[at + cut :])
 
 
 SXP_BYTES = st.lists(
@@ -530,7 +530,7 @@ SXP_BYTES = st.lists(
 @settings(max_examples=500)
 @given(SXP_BYTES | st.binary(max_size=40), LIMITS)
 def test_the_fast_path_agrees_on_bytes(data: bytes, limits: dict) -> None:
-    agrees_with_reference(data, **limits)
+    assert_agrees_as_property(data, **limits)
 
 
 class Colour(enum.StrEnum):

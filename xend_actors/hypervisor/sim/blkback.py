@@ -219,12 +219,9 @@ class BlockBackend:
         return BlkifStatus.OKAY
 
     def _vbd_grow(self, m: BlkifBeVbdGrow) -> BlkifStatus:
-        blkif = self._blkifs.get((m.domid, m.blkif_handle))
-        if blkif is None:
-            return BlkifStatus.INTERFACE_NOT_FOUND
-        vbd = blkif.vbds.get(m.vdevice)
-        if vbd is None:
-            return BlkifStatus.VBD_NOT_FOUND
+        vbd = self._find_vbd(m)
+        if isinstance(vbd, BlkifStatus):
+            return vbd
         backing = self._backings.get(m.extent.device)
         if backing is None:
             return BlkifStatus.EXTENT_NOT_FOUND
@@ -235,16 +232,20 @@ class BlockBackend:
         return BlkifStatus.OKAY
 
     def _vbd_shrink(self, m: BlkifBeVbdShrink) -> BlkifStatus:
-        blkif = self._blkifs.get((m.domid, m.blkif_handle))
-        if blkif is None:
-            return BlkifStatus.INTERFACE_NOT_FOUND
-        vbd = blkif.vbds.get(m.vdevice)
-        if vbd is None:
-            return BlkifStatus.VBD_NOT_FOUND
+        vbd = self._find_vbd(m)
+        if isinstance(vbd, BlkifStatus):
+            return vbd
         if not vbd.extents:
             return BlkifStatus.EXTENT_NOT_FOUND
         vbd.extents.pop()
         return BlkifStatus.OKAY
+
+    def _find_vbd(self, m: BlkifBeVbdGrow | BlkifBeVbdShrink) -> _Vbd | BlkifStatus:
+        """The vbd a message names, or the status that says why there is none."""
+        blkif = self._blkifs.get((m.domid, m.blkif_handle))
+        if blkif is None:
+            return BlkifStatus.INTERFACE_NOT_FOUND
+        return blkif.vbds.get(m.vdevice, BlkifStatus.VBD_NOT_FOUND)
 
     def _vbd_destroy(self, m: BlkifBeVbdDestroy) -> BlkifStatus:
         blkif = self._blkifs.get((m.domid, m.blkif_handle))
