@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,7 @@ class XendHome:
     event_port: int = field(default_factory=free_port)
     console_port_base: int = field(default_factory=lambda: free_port_base(span=32))
     extra: str = ""
+    netns: str = ""  # run xend (and so its simhv) in this network namespace
 
     @property
     def config_file(self) -> Path:
@@ -120,6 +121,9 @@ class XendHome:
             f"(logfile {self.logfile})\n"
             "(loglevel DEBUG)\n"
             "(minimum-restart-time 20)\n"
+            # No links on the host: vifs get no tap, and need no bridge.
+            "(sim-taps no)\n"
+            "(vif-bridge null)\n"
         )
 
     @property
@@ -136,8 +140,9 @@ class XendHome:
             os.kill(pid, signal.SIGKILL)
 
     def xend(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        netns = ["ip", "netns", "exec", self.netns] if self.netns else []
         return subprocess.run(
-            [*xend_command(), "--config", str(self.config_file), *args],
+            [*netns, *xend_command(), "--config", str(self.config_file), *args],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
@@ -161,3 +166,66 @@ def new_home(extra: str = "") -> XendHome:
     home = XendHome(Path(tempfile.mkdtemp(prefix="xend-")), extra=extra)
     home.write_config()
     return home
+
+
+class Terminal:
+    """A TCP client of a console port, reading with deadlines."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.seen = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_until(self, *markers: bytes, timeout: float = 10.0) -> bytes:
+        """Read until every marker has been seen, in order, since the last call."""
+        deadline = time.monotonic() + timeout
+        start = 0
+        for marker in markers:
+            while (at := self.seen.find(marker, start)) < 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {marker!r} within {timeout:g} s in {self.seen!r}")
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError(f"console closed before {marker!r}: {self.seen!r}")
+                self.seen += data
+            start = at + len(marker)
+        got, self.seen = self.seen[:start], self.seen[start:]
+        return got
+
+    def type(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r")
+
+    def closed(self, timeout: float = 10.0) -> bool:
+        """Whether the console closes the connection within ``timeout`` (output is read)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def terminal(port: int) -> Iterator[Terminal]:
+    term = Terminal(port)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+def netns_usable() -> str | None:
+    """Why network namespaces can't be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (creates network namespaces)"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"ip netns is unavailable: {probe.stderr.strip()}"
+    return None

@@ -163,6 +163,30 @@ class XendClient:
     def xend_domain_mem_target_set(self, dom: str | int, target: int) -> sxp.Value:
         return self.post(self._domain(dom), "mem_target_set", target=target)
 
+    def xend_domain_vbds(self, dom: str | int) -> sxp.Value:
+        return self.get(self._domain(dom), op="vbds")
+
+    def xend_domain_vbd(self, dom: str | int, vbd: int | str) -> sxp.Value:
+        return self.get(self._domain(dom), op="vbd", vbd=vbd)
+
+    def xend_domain_vifs(self, dom: str | int) -> sxp.Value:
+        return self.get(self._domain(dom), op="vifs")
+
+    def xend_domain_vif(self, dom: str | int, vif: int | str) -> sxp.Value:
+        return self.get(self._domain(dom), op="vif", vif=vif)
+
+    def xend_domain_device_create(self, dom: str | int, config: sxp.Value) -> sxp.Value:
+        return self.post(self._domain(dom), "device_create", config=config)
+
+    def xend_domain_device_configure(self, dom: str | int, config: sxp.Value,
+                                     idx: int | str) -> sxp.Value:
+        return self.post(self._domain(dom), "device_configure", config=config,
+                         idx=idx)
+
+    def xend_domain_device_destroy(self, dom: str | int, type: str,
+                                   idx: int | str) -> sxp.Value:
+        return self.post(self._domain(dom), "device_destroy", type=type, idx=idx)
+
     def xend_event_inject(self, sxpr: sxp.Value) -> sxp.Value:
         return self.post(self.url("event"), "inject", event=sxpr)
 
@@ -208,6 +232,23 @@ class XendClient:
         headers = reply.headers
         return ConsoleLog(reply.content, int(headers["x-console-first"]),
                           int(headers["x-console-next"]), headers["x-console-status"])
+
+    def xend_vnets(self, detail: bool = False) -> sxp.Value:
+        """The vnet ids; with ``detail``, every vnet's config (our addition)."""
+        return self.get(self.url("vnet") + "/", **({"detail": 1} if detail else {}))
+
+    def xend_vnet(self, id: int | str) -> sxp.Value:
+        return self.get(self._vnet(id))
+
+    def xend_vnet_create(self, config: sxp.Value | Path) -> sxp.Value:
+        """Create a vnet from ``(vnet ...)``; a ``Path`` is uploaded as is."""
+        return self.post(self.url("vnet"), "create", config=config)
+
+    def xend_vnet_delete(self, id: int | str) -> sxp.Value:
+        return self.post(self._vnet(id), "delete")
+
+    def _vnet(self, id: int | str) -> str:
+        return self.url("vnet", quote(str(id), safe=""))
 
     def _domain(self, dom: str | int) -> str:
         # A name is one path segment whatever it holds ("?", "#", "%").

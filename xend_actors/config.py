@@ -76,6 +76,7 @@ class XendConfig:
     minimum_restart_time: float = 20.0  # seconds
     sim_memory_mb: int = 8192  # the simulated host's memory, Domain-0's share included
     sim_cpus: int = 4
+    sim_taps: bool = True
     source: Path | None = None  # the file this came from
     warnings: tuple[str, ...] = ()
 
@@ -207,6 +208,7 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "minimum-restart-time": ("minimum_restart_time", _seconds),
     "sim-memory": ("sim_memory_mb", _positive),
     "sim-cpus": ("sim_cpus", _positive),
+    "sim-taps": ("sim_taps", _bool),
 }
 _BLOCK_PREFIX = "block-"  # (block-<type> <script>): the script for uname prefix <type>:
 

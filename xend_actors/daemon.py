@@ -18,6 +18,9 @@ import pykka
 from xend_actors.config import XendConfig
 from xend_actors.console.hub import Consoles
 from xend_actors.debug import DebugServer
+from xend_actors.device.claims import BlockClaims
+from xend_actors.device.network import Network
+from xend_actors.domain.domain import DeviceServices
 from xend_actors.domain.table import DomainTable
 from xend_actors.events import EventBus
 from xend_actors.hypervisor.actor import Hypervisor, open_driver
@@ -26,6 +29,7 @@ from xend_actors.notify import Notifier
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
+from xend_actors.vnet import Vnets
 from xend_actors.web.routes import make_app
 from xend_actors.web.server import WebServer
 from xend_actors.web.services import Services, answer
@@ -56,16 +60,24 @@ class Root(TracedActor):
                 self.config.hosts_allow, self.store.dbroot / "notify"))
             answer(events.subscribe(notifier_ref, "*"), "the event bus")
             notifier = notifier_ref.proxy()
+            # Before the domains: their vifs go on the vnets' bridges.
+            vnets = self._adopt("vnets", Vnets.start(self.store.vnet, events)).proxy()
+            log.info("Vnets kept in the store: %d",
+                     answer(vnets.recover(), "the vnets", BOOT_TIMEOUT))
             driver = open_driver(self.config)
             hypervisor = self._adopt("hypervisor", Hypervisor.start(driver)).proxy()
             consoles = self._adopt("consoles", Consoles.start(self.config, driver, events)).proxy()
+            network = self._adopt("network", Network.start(self.config)).proxy()
+            answer(network.start_network(), "the network", BOOT_TIMEOUT)
+            claims = self._adopt("claims", BlockClaims.start()).proxy()
+            devices = DeviceServices(self.config, claims, network)
             table = self._adopt("domains", DomainTable.start(
-                self.config, driver, events, self.store, consoles)).proxy()
+                self.config, driver, events, self.store, consoles, devices)).proxy()
             answer(hypervisor.watch(table), "the hypervisor")
             count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
             services = Services(self.config, events, hypervisor, table, notifier=notifier,
-                                consoles=consoles)
+                                consoles=consoles, vnets=vnets)
             web = self._adopt("web", WebServer.start(self.config, make_app(services)))
             addresses = answer(web.proxy().addresses(), "the web server")
             debug = self._adopt("debug", DebugServer.start(

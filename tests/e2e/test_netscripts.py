@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,25 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import netns_usable
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "netscripts"
 
 
-def _netns_usable() -> str | None:
-    """Why the tests can't run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (creates network namespaces)"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"ip netns is unavailable: {probe.stderr.strip()}"
-    return None
-
-
-_WHY = _netns_usable()
+_WHY = netns_usable()
 if _WHY:
     pytestmark = [pytest.mark.e2e, pytest.mark.skip(reason=_WHY)]
 

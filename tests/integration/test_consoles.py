@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import XendHome, wait_for
+from tests.support import Terminal, XendHome, terminal, wait_for
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
@@ -70,6 +70,10 @@ class Xend:
     def names(self) -> list[str]:
         return self.get("/xend/domain/")
 
+    def expect_event(self, line: str) -> None:
+        """Wait for xend to log the event ``line`` (events are logged as they are handled)."""
+        wait_for(lambda: self.has_event(line), what=line)
+
     def has_event(self, line: str) -> bool:
         return line in re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
 
@@ -79,57 +83,6 @@ def xend(running_xend: XendHome) -> Iterator[Xend]:
     client = Xend(running_xend)
     yield client
     client.http.close()
-
-
-class Terminal:
-    """A TCP client of a console port, reading with deadlines."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.seen = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def read_until(self, *markers: bytes, timeout: float = 10.0) -> bytes:
-        """Read until every marker has been seen, in order, since the last call."""
-        deadline = time.monotonic() + timeout
-        start = 0
-        for marker in markers:
-            while (at := self.seen.find(marker, start)) < 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {marker!r} within {timeout:g} s in {self.seen!r}")
-                self.sock.settimeout(left)
-                data = self.sock.recv(65536)
-                if not data:
-                    raise AssertionError(f"console closed before {marker!r}: {self.seen!r}")
-                self.seen += data
-            start = at + len(marker)
-        got, self.seen = self.seen[:start], self.seen[start:]
-        return got
-
-    def type(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\r")
-
-    def closed(self, timeout: float = 10.0) -> bool:
-        """Whether the console closes the connection within ``timeout`` (output is read)."""
-        self.sock.settimeout(timeout)
-        try:
-            while self.sock.recv(65536):
-                pass
-        except TimeoutError:
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def terminal(port: int) -> Iterator[Terminal]:
-    term = Terminal(port)
-    try:
-        yield term
-    finally:
-        term.close()
 
 
 def echo_round_trip(term: Terminal, word: str) -> None:
@@ -168,7 +121,7 @@ def test_the_domain_info_carries_the_console_after_start_time(xend: Xend) -> Non
     assert sxp.child_value(sxp.child(by_name["c2"], "console"), "console_port") == str(port)
     assert sxp.child(by_name["Domain-0"], "console") is None
     assert xend.get("/xend/console/") == [str(port)]
-    assert xend.has_event(f"xend.console.create ({port} {domid} {port})")
+    xend.expect_event(f"xend.console.create ({port} {domid} {port})")
 
 
 def test_a_config_console_port_is_used(xend: Xend) -> None:
@@ -215,8 +168,8 @@ def test_the_disconnect_op_drops_the_client(xend: Xend) -> None:
         assert sxp.parse(reply.text) == "0"
         assert term.closed()
     assert xend.status(port) == "listening"
-    assert xend.has_event(f"xend.console.connect ({port} 127.0.0.1 {client_port})")
-    assert xend.has_event(f"xend.console.disconnect ({port} 127.0.0.1 {client_port})")
+    xend.expect_event(f"xend.console.connect ({port} 127.0.0.1 {client_port})")
+    xend.expect_event(f"xend.console.disconnect ({port} 127.0.0.1 {client_port})")
     with terminal(port) as again:
         echo_round_trip(again, "again")
 

@@ -177,7 +177,19 @@ def test_create_from_sxp_file_list_pause_unpause_destroy(xm: Xm, tmp_path: Path)
     wait_for(lambda: gone(xm, "vm1"), what="vm1 gone")
 
 
-def test_create_the_shipped_examples(xm: Xm) -> None:
+BLOCK_SCRATCH = Path(__file__).resolve().parents[1] / "data" / "block-scratch"
+
+
+def test_create_the_shipped_examples(xend_home: Callable[..., XendHome]) -> None:
+    # Their disk images are the quickstart's to make; here a block script makes them.
+    home = xend_home(f"(block-file {BLOCK_SCRATCH})\n")
+    assert home.xend("start").returncode == 0
+
+    def xm(*args: str) -> subprocess.CompletedProcess[str]:
+        done = run_xm(f"127.0.0.1:{home.http_port}", *args)
+        assert (done.returncode, done.stderr) == (0, ""), (args, done.stderr)
+        return done
+
     sim = xm("create", "-F", str(EXAMPLES / "sim-domain.sxp"))
     assert sim.stdout.startswith("Started domain sim1")
     tty = xm("create", "--path", str(EXAMPLES), "ttylinux.xm", "name=tty2", "memory=32")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xend_actors.device.messages import NetifBeCreate, Shutdown
+from xend_actors.device.messages import MemRequest, Shutdown
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -302,8 +302,8 @@ def test_bad_control_messages_are_refused(hv: SimHypervisor) -> None:
         request_shutdown(hv, domid, 3)
     with pytest.raises(BadRequest, match="shutdown reason 9 is not known"):
         request_shutdown(hv, domid, 9)
-    with pytest.raises(BadRequest, match="no handler for control messages of type 3"):
-        hv.send_control(0, NetifBeCreate(domid, 0, "aa:00:00:00:00:01"))
+    with pytest.raises(BadRequest, match="no handler for control messages of type 7"):
+        hv.send_control(domid, MemRequest(64 * 256))
     with pytest.raises(Conflict, match="host itself"):
         request_shutdown(hv, 0, 0)
 

@@ -31,7 +31,7 @@ from enum import Enum
 from typing import Any
 
 from xend_actors import sxp
-from xend_actors.errors import BadRequest
+from xend_actors.errors import BadRequest, NotFound
 from xend_actors.hypervisor.base import LinuxImage
 
 MAX_NAME_LENGTH = 64
@@ -226,6 +226,28 @@ def device_sxpr(device: Device) -> sxp.Value:
         return config
     return ["pci", ["bus", f"0x{device.bus:02x}"], ["dev", f"0x{device.dev:02x}"],
             ["func", f"0x{device.func:x}"]]
+
+
+def with_device(config: DomainConfig, device: Device) -> DomainConfig:
+    """``config`` with ``(device <device>)`` appended, as ``device_create`` records it."""
+    return parse_domain_config([*config.sxpr, ["device", device_sxpr(device)]])
+
+
+def without_device(config: DomainConfig, kind: type[Device], index: int,
+                   replacement: Device | None = None) -> DomainConfig:
+    """``config`` without (or with ``replacement`` for) its ``index``-th device of ``kind``."""
+    vm, seen = list(config.sxpr), -1
+    for at, element in enumerate(vm):
+        if isinstance(element, list) and sxp.name(element) == "device" and \
+                isinstance(parse_device(sxp.child0(element)), kind):
+            seen += 1
+            if seen == index:
+                if replacement is None:
+                    del vm[at]
+                else:
+                    vm[at] = ["device", device_sxpr(replacement)]
+                return parse_domain_config(vm)
+    raise NotFound(f"no {kind.__name__.removesuffix('Config').lower()} {index}")
 
 
 # --- (vm ...) fields -------------------------------------------------------------------

@@ -8,20 +8,42 @@ asks it), so the two can never wait on each other.
 
 Its console (``console/hub.py``) opens when it is built, is re-attached when it is
 rebuilt on restart, and closes when the domain is gone for good.
+
+Its devices belong to two child actors made when the domain first has a device of
+their kind: a BlkifController for vbds and a NetifController for vifs (``device/``).
+They are attached in config order when the domain is built, hot-plugged by
+``device_create``/``device_destroy``, and released before the domain is destroyed. The
+frontends' messages reach them through here; the record keeps each device's info.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pykka
 
-from xend_actors.domain.config import DomainConfig
+from xend_actors import sxp
+from xend_actors.config import XendConfig
+from xend_actors.device import messages
+from xend_actors.device.blkif import BlkifController
+from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
+from xend_actors.device.netif import NetifController
+from xend_actors.domain.config import (
+    Device,
+    DomainConfig,
+    PciConfig,
+    VbdConfig,
+    VifConfig,
+    device_sxpr,
+    with_device,
+    without_device,
+)
 from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
-from xend_actors.errors import BadRequest, Conflict, Timeout, XendError
+from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
@@ -29,6 +51,20 @@ from xend_actors.trace import TracedActor
 log = logging.getLogger(__name__)
 
 CONSOLE_TIMEOUT = 30.0  # opening a console waits for the hypervisor's console channel
+
+DEVICE_TIMEOUT = 90.0  # a device's scripts may take a while (each has its own deadline)
+DEVICE_KINDS: dict[str, type[Device]] = {"vbd": VbdConfig, "vif": VifConfig}
+_backend_ports = itertools.count(16)  # dom0's end of each event channel, host-wide
+
+
+@dataclass(frozen=True)
+class DeviceServices:
+    """What a domain's device controllers need from the rest of xend."""
+
+    config: XendConfig
+    claims: pykka.ActorProxy
+    network: pykka.ActorProxy
+
 
 SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT,
                                          ShutdownReason.HALT, ShutdownReason.SUSPEND,
@@ -42,7 +78,7 @@ class Domain(TracedActor):
 
     def __init__(self, record: DomainRecord, *, driver: Driver, events: pykka.ActorProxy,
                  consoles: pykka.ActorProxy, table: pykka.ActorProxy, records: RecordDir,
-                 clock: Callable[[], float] = time.time) -> None:
+                 devices: DeviceServices, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.record = record
         self._driver = driver
@@ -50,7 +86,15 @@ class Domain(TracedActor):
         self._consoles = consoles
         self._table = table
         self._records = records
+        self._devices = devices
         self._clock = clock
+        self._blkif: pykka.ActorProxy | None = None
+        self._netif: pykka.ActorProxy | None = None
+        self._frontends_up: set[int] = set()  # message types whose frontend said UP
+        self._frontend_ports = itertools.count(2)  # port 1 is the control channel
+
+    def on_stop(self) -> None:
+        self._stop_controllers()
 
     @property
     def domid(self) -> int:
@@ -85,8 +129,10 @@ class Domain(TracedActor):
         return record
 
     def _build(self, config: DomainConfig) -> int:
-        """Load the image and open (or re-attach) the console; returns the console's port."""
+        """Load the image, attach the devices and open (or re-attach) the console; returns
+        the console's port."""
         self._driver.build(self.domid, config.image.image())
+        self._attach_devices(config)
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
         return self._open_console(config)
@@ -112,6 +158,7 @@ class Domain(TracedActor):
 
     def _abandon(self) -> None:
         """Undo a failed build: destroy the domain, forget it, stop."""
+        self._release_devices()
         try:
             self._driver.destroy(self.domid)
         except XendError as error:
@@ -125,14 +172,30 @@ class Domain(TracedActor):
         """Give an adopted bare domain its configuration (restore and migration)."""
         if self.record.config is not None:
             raise Conflict(f"Domain already configured: {self.domid}")
-        console_port = self._open_console(config)
-        return self._update(config=config, name=config.name, start_time=self._clock(),
-                            console_port=console_port)
+        self.record = replace(self.record, config=config, name=config.name)
+        try:
+            self._attach_devices(config)
+            console_port = self._open_console(config)
+        except XendError:
+            self._release_devices()
+            self.record = replace(self.record, config=None)
+            raise
+        return self._update(start_time=self._clock(), console_port=console_port)
 
     def recover(self) -> None:
-        """xend restarted and found the domain alive: its console back on the same port."""
+        """xend restarted and found the domain alive: its devices known again, its console
+        back on the same port."""
         if self.record.config is None:
             return
+        vbds = [d for d in self.record.devices if isinstance(d, VbdInfo)]
+        vifs = [d for d in self.record.devices if isinstance(d, VifInfo)]
+        try:
+            if vbds:
+                self._ask(self._controller(VbdConfig).adopt(vbds))
+            if vifs:
+                self._ask(self._controller(VifConfig).adopt(vifs))
+        except XendError as error:
+            log.error("Domain %s recovered without its devices: %s", self.record.name, error)
         try:
             console_port = self._open_console(self.record.config)
         except XendError as error:
@@ -189,9 +252,11 @@ class Domain(TracedActor):
         self._events.publish("xend.domain.suspended", self._ids())
 
     def release(self) -> None:
-        """Let go of what the domain holds in xend before the hypervisor destroys it:
-        the console, unless a restart will re-attach it. Devices join here as their
-        controllers arrive."""
+        """Let go of what the domain holds before the hypervisor destroys it: its devices,
+        and the console unless a restart will re-attach it."""
+        self._release_devices()
+        if self.record.devices:
+            self._update(devices=())
         if self.record.restart_state is not RestartState.PENDING:
             self._close_console()
 
@@ -221,6 +286,134 @@ class Domain(TracedActor):
         self._update(restart_state=None, shutdown_request=None)
         self._events.publish("xend.domain.restart", [*self._ids(), "success"])
 
+    # --- devices ---------------------------------------------------------------------------
+
+    def device_create(self, device: Device) -> DeviceInfo:
+        """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
+        config = self._config()
+        kind = _kind_of(device)
+        taken = [d.idx for d in self.record.devices if isinstance(d, _INFO[kind])]
+        info = self._attach(max(taken, default=-1) + 1, device)
+        self._update(config=with_device(config, device), devices=(*self.record.devices, info))
+        self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
+        return info
+
+    def device_configure(self, kind_name: str, idx: int, device: Device) -> DeviceInfo:
+        """Change vif ``idx``'s bridge, script or addresses; a vbd cannot be changed."""
+        kind = _kind_named(kind_name)
+        if kind is not VifConfig or not isinstance(device, VifConfig):
+            raise BadRequest(f"{kind_name} {idx}: only a vif's bridge, script and ip can be "
+                             "changed; destroy the device and create it anew")
+        old = self._device_info(VifConfig, idx)
+        info = self._ask(self._controller(VifConfig).configure(idx, device))
+        config = without_device(self._config(), VifConfig, self._position(old), device)
+        self._update(config=config, devices=tuple(info if d is old else d
+                                                  for d in self.record.devices))
+        return info
+
+    def device_destroy(self, kind_name: str, idx: int) -> None:
+        """Unplug device ``idx`` of the kind and drop it from the config."""
+        kind = _kind_named(kind_name)
+        info = self._device_info(kind, idx)
+        position = self._position(info)
+        self._ask(self._controller(kind).detach(idx))
+        self._update(config=without_device(self._config(), kind, position),
+                     devices=tuple(d for d in self.record.devices if d is not info))
+        self._events.publish("xend.domain.device.destroy", [*self._ids(), kind_name])
+
+    def device_changed(self, info: DeviceInfo) -> None:
+        """A controller's news about a device (a frontend connected)."""
+        kind = type(info)
+        self._update(devices=tuple(info if type(d) is kind and d.idx == info.idx else d
+                                   for d in self.record.devices))
+
+    def guest_message(self, message: messages.Message) -> None:
+        """A control message from the domain's frontends: to the controller of its kind."""
+        if isinstance(message, messages.BlkifFeDriverStatus | messages.NetifFeDriverStatus):
+            self._frontends_up.add(message.type)
+        if message.type == messages.MessageType.BLKIF_FE and self._blkif is not None:
+            self._blkif.frontend(message)
+        elif message.type == messages.MessageType.NETIF_FE and self._netif is not None:
+            self._netif.frontend(message)
+
+    def _attach_devices(self, config: DomainConfig) -> None:
+        """Attach every vbd and vif of ``config`` in order; on failure release them all."""
+        counts = {VbdConfig: 0, VifConfig: 0}
+        attached: list[DeviceInfo] = []
+        try:
+            for device in config.devices:
+                if isinstance(device, PciConfig):
+                    raise XendError("pci devices cannot be passed through by this hypervisor "
+                                    f"driver ({device_text(device)})", status=501)
+                kind = _kind_of(device)
+                attached.append(self._attach(counts[kind], device))
+                counts[kind] += 1
+        except XendError:
+            self._release_devices()
+            raise
+        self.record = replace(self.record, devices=tuple(attached))
+
+    def _attach(self, idx: int, device: Device) -> DeviceInfo:
+        if device.backend != 0:
+            raise BadRequest(f"{sxp_kind(_kind_of(device))}: backend domain {device.backend} "
+                             "is not supported: domain 0 runs every backend here")
+        return self._ask(self._controller(_kind_of(device)).attach(idx, device))
+
+    def _controller(self, kind: type[Device]) -> pykka.ActorProxy:
+        """The controller of ``kind``, made on first use."""
+        if kind is VbdConfig:
+            if self._blkif is None:
+                self._blkif = BlkifController.start(
+                    self.domid, driver=self._driver, config=self._devices.config,
+                    claims=self._devices.claims, ports=self._ports,
+                    frontend_up=messages.MessageType.BLKIF_FE in self._frontends_up).proxy()
+            return self._blkif
+        if self._netif is None:
+            self._netif = NetifController.start(
+                self.domid, self.record.name, driver=self._driver, config=self._devices.config,
+                network=self._devices.network, owner=self.actor_ref.proxy(), ports=self._ports,
+                frontend_up=messages.MessageType.NETIF_FE in self._frontends_up).proxy()
+        return self._netif
+
+    def _ports(self) -> tuple[int, int]:
+        """A new event-channel pair: (dom0's port, the domain's port)."""
+        return next(_backend_ports), next(self._frontend_ports)
+
+    def _release_devices(self) -> None:
+        for controller in (self._blkif, self._netif):
+            if controller is not None:
+                try:
+                    self._ask(controller.release())
+                except XendError as error:
+                    log.warning("Releasing the devices of domain %s: %s", self.domid, error)
+        self._stop_controllers()
+        self._frontends_up.clear()
+        self._frontend_ports = itertools.count(2)
+
+    def _stop_controllers(self) -> None:
+        for controller in (self._blkif, self._netif):
+            if controller is not None:
+                controller.actor_ref.stop(block=False)
+        self._blkif = self._netif = None
+
+    def _device_info(self, kind: type[Device], idx: int) -> DeviceInfo:
+        for info in self.record.devices:
+            if isinstance(info, _INFO[kind]) and info.idx == idx:
+                return info
+        raise NotFound(f"domain {self.record.name} has no {sxp_kind(kind)} {idx}")
+
+    def _position(self, info: DeviceInfo) -> int:
+        """Where ``info``'s device is among the config's devices of its kind: its rank,
+        since devices are attached, and their idx given, in config order."""
+        return sorted(d.idx for d in self.record.devices if type(d) is type(info)).index(info.idx)
+
+    @staticmethod
+    def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]
+        try:
+            return future.get(timeout=DEVICE_TIMEOUT)
+        except pykka.Timeout:
+            raise Timeout(f"a device controller did not answer in {DEVICE_TIMEOUT:g} s") from None
+
     # --- memory and scheduling ------------------------------------------------------------
 
     def set_maxmem(self, memory_mb: int) -> None:
@@ -240,3 +433,27 @@ def _positive(name: str, value: int) -> int:
     if value < 1:
         raise BadRequest(f"invalid {name}: {value} (must be at least 1)")
     return value
+
+
+_INFO: dict[type[Device], type[DeviceInfo]] = {VbdConfig: VbdInfo, VifConfig: VifInfo}
+
+
+def sxp_kind(kind: type[Device]) -> str:
+    return "vbd" if kind is VbdConfig else "vif"
+
+
+def device_text(device: Device) -> str:
+    return sxp.show(device_sxpr(device))
+
+
+def _kind_of(device: Device) -> type[Device]:
+    if isinstance(device, VbdConfig | VifConfig):
+        return type(device)
+    raise BadRequest(f"cannot hot-plug {device_text(device)}: only vbd and vif devices")
+
+
+def _kind_named(name: str) -> type[Device]:
+    kind = DEVICE_KINDS.get(name)
+    if kind is None:
+        raise BadRequest(f"invalid device type: {name} (expected vbd or vif)")
+    return kind

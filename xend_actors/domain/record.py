@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from xend_actors import sxp
+from xend_actors.device.info import DeviceInfo, device_info_from_sxpr
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.errors import BadRequest
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
@@ -32,6 +33,7 @@ class DomainRecord:
     restart_time: float | None = None  # when the last restart began
     shutdown_request: ShutdownReason | None = None  # what xend last asked the guest
     console_port: int | None = None  # kept in the store: the console comes back on it
+    devices: tuple[DeviceInfo, ...] = ()  # attached now, in the order they were attached
 
 
 def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
@@ -57,7 +59,7 @@ def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
         info.append(["restart_state", record.restart_state.value])
     if record.restart_time is not None:
         info.append(["restart_time", record.restart_time])
-    info.append(["devices"])
+    info.append(["devices", *(device.sxpr() for device in record.devices)])
     if record.config is not None:
         info.append(["config", record.config.sxpr])
     return info
@@ -78,6 +80,8 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
             restart_time=_float(sxp.child_value(value, "restart_time")),
             shutdown_request=_enum(ShutdownReason, sxp.child_value(value, "shutdown_request")),
             console_port=_int(sxp.child_value(sxp.child(value, "console"), "console_port")),
+            devices=tuple(device_info_from_sxpr(device)
+                          for device in sxp.children(sxp.child(value, "devices"))),
         )
     except (TypeError, ValueError) as error:
         raise BadRequest(f"bad domain record: {error}") from None

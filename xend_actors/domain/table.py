@@ -29,8 +29,10 @@ import pykka
 from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.console.info import ConsoleInfo
+from xend_actors.device.info import DeviceInfo
+from xend_actors.device.messages import Message
 from xend_actors.domain.config import DomainConfig
-from xend_actors.domain.domain import Domain
+from xend_actors.domain.domain import DeviceServices, Domain
 from xend_actors.domain.record import (
     DomainRecord,
     RestartState,
@@ -64,10 +66,11 @@ class _Entry:
 
 class DomainTable(TracedActor):
     def __init__(self, config: XendConfig, driver: Driver, events: pykka.ActorProxy,
-                 store: Store, consoles: pykka.ActorProxy,
+                 store: Store, consoles: pykka.ActorProxy, devices: DeviceServices,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.config = config
+        self._devices = devices
         self._driver = driver
         self._events = events
         self._consoles = consoles
@@ -146,6 +149,10 @@ class DomainTable(TracedActor):
         console = self._ask(self._consoles.of_domain(entry.record.domid))
         return info_sxpr(entry.record, entry.hv, self._clock(), _sxpr(console))
 
+    def devices(self, dom: str) -> tuple[DeviceInfo, ...]:
+        """The devices attached to ``dom`` now, as its Domain last told."""
+        return self._lookup(dom).record.devices
+
     def find(self, dom: str, *, guest_only: bool = False) -> pykka.ActorProxy:
         """The Domain actor of ``dom`` (a name, else an id); ``guest_only`` refuses Domain-0."""
         entry = self._lookup(dom)
@@ -189,7 +196,7 @@ class DomainTable(TracedActor):
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
         domain = Domain.start(record, driver=self._driver, events=self._events,
                               consoles=self._consoles, table=self._self, records=self._store.domain,
-                              clock=self._clock).proxy()
+                              devices=self._devices, clock=self._clock).proxy()
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
         return entry
 
@@ -230,6 +237,12 @@ class DomainTable(TracedActor):
         entry = self._entries.get(record.domid)
         if entry is not None:
             entry.record = record
+
+    def guest_message(self, domid: int, message: Message) -> None:
+        """A guest's control message (its frontends' requests): to its Domain actor."""
+        entry = self._entries.get(domid)
+        if entry is not None:
+            entry.domain.guest_message(message)
 
     def forget(self, domid: int) -> None:
         """A Domain gave up (its build or restart failed); it has cleaned up after itself."""

@@ -12,7 +12,7 @@ import pykka
 from xend_actors.config import Hypervisor as HypervisorKind
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
-from xend_actors.hypervisor.base import Driver
+from xend_actors.hypervisor.base import Driver, GuestMessage, Notification
 from xend_actors.node import PhysInfo
 from xend_actors.trace import TracedActor
 
@@ -26,7 +26,7 @@ def open_driver(config: XendConfig) -> Driver:
         socket_path = config.run_dir / "simhv.sock"
         ensure_simhv(socket_path, memory_mb=config.sim_memory_mb, cpus=config.sim_cpus,
                      log_file=config.logfile.parent / "xend-simhv.log",
-                     pid_file=config.run_dir / "simhv.pid")
+                     pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
         return SimDriver(socket_path)
     raise XendError(f"the {config.hypervisor.value} driver is not available yet")
 
@@ -40,8 +40,15 @@ class Hypervisor(TracedActor):
         self._driver.close()
 
     def watch(self, table: pykka.ActorProxy) -> None:
-        """Tell ``table`` each domain change the driver reports (Xen's VIRQ_DOM_EXC)."""
-        self._driver.watch(lambda change: table.domain_changed(change.domid))
+        """Tell ``table`` each domain change the driver reports (Xen's VIRQ_DOM_EXC) and
+        each control message a guest sends."""
+        def notify(notification: Notification) -> None:
+            if isinstance(notification, GuestMessage):
+                table.guest_message(notification.domid, notification.message)
+            else:
+                table.domain_changed(notification.domid)
+
+        self._driver.watch(notify)
 
     def physinfo(self) -> PhysInfo:
         return self._driver.physinfo()

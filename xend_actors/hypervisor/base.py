@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from xend_actors.device.messages import Message
 from xend_actors.node import PhysInfo
 
 
@@ -135,6 +136,18 @@ class DomainChanged:
     domid: int
 
 
+@dataclass(frozen=True)
+class GuestMessage:
+    """The driver's notification: a guest sent xend a control message (a frontend's
+    request, facts §9.5-§9.6)."""
+
+    domid: int
+    message: Message
+
+
+Notification = DomainChanged | GuestMessage
+
+
 class Driver(Protocol):
     """A hypervisor driver; every call raises ``XendError`` when it cannot be done."""
 
@@ -181,13 +194,30 @@ class Driver(Protocol):
         """The hypervisor's console ring; ``clear`` empties it after reading."""
         ...
 
+    def send_control(self, domid: int, message: Message) -> Message:
+        """Send a control message to domain ``domid``; returns the response.
+
+        Backend requests (CMSG_BLKIF_BE, CMSG_NETIF_BE) go to the backend domain, 0, and
+        name the frontend domain inside; frontend messages go to the guest. A backend's
+        non-OK status comes back in the response: ``device.messages.check`` raises it.
+        """
+        ...
+
+    def attach_backing(self, path: str, readonly: bool = False) -> int:
+        """Make a host file or block device available to the block backend (Xen's
+        ``losetup`` of ``file:``); returns its device number for vbd extents."""
+        ...
+
+    def detach_backing(self, device: int) -> None: ...
+
     def open_console(self, domid: int) -> socket.socket:
         """A new connection to the domain's console: raw bytes both ways, one reader at a
         time (a new connection replaces the old); it closes when the domain goes."""
         ...
 
-    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
-        """Call ``notify`` (from a driver thread) whenever a domain changes state."""
+    def watch(self, notify: Callable[[Notification], None]) -> None:
+        """Call ``notify`` (from a driver thread) whenever a domain changes state or a
+        guest sends xend a control message."""
         ...
 
     def close(self) -> None: ...

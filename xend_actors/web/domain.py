@@ -9,8 +9,9 @@ from __future__ import annotations
 from werkzeug import Request
 
 from xend_actors import sxp
-from xend_actors.domain.config import parse_domain_config
-from xend_actors.errors import BadRequest
+from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
+from xend_actors.domain.config import parse_device, parse_domain_config
+from xend_actors.errors import BadRequest, NotFound
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op
@@ -110,6 +111,56 @@ class DomainResource(Resource):
         params=_ints("period", "slice", "latency", "xtratime"))
     def atropos_set(self, request: Request, dom: str, **params: int) -> str:
         return self._run(dom, "set_sched", AtroposParams(**params), guest_only=False)
+
+
+    # --- devices (facts §4.4): the info SXP, where the original returned a Python repr ---
+
+    def _infos(self, dom: str, kind: type[DeviceInfo]) -> list[DeviceInfo]:
+        devices = answer(self.table.devices(dom), "the domain table")
+        return [device for device in devices if isinstance(device, kind)]
+
+    def _one(self, dom: str, kind: type[DeviceInfo], idx: int) -> sxp.Value:
+        for device in self._infos(dom, kind):
+            if device.idx == idx:
+                return device.sxpr()
+        raise NotFound(f"domain {dom} has no {'vbd' if kind is VbdInfo else 'vif'} {idx}")
+
+    @op("vbds", on_get=True)
+    def vbds(self, request: Request, dom: str) -> sxp.Value:
+        return [device.sxpr() for device in self._infos(dom, VbdInfo)]
+
+    @op("vbd", params=_ints("vbd"), on_get=True)
+    def vbd(self, request: Request, dom: str, vbd: int) -> sxp.Value:
+        return self._one(dom, VbdInfo, vbd)
+
+    @op("vifs", on_get=True)
+    def vifs(self, request: Request, dom: str) -> sxp.Value:
+        return [device.sxpr() for device in self._infos(dom, VifInfo)]
+
+    @op("vif", params=_ints("vif"), on_get=True)
+    def vif(self, request: Request, dom: str, vif: int) -> sxp.Value:
+        return self._one(dom, VifInfo, vif)
+
+    @op("device_create", params=(Param("config", Kind.SXPR),))
+    def device_create(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
+        device = parse_device(config)
+        domain = self._domain(dom, guest_only=True)
+        return answer(domain.device_create(device), f"domain {dom}", BUILD_TIMEOUT).sxpr()
+
+    @op("device_configure", params=(Param("config", Kind.SXPR), *_ints("idx")))
+    def device_configure(self, request: Request, dom: str, config: sxp.Value,
+                         idx: int) -> sxp.Value:
+        device = parse_device(config)
+        domain = self._domain(dom, guest_only=True)
+        info = answer(domain.device_configure(sxp.name(config), idx, device), f"domain {dom}",
+                      BUILD_TIMEOUT)
+        return info.sxpr()
+
+    @op("device_destroy", params=(Param("type"), *_ints("idx")))
+    def device_destroy(self, request: Request, dom: str, type: str, idx: int) -> str:
+        domain = self._domain(dom, guest_only=True)
+        answer(domain.device_destroy(type, idx), f"domain {dom}", BUILD_TIMEOUT)
+        return "None"
 
 
 def _parent(request: Request) -> str:

@@ -9,6 +9,7 @@ from xend_actors.web.event import EventResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
+from xend_actors.web.vnet import VnetDirResource, VnetResource
 
 
 class RootResource(Resource):
@@ -36,5 +37,7 @@ def make_app(services: Services) -> XendApp:
             ("/xend/console/<int:port>/log", ConsoleLogResource(services)),
             ("/xend/event/", EventResource(services)),
             ("/xend/device/", EmptyResource()),
+            ("/xend/vnet/", VnetDirResource(services)),
+            ("/xend/vnet/<vnet>/", VnetResource(services)),
         ]
     )

@@ -25,6 +25,7 @@ class Services:
     table: pykka.ActorProxy
     notifier: pykka.ActorProxy
     consoles: pykka.ActorProxy
+    vnets: pykka.ActorProxy
 
 
 def answer(future: pykka.Future, what: str, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]

@@ -21,9 +21,9 @@ from pathlib import Path
 from xend_actors.device.messages import Message, MessageIds, Shutdown
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
 from xend_actors.hypervisor.base import (
-    DomainChanged,
     HvDomain,
     LinuxImage,
+    Notification,
     SchedParams,
     ShutdownReason,
 )
@@ -114,7 +114,7 @@ class SimDriver:
     def dmesg(self, clear: bool = False) -> str:
         return self._call("dmesg", clear=clear)
 
-    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
+    def watch(self, notify: Callable[[Notification], None]) -> None:
         """Call ``notify`` from a thread of this driver whenever a domain changes."""
         stream = self._open_stream("watch")
         self._start(lambda: self._read_events(stream, notify), "simhv-watch")
@@ -266,16 +266,16 @@ class SimDriver:
         return sock
 
     def _read_events(self, sock: socket.socket,
-                     notify: Callable[[DomainChanged], None]) -> None:
+                     notify: Callable[[Notification], None]) -> None:
         try:
             with sock.makefile("rb") as lines:
                 for line in lines:
-                    domid = protocol.parse_event(line)
+                    notification = protocol.parse_event(line)
                     try:
-                        notify(DomainChanged(domid))
+                        notify(notification)
                     except Exception:
-                        log.exception("A watcher of xend-simhv failed on domain %d", domid)
-        except (OSError, ValueError) as e:
+                        log.exception("A watcher of xend-simhv failed on %s", notification)
+        except (OSError, ValueError, XendError) as e:
             if not self._closed:
                 log.error("Watching xend-simhv at %s failed: %s", self.socket_path, e)
         finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from xend_actors.hypervisor.base import LinuxImage, ShutdownReason
 from xend_actors.hypervisor.sim.blkback import Disks
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
+from xend_actors.hypervisor.sim.frontend import FRONTEND_MESSAGES, Frontends
 
 IDLE_LOAD = 0.01  # cpu seconds per second of a guest that waits for input
 BUSY_LOAD = 1.0
@@ -68,9 +71,13 @@ class _Flood:
 class Guest:
     def __init__(self, domid: int, clock: Clock,
                  on_exit: Callable[[ShutdownReason | None], None], *,
-                 shutdown_delay: float = 0.03, disks: Disks | None = None) -> None:
+                 shutdown_delay: float = 0.03, disks: Disks | None = None,
+                 send: Callable[[Message], None] = lambda message: None,
+                 transmit: Callable[[int, bytes], None] | None = None) -> None:
         self.domid = domid
         self.disks = disks
+        self.frontends = Frontends(domid, send)
+        self._transmit = transmit
         self.console = Console(self._on_input)
         self.cpu = Meter(clock)
         self.uptime = Meter(clock)
@@ -106,7 +113,11 @@ class Guest:
         self._drain()
 
     def deliver(self, message: Message) -> Message:
-        """A CMSG_SHUTDOWN request; it is acted on once the guest runs. Answers itself."""
+        """A CMSG_SHUTDOWN request or a frontend message; acted on once the guest runs.
+        Answers itself."""
+        if isinstance(message, FRONTEND_MESSAGES):
+            self._run(partial(self.frontends.receive, message))
+            return message
         if not isinstance(message, Shutdown):
             raise BadRequest(f"domain {self.domid} takes no control message of type "
                              f"{int(message.type)}")
@@ -157,9 +168,11 @@ class Guest:
             f"Kernel command line: {image.cmdline}",
             "Xen virtual console successfully installed as xvc0",
             "Commands: echo, uptime, poweroff, reboot, halt, crash, flood BYTES, lsblk,",
-            "  disk VDEV read OFFSET LENGTH, disk VDEV write OFFSET TEXT",
+            "  disk VDEV read OFFSET LENGTH, disk VDEV write OFFSET TEXT, ifconfig,",
+            "  udp ETH SRC-IP DST-IP PORT TEXT",
         )
         self.console.write(PROMPT)
+        self.frontends.boot()
 
     def _going_down(self, reason: ShutdownReason | None, message: str) -> None:
         """Say ``message`` and, after the shutdown delay, exit with ``reason``."""
@@ -319,6 +332,33 @@ class Guest:
         except OSError as e:
             self._reply(f"disk: {args[1]} error: {e.strerror}")
 
+    def _ifconfig(self, _args: list[str]) -> None:
+        rows = [f"eth{i.handle}  HWaddr {i.mac}  {i.status.name.lower()}  evtchn {i.evtchn}"
+                for _, i in sorted(self.frontends.net.items())]
+        self._reply("\r\n".join(rows) or "no network interfaces")
+
+    def _udp(self, args: list[str]) -> None:
+        """``udp ETH SRC DST PORT TEXT``: send one UDP datagram from ethETH, any source."""
+        usage = "usage: udp ETH SRC-IP DST-IP PORT TEXT"
+        try:
+            handle, port = int(args[0]), int(args[3])
+            nic = self.frontends.net[handle]
+            frame = udp_frame(nic.mac, args[1], args[2], port, " ".join(args[4:]).encode())
+        except (ValueError, IndexError, OSError):
+            self._reply(usage)
+            return
+        except KeyError:
+            self._reply(f"udp: no eth{args[0]}")
+            return
+        try:
+            if self._transmit is None:
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+            self._transmit(handle, frame)
+        except OSError as e:
+            self._reply(f"udp: send error: {e.strerror}")
+            return
+        self._reply(f"sent {len(frame)} bytes")
+
     # --- flood: output as fast as the console takes it -----------------------------------
 
     def _flood_command(self, args: list[str]) -> None:
@@ -368,4 +408,19 @@ SHELL_COMMANDS: dict[str, Callable[[Guest, list[str]], None]] = {
     "flood": Guest._flood_command,
     "lsblk": Guest._lsblk,
     "disk": Guest._disk,
+    "ifconfig": Guest._ifconfig,
+    "udp": Guest._udp,
 }
+
+
+def udp_frame(mac: str, src: str, dst: str, port: int, payload: bytes) -> bytes:
+    """An Ethernet broadcast frame carrying one IPv4 UDP datagram (no UDP checksum)."""
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    words = struct.unpack("!10H", header)
+    total = sum(words)
+    total = (total >> 16) + (total & 0xFFFF)
+    checksum = ~(total + (total >> 16)) & 0xFFFF
+    header = header[:10] + struct.pack("!H", checksum) + header[12:]
+    return b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) + b"\x08\x00" + header + udp

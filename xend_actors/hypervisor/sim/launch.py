@@ -26,7 +26,7 @@ LOG_TAIL_BYTES = 2000
 
 
 def ensure_simhv(socket_path: Path, *, memory_mb: int, cpus: int, log_file: Path,
-                 pid_file: Path, timeout: float = 10.0) -> None:
+                 pid_file: Path, taps: bool = False, timeout: float = 10.0) -> None:
     """Make sure an xend-simhv answers on ``socket_path``; start one if none does."""
     if simhv_answers(socket_path):
         return
@@ -34,7 +34,7 @@ def ensure_simhv(socket_path: Path, *, memory_mb: int, cpus: int, log_file: Path
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [*simhv_command(), "--socket", str(socket_path), "--memory", str(memory_mb),
-               "--cpus", str(cpus), "--pid-file", str(pid_file)]
+               "--cpus", str(cpus), "--pid-file", str(pid_file), *(["--taps"] if taps else [])]
     with open(log_file, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True, cwd="/")

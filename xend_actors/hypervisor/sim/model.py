@@ -33,6 +33,7 @@ from xend_actors.hypervisor.sim.blkback import Backing, BlockBackend
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
 from xend_actors.hypervisor.sim.guest import IDLE_LOAD, Guest
+from xend_actors.hypervisor.sim.netback import NetBackend
 from xend_actors.node import PhysInfo
 
 DOM0_NAME = "Domain-0"
@@ -42,6 +43,7 @@ CPU_MHZ = 2000
 DMESG_LIMIT = 16 * 1024
 
 ControlHandler = Callable[[int, Message], Message]
+BackendHandler = Callable[[Message], Message]
 
 
 @dataclass(eq=False)
@@ -80,7 +82,7 @@ def _state(running: bool, blocked: bool, paused: bool, shutdown: bool,
 
 class SimHypervisor:
     def __init__(self, memory_mb: int, cpus: int, clock: Clock, *,
-                 shutdown_delay: float = 0.03) -> None:
+                 shutdown_delay: float = 0.03, taps: bool = False) -> None:
         if memory_mb <= DOM0_MEMORY_MB:
             raise BadRequest(f"the simulated host needs more than {DOM0_MEMORY_MB} MiB of "
                              f"memory (Domain-0 alone has {DOM0_MEMORY_MB} MiB), got {memory_mb}")
@@ -92,11 +94,17 @@ class SimHypervisor:
         self.rrobin_slice_ns = 0
         # Domain-0's block backend; it answers CMSG_BLKIF_BE sent to domain 0.
         self.block = BlockBackend(lambda domid: domid in self._domains)
-        # Control messages by type; the device backends add theirs here.
+        # Domain-0's network backend; with ``taps`` its links are real tap devices.
+        self.net = NetBackend(lambda domid: domid in self._domains, taps=taps)
+        # Control messages by type: to a guest, or to a backend in domain 0.
         self.control_handlers: dict[int, ControlHandler] = {
             MessageType.SHUTDOWN: self._to_guest,
-            MessageType.BLKIF_BE: self._to_block_backend,
+            MessageType.BLKIF_FE: self._to_guest,
+            MessageType.NETIF_FE: self._to_guest,
+            MessageType.BLKIF_BE: partial(self._to_backend, self.block.handle, "block"),
+            MessageType.NETIF_BE: partial(self._to_backend, self.net.handle, "network"),
         }
+        self._control_listeners: list[Callable[[int, Message], None]] = []
         self._clock = clock
         self._shutdown_delay = shutdown_delay
         self._listeners: list[Callable[[int], None]] = []
@@ -114,6 +122,10 @@ class SimHypervisor:
     def add_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(domid)`` whenever a domain's flags change or it goes away."""
         self._listeners.append(listener)
+
+    def add_control_listener(self, listener: Callable[[int, Message], None]) -> None:
+        """Call ``listener(domid, message)`` for each control message a guest sends xend."""
+        self._control_listeners.append(listener)
 
     # --- the host ------------------------------------------------------------------
 
@@ -167,7 +179,9 @@ class SimHypervisor:
         dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu)
         dom.guest = Guest(domid, self._clock, partial(self._guest_exit, dom),
                           shutdown_delay=self._shutdown_delay,
-                          disks=self.block.disks_of(domid))
+                          disks=self.block.disks_of(domid),
+                          send=partial(self._from_guest, domid),
+                          transmit=partial(self.net.transmit, domid))
         self._domains[domid] = dom
         self._used_kb += dom.memory_kb
         self._log(f"domain {domid} created: {name}, {memory_mb} MiB")
@@ -204,6 +218,7 @@ class SimHypervisor:
         if dom.guest is not None:
             dom.guest.kill()
         self.block.domain_gone(domid)
+        self.net.domain_gone(domid)
         self._log(f"domain {domid} destroyed")
         self._notify(domid)
 
@@ -297,13 +312,18 @@ class SimHypervisor:
         return guest
 
     def _to_guest(self, domid: int, message: Message) -> Message:
-        return self._guest(domid, "send a shutdown request to").deliver(message)
+        return self._guest(domid, "send a control message to").deliver(message)
 
-    def _to_block_backend(self, domid: int, message: Message) -> Message:
+    def _to_backend(self, handle: BackendHandler, kind: str, domid: int,
+                    message: Message) -> Message:
         if domid != 0:
-            raise BadRequest(f"domain {domid} runs no block backend: send CMSG_BLKIF_BE "
-                             "to domain 0")
-        return self.block.handle(message)
+            raise BadRequest(f"domain {domid} runs no {kind} backend: send "
+                             f"{type(message).__name__} to domain 0")
+        return handle(message)
+
+    def _from_guest(self, domid: int, message: Message) -> None:
+        for listener in self._control_listeners:
+            listener(domid, message)
 
     def _guest_exit(self, dom: _Domain, reason: ShutdownReason | None) -> None:
         if self._domains.get(dom.domid) is not dom:

@@ -44,9 +44,10 @@ dying), ``-`` for a clear flag, and shutdown_reason a ShutdownReason value or nu
 
 Streams. Two calls turn their connection into a stream after an ``ok`` reply:
 ``watch`` sends ``{"event": "changed", "domid": N}`` lines whenever a domain's flags
-change or it goes away; ``console {domid}`` carries that domain's raw console bytes
-both ways (one client per domain: a new one closes the old) and closes when the
-domain is destroyed.
+change or it goes away, and ``{"event": "control", "domid": N, "frame": HEX}`` lines
+for each control message a guest sends xend (a frontend's request); ``console
+{domid}`` carries that domain's raw console bytes both ways (one client per domain: a
+new one closes the old) and closes when the domain is destroyed.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, 
 from xend_actors.hypervisor.base import (
     AtroposParams,
     BvtParams,
+    DomainChanged,
     DomainState,
     FbvtParams,
+    GuestMessage,
     HvDomain,
     SchedParams,
     ShutdownReason,
@@ -111,12 +114,20 @@ def event(domid: int) -> bytes:
     return encode({"event": "changed", "domid": domid})
 
 
-def parse_event(line: bytes) -> int:
-    """The domid of a watch event line."""
-    message = json.loads(line)
-    if message.get("event") != "changed":
-        raise ValueError(f"not a watch event: {line!r}")
-    return int(message["domid"])
+def guest_event(domid: int, message: Message) -> bytes:
+    return encode({"event": "control", "domid": domid, **control_to_wire(message, 0)})
+
+
+def parse_event(line: bytes) -> DomainChanged | GuestMessage:
+    """What a watch event line says: a domain changed, or a guest sent a message."""
+    event = json.loads(line)
+    kind = event.get("event") if isinstance(event, dict) else None
+    if kind == "changed":
+        return DomainChanged(int(event["domid"]))
+    if kind == "control":
+        _, message = control_from_wire(Args("event", event))
+        return GuestMessage(int(event["domid"]), message)
+    raise ValueError(f"not a watch event: {line!r}")
 
 
 def parse_request(line: bytes) -> tuple[int, str, Args]:

@@ -20,6 +20,7 @@ import sys
 from enum import Enum
 from pathlib import Path
 
+from xend_actors.device.messages import Message
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, XendError
 from xend_actors.hypervisor.sim import calls, protocol
 from xend_actors.hypervisor.sim.console import Console
@@ -46,6 +47,7 @@ class SimServer:
         self.connections: set[Connection] = set()
         self.watchers: set[Connection] = set()
         hv.add_listener(self._changed)
+        hv.add_control_listener(self._from_guest)
 
     def connection(self) -> Connection:
         return Connection(self)
@@ -56,7 +58,11 @@ class SimServer:
 
     def _changed(self, domid: int) -> None:
         for watcher in list(self.watchers):
-            watcher.send_event(domid)
+            watcher.send_event(protocol.event(domid))
+
+    def _from_guest(self, domid: int, message: Message) -> None:
+        for watcher in list(self.watchers):
+            watcher.send_event(protocol.guest_event(domid, message))
 
 
 class Connection(asyncio.Protocol):
@@ -141,7 +147,7 @@ class Connection(asyncio.Protocol):
 
     # --- a watcher ------------------------------------------------------------------------
 
-    def send_event(self, domid: int) -> None:
+    def send_event(self, event: bytes) -> None:
         if self._transport is None:
             return
         if self._transport.get_write_buffer_size() > WATCHER_BACKLOG:
@@ -149,7 +155,7 @@ class Connection(asyncio.Protocol):
                         WATCHER_BACKLOG)
             self._transport.abort()
             return
-        self._transport.write(protocol.event(domid))
+        self._transport.write(event)
 
     # --- calls ------------------------------------------------------------------------
 
@@ -189,10 +195,10 @@ class Connection(asyncio.Protocol):
 
 
 async def serve(socket_path: Path, *, memory_mb: int, cpus: int,
-                shutdown_delay: float) -> None:
+                shutdown_delay: float, taps: bool = False) -> None:
     """Serve a new simulated host on ``socket_path`` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    hv = SimHypervisor(memory_mb, cpus, loop, shutdown_delay=shutdown_delay)
+    hv = SimHypervisor(memory_mb, cpus, loop, shutdown_delay=shutdown_delay, taps=taps)
     server = SimServer(hv)
     _remove_stale_socket(socket_path)
     listener = await loop.create_unix_server(server.connection, str(socket_path))
@@ -207,6 +213,7 @@ async def serve(socket_path: Path, *, memory_mb: int, cpus: int,
     finally:
         listener.close()
         server.close()
+        hv.net.close()
         socket_path.unlink(missing_ok=True)
         log.info("Stopped")
 
@@ -240,6 +247,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="write and lock the pid here while running")
     parser.add_argument("--shutdown-delay", type=float, default=0.03, metavar="S",
                         help="how long a guest takes to shut down when asked (default 0.03)")
+    parser.add_argument("--taps", action="store_true",
+                        help="give each vif a real tap device vifD.N (needs CAP_NET_ADMIN)")
     return parser
 
 
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         asyncio.run(serve(options.socket, memory_mb=options.memory, cpus=options.cpus,
-                          shutdown_delay=options.shutdown_delay))
+                          shutdown_delay=options.shutdown_delay, taps=options.taps))
     except XendError as e:
         log.error("%s", e.message)
         return 1

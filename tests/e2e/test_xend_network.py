@@ -1,0 +1,174 @@
+"""xend's networking for real, in a network namespace of the test's own: the network
+script's bridge at start, a real tap ``vifD.N`` per vif in the sim's backend, the vif
+script attaching it with anti-spoofing, frames the guest sends judged by that filter,
+and every link gone with the domain. xend runs inside the namespace; the test reaches
+it over its Unix socket."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import XendHome, netns_usable, new_home, wait_for
+from xend_actors import sxp
+from xend_actors.device.scripts import SHIPPED_SCRIPTS as SCRIPTS
+
+_WHY = netns_usable()
+pytestmark = [pytest.mark.e2e, *([pytest.mark.skip(reason=_WHY)] if _WHY else [])]
+
+LISTEN = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, _ = sock.recvfrom(2048)
+    print(data.decode(), flush=True)
+"""
+
+
+class Namespace:
+    def __init__(self) -> None:
+        self.name = f"xn-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.ip("link", "set", "lo", "up")
+
+    def ip(self, *args: str) -> str:
+        done = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def links(self) -> dict[str, dict]:
+        return {link["ifname"]: link for link in json.loads(self.ip("-j", "-d", "link", "show"))}
+
+    def run(self, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
+                              text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+@pytest.fixture
+def namespace() -> Iterator[Namespace]:
+    ns = Namespace()
+    yield ns
+    ns.delete()
+
+
+@pytest.fixture
+def netns_xend(namespace: Namespace) -> Iterator[XendHome]:
+    home = new_home("(sim-taps yes)\n(vif-bridge xen-br0)\n")
+    home.netns = namespace.name
+    started = home.xend("start")
+    assert started.returncode == 0, started.stderr
+    yield home
+    home.xend("stop")
+    home.kill_simhv()
+
+
+def post(home: XendHome, path: str, **fields: str) -> sxp.Value:
+    with home.unix_http() as http:
+        reply = http.post(path, data=fields)
+    assert reply.status_code in (200, 201), reply.text
+    return sxp.parse(reply.text)
+
+
+def vm(name: str, *vifs: list) -> str:
+    return sxp.show(["vm", ["name", name], ["memory", "32"],
+                     ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]],
+                     *(["device", vif] for vif in vifs)])
+
+
+def test_vifs_are_real_links_on_the_bridge_and_go_with_the_domain(
+        netns_xend: XendHome, namespace: Namespace) -> None:
+    bridge = namespace.links()["xen-br0"]  # the network script ran when xend started
+    assert bridge["linkinfo"]["info_kind"] == "bridge" and "UP" in bridge["flags"]
+    info = post(netns_xend, "/xend/domain/", op="create", config=vm(
+        "net1", ["vif", ["mac", "aa:00:00:00:01:01"], ["ip", "10.77.0.5"]],
+        ["vif", ["mac", "aa:00:00:00:01:02"], ["vifname", "web0"]]))
+    domid = sxp.child_value(info, "id")
+    links = namespace.links()
+    vif = links[f"vif{domid}.0"]
+    assert vif["linkinfo"]["info_kind"] == "tun" and vif["master"] == "xen-br0"
+    assert "UP" in vif["flags"]
+    assert links["web0"]["master"] == "xen-br0"  # renamed to its vifname
+    status = namespace.run(sys.executable, str(SCRIPTS / "vif-bridge"), "status",
+                           f"vif=vif{domid}.0")
+    assert "antispoof: on" in status.stdout, status.stdout + status.stderr
+
+    post(netns_xend, "/xend/domain/net1", op="device_destroy", type="vif", idx="1")
+    assert "web0" not in namespace.links()
+    post(netns_xend, "/xend/domain/net1", op="destroy", reason="halt")
+    links = namespace.links()
+    assert f"vif{domid}.0" not in links
+    assert "xen-br0" in links  # xend never takes the network down
+    assert netns_xend.xend("stop").returncode == 0
+    assert "xen-br0" in namespace.links()
+
+
+def test_the_guest_may_send_from_its_own_address_only(
+        netns_xend: XendHome, namespace: Namespace, tmp_path: Path) -> None:
+    namespace.ip("addr", "add", "10.77.0.1/24", "dev", "xen-br0")
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", namespace.name, sys.executable, "-c", LISTEN, "10.77.0.1",
+         "5000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
+        info = post(netns_xend, "/xend/domain/", op="create", config=vm(
+            "net2", ["vif", ["mac", "aa:00:00:00:02:01"], ["ip", "10.77.0.5"]]))
+        post(netns_xend, "/xend/domain/net2", op="unpause")
+        guest = Guest(netns_xend, namespace, int(sxp.child_value(info, "id")))
+        guest.wait_connected()
+        assert guest.sh("udp 0 10.77.0.66 10.77.0.1 5000 spoofed") == "sent"
+        assert guest.sh("udp 0 10.77.0.5 10.77.0.1 5000 genuine") == "sent"
+        assert listener.stdout.readline() == "genuine\n"  # the spoofed one never came
+        status = namespace.run(sys.executable, str(SCRIPTS / "vif-bridge"), "status",
+                               f"vif=vif{guest.domid}.0")
+        drops = int(status.stdout.rsplit("drop=", 1)[1].split()[0])
+        assert drops >= 1, status.stdout
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+class Guest:
+    """The sim guest's shell, reached through its console port inside the namespace."""
+
+    def __init__(self, home: XendHome, namespace: Namespace, domid: int) -> None:
+        self.home, self.namespace, self.domid = home, namespace, domid
+
+    def wait_connected(self) -> None:
+        def connected() -> bool:
+            with self.home.unix_http() as http:
+                vifs = sxp.parse(http.get("/xend/domain/net2", params={"op": "vifs"}).text)
+            return bool(vifs) and sxp.child(vifs[0], "evtchn") is not None
+        wait_for(connected, what="the vif connected")
+
+    def sh(self, command: str) -> str:
+        """Run ``command`` in the guest; the first word of its answer."""
+        port = self.home.console_port_base + self.domid
+        done = self.namespace.run(sys.executable, "-c", CONSOLE, str(port), command)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()[0]
+
+
+CONSOLE = r"""
+import socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+sock.sendall(sys.argv[2].encode() + b"\r")
+seen, deadline = b"", time.monotonic() + 10
+marker = sys.argv[2].encode() + b"\r\n"
+while not (marker in seen and seen.rsplit(marker, 1)[1].endswith(b"# ")):
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    seen += sock.recv(4096)
+print(seen.rsplit(marker, 1)[1][:-2].decode().strip())
+"""
+
+

@@ -1,0 +1,199 @@
+"""The NetifController actor: one domain's virtual network interfaces (facts §5.3, §9.6-9.7).
+
+It runs Xen's sequences with control messages to the network backend in domain 0 and
+to the domain's network frontend:
+
+* attach vif N: ``NetifBeCreate`` (the backend makes link ``vif<domid>.<N>``), the
+  optional ``vifname`` rename, then the vif script ``up`` with the original's words
+  (``vif= domain= mac= bridge= [ip=]``, plus ``antispoof=``) as an argument vector. On
+  failure each step done is undone, so nothing stays half-attached. A frontend that
+  is up is told the new interface (DISCONNECTED) and connects.
+* the frontend's handshake: DRIVER_STATUS UP → every vif's status (DISCONNECTED) and
+  then ``NetifFeDriverStatus(UP, max_handle)``; INTERFACE_CONNECT → an event-channel
+  pair, ``NetifBeConnect``, then CONNECTED with the frontend's port. The pair shows in
+  the vif's info; its owner is told.
+* detach and release: the vif script ``down``, ``NetifBeDisconnect``, ``NetifBeDestroy``,
+  and the frontend is told CLOSED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+import pykka
+
+from xend_actors.config import XendConfig
+from xend_actors.device import messages as m
+from xend_actors.device.info import VifInfo
+from xend_actors.device.scripts import run_script
+from xend_actors.domain.config import VifConfig
+from xend_actors.errors import Conflict, NotFound, XendError
+from xend_actors.hypervisor.base import Driver
+from xend_actors.trace import TracedActor
+
+log = logging.getLogger(__name__)
+
+BACKEND_DOMID = 0
+RENAME_TIMEOUT = 10.0
+
+
+def link_name(domid: int, idx: int) -> str:
+    """The backend link of vif ``idx`` of domain ``domid`` (facts §9.7)."""
+    return f"vif{domid}.{idx}"
+
+
+class NetifController(TracedActor):
+    use_daemon_thread = True
+
+    def __init__(self, domid: int, name: str, *, driver: Driver, config: XendConfig,
+                 network: pykka.ActorProxy, owner: pykka.ActorProxy,
+                 ports: Callable[[], tuple[int, int]], frontend_up: bool = False) -> None:
+        super().__init__()
+        self._domid = domid
+        self._name = name
+        self._driver = driver
+        self._config = config
+        self._network = network
+        self._owner = owner
+        self._ports = ports
+        self._frontend_up = frontend_up
+        self._vifs: dict[int, VifInfo] = {}
+
+    # --- attaching and detaching ------------------------------------------------------------
+
+    def attach(self, idx: int, vif: VifConfig) -> VifInfo:
+        """Attach ``vif`` as vif ``idx``; XendError (nothing left behind) if it fails."""
+        if idx in self._vifs:
+            raise Conflict(f"domain {self._domid} already has vif {idx}")
+        link = link_name(self._domid, idx)
+        what = f"vif {idx} ({link})"
+        info = VifInfo(idx, vif.mac, vif.vifname or link, vif.bridge or self._config.vif_bridge,
+                       vif.script or self._config.vif_script, vif.ips, vif.vifname)
+        self._send(m.NetifBeCreate(self._domid, idx, vif.mac), what)
+        try:
+            if vif.vifname:
+                self._network.rename_link(link, vif.vifname).get(timeout=RENAME_TIMEOUT)
+            self._script("up", info)
+        except Exception as error:
+            self._take_down(info, script=False)
+            if isinstance(error, XendError):
+                raise
+            raise XendError(f"{what}: {error}") from error
+        self._vifs[idx] = info
+        if self._frontend_up:
+            self._to_frontend(info, m.InterfaceStatus.DISCONNECTED)
+        return info
+
+    def configure(self, idx: int, vif: VifConfig) -> VifInfo:
+        """Change the bridge, script or addresses of vif ``idx`` (not its mac): the old
+        script takes it down, the new one brings it up."""
+        old = self._info(idx)
+        if vif.mac != old.mac:
+            raise Conflict(f"vif {idx}: the mac cannot be changed ({old.mac})")
+        new = replace(old, bridge=vif.bridge or self._config.vif_bridge,
+                      script=vif.script or self._config.vif_script, ips=vif.ips)
+        self._script("down", old)
+        try:
+            self._script("up", new)
+        except XendError:
+            self._script("up", old)
+            raise
+        self._vifs[idx] = new
+        return new
+
+    def detach(self, idx: int) -> None:
+        info = self._info(idx)
+        del self._vifs[idx]
+        self._take_down(info, script=True)
+        if self._frontend_up:
+            self._to_frontend(info, m.InterfaceStatus.CLOSED)
+
+    def adopt(self, infos: list[VifInfo]) -> None:
+        """xend restarted: the backend still has these vifs, connected."""
+        self._vifs = {info.idx: info for info in infos}
+        self._frontend_up = bool(infos)
+
+    def release(self) -> None:
+        """The domain is going: take every vif down; never raises."""
+        for idx in list(self._vifs):
+            self._take_down(self._vifs.pop(idx), script=True)
+
+    def infos(self) -> list[VifInfo]:
+        return [self._vifs[idx] for idx in sorted(self._vifs)]
+
+    # --- the frontend's side ----------------------------------------------------------------
+
+    def frontend(self, message: m.Message) -> None:
+        """A message from the domain's network frontend."""
+        if isinstance(message, m.NetifFeDriverStatus):
+            self._frontend_up = message.status is m.DriverStatus.UP
+            if not self._frontend_up:
+                return
+            for idx, info in sorted(self._vifs.items()):
+                self._vifs[idx] = info = replace(info, evtchn=None)
+                self._to_frontend(info, m.InterfaceStatus.DISCONNECTED)
+            self._driver.send_control(self._domid, m.NetifFeDriverStatus(
+                m.DriverStatus.UP, max_handle=len(self._vifs)))
+        elif isinstance(message, m.NetifFeInterfaceConnect):
+            self._connect(message)
+
+    def _connect(self, message: m.NetifFeInterfaceConnect) -> None:
+        info = self._vifs.get(message.handle)
+        if info is None:
+            log.warning("Domain %s asked to connect unknown vif %s", self._domid, message.handle)
+            return
+        backend_port, frontend_port = self._ports()
+        try:
+            self._send(m.NetifBeConnect(self._domid, info.idx, message.tx_shmem_frame,
+                                        message.rx_shmem_frame, backend_port),
+                       f"vif {info.idx}")
+        except XendError as error:
+            log.error("Domain %s: %s", self._domid, error.message)
+            return
+        self._vifs[info.idx] = info = replace(info, evtchn=(backend_port, frontend_port))
+        self._to_frontend(info, m.InterfaceStatus.CONNECTED, frontend_port)
+        self._owner.device_changed(info)
+
+    def _to_frontend(self, info: VifInfo, status: m.InterfaceStatus, evtchn: int = 0) -> None:
+        try:
+            self._driver.send_control(self._domid, m.NetifFeInterfaceStatus(
+                info.idx, status, evtchn, info.mac, BACKEND_DOMID))
+        except XendError as error:
+            log.warning("Domain %s: telling the network frontend %s failed: %s",
+                        self._domid, status.name, error.message)
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _info(self, idx: int) -> VifInfo:
+        info = self._vifs.get(idx)
+        if info is None:
+            raise NotFound(f"domain {self._domid} has no vif {idx}")
+        return info
+
+    def _send(self, message: m.Message, what: str) -> None:
+        m.check(self._driver.send_control(BACKEND_DOMID, message), what)
+
+    def _script(self, op: str, info: VifInfo) -> None:
+        words = [op, f"vif={info.link}", f"domain={self._name}", f"mac={info.mac}",
+                 f"bridge={info.bridge}",
+                 f"antispoof={'yes' if self._config.vif_antispoof else 'no'}"]
+        if info.ips:
+            words.append(f"ip={' '.join(info.ips)}")
+        run_script(self._config, info.script, words,
+                   what=f"vif {info.idx} ({info.link}): vif script {info.script} {op}")
+
+    def _take_down(self, info: VifInfo, *, script: bool) -> None:
+        """Script down (if it ran), disconnect, destroy; failures are logged."""
+        steps: list[Callable[[], None]] = []
+        if script:
+            steps.append(lambda: self._script("down", info))
+        what = f"vif {info.idx}"
+        steps.append(lambda: self._send(m.NetifBeDisconnect(self._domid, info.idx), what))
+        steps.append(lambda: self._send(m.NetifBeDestroy(self._domid, info.idx), what))
+        for step in steps:
+            try:
+                step()
+            except XendError as error:
+                log.warning("Domain %s: %s", self._domid, error.message)
