@@ -126,6 +126,14 @@ class XendClient:
     def xend_domain_configure(self, dom: str | int, config: sxp.Value) -> sxp.Value:
         return self.post(self._domain(dom), "configure", config=config)
 
+    def xend_domain_save(self, dom: str | int, filename: str) -> sxp.Value:
+        """Save the domain to ``filename`` on xend's host; the domain is then destroyed."""
+        return self.post(self._domain(dom), "save", file=filename)
+
+    def xend_domain_restore(self, filename: str) -> sxp.Value:
+        """Restore the domain saved in ``filename`` on xend's host; its info."""
+        return self.post(self.url("domain"), "restore", file=filename)
+
     def xend_domain_unpause(self, dom: str | int) -> sxp.Value:
         return self.post(self._domain(dom), "unpause")
 

@@ -22,6 +22,7 @@ from xend_actors.device.claims import BlockClaims
 from xend_actors.device.network import Network
 from xend_actors.domain.domain import DeviceServices
 from xend_actors.domain.table import DomainTable
+from xend_actors.domain.transfer import Transfer
 from xend_actors.events import EventBus
 from xend_actors.hypervisor.actor import Hypervisor, open_driver
 from xend_actors.logs import setup_logging
@@ -76,8 +77,11 @@ class Root(TracedActor):
             answer(hypervisor.watch(table), "the hypervisor")
             count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
+            transfer = self._adopt("transfer", Transfer.start(
+                driver, table, events, self.store.migrate)).proxy()
+            answer(transfer.ping(), "the transfer actor")
             services = Services(self.config, events, hypervisor, table, notifier=notifier,
-                                consoles=consoles, vnets=vnets)
+                                consoles=consoles, vnets=vnets, transfer=transfer)
             web = self._adopt("web", WebServer.start(self.config, make_app(services)))
             addresses = answer(web.proxy().addresses(), "the web server")
             debug = self._adopt("debug", DebugServer.start(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xend_actors.device.messages import MemRequest, Shutdown
+from xend_actors.device.messages import MemRequest, Shutdown, ShutdownSubtype
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -463,3 +463,62 @@ def test_dmesg_is_a_bounded_ring(hv: SimHypervisor) -> None:
     text = hv.dmesg()
     assert 15 * 1024 < len(text) <= 16 * 1024
     assert text.startswith("(XEN) domain")
+
+
+# --- save and restore ------------------------------------------------------------------------
+
+def suspended(hv: SimHypervisor, clock: ManualClock) -> tuple[int, Screen]:
+    domid, screen = booted(hv)
+    shell(hv, domid, screen, "echo before-the-save")
+    clock.advance(5.0)
+    request_shutdown(hv, domid, ShutdownSubtype.SUSPEND)
+    clock.advance(DELAY)
+    assert hv.domain(domid).shutdown_reason is ShutdownReason.SUSPEND
+    return domid, screen
+
+
+def test_a_suspended_guest_is_restored_with_its_screen_and_uptime(
+        hv: SimHypervisor, clock: ManualClock) -> None:
+    domid, _ = suspended(hv, clock)
+    state = hv.save_state(domid)
+    hv.destroy(domid)
+    clock.advance(100.0)  # time in the file does not count as uptime
+    new = hv.restore_state("web", 256, state)
+    assert letters(hv, new) == "--p--"
+    screen = Screen()
+    hv.console(new).attach(screen)
+    hv.unpause(new)
+    assert "before-the-save" in screen.text
+    assert f"Restored from a saved state (now domain {new})" in screen.text
+    assert screen.text.endswith("# ")
+    uptime = float(shell(hv, new, screen, "uptime").split("up ")[1].split()[0])
+    assert 5.0 <= uptime < 6.0
+    assert "hi" in shell(hv, new, screen, "echo hi")
+
+
+def test_only_a_suspended_domain_can_be_saved_or_resumed(
+        hv: SimHypervisor, clock: ManualClock) -> None:
+    domid, _ = booted(hv)
+    with pytest.raises(Conflict, match="not suspended"):
+        hv.save_state(domid)
+    with pytest.raises(Conflict, match="not suspended"):
+        hv.resume(domid)
+    request_shutdown(hv, domid, ShutdownSubtype.POWEROFF)
+    clock.advance(DELAY)
+    with pytest.raises(Conflict, match="not suspended"):
+        hv.save_state(domid)
+
+
+def test_a_resumed_guest_runs_on(hv: SimHypervisor, clock: ManualClock) -> None:
+    domid, screen = suspended(hv, clock)
+    hv.resume(domid)
+    assert hv.domain(domid).shutdown_reason is None
+    assert letters(hv, domid) == "-b---"
+    assert "Resumed" in screen.text
+    assert "still here" in shell(hv, domid, screen, "echo still here")
+
+
+def test_a_bad_state_is_refused_and_leaves_no_domain(hv: SimHypervisor) -> None:
+    with pytest.raises(BadRequest, match="not a saved sim guest state"):
+        hv.restore_state("web", 256, b"{not json")
+    assert [d.domid for d in hv.list_domains()] == [0]

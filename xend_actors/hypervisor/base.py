@@ -174,6 +174,21 @@ class Driver(Protocol):
         """Ask the guest to shut down (a CMSG_SHUTDOWN message); returns at once."""
         ...
 
+    def save_state(self, domid: int) -> bytes:
+        """The hypervisor's state of domain ``domid``, which must be suspended (shut down
+        for suspend): the payload of a save image (facts §10). The domain stays as it is."""
+        ...
+
+    def restore_state(self, name: str, memory_mb: int, state: bytes) -> int:
+        """A new paused domain built from ``state`` (what ``save_state`` gave) instead of
+        from an image; returns its id. Unpausing it lets the saved guest run on."""
+        ...
+
+    def resume(self, domid: int) -> None:
+        """Undo the suspend of domain ``domid`` when it is not saved after all: the guest
+        runs on where it stopped."""
+        ...
+
     def set_maxmem(self, domid: int, memory_mb: int) -> None: ...
 
     def set_memory_target(self, domid: int, memory_mb: int) -> None: ...

@@ -11,11 +11,11 @@ from werkzeug import Request
 from xend_actors import sxp
 from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
 from xend_actors.domain.config import parse_device, parse_domain_config
-from xend_actors.errors import BadRequest, NotFound
+from xend_actors.errors import BadRequest, NotFound, XendError
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op
-from xend_actors.web.services import BUILD_TIMEOUT, Services, answer
+from xend_actors.web.services import BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
 
 
 def _ints(*names: str) -> tuple[Param, ...]:
@@ -27,6 +27,7 @@ class DomainDirResource(Resource):
 
     def __init__(self, services: Services) -> None:
         self.table = services.table
+        self.transfer = services.transfer
 
     def get(self, request: Request, **url_args: str) -> sxp.Value:
         if request.args.get("detail", "0") not in ("0", ""):
@@ -42,12 +43,20 @@ class DomainDirResource(Resource):
         location = f"{request.host_url}xend/domain/{record.name}"
         return Reply(info, 201, location=location)
 
+    @op("restore", params=(Param("file"),), status=201)
+    def restore(self, request: Request, file: str) -> Reply:
+        info = answer(_transfer(self.transfer).restore(file), "the transfer actor",
+                      TRANSFER_TIMEOUT)
+        location = f"{request.host_url}xend/domain/{sxp.child_value(info, 'name')}"
+        return Reply(info, 201, location=location)
+
 
 class DomainResource(Resource):
     """``/xend/domain/<dom>``: one domain's info and operations."""
 
     def __init__(self, services: Services) -> None:
         self.table = services.table
+        self.transfer = services.transfer
 
     def get(self, request: Request, dom: str) -> sxp.Value:
         return answer(self.table.info(dom), "the domain table")
@@ -77,6 +86,11 @@ class DomainResource(Resource):
     def destroy(self, request: Request, dom: str, reason: str) -> Reply:
         answer(self.table.destroy(dom, reason), "the domain table")
         return Reply("0", location=_parent(request))
+
+    @op("save", params=(Param("file"),))
+    def save(self, request: Request, dom: str, file: str) -> str:
+        answer(_transfer(self.transfer).save(dom, file), "the transfer actor", TRANSFER_TIMEOUT)
+        return "0"
 
     @op("configure", params=(Param("config", Kind.SXPR),))
     def configure(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
@@ -161,6 +175,12 @@ class DomainResource(Resource):
         domain = self._domain(dom, guest_only=True)
         answer(domain.device_destroy(type, idx), f"domain {dom}", BUILD_TIMEOUT)
         return "None"
+
+
+def _transfer(transfer: object):  # type: ignore[no-untyped-def]
+    if transfer is None:
+        raise XendError("save and restore are not available in this xend", status=501)
+    return transfer
 
 
 def _parent(request: Request) -> str:

@@ -15,6 +15,7 @@ from xend_actors.errors import Timeout
 
 ASK_TIMEOUT = 10.0
 BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
+TRANSFER_TIMEOUT = 600.0  # a save or restore writes or reads a whole image
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Services:
     notifier: pykka.ActorProxy
     consoles: pykka.ActorProxy
     vnets: pykka.ActorProxy
+    transfer: pykka.ActorProxy | None = None  # save and restore (domain/transfer.py)
 
 
 def answer(future: pykka.Future, what: str, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]

@@ -1,9 +1,9 @@
 """The ``xm`` command: how to reach xend, command dispatch, help, errors, and ``xm call``.
 
 Commands live one module per group (``console``, ``domain``, ``device``, ``create``,
-``host``, ``scheduler``, ``vnet``); this module puts them together as the original did (facts
-§14.1): any unique prefix of a command name runs it, ``xm help`` lists the commands by
-group, and every error is ``Error: <message>`` on stderr with exit status 1.
+``host``, ``scheduler``, ``transfer``, ``vnet``); this module puts them together as the
+original did (facts §14.1): any unique prefix of a command name runs it, ``xm help``
+lists the commands by group, and every error is ``Error: <message>`` on stderr with exit status 1.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import click
 from xend_actors import sxp
 from xend_actors.client import DEFAULT_SERVER, XendClient
 from xend_actors.errors import XendError
-from xend_actors.xm import console, create, device, domain, host, scheduler, vnet
+from xend_actors.xm import console, create, device, domain, host, scheduler, transfer, vnet
 
 
 class UnknownCommand(click.ClickException):
@@ -110,7 +110,8 @@ def call(client: XendClient, function: str, args: tuple[str, ...]) -> None:
 GROUPS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("", (help_, call)),
     ("Commands related to consoles:", console.COMMANDS),
-    ("Commands on domains:", (create.create, *domain.COMMANDS, *device.COMMANDS)),
+    ("Commands on domains:", (create.create, *domain.COMMANDS, *device.COMMANDS,
+                              *transfer.COMMANDS)),
     # The original had a group of its own for vnets; they are the host's networks.
     ("Commands related to the xen host (node):", (*host.COMMANDS, *vnet.COMMANDS)),
     ("Commands controlling scheduling:", scheduler.COMMANDS),

@@ -7,6 +7,8 @@ calls, ``watch`` and ``console``, change the connection and live in server.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
 
 from xend_actors.errors import BadRequest
@@ -29,6 +31,14 @@ def _build(hv: SimHypervisor, args: Args) -> Wire:
     hv.build(args.integer("domid"), image)
 
 
+def _restore_state(hv: SimHypervisor, args: Args) -> Wire:
+    try:
+        state = base64.b64decode(args.text("state"), validate=True)
+    except binascii.Error:
+        raise BadRequest("restore_state: state must be base64") from None
+    return hv.restore_state(args.text("name"), args.integer("memory_mb"), state)
+
+
 def _control(hv: SimHypervisor, args: Args) -> Wire:
     msg_id, message = protocol.control_from_wire(args)
     return protocol.control_to_wire(hv.send_control(args.integer("domid"), message), msg_id)
@@ -45,6 +55,10 @@ CALLS: Mapping[str, Call] = {
     "unpause": lambda hv, args: hv.unpause(args.integer("domid")),
     "destroy": lambda hv, args: hv.destroy(args.integer("domid")),
     "control": _control,
+    "save_state": lambda hv, args: base64.b64encode(
+        hv.save_state(args.integer("domid"))).decode(),
+    "restore_state": _restore_state,
+    "resume": lambda hv, args: hv.resume(args.integer("domid")),
     "attach_backing": lambda hv, args: hv.attach_backing(args.text("path"),
                                                          args.flag("readonly")),
     "detach_backing": lambda hv, args: hv.detach_backing(args.integer("device")),

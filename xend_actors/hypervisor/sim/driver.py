@@ -9,6 +9,7 @@ get connections of their own, since they turn a connection into a stream.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import logging
@@ -88,6 +89,19 @@ class SimDriver:
                              "that is not a shutdown request") from None
         sysrq = reason is ShutdownReason.SYSRQ
         self.send_control(domid, Shutdown(code, key=(key or None) if sysrq else None))
+
+    def save_state(self, domid: int) -> bytes:
+        """The state of suspended domain ``domid``, for a save image."""
+        return base64.b64decode(self._call("save_state", domid=domid))
+
+    def restore_state(self, name: str, memory_mb: int, state: bytes) -> int:
+        """A new paused domain built from ``state`` (from ``save_state``); its id."""
+        return self._call("restore_state", name=name, memory_mb=memory_mb,
+                          state=base64.b64encode(state).decode())
+
+    def resume(self, domid: int) -> None:
+        """Undo the suspend of domain ``domid``: it runs on."""
+        self._call("resume", domid=domid)
 
     def set_maxmem(self, domid: int, memory_mb: int) -> None:
         self._call("set_maxmem", domid=domid, memory_mb=memory_mb)

@@ -9,7 +9,9 @@ through ``on_exit``: the shutdown reason, or None for a crash.
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import os
 import socket
 import struct
@@ -40,6 +42,9 @@ FLOOD_LINE = b"".join(bytes([0x21 + (i % 94)]) for i in range(78)) + b"\r\n"
 FLOOD_TEXT = FLOOD_LINE * (FLOOD_STEP // len(FLOOD_LINE) + 2)
 
 DISK_READ_LIMIT = 4096  # the most one ``disk read`` shows
+SCREEN_LIMIT = 4096  # the console output a saved guest keeps, as a screen keeps its text
+STATE_VERSION = 1
+MAX_STATE = 64 * 1024
 REQUESTS = {  # CMSG_SHUTDOWN subtype → what the guest reports, and what it says first
     ShutdownSubtype.POWEROFF: (ShutdownReason.POWEROFF,
                                "The system is going down for power off NOW!"),
@@ -62,6 +67,21 @@ class Phase(Enum):
     DOWN = "down"  # shut down, crashed or destroyed: it never runs again
 
 
+class _ScreenConsole(Console):
+    """The console, keeping the tail of what the guest wrote: its screen, which a saved
+    guest takes along and shows again when it is restored."""
+
+    def __init__(self, on_input: Callable[[bytes], None]) -> None:
+        super().__init__(on_input)
+        self.screen = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.screen += data
+        if len(self.screen) > SCREEN_LIMIT:
+            del self.screen[:-SCREEN_LIMIT]
+        super().write(data)
+
+
 @dataclass(eq=False)
 class _Flood:
     total: int
@@ -78,7 +98,7 @@ class Guest:
         self.disks = disks
         self.frontends = Frontends(domid, send)
         self._transmit = transmit
-        self.console = Console(self._on_input)
+        self.console = _ScreenConsole(self._on_input)
         self.cpu = Meter(clock)
         self.uptime = Meter(clock)
         self.image: LinuxImage | None = None
@@ -94,6 +114,9 @@ class Guest:
         self._line = bytearray()
         self._after_cr = False
         self._flood: _Flood | None = None
+        self._suspended = False  # it went down for a suspend
+        self._uptime_before = 0.0  # uptime carried over from a saved guest
+        self._saved_screen: bytes | None = None  # set when built from a saved state
 
     @property
     def busy(self) -> bool:
@@ -108,7 +131,10 @@ class Guest:
             return
         self._scheduled = on
         if on and self._phase is Phase.OFF:
-            self._boot()
+            if self._saved_screen is None:
+                self._boot()
+            else:
+                self._wake()
         self._update_load()
         self._drain()
 
@@ -127,6 +153,52 @@ class Guest:
         self._inbox.append(message)
         self._run(self._read_message)
         return message
+
+    # --- save and restore: the guest's state, beyond the domain's memory ----------------
+
+    @property
+    def suspended(self) -> bool:
+        return self._phase is Phase.DOWN and self._suspended
+
+    def export_state(self) -> bytes:
+        """The state of the suspended guest: image, uptime and screen (JSON bytes)."""
+        assert self.image is not None
+        return json.dumps({
+            "version": STATE_VERSION,
+            "kernel": self.image.kernel, "ramdisk": self.image.ramdisk,
+            "cmdline": self.image.cmdline,
+            "uptime": self._uptime_before + self.uptime.value(),
+            "screen": base64.b64encode(bytes(self.console.screen)).decode(),
+        }).encode()
+
+    def load_state(self, state: bytes) -> None:
+        """Become the guest saved in ``state`` (instead of booting an image)."""
+        if len(state) > MAX_STATE:
+            raise BadRequest(f"a saved sim guest state is at most {MAX_STATE} bytes, "
+                             f"got {len(state)}")
+        try:
+            saved = json.loads(state)
+            if saved["version"] != STATE_VERSION:
+                raise BadRequest(f"saved sim guest state version {saved['version']} is not "
+                                 f"{STATE_VERSION}")
+            image = LinuxImage(str(saved["kernel"]), str(saved["ramdisk"]),
+                               str(saved["cmdline"]))
+            uptime = float(saved["uptime"])
+            screen = base64.b64decode(saved["screen"], validate=True)
+        except (ValueError, KeyError, TypeError) as error:
+            raise BadRequest(f"not a saved sim guest state: {error}") from None
+        self.image = image
+        self._uptime_before = uptime
+        self._saved_screen = screen[-SCREEN_LIMIT:]
+
+    def resume(self) -> None:
+        """Undo a suspend that was not followed by a save: the guest runs on."""
+        if not self.suspended:
+            raise Conflict(f"domain {self.domid} is not suspended")
+        self._suspended = False
+        self._phase = Phase.UP
+        self._write_lines("Resumed: the suspend was cancelled.")
+        self.console.write(PROMPT)
 
     def kill(self) -> None:
         """The domain is destroyed: stop everything and close the console."""
@@ -174,6 +246,15 @@ class Guest:
         self.console.write(PROMPT)
         self.frontends.boot()
 
+    def _wake(self) -> None:
+        """Run again as the saved guest: its screen back, its frontends reconnecting."""
+        self._phase = Phase.UP
+        screen, self._saved_screen = self._saved_screen or b"", None
+        self.console.write(screen)
+        self._write_lines("", f"Restored from a saved state (now domain {self.domid})")
+        self.console.write(PROMPT)
+        self.frontends.boot()
+
     def _going_down(self, reason: ShutdownReason | None, message: str) -> None:
         """Say ``message`` and, after the shutdown delay, exit with ``reason``."""
         if self._phase is not Phase.UP:
@@ -189,6 +270,7 @@ class Guest:
         if self._phase is Phase.DOWN:
             return
         self._phase = Phase.DOWN
+        self._suspended = reason is ShutdownReason.SUSPEND
         self._flood = None
         self._update_load()
         self._on_exit(reason)
@@ -281,7 +363,7 @@ class Guest:
         self._reply(" ".join(args))
 
     def _uptime(self, _args: list[str]) -> None:
-        self._reply(f"up {self.uptime.value():.2f} seconds")
+        self._reply(f"up {self._uptime_before + self.uptime.value():.2f} seconds")
 
     def _poweroff(self, _args: list[str]) -> None:
         self._going_down(ShutdownReason.POWEROFF, "The system is going down for power off NOW!")

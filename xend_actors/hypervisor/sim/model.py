@@ -222,6 +222,39 @@ class SimHypervisor:
         self._log(f"domain {domid} destroyed")
         self._notify(domid)
 
+    # --- save and restore --------------------------------------------------------------
+
+    def save_state(self, domid: int) -> bytes:
+        """The state of suspended domain ``domid``: what a save image carries."""
+        dom = self._not_dom0(domid, "save")
+        assert dom.guest is not None
+        if dom.shutdown_reason is not ShutdownReason.SUSPEND or not dom.guest.suspended:
+            raise Conflict(f"cannot save domain {domid}: it is not suspended")
+        return dom.guest.export_state()
+
+    def restore_state(self, name: str, memory_mb: int, state: bytes) -> int:
+        """A new paused domain built from a saved ``state`` instead of an image; its id."""
+        domid = self.create(name, memory_mb)
+        guest = self._guest(domid, "restore")
+        try:
+            guest.load_state(state)
+        except BadRequest:
+            self.destroy(domid)
+            raise
+        self._log(f"domain {domid} restored from a saved state: {name}")
+        return domid
+
+    def resume(self, domid: int) -> None:
+        """Undo the suspend of domain ``domid``: it runs on (a save that failed)."""
+        dom = self._not_dom0(domid, "resume")
+        assert dom.guest is not None
+        if dom.shutdown_reason is not ShutdownReason.SUSPEND:
+            raise Conflict(f"cannot resume domain {domid}: it is not suspended")
+        dom.guest.resume()
+        dom.shutdown_reason = None
+        self._log(f"domain {domid} resumed")
+        self._changed(dom)
+
     def send_control(self, domid: int, message: Message) -> Message:
         """Deliver a control message sent to domain ``domid``; returns the response.
 

@@ -24,6 +24,11 @@ The calls and their args (results are ``null`` unless given)::
     pause / unpause / destroy {domid}
     control {domid, frame}                 → {frame}  (a 64-byte control frame in hex,
                                               device.messages; the answer echoes its id)
+    save_state {domid}                     → state in base64 (the domain must be suspended:
+                                              shut down for suspend and not destroyed)
+    restore_state {name, memory_mb, state} → domid of a new paused domain built from the
+                                              base64 state instead of a kernel image
+    resume {domid}                         (undo a suspend: the guest runs on)
     attach_backing {path, readonly}        → device number (for vbd extents)
     detach_backing {device}
     backings                               → [{device, path, readonly}, ...]

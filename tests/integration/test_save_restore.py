@@ -1,0 +1,241 @@
+"""Save and restore on the sim, through a real xend + simhv (facts §10.3).
+
+A saved domain is gone from the host and lives in its file; restored, its guest runs on
+where it stopped: what was on its screen is there, its uptime goes on. A file that is
+not a whole, good save image, or whose domain name is taken, creates nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.test_xm import run_xm
+from tests.support import XendHome, terminal, wait_for
+from xend_actors import sxp
+from xend_actors.client import XendClient
+from xend_actors.domain.savefile import HEADER
+
+pytestmark = pytest.mark.integration
+
+PROMPT = b"# "
+
+
+class Xend:
+    def __init__(self, home: XendHome) -> None:
+        self.home = home
+        self.http = home.unix_http()
+        self.http.timeout = httpx.Timeout(120)
+
+    def post(self, path: str, **fields: str) -> httpx.Response:
+        return self.http.post(path, data=fields)
+
+    def ok(self, reply: httpx.Response, status: int = 200) -> sxp.Value:
+        assert reply.status_code == status, reply.text
+        return sxp.parse(reply.text)
+
+    def error(self, reply: httpx.Response, status: int) -> str:
+        assert reply.status_code == status, reply.text
+        return str(sxp.parse(reply.text)[1])
+
+    def start(self, name: str, *devices: sxp.Value) -> sxp.Value:
+        config = ["vm", ["name", name], ["memory", "32"],
+                  ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]],
+                  *(["device", device] for device in devices)]
+        info = self.ok(self.post("/xend/domain/", op="create", config=sxp.show(config)), 201)
+        self.ok(self.post(f"/xend/domain/{name}", op="unpause"))
+        return info
+
+    def info(self, dom: str) -> sxp.Value:
+        return self.ok(self.http.get(f"/xend/domain/{dom}"))
+
+    def names(self) -> list[str]:
+        return self.ok(self.http.get("/xend/domain/"))
+
+    def console_port(self, dom: str) -> int:
+        return int(sxp.child_value(sxp.child(self.info(dom), "console"), "console_port"))
+
+    def sh(self, dom: str, command: str, expect: str) -> str:
+        with terminal(self.console_port(dom)) as term:
+            term.type(command)
+            return term.read_until(expect.encode(), PROMPT).decode()
+
+    def events(self) -> list[str]:
+        return re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
+
+    def sessions(self) -> list[str]:
+        return sorted(p.name for p in (self.home.dbroot / "migrate").iterdir())
+
+
+@pytest.fixture
+def xend(xend_home: Callable[..., XendHome]) -> Iterator[Xend]:
+    home = xend_home()
+    started = home.xend("start")
+    assert started.returncode == 0, started.stderr
+    client = Xend(home)
+    yield client
+    client.http.close()
+
+
+def uptime(text: str) -> float:
+    return float(re.search(r"up ([0-9.]+) seconds", text).group(1))  # type: ignore[union-attr]
+
+
+def saved(xend: Xend, tmp_path: Path, name: str = "s1") -> Path:
+    xend.start(name)
+    xend.sh(name, "echo typed-before-the-save", "typed-before-the-save\r\n")
+    image = tmp_path / f"{name}.save"
+    assert xend.ok(xend.post(f"/xend/domain/{name}", op="save", file=str(image))) == "0"
+    return image
+
+
+def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
+        xend: Xend, tmp_path: Path) -> None:
+    xend.start("s1")
+    before = uptime(xend.sh("s1", "uptime", "seconds"))
+    xend.sh("s1", "echo typed-before-the-save", "typed-before-the-save\r\n")
+    old_id = str(sxp.child_value(xend.info("s1"), "id"))
+    image = tmp_path / "s1.save"
+    assert xend.ok(xend.post("/xend/domain/s1", op="save", file=str(image))) == "0"
+
+    assert "s1" not in xend.names()
+    assert image.stat().st_size > HEADER.size
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    events = xend.events()
+    assert f"xend.domain.save (s1 {old_id} begin (save (id 1) (state begin) (domain {old_id}) " \
+           f"(file {image})))" in events
+    assert any(e.startswith(f"xend.domain.save (s1 {old_id} ok") for e in events)
+    assert f"xend.domain.died (s1 {old_id})" in events
+    assert xend.sessions() == []
+
+    reply = xend.post("/xend/domain/", op="restore", file=str(image))
+    info = xend.ok(reply, 201)
+    assert reply.headers["location"].endswith("/xend/domain/s1")
+    assert sxp.child_value(info, "name") == "s1"
+    new_id = str(sxp.child_value(info, "id"))
+    assert new_id != old_id
+    assert sxp.child_value(info, "state") != "--p--"
+    assert "s1" in xend.names()
+    assert xend.sessions() == []
+
+    port = xend.console_port("s1")
+    with XendClient(unix_path=xend.home.unix_path) as client:
+        wait_for(lambda: b"Restored from a saved state" in client.xend_console_log(port).data,
+                 what="the restored guest's screen")
+        screen = client.xend_console_log(port).data
+    assert b"typed-before-the-save" in screen
+    assert "still-alive" in xend.sh("s1", "echo still-alive", "still-alive\r\n")
+    assert uptime(xend.sh("s1", "uptime", "seconds")) >= before
+    assert "Traceback" not in xend.home.logfile.read_text()
+
+
+def test_a_corrupt_or_truncated_or_foreign_file_is_refused_and_creates_nothing(
+        xend: Xend, tmp_path: Path) -> None:
+    image = saved(xend, tmp_path)
+    data = image.read_bytes()
+    names = xend.names()
+    bad_files = {
+        "truncated": data[:-10],
+        "corrupt": data[:-1] + bytes([data[-1] ^ 0xFF]),
+        "foreign": b"LinuxGuestRecord" + data[16:],
+    }
+    for kind, content in bad_files.items():
+        bad = tmp_path / f"{kind}.save"
+        bad.write_bytes(content)
+        message = xend.error(xend.post("/xend/domain/", op="restore", file=str(bad)), 400)
+        assert {"truncated": "truncated", "corrupt": "checksum",
+                "foreign": "not a xend-actors save file"}[kind] in message, message
+    message = xend.error(xend.post("/xend/domain/", op="restore",
+                                   file=str(tmp_path / "none.save")), 400)
+    assert "cannot read" in message
+    assert xend.names() == names
+    assert xend.sessions() == []
+
+
+def test_a_name_clash_is_refused(xend: Xend, tmp_path: Path) -> None:
+    image = saved(xend, tmp_path)
+    xend.start("s1")  # a new domain of the same name
+    message = xend.error(xend.post("/xend/domain/", op="restore", file=str(image)), 409)
+    assert "vm name clash: s1" in message
+    assert xend.names().count("s1") == 1
+
+
+def test_a_save_to_a_bad_place_leaves_the_domain_running(xend: Xend, tmp_path: Path) -> None:
+    xend.start("s1")
+    for target in ("relative.save", str(tmp_path / "no-dir" / "x.save"), str(tmp_path)):
+        xend.error(xend.post("/xend/domain/s1", op="save", file=target), 400)
+    assert sxp.child_value(xend.info("s1"), "state") in ("-b---", "r----")
+    assert "ok-still" in xend.sh("s1", "echo ok-still", "ok-still\r\n")
+    xend.error(xend.post("/xend/domain/Domain-0", op="save", file=str(tmp_path / "d0")), 409)
+    assert xend.error(xend.post("/xend/domain/s1", op="migrate", destination="h"), 501)
+
+
+def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
+    xend.start("x1")
+    server = f"127.0.0.1:{xend.home.http_port}"
+
+    def xm(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_xm(server, *args, cwd=tmp_path)
+
+    done = xm("save", "x1", "x1.save")  # relative to xm's directory
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x1.save").is_file()
+    assert "x1" not in xend.names()
+    done = xm("restore", "x1.save")
+    assert done.returncode == 0, done.stderr
+    assert "(name x1)" in done.stdout
+    assert "x1" in xend.names()
+    done = xm("restore", "x1.save")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: ") and "name clash" in done.stderr
+
+
+def test_a_save_that_fails_after_the_suspend_resumes_the_domain(xend: Xend) -> None:
+    xend.start("s1")
+    xend.sh("s1", "echo before", "before\r\n")
+    # /proc is a directory no file can be made in: the write fails once the guest suspended.
+    message = xend.error(xend.post("/xend/domain/s1", op="save", file="/proc/s1.save"), 500)
+    assert message.startswith("save failed: cannot write /proc/s1.save"), message
+    assert not Path("/proc/s1.save").exists()
+    assert "s1" in xend.names()
+    assert "after" in xend.sh("s1", "echo after", "after\r\n")
+    assert any(e.startswith("xend.domain.save (s1 ") and " error (save " in e
+               for e in xend.events())
+    assert xend.sessions() == []
+
+
+def test_a_restored_domain_gets_its_disk_back(xend: Xend, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    vbd = ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"], ["mode", "w"]]
+    xend.start("d1", vbd)
+    assert "wrote 5" in xend.sh("d1", "disk 0x801 write 0 hello", "wrote")
+    image = tmp_path / "d1.save"
+    xend.ok(xend.post("/xend/domain/d1", op="save", file=str(image)))
+    info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
+    [vbd_info] = sxp.children(sxp.child(info, "devices"), "vbd")
+    assert sxp.child_value(vbd_info, "uname") == f"file:{disk}"
+    assert "read 0 5\r\nhello\r\n" in xend.sh("d1", "disk 0x801 read 0 5", "read 0 5\r\nhello")
+    [vbd_now] = sxp.children(sxp.child(xend.info("d1"), "devices"), "vbd")
+    assert sxp.child_value(vbd_now, "uname") == f"file:{disk}"
+
+
+def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on(xend: Xend) -> None:
+    xend.start("s1")
+    domid = str(sxp.child_value(xend.info("s1"), "id"))
+    xend.ok(xend.post("/xend/domain/s1", op="shutdown", reason="suspend"), 202)
+    wait_for(lambda: sxp.child_value(xend.info("s1"), "state") == "---s-", what="suspended")
+    assert xend.home.xend("stop").returncode == 0
+    session = xend.home.dbroot / "migrate" / "4"
+    session.write_text(f"(save (id 4) (state begin) (domain {domid}) (file /tmp/x.save))\n")
+    assert xend.home.xend("start").returncode == 0
+    xend.http.close()
+    xend.http = xend.home.unix_http()
+    assert not session.exists()
+    assert "runs-again" in xend.sh("s1", "echo runs-again", "runs-again\r\n")

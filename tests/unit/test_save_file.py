@@ -1,0 +1,83 @@
+"""The save image format: what is written reads back, and every bad file is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+
+from xend_actors.domain import savefile
+from xend_actors.domain.savefile import HEADER, MAGIC, SaveImage
+from xend_actors.errors import BadRequest
+
+INFO = ["domain", ["id", "5"], ["name", "web"],
+        ["config", ["vm", ["name", "web"], ["memory", "32"]]]]
+IMAGE = SaveImage(INFO, b"\x00state\xff" * 100)
+
+
+def test_an_image_reads_back_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "web.save"
+    savefile.write(path, IMAGE)
+    assert savefile.read(path) == IMAGE
+    assert path.read_bytes().startswith(MAGIC)
+    assert [p.name for p in tmp_path.iterdir()] == ["web.save"]  # no temp file left
+
+
+def test_the_header_holds_version_sizes_and_the_checksum() -> None:
+    data = savefile.encode(IMAGE)
+    magic, version, info_size, payload_size, digest = HEADER.unpack_from(data)
+    assert (magic, version, payload_size) == (MAGIC, savefile.FORMAT_VERSION, 700)
+    assert len(data) == HEADER.size + info_size + payload_size
+    assert digest == hashlib.sha256(data[HEADER.size:]).digest()
+
+
+@pytest.mark.parametrize("cut", [0, 10, HEADER.size - 1, HEADER.size, HEADER.size + 50, -1])
+def test_a_truncated_file_is_refused(cut: int) -> None:
+    data = savefile.encode(IMAGE)[:cut] if cut >= 0 else savefile.encode(IMAGE)[:-1]
+    with pytest.raises(BadRequest, match=r"truncated|bad magic") as raised:
+        savefile.decode(data)
+    if cut > 0:
+        assert "truncated" in raised.value.message
+
+
+def test_a_corrupt_byte_anywhere_after_the_header_is_caught() -> None:
+    data = bytearray(savefile.encode(IMAGE))
+    for at in (HEADER.size + 3, len(data) - 1):
+        bad = bytearray(data)
+        bad[at] ^= 0x40
+        with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum"):
+            savefile.decode(bytes(bad))
+
+
+def test_a_foreign_file_a_newer_version_and_trailing_bytes_are_refused() -> None:
+    data = savefile.encode(IMAGE)
+    with pytest.raises(BadRequest, match="not a xend-actors save file"):
+        savefile.decode(b"LinuxGuestRecord" + data[16:])
+    with pytest.raises(BadRequest, match="version 2"):
+        savefile.decode(MAGIC + struct.pack(">I", 2) + data[20:])
+    with pytest.raises(BadRequest, match="trailing garbage"):
+        savefile.decode(data + b"x")
+
+
+def test_sizes_beyond_the_limits_are_refused_before_reading_on() -> None:
+    header = HEADER.pack(MAGIC, savefile.FORMAT_VERSION, savefile.MAX_INFO + 1, 0, b"\0" * 32)
+    with pytest.raises(BadRequest, match="beyond the limits"):
+        savefile.decode(header)
+
+
+def test_info_that_is_not_a_domain_is_refused() -> None:
+    with pytest.raises(BadRequest, match=r"no \(domain \.\.\.\) info"):
+        savefile.decode(savefile.encode(SaveImage(["vm", ["name", "x"]], b"")))
+
+
+def test_bad_targets_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match="absolute path"):
+        savefile.write(Path("relative.save"), IMAGE)
+    with pytest.raises(BadRequest, match="is not a directory"):
+        savefile.write(tmp_path / "missing" / "x.save", IMAGE)
+    with pytest.raises(BadRequest, match="it is a directory"):
+        savefile.write(tmp_path, IMAGE)
+    with pytest.raises(BadRequest, match="cannot read"):
+        savefile.read(tmp_path / "nothing.save")
