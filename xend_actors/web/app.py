@@ -4,7 +4,9 @@ Routing is a werkzeug ``Map`` from paths to resources; every path takes an optio
 trailing slash, as the original's did. A handled ``XendError`` becomes its status
 with the message as reason phrase and an ``(xend.err '...')`` body, so clients that
 follow the original client rule (facts §4.3) still read the message. Bodies and
-forms have size limits; nothing unbounded is parsed.
+forms have size limits; nothing unbounded is parsed. Requests negotiated as a browser
+go to ``browser.BrowserSite`` (pages, guarded forms); no op runs for a request from
+another site, whoever sends it (``csrf.cross_site_refusal``).
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import logging
 import re
 from collections.abc import Iterable
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug import Request, Response
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from xend_actors import sxp
-from xend_actors.errors import XendError
+from xend_actors.errors import Forbidden, XendError
+from xend_actors.web.browser import BrowserSite
+from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import decode, request_values
 from xend_actors.web.negotiate import SXP_MIMETYPE, wants_html
-from xend_actors.web.resource import Reply, Resource
+from xend_actors.web.resource import Op, Reply, Resource
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +42,6 @@ class XendRequest(Request):
     max_form_parts = MAX_FORM_PARTS
 
 
-_html = Environment(
-    loader=PackageLoader("xend_actors.web", "templates"),
-    autoescape=select_autoescape(default=True),
-)
-
-
 def _reason(message: str) -> str:
     """The message made fit for an HTTP reason phrase: one latin-1 line, bounded."""
     line = re.sub(r"[\x00-\x1f\x7f]+", " ", message).strip()[:200]
@@ -53,33 +51,36 @@ def _reason(message: str) -> str:
 class XendApp:
     """Dispatches ``/xend/...`` requests to their resources."""
 
-    def __init__(self, routes: Iterable[tuple[str, Resource]]) -> None:
+    def __init__(self, routes: Iterable[tuple[str, Resource]],
+                 site: BrowserSite | None = None) -> None:
         self.url_map = Map(
             [Rule(path, endpoint=resource) for path, resource in routes],
             strict_slashes=False,
             merge_slashes=False,
         )
+        self.site = site or BrowserSite()
 
     def __call__(self, environ: dict, start_response):  # type: ignore[no-untyped-def]
         request = XendRequest(environ)
         return self.respond(request)(environ, start_response)
 
     def respond(self, request: Request) -> Response:
-        html = wants_html(request)
+        if wants_html(request):
+            return self.site.respond(self, request)
         try:
             adapter = self.url_map.bind_to_environ(request.environ)
             resource, url_args = adapter.match()
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
-            return self._error(error.status, error.message, html)
+            return self._error(error.status, error.message)
         except HTTPException as error:
-            return self._error(error.code or 500, error.description or error.name, html)
+            return self._error(error.code or 500, error.description or error.name)
         except Exception:
             log.exception("Internal error serving %s %s", request.method, request.path)
-            return self._error(500, "Internal error in xend; see the xend log", html)
+            return self._error(500, "Internal error in xend; see the xend log")
         if isinstance(reply, Response):
             return reply  # a stream the resource made itself (the event stream)
-        return self._render(request, reply, html)
+        return self._render(reply)
 
     def _dispatch(self, request: Request, resource: Resource,
                   url_args: dict) -> Reply | Response:
@@ -90,50 +91,48 @@ class XendApp:
             if chosen is None or not chosen.on_get:
                 return _as_reply(resource.get(request, **url_args))
         elif request.method == "POST":
-            names = values.getlist("op")
-            if len(names) != 1:
-                raise XendError("Invalid request", status=406)
-            chosen = resource.ops.get(names[0])
-            if chosen is None:
-                raise XendError(f"Operation not implemented: {names[0]}", status=501)
+            chosen = self.chosen_op(resource, values)
         else:
             raise XendError(f"Method not allowed: {request.method}", status=405)
+        refusal = cross_site_refusal(request)
+        if refusal:
+            raise Forbidden(refusal)
+        return self.run_op(request, resource, chosen, url_args, values)
+
+    @staticmethod
+    def chosen_op(resource: Resource, values: MultiDict[str, str]) -> Op:
+        """The op a POST names in its ``op`` field (exactly one)."""
+        names = values.getlist("op")
+        if len(names) != 1:
+            raise XendError("Invalid request", status=406)
+        chosen = resource.ops.get(names[0])
+        if chosen is None:
+            raise XendError(f"Operation not implemented: {names[0]}", status=501)
+        return chosen
+
+    @staticmethod
+    def run_op(request: Request, resource: Resource, chosen: Op, url_args: dict,
+               values: MultiDict[str, str]) -> Reply | Response:
+        """Run ``chosen`` with its declared parameters taken from ``values``."""
         args = decode(chosen.params, values)
         reply = _as_reply(chosen.handler(resource, request, **url_args, **args))
-        if reply.status == 200 and chosen.status != 200:
+        if isinstance(reply, Reply) and reply.status == 200 and chosen.status != 200:
             reply = Reply(reply.value, chosen.status, reply.location, reply.text)
         return reply
 
-    def _render(self, request: Request, reply: Reply, html: bool) -> Response:
+    @staticmethod
+    def _render(reply: Reply) -> Response:
         headers = {"Location": reply.location} if reply.location else {}
         if reply.text:
             return Response(str(reply.value), reply.status, headers, mimetype="text/plain")
-        if not html:
-            body = sxp.show(reply.value)
-            return Response(body, reply.status, headers, mimetype=SXP_MIMETYPE)
-        page = _html.get_template("value.html").render(
-            crumbs=_breadcrumb(request.path), value=sxp.pretty(reply.value)
-        )
-        return Response(page, reply.status, headers, mimetype="text/html")
+        return Response(sxp.show(reply.value), reply.status, headers, mimetype=SXP_MIMETYPE)
 
     @staticmethod
-    def _error(status: int, message: str, html: bool) -> Response:
-        response = Response(
-            f"Error : {message}" if html else sxp.show(["xend.err", message]),
-            mimetype="text/plain" if html else SXP_MIMETYPE,
-        )
+    def _error(status: int, message: str) -> Response:
+        response = Response(sxp.show(["xend.err", message]), mimetype=SXP_MIMETYPE)
         response.status = f"{status} {_reason(message)}"
         return response
 
 
 def _as_reply(result: Reply | Response | sxp.Value) -> Reply | Response:
     return result if isinstance(result, Reply | Response) else Reply(result)
-
-
-def _breadcrumb(path: str) -> list[tuple[str, str]]:
-    """Links for ``/`` and each path segment, each ending in a slash (facts §4.1)."""
-    crumbs, href = [("/", "/")], "/"
-    for segment in (s for s in path.split("/") if s):
-        href += segment + "/"
-        crumbs.append((href, segment))
-    return crumbs

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from xend_actors.web.app import XendApp
+from xend_actors.web.browser import BrowserSite
 from xend_actors.web.console import ConsoleDirResource, ConsoleLogResource, ConsoleResource
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.event import EventResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
+from xend_actors.web.static_files import StaticResource
 from xend_actors.web.vnet import VnetDirResource, VnetResource
 
 
@@ -37,7 +39,9 @@ def make_app(services: Services) -> XendApp:
             ("/xend/console/<int:port>/log", ConsoleLogResource(services)),
             ("/xend/event/", EventResource(services)),
             ("/xend/device/", EmptyResource()),
+            ("/xend/static/<name>", StaticResource()),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
-        ]
+        ],
+        site=BrowserSite(services),  # the HTML pages: web/pages.py
     )
