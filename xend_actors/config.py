@@ -77,6 +77,7 @@ class XendConfig:
     sim_memory_mb: int = 8192  # the simulated host's memory, Domain-0's share included
     sim_cpus: int = 4
     sim_taps: bool = True
+    qemu_accel: str = "auto"  # auto (probe KVM once per host boot), kvm or tcg
     source: Path | None = None  # the file this came from
     warnings: tuple[str, ...] = ()
 
@@ -166,6 +167,12 @@ def _hypervisor(text: str) -> Hypervisor:
         raise ValueError(f"expected {kinds}, got {text!r}") from None
 
 
+def _qemu_accel(text: str) -> str:
+    if text not in ("auto", "kvm", "tcg"):
+        raise ValueError(f"expected auto, kvm or tcg, got {text!r}")
+    return text
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"expected a whole number >= 1, got {text!r}")
@@ -209,6 +216,7 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "sim-memory": ("sim_memory_mb", _positive),
     "sim-cpus": ("sim_cpus", _positive),
     "sim-taps": ("sim_taps", _bool),
+    "qemu-accel": ("qemu_accel", _qemu_accel),
 }
 _BLOCK_PREFIX = "block-"  # (block-<type> <script>): the script for uname prefix <type>:
 

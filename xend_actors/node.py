@@ -21,6 +21,7 @@ class PhysInfo:
     cpu_mhz: int
     memory_mb: int
     free_memory_mb: int
+    hypervisor: str = ""  # what runs the domains, when the driver says (qemu: the accelerator)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class NodeInfo:
     phys: PhysInfo
 
     def sxpr(self) -> sxp.Value:
+        hypervisor = [["hypervisor", self.phys.hypervisor]] if self.phys.hypervisor else []
         return [
             "node",
             ["system", self.system],
@@ -47,6 +49,7 @@ class NodeInfo:
             ["cpu_mhz", str(self.phys.cpu_mhz)],
             ["memory", str(self.phys.memory_mb)],
             ["free_memory", str(self.phys.free_memory_mb)],
+            *hypervisor,
         ]
 
 

@@ -28,6 +28,11 @@ def open_driver(config: XendConfig) -> Driver:
                      log_file=config.logfile.parent / "xend-simhv.log",
                      pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
         return SimDriver(socket_path)
+    if config.hypervisor is HypervisorKind.QEMU:
+        from xend_actors.hypervisor.qemu.accel import AccelMode
+        from xend_actors.hypervisor.qemu.driver import QemuDriver
+
+        return QemuDriver(config.run_dir, accel=AccelMode(config.qemu_accel))
     raise XendError(f"the {config.hypervisor.value} driver is not available yet")
 
 

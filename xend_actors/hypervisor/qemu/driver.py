@@ -1,0 +1,395 @@
+"""QemuDriver: xend's hypervisor driver for real guests, one qemu process per domain.
+
+It owns the table of domains (``guest.py`` runs each one): ids are allocated as Xen
+does, a counter that skips ids in use (kept in ``<run-dir>/qemu/next-domid``), or the
+id asked for when xend restarts a domain. Domain 0 is the host. The accelerator is
+chosen once per host boot (``accel.py``) and shown in physinfo. xend reboots a domain
+by destroying it and creating it again with the same id: a fresh qemu, the console
+relay re-attached to it. When xend starts again the driver adopts the domains a
+previous one left in the run dir: live processes get a new QMP connection, dead ones
+are reported as they ended (crashed if nobody saw them end).
+
+Host-wide scheduler settings (bvt context allowance, round-robin slice) mean nothing
+to the host's scheduler and are refused; devices come with the device controllers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from xend_actors.device.messages import Message
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
+from xend_actors.hypervisor.base import (
+    DomainChanged,
+    HvDomain,
+    LinuxImage,
+    SchedParams,
+    ShutdownReason,
+)
+from xend_actors.hypervisor.qemu import cgroup, host
+from xend_actors.hypervisor.qemu import state as runtime
+from xend_actors.hypervisor.qemu.accel import (
+    AccelChoice,
+    AccelMode,
+    forced,
+    load_choice,
+    probe,
+    save_choice,
+)
+from xend_actors.hypervisor.qemu.guest import QemuGuest
+from xend_actors.hypervisor.qemu.process import DomainPaths
+from xend_actors.node import PhysInfo
+from xend_actors.store import atomic_write
+
+log = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+DOMID_FIRST_RESERVED = 0x7FF0  # as Xen: ids from here up are its own
+DMESG_LIMIT = 16 * 1024
+AGENT_COMMANDS = {ShutdownReason.POWEROFF: "poweroff",
+                  ShutdownReason.HALT: "poweroff",  # Xen sends halt as poweroff (facts §6)
+                  ShutdownReason.REBOOT: "reboot", ShutdownReason.SUSPEND: "suspend"}
+
+
+class QemuDriver:
+    def __init__(self, run_dir: Path, *, accel: AccelMode = AccelMode.AUTO,
+                 qemu: str = QEMU, timeout: float = 10.0) -> None:
+        binary = shutil.which(qemu)
+        if binary is None:
+            raise HypervisorError(f"{qemu} is not installed (apt-get install qemu-system-x86)")
+        self.qemu = binary
+        self.timeout = timeout
+        self.root = run_dir / "qemu"
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.version = _qemu_version(binary)
+        self._lock = threading.RLock()  # guards the table, the watchers and the ring
+        self._guests: dict[int, QemuGuest] = {}
+        self._watchers: list[Callable[[DomainChanged], None]] = []
+        self._dmesg: deque[str] = deque()
+        self._dmesg_size = 0
+        self._accel_lock = threading.Lock()
+        self._accel = forced(accel) or load_choice(self._accel_file)
+        self._hierarchy = cgroup.find_hierarchy()
+        self._next_domid = self._read_next_domid()
+        self._say(f"qemu driver: {self.version}, run dir {self.root}")
+        if self._accel is not None:
+            self._say(f"accelerator: {self._accel.describe()}")
+        self._adopt_all()
+
+    # --- the host ---------------------------------------------------------------------
+
+    def physinfo(self) -> PhysInfo:
+        memory = host.meminfo()
+        accel = (self._accel.describe() if self._accel is not None else
+                 "accelerator chosen when the first domain is built")
+        return PhysInfo(cores=os.cpu_count() or 1,
+                        hyperthreads_per_core=host.hyperthreads_per_core(),
+                        cpu_mhz=host.cpu_mhz(), memory_mb=memory.get("MemTotal", 0) // 1024,
+                        free_memory_mb=memory.get("MemAvailable", 0) // 1024,
+                        hypervisor=f"{self.version}, {accel}")
+
+    def list_domains(self) -> list[HvDomain]:
+        with self._lock:
+            guests = [self._guests[domid] for domid in sorted(self._guests)]
+        return [host.dom0(), *(guest.info() for guest in guests)]
+
+    def domain(self, domid: int) -> HvDomain:
+        if domid == 0:
+            return host.dom0()
+        return self._get(domid).info()
+
+    def dmesg(self, clear: bool = False) -> str:
+        with self._lock:
+            text = "".join(self._dmesg)
+            if clear:
+                self._dmesg.clear()
+                self._dmesg_size = 0
+        return text
+
+    def set_bvt_ctx_allow(self, ctx_allow: int) -> None:
+        raise HypervisorError("qemu domains run under the host's scheduler, which has no "
+                              "bvt context-switch allowance: nothing to set")
+
+    def set_rrobin_slice(self, slice_ns: int) -> None:
+        raise HypervisorError("qemu domains run under the host's scheduler, which has no "
+                              "round-robin slice: nothing to set")
+
+    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
+        with self._lock:
+            self._watchers.append(notify)
+
+    def close(self) -> None:
+        """Let go of every qemu (they keep running, for the next xend to adopt)."""
+        with self._lock:
+            guests = list(self._guests.values())
+        for guest in guests:
+            guest.close()
+
+    # --- a domain's life --------------------------------------------------------------------
+
+    def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
+               domid: int | None = None) -> int:
+        """An empty paused domain: its record and folder; its qemu starts at ``build``."""
+        what = f"cannot create domain {name}"
+        if memory_mb < 1:
+            raise BadRequest(f"{what}: memory must be at least 1 MiB, got {memory_mb}")
+        if vcpus < 1:
+            raise BadRequest(f"{what}: it needs at least 1 vcpu, got {vcpus}")
+        _check_cpu(cpu, what)
+        free_mb = host.meminfo().get("MemAvailable", 0) // 1024
+        if memory_mb > free_mb:
+            raise HypervisorError(f"{what}: it needs {memory_mb} MiB but only {free_mb} MiB "
+                                  "are free")
+        with self._lock:
+            if domid is None:
+                domid = self._allocate_domid(what)
+            else:
+                self._check_domid_free(domid, what)
+            paths = DomainPaths(self.root / str(domid))
+            paths.check()
+            if paths.folder.exists():  # left by a domain no driver knows any more
+                shutil.rmtree(paths.folder)
+            paths.folder.mkdir(mode=0o700)
+            st = runtime.DomainState(domid=domid, name=name, memory_mb=memory_mb,
+                                     maxmem_mb=memory_mb, vcpus=vcpus, cpu=cpu,
+                                     boot=runtime.boot_id())
+            runtime.save(paths.state, st)
+            self._guests[domid] = self._guest_for(st, paths)
+        self._say(f"domain {domid} created: {name}, {memory_mb} MiB, {vcpus} vcpu(s)")
+        return domid
+
+    def build(self, domid: int, image: LinuxImage) -> None:
+        """Launch the domain's qemu, paused, with the image's kernel, ramdisk and args."""
+        guest = self._not_host(domid, "build")
+        what = f"cannot build domain {domid}"
+        with guest.ops:
+            if guest.state.built:
+                raise Conflict(f"{what}: it is already built")
+            if not image.kernel:
+                raise BadRequest(f"{what}: no kernel given")
+            _check_readable(image.kernel, "kernel", what)
+            if image.ramdisk:
+                _check_readable(image.ramdisk, "ramdisk", what)
+            accel = self._choose_accel(Path(image.kernel)).accel.value
+            pid = guest.launch(self.qemu, image, accel)
+        self._say(f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}")
+
+    def pause(self, domid: int) -> None:
+        self._not_host(domid, "pause").pause()
+
+    def unpause(self, domid: int) -> None:
+        self._not_host(domid, "unpause").unpause()
+
+    def destroy(self, domid: int) -> None:
+        guest = self._not_host(domid, "destroy")
+        with guest.ops:
+            with self._lock:
+                if self._guests.get(domid) is not guest:
+                    raise NotFound(f"no domain {domid}")
+            guest.destroy()
+            with self._lock:
+                del self._guests[domid]
+        self._say(f"domain {domid} destroyed")
+        self._notify(domid)
+
+    def shutdown(self, domid: int, reason: ShutdownReason, key: str = "") -> None:
+        """Ask the guest to shut down: through its agent, else ACPI; returns at once."""
+        guest = self._not_host(domid, "send a shutdown request to")
+        what = f"cannot ask domain {domid} to shut down for {reason.value}"
+        if reason is ShutdownReason.SYSRQ:
+            if len(key) != 1 or not key.isascii() or not key.isalnum():
+                raise BadRequest(f"{what}: the sysrq key must be one letter or digit, "
+                                 f"got {key!r}")
+            command = f"sysrq {key}"
+        elif reason in AGENT_COMMANDS:
+            command = AGENT_COMMANDS[reason]
+        else:
+            raise BadRequest(f"{what}: that is not a shutdown request")
+        guest.shutdown(reason, command)
+
+    # --- memory and scheduling ------------------------------------------------------------
+
+    def set_maxmem(self, domid: int, memory_mb: int) -> None:
+        guest = self._not_host(domid, "set the maximum memory of")
+        what = f"cannot set the maximum memory of domain {domid} to {memory_mb} MiB"
+        if memory_mb < 1:
+            raise BadRequest(f"{what}: it must be at least 1 MiB")
+        if memory_mb > guest.state.memory_mb:
+            raise HypervisorError(f"{what}: qemu fixes a domain's RAM at launch, and this one "
+                                  f"has {guest.state.memory_mb} MiB")
+        guest.update(maxmem_mb=memory_mb)
+
+    def set_memory_target(self, domid: int, memory_mb: int) -> None:
+        """Ask the guest's balloon driver to give back (or take) memory down to ``memory_mb``."""
+        guest = self._not_host(domid, "set the memory of")
+        what = f"cannot set the memory of domain {domid} to {memory_mb} MiB"
+        if memory_mb < 1:
+            raise BadRequest(f"{what}: it must be at least 1 MiB")
+        if memory_mb > guest.state.maxmem_mb:
+            raise Conflict(f"{what}: its maximum is {guest.state.maxmem_mb} MiB")
+        if not guest.state.built:
+            raise Conflict(f"{what}: it has not been built")
+        guest.set_memory_target(memory_mb)
+
+    def pincpu(self, domid: int, cpu: int) -> None:
+        guest = self._not_host(domid, "pin")
+        _check_cpu(cpu, f"cannot pin domain {domid} to cpu {cpu}")
+        guest.pin(cpu)
+
+    def set_sched(self, domid: int, params: SchedParams) -> None:
+        self._not_host(domid, "set the scheduling of").set_sched(params)
+
+    def sched(self, domid: int) -> list[SchedParams]:
+        return list(self._not_host(domid, "read the scheduling of").state.sched)
+
+    # --- devices -----------------------------------------------------------------------------
+
+    def send_control(self, domid: int, message: Message) -> Message:
+        raise HypervisorError(f"cannot send {type(message).__name__} to domain {domid}: the "
+                              "qemu driver has no device backends yet (vbd and vif come with "
+                              "the device controllers)")
+
+    def attach_backing(self, path: str, readonly: bool = False) -> int:
+        raise HypervisorError(f"cannot attach {path}: the qemu driver has no block backend yet")
+
+    def detach_backing(self, device: int) -> None:
+        raise HypervisorError(f"cannot detach device {device}: the qemu driver has no block "
+                              "backend yet")
+
+    # --- the console ---------------------------------------------------------------------------
+
+    def open_console(self, domid: int) -> socket.socket:
+        """A new connection to the guest's serial console (an earlier one handed out is
+        shut, since qemu serves one at a time); it ends when qemu does."""
+        return self._not_host(domid, "open the console of").open_console()
+
+    # --- inside --------------------------------------------------------------------------------
+
+    def _get(self, domid: int) -> QemuGuest:
+        with self._lock:
+            try:
+                return self._guests[domid]
+            except KeyError:
+                raise NotFound(f"no domain {domid}") from None
+
+    def _not_host(self, domid: int, action: str) -> QemuGuest:
+        if domid == 0:
+            raise Conflict(f"cannot {action} {host.DOM0_NAME}: it is the host itself")
+        return self._get(domid)
+
+    def _guest_for(self, st: runtime.DomainState, paths: DomainPaths) -> QemuGuest:
+        return QemuGuest(st, paths, changed=self._notify, say=self._say,
+                         hierarchy=self._hierarchy, timeout=self.timeout)
+
+    def _check_domid_free(self, domid: int, what: str) -> None:
+        if not 0 < domid < DOMID_FIRST_RESERVED:
+            raise BadRequest(f"{what}: domain id {domid} is out of range "
+                             f"(1..{DOMID_FIRST_RESERVED - 1})")
+        if domid in self._guests:
+            raise Conflict(f"{what}: domain id {domid} is in use")
+
+    def _allocate_domid(self, what: str) -> int:
+        for _ in range(DOMID_FIRST_RESERVED):
+            domid = self._next_domid
+            self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else 1
+            if domid not in self._guests:
+                atomic_write(self._next_domid_file, f"{self._next_domid}\n".encode())
+                return domid
+        raise HypervisorError(f"{what}: every domain id is in use")
+
+    @property
+    def _next_domid_file(self) -> Path:
+        return self.root / "next-domid"
+
+    @property
+    def _accel_file(self) -> Path:
+        return self.root / "accel.json"
+
+    def _read_next_domid(self) -> int:
+        try:
+            value = int(self._next_domid_file.read_text())
+        except (OSError, ValueError):
+            return 1
+        return value if 0 < value < DOMID_FIRST_RESERVED else 1
+
+    def _choose_accel(self, kernel: Path) -> AccelChoice:
+        with self._accel_lock:
+            if self._accel is None:
+                choice = probe(self.qemu, kernel)
+                save_choice(self._accel_file, choice)
+                self._accel = choice
+                self._say(f"accelerator: {choice.describe()}")
+            return self._accel
+
+    def _notify(self, domid: int) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for notify in watchers:
+            try:
+                notify(DomainChanged(domid))
+            except Exception:
+                log.exception("A watcher of the qemu driver failed on domain %d", domid)
+
+    def _say(self, text: str) -> None:
+        """A line for the log and for ``dmesg``, the driver's own ring."""
+        log.info("%s", text)
+        line = f"(qemu) {text}\n"
+        with self._lock:
+            self._dmesg.append(line)
+            self._dmesg_size += len(line)
+            while self._dmesg_size > DMESG_LIMIT:
+                self._dmesg_size -= len(self._dmesg.popleft())
+
+    def _adopt_all(self) -> None:
+        """Take over the domains a previous xend left in the run dir."""
+        boot = runtime.boot_id()
+        for folder in sorted(self.root.iterdir(), key=lambda p: p.name):
+            if not folder.is_dir() or not folder.name.isdigit():
+                continue
+            paths = DomainPaths(folder)
+            try:
+                st = runtime.load(paths.state)
+            except (OSError, ValueError) as error:
+                log.warning("Left %s alone: its state is unreadable (%s)", folder, error)
+                continue
+            if st.boot != boot or not st.built:
+                # From before the host rebooted, or never built: nothing runs for it.
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            guest = self._guest_for(st, paths)
+            with self._lock:
+                self._guests[st.domid] = guest
+            guest.adopt()
+
+
+def _check_cpu(cpu: int, what: str) -> None:
+    count = os.cpu_count() or 1
+    if not -1 <= cpu < count:
+        raise BadRequest(f"{what}: cpu must be -1 (any) or 0..{count - 1}, got {cpu}")
+
+
+def _check_readable(path: str, kind: str, what: str) -> None:
+    try:
+        with open(path, "rb") as data:
+            data.read(1)
+    except OSError as error:
+        raise HypervisorError(f"{what}: {kind} {path}: {error.strerror}") from None
+
+
+def _qemu_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise HypervisorError(f"cannot run {binary}: {error}") from None
+    match = re.search(r"version (\S+)", out)
+    return f"qemu {match.group(1)}" if match else "qemu"

@@ -1,0 +1,234 @@
+"""One domain's qemu process: its folder, its command line, launching it, finding it again.
+
+A domain's folder is ``<run-dir>/qemu/<domid>/``: the QMP, serial console and control
+channel sockets, qemu's own log and trace file. qemu runs detached in a session of its
+own, so it outlives xend (even ``kill -9``); it is identified by its pid and its start
+time (``/proc/<pid>/stat`` field 22), so a recycled pid is never taken for it.
+
+The command line is fixed by what the driver relies on:
+``-S`` (created paused, like a new Xen domain), ``-no-reboot -no-shutdown`` (a guest's
+poweroff or reboot leaves qemu stopped with a SHUTDOWN event, so a shut-down domain
+stays listed until xend destroys it, as on Xen; reboot is destroy + relaunch),
+``-action panic=pause`` with ``pvpanic`` (a panic leaves it in ``guest-panicked``), and
+a trace of shutdown requests in ``qemu.trace``, so the reason of a shutdown that
+happened while xend was not running is still known when it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from xend_actors.errors import HypervisorError
+
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+LOG_TAIL_BYTES = 1500
+POLL = 0.02
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONTROL_PORT = "org.xend.control"
+CONTROL_DEVICE = "ctlport"  # the virtserialport's id: VSERPORT_CHANGE names it
+CONTROL_CHARDEV = "ctl"
+
+
+@dataclass(frozen=True)
+class DomainPaths:
+    """The files of one domain's qemu."""
+
+    folder: Path
+
+    @property
+    def qmp(self) -> Path:
+        return self.folder / "qmp.sock"
+
+    @property
+    def console(self) -> Path:
+        return self.folder / "console.sock"
+
+    @property
+    def control(self) -> Path:
+        return self.folder / "control.sock"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "qemu.log"
+
+    @property
+    def trace(self) -> Path:
+        return self.folder / "qemu.trace"
+
+    def check(self) -> None:
+        longest = max((self.qmp, self.console, self.control), key=lambda p: len(str(p)))
+        if len(os.fsencode(longest)) > SOCKET_PATH_MAX:
+            raise HypervisorError(f"the qemu socket path {longest} is longer than "
+                                  f"{SOCKET_PATH_MAX} bytes: choose a shorter xend-run-dir")
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What one qemu is launched with."""
+
+    name: str
+    memory_mb: int
+    vcpus: int
+    accel: str
+    kernel: str
+    ramdisk: str
+    cmdline: str
+
+
+def escape(text: str) -> str:
+    """A value inside a qemu option list (``-chardev a=b,c=d``): commas are doubled."""
+    return text.replace(",", ",,")
+
+
+def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
+    argv = [
+        qemu, "-name", f"guest={escape(spec.name)},debug-threads=on",
+        "-accel", spec.accel, "-machine", "pc", "-m", str(spec.memory_mb),
+        "-smp", str(spec.vcpus),
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-S", "-no-reboot", "-no-shutdown", "-action", "panic=pause",
+        "-kernel", spec.kernel,
+        "-append", spec.cmdline,
+        "-chardev", f"socket,id=qmp,path={escape(str(paths.qmp))},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", f"socket,id=ser0,path={escape(str(paths.console))},server=on,wait=off",
+        "-serial", "chardev:ser0",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-chardev",
+        f"socket,id={CONTROL_CHARDEV},path={escape(str(paths.control))},server=on,wait=off",
+        "-device", f"virtserialport,bus=vser0.0,chardev={CONTROL_CHARDEV},"
+                   f"id={CONTROL_DEVICE},name={CONTROL_PORT}",
+        "-device", "pvpanic",
+        "-device", "virtio-balloon-pci,id=balloon0",
+        "-trace", "enable=qemu_system_shutdown_request", "-D", str(paths.trace),
+    ]
+    if spec.ramdisk:
+        argv[argv.index("-append"):argv.index("-append")] = ["-initrd", spec.ramdisk]
+    return argv
+
+
+def launch(argv: list[str], paths: DomainPaths) -> subprocess.Popen[bytes]:
+    """Start qemu detached (its own session, stdio to ``qemu.log``); returns at once."""
+    with open(paths.log, "ab") as log:
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd="/")
+        except OSError as error:
+            raise HypervisorError(f"cannot run {argv[0]}: {error.strerror}") from None
+
+
+def wait_for_socket(path: Path, process: subprocess.Popen[bytes], paths: DomainPaths,
+                    timeout: float) -> None:
+    """Wait until qemu listens on ``path``; a HypervisorError if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
+                    contextlib.suppress(OSError):
+                probe.connect(str(path))
+                return
+        if process.poll() is not None:
+            raise HypervisorError(f"qemu exited with status {process.returncode} at launch: "
+                                  f"{log_tail(paths)}")
+        if time.monotonic() > deadline:
+            raise HypervisorError(f"qemu (pid {process.pid}) did not open {path} within "
+                                  f"{timeout:g} s: {log_tail(paths)}")
+        time.sleep(POLL)
+
+
+def log_tail(paths: DomainPaths) -> str:
+    try:
+        with open(paths.log, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            text = log.read().decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "(qemu said nothing)"
+
+
+# --- /proc -----------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 on), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None if there is no process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def alive(pid: int, started: int) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (not a zombie)."""
+    fields = _stat_fields(pid)
+    return fields is not None and int(fields[19]) == started and fields[0] not in ("Z", "X")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of the process so far; 0 when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_running(pid: int, tid: int) -> bool:
+    """Whether thread ``tid`` of ``pid`` is on a cpu or waiting for one (state R)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return False
+    return text.rpartition(")")[2].split()[0] == "R"
+
+
+def stop_launched(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Kill a qemu this xend launched and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+
+
+def kill(pid: int, started: int, process: subprocess.Popen[bytes] | None,
+         timeout: float = 5.0) -> None:
+    """SIGKILL the process if it is still the one that started at ``started``; wait for it."""
+    if not alive(pid, started):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_gone(pid, started, process, timeout)
+
+
+def wait_gone(pid: int, started: int, process: subprocess.Popen[bytes] | None,
+              timeout: float) -> bool:
+    """Wait up to ``timeout`` s for the process to exit; whether it did."""
+    if process is not None:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    while alive(pid, started):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL)
+    return True
