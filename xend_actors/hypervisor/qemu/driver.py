@@ -10,7 +10,8 @@ previous one left in the run dir: live processes get a new QMP connection, dead 
 are reported as they ended (crashed if nobody saw them end).
 
 Host-wide scheduler settings (bvt context allowance, round-robin slice) mean nothing
-to the host's scheduler and are refused; devices come with the device controllers.
+to the host's scheduler and are refused. Devices: xend's controllers send Xen's control
+messages, which ``backends.py`` answers with QMP hot-plug on the domain's qemu.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from xend_actors.device.messages import Message
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     DomainChanged,
+    GuestMessage,
     HvDomain,
     LinuxImage,
+    Notification,
     SchedParams,
     ShutdownReason,
 )
@@ -45,6 +48,7 @@ from xend_actors.hypervisor.qemu.accel import (
     probe,
     save_choice,
 )
+from xend_actors.hypervisor.qemu.backends import QemuBackends
 from xend_actors.hypervisor.qemu.guest import QemuGuest
 from xend_actors.hypervisor.qemu.process import DomainPaths
 from xend_actors.node import PhysInfo
@@ -73,7 +77,11 @@ class QemuDriver:
         self.version = _qemu_version(binary)
         self._lock = threading.RLock()  # guards the table, the watchers and the ring
         self._guests: dict[int, QemuGuest] = {}
-        self._watchers: list[Callable[[DomainChanged], None]] = []
+        self._watchers: list[Callable[[Notification], None]] = []
+        self._backends = QemuBackends(self._get, self._tell)
+        # Device work, one message at a time: the backends' tables are plain dicts, and
+        # qemu's hot-plug is quick (a guest's unplug is waited for, at most seconds).
+        self._device_lock = threading.RLock()
         self._dmesg: deque[str] = deque()
         self._dmesg_size = 0
         self._accel_lock = threading.Lock()
@@ -123,7 +131,7 @@ class QemuDriver:
         raise HypervisorError("qemu domains run under the host's scheduler, which has no "
                               "round-robin slice: nothing to set")
 
-    def watch(self, notify: Callable[[DomainChanged], None]) -> None:
+    def watch(self, notify: Callable[[Notification], None]) -> None:
         with self._lock:
             self._watchers.append(notify)
 
@@ -187,7 +195,8 @@ class QemuDriver:
         self._not_host(domid, "pause").pause()
 
     def unpause(self, domid: int) -> None:
-        self._not_host(domid, "unpause").unpause()
+        if self._not_host(domid, "unpause").unpause():
+            self._backends.guest_started(domid)
 
     def destroy(self, domid: int) -> None:
         guest = self._not_host(domid, "destroy")
@@ -198,6 +207,7 @@ class QemuDriver:
             guest.destroy()
             with self._lock:
                 del self._guests[domid]
+            self._backends.domain_gone(domid)
         self._say(f"domain {domid} destroyed")
         self._notify(domid)
 
@@ -254,16 +264,17 @@ class QemuDriver:
     # --- devices -----------------------------------------------------------------------------
 
     def send_control(self, domid: int, message: Message) -> Message:
-        raise HypervisorError(f"cannot send {type(message).__name__} to domain {domid}: the "
-                              "qemu driver has no device backends yet (vbd and vif come with "
-                              "the device controllers)")
+        """A control message for the device backends (domain 0) or a guest's frontends."""
+        with self._device_lock:
+            return self._backends.handle(domid, message)
 
     def attach_backing(self, path: str, readonly: bool = False) -> int:
-        raise HypervisorError(f"cannot attach {path}: the qemu driver has no block backend yet")
+        with self._device_lock:
+            return self._backends.attach_backing(path, readonly)
 
     def detach_backing(self, device: int) -> None:
-        raise HypervisorError(f"cannot detach device {device}: the qemu driver has no block "
-                              "backend yet")
+        with self._device_lock:
+            self._backends.detach_backing(device)
 
     # --- the console ---------------------------------------------------------------------------
 
@@ -339,6 +350,16 @@ class QemuDriver:
             except Exception:
                 log.exception("A watcher of the qemu driver failed on domain %d", domid)
 
+    def _tell(self, message: GuestMessage) -> None:
+        """A guest's (emulated) frontend speaks: to every watcher."""
+        with self._lock:
+            watchers = list(self._watchers)
+        for notify in watchers:
+            try:
+                notify(message)
+            except Exception:
+                log.exception("A watcher of the qemu driver failed on %s", message)
+
     def _say(self, text: str) -> None:
         """A line for the log and for ``dmesg``, the driver's own ring."""
         log.info("%s", text)
@@ -369,6 +390,9 @@ class QemuDriver:
             with self._lock:
                 self._guests[st.domid] = guest
             guest.adopt()
+            if guest.runs():
+                with self._device_lock:
+                    self._backends.adopt(st.domid, guest)
 
 
 def _check_cpu(cpu: int, what: str) -> None:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from xend_actors.errors import Conflict, HypervisorError, XendError
 from xend_actors.hypervisor.base import DomainState, HvDomain, LinuxImage, SchedParams
@@ -234,7 +235,8 @@ class QemuGuest:
         self._monitor().execute("stop")
         self._set_paused(True)
 
-    def unpause(self) -> None:
+    def unpause(self) -> bool:
+        """Let it run; whether this is the first time it runs since its launch."""
         what = f"cannot unpause domain {self.domid}"
         if not self._state.built:
             raise Conflict(f"{what}: it has not been built")
@@ -247,9 +249,21 @@ class QemuGuest:
         with self._lock:
             if ended is Reason.SUSPEND:
                 self._update(exit=None)
-            if self._ran_since is None:
+            first = self._ran_since is None
+            if first:
                 self._ran_since = time.monotonic()
         self._set_paused(False)
+        return first
+
+    def runs(self) -> bool:
+        """Whether its qemu is up and its guest neither shut down nor being destroyed."""
+        with self._lock:
+            return (self._state.built and self._state.exit is None and not self._destroying
+                    and self._qmp is not None and not self._qmp.closed)
+
+    def execute(self, command: str, arguments: dict | None = None) -> Any:
+        """Run a QMP command on this domain's qemu (the device backends' way in)."""
+        return self._monitor().execute(command, arguments)
 
     def destroy(self) -> None:
         """Stop qemu (``quit``, else SIGKILL) and remove everything of the domain's."""

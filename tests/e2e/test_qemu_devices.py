@@ -1,0 +1,226 @@
+"""Devices of real guests under qemu through a real xend: a hot-added vbd is the guest's
+/dev/vdX, its data outlives a restart of the domain, mode r is read-only; vifs are taps on
+the bridge, two guests ping each other, and a guest that takes another address is cut off.
+
+The network test runs xend (and so its qemus and their taps) in a network namespace of
+its own and reaches the consoles from inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_qemu_lifecycle import (
+    BOOT_TIMEOUT,
+    MEMORY,
+    Guest,
+    Xend,
+    booted,
+    console,
+    kill_guests,
+)
+from tests.support import XendHome, netns_usable, new_home, wait_for
+from xend_actors import sxp
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                                 reason="qemu-system-x86_64 is not installed")]
+
+
+def image(folder: Path, name: str, size: int = 8 << 20) -> Path:
+    path = folder / name
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def vbd(path: Path, dev: str, mode: str) -> str:
+    return sxp.show(["vbd", ["uname", f"file:{path}"], ["dev", dev], ["mode", mode]])
+
+
+def restarted(xend: Xend, name: str, domid: int) -> None:
+    xend.wait_event(f"xend.domain.restart ({name} {domid} success)", BOOT_TIMEOUT)
+
+
+def test_a_hot_added_vbd_is_a_disk_whose_data_survives_a_restart(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    xend = qemu_xend()
+    disk, cdrom = image(tmp_path, "disk.img"), image(tmp_path, "ro.img")
+    domid = int(sxp.child_value(xend.create("qd"), "id"))
+    with console(xend.console_port("qd")) as con:
+        booted(con)
+        reply = xend.op("qd", "device_create", config=vbd(disk, "sda1", "w"))
+        assert reply.status_code == 200, reply.text
+        assert sxp.child_value(sxp.parse(reply.text), "idx") == "0"
+        con.run("until [ -b /dev/vda ]; do sleep 0.2; done; echo HAVE-$((1))-VDA",
+                rb"HAVE-1-VDA", 30)
+        con.run("printf survives-a-restart | dd of=/dev/vda conv=fsync 2>/dev/null;"
+                " echo WROTE-$((2))", rb"WROTE-2")
+        assert disk.read_bytes()[:18] == b"survives-a-restart"
+
+        reply = xend.op("qd", "device_create", config=vbd(cdrom, "sdb", "r"))
+        assert reply.status_code == 200, reply.text
+        con.run("until [ -b /dev/vdb ]; do sleep 0.2; done; echo RO-$(cat /sys/block/vdb/ro)-",
+                rb"RO-1-", 30)
+        con.run("printf x | dd of=/dev/vdb conv=fsync 2>/dev/null || echo REFUSED-$((3))",
+                rb"REFUSED-3")
+        assert cdrom.read_bytes()[:1] == b"\0"
+
+        assert xend.op("qd", "device_destroy", type="vbd", idx="1").status_code == 200
+        con.run("while [ -b /dev/vdb ]; do sleep 0.2; done; echo GONE-$((4))", rb"GONE-4", 30)
+
+        xend.ok("qd", "shutdown", reason="reboot")
+        restarted(xend, "qd", domid)
+        booted(con)  # the same console connection sees the new boot
+        con.run("dd if=/dev/vda bs=18 count=1 2>/dev/null; echo; echo READ-$((5))",
+                rb"survives-a-restart\s+READ-5")
+    vbds = sxp.parse(xend.http.get("/xend/domain/qd", params={"op": "vbds"}).text)
+    assert [sxp.child_value(v, "dev") for v in vbds] == ["sda1"]
+
+
+def test_a_xend_killed_and_started_again_still_unplugs_what_it_plugged(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    xend = qemu_xend()
+    disk = image(tmp_path, "disk.img")
+    xend.create("qk", ["device", ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"],
+                                  ["mode", "w"]]])
+    with console(xend.console_port("qk")) as con:
+        booted(con)
+    os.kill(xend.xend_pid(), signal.SIGKILL)
+    wait_for(lambda: xend.home.xend("status").returncode != 0, what="xend gone")
+    xend.start()
+    with console(xend.console_port("qk")) as con:
+        con.run("[ -b /dev/vda ] && echo HAVE-$((1))", rb"HAVE-1")
+        reply = xend.op("qk", "device_destroy", type="vbd", idx="0")
+        assert reply.status_code == 200, reply.text
+        con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo GONE-$((2))", rb"GONE-2", 30)
+
+
+def test_a_vbd_that_cannot_be_attached_leaves_no_domain(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    xend = qemu_xend()
+    empty = tmp_path / "empty.img"
+    empty.touch()
+    reply = xend.http.post("/xend/domain/", data={"op": "create", "config": sxp.show(
+        ["vm", ["name", "qe"], ["memory", MEMORY],
+         ["image", ["linux", ["kernel", xend.guest.kernel], ["ramdisk", xend.guest.ramdisk]]],
+         ["device", ["vbd", ["uname", f"file:{empty}"], ["dev", "sda1"], ["mode", "w"]]]])})
+    assert reply.status_code == 500
+    assert "Extent not found for VBD" in sxp.parse(reply.text)[1]
+    assert xend.names() == ["Domain-0"]
+    assert not list((xend.home.run_dir / "qemu").glob("*/state.json"))
+
+
+# --- two guests on a bridge, in a namespace of the test's own --------------------------------
+
+CONSOLE = r"""
+import re, socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+sock.sendall(sys.argv[2].encode() + b"\n")
+seen, deadline = b"", time.monotonic() + float(sys.argv[4])
+while not (match := re.search(sys.argv[3].encode(), seen)):
+    left = deadline - time.monotonic()
+    if left <= 0:
+        sys.exit(f"no {sys.argv[3]!r} in {seen[-1500:]!r}")
+    sock.settimeout(left)
+    try:
+        data = sock.recv(4096)
+    except TimeoutError:
+        continue
+    if not data:
+        sys.exit(f"console closed: {seen[-1500:]!r}")
+    seen += data
+print(match.group(0).decode())
+"""
+
+
+class Host:
+    """A xend with the qemu driver inside a network namespace."""
+
+    def __init__(self, guest: Guest, tmp: Path) -> None:
+        self.ns = f"xq-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
+        self.guest = guest
+        self.home: XendHome = new_home("(hypervisor qemu)\n(qemu-accel tcg)\n"
+                                       "(vif-bridge xen-br0)\n")
+        self.home.netns = self.ns
+
+    def start(self) -> None:
+        started = self.home.xend("start")
+        assert started.returncode == 0, started.stderr
+
+    def create(self, name: str, address: str, mac: str) -> int:
+        config = ["vm", ["name", name], ["memory", MEMORY],
+                  ["image", ["linux", ["kernel", self.guest.kernel],
+                             ["ramdisk", self.guest.ramdisk],
+                             ["args", f"quiet loglevel=3 xend.ip={address}/24"]]],
+                  ["device", ["vif", ["mac", mac], ["ip", address]]]]
+        with self.home.unix_http() as http:
+            reply = http.post("/xend/domain/", data={"op": "create", "config": sxp.show(config)})
+            assert reply.status_code == 201, reply.text
+            assert http.post(f"/xend/domain/{name}", data={"op": "unpause"}).status_code == 200
+        return int(sxp.child_value(sxp.parse(reply.text), "id"))
+
+    def sh(self, domid: int, command: str, answer: str, timeout: float = BOOT_TIMEOUT) -> str:
+        port = self.home.console_port_base + domid
+        done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", CONSOLE,
+                               str(port), command, answer, str(timeout)],
+                              capture_output=True, text=True, timeout=timeout + 30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def close(self) -> None:
+        self.home.xend("stop")
+        kill_guests(self.home.run_dir)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        shutil.rmtree(self.home.root, ignore_errors=True)
+
+
+@pytest.fixture
+def netns_host(guest: Guest, tmp_path: Path) -> Iterator[Host]:
+    why = netns_usable()
+    if why:
+        pytest.skip(why)
+    host = Host(guest, tmp_path)
+    try:
+        host.start()
+        yield host
+    finally:
+        host.close()
+
+
+def test_two_guests_on_the_bridge_ping_and_a_spoofer_is_cut_off(netns_host: Host) -> None:
+    a = netns_host.create("qa", "10.88.0.11", "aa:00:00:00:88:11")
+    b = netns_host.create("qb", "10.88.0.12", "aa:00:00:00:88:12")
+    links = subprocess.run(["ip", "-n", netns_host.ns, "-o", "link", "show", "master",
+                            "xen-br0"], capture_output=True, text=True).stdout
+    assert f"vif{a}.0" in links and f"vif{b}.0" in links
+    netns_host.sh(a, "echo READY-$((1))", "READY-1")
+    netns_host.sh(b, "echo READY-$((1))", "READY-1")
+    ping = "ping -c 3 -W 2 10.88.0.12 >/dev/null && echo PING-$((1))-OK || echo PING-$((0))-NO"
+    assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
+
+    netns_host.sh(a, "ip addr flush dev eth0; ip addr add 10.88.0.99/24 dev eth0;"
+                     " echo MOVED-$((1))", "MOVED-1")
+    assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-0-NO"
+
+    netns_host.sh(a, "ip addr flush dev eth0; ip addr add 10.88.0.11/24 dev eth0;"
+                     " echo BACK-$((1))", "BACK-1")
+    assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
+
+    with netns_host.home.unix_http() as http:
+        assert http.post("/xend/domain/qb", data={"op": "destroy", "reason": "halt"}
+                         ).status_code == 200
+    wait_for(lambda: f"vif{b}.0" not in subprocess.run(
+        ["ip", "-n", netns_host.ns, "-o", "link"], capture_output=True, text=True).stdout,
+        what="the destroyed guest's tap gone")
