@@ -26,30 +26,21 @@ which is about to go.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from xend_actors.device import messages as m
-from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
+from xend_actors.errors import BadRequest, NotFound, XendError
+from xend_actors.hypervisor.backings import Backings
 from xend_actors.hypervisor.base import GuestMessage
 from xend_actors.hypervisor.qemu.guest import QemuGuest
 
 log = logging.getLogger(__name__)
 
-LOOP_MAJOR = 7
-MAX_BACKINGS = 256
 UNPLUG_TIMEOUT = 10.0  # a guest's ACPI hot-unplug takes a moment
 POLL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class Backing:
-    device: int
-    path: str
-    readonly: bool
 
 
 @dataclass(frozen=True)
@@ -63,7 +54,7 @@ class QemuBackends:
                  notify: Callable[[GuestMessage], None]) -> None:
         self._guest_of = guest_of
         self._notify = notify
-        self._backings: dict[int, Backing] = {}
+        self._backings = Backings()
         self._blkifs: set[tuple[int, int]] = set()
         self._vbds: dict[tuple[int, int], _Vbd] = {}  # (domid, vdevice)
         self._netifs: dict[tuple[int, int], str] = {}  # (domid, handle) -> mac
@@ -71,26 +62,10 @@ class QemuBackends:
     # --- backings --------------------------------------------------------------------------
 
     def attach_backing(self, path: str, readonly: bool) -> int:
-        what = f"cannot attach {path}"
-        if not os.path.isabs(path):
-            raise BadRequest(f"{what}: the path must be absolute")
-        try:
-            with open(path, "rb" if readonly else "r+b"):
-                pass
-        except FileNotFoundError:
-            raise NotFound(f"{what}: no such file") from None
-        except OSError as e:
-            raise Conflict(f"{what}{'' if readonly else ' read-write'}: {e.strerror}") from None
-        device = next((LOOP_MAJOR << 8 | n for n in range(MAX_BACKINGS)
-                       if LOOP_MAJOR << 8 | n not in self._backings), None)
-        if device is None:
-            raise Conflict(f"{what}: all {MAX_BACKINGS} backing devices are in use")
-        self._backings[device] = Backing(device, path, readonly)
-        return device
+        return self._backings.attach(path, readonly)
 
     def detach_backing(self, device: int) -> None:
-        if self._backings.pop(device, None) is None:
-            raise NotFound(f"no backing device {device:#06x}")
+        self._backings.detach(device)
 
     # --- control messages ------------------------------------------------------------------
 
@@ -183,7 +158,7 @@ class QemuBackends:
             return m.BlkifStatus.VBD_NOT_FOUND
         backing = self._backings.get(msg.extent.device)
         if backing is None or vbd.plugged or msg.extent.sector_start != 0 or \
-                _size(backing.path) == 0:
+                backing.size() == 0:
             return m.BlkifStatus.EXTENT_NOT_FOUND  # qemu takes one whole device per vbd
         guest = self._guest(msg.domid)
         if guest is None:
@@ -301,14 +276,6 @@ def _peripherals(guest: QemuGuest) -> set[str]:
 
 def _node(vdevice: int) -> str:
     return f"vbd-{vdevice}"
-
-
-def _size(path: str) -> int:
-    try:
-        with open(path, "rb") as f:
-            return f.seek(0, os.SEEK_END)
-    except OSError:
-        return 0
 
 
 _BACKEND: dict[type, Callable[[QemuBackends, Any], Any]] = {

@@ -45,28 +45,10 @@ from xend_actors.device.messages import (
     BlkifStatus,
     Message,
 )
-from xend_actors.errors import BadRequest, Conflict, NotFound
+from xend_actors.errors import BadRequest, Conflict
+from xend_actors.hypervisor.backings import Backing, Backings
 
 SECTOR = 512
-LOOP_MAJOR = 7
-MAX_BACKINGS = 256  # loop0 .. loop255
-
-
-@dataclass(frozen=True)
-class Backing:
-    """A host file or device attached as a sim block device."""
-
-    device: int
-    path: str
-    readonly: bool
-
-    def size(self) -> int:
-        """Its size in bytes now; 0 if it cannot be opened."""
-        try:
-            with open(self.path, "rb") as f:
-                return f.seek(0, os.SEEK_END)
-        except OSError:
-            return 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +94,7 @@ class BlockBackend:
     def __init__(self, domain_exists: Callable[[int], bool]) -> None:
         self._domain_exists = domain_exists
         self._blkifs: dict[tuple[int, int], _Blkif] = {}
-        self._backings: dict[int, Backing] = {}
+        self._backings = Backings()
         self._handlers: dict[type, Callable[[Any], BlkifStatus]] = {
             BlkifBeCreate: self._create,
             BlkifBeDestroy: self._destroy,
@@ -127,37 +109,19 @@ class BlockBackend:
     # --- backings (the sim's losetup) ---------------------------------------------------
 
     def attach_backing(self, path: str, readonly: bool) -> int:
-        what = f"cannot attach {path}"
-        if not path or not os.path.isabs(path):
-            raise BadRequest(f"{what}: the path must be absolute")
-        try:
-            with open(path, "rb" if readonly else "r+b"):
-                pass
-        except FileNotFoundError:
-            raise NotFound(f"{what}: no such file") from None
-        except OSError as e:
-            raise Conflict(f"{what}{'' if readonly else ' read-write'}: "
-                           f"{e.strerror or e}") from None
-        used = set(self._backings)
-        device = next((LOOP_MAJOR << 8 | n for n in range(MAX_BACKINGS)
-                       if LOOP_MAJOR << 8 | n not in used), None)
-        if device is None:
-            raise Conflict(f"{what}: all {MAX_BACKINGS} backing devices are in use")
-        self._backings[device] = Backing(device, path, readonly)
-        return device
+        return self._backings.attach(path, readonly)
 
     def detach_backing(self, device: int) -> None:
-        if device not in self._backings:
-            raise NotFound(f"no backing device {device:#06x}")
+        self._backings.need(device)
         users = [f"{blkif.domid}/{blkif.handle}/{vbd.vdevice:#06x}"
                  for blkif in self._blkifs.values() for vbd in blkif.vbds.values()
                  if any(x.backing.device == device for x in vbd.extents)]
         if users:
             raise Conflict(f"backing device {device:#06x} is in use by vbd {', '.join(users)}")
-        del self._backings[device]
+        self._backings.detach(device)
 
     def backings(self) -> list[Backing]:
-        return [self._backings[d] for d in sorted(self._backings)]
+        return self._backings.all()
 
     # --- control messages --------------------------------------------------------------
 
