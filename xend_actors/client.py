@@ -10,6 +10,8 @@ User-Agent, which without the Accept header would make xend answer HTML.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +21,7 @@ import httpx
 
 from xend_actors import sxp
 from xend_actors.errors import XendError
+from xend_actors.events import Event
 
 DEFAULT_SERVER = "localhost:8000"
 DEFAULT_ROOT = "/xend/"
@@ -130,6 +133,13 @@ class XendClient:
         """Save the domain to ``filename`` on xend's host; the domain is then destroyed."""
         return self.post(self._domain(dom), "save", file=filename)
 
+    def xend_domain_migrate(self, dom: str | int, dst: str, live: int = 0,
+                            resource: int = 0) -> sxp.Value:
+        """Migrate ``dom`` to the xend whose relocation port is ``dst`` (``host[:port]``);
+        ``resource`` limits the stream to that many Mbit/s. The new domain's URL."""
+        return self.post(self._domain(dom), "migrate", destination=dst, live=live,
+                         resource=resource)
+
     def xend_domain_restore(self, filename: str) -> sxp.Value:
         """Restore the domain saved in ``filename`` on xend's host; its info."""
         return self.post(self.url("domain"), "restore", file=filename)
@@ -207,6 +217,35 @@ class XendClient:
         return self._send("GET", self.url("event") + "/",
                           params=_stringify({"since": since, "timeout": timeout}),
                           timeout=float(timeout) + TIMEOUT)
+
+    def xend_event_stream(self, timeout: int = 600,
+                          on_open: Callable[[], None] = lambda: None) -> Iterator[Event]:
+        """The events from the next one on, as they come (ours: the Server-Sent Events
+        stream); ``on_open`` is called once xend has accepted the stream. Ends after
+        ``timeout`` seconds."""
+        headers = {"Accept": "text/event-stream"}
+        try:
+            with self._http.stream("GET", self.url("event") + "/", headers=headers,
+                                   params={"timeout": str(timeout)},
+                                   timeout=httpx.Timeout(TIMEOUT, read=timeout + TIMEOUT)
+                                   ) as reply:
+                if reply.status_code != 200:
+                    raise XendError(f"the event stream answered {reply.status_code}")
+                on_open()
+                seq, name, value = 0, "", None
+                for line in reply.iter_lines():
+                    field, _, data = line.partition(": ")
+                    if field == "id":
+                        seq = int(data)
+                    elif field == "event":
+                        name = data
+                    elif field == "data":
+                        value = sxp.parse(data)
+                    elif not line and name:
+                        yield Event(seq, name, value, time.time())
+                        name = ""
+        except httpx.TransportError as error:
+            raise XendError(f"Error connecting to xend at {self.where}: {error}") from None
 
     def xend_node_notify(self, url: str) -> sxp.Value:
         """Have xend POST every event to ``url`` (ours; the original only listed it)."""

@@ -78,8 +78,9 @@ class Root(TracedActor):
             count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
             transfer = self._adopt("transfer", Transfer.start(
-                driver, table, events, self.store.migrate)).proxy()
+                driver, table, events, self.store.migrate, self.config)).proxy()
             answer(transfer.ping(), "the transfer actor")
+            relocation = answer(transfer.start_relocation(), "the transfer actor")
             services = Services(self.config, events, hypervisor, table, notifier=notifier,
                                 consoles=consoles, vnets=vnets, transfer=transfer)
             web = self._adopt("web", WebServer.start(self.config, make_app(services)))
@@ -87,6 +88,8 @@ class Root(TracedActor):
             debug = self._adopt("debug", DebugServer.start(
                 self.config, events, self.shutdown, consoles))
             addresses.append(answer(debug.proxy().address(), "the debug server"))
+            if relocation:
+                addresses.append(f"xfr://{relocation}")
         except BaseException:
             self._stop_children()
             raise

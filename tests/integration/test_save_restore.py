@@ -172,7 +172,11 @@ def test_a_save_to_a_bad_place_leaves_the_domain_running(xend: Xend, tmp_path: P
     assert sxp.child_value(xend.info("s1"), "state") in ("-b---", "r----")
     assert "ok-still" in xend.sh("s1", "echo ok-still", "ok-still\r\n")
     xend.error(xend.post("/xend/domain/Domain-0", op="save", file=str(tmp_path / "d0")), 409)
-    assert xend.error(xend.post("/xend/domain/s1", op="migrate", destination="h"), 501)
+    message = xend.error(xend.post("/xend/domain/s1", op="migrate",
+                                   destination="127.0.0.1:1"), 500)
+    assert "cannot connect to the relocation port 127.0.0.1:1" in message
+    assert xend.error(xend.post("/xend/domain/s1", op="migrate", destination="h:x"), 400)
+    assert "ok-again" in xend.sh("s1", "echo ok-again", "ok-again\r\n")
 
 
 def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:

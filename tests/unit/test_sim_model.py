@@ -14,6 +14,7 @@ from xend_actors.hypervisor.base import (
 )
 from xend_actors.hypervisor.sim.clock import ManualClock
 from xend_actors.hypervisor.sim.console import BUFFER_LIMIT
+from xend_actors.hypervisor.sim.memory import PAGE_SIZE, WORKING_SET, read_pages
 from xend_actors.hypervisor.sim.model import SimHypervisor
 
 DELAY = 0.03
@@ -522,3 +523,32 @@ def test_a_bad_state_is_refused_and_leaves_no_domain(hv: SimHypervisor) -> None:
     with pytest.raises(BadRequest, match="not a saved sim guest state"):
         hv.restore_state("web", 256, b"{not json")
     assert [d.domid for d in hv.list_domains()] == [0]
+
+
+# --- memory, for migration ---------------------------------------------------------------
+
+def test_the_dirty_log_names_the_pages_a_working_guest_wrote(hv: SimHypervisor) -> None:
+    domid, screen = booted(hv, memory_mb=1)
+    seed, pages, _ = hv.memory_map(domid)
+    assert pages == 256
+    hv.dirty_pages(domid)  # the log starts now
+    assert hv.dirty_pages(domid) == []
+    shell(hv, domid, screen, "echo hi")
+    dirty = hv.dirty_pages(domid)
+    assert dirty and all(0 <= page < WORKING_SET for page in dirty)
+    assert hv.dirty_pages(domid) == []
+    _, _, versions = hv.memory_map(domid)
+    assert set(dirty) <= set(versions)
+    before = read_pages(seed, versions, 0, WORKING_SET)
+    shell(hv, domid, screen, "echo again")
+    assert read_pages(seed, hv.memory_map(domid)[2], 0, WORKING_SET) != before
+    assert len(before) == WORKING_SET * PAGE_SIZE
+
+
+def test_the_memory_goes_along_with_the_saved_state(
+        hv: SimHypervisor, clock: ManualClock) -> None:
+    domid, _ = suspended(hv, clock)
+    seed, pages, versions = hv.memory_map(domid)
+    new = hv.restore_state("web2", 256, hv.save_state(domid))
+    assert hv.memory_map(new) == (seed, pages, versions)
+    assert read_pages(seed, versions, 0, pages) == read_pages(*hv.memory_map(new)[::2], 0, pages)

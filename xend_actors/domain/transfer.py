@@ -15,21 +15,37 @@ Restore: the image is checked whole before anything is created; the driver build
 paused domain from the saved state; the DomainTable adopts it and its Domain actor
 configures it as for any adopted domain (devices, console); then it is unpaused.
 
-Migration is not here yet: ``op=migrate`` answers 501.
+Migrate (``migrate``): the domain goes to another xend's relocation port over the xfr
+conversation (``xfr.py``), its memory streamed by ``migrate.Sender`` (pre-copy rounds
+when live). The source domain is destroyed only once the destination has built and
+configured the new one and said ``(xfr.xfr.ok NEWID)``; any failure before resumes a
+domain the session suspended and unpauses one it paused, so it keeps running, and the
+destination destroys what it built. Progress goes out as ``xend.domain.migrate.progress``
+events (``(NAME ID (progress (phase P) (sent B) (total B) (rate B/s)))``).
+
+Incoming migrations are the Relocation actor's (``relocation.py``), which this actor
+starts when ``xend-relocation-server`` is on and stops with itself. A migration runs on
+this actor's thread: a save, restore or another migration out waits for it; xend's
+HTTP and migrations in do not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pykka
 
 from xend_actors import sxp
-from xend_actors.domain import savefile
+from xend_actors.config import XendConfig
+from xend_actors.domain import savefile, xfr
 from xend_actors.domain.config import parse_domain_config
+from xend_actors.domain.migrate import Progress, Sender
+from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
 from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason
 from xend_actors.store import RecordDir
@@ -41,29 +57,53 @@ ASK_TIMEOUT = 30.0
 CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 SUSPEND_TIMEOUT = 30.0  # as the original's wait for xend.domain.suspended
 POLL_SECONDS = 0.05
+CONNECT_TIMEOUT = 10.0
+STREAM_TIMEOUT = 30.0  # the most the destination may take to take the next bytes
 
 
 class Transfer(TracedActor):
     def __init__(self, driver: Driver, table: pykka.ActorProxy, events: pykka.ActorProxy,
-                 sessions: RecordDir) -> None:
+                 sessions: RecordDir, config: XendConfig | None = None) -> None:
         super().__init__()
         self._driver = driver
         self._table = table
         self._events = events
         self._sessions = sessions
+        self._config = config
+        self._relocation: pykka.ActorRef | None = None
         keys = sessions.keys()  # a RecordDir's, not a dict's
         self._next_id = 1 + max((int(k) for k in keys if k.isdigit()), default=0)
 
     def on_start(self) -> None:
         self._recover()
 
+    def on_stop(self) -> None:
+        if self._relocation is not None:
+            self._relocation.stop(block=True, timeout=ASK_TIMEOUT)
+
+    def start_relocation(self) -> str:
+        """Listen for migrations in if ``xend-relocation-server`` is on; where, or ''."""
+        if self._config is None or not self._config.relocation_server:
+            return ""
+        incoming = Incoming(self._driver, self._table, self._sessions)
+        self._relocation = Relocation.start(self._config, incoming)
+        return _ask(self._relocation.proxy().address())
+
     def _recover(self) -> None:
         """Sessions left by a xend that stopped mid-transfer: a domain suspended for a save
-        runs on (its image was never finished, or it would have been destroyed)."""
+        or a migration out runs on (it would have been destroyed had it got away); one
+        half-migrated in is destroyed."""
         for key, value in self._sessions.load_all().items():
             domid = sxp.child_value(value, "domain")
             if sxp.name(value) == "save" and str(domid).isdigit():
                 self._resume(int(domid))
+            if sxp.name(value) == "migrate":
+                src = sxp.child_value(sxp.child(value, "src") or [], "domain")
+                dst = sxp.child_value(sxp.child(value, "dst") or [], "domain")
+                if key.startswith(SESSION_PREFIX) and str(dst).isdigit():
+                    self._discard(int(dst))
+                elif not key.startswith(SESSION_PREFIX) and str(src).isdigit():
+                    self._resume(int(src))
             log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
             self._sessions.delete(key)
 
@@ -207,16 +247,175 @@ class Transfer(TracedActor):
             with contextlib.suppress(XendError):
                 self._driver.destroy(domid)
 
+    # --- migrate -------------------------------------------------------------------------
+
+    def migrate(self, dom: str, destination: str, live: bool = False, resource: int = 0) -> str:
+        """Move domain ``dom`` to the xend listening for relocation at ``destination``
+        (``host`` or ``host:port``, port 8002 by default), streaming at most ``resource``
+        Mbit/s (0: no limit); the new domain's URL once it runs there."""
+        self._require("save_state", "resume", "memory_pages", "dirty_pages", "read_pages",
+                      what="migration")
+        if resource < 0:
+            raise BadRequest(f"resource must be 0 or a Mbit/s limit, got {resource}")
+        try:
+            host, port = xfr.parse_destination(destination)
+        except xfr.XfrError as error:
+            raise BadRequest(error.message) from None
+        domain = _ask(self._table.find(dom, guest_only=True))
+        info = _ask(self._table.info(dom))
+        name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
+        if sxp.child(info, "config") is None:
+            raise Conflict(f"cannot migrate domain {name}: xend has no configuration for it")
+        session = self._session_id()
+        ids = [name, str(domid)]
+
+        def record(state: str, *extra: sxp.Value) -> None:
+            value = ["migrate", ["id", session], ["state", state], ["live", str(int(live))],
+                     ["resource", str(resource)],
+                     ["src", ["host", socket.gethostname()], ["domain", str(domid)]],
+                     ["dst", ["host", host], *extra]]
+            self._sessions.write(session, value)
+            self._events.publish("xend.domain.migrate", [*ids, state, value])
+
+        def report(progress: Progress) -> None:
+            self._events.publish("xend.domain.migrate.progress", [*ids, progress.sxpr()])
+
+        record("begin")
+        log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", name, domid,
+                 host, port, live, resource or "unlimited")
+        started = time.monotonic()
+        try:
+            newid, downtime = self._migrate(
+                domain, domid, info, (host, port), live,
+                lambda channel, domid: Sender(channel, self._driver, domid, resource, report))
+        except Exception as error:
+            log.error("Migrating domain %s to %s:%s failed: %s", name, host, port, error)
+            record("error")
+            self._sessions.delete(session)
+            raise _failed("migrate", error) from None
+        duration = time.monotonic() - started
+        record("ok", ["domain", str(newid)], ["downtime", f"{downtime:.3f}"],
+               ["duration", f"{duration:.3f}"])
+        self._sessions.delete(session)
+        log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
+                 "for %.3f s", name, host, port, newid, duration, downtime)
+        return f"http://{host}:{port}/xend/domain/{newid}"
+
+    def _migrate(self, domain: pykka.ActorProxy, domid: int, info: sxp.Value,
+                 where: tuple[str, int], live: bool,
+                 make_sender: Callable[[xfr.Channel, int], Sender]) -> tuple[int, float]:
+        """Stream the domain; (its new id, how long it was stopped) once it runs there."""
+        channel = _connect(*where)
+        stop = _Suspension(self, domain, domid, "p" in str(sxp.child_value(info, "state", "")))
+        destroyed = False
+        try:
+            channel.send(xfr.Hello())
+            channel.expect_ok("the connection")
+            sender = make_sender(channel, domid)
+            channel.send(xfr.Xfr(domid, info, sender.memory_bytes, live))
+            channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
+            try:
+                pages = sender.precopy() if live else range(sender.pages)
+                stopped = time.monotonic()
+                stop.suspend()
+                if not live:
+                    self._driver.dirty_pages(domid)  # nothing changed that all pages miss
+                sender.stopcopy(pages)
+            except xfr.XfrError as error:
+                raise _peer_reason(channel, error) from None
+            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
+            reply = channel.receive()
+            if isinstance(reply, xfr.Err):
+                raise xfr.XfrError(f"{channel.peer} could not build the domain: "
+                                   f"{reply.reason or reply.code}", reply.code)
+            if not isinstance(reply, xfr.XfrOk):
+                raise xfr.XfrError(f"{channel.peer} answered the state with "
+                                   f"{type(reply).__name__}", xfr.Code.EPROTO)
+            # From here there is no way back: the destination runs it on our commit.
+            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            destroyed = True
+            channel.send(xfr.OK)
+            channel.expect_ok("the commit")
+            return reply.newid, time.monotonic() - stopped
+        except BaseException as error:
+            if destroyed:
+                raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
+                                f"confirm it runs: {error}") from None
+            stop.undo()
+            raise
+        finally:
+            channel.close()
+
     # --- inside ------------------------------------------------------------------------------
 
     def _session_id(self) -> str:
         session, self._next_id = str(self._next_id), self._next_id + 1
         return session
 
-    def _require(self, *calls: str) -> None:
+    def _require(self, *calls: str, what: str = "save and restore") -> None:
         if not all(callable(getattr(self._driver, call, None)) for call in calls):
-            raise XendError(f"save and restore are not available yet with the "
-                            f"{type(self._driver).__name__} hypervisor driver", status=501)
+            raise XendError(f"{what} {'is' if what == 'migration' else 'are'} not available "
+                            f"yet with the {type(self._driver).__name__} hypervisor driver",
+                            status=501)
+
+
+class _Suspension:
+    """Suspending a domain for a migration, and undoing it when the migration fails: a
+    domain the session suspended is resumed, one it paused unpaused (facts §10.3)."""
+
+    def __init__(self, transfer: Transfer, domain: pykka.ActorProxy, domid: int,
+                 was_paused: bool) -> None:
+        self._transfer = transfer
+        self._domain = domain
+        self._domid = domid
+        self._was_paused = was_paused
+        self._paused = self._suspend_asked = False
+
+    def suspend(self) -> None:
+        _ask(self._domain.pause())
+        self._paused = True
+        _ask(self._domain.shutdown(ShutdownReason.SUSPEND.value))
+        self._suspend_asked = True
+        # The request waits in the paused guest's ring; it must run to act on it.
+        _ask(self._domain.unpause())
+        self._paused = False
+        self._transfer._wait_suspended(self._domid)
+
+    def undo(self) -> None:
+        if self._suspend_asked:
+            self._transfer._resume(self._domid)
+        if self._suspend_asked and self._was_paused:  # as it was before the migration
+            _quietly(self._domain.pause())
+        elif self._paused and not self._was_paused:
+            _quietly(self._domain.unpause())
+
+
+def _quietly(future: pykka.Future) -> None:
+    with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
+        future.get(timeout=ASK_TIMEOUT)
+
+
+def _connect(host: str, port: int) -> xfr.Channel:
+    where = f"{host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as error:
+        raise xfr.XfrError(f"cannot connect to the relocation port {where}: "
+                           f"{error.strerror or error}") from None
+    return xfr.Channel(sock, f"relocation peer {where}", STREAM_TIMEOUT)
+
+
+def _peer_reason(channel: xfr.Channel, error: xfr.XfrError) -> xfr.XfrError:
+    """The destination's own ``(xfr.err CODE 'why')`` if it sent one before it closed
+    (a send fails before it is read), else ``error``."""
+    channel.sock.settimeout(1.0)
+    try:
+        reply = channel.receive()
+    except XendError:
+        return error
+    if isinstance(reply, xfr.Err) and reply.code:
+        return xfr.XfrError(f"{channel.peer} gave up: {reply.reason or reply.code}", reply.code)
+    return error
 
 
 def _ask(future: pykka.Future, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]

@@ -189,6 +189,22 @@ class Driver(Protocol):
         runs on where it stopped."""
         ...
 
+    # Live migration streams a domain's memory in pages of 4096 bytes (xfr.PAGE_SIZE);
+    # a driver without these three answers op=migrate with 501.
+
+    def memory_pages(self, domid: int) -> int:
+        """How many pages of memory domain ``domid`` has."""
+        ...
+
+    def dirty_pages(self, domid: int) -> list[int]:
+        """The pages domain ``domid`` wrote since the last call (its dirty log), sorted;
+        the log then starts afresh. A migration's pre-copy resends these."""
+        ...
+
+    def read_pages(self, domid: int, first: int, count: int) -> bytes:
+        """Pages ``first`` .. ``first + count - 1`` of domain ``domid``, back to back."""
+        ...
+
     def set_maxmem(self, domid: int, memory_mb: int) -> None: ...
 
     def set_memory_target(self, domid: int, memory_mb: int) -> None: ...

@@ -92,6 +92,14 @@ class DomainResource(Resource):
         answer(_transfer(self.transfer).save(dom, file), "the transfer actor", TRANSFER_TIMEOUT)
         return "0"
 
+    @op("migrate", params=(Param("destination"), optional("live", Kind.INT, default=0),
+                           optional("resource", Kind.INT, default=0)))
+    def migrate(self, request: Request, dom: str, destination: str, live: int,
+                resource: int) -> Reply:
+        url = answer(_transfer(self.transfer).migrate(dom, destination, bool(live), resource),
+                     "the transfer actor", TRANSFER_TIMEOUT)
+        return Reply(url, location=url)
+
     @op("configure", params=(Param("config", Kind.SXPR),))
     def configure(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
         vm = sxp.child_value(config, "config") if sxp.name(config) == "domain" else config
@@ -179,7 +187,7 @@ class DomainResource(Resource):
 
 def _transfer(transfer: object):  # type: ignore[no-untyped-def]
     if transfer is None:
-        raise XendError("save and restore are not available in this xend", status=501)
+        raise XendError("save, restore and migrate are not available in this xend", status=501)
     return transfer
 
 

@@ -39,6 +39,13 @@ def _restore_state(hv: SimHypervisor, args: Args) -> Wire:
     return hv.restore_state(args.text("name"), args.integer("memory_mb"), state)
 
 
+def _memory_map(hv: SimHypervisor, args: Args) -> Wire:
+    seed, pages, versions = hv.memory_map(args.integer("domid"))
+    # The seed is 64 bits: as text, since JSON numbers need not hold it exactly.
+    return {"seed": str(seed), "pages": pages,
+            "versions": {str(page): version for page, version in versions.items()}}
+
+
 def _control(hv: SimHypervisor, args: Args) -> Wire:
     msg_id, message = protocol.control_from_wire(args)
     return protocol.control_to_wire(hv.send_control(args.integer("domid"), message), msg_id)
@@ -59,6 +66,8 @@ CALLS: Mapping[str, Call] = {
         hv.save_state(args.integer("domid"))).decode(),
     "restore_state": _restore_state,
     "resume": lambda hv, args: hv.resume(args.integer("domid")),
+    "memory_map": _memory_map,
+    "dirty_pages": lambda hv, args: hv.dirty_pages(args.integer("domid")),
     "attach_backing": lambda hv, args: hv.attach_backing(args.text("path"),
                                                          args.flag("readonly")),
     "detach_backing": lambda hv, args: hv.detach_backing(args.integer("device")),

@@ -28,7 +28,7 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
-from xend_actors.hypervisor.sim import protocol
+from xend_actors.hypervisor.sim import memory, protocol
 from xend_actors.hypervisor.sim.protocol import Args, Wire
 from xend_actors.node import PhysInfo
 
@@ -102,6 +102,26 @@ class SimDriver:
     def resume(self, domid: int) -> None:
         """Undo the suspend of domain ``domid``: it runs on."""
         self._call("resume", domid=domid)
+
+    def memory_pages(self, domid: int) -> int:
+        """How many pages of memory domain ``domid`` has."""
+        return int(self._call("memory_map", domid=domid)["pages"])
+
+    def dirty_pages(self, domid: int) -> list[int]:
+        """The pages domain ``domid`` wrote since the last call; the log starts afresh."""
+        return [int(page) for page in self._call("dirty_pages", domid=domid)]
+
+    def read_pages(self, domid: int, first: int, count: int) -> bytes:
+        """Pages ``first`` .. ``first + count - 1`` of domain ``domid``, back to back.
+
+        The sim's memory is a pattern (``sim/memory.py``): it is made here from the
+        guest's seed and page versions rather than sent over simhv's line protocol.
+        """
+        wire = self._call("memory_map", domid=domid)
+        if first < 0 or count < 0 or first + count > int(wire["pages"]):
+            raise BadRequest(f"domain {domid} has no pages {first}..{first + count - 1}")
+        versions = {int(page): int(version) for page, version in wire["versions"].items()}
+        return memory.read_pages(int(wire["seed"]), versions, first, count)
 
     def set_maxmem(self, domid: int, memory_mb: int) -> None:
         self._call("set_maxmem", domid=domid, memory_mb=memory_mb)

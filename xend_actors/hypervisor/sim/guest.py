@@ -28,6 +28,7 @@ from xend_actors.hypervisor.sim.blkback import Disks
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
 from xend_actors.hypervisor.sim.frontend import FRONTEND_MESSAGES, Frontends
+from xend_actors.hypervisor.sim.memory import GuestMemory
 
 IDLE_LOAD = 0.01  # cpu seconds per second of a guest that waits for input
 BUSY_LOAD = 1.0
@@ -71,11 +72,13 @@ class _ScreenConsole(Console):
     """The console, keeping the tail of what the guest wrote: its screen, which a saved
     guest takes along and shows again when it is restored."""
 
-    def __init__(self, on_input: Callable[[bytes], None]) -> None:
+    def __init__(self, on_input: Callable[[bytes], None], on_write: Callable[[], None]) -> None:
         super().__init__(on_input)
         self.screen = bytearray()
+        self._on_write = on_write
 
     def write(self, data: bytes) -> None:
+        self._on_write()
         self.screen += data
         if len(self.screen) > SCREEN_LIMIT:
             del self.screen[:-SCREEN_LIMIT]
@@ -98,7 +101,8 @@ class Guest:
         self.disks = disks
         self.frontends = Frontends(domid, send)
         self._transmit = transmit
-        self.console = _ScreenConsole(self._on_input)
+        self.memory = GuestMemory(int.from_bytes(os.urandom(8), "big"))
+        self.console = _ScreenConsole(self._on_input, lambda: self.memory.write())
         self.cpu = Meter(clock)
         self.uptime = Meter(clock)
         self.image: LinuxImage | None = None
@@ -161,7 +165,7 @@ class Guest:
         return self._phase is Phase.DOWN and self._suspended
 
     def export_state(self) -> bytes:
-        """The state of the suspended guest: image, uptime and screen (JSON bytes)."""
+        """The state of the suspended guest: image, uptime, screen and memory map (JSON)."""
         assert self.image is not None
         return json.dumps({
             "version": STATE_VERSION,
@@ -169,6 +173,7 @@ class Guest:
             "cmdline": self.image.cmdline,
             "uptime": self._uptime_before + self.uptime.value(),
             "screen": base64.b64encode(bytes(self.console.screen)).decode(),
+            "memory": self.memory.export(),
         }).encode()
 
     def load_state(self, state: bytes) -> None:
@@ -185,11 +190,14 @@ class Guest:
                                str(saved["cmdline"]))
             uptime = float(saved["uptime"])
             screen = base64.b64decode(saved["screen"], validate=True)
+            # Saved before guests had a memory map: a fresh one will do.
+            memory = GuestMemory.load(saved["memory"]) if "memory" in saved else self.memory
         except (ValueError, KeyError, TypeError) as error:
             raise BadRequest(f"not a saved sim guest state: {error}") from None
         self.image = image
         self._uptime_before = uptime
         self._saved_screen = screen[-SCREEN_LIMIT:]
+        self.memory = memory
 
     def resume(self) -> None:
         """Undo a suspend that was not followed by a save: the guest runs on."""
@@ -298,6 +306,7 @@ class Guest:
         self.console.write(PROMPT)
 
     def _on_input(self, data: bytes) -> None:
+        self.memory.write()
         self._typeahead += data[: max(0, TYPEAHEAD_LIMIT - len(self._typeahead))]
         if not self._reading:
             self._reading = True

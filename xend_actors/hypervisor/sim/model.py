@@ -33,6 +33,7 @@ from xend_actors.hypervisor.sim.blkback import Backing, BlockBackend
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console
 from xend_actors.hypervisor.sim.guest import IDLE_LOAD, Guest
+from xend_actors.hypervisor.sim.memory import PAGE_SIZE
 from xend_actors.hypervisor.sim.netback import NetBackend
 from xend_actors.node import PhysInfo
 
@@ -254,6 +255,17 @@ class SimHypervisor:
         dom.shutdown_reason = None
         self._log(f"domain {domid} resumed")
         self._changed(dom)
+
+    def memory_map(self, domid: int) -> tuple[int, int, dict[int, int]]:
+        """Domain ``domid``'s memory: (seed, pages, versions of the pages written)."""
+        dom = self._not_dom0(domid, "read the memory of")
+        assert dom.guest is not None
+        memory = dom.guest.memory
+        return memory.seed, dom.memory_kb * 1024 // PAGE_SIZE, dict(memory.versions)
+
+    def dirty_pages(self, domid: int) -> list[int]:
+        """The pages domain ``domid`` wrote since the last call (its dirty log)."""
+        return self._guest(domid, "read the dirty log of").memory.take_dirty()
 
     def send_control(self, domid: int, message: Message) -> Message:
         """Deliver a control message sent to domain ``domid``; returns the response.

@@ -1,0 +1,259 @@
+"""The Relocation actor: the relocation port, where other xends migrate domains in.
+
+It is started by the Transfer actor when ``xend-relocation-server`` is yes and listens
+on ``xend-relocation-address``:``xend-relocation-port``. A peer whose address
+``xend-relocation-hosts-allow`` does not admit (matched as ``xend-hosts-allow`` is)
+gets ``(xfr.err 13 ...)`` and is closed. Each accepted connection is served on a
+thread of its own, so a transfer never holds up another, nor xend's HTTP: it speaks
+the xfr conversation of ``xfr.py`` as the destination.
+
+The destination checks the name and the memory before a page flows, takes the pages
+in (the sim's memory is a pattern: the pages are checked against the digest the source
+sends and not kept; the seed and page versions come in the state), builds the domain
+paused from the final state, configures it as a restore does (devices, console),
+answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on the source's commit. Whatever
+breaks before that destroys what it built. While it runs, the transfer is recorded as
+``migrate/in-N`` in the store, so a xend killed mid-way destroys the half-built domain
+when it starts again (``Transfer`` reads the record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+import pykka
+
+from xend_actors import sxp
+from xend_actors.config import XendConfig
+from xend_actors.domain import xfr
+from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.errors import Timeout, XendError
+from xend_actors.hypervisor.base import Driver, ShutdownReason
+from xend_actors.store import RecordDir
+from xend_actors.trace import TracedActor
+from xend_actors.web.server import client_allowed
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = 30.0  # the most a peer may stay silent mid-transfer
+COMMIT_TIMEOUT = 60.0  # the source destroys its domain before it commits
+ASK_TIMEOUT = 30.0
+CONFIGURE_TIMEOUT = 120.0
+MAX_CONNECTIONS = 8
+MAX_ROUNDS = 8  # a source may send the memory at most this many times over
+SESSION_PREFIX = "in-"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What the destination needs from its xend to take a domain in."""
+
+    driver: Driver
+    table: pykka.ActorProxy
+    sessions: RecordDir
+
+
+class Relocation(TracedActor):
+    def __init__(self, config: XendConfig, incoming: Incoming) -> None:
+        super().__init__()
+        self._patterns = config.relocation_hosts_allow
+        self._incoming = incoming
+        address = config.relocation_address or "0.0.0.0"
+        try:
+            self._listener = socket.create_server((address, config.relocation_port),
+                                                  backlog=16)
+        except OSError as error:
+            raise XendError(f"cannot listen for relocation on {address}:"
+                            f"{config.relocation_port}: {error.strerror or error}") from None
+        self._where = f"{address}:{config.relocation_port}"
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        keys = incoming.sessions.keys()  # a RecordDir's, not a dict's
+        numbers = [k.removeprefix(SESSION_PREFIX) for k in keys if k.startswith(SESSION_PREFIX)]
+        self._sessions = itertools.count(
+            1 + max((int(n) for n in numbers if n.isdigit()), default=0))
+        self._thread = threading.Thread(target=self._accept, name="relocation", daemon=True)
+
+    def on_start(self) -> None:
+        self._thread.start()
+        log.info("Relocation server listening on %s", self._where)
+
+    def on_stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
+
+    def address(self) -> str:
+        return self._where
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                return  # closed: xend stops
+            with self._lock:
+                busy = len(self._connections) >= MAX_CONNECTIONS
+                if not busy:
+                    self._connections.add(sock)
+            if busy:
+                _refuse(sock, xfr.Err(xfr.Code.EIO, "too many migrations at once; try later"))
+                continue
+            threading.Thread(target=self._serve, args=(sock, peer[0]), daemon=True,
+                             name=f"relocation {peer[0]}").start()
+
+    def _serve(self, sock: socket.socket, address: str) -> None:
+        channel = xfr.Channel(sock, f"relocation peer {address}", IDLE_TIMEOUT)
+        try:
+            if not client_allowed(address, self._patterns):
+                log.warning("Refused a migration from %s: not in xend-relocation-hosts-allow",
+                            address)
+                channel.send(xfr.Err(xfr.Code.EACCES, f"{address} is not allowed to migrate "
+                                     "here by xend-relocation-hosts-allow"))
+                return
+            session = f"{SESSION_PREFIX}{next(self._sessions)}"
+            receive(channel, address, session, self._incoming)
+        except XendError as error:
+            log.error("Migration in from %s failed: %s", address, error.message)
+        except Exception:
+            log.exception("Migration in from %s failed", address)
+        finally:
+            with self._lock:
+                self._connections.discard(sock)
+            channel.close()
+
+
+def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming) -> int:
+    """Take in the domain a source offers on ``channel``; its new id once it runs."""
+    hello = channel.receive()
+    if not isinstance(hello, xfr.Hello) or (hello.major, hello.minor) != xfr.VERSION:
+        channel.send(xfr.Err(xfr.Code.EINVAL, "expected (xfr.hello 1 0)"))
+        raise xfr.XfrError(f"{address} did not say (xfr.hello 1 0)", xfr.Code.EINVAL)
+    channel.send(xfr.OK)
+    offer = channel.receive()
+    if not isinstance(offer, xfr.Xfr):
+        channel.send(xfr.Err(xfr.Code.EPROTO, "expected (xfr.xfr ...)"))
+        raise xfr.XfrError(f"{address} sent {type(offer).__name__}, not xfr.xfr",
+                           xfr.Code.EPROTO)
+    try:
+        config = _check_offer(offer, incoming)
+    except xfr.XfrError as error:
+        channel.send(xfr.Err(error.code, error.message))
+        raise
+    channel.send(xfr.OK)
+    record = ["migrate", ["id", session], ["state", "receive"], ["live", str(int(offer.live))],
+              ["src", ["host", address], ["domain", str(offer.domid)]],
+              ["dst", ["host", socket.gethostname()]]]
+    incoming.sessions.write(session, record)
+    log.info("Migrating domain %s in from %s", config.name, address)
+    domid: int | None = None
+    try:
+        state = _receive_memory(channel, offer)
+        domid = incoming.driver.restore_state(config.name, config.memory_mb, state)
+        incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
+                                                         ["domain", str(domid)]]])
+        _ask(incoming.table.refresh())  # adopts it
+        domain = _ask(incoming.table.find(str(domid)))
+        _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+        channel.send(xfr.XfrOk(domid))
+        channel.sock.settimeout(COMMIT_TIMEOUT)
+        channel.expect_ok("the commit")
+        _ask(domain.unpause())
+        channel.send(xfr.OK)
+    except BaseException as error:
+        if domid is not None:
+            discard(incoming, domid)
+        if isinstance(error, xfr.XfrError) and error.code == xfr.Code.EPROTO:
+            with contextlib.suppress(XendError):
+                channel.send(xfr.Err(error.code, error.message))
+        elif isinstance(error, XendError) and not isinstance(error, xfr.XfrError):
+            with contextlib.suppress(XendError):  # the source learns why
+                channel.send(xfr.Err(xfr.Code.EIO, error.message))
+        raise
+    finally:
+        incoming.sessions.delete(session)
+    log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
+    return domid
+
+
+def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
+    vm = sxp.child_value(offer.info, "config")
+    if vm is None:
+        raise xfr.XfrError("the domain info holds no (config (vm ...))", xfr.Code.EINVAL)
+    try:
+        config = parse_domain_config(vm)
+    except XendError as error:
+        raise xfr.XfrError(f"bad domain config: {error.message}", xfr.Code.EINVAL) from None
+    if offer.memory_bytes % xfr.PAGE_SIZE:
+        raise xfr.XfrError("the memory size is not whole pages", xfr.Code.EINVAL)
+    if config.name in _ask(incoming.table.names()):
+        raise xfr.XfrError(f"vm name clash: {config.name}", xfr.Code.EEXIST)
+    needed = max(config.memory_mb, -(-offer.memory_bytes // (1 << 20)))
+    free = incoming.driver.physinfo().free_memory_mb
+    if needed > free:
+        raise xfr.XfrError(f"not enough memory for {config.name}: it needs {needed} MiB, "
+                           f"{free} MiB are free", xfr.Code.ENOMEM)
+    return config
+
+
+def _receive_memory(channel: xfr.Channel, offer: xfr.Xfr) -> bytes:
+    """Read pages until the final state; the state once the digest matches."""
+    pages = offer.memory_bytes // xfr.PAGE_SIZE
+    budget = MAX_ROUNDS * offer.memory_bytes
+    digest = hashlib.sha256()
+    while True:
+        message = channel.receive()
+        if isinstance(message, xfr.Pages):
+            size = message.count * xfr.PAGE_SIZE
+            if message.first + message.count > pages or size > budget:
+                raise xfr.XfrError(f"pages {message.first}+{message.count} are beyond the "
+                                   f"domain's {pages} or its transfer budget", xfr.Code.EPROTO)
+            budget -= size
+            digest.update(channel.receive_bytes(size))
+        elif isinstance(message, xfr.State):
+            state = channel.receive_bytes(message.size)
+            if message.digest != digest.hexdigest():
+                raise xfr.XfrError("the memory did not arrive whole: its digest differs",
+                                   xfr.Code.EPROTO)
+            return state
+        elif isinstance(message, xfr.Err):
+            raise xfr.XfrError(f"the source gave up: {message.reason or message.code}",
+                               message.code)
+        else:
+            raise xfr.XfrError(f"unexpected {type(message).__name__} mid-transfer",
+                               xfr.Code.EPROTO)
+
+
+def discard(incoming: Incoming, domid: int) -> None:
+    """Destroy a domain whose migration in failed, through the table if it adopted it."""
+    try:
+        _ask(incoming.table.destroy(str(domid), ShutdownReason.HALT.value))
+    except (XendError, pykka.ActorDeadError) as error:
+        log.warning("Destroying half-migrated domain %s via the table: %s", domid, error)
+        with contextlib.suppress(XendError):
+            incoming.driver.destroy(domid)
+
+
+def _refuse(sock: socket.socket, error: xfr.Err) -> None:
+    with contextlib.suppress(OSError), sock:
+        sock.settimeout(1.0)
+        sock.sendall(xfr.encode(error))
+
+
+def _ask(future: pykka.Future, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]
+    try:
+        return future.get(timeout=timeout)
+    except pykka.Timeout:
+        raise Timeout(f"an actor did not answer within {timeout:g} s") from None
