@@ -278,6 +278,20 @@ def test_hot_plugged_vifs_connect_and_go(xend: Xend) -> None:
     assert "no network interfaces" in xend.sh("n2", "ifconfig", "no network")
 
 
+def test_a_vifs_bridge_and_addresses_can_be_changed_but_not_its_mac(xend: Xend) -> None:
+    xend.start("n4", ["vif", ["mac", "aa:00:00:00:04:01"], ["ip", "10.0.0.4"]])
+    changed = xend.ok(xend.post("/xend/domain/n4", op="device_configure", idx="0",
+                                config="(vif (ip 10.0.0.44) (ip 10.0.1.0/24))"))
+    assert (field(changed, "mac"), [ip[1] for ip in sxp.children(changed, "ip")]) == \
+        ("aa:00:00:00:04:01", ["10.0.0.44", "10.0.1.0/24"])
+    config = sxp.child_value(xend.info("n4"), "config")
+    [vif] = [sxp.child0(d) for d in sxp.children(config, "device")]
+    assert [ip[1] for ip in sxp.children(vif, "ip")] == ["10.0.0.44", "10.0.1.0/24"]
+    refused = xend.post("/xend/domain/n4", op="device_configure", idx="0",
+                        config="(vif (mac aa:00:00:00:04:99))")
+    assert "the mac cannot be changed" in xend.error(refused, 409)
+
+
 def test_a_failing_vif_script_is_one_clear_error_and_no_domain(xend: Xend) -> None:
     reply = xend.create("n3", ["vif", ["script", "vif-nowhere"]])
     message = xend.error(reply, 500)

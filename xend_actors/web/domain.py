@@ -172,6 +172,11 @@ class DomainResource(Resource):
     @op("device_configure", params=(Param("config", Kind.SXPR), *_ints("idx")))
     def device_configure(self, request: Request, dom: str, config: sxp.Value,
                          idx: int) -> sxp.Value:
+        if sxp.name(config) == "vif" and sxp.child_value(config, "mac") is None:
+            # The mac cannot change: a config without one keeps the vif's own.
+            current = [v for v in self._infos(dom, VifInfo) if v.idx == idx]
+            if current:
+                config = [*config, ["mac", current[0].mac]]
         device = parse_device(config)
         domain = self._domain(dom, guest_only=True)
         info = answer(domain.device_configure(sxp.name(config), idx, device), f"domain {dom}",
