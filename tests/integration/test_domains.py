@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import XendHome, wait_for
 from xend_actors import sxp
+from xend_actors.client import XendClient
 from xend_actors.hypervisor.base import ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
 
@@ -131,6 +132,17 @@ def test_create_replies_201_with_location_and_info(xend: Xend) -> None:
     assert sxp.child_value(sxp.child_value(config, "image"), "kernel") == KERNEL
     assert sorted(xend.names()) == ["Domain-0", "web1"]
     xend.expect_event(f"xend.domain.create (web1 {sxp.child_value(info, 'id')})")
+
+
+def test_a_name_with_a_slash_is_addressable(xend: Xend) -> None:
+    """The original allowed ``/`` in names; the name is the rest of the URL path."""
+    xend.create(vm("web/1"))
+    assert sxp.child_value(xend.info("web/1"), "name") == "web/1"
+    assert xend.op("web%2F1", "pause").status_code == 200
+    assert "p" in xend.state("web/1")
+    with XendClient(unix_path=xend.home.unix_path) as client:
+        client.xend_domain_unpause("web/1")
+    assert "p" not in xend.state("web/1")
 
 
 def test_pause_unpause_change_state_and_cpu_time_only_runs_unpaused(xend: Xend) -> None:

@@ -261,7 +261,7 @@ PAGES: Mapping[str, Page] = {
     "/xend/node/log": Page("text.html", text_page("xend log")),
     "/xend/node/dmesg": Page("text.html", text_page("Hypervisor console (dmesg)")),
     "/xend/domain/": Page("domains.html", domains_page),
-    "/xend/domain/<dom>/": Page("domain.html", domain_page),
+    "/xend/domain/<path:dom>/": Page("domain.html", domain_page),
     "/xend/console/": Page("consoles.html", consoles_page),
     "/xend/console/<int:port>/": Page("console.html", console_page),
     "/xend/event/": Page("events.html", events_page),

@@ -33,7 +33,7 @@ def make_app(services: Services) -> XendApp:
             ("/xend/node/log", NodeLogResource(services)),
             ("/xend/node/notify", NotifyResource(services)),
             ("/xend/domain/", DomainDirResource(services)),
-            ("/xend/domain/<dom>/", DomainResource(services)),
+            ("/xend/domain/<path:dom>/", DomainResource(services)),
             ("/xend/console/", ConsoleDirResource(services)),
             ("/xend/console/<int:port>/", ConsoleResource(services)),
             ("/xend/console/<int:port>/log", ConsoleLogResource(services)),
