@@ -27,8 +27,10 @@ def test_an_image_reads_back_as_written(tmp_path: Path) -> None:
 
 def test_the_header_holds_version_sizes_and_the_checksum() -> None:
     data = savefile.encode(IMAGE)
-    magic, version, info_size, payload_size, digest = HEADER.unpack_from(data)
+    magic, version, driver, info_size, meta_size, payload_size, digest = \
+        HEADER.unpack_from(data)
     assert (magic, version, payload_size) == (MAGIC, savefile.FORMAT_VERSION, 700)
+    assert (driver.rstrip(b"\0"), meta_size) == (b"sim", 0)
     assert len(data) == HEADER.size + info_size + payload_size
     assert digest == hashlib.sha256(data[HEADER.size:]).digest()
 
@@ -55,14 +57,15 @@ def test_a_foreign_file_a_newer_version_and_trailing_bytes_are_refused() -> None
     data = savefile.encode(IMAGE)
     with pytest.raises(BadRequest, match="not a xend-actors save file"):
         savefile.decode(b"LinuxGuestRecord" + data[16:])
-    with pytest.raises(BadRequest, match="version 2"):
-        savefile.decode(MAGIC + struct.pack(">I", 2) + data[20:])
+    with pytest.raises(BadRequest, match="version 9"):
+        savefile.decode(MAGIC + struct.pack(">I", 9) + data[20:])
     with pytest.raises(BadRequest, match="trailing garbage"):
         savefile.decode(data + b"x")
 
 
 def test_sizes_beyond_the_limits_are_refused_before_reading_on() -> None:
-    header = HEADER.pack(MAGIC, savefile.FORMAT_VERSION, savefile.MAX_INFO + 1, 0, b"\0" * 32)
+    header = HEADER.pack(MAGIC, savefile.FORMAT_VERSION, b"sim", savefile.MAX_INFO + 1, 0, 0,
+                         b"\0" * 32)
     with pytest.raises(BadRequest, match="beyond the limits"):
         savefile.decode(header)
 

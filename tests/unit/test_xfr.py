@@ -4,6 +4,7 @@ and the limits on everything read (domain/xfr.py); the migration sender's batche
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -170,3 +171,39 @@ def test_pages_go_in_runs_of_at_most_a_batch() -> None:
     assert list(_batches([1, 2, 3, 7, 9, 10])) == [(1, 3), (7, 1), (9, 2)]
     assert list(_batches(range(xfr.MAX_BATCH + 5))) == [(0, xfr.MAX_BATCH),
                                                         (xfr.MAX_BATCH, 5)]
+
+
+def test_an_offer_names_its_driver_and_a_stream_goes_in_pieces() -> None:
+    offer = xfr.Xfr(5, INFO, 32 << 20, True, "qemu", b'{"memory_mb": 32}')
+    assert xfr.from_sxp(sxp.parse(xfr.encode(offer))) == offer
+    old = xfr.from_sxp(sxp.parse(xfr.encode(offer))[:5])  # an offer without them is a sim's
+    assert isinstance(old, xfr.Xfr) and (old.kind, old.meta) == ("sim", b"")
+    assert xfr.from_sxp(sxp.parse("(xfr.data 4096)")) == xfr.Data(4096)
+    for text in (f"(xfr.data {xfr.MAX_DATA + 1})", "(xfr.xfr 5 '(domain)' 4096 1 'q m' '')"):
+        with pytest.raises(xfr.XfrError):
+            xfr.from_sxp(sxp.parse(text))
+
+
+def test_a_channel_copies_a_piece_of_a_stream_into_a_pipe(
+        pair: tuple[xfr.Channel, xfr.Channel]) -> None:
+    left, right = pair
+    data = bytes(range(256)) * 1024
+    read, write = xfr.open_pipe(xend_writes=True)
+    sender = threading.Thread(target=lambda: (left.send(xfr.Data(len(data))),
+                                              left.send_bytes(data)))
+    sender.start()
+    try:
+        right.timeout = 2.0
+        right.sock.settimeout(2.0)
+        assert right.receive() == xfr.Data(len(data))
+        copied = threading.Thread(target=right.receive_into, args=(write, len(data)))
+        copied.start()
+        got = b""
+        while len(got) < len(data):
+            got += os.read(read, 1 << 20)
+        copied.join(timeout=5)
+        sender.join(timeout=5)
+        assert got == data
+    finally:
+        os.close(read)
+        os.close(write)

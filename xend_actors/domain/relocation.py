@@ -12,9 +12,11 @@ in (the sim's memory is a pattern: the pages are checked against the digest the 
 sends and not kept; the seed and page versions come in the state), builds the domain
 paused from the final state, configures it as a restore does (devices, console),
 answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on the source's commit. Whatever
-breaks before that destroys what it built. While it runs, the transfer is recorded as
-``migrate/in-N`` in the store, so a xend killed mid-way destroys the half-built domain
-when it starts again (``Transfer`` reads the record).
+breaks before that destroys what it built. A stream driver's domain (qemu) is made and
+configured before the offer is answered, then its state is copied from the connection
+into a pipe the hypervisor loads from; the rest is the same. While it runs, the transfer
+is recorded as ``migrate/in-N`` in the store, so a xend killed mid-way destroys the
+half-built domain when it starts again (``Transfer`` reads the record).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -152,10 +155,12 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
     except xfr.XfrError as error:
         channel.send(xfr.Err(error.code, error.message))
         raise
-    channel.send(xfr.OK)
     record = ["migrate", ["id", session], ["state", "receive"], ["live", str(int(offer.live))],
               ["src", ["host", address], ["domain", str(offer.domid)]],
               ["dst", ["host", socket.gethostname()]]]
+    if callable(getattr(incoming.driver, "send_state", None)):
+        return _receive_stream(channel, address, session, incoming, offer, config, record)
+    channel.send(xfr.OK)
     incoming.sessions.write(session, record)
     log.info("Migrating domain %s in from %s", config.name, address)
     domid: int | None = None
@@ -188,6 +193,73 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
     return domid
 
 
+def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
+                    offer: xfr.Xfr, config: DomainConfig, record: list) -> int:
+    """Take in a stream driver's domain: make and configure the machine, then say yes to
+    the offer and load the state as it comes; its new id once it runs."""
+    driver = incoming.driver
+    incoming.sessions.write(session, record)
+    log.info("Migrating domain %s in from %s", config.name, address)
+    domid: int | None = None
+    try:
+        domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
+        incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
+                                                         ["domain", str(domid)]]])
+        _ask(incoming.table.refresh())  # adopts it
+        domain = _ask(incoming.table.find(str(domid)))
+        _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+        read, write = xfr.open_pipe(xend_writes=True)
+        try:
+            try:
+                driver.receive_state(domid, read)  # type: ignore[attr-defined]
+            finally:
+                os.close(read)
+            channel.send(xfr.OK)
+            if channel.buffered:
+                raise xfr.XfrError(f"{address} sent data before the offer was answered",
+                                   xfr.Code.EPROTO)
+            _receive_data(channel, write, MAX_ROUNDS * max(offer.memory_bytes, 1 << 30))
+        finally:
+            os.close(write)
+        driver.wait_received(domid, IDLE_TIMEOUT)  # type: ignore[attr-defined]
+        channel.send(xfr.XfrOk(domid))
+        channel.sock.settimeout(COMMIT_TIMEOUT)
+        channel.expect_ok("the commit")
+        _ask(domain.unpause())
+        channel.send(xfr.OK)
+    except BaseException as error:
+        if domid is not None:
+            discard(incoming, domid)
+        if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
+                                             or error.code == xfr.Code.EPROTO):
+            with contextlib.suppress(XendError):  # the source learns why
+                channel.send(xfr.Err(getattr(error, "code", xfr.Code.EIO), error.message))
+        raise
+    finally:
+        incoming.sessions.delete(session)
+    log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
+    return domid
+
+
+def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:
+    """Copy ``(xfr.data SIZE)`` pieces into the pipe until ``(xfr.data 0)``."""
+    while True:
+        message = channel.receive()
+        if isinstance(message, xfr.Data) and message.size == 0:
+            return
+        if isinstance(message, xfr.Data):
+            budget -= message.size
+            if budget < 0:
+                raise xfr.XfrError("the stream is beyond its transfer budget", xfr.Code.EPROTO)
+            channel.receive_into(write, message.size)
+        elif isinstance(message, xfr.Err):
+            raise xfr.XfrError(f"the source gave up: {message.reason or message.code}",
+                               message.code)
+        else:
+            raise xfr.XfrError(f"unexpected {type(message).__name__} mid-stream",
+                               xfr.Code.EPROTO)
+
+
 def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
     vm = sxp.child_value(offer.info, "config")
     if vm is None:
@@ -196,6 +268,10 @@ def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
         config = parse_domain_config(vm)
     except XendError as error:
         raise xfr.XfrError(f"bad domain config: {error.message}", xfr.Code.EINVAL) from None
+    kind = getattr(incoming.driver, "kind", "sim")
+    if offer.kind != kind:
+        raise xfr.XfrError(f"this xend runs the {kind} hypervisor driver; a domain of the "
+                           f"{offer.kind} driver cannot migrate here", xfr.Code.EINVAL)
     if offer.memory_bytes % xfr.PAGE_SIZE:
         raise xfr.XfrError("the memory size is not whole pages", xfr.Code.EINVAL)
     if config.name in _ask(incoming.table.names()):

@@ -4,35 +4,51 @@ The layout, all integers big-endian::
 
     magic       16 bytes  b"xend-actors-save"
     version     u32       FORMAT_VERSION
+    driver      12 bytes  the driver that wrote it, ASCII, NUL-padded: b"sim", b"qemu"
     info size   u32       bytes of the domain info SXP text
+    meta size   u32       bytes of the driver's description of the machine (may be 0)
     payload     u64       bytes of the hypervisor's state
-    checksum    32 bytes  SHA-256 of the info text followed by the payload
+    checksum    32 bytes  SHA-256 of the info text, the meta and the payload, in order
     info        the domain info SXP (facts §4.5), its ``(config (vm ...))`` inside
+    meta        what the driver needs before the state (qemu: the machine to launch)
     payload     the driver's state of the suspended domain (opaque to xend)
 
 The file must be exactly that long. Only the header/vmconfig framing idea of Xen's
-format carries over (facts §10.5): a payload is only good for the driver that made it.
-Reading checks everything before anything is created, so a truncated, corrupt or
-foreign file is refused with a ``BadRequest`` that says which.
+format carries over (facts §10.5): a payload is only good for the driver that made it,
+so a file another driver wrote is refused by name. Version 1 files (no driver or meta
+field, always the sim's) are still read. Reading checks everything it can before
+anything is created, so a truncated, corrupt or foreign file is refused with a
+``BadRequest`` that says which; a state too big to hold in memory (a qemu guest's RAM)
+is written and read by the hypervisor straight from the file (``Writer``, ``Reader``),
+its checksum computed beside it from the page cache, and a restore whose checksum
+fails at the end is undone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, XendError
-from xend_actors.store import atomic_write
+from xend_actors.store import TMP_PREFIX, atomic_write
 
 MAGIC = b"xend-actors-save"
-FORMAT_VERSION = 1
-HEADER = struct.Struct(">16sIIQ32s")
+FORMAT_VERSION = 2
+HEADER = struct.Struct(">16sI12sIIQ32s")
+HEADER_V1 = struct.Struct(">16sIIQ32s")
 MAX_INFO = 1 << 20
-MAX_PAYLOAD = 256 << 20
+MAX_META = 1 << 20
+MAX_PAYLOAD = 256 << 20  # held in memory: the sim's state
+MAX_STREAM = 1 << 40  # streamed: a qemu guest's memory
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,50 +57,116 @@ class SaveImage:
 
     info: sxp.Value
     payload: bytes
+    driver: str = "sim"
+    meta: bytes = b""
+
+
+@dataclass(frozen=True)
+class Header:
+    """A save file's header and info, read and checked; the payload follows at
+    ``payload_offset``."""
+
+    driver: str
+    info: sxp.Value
+    meta: bytes
+    info_size: int
+    payload_size: int
+    payload_offset: int
+    digest: bytes
+    version: int
 
 
 def encode(image: SaveImage) -> bytes:
     """The bytes of a save file holding ``image``."""
-    info = sxp.show(image.info).encode()
-    if len(info) > MAX_INFO:
-        raise BadRequest(f"the domain info is {len(info)} bytes; a save file holds "
-                         f"at most {MAX_INFO}")
+    info = _info_bytes(image.info)
+    _check_meta(image.meta)
     if len(image.payload) > MAX_PAYLOAD:
         raise BadRequest(f"the domain state is {len(image.payload)} bytes; a save file "
                          f"holds at most {MAX_PAYLOAD}")
-    digest = hashlib.sha256(info + image.payload).digest()
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, len(info), len(image.payload), digest)
-    return header + info + image.payload
+    digest = hashlib.sha256(info + image.meta + image.payload).digest()
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, _driver_bytes(image.driver), len(info),
+                         len(image.meta), len(image.payload), digest)
+    return header + info + image.meta + image.payload
 
 
-def decode(data: bytes, name: str = "the save file") -> SaveImage:
-    """The image in ``data``; BadRequest naming ``name`` if it is not a whole, good one."""
-    if len(data) < HEADER.size or not data.startswith(MAGIC):
-        if MAGIC.startswith(data[:len(MAGIC)]) and len(data) < HEADER.size:
+def decode(data: bytes, name: str = "the save file", driver: str | None = None) -> SaveImage:
+    """The image in ``data``; BadRequest naming ``name`` if it is not a whole, good one
+    (or, given ``driver``, one another driver wrote)."""
+    raw = _raw_header(data, len(data), name, driver, MAX_PAYLOAD)
+    if len(data) > raw.end:
+        raise BadRequest(f"{name} has {len(data) - raw.end} bytes of trailing garbage")
+    if hashlib.sha256(data[raw.offset:]).digest() != raw.digest:
+        raise BadRequest(f"{name} is corrupt: its SHA-256 checksum does not match")
+    header = _header(raw, data, name)
+    return SaveImage(header.info, data[header.payload_offset:], header.driver, header.meta)
+
+
+def parse_header(data: bytes, file_size: int, name: str, driver: str | None,
+                 max_payload: int) -> Header:
+    """The header, info and meta at the start of ``data`` (a file of ``file_size``
+    bytes); BadRequest if they are not good. The checksum is not checked here."""
+    return _header(_raw_header(data, file_size, name, driver, max_payload), data, name)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    driver: str
+    version: int
+    offset: int  # where the info starts
+    info_size: int
+    meta_size: int
+    payload_size: int
+    digest: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.info_size + self.meta_size + self.payload_size
+
+
+def _raw_header(data: bytes, file_size: int, name: str, driver: str | None,
+                max_payload: int) -> _Raw:
+    if len(data) < HEADER_V1.size or not data.startswith(MAGIC):
+        if MAGIC.startswith(data[:len(MAGIC)]) and len(data) < HEADER_V1.size:
             raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than a header")
         raise BadRequest(f"{name} is not a xend-actors save file (bad magic)")
-    _magic, version, info_size, payload_size, digest = HEADER.unpack_from(data)
-    if version != FORMAT_VERSION:
+    (version,) = struct.unpack_from(">I", data, len(MAGIC))
+    if version == 1:
+        _magic, _v, info_size, payload_size, digest = HEADER_V1.unpack_from(data)
+        kind, meta_size, offset = "sim", 0, HEADER_V1.size
+    elif version == FORMAT_VERSION:
+        if len(data) < HEADER.size:
+            raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than a header")
+        _magic, _v, raw, info_size, meta_size, payload_size, digest = HEADER.unpack_from(data)
+        kind, offset = raw.rstrip(b"\0").decode("ascii", "replace"), HEADER.size
+    else:
         raise BadRequest(f"{name} has save format version {version}; this xend reads "
-                         f"version {FORMAT_VERSION}")
-    if info_size > MAX_INFO or payload_size > MAX_PAYLOAD:
+                         f"versions 1 and {FORMAT_VERSION}")
+    if driver is not None and kind != driver:
+        raise BadRequest(f"{name} was saved by the {kind} hypervisor driver; this xend runs "
+                         f"the {driver} driver, which cannot restore it")
+    if info_size > MAX_INFO or meta_size > MAX_META or payload_size > max_payload:
         raise BadRequest(f"{name} claims sizes beyond the limits ({info_size} bytes of "
-                         f"info, {payload_size} of state)")
-    expected = HEADER.size + info_size + payload_size
-    if len(data) < expected:
-        raise BadRequest(f"{name} is truncated: {len(data)} bytes of {expected}")
-    if len(data) > expected:
-        raise BadRequest(f"{name} has {len(data) - expected} bytes of trailing garbage")
-    body = data[HEADER.size:]
-    if hashlib.sha256(body).digest() != digest:
-        raise BadRequest(f"{name} is corrupt: its SHA-256 checksum does not match")
+                         f"info, {meta_size} of meta, {payload_size} of state)")
+    result = _Raw(kind, version, offset, info_size, meta_size, payload_size, digest)
+    if file_size < result.end:
+        raise BadRequest(f"{name} is truncated: {file_size} bytes of {result.end}")
+    if len(data) < offset + info_size + meta_size:
+        raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than its info")
+    return result
+
+
+def _header(raw: _Raw, data: bytes, name: str) -> Header:
+    body = data[raw.offset:raw.offset + raw.info_size]
     try:
-        info = sxp.parse(body[:info_size], max_size=info_size)
+        info = sxp.parse(body, max_size=raw.info_size)
     except (sxp.ParseError, UnicodeDecodeError) as error:
         raise BadRequest(f"{name} holds domain info that does not parse: {error}") from None
     if sxp.name(info) != "domain":
         raise BadRequest(f"{name} holds no (domain ...) info")
-    return SaveImage(info, body[info_size:])
+    meta_at = raw.offset + raw.info_size
+    return Header(raw.driver, info, bytes(data[meta_at:meta_at + raw.meta_size]),
+                  raw.info_size, raw.payload_size, meta_at + raw.meta_size, raw.digest,
+                  raw.version)
 
 
 def check_target(path: Path) -> None:
@@ -106,16 +188,171 @@ def write(path: Path, image: SaveImage) -> None:
         raise XendError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def read(path: Path) -> SaveImage:
-    """The image in the file at ``path``; BadRequest if unreadable or not a good one."""
-    if not path.is_absolute():
-        raise BadRequest(f"the save file must be an absolute path, got {path}")
+def read(path: Path, driver: str | None = None) -> SaveImage:
+    """The image in the file at ``path``; BadRequest if unreadable or not a good one (or,
+    given ``driver``, one another driver wrote)."""
+    _check_source(path)
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            if size > HEADER.size + MAX_INFO + MAX_PAYLOAD:
+            if size > HEADER.size + MAX_INFO + MAX_META + MAX_PAYLOAD:
+                head = file.read(HEADER.size + MAX_INFO + MAX_META)
+                parse_header(head, size, str(path), driver, MAX_PAYLOAD)  # says why
                 raise BadRequest(f"{path} is too large to be a save file ({size} bytes)")
             data = file.read()
     except OSError as error:
         raise BadRequest(f"cannot read {path}: {error.strerror or error}") from None
-    return decode(data, str(path))
+    return decode(data, str(path), driver)
+
+
+class Reader:
+    """A save file opened for a streamed restore: its header checked at once; its payload
+    left to whoever reads ``fileno()`` from its offset, while ``finish`` checks the
+    checksum from the page cache (``pread``, so the shared file offset is not moved)."""
+
+    def __init__(self, path: Path, driver: str) -> None:
+        _check_source(path)
+        self.path = path
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 -- closed by close()
+        except OSError as error:
+            raise BadRequest(f"cannot read {path}: {error.strerror or error}") from None
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            head = self._file.read(HEADER.size + MAX_INFO + MAX_META)
+            self.header = parse_header(head, size, str(path), driver, MAX_STREAM)
+            extra = size - self.header.payload_offset - self.header.payload_size
+            if extra > 0:
+                raise BadRequest(f"{path} has {extra} bytes of trailing garbage")
+            start = self.header.payload_offset - self.header.info_size - len(self.header.meta)
+            self._digest = hashlib.sha256(head[start:self.header.payload_offset])
+        except BaseException:
+            self._file.close()
+            raise
+
+    def fileno(self) -> int:
+        """The open file, its offset at the payload (set here: the buffered reader's
+        own position says nothing of the descriptor's)."""
+        os.lseek(self._file.fileno(), self.header.payload_offset, os.SEEK_SET)
+        return self._file.fileno()
+
+    def finish(self) -> None:
+        """Hash the payload, then BadRequest unless the checksum matches."""
+        at, end = self.header.payload_offset, self.header.payload_offset + self.header.payload_size
+        while at < end:
+            data = os.pread(self._file.fileno(), min(CHUNK, end - at), at)
+            if not data:
+                raise BadRequest(f"{self.path} is truncated: it shrank while being read")
+            self._digest.update(data)
+            at += len(data)
+        if self._digest.digest() != self.header.digest:
+            raise BadRequest(f"{self.path} is corrupt: its SHA-256 checksum does not match")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Writer:
+    """A save file written as a stream: a temp file beside ``path`` that becomes ``path``
+    only once it is complete and fsynced (``commit``), or is removed (``abort``). The
+    payload is written to ``fileno()`` from its offset (by another process, even) while
+    ``follow`` hashes what has landed, from the page cache."""
+
+    def __init__(self, path: Path, info: sxp.Value, driver: str, meta: bytes) -> None:
+        check_target(path)
+        self.path = path
+        self._info = _info_bytes(info)
+        self._meta = meta
+        self._driver = driver
+        _check_meta(meta)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w+b", buffering=0)
+        self._digest = hashlib.sha256(self._info + meta)
+        self._start = HEADER.size + len(self._info) + len(meta)
+        self._hashed = self._start
+        try:
+            os.fchmod(fd, 0o600)
+            self._file.write(bytes(HEADER.size) + self._info + meta)
+        except OSError as error:
+            self.abort()
+            raise XendError(f"cannot write {path}: {error.strerror or error}") from None
+
+    def fileno(self) -> int:
+        """The temp file, its offset where the payload goes."""
+        return self._file.fileno()
+
+    def follow(self, done: threading.Event, timeout: float) -> None:
+        """Hash the payload as it lands, until ``done`` is set and all of it is hashed;
+        XendError if nothing lands for ``timeout`` seconds before that."""
+        fd = self._file.fileno()
+        idle_since = time.monotonic()
+        while True:
+            finished = done.is_set()  # before the read: what was written by then is seen
+            data = os.pread(fd, CHUNK, self._hashed)
+            if data:
+                self._digest.update(data)
+                self._hashed += len(data)
+                idle_since = time.monotonic()
+            elif finished:
+                return
+            elif time.monotonic() - idle_since > timeout:
+                raise XendError(f"nothing was written to {self.path} for {timeout:g} s")
+            else:
+                done.wait(0.002)  # caught up with the writer: let it get ahead
+
+    def commit(self) -> None:
+        """The header in place, the file fsynced and renamed to ``path``."""
+        size = os.fstat(self._file.fileno()).st_size
+        if size != self._hashed:
+            self.abort()
+            raise XendError(f"cannot write {self.path}: {size - self._hashed} bytes were "
+                            "written after the state ended")
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, _driver_bytes(self._driver),
+                             len(self._info), len(self._meta), size - self._start,
+                             self._digest.digest())
+        try:
+            os.pwrite(self._file.fileno(), header, 0)
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            self.abort()
+            raise XendError(f"cannot write {self.path}: {error.strerror or error}") from None
+
+    def abort(self) -> None:
+        """Leave no file behind."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _check_source(path: Path) -> None:
+    if not path.is_absolute():
+        raise BadRequest(f"the save file must be an absolute path, got {path}")
+
+
+def _info_bytes(info: sxp.Value) -> bytes:
+    data = sxp.show(info).encode()
+    if len(data) > MAX_INFO:
+        raise BadRequest(f"the domain info is {len(data)} bytes; a save file holds "
+                         f"at most {MAX_INFO}")
+    return data
+
+
+def _check_meta(meta: bytes) -> None:
+    if len(meta) > MAX_META:
+        raise BadRequest(f"the driver's meta is {len(meta)} bytes; a save file holds "
+                         f"at most {MAX_META}")
+
+
+def _driver_bytes(driver: str) -> bytes:
+    raw = driver.encode("ascii")
+    if not raw or len(raw) > 12:
+        raise ValueError(f"a driver name is 1 to 12 ASCII characters, got {driver!r}")
+    return raw

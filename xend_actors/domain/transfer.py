@@ -23,6 +23,14 @@ domain the session suspended and unpauses one it paused, so it keeps running, an
 destination destroys what it built. Progress goes out as ``xend.domain.migrate.progress``
 events (``(NAME ID (progress (phase P) (sent B) (total B) (rate B/s)))``).
 
+A driver whose state is a stream (qemu; ``Driver.send_state`` in ``hypervisor/base.py``)
+takes other paths: a save has the hypervisor write its state straight into the save
+file while a thread here hashes it; a restore makes and configures the machine the
+file's meta describes, then has the hypervisor load the state from the file while it
+is hashed, and lets it run only if the checksum matches; a migration offers the kind
+and the meta, and relays the stream from a pipe over the connection. The stream needs
+no suspend request: the hypervisor stops the guest, and ``resume`` runs it again.
+
 Incoming migrations are the Relocation actor's (``relocation.py``), which this actor
 starts when ``xend-relocation-server`` is on and stops with itself. A migration runs on
 this actor's thread: a save, restore or another migration out waits for it; xend's
@@ -33,7 +41,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +53,16 @@ import pykka
 from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.domain import savefile, xfr
-from xend_actors.domain.config import parse_domain_config
-from xend_actors.domain.migrate import Progress, Sender
+from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.domain.migrate import Phase, Progress, Sender
 from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
 from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason
+from xend_actors.hypervisor.base import (
+    Driver,
+    ShutdownReason,
+    StreamProgress,
+    StreamResult,
+)
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
@@ -95,15 +110,21 @@ class Transfer(TracedActor):
         half-migrated in is destroyed."""
         for key, value in self._sessions.load_all().items():
             domid = sxp.child_value(value, "domain")
+            paused = sxp.child_value(value, "paused") == "1"
             if sxp.name(value) == "save" and str(domid).isdigit():
-                self._resume(int(domid))
+                self._resume(int(domid), paused)
+            if sxp.name(value) == "restore" and str(domid).isdigit():
+                self._discard(int(domid))  # a stream driver's, made before its state came
             if sxp.name(value) == "migrate":
                 src = sxp.child_value(sxp.child(value, "src") or [], "domain")
                 dst = sxp.child_value(sxp.child(value, "dst") or [], "domain")
                 if key.startswith(SESSION_PREFIX) and str(dst).isdigit():
                     self._discard(int(dst))
                 elif not key.startswith(SESSION_PREFIX) and str(src).isdigit():
-                    self._resume(int(src))
+                    if sxp.child_value(value, "state") == "commit":
+                        self._discard(int(src))  # handed over: it runs at the destination
+                    else:
+                        self._resume(int(src), paused)
             log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
             self._sessions.delete(key)
 
@@ -115,7 +136,10 @@ class Transfer(TracedActor):
 
     def save(self, dom: str, file: str) -> None:
         """Save domain ``dom`` to ``file`` (an absolute path on this host), then destroy it."""
-        self._require("save_state", "resume")
+        if self._streams:
+            self._require("describe", "send_state", "resume")
+        else:
+            self._require("save_state", "resume")
         path = Path(file)
         savefile.check_target(path)
         domain = _ask(self._table.find(dom, guest_only=True))
@@ -128,7 +152,7 @@ class Transfer(TracedActor):
 
         def record(state: str) -> sxp.Value:
             value = ["save", ["id", session], ["state", state], ["domain", str(domid)],
-                     ["file", str(path)]]
+                     ["file", str(path)], *self._paused_field(was_paused)]
             self._sessions.write(session, value)
             self._events.publish("xend.domain.save", [*ids, state, value])
             return value
@@ -137,7 +161,10 @@ class Transfer(TracedActor):
         record("begin")
         log.info("Saving domain %s (id %s) to %s", name, domid, path)
         try:
-            self._save(domain, domid, info, path, was_paused)
+            if self._streams:
+                self._save_stream(domid, info, path, was_paused)
+            else:
+                self._save(domain, domid, info, path, was_paused)
         except Exception as error:
             log.error("Saving domain %s to %s failed: %s", name, path, error)
             record("error")
@@ -178,6 +205,35 @@ class Transfer(TracedActor):
                     domain.unpause().get(timeout=ASK_TIMEOUT)
             raise
 
+    def _save_stream(self, domid: int, info: sxp.Value, path: Path, was_paused: bool) -> None:
+        """Save a stream driver's domain: the hypervisor writes its state straight into
+        the file while a thread hashes it; the domain is destroyed once the file is
+        complete and fsynced."""
+        writer = savefile.Writer(path, info, self._driver.kind, self._driver.describe(domid))
+        sent = committed = False
+        done = threading.Event()
+        follower = _Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
+        try:
+            try:
+                self._driver.send_state(domid, writer.fileno(), live=False, mbit=0,
+                                        progress=lambda _progress: None)
+            finally:
+                done.set()
+                follower.finish(STREAM_TIMEOUT)
+            sent = True
+            writer.commit()
+            committed = True
+            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+        except BaseException:
+            if committed:
+                path.unlink(missing_ok=True)
+            else:
+                writer.abort()
+            if sent and not was_paused:
+                with contextlib.suppress(XendError):
+                    self._driver.resume(domid)  # type: ignore[attr-defined]
+            raise
+
     def _wait_suspended(self, domid: int) -> None:
         deadline = time.monotonic() + SUSPEND_TIMEOUT
         while True:
@@ -193,11 +249,13 @@ class Transfer(TracedActor):
                 raise Timeout(f"domain {domid} did not suspend within {SUSPEND_TIMEOUT:g} s")
             time.sleep(POLL_SECONDS)
 
-    def _resume(self, domid: int) -> None:
-        """Let a domain whose save failed run on, if it suspended (else nothing to undo)."""
+    def _resume(self, domid: int, was_paused: bool = False) -> None:
+        """Let a domain whose save failed run on, if it suspended (else nothing to undo);
+        a stream driver's, if it is stopped and was not paused before."""
         try:
             hv = self._driver.domain(domid)
-            if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
+            suspended = hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND
+            if suspended or (self._streams and hv.state.paused and not was_paused):
                 self._driver.resume(domid)  # type: ignore[attr-defined]
         except XendError as error:
             log.error("Domain %s could not be resumed after a failed save: %s", domid, error)
@@ -206,9 +264,13 @@ class Transfer(TracedActor):
 
     def restore(self, file: str) -> sxp.Value:
         """Restore the domain saved in ``file``; its info once it runs again."""
+        if self._streams:
+            self._require("prepare_incoming", "receive_state", "wait_received")
+            return self._restore_stream(Path(file))
         self._require("restore_state")
         path = Path(file)
-        image = savefile.read(path)  # all checks before anything is created
+        image = savefile.read(path, getattr(self._driver, "kind", None))
+        # all checks before anything is created
         vm = sxp.child_value(image.info, "config")
         if vm is None:
             raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
@@ -238,6 +300,57 @@ class Transfer(TracedActor):
         log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
         return info
 
+    def _restore_stream(self, path: Path) -> sxp.Value:
+        """Restore a stream driver's domain: the machine is made and configured, then its
+        state flows in from the file, checksummed as it goes; it runs once all is in."""
+        reader = savefile.Reader(path, self._driver.kind)  # header, driver and info checked
+        # The checksum is computed beside the launch and the load, and checked before
+        # the guest runs.
+        checking = _Background(reader.finish, "restore-hash")
+        try:
+            config = self._restorable(path, reader.header.info)
+            session = self._session_id()
+            self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
+            log.info("Restoring domain %s from %s", config.name, path)
+            try:
+                domid = self._driver.prepare_incoming(config.name, reader.header.meta)
+                self._sessions.write(session, ["restore", ["id", session], ["file", str(path)],
+                                               ["domain", str(domid)]])
+                try:
+                    _ask(self._table.refresh())  # adopts it, as the original's GET did
+                    domain = _ask(self._table.find(str(domid)))
+                    _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+                    # The hypervisor loads the state straight from the file; a bad
+                    # checksum wins over what it makes of bad bytes.
+                    self._driver.receive_state(domid, reader.fileno())
+                    checking.finish(STREAM_TIMEOUT)
+                    self._driver.wait_received(domid, STREAM_TIMEOUT)
+                    _ask(domain.unpause())
+                except BaseException:
+                    self._discard(domid)
+                    raise
+                info = _ask(self._table.info(str(domid)))
+            except Exception as error:
+                log.error("Restoring from %s failed: %s", path, error)
+                raise _failed("restore", error) from None
+            finally:
+                self._sessions.delete(session)
+        finally:
+            with contextlib.suppress(BaseException):  # done with the file before it closes
+                checking.finish(STREAM_TIMEOUT)
+            reader.close()
+        log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
+        return info
+
+    def _restorable(self, path: Path, info: sxp.Value) -> DomainConfig:
+        vm = sxp.child_value(info, "config")
+        if vm is None:
+            raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
+        config = parse_domain_config(vm)
+        if config.name in _ask(self._table.names()):
+            raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
+        return config
+
     def _discard(self, domid: int) -> None:
         """Destroy a domain whose restore failed, through the table if it adopted it."""
         try:
@@ -253,8 +366,11 @@ class Transfer(TracedActor):
         """Move domain ``dom`` to the xend listening for relocation at ``destination``
         (``host`` or ``host:port``, port 8002 by default), streaming at most ``resource``
         Mbit/s (0: no limit); the new domain's URL once it runs there."""
-        self._require("save_state", "resume", "memory_pages", "dirty_pages", "read_pages",
-                      what="migration")
+        if self._streams:
+            self._require("describe", "send_state", "resume", what="migration")
+        else:
+            self._require("save_state", "resume", "memory_pages", "dirty_pages",
+                          "read_pages", what="migration")
         if resource < 0:
             raise BadRequest(f"resource must be 0 or a Mbit/s limit, got {resource}")
         try:
@@ -268,10 +384,11 @@ class Transfer(TracedActor):
             raise Conflict(f"cannot migrate domain {name}: xend has no configuration for it")
         session = self._session_id()
         ids = [name, str(domid)]
+        was_paused = "p" in str(sxp.child_value(info, "state", ""))
 
         def record(state: str, *extra: sxp.Value) -> None:
             value = ["migrate", ["id", session], ["state", state], ["live", str(int(live))],
-                     ["resource", str(resource)],
+                     ["resource", str(resource)], *self._paused_field(was_paused),
                      ["src", ["host", socket.gethostname()], ["domain", str(domid)]],
                      ["dst", ["host", host], *extra]]
             self._sessions.write(session, value)
@@ -285,9 +402,15 @@ class Transfer(TracedActor):
                  host, port, live, resource or "unlimited")
         started = time.monotonic()
         try:
-            newid, downtime = self._migrate(
-                domain, domid, info, (host, port), live,
-                lambda channel, domid: Sender(channel, self._driver, domid, resource, report))
+            if self._streams:
+                newid, downtime = self._migrate_stream(
+                    domid, info, (host, port), live, resource, report,
+                    lambda newid: record("commit", ["domain", str(newid)]))
+            else:
+                newid, downtime = self._migrate(
+                    domain, domid, info, (host, port), live,
+                    lambda channel, domid: Sender(channel, self._driver, domid, resource,
+                                                  report))
         except Exception as error:
             log.error("Migrating domain %s to %s:%s failed: %s", name, host, port, error)
             record("error")
@@ -346,11 +469,94 @@ class Transfer(TracedActor):
         finally:
             channel.close()
 
+    def _migrate_stream(self, domid: int, info: sxp.Value, where: tuple[str, int],
+                        live: bool, mbit: int, report: Callable[[Progress], None],
+                        committing: Callable[[int], None]) -> tuple[int, float]:
+        """Migrate a stream driver's domain: the destination makes the machine, the state
+        flows over the connection; (its new id, how long it was stopped) once it runs.
+
+        Once the destination has all of the state, the session is recorded as committing
+        before the commit goes, and the source is destroyed once the destination runs the
+        guest (or failed to say so): the stopped source can no longer run (a xend that
+        starts again after dying here destroys it too), so it need not be gone first, and
+        the guest is stopped for less."""
+        channel = _connect(*where)
+        was_paused = "p" in str(sxp.child_value(info, "state", ""))
+        sent = committed = destroyed = False
+        started = time.monotonic()
+        try:
+            channel.send(xfr.Hello())
+            channel.expect_ok("the connection")
+            memory_mb = int(sxp.child_value(info, "maxmem", "") or
+                            sxp.child_value(info, "memory", "0") or 0)
+            channel.send(xfr.Xfr(domid, info, memory_mb << 20, live, self._driver.kind,
+                                 self._driver.describe(domid)))
+            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)  # it makes the machine
+            channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
+            channel.sock.settimeout(STREAM_TIMEOUT)
+
+            def progress(step: StreamProgress) -> None:
+                rate = step.sent / max(time.monotonic() - started, 1e-6)
+                report(Progress(Phase.STOPCOPY if step.stopped else Phase.PRECOPY, step.sent,
+                                step.total, rate))
+
+            read, write = xfr.open_pipe(xend_writes=False)
+            pump = _Pump(read, channel.send_pipe, f"migrate-{domid}")
+            try:
+                result = _send_state(self._driver, domid, write, pump, live=live, mbit=mbit,
+                                     progress=progress)
+            except xfr.XfrError as error:
+                raise _peer_reason(channel, error) from None
+            sent = True
+            channel.send(xfr.Data(0))
+            report(Progress(Phase.COMMIT, result.sent, result.sent,
+                            result.sent / max(time.monotonic() - started, 1e-6)))
+            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
+            reply = channel.receive()
+            if isinstance(reply, xfr.Err):
+                raise xfr.XfrError(f"{channel.peer} could not load the domain: "
+                                   f"{reply.reason or reply.code}", reply.code)
+            if not isinstance(reply, xfr.XfrOk):
+                raise xfr.XfrError(f"{channel.peer} answered the state with "
+                                   f"{type(reply).__name__}", xfr.Code.EPROTO)
+            # From here there is no way back: the destination runs it on our commit.
+            committing(reply.newid)
+            committed = True
+            channel.send(xfr.OK)
+            channel.expect_ok("the commit")
+            downtime = time.monotonic() - result.stopped_at
+            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            destroyed = True
+            return reply.newid, downtime
+        except BaseException as error:
+            if committed:
+                if not destroyed:
+                    self._discard(domid)
+                raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
+                                f"confirm it runs: {error}") from None
+            if sent and not was_paused:
+                with contextlib.suppress(XendError):
+                    self._driver.resume(domid)  # type: ignore[attr-defined]
+            raise
+        finally:
+            channel.close()
+
     # --- inside ------------------------------------------------------------------------------
 
     def _session_id(self) -> str:
         session, self._next_id = str(self._next_id), self._next_id + 1
         return session
+
+    def _paused_field(self, was_paused: bool) -> list[sxp.Value]:
+        """A stream driver's session says whether the guest was paused, so a xend that
+        starts again after it died mid-transfer knows whether to let the guest run (a sim
+        guest's suspend says it by itself)."""
+        return [["paused", str(int(was_paused))]] if self._streams else []
+
+    @property
+    def _streams(self) -> bool:
+        """Whether the driver's state is a stream (qemu) rather than bytes and pages."""
+        return callable(getattr(self._driver, "send_state", None))
 
     def _require(self, *calls: str, what: str = "save and restore") -> None:
         if not all(callable(getattr(self._driver, call, None)) for call in calls):
@@ -388,6 +594,76 @@ class _Suspension:
             _quietly(self._domain.pause())
         elif self._paused and not self._was_paused:
             _quietly(self._domain.unpause())
+
+
+class _Pump:
+    """A thread draining a pipe's read end with ``drain`` (onto the relocation connection)
+    until its writers close it; it closes the read end when it stops, so a writer whose
+    reader failed is told at once (EPIPE)."""
+
+    def __init__(self, read: int, drain: Callable[[int], None], name: str) -> None:
+        self._read = read
+        self._drain = drain
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._drain(self._read)
+        except BaseException as error:
+            self.error = error
+        finally:
+            os.close(self._read)
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the pump to drain; raise what stopped it, if anything did."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise Timeout(f"the stream did not drain within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+
+
+class _Background:
+    """A call on a thread of its own (hashing a save file beside the hypervisor's work);
+    ``finish`` waits for it and raises what it raised."""
+
+    def __init__(self, call: Callable[[], None], name: str) -> None:
+        self.error: BaseException | None = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._call()
+        except BaseException as error:
+            self.error = error
+
+    def finish(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise Timeout(f"{self._thread.name} did not end within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+
+
+def _send_state(driver: Driver, domid: int, write: int, pump: _Pump, *, live: bool,
+                mbit: int, progress: Callable[[StreamProgress], None]) -> StreamResult:
+    """``send_state`` into ``write`` while ``pump`` drains the pipe; the pump's error (the
+    file or the connection failed) wins over what the hypervisor says of it."""
+    try:
+        result = driver.send_state(domid, write, live=live, mbit=mbit,  # type: ignore[attr-defined]
+                                   progress=progress)
+    except BaseException as error:
+        os.close(write)
+        with contextlib.suppress(BaseException):
+            pump.finish(STREAM_TIMEOUT)
+        raise (pump.error or error) from None
+    os.close(write)
+    pump.finish(STREAM_TIMEOUT)
+    return result
 
 
 def _quietly(future: pykka.Future) -> None:

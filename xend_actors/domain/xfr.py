@@ -6,24 +6,37 @@ A connection carries SXP messages back to back; ``(xfr.pages ...)`` and
     source                                   destination (relocation port)
     (xfr.hello 1 0)                    →
                                        ←     (xfr.err 0)          or (xfr.err CODE 'why')
-    (xfr.xfr DOMID 'INFO' BYTES LIVE)  →     INFO: the domain info SXP, as a string
-                                       ←     (xfr.err 0)          name and memory checked
+    (xfr.xfr DOMID 'INFO' BYTES LIVE KIND 'META')
+                                       →     INFO: the domain info SXP, as a string
+                                       ←     (xfr.err 0)          name, memory, kind checked
     (xfr.pages FIRST COUNT) + pages    →     as often as needed (pre-copy rounds)
     (xfr.state SIZE SHA256) + state    →     SHA256 over every page byte sent, in order
                                        ←     (xfr.xfr.ok NEWID)   built, configured, paused
     (xfr.err 0)                        →     the source domain is destroyed: commit
                                        ←     (xfr.err 0)          it runs
 
+KIND names the source's driver (``sim`` when absent); a destination with another driver
+refuses the offer. A driver whose state is a stream (qemu) sends no pages and no state:
+META describes its machine, the destination makes it (devices configured) before it
+answers the offer, and the state follows as ``(xfr.data SIZE)`` + SIZE bytes, as often
+as needed, ended by ``(xfr.data 0)``; then ``(xfr.xfr.ok NEWID)`` and the commit as above.
+
 Either side may send ``(xfr.err CODE 'why')`` instead and close; a destination whose
 connection breaks before the commit destroys what it built. Every read is bounded:
 a message by ``MAX_MESSAGE`` bytes, a batch of pages by ``MAX_BATCH`` pages, the
-state by ``MAX_STATE`` bytes, and every wait by the channel's timeout.
+state by ``MAX_STATE`` bytes, a piece of a stream by ``MAX_DATA``, and every wait by
+the channel's timeout.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
+import select
 import socket
+import sys
+import termios
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -38,6 +51,9 @@ MAX_MESSAGE = (1 << 20) + 4096  # a domain info SXP up to 1 MiB (as a save file 
 MAX_BATCH = 256  # pages in one (xfr.pages ...)
 MAX_STATE = 1 << 20
 MAX_REASON = 1024
+MAX_DATA = 1 << 20  # bytes in one (xfr.data ...)
+MAX_KIND = 12
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
 
 class Code(IntEnum):
@@ -86,6 +102,8 @@ class Xfr:
     info: sxp.Value
     memory_bytes: int
     live: bool
+    kind: str = "sim"
+    meta: bytes = b""  # a stream driver's description of its machine (ASCII JSON)
 
 
 @dataclass(frozen=True)
@@ -110,7 +128,14 @@ class XfrOk:
     newid: int
 
 
-Message = Hello | Err | Xfr | Pages | State | XfrOk
+@dataclass(frozen=True)
+class Data:
+    """``size`` bytes of a stream driver's state follow; 0 ends the stream."""
+
+    size: int
+
+
+Message = Hello | Err | Xfr | Pages | State | XfrOk | Data
 OK = Err(Code.OK)
 
 
@@ -121,14 +146,17 @@ def to_sxp(message: Message) -> sxp.Value:
             return ["xfr.hello", str(major), str(minor)]
         case Err(code, reason):
             return ["xfr.err", str(int(code)), *([reason] if reason else [])]
-        case Xfr(domid, info, memory_bytes, live):
-            return ["xfr.xfr", str(domid), sxp.show(info), str(memory_bytes), str(int(live))]
+        case Xfr(domid, info, memory_bytes, live, kind, meta):
+            return ["xfr.xfr", str(domid), sxp.show(info), str(memory_bytes), str(int(live)),
+                    kind, meta.decode("ascii")]
         case Pages(first, count):
             return ["xfr.pages", str(first), str(count)]
         case State(size, digest):
             return ["xfr.state", str(size), digest]
         case XfrOk(newid):
             return ["xfr.xfr.ok", str(newid)]
+        case Data(size):
+            return ["xfr.data", str(size)]
     raise TypeError(f"not an xfr message: {message!r}")
 
 
@@ -149,11 +177,17 @@ def from_sxp(value: sxp.Value) -> Message:
                 return Err(_int(code))
             case "xfr.err", [code, reason]:
                 return Err(_int(code), reason[:MAX_REASON])
-            case "xfr.xfr", [domid, info, memory_bytes, live]:
+            case "xfr.xfr", [domid, info, memory_bytes, live, *rest] if len(rest) in (0, 2):
                 parsed = sxp.parse(info, max_size=MAX_MESSAGE)
                 if sxp.name(parsed) != "domain":
                     raise ValueError("its info is not a (domain ...)")
-                return Xfr(_int(domid), parsed, _int(memory_bytes), _flag(live))
+                kind, meta = rest if rest else ("sim", "")
+                if not (0 < len(kind) <= MAX_KIND and kind.isascii() and kind.isalnum()):
+                    raise ValueError(f"{kind[:40]!r} is not a driver name")
+                if not meta.isascii():
+                    raise ValueError("its meta is not ASCII")
+                return Xfr(_int(domid), parsed, _int(memory_bytes), _flag(live), kind,
+                           meta.encode("ascii"))
             case "xfr.pages", [first, count]:
                 pages = Pages(_int(first), _int(count))
                 if not 0 < pages.count <= MAX_BATCH:
@@ -168,6 +202,11 @@ def from_sxp(value: sxp.Value) -> Message:
                 return state
             case "xfr.xfr.ok", [newid]:
                 return XfrOk(_int(newid))
+            case "xfr.data", [size]:
+                data = Data(_int(size))
+                if data.size > MAX_DATA:
+                    raise ValueError(f"a piece of a stream is at most {MAX_DATA} bytes")
+                return data
     except (ValueError, sxp.ParseError) as error:
         raise XfrError(f"bad {name} message: {error}", Code.EPROTO) from None
     raise XfrError(f"unknown xfr message: {_clip(value)}", Code.EPROTO)
@@ -269,6 +308,58 @@ class Channel:
                            reply.code)
         raise XfrError(f"{self.peer} answered {what} with {type(reply).__name__}", Code.EPROTO)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the socket that no message has taken yet."""
+        return len(self._buffer)
+
+    def receive_into(self, fd: int, size: int) -> None:
+        """Copy the next ``size`` raw bytes into ``fd`` (a pipe), each wait bounded; the
+        kernel moves them (splice), they never pass through xend's memory."""
+        if self._buffer:
+            take = min(size, len(self._buffer))
+            write_all(fd, memoryview(self._buffer)[:take], self.timeout)
+            del self._buffer[:take]
+            size -= take
+        while size:
+            self._wait(self.sock, "r", f"{self.peer} sent nothing")
+            self._wait(fd, "w", "the reader of the stream took nothing")
+            try:
+                moved = os.splice(self.sock.fileno(), fd, size, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                raise XfrError(f"copying the stream from {self.peer} failed: "
+                               f"{error.strerror or error}") from None
+            if not moved:
+                raise XfrError(f"{self.peer} closed the connection")
+            size -= moved
+
+    def send_pipe(self, read: int) -> None:
+        """Send what comes out of the pipe ``read`` as ``(xfr.data SIZE)`` pieces until its
+        writers close it (no end marker); the kernel moves the bytes (splice)."""
+        while True:
+            _ready(read, "r", None)  # the writer's pace: the caller bounds it
+            size = min(int.from_bytes(fcntl.ioctl(read, termios.FIONREAD, bytes(4)),
+                                      sys.byteorder), MAX_DATA)
+            if not size:
+                return  # readable and empty: every writer closed it
+            self.send(Data(size))
+            while size:
+                try:
+                    moved = os.splice(read, self.sock.fileno(), size, flags=SPLICE_FLAGS)
+                except BlockingIOError:
+                    self._wait(self.sock, "w", f"{self.peer} took no data")
+                    continue
+                except OSError as error:
+                    raise XfrError(f"lost the connection to {self.peer}: "
+                                   f"{error.strerror or error}") from None
+                size -= moved
+
+    def _wait(self, what: socket.socket | int, how: str, sentence: str) -> None:
+        if not _ready(what, how, self.timeout):
+            raise XfrError(f"{sentence} for {self.timeout:g} s", Code.ETIMEDOUT)
+
     def receive_bytes(self, size: int) -> bytes:
         while len(self._buffer) < size:
             self._fill()
@@ -306,3 +397,45 @@ class Throttle:
             ahead = self._sent / self.bytes_per_second - (time.monotonic() - self._start)
             if ahead > 0:
                 time.sleep(ahead)
+
+
+def open_pipe(xend_writes: bool) -> tuple[int, int]:
+    """A pipe (read end, write end) with a buffer as large as the host allows, so a
+    stream moves in big steps. When xend writes to it, its end does not block, so
+    ``write_all`` keeps its deadline."""
+    read, write = os.pipe2(os.O_CLOEXEC)
+    if xend_writes:
+        os.set_blocking(write, False)
+    try:
+        limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, MAX_DATA))
+    except (OSError, ValueError):
+        pass  # the default 64 KiB works, only slower
+    return read, write
+
+
+def write_all(fd: int, data: bytes | memoryview, timeout: float) -> None:
+    """Write all of ``data`` to ``fd``, waiting at most ``timeout`` s for room each time;
+    XfrError if the reader went away or took nothing for that long."""
+    view = memoryview(data)
+    while view:
+        if not _ready(fd, "w", timeout):
+            raise XfrError(f"the reader of the stream took nothing for {timeout:g} s",
+                           Code.ETIMEDOUT)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            continue
+        except OSError as error:
+            raise XfrError(f"the reader of the stream went away: "
+                           f"{error.strerror or error}") from None
+        view = view[written:]
+
+
+def _ready(what: socket.socket | int, how: str, timeout: float | None) -> bool:
+    """Whether ``what`` can be read (``how`` "r") or written ("w") within ``timeout`` s
+    (None: however long it takes); an error or a hang-up counts as ready, for the next
+    call to say what it is. poll, not select: xend may have fds past FD_SETSIZE."""
+    poller = select.poll()
+    poller.register(what, select.POLLIN if how == "r" else select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))

@@ -148,6 +148,25 @@ class GuestMessage:
 Notification = DomainChanged | GuestMessage
 
 
+@dataclass(frozen=True)
+class StreamProgress:
+    """How far ``send_state`` is: bytes sent of those known to go; ``stopped`` once the
+    guest no longer runs (the last part of a live migration, or all of a save)."""
+
+    stopped: bool
+    sent: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What ``send_state`` did: ``stopped_at`` is when the guest stopped running
+    (``time.monotonic()``), ``sent`` the bytes of the stream."""
+
+    stopped_at: float
+    sent: int
+
+
 class Driver(Protocol):
     """A hypervisor driver; every call raises ``XendError`` when it cannot be done."""
 
@@ -185,8 +204,9 @@ class Driver(Protocol):
         ...
 
     def resume(self, domid: int) -> None:
-        """Undo the suspend of domain ``domid`` when it is not saved after all: the guest
-        runs on where it stopped."""
+        """Undo the suspend of domain ``domid`` (sim) or the stop after ``send_state``
+        (qemu) when it is not saved or moved after all: the guest runs on where it
+        stopped."""
         ...
 
     # Live migration streams a domain's memory in pages of 4096 bytes (xfr.PAGE_SIZE);
@@ -203,6 +223,43 @@ class Driver(Protocol):
 
     def read_pages(self, domid: int, first: int, count: int) -> bytes:
         """Pages ``first`` .. ``first + count - 1`` of domain ``domid``, back to back."""
+        ...
+
+    # A driver whose state is a stream too big to hold (qemu's migration stream) has
+    # these instead of save_state / restore_state and the page calls; ``kind`` names the
+    # driver in save files and migration offers, so a state goes only to its own kind.
+    # The caller pumps the other end of the pipe ``fd`` belongs to (into a save file, or
+    # over the relocation connection), on a thread of its own for ``send_state``.
+
+    kind: str  # "sim", "qemu"
+
+    def describe(self, domid: int) -> bytes:
+        """What a destination must know to make the same machine before the state comes
+        (a save file's and a migration offer's meta)."""
+        ...
+
+    def send_state(self, domid: int, fd: int, *, live: bool, mbit: int,
+                   progress: Callable[[StreamProgress], None]) -> StreamResult:
+        """Write domain ``domid``'s state into ``fd`` (a pipe's write end; the caller
+        keeps and closes its copy); returns once all of it is written and the guest is
+        stopped (not destroyed). ``live``: it runs meanwhile until the last bit; else it
+        stops first. ``mbit``: at most that many Mbit/s (0: no limit). On failure the
+        guest runs again if it ran before."""
+        ...
+
+    def prepare_incoming(self, name: str, meta: bytes) -> int:
+        """A new paused domain made as ``meta`` says, waiting for its state; its id.
+        Its devices can be configured before the state comes."""
+        ...
+
+    def receive_state(self, domid: int, fd: int) -> None:
+        """Start loading domain ``domid``'s state from ``fd`` (a pipe's read end; the
+        caller keeps and closes its copy); returns at once."""
+        ...
+
+    def wait_received(self, domid: int, timeout: float) -> None:
+        """Wait until the state is loaded (the writer closed its end); the domain stays
+        paused. XendError if it failed, or it takes over ``timeout`` seconds."""
         ...
 
     def set_maxmem(self, domid: int, memory_mb: int) -> None: ...

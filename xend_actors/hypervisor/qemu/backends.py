@@ -17,6 +17,9 @@ keeping xend's controllers (``device/blkif.py``, ``device/netif.py``) unchanged:
   interface status DISCONNECTED is answered at once with INTERFACE_CONNECT, since a
   virtio device has no rings to share. The answers reach xend as ``GuestMessage``.
 
+A guest being restored or migrated in gets each device in the PCI slot it had at the
+source (``QemuGuest.slots``, from the saved machine), since qemu's state expects it there.
+
 Statuses follow blkback's and netback's: a QMP failure is ERROR (its text logged), an
 unknown interface INTERFACE_NOT_FOUND, and so on. A domain whose guest no longer runs
 (shut down, crashed, being destroyed) has its devices forgotten without asking qemu,
@@ -170,7 +173,7 @@ class QemuBackends:
                 "file": {"driver": "file", "filename": backing.path, "read-only": readonly}})
             try:
                 guest.execute("device_add", {"driver": "virtio-blk-pci", "drive": node,
-                                             "id": node})
+                                             "id": node, **guest.slot_arguments(node)})
             except XendError:
                 guest.execute("blockdev-del", {"node-name": node})
                 raise
@@ -213,7 +216,8 @@ class QemuBackends:
                                          "ifname": f"vif{msg.domid}.{msg.netif_handle}"})
             try:
                 guest.execute("device_add", {"driver": "virtio-net-pci", "netdev": netdev,
-                                             "mac": msg.mac, "id": nic})
+                                             "mac": msg.mac, "id": nic,
+                                             **guest.slot_arguments(nic)})
             except XendError:
                 guest.execute("netdev_del", {"id": netdev})
                 raise

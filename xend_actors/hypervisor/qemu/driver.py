@@ -37,8 +37,10 @@ from xend_actors.hypervisor.base import (
     Notification,
     SchedParams,
     ShutdownReason,
+    StreamProgress,
+    StreamResult,
 )
-from xend_actors.hypervisor.qemu import cgroup, host
+from xend_actors.hypervisor.qemu import cgroup, host, transfer
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.accel import (
     AccelChoice,
@@ -65,6 +67,8 @@ AGENT_COMMANDS = {ShutdownReason.POWEROFF: "poweroff",
 
 
 class QemuDriver:
+    kind = "qemu"  # names its save files and migration offers
+
     def __init__(self, run_dir: Path, *, accel: AccelMode = AccelMode.AUTO,
                  qemu: str = QEMU, timeout: float = 10.0) -> None:
         binary = shutil.which(qemu)
@@ -179,6 +183,11 @@ class QemuDriver:
         """Launch the domain's qemu, paused, with the image's kernel, ramdisk and args."""
         guest = self._not_host(domid, "build")
         what = f"cannot build domain {domid}"
+        pid, accel = self._launch(guest, image, what, incoming=False)
+        self._say(f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}")
+
+    def _launch(self, guest: QemuGuest, image: LinuxImage, what: str,
+                incoming: bool) -> tuple[int, str]:
         with guest.ops:
             if guest.state.built:
                 raise Conflict(f"{what}: it is already built")
@@ -188,8 +197,7 @@ class QemuDriver:
             if image.ramdisk:
                 _check_readable(image.ramdisk, "ramdisk", what)
             accel = self._choose_accel(Path(image.kernel)).accel.value
-            pid = guest.launch(self.qemu, image, accel)
-        self._say(f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}")
+            return guest.launch(self.qemu, image, accel, incoming), accel
 
     def pause(self, domid: int) -> None:
         self._not_host(domid, "pause").pause()
@@ -225,6 +233,42 @@ class QemuDriver:
         else:
             raise BadRequest(f"{what}: that is not a shutdown request")
         guest.shutdown(reason, command)
+
+    # --- save, restore, migrate (transfer.py) ---------------------------------------------
+
+    def describe(self, domid: int) -> bytes:
+        return transfer.machine(self._not_host(domid, "describe"), self.version).to_bytes()
+
+    def send_state(self, domid: int, fd: int, *, live: bool, mbit: int,
+                   progress: Callable[[StreamProgress], None]) -> StreamResult:
+        guest = self._not_host(domid, "save")
+        result = transfer.send(guest, fd, live=live, mbit=mbit, progress=progress)
+        self._say(f"domain {domid}: state sent, {result.sent} bytes")
+        return result
+
+    def prepare_incoming(self, name: str, meta: bytes) -> int:
+        machine = transfer.Machine.from_bytes(meta)
+        domid = self.create(name, machine.memory_mb, vcpus=machine.vcpus)
+        try:
+            guest = self._get(domid)
+            pid, accel = self._launch(guest, machine.image, f"cannot restore domain {name}",
+                                      incoming=True)
+            transfer.prepare(guest, machine)
+        except BaseException:
+            self.destroy(domid)
+            raise
+        self._say(f"domain {domid} waits for its state: {name}, qemu pid {pid}, {accel}")
+        return domid
+
+    def receive_state(self, domid: int, fd: int) -> None:
+        transfer.receive(self._not_host(domid, "restore"), fd)
+
+    def wait_received(self, domid: int, timeout: float) -> None:
+        transfer.wait_received(self._not_host(domid, "restore"), timeout)
+        self._say(f"domain {domid}: state loaded")
+
+    def resume(self, domid: int) -> None:
+        transfer.resume(self._not_host(domid, "resume"))
 
     # --- memory and scheduling ------------------------------------------------------------
 

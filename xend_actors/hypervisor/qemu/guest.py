@@ -93,6 +93,9 @@ class QemuGuest:
         self._agent_lock = threading.Lock()  # qemu serves the channel to one client
         self._agent_up = threading.Event()
         self._agent_gone = False  # it was up and closed its port: no use waiting for it
+        self.migration_changed = threading.Event()  # qemu said MIGRATION or MIGRATION_PASS
+        self.slots: dict[str, int] = {}  # device id -> PCI slot it had at the source
+        self.state_sent = False  # its state went out whole: only a resume runs it again
 
     @property
     def domid(self) -> int:
@@ -132,14 +135,15 @@ class QemuGuest:
 
     # --- launching and adopting --------------------------------------------------------------
 
-    def launch(self, qemu: str, image: LinuxImage, accel: str) -> int:
-        """Start this domain's qemu, paused, with the image; its pid. Nothing is left
-        running when it fails."""
+    def launch(self, qemu: str, image: LinuxImage, accel: str, incoming: bool = False) -> int:
+        """Start this domain's qemu, paused, with the image (``incoming``: waiting for a
+        saved or migrating state instead of booting it); its pid. Nothing is left running
+        when it fails."""
         st = self._state
         cmdline = image.cmdline if "console=" in image.cmdline else (
             f"{DEFAULT_CONSOLE} {image.cmdline}")
         spec = LaunchSpec(st.name, st.memory_mb, st.vcpus, accel, image.kernel, image.ramdisk,
-                          " ".join(cmdline.split()))
+                          " ".join(cmdline.split()), incoming)
         argv = process.qemu_argv(qemu, spec, self.paths)
         log.info("Launching domain %s: %s", st.domid, " ".join(argv))
         launched = process.launch(argv, self.paths)
@@ -255,15 +259,28 @@ class QemuGuest:
         self._set_paused(False)
         return first
 
+    def is_paused(self) -> bool:
+        with self._lock:
+            return self._paused
+
+    def slot_arguments(self, device: str) -> dict[str, str]:
+        """``device_add`` arguments that put ``device`` in the PCI slot it had where the
+        guest's state comes from (none for a new guest): the state needs it there."""
+        slot = self.slots.get(device)
+        return {} if slot is None else {"addr": f"{slot:#x}"}
+
     def runs(self) -> bool:
         """Whether its qemu is up and its guest neither shut down nor being destroyed."""
         with self._lock:
             return (self._state.built and self._state.exit is None and not self._destroying
-                    and self._qmp is not None and not self._qmp.closed)
+                    and not self.state_sent and self._qmp is not None
+                    and not self._qmp.closed)
 
-    def execute(self, command: str, arguments: dict | None = None) -> Any:
-        """Run a QMP command on this domain's qemu (the device backends' way in)."""
-        return self._monitor().execute(command, arguments)
+    def execute(self, command: str, arguments: dict | None = None,
+                fd: int | None = None) -> Any:
+        """Run a QMP command on this domain's qemu (the device backends' and transfers'
+        way in); ``fd`` goes with it, for ``getfd``."""
+        return self._monitor().execute(command, arguments, fd=fd)
 
     def destroy(self) -> None:
         """Stop qemu (``quit``, else SIGKILL) and remove everything of the domain's."""
@@ -332,6 +349,8 @@ class QemuGuest:
                 else:
                     self._agent_gone = True
                     self._agent_up.clear()
+            elif event.name in ("MIGRATION", "MIGRATION_PASS"):
+                self.migration_changed.set()
             elif event.name == "BALLOON_CHANGE":
                 self._balloon_kb = int(event.data.get("actual", 0)) // 1024
         if changed:

@@ -11,7 +11,8 @@ poweroff or reboot leaves qemu stopped with a SHUTDOWN event, so a shut-down dom
 stays listed until xend destroys it, as on Xen; reboot is destroy + relaunch),
 ``-action panic=pause`` with ``pvpanic`` (a panic leaves it in ``guest-panicked``), and
 a trace of shutdown requests in ``qemu.trace``, so the reason of a shutdown that
-happened while xend was not running is still known when it comes back.
+happened while xend was not running is still known when it comes back. A domain being
+restored or migrated in gets the same line plus ``-incoming defer``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from xend_actors.errors import HypervisorError
 
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 LOG_TAIL_BYTES = 1500
-POLL = 0.02
+POLL = 0.005  # qemu opens its sockets ~50 ms after it starts: a coarse poll shows
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTROL_PORT = "org.xend.control"
 CONTROL_DEVICE = "ctlport"  # the virtserialport's id: VSERPORT_CHANGE names it
@@ -84,6 +85,7 @@ class LaunchSpec:
     kernel: str
     ramdisk: str
     cmdline: str
+    incoming: bool = False  # waits for a saved or migrating state (``migrate-incoming``)
 
 
 def escape(text: str) -> str:
@@ -115,6 +117,8 @@ def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
     ]
     if spec.ramdisk:
         argv[argv.index("-append"):argv.index("-append")] = ["-initrd", spec.ramdisk]
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

@@ -10,6 +10,7 @@ for a reply on this connection.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import itertools
 import json
@@ -100,8 +101,9 @@ class Qmp:
         return self._closed
 
     def execute(self, command: str, arguments: Mapping[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
-        """Run ``command``; its ``return`` value, or QmpError with qemu's reason."""
+                timeout: float | None = None, fd: int | None = None) -> Any:
+        """Run ``command``; its ``return`` value, or QmpError with qemu's reason. ``fd``
+        goes along with the command (SCM_RIGHTS), as ``getfd`` wants it."""
         future: Future[Any] = Future()
         with self._lock:
             if self._closed:
@@ -112,8 +114,15 @@ class Qmp:
         if arguments:
             request["arguments"] = dict(arguments)
         try:
+            data = json.dumps(request).encode() + b"\n"
             with self._write_lock:
-                self._sock.sendall(json.dumps(request).encode() + b"\n")
+                if fd is None:
+                    self._sock.sendall(data)
+                else:
+                    rights = array.array("i", [fd]).tobytes()
+                    sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                        rights)])
+                    self._sock.sendall(data[sent:])
         except OSError:
             self.close()
         wait = self.timeout if timeout is None else timeout

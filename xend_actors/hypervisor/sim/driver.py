@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class SimDriver:
+    kind = "sim"  # names its save files and migration offers
+
     def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout

@@ -1,0 +1,317 @@
+"""Saving, restoring and live-migrating a real guest through xend, beside the same
+operations done with bare QMP on a bare qemu.
+
+Two xends run the qemu driver, each a relocation server on 127.0.0.1, so a guest can go
+back and forth between them; the test guest comes from ``tests/guest/build``. Beside
+them a bare qemu runs the same guest with xend's own command line (``process.py``). In
+each round, alternating which side goes first:
+
+* save: ``op=save`` to xend (its image has the header, info and SHA-256, is fsynced,
+  and the domain is destroyed), beside bare QMP ``stop``, ``migrate fd:`` into a file
+  (``getfd``), an fsync of the file and ``quit``;
+* restore: ``op=restore`` until xend answers (the guest runs with its devices and
+  console), beside launching qemu with ``-incoming defer``, ``migrate-incoming fd:`` from
+  the file and ``cont``;
+* live migration: ``op=migrate live=1`` from one xend to the other (the destination
+  launches its qemu, the stream passes both xends), beside launching a destination qemu
+  and ``migrate tcp:`` between the two qemus, then ``cont`` and ``quit``. Downtime: xend
+  reports it in its ``xend.domain.migrate ... ok`` event (the guest stopped until the
+  destination confirmed it runs); bare, qemu's own ``downtime`` plus the time from
+  ``completed`` to the destination's ``cont``.
+
+Ratios (and differences) are medians of the paired rounds' ratios (and differences).
+The xend side does what bare QMP does not: the SHA-256 of the image (beside qemu, but
+on a 2-cpu host it competes with it), the atomic rename, the session and event
+records, the domain's devices and console, and relaying the stream through both xends.
+
+    python bench/transfer.py            # 5 rounds
+    python bench/transfer.py --quick    # 2 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from boot import MEMORY_MB, PROMPT, Guest, build_guest, read_until, vm_file
+from common import XendClient, print_table, sxp
+
+from tests.support import XendHome, free_port, new_home
+from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec, qemu_argv
+
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+TIMEOUT = 120.0
+
+
+# --- two xends ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def qemu_xends() -> Iterator[list[XendHome]]:
+    homes: list[XendHome] = []
+    try:
+        for _ in range(2):
+            port = free_port()
+            home = new_home("(hypervisor qemu)\n(qemu-accel tcg)\n(xend-relocation-server yes)\n"
+                            f"(xend-relocation-port {port})\n"
+                            "(xend-relocation-address 127.0.0.1)\n")
+            homes.append(home)
+            started = home.xend("start")
+            if started.returncode != 0:
+                raise RuntimeError(f"xend did not start: {started.stderr.strip()}")
+        yield homes
+    finally:
+        for home in homes:
+            home.xend("stop")
+            for state in (home.run_dir / "qemu").glob("*/state.json"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    os.kill(int(json.loads(state.read_text())["pid"]), 9)
+            shutil.rmtree(home.root, ignore_errors=True)
+
+
+def relocation_port(home: XendHome) -> int:
+    return int(re.search(r"\(xend-relocation-port (\d+)\)", home.config_file.read_text())
+               .group(1))  # type: ignore[union-attr]
+
+
+def console_prompt(xend: XendClient, name: str) -> None:
+    port = int(sxp.child_value(sxp.child(xend.xend_domain(name), "console"), "console_port"))
+    with socket.create_connection(("127.0.0.1", port)) as con:
+        con.sendall(b"\n")
+        read_until(con, PROMPT)
+
+
+def migrate_downtime(home: XendHome, name: str) -> float:
+    """The downtime of the last migration of ``name`` out of ``home``'s xend."""
+    events = re.findall(rf"EVENT> xend\.domain\.migrate \({name} \d+ ok .*\(downtime ([0-9.]+)\)",
+                        home.logfile.read_text())
+    return float(events[-1])
+
+
+# --- bare qemu --------------------------------------------------------------------------------
+
+
+class Qmp:
+    """QMP with nothing in between, events on: one JSON line out, lines in."""
+
+    def __init__(self, path: Path) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+        self.lines = self.sock.makefile("rb")
+        self.lines.readline()
+        self.events: list[dict[str, Any]] = []
+        self.call("qmp_capabilities")
+        self.call("migrate-set-capabilities",
+                  capabilities=[{"capability": "events", "state": True}])
+
+    def call(self, command: str, fd: int | None = None, **arguments: Any) -> Any:
+        data = json.dumps({"execute": command, **({"arguments": arguments} if arguments
+                                                  else {})}).encode() + b"\n"
+        if fd is None:
+            self.sock.sendall(data)
+        else:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        fd.to_bytes(4, "little"))])
+        while True:
+            message = json.loads(self.lines.readline() or b"null")
+            if message is None:
+                raise RuntimeError(f"qemu closed its monitor on {command}")
+            if "event" in message:
+                self.events.append(message)
+            elif "error" in message:
+                raise RuntimeError(f"qemu refused {command}: {message['error']}")
+            else:
+                return message["return"]
+
+    def wait_migration(self, status: str = "completed") -> None:
+        while not any(e["event"] == "MIGRATION" and e["data"]["status"] == status
+                      for e in self.events):
+            message = json.loads(self.lines.readline() or b"null")
+            if message is None:
+                raise RuntimeError("qemu closed its monitor mid-migration")
+            if "event" in message:
+                if message.get("data", {}).get("status") == "failed":
+                    raise RuntimeError("the migration failed")
+                self.events.append(message)
+        self.events.clear()
+
+    def quit(self, process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            self.call("quit")
+        process.wait(timeout=TIMEOUT)
+        self.lines.close()
+        self.sock.close()
+
+
+def launch_bare(folder: Path, guest: Guest, incoming: bool) -> tuple[subprocess.Popen[bytes],
+                                                                       Qmp]:
+    """xend's own command line for the guest, in ``folder``, started (``-S``: paused)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    spec = LaunchSpec("bare", MEMORY_MB, 1, "tcg", guest.kernel, guest.ramdisk,
+                      "console=ttyS0 quiet loglevel=3", incoming)
+    process = subprocess.Popen(qemu_argv(QEMU, spec, DomainPaths(folder)),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    return process, Qmp(folder / "qmp.sock")
+
+
+def bare_save(qmp: Qmp, process: subprocess.Popen[bytes], file: Path) -> float:
+    began = time.perf_counter()
+    qmp.call("migrate-set-parameters", **{"max-bandwidth": 10 << 30})
+    qmp.call("stop")
+    with open(file, "wb") as out:
+        qmp.call("getfd", fd=out.fileno(), fdname="save")
+        qmp.call("migrate", uri="fd:save")
+        qmp.wait_migration()
+        os.fsync(out.fileno())
+    qmp.quit(process)
+    return time.perf_counter() - began
+
+
+def bare_restore(folder: Path, guest: Guest, file: Path) -> tuple[float, subprocess.Popen[bytes],
+                                                                   Qmp]:
+    began = time.perf_counter()
+    process, qmp = launch_bare(folder, guest, incoming=True)
+    with open(file, "rb") as data:
+        qmp.call("getfd", fd=data.fileno(), fdname="restore")
+        qmp.call("migrate-incoming", uri="fd:restore")
+        qmp.wait_migration()
+    qmp.call("cont")
+    return time.perf_counter() - began, process, qmp
+
+
+def bare_migrate(qmp: Qmp, process: subprocess.Popen[bytes], folder: Path,
+                 guest: Guest) -> tuple[float, float, subprocess.Popen[bytes], Qmp]:
+    """Seconds, downtime; the destination's process and monitor."""
+    began = time.perf_counter()
+    new_process, new = launch_bare(folder, guest, incoming=True)
+    port = free_port()
+    new.call("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+    qmp.call("migrate-set-parameters", **{"max-bandwidth": 10 << 30, "downtime-limit": 300})
+    qmp.call("migrate", uri=f"tcp:127.0.0.1:{port}")
+    qmp.wait_migration()
+    completed = time.perf_counter()
+    downtime_ms = qmp.call("query-migrate")["downtime"]
+    new.wait_migration()
+    new.call("cont")
+    downtime = downtime_ms / 1000 + time.perf_counter() - completed
+    qmp.quit(process)
+    return time.perf_counter() - began, downtime, new_process, new
+
+
+def bare_prompt_on(folder: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as con:
+        con.connect(str(folder / "console.sock"))
+        con.sendall(b"\n")
+        read_until(con, PROMPT)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    rounds = 2 if parser.parse_args().quick else 5
+    guest = build_guest()
+    figures: dict[str, list[float]] = {k: [] for k in (
+        "xend save", "bare save", "xend restore", "bare restore", "xend migrate",
+        "bare migrate", "xend downtime", "bare downtime")}
+    work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+    with qemu_xends() as homes, XendClient(unix_path=homes[0].unix_path) as first, \
+            XendClient(unix_path=homes[1].unix_path) as second:
+        xends = [first, second]
+        name = "mover"
+        first.xend_domain_create(sxp.parse(vm_file(work, Guest(guest.kernel, guest.ramdisk),
+                                                   name).read_text()))
+        first.xend_domain_unpause(name)
+        console_prompt(first, name)
+        bare_dirs = [work / "bare-a", work / "bare-b"]
+        process, qmp = launch_bare(bare_dirs[0], guest, incoming=False)
+        qmp.call("cont")
+        bare_prompt_on(bare_dirs[0])
+        print(f"{rounds} rounds of save, restore and live migration each way ...", flush=True)
+        here, bare_here = 0, 0
+        for round_ in range(rounds):
+            image, bare_image = work / "xend.save", work / "bare.save"
+            for side in ("xend", "bare") if round_ % 2 == 0 else ("bare", "xend"):
+                if side == "xend":
+                    began = time.perf_counter()
+                    xends[here].xend_domain_save(name, str(image))
+                    figures["xend save"].append(time.perf_counter() - began)
+                else:
+                    figures["bare save"].append(bare_save(qmp, process, bare_image))
+            began = time.perf_counter()
+            xends[here].xend_domain_restore(str(image))
+            figures["xend restore"].append(time.perf_counter() - began)
+            took, process, qmp = bare_restore(bare_dirs[bare_here], guest, bare_image)
+            figures["bare restore"].append(took)
+            console_prompt(xends[here], name)
+            bare_prompt_on(bare_dirs[bare_here])
+
+            there = 1 - here
+            began = time.perf_counter()
+            xends[here].xend_domain_migrate(name, f"127.0.0.1:{relocation_port(homes[there])}",
+                                            live=1)
+            figures["xend migrate"].append(time.perf_counter() - began)
+            figures["xend downtime"].append(migrate_downtime(homes[here], name))
+            took, downtime, process, qmp = bare_migrate(qmp, process, bare_dirs[1 - bare_here],
+                                                        guest)
+            figures["bare migrate"].append(took)
+            figures["bare downtime"].append(downtime)
+            here, bare_here = there, 1 - bare_here
+            console_prompt(xends[here], name)
+            bare_prompt_on(bare_dirs[bare_here])
+        qmp.quit(process)
+    shutil.rmtree(work, ignore_errors=True)
+
+    def ratio(what: str) -> str:
+        pairs = zip(figures[f"xend {what}"], figures[f"bare {what}"], strict=True)
+        return f"{statistics.median(x / b for x, b in pairs):.2f}x"
+
+    def extra(what: str) -> str:
+        pairs = zip(figures[f"xend {what}"], figures[f"bare {what}"], strict=True)
+        return f"{1000 * statistics.median(x - b for x, b in pairs):+.0f}"
+
+    def s(key: str) -> str:
+        return f"{1000 * statistics.median(figures[key]):.0f}"
+
+    print()
+    print(f"A {MEMORY_MB} MiB test guest under tcg, {rounds} paired rounds, medians in ms "
+          f"({os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}).")
+    print()
+    print_table(["path", "save", "restore", "live migrate", "downtime"], [
+        ["bare qemu, raw QMP (baseline)", s("bare save"), s("bare restore"),
+         s("bare migrate"), s("bare downtime")],
+        ["through xend", s("xend save"), s("xend restore"), s("xend migrate"),
+         s("xend downtime")],
+        ["xend / bare", ratio("save"), ratio("restore"), ratio("migrate"), ratio("downtime")],
+        ["xend - bare, ms", extra("save"), extra("restore"), extra("migrate"),
+         extra("downtime")],
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Save, restore and live migration of real guests under qemu through real xends.
+
+A saved guest comes back from its file with its shell state (a variable set before the
+save) and its disks, each in the PCI slot it had; a corrupt, a truncated and a sim
+driver's file are refused and leave nothing. Two xends with the qemu driver, each in a
+network namespace of its own joined by a veth pair (as ``tests/integration/
+test_migrate.py`` does for the sim), move a running guest live or stopped: it answers on
+its console at the destination with its shell state, and the source keeps no trace (no
+qemu, no domain, no session, no run-dir folder). A destination killed mid-way (the
+stream throttled so it lasts) leaves the guest running at the source; a source xend
+killed mid-way runs its stopped guest again when it starts; a peer the destination does
+not allow and a name it has are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_qemu_lifecycle import (
+    BOOT_TIMEOUT,
+    Guest,
+    Xend,
+    booted,
+    console,
+    kill_guests,
+    process_gone,
+    vm,
+)
+from tests.integration.test_migrate import DESTINATION, SOURCE, Host
+from tests.support import netns_usable, wait_for
+from xend_actors import sxp
+from xend_actors.domain import savefile
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                                 reason="qemu-system-x86_64 is not installed")]
+
+QEMU_CONFIG = "(hypervisor qemu)\n(qemu-accel tcg)\n"
+
+# Runs one command in the guest's shell through a console port; its output is what comes
+# between two markers the echo of the typed line cannot contain.
+SHELL = r"""
+import re, socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+sock.sendall(b"printf 'B%sB\\n' 0; " + sys.argv[2].encode() + b"; printf 'E%sE\\n' 0\r")
+seen, deadline = b"", time.monotonic() + 30
+while (found := re.search(rb"B0B\r?\n(.*?)E0E", seen, re.S)) is None:
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    seen += sock.recv(4096)
+print(found.group(1).decode().strip())
+"""
+
+
+def disk(folder: Path, name: str = "disk.img", size: int = 8 << 20) -> Path:
+    path = folder / name
+    with open(path, "wb") as f:
+        f.write(b"DISK-" + name.encode())
+        f.truncate(size)
+    return path
+
+
+def qemu_pids(run_dir: Path) -> list[int]:
+    pids = []
+    for state in (run_dir / "qemu").glob("*/state.json"):
+        pid = int(re.search(rb'"pid": (\d+)', state.read_bytes()).group(1))  # type: ignore[union-attr]
+        if pid and not process_gone(pid):
+            pids.append(pid)
+    return pids
+
+
+# --- save and restore ----------------------------------------------------------------------
+
+
+def test_save_and_restore_keep_the_shell_state_and_the_disk(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    xend = qemu_xend()
+    data = disk(tmp_path)
+    info = xend.create("s1", ["device", ["vbd", ["uname", f"file:{data}"], ["dev", "sda1"],
+                                         ["mode", "w"]]])
+    domid = int(sxp.child_value(info, "id"))
+    pid = xend.qemu_pid(domid)
+    with console(xend.console_port("s1")) as con:
+        booted(con)
+        con.run("MARK=kept-$((6*7)); echo SET-$MARK", rb"SET-kept-42")
+        con.run("until [ -b /dev/vda ]; do sleep 0.2; done; echo HAVE-$((1))-VDA",
+                rb"HAVE-1-VDA", 30)
+
+    image = tmp_path / "s1.save"
+    began = time.monotonic()
+    reply = xend.op("s1", "save", file=str(image))
+    saved = time.monotonic() - began
+    assert reply.status_code == 200, reply.text
+    assert "s1" not in xend.names()
+    wait_for(lambda: process_gone(pid), what="the saved guest's qemu gone")
+    assert not (xend.home.run_dir / "qemu" / str(domid)).exists()
+    header = savefile.Reader(image, "qemu")
+    header.finish()  # whole and its checksum good
+    header.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+    began = time.monotonic()
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    restored = time.monotonic() - began
+    assert reply.status_code == 201, reply.text
+    assert sxp.child_value(sxp.parse(reply.text), "name") == "s1"
+    assert xend.state("s1") in ("r----", "-b---")
+    with console(xend.console_port("s1")) as con:
+        con.run("echo GOT-$MARK-", rb"GOT-kept-42-", 30)
+        con.run("head -c 13 /dev/vda; echo; echo READ-$((2))", rb"DISK-disk.img\s+READ-2")
+    print(f"qemu save of a 128 MiB guest through xend: {saved:.3f} s, "
+          f"{image.stat().st_size >> 20} MiB; restore: {restored:.3f} s")
+
+
+def test_a_restored_guest_gets_its_devices_back_in_the_slots_they_had(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    """After an unplug, replaying the config in order would put the remaining disk in
+    another PCI slot than the saved state expects; the saved slots are kept."""
+    xend = qemu_xend()
+    first, second = disk(tmp_path, "first.img"), disk(tmp_path, "second.img")
+    xend.create("s4", ["device", ["vbd", ["uname", f"file:{first}"], ["dev", "sda1"],
+                                  ["mode", "w"]]])
+    with console(xend.console_port("s4")) as con:
+        booted(con)
+        config = sxp.show(["vbd", ["uname", f"file:{second}"], ["dev", "sdb"], ["mode", "w"]])
+        assert xend.op("s4", "device_create", config=config).status_code == 200
+        con.run("until [ -b /dev/vdb ]; do sleep 0.2; done; echo TWO-$((2))", rb"TWO-2", 30)
+        assert xend.op("s4", "device_destroy", type="vbd", idx="0").status_code == 200
+        con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo ONE-$((1))", rb"ONE-1", 30)
+    image = tmp_path / "s4.save"
+    assert xend.op("s4", "save", file=str(image)).status_code == 200
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    assert reply.status_code == 201, reply.text
+    with console(xend.console_port("s4")) as con:
+        con.run("head -c 15 /dev/vdb; echo; echo READ-$((3))", rb"DISK-second.img\s+READ-3")
+
+
+def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    xend = qemu_xend()
+    xend.create("s2")
+    with console(xend.console_port("s2")) as con:
+        booted(con)
+    image = tmp_path / "s2.save"
+    assert xend.op("s2", "save", file=str(image)).status_code == 200
+
+    corrupt = tmp_path / "corrupt.save"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    corrupt.write_bytes(bytes(data))
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
+    assert reply.status_code == 400, reply.text
+    assert "corrupt: its SHA-256 checksum does not match" in reply.text
+    assert xend.names() == ["Domain-0"]
+    wait_for(lambda: not qemu_pids(xend.home.run_dir), what="no qemu left")
+    assert not [p for p in (xend.home.run_dir / "qemu").iterdir() if p.name.isdigit()]
+
+    truncated = tmp_path / "truncated.save"
+    truncated.write_bytes(image.read_bytes()[:-4096])
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(truncated)})
+    assert reply.status_code == 400 and "truncated" in reply.text, reply.text
+
+    sim = tmp_path / "sim.save"
+    savefile.write(sim, savefile.SaveImage(["domain", ["name", "s3"], ["config", vm(
+        xend.guest, "s3")]], b"{}"))
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(sim)})
+    assert reply.status_code == 400, reply.text
+    assert "saved by the sim hypervisor driver; this xend runs the qemu driver" in reply.text
+    assert xend.names() == ["Domain-0"]
+
+    # The good file still restores.
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    assert reply.status_code == 201, reply.text
+    with console(xend.console_port("s2")) as con:
+        con.run("echo BACK-$((3))", rb"BACK-3")
+
+
+# --- migration between two hosts -----------------------------------------------------------
+
+
+class QemuHost(Host):
+    """A test host whose xend runs the qemu driver."""
+
+    def __init__(self, address: str, extra: str = "") -> None:
+        super().__init__(address, QEMU_CONFIG + extra)
+
+    def create(self, guest: Guest, name: str) -> int:
+        reply = self.post("/xend/domain/", op="create", config=sxp.show(vm(guest, name)))
+        assert reply.status_code == 201, reply.text
+        assert self.post(f"/xend/domain/{name}", op="unpause").status_code == 200
+        return int(sxp.child_value(sxp.parse(reply.text), "id"))
+
+    def sh(self, dom: str, command: str) -> str:
+        port = sxp.child_value(sxp.child(self.info(dom), "console"), "console_port")
+        done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", SHELL,
+                               str(port), command], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def wait_booted(self, name: str) -> None:
+        wait_for(lambda: b"]# " in self.screen(name), BOOT_TIMEOUT, f"{name} booted")
+
+    def stop(self) -> None:
+        if self.home is not None:
+            self.home.xend("stop")
+            kill_guests(self.home.run_dir)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+@pytest.fixture
+def qemu_hosts(guest: Guest) -> Iterator[Callable[..., tuple[QemuHost, QemuHost]]]:
+    why = netns_usable()
+    if why:
+        pytest.skip(why)
+    made: list[QemuHost] = []
+
+    def make(allow: str = re.escape(SOURCE)) -> tuple[QemuHost, QemuHost]:
+        source = QemuHost(SOURCE)
+        made.append(source)
+        destination = QemuHost(DESTINATION, "(xend-relocation-server yes)\n"
+                                             f"(xend-relocation-address {DESTINATION})\n"
+                                             + sxp.show(["xend-relocation-hosts-allow", allow]))
+        made.append(destination)
+        veth = f"xq{os.urandom(4).hex()}"
+        subprocess.run(["ip", "link", "add", f"{veth}a", "netns", source.ns, "type", "veth",
+                        "peer", "name", f"{veth}b", "netns", destination.ns], check=True)
+        for host, end in ((source, "a"), (destination, "b")):
+            host.ip("addr", "add", f"{host.address}/24", "dev", f"{veth}{end}")
+            host.ip("link", "set", f"{veth}{end}", "up")
+            host.start()
+        return source, destination
+
+    yield make
+    for host in made:
+        host.stop()
+
+
+def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts()
+    old_id = source.create(guest, "q1")
+    source.wait_booted("q1")
+    assert source.sh("q1", "MARK=moved-$((6*7)); echo $MARK") == "moved-42"
+    [pid] = qemu_pids(source.xend.run_dir)
+
+    began = time.monotonic()
+    reply = source.post("/xend/domain/q1", op="migrate", destination=DESTINATION, live="1")
+    took = time.monotonic() - began
+    assert reply.status_code == 200, reply.text
+    assert re.fullmatch(rf"http://{re.escape(DESTINATION)}:8002/xend/domain/\d+",
+                        str(sxp.parse(reply.text))), reply.text
+
+    assert destination.sh("q1", "echo $MARK-there") == "moved-42-there"
+    assert "q1" not in source.names()
+    assert process_gone(pid)
+    assert qemu_pids(source.xend.run_dir) == []
+    assert source.sessions() == [] and destination.sessions() == []
+    assert not (source.xend.dbroot / "domain" / str(old_id)).exists()
+    assert not (source.xend.run_dir / "qemu" / str(old_id)).exists()
+    [ok] = [e for e in source.events() if e.startswith(f"xend.domain.migrate (q1 {old_id} ok")]
+    downtime = float(re.search(r"\(downtime ([0-9.]+)\)", ok).group(1))  # type: ignore[union-attr]
+    assert any(e.startswith("xend.domain.migrate.progress (q1 ") for e in source.events())
+    print(f"qemu live migration through two xends: {took:.3f} s, downtime {downtime:.3f} s")
+
+
+def test_a_migration_that_is_not_live_stops_first_and_keeps_the_shell(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts()
+    source.create(guest, "q4")
+    source.wait_booted("q4")
+    assert source.sh("q4", "MARK=still-$((6*7)); echo $MARK") == "still-42"
+    reply = source.post("/xend/domain/q4", op="migrate", destination=DESTINATION, live="0")
+    assert reply.status_code == 200, reply.text
+    assert destination.sh("q4", "echo $MARK-there") == "still-42-there"
+    assert "q4" not in source.names() and qemu_pids(source.xend.run_dir) == []
+    progress = [e for e in source.events() if e.startswith("xend.domain.migrate.progress")]
+    assert progress and not any("(phase precopy)" in e for e in progress), progress
+
+
+def test_a_name_the_destination_has_is_refused(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts()
+    source.create(guest, "q5")
+    destination.create(guest, "q5")
+    source.wait_booted("q5")
+    reply = source.post("/xend/domain/q5", op="migrate", destination=DESTINATION, live="1")
+    assert reply.status_code == 409, reply.text
+    assert "vm name clash: q5" in reply.text
+    assert source.sh("q5", "echo here-$((1+1))") == "here-2"
+    assert len(qemu_pids(destination.xend.run_dir)) == 1
+
+
+def test_killing_the_destination_mid_way_leaves_the_guest_running_at_the_source(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts()
+    source.create(guest, "q2")
+    source.wait_booted("q2")
+    assert source.sh("q2", "MARK=stays-$((6*7)); echo $MARK") == "stays-42"
+    replies: list[httpx.Response] = []
+    # 40 Mbit/s: the ~90 MiB stream would take ~20 s.
+    migrating = threading.Thread(target=lambda: replies.append(source.post(
+        "/xend/domain/q2", op="migrate", destination=DESTINATION, live="1", resource="40")))
+    migrating.start()
+
+    def midway() -> bool:
+        sent = [int(n) for n in re.findall(r"migrate\.progress \(q2 \d+ \(progress \(phase \w+\) "
+                                           r"\(sent (\d+)\)", "\n".join(source.events()))]
+        return bool(sent) and max(sent) > 4 << 20
+    wait_for(midway, timeout=60, what="the transfer under way")
+    dest_qemus = qemu_pids(destination.xend.run_dir)
+    assert len(dest_qemus) == 1
+    destination.kill_xend()
+    migrating.join(timeout=90)
+    [reply] = replies
+    assert reply.status_code >= 500, reply.text
+    assert "migrate failed" in reply.text
+
+    assert "q2" in source.names()
+    assert sxp.child_value(source.info("q2"), "state") in ("-b---", "r----")
+    assert source.sh("q2", "echo $MARK-still-here") == "stays-42-still-here"
+    assert source.sessions() == []
+    # The destination's qemu lost its stream and went; a new xend there finds nothing.
+    wait_for(lambda: all(process_gone(p) for p in dest_qemus), 30, "the half-made qemu gone")
+    destination.start()
+    assert destination.names() == ["Domain-0"]
+    assert destination.sessions() == []
+
+
+def test_a_peer_the_destination_does_not_allow_is_refused(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts(allow=r"10\.9\.9\.9")
+    source.create(guest, "q3")
+    source.wait_booted("q3")
+    reply = source.post("/xend/domain/q3", op="migrate", destination=DESTINATION, live="1")
+    assert reply.status_code == 403, reply.text
+    assert f"{SOURCE} is not allowed to migrate here" in reply.text
+    assert source.sh("q3", "echo still-$((1+1))") == "still-2"
+    assert destination.names() == ["Domain-0"]
+    assert qemu_pids(destination.xend.run_dir) == []
+
+
+def test_a_source_xend_killed_mid_way_runs_its_stopped_guest_again_when_it_starts(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
+    source, destination = qemu_hosts()
+    source.create(guest, "q6")
+    source.wait_booted("q6")
+    assert source.sh("q6", "MARK=back-$((6*7)); echo $MARK") == "back-42"
+    # Not live, so the guest is stopped while its state goes (40 Mbit/s: ~20 s).
+
+    def migrate() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # its xend is killed under it
+            source.post("/xend/domain/q6", op="migrate", destination=DESTINATION, live="0",
+                        resource="40")
+    threading.Thread(target=migrate, daemon=True).start()
+    wait_for(lambda: any("(phase stopcopy) (sent" in e and "(sent 0)" not in e
+                         for e in source.events()), 60, "the stream under way")
+    source.kill_xend()
+    wait_for(lambda: destination.names() == ["Domain-0"], 60, "the destination gave up")
+    source.start()
+    assert source.sessions() == []
+    assert sxp.child_value(source.info("q6"), "state") in ("-b---", "r----")
+    assert source.sh("q6", "echo $MARK-again") == "back-42-again"
