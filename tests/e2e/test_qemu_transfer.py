@@ -134,9 +134,11 @@ def test_a_restored_guest_gets_its_devices_back_in_the_slots_they_had(
     with console(xend.console_port("s4")) as con:
         booted(con)
         config = sxp.show(["vbd", ["uname", f"file:{second}"], ["dev", "sdb"], ["mode", "w"]])
-        assert xend.op("s4", "device_create", config=config).status_code == 200
+        created = xend.op("s4", "device_create", config=config)
+        assert created.status_code == 200, created.text + xend.log_tail()
         con.run("until [ -b /dev/vdb ]; do sleep 0.2; done; echo TWO-$((2))", rb"TWO-2", 30)
-        assert xend.op("s4", "device_destroy", type="vbd", idx="0").status_code == 200
+        destroyed = xend.op("s4", "device_destroy", type="vbd", idx="0")
+        assert destroyed.status_code == 200, destroyed.text + xend.log_tail()
         con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo ONE-$((1))", rb"ONE-1", 30)
     image = tmp_path / "s4.save"
     assert xend.op("s4", "save", file=str(image)).status_code == 200

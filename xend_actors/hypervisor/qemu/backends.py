@@ -28,6 +28,7 @@ which is about to go.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,7 +43,8 @@ from xend_actors.hypervisor.qemu.guest import QemuGuest
 
 log = logging.getLogger(__name__)
 
-UNPLUG_TIMEOUT = 10.0  # a guest's ACPI hot-unplug takes a moment
+UNPLUG_TIMEOUT = 20.0  # a guest's ACPI hot-unplug takes a moment, more on a busy host
+UNPLUG_RETRY = 2.0  # a guest busy with another hotplug event can miss an eject request
 POLL_SECONDS = 0.05
 
 
@@ -259,15 +261,29 @@ class QemuBackends:
             return True
         try:
             guest.execute("device_del", {"id": device})
-            deadline = time.monotonic() + UNPLUG_TIMEOUT
+            start = time.monotonic()
+            asked = start
             while device in _peripherals(guest):
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now - start > UNPLUG_TIMEOUT:
                     log.error("Domain %s did not let go of %s within %g s", domid, device,
                               UNPLUG_TIMEOUT)
                     return False
+                if now - asked > UNPLUG_RETRY:
+                    asked = now
+                    with contextlib.suppress(XendError):  # "already in the process of unplug"
+                        guest.execute("device_del", {"id": device})
                 time.sleep(POLL_SECONDS)
             for command, arguments in then:
-                guest.execute(command, arguments)
+                # qemu lets go of a backend a moment after the device leaves the tree.
+                while True:
+                    try:
+                        guest.execute(command, arguments)
+                        break
+                    except XendError:
+                        if time.monotonic() - start > UNPLUG_TIMEOUT:
+                            raise
+                        time.sleep(POLL_SECONDS)
         except XendError as error:
             log.error("Domain %s: unplugging %s failed: %s", domid, device, error.message)
             return False
