@@ -174,7 +174,18 @@ def launch_bare(folder: Path, guest: Guest, incoming: bool) -> tuple[subprocess.
     process = subprocess.Popen(qemu_argv(QEMU, spec, DomainPaths(folder)),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
+    LAUNCHED.append(process)
     return process, Qmp(folder / "qmp.sock")
+
+
+LAUNCHED: list[subprocess.Popen[bytes]] = []  # every bare qemu, killed however the run ends
+
+
+def kill_bare() -> None:
+    for process in LAUNCHED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def bare_save(qmp: Qmp, process: subprocess.Popen[bytes], file: Path) -> float:
@@ -232,6 +243,13 @@ def bare_prompt_on(folder: Path) -> None:
 
 
 def main() -> None:
+    try:
+        run()
+    finally:
+        kill_bare()
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     rounds = 2 if parser.parse_args().quick else 5
