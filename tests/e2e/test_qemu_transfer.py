@@ -109,6 +109,9 @@ def test_save_and_restore_keep_the_shell_state_and_the_disk(
     header.finish()  # whole and its checksum good
     header.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    wait_for(lambda: any(e.startswith(f"xend.domain.save.progress (s1 {domid} (progress "
+                                      "(phase save)") for e in xend.events()),
+             what="progress events of the save, from qemu's own count")
 
     began = time.monotonic()
     reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})

@@ -189,6 +189,10 @@ def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
     done = xm("save", "x1", "x1.save")  # relative to xm's directory
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "x1.save").is_file()
+    size = (tmp_path / "x1.save").stat().st_size
+    wait_for(lambda: any(e.startswith("xend.domain.save.progress (x1 ")
+                         and f"(phase save) (sent {size}) (total {size})" in e
+                         for e in xend.events()), what="the save's progress event")
     assert "x1" not in xend.names()
     done = xm("restore", "x1.save")
     assert done.returncode == 0, done.stderr

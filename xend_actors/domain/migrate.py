@@ -29,11 +29,13 @@ class Phase(Enum):
     PRECOPY = "precopy"  # the guest runs while its memory goes
     STOPCOPY = "stopcopy"  # the guest is suspended: the rest and its state go
     COMMIT = "commit"  # the destination builds it; the source is destroyed
+    SAVE = "save"  # a save: the stopped guest's state goes into the file
 
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a migration's stream is: bytes sent of those known to go, and the rate."""
+    """How far a migration's (or a save's) stream is: bytes sent of those known to go,
+    and the rate."""
 
     phase: Phase
     sent: int

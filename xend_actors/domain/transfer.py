@@ -157,14 +157,23 @@ class Transfer(TracedActor):
             self._events.publish("xend.domain.save", [*ids, state, value])
             return value
 
+        started = time.monotonic()
+
+        def report(step: StreamProgress) -> None:
+            rate = step.sent / max(time.monotonic() - started, 1e-6)
+            progress = Progress(Phase.SAVE, step.sent, step.total, rate)
+            self._events.publish("xend.domain.save.progress", [*ids, progress.sxpr()])
+
         was_paused = "p" in str(sxp.child_value(info, "state", ""))
         record("begin")
         log.info("Saving domain %s (id %s) to %s", name, domid, path)
         try:
             if self._streams:
-                self._save_stream(domid, info, path, was_paused)
+                self._save_stream(domid, info, path, was_paused, report)
             else:
                 self._save(domain, domid, info, path, was_paused)
+                size = path.stat().st_size
+                report(StreamProgress(True, size, size))
         except Exception as error:
             log.error("Saving domain %s to %s failed: %s", name, path, error)
             record("error")
@@ -205,7 +214,8 @@ class Transfer(TracedActor):
                     domain.unpause().get(timeout=ASK_TIMEOUT)
             raise
 
-    def _save_stream(self, domid: int, info: sxp.Value, path: Path, was_paused: bool) -> None:
+    def _save_stream(self, domid: int, info: sxp.Value, path: Path, was_paused: bool,
+                     report: Callable[[StreamProgress], None]) -> None:
         """Save a stream driver's domain: the hypervisor writes its state straight into
         the file while a thread hashes it; the domain is destroyed once the file is
         complete and fsynced."""
@@ -216,7 +226,7 @@ class Transfer(TracedActor):
         try:
             try:
                 self._driver.send_state(domid, writer.fileno(), live=False, mbit=0,
-                                        progress=lambda _progress: None)
+                                        progress=report)
             finally:
                 done.set()
                 follower.finish(STREAM_TIMEOUT)

@@ -1,15 +1,18 @@
 """``xm save`` and ``xm restore``: a domain to a file on xend's host and back (facts §14.2).
 
 The file name is made absolute here, as the original did, since xend resolves it on
-its own host. ``xm migrate`` follows the source xend's ``xend.domain.migrate.progress``
-events on its event stream while the migration runs and draws them as a progress bar
-on stderr (bytes, rate, phase); the new domain's URL goes to stdout.
+its own host. ``xm save`` and ``xm migrate`` follow xend's ``xend.domain.save.progress``
+and ``xend.domain.migrate.progress`` events on its event stream while the transfer runs
+and draw them as a progress bar on stderr (bytes, rate, phase); the new domain's URL
+goes to stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 
 import click
 
@@ -26,7 +29,8 @@ def save(client: XendClient, dom: str, file: str) -> None:
     """Save domain DOM to FILE on xend's host; the domain is then destroyed."""
     if dom in (DOMAIN0, "0"):
         raise click.ClickException("Cannot save Domain-0")
-    client.xend_domain_save(dom, os.path.abspath(file))
+    with _progress_bar(client, dom, "xend.domain.save.progress"):
+        client.xend_domain_save(dom, os.path.abspath(file))
 
 
 @click.command()
@@ -54,25 +58,32 @@ def migrate(client: XendClient, live: bool, resource: int, dom: str, host: str) 
     """Migrate domain DOM to HOST (host[:port] of its xend's relocation port)."""
     if dom in (DOMAIN0, "0"):
         raise click.ClickException("Cannot migrate Domain-0")
-    opened, drawn = threading.Event(), threading.Event()
-    threading.Thread(target=_draw_progress, args=(client, dom, opened, drawn),
-                     daemon=True).start()
-    opened.wait(STREAM_WAIT)
-    try:
+    with _progress_bar(client, dom, "xend.domain.migrate.progress"):
         url = client.xend_domain_migrate(dom, host, int(live), resource)
-    finally:
-        if drawn.is_set():
-            click.echo("", err=True)
     click.echo(url)
 
 
-def _draw_progress(client: XendClient, dom: str, opened: threading.Event,
+@contextlib.contextmanager
+def _progress_bar(client: XendClient, dom: str, event_name: str) -> Iterator[None]:
+    """Draw ``dom``'s progress events called ``event_name`` on stderr while the body runs."""
+    opened, drawn = threading.Event(), threading.Event()
+    threading.Thread(target=_draw_progress, args=(client, dom, event_name, opened, drawn),
+                     daemon=True).start()
+    opened.wait(STREAM_WAIT)
+    try:
+        yield
+    finally:
+        if drawn.is_set():
+            click.echo("", err=True)
+
+
+def _draw_progress(client: XendClient, dom: str, event_name: str, opened: threading.Event,
                    drawn: threading.Event) -> None:
-    """Draw the progress events of ``dom``'s migration until the process ends."""
+    """Draw the progress events of ``dom``'s transfer until the process ends."""
     try:
         for event in client.xend_event_stream(on_open=opened.set):
             value = event.value
-            if event.name != "xend.domain.migrate.progress" or not isinstance(value, list) \
+            if event.name != event_name or not isinstance(value, list) \
                     or dom not in value[:2]:
                 continue
             click.echo("\r" + progress_line(sxp.child(value, "progress") or []), nl=False,
