@@ -119,6 +119,9 @@ def test_save_and_restore_keep_the_shell_state_and_the_disk(
     assert reply.status_code == 201, reply.text
     assert sxp.child_value(sxp.parse(reply.text), "name") == "s1"
     assert xend.state("s1") in ("r----", "-b---")
+    wait_for(lambda: any(e.startswith("xend.domain.restore.progress (s1 ")
+                         and "(phase restore)" in e for e in xend.events()),
+             what="progress events of the restore, from the file qemu reads")
     with console(xend.console_port("s1")) as con:
         con.run("echo GOT-$MARK-", rb"GOT-kept-42-", 30)
         con.run("head -c 13 /dev/vda; echo; echo READ-$((2))", rb"DISK-disk.img\s+READ-2")

@@ -197,6 +197,9 @@ def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
     done = xm("restore", "x1.save")
     assert done.returncode == 0, done.stderr
     assert "(name x1)" in done.stdout
+    wait_for(lambda: any(e.startswith("xend.domain.restore.progress (x1 ")
+                         and "(phase restore)" in e for e in xend.events()),
+             what="the restore's progress event")
     assert "x1" in xend.names()
     done = xm("restore", "x1.save")
     assert done.returncode == 1

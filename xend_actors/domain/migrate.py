@@ -30,6 +30,7 @@ class Phase(Enum):
     STOPCOPY = "stopcopy"  # the guest is suspended: the rest and its state go
     COMMIT = "commit"  # the destination builds it; the source is destroyed
     SAVE = "save"  # a save: the stopped guest's state goes into the file
+    RESTORE = "restore"  # a restore: the state comes back from the file
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ from xend_actors.trace import TracedActor
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 30.0
+RESTORE_PROGRESS_SECONDS = 0.1
 CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 SUSPEND_TIMEOUT = 30.0  # as the original's wait for xend.domain.suspended
 POLL_SECONDS = 0.05
@@ -291,8 +292,11 @@ class Transfer(TracedActor):
         self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
         log.info("Restoring domain %s from %s", config.name, path)
         try:
+            began = time.monotonic()
             domid = self._driver.restore_state(  # type: ignore[attr-defined]
                 config.name, config.memory_mb, image.payload)
+            size = len(image.payload)
+            self._restore_progress(config.name, domid, size, size, began)
             try:
                 _ask(self._table.refresh())  # adopts it, as the original's GET did
                 domain = _ask(self._table.find(str(domid)))
@@ -332,9 +336,16 @@ class Transfer(TracedActor):
                     _ask(domain.configure(config), CONFIGURE_TIMEOUT)
                     # The hypervisor loads the state straight from the file; a bad
                     # checksum wins over what it makes of bad bytes.
-                    self._driver.receive_state(domid, reader.fileno())
-                    checking.finish(STREAM_TIMEOUT)
-                    self._driver.wait_received(domid, STREAM_TIMEOUT)
+                    fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
+                    watcher = _Background(lambda: self._watch_restore(
+                        config.name, domid, fd, reader.header, loaded), "restore-progress")
+                    try:
+                        self._driver.receive_state(domid, fd)
+                        checking.finish(STREAM_TIMEOUT)
+                        self._driver.wait_received(domid, STREAM_TIMEOUT)
+                    finally:
+                        loaded.set()
+                        watcher.finish(STREAM_TIMEOUT)
                     _ask(domain.unpause())
                 except BaseException:
                     self._discard(domid)
@@ -351,6 +362,31 @@ class Transfer(TracedActor):
             reader.close()
         log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
         return info
+
+    def _watch_restore(self, name: str, domid: int, fd: int, header: savefile.Header,
+                       loaded: threading.Event) -> None:
+        """Progress events while the hypervisor reads the state from ``fd``: it shares the
+        file's offset with xend (the descriptor was passed, not reopened)."""
+        total, began, last = header.payload_size, time.monotonic(), -1
+        while True:
+            done = loaded.wait(RESTORE_PROGRESS_SECONDS)
+            try:
+                read = os.lseek(fd, 0, os.SEEK_CUR) - header.payload_offset
+            except OSError:
+                return
+            read = min(max(read, 0), total)
+            if read != last:
+                last = read
+                self._restore_progress(name, domid, read, total, began)
+            if done:
+                return
+
+    def _restore_progress(self, name: str, domid: int, read: int, total: int,
+                          began: float) -> None:
+        rate = read / max(time.monotonic() - began, 1e-6)
+        progress = Progress(Phase.RESTORE, read, total, rate)
+        self._events.publish("xend.domain.restore.progress",
+                             [name, str(domid), progress.sxpr()])
 
     def _restorable(self, path: Path, info: sxp.Value) -> DomainConfig:
         vm = sxp.child_value(info, "config")

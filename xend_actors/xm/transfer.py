@@ -1,10 +1,10 @@
 """``xm save`` and ``xm restore``: a domain to a file on xend's host and back (facts §14.2).
 
 The file name is made absolute here, as the original did, since xend resolves it on
-its own host. ``xm save`` and ``xm migrate`` follow xend's ``xend.domain.save.progress``
-and ``xend.domain.migrate.progress`` events on its event stream while the transfer runs
-and draw them as a progress bar on stderr (bytes, rate, phase); the new domain's URL
-goes to stdout.
+its own host. ``xm save``, ``xm restore`` and ``xm migrate`` follow xend's
+``xend.domain.{save,restore,migrate}.progress`` events on its event stream while the
+transfer runs and draw them as a progress bar on stderr (bytes, rate, phase); the new
+domain's URL goes to stdout.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def save(client: XendClient, dom: str, file: str) -> None:
 @click.pass_obj
 def restore(client: XendClient, file: str) -> None:
     """Restore a domain from FILE on xend's host and let it run on."""
-    info = client.xend_domain_restore(os.path.abspath(file))
+    with _progress_bar(client, None, "xend.domain.restore.progress"):
+        info = client.xend_domain_restore(os.path.abspath(file))
     click.echo(sxp.pretty(info), nl=False)
     # xend unpauses the restored domain; the original xm did too.
 
@@ -64,8 +65,9 @@ def migrate(client: XendClient, live: bool, resource: int, dom: str, host: str) 
 
 
 @contextlib.contextmanager
-def _progress_bar(client: XendClient, dom: str, event_name: str) -> Iterator[None]:
-    """Draw ``dom``'s progress events called ``event_name`` on stderr while the body runs."""
+def _progress_bar(client: XendClient, dom: str | None, event_name: str) -> Iterator[None]:
+    """Draw ``dom``'s (None: any domain's) progress events called ``event_name`` on stderr
+    while the body runs."""
     opened, drawn = threading.Event(), threading.Event()
     threading.Thread(target=_draw_progress, args=(client, dom, event_name, opened, drawn),
                      daemon=True).start()
@@ -77,14 +79,14 @@ def _progress_bar(client: XendClient, dom: str, event_name: str) -> Iterator[Non
             click.echo("", err=True)
 
 
-def _draw_progress(client: XendClient, dom: str, event_name: str, opened: threading.Event,
-                   drawn: threading.Event) -> None:
+def _draw_progress(client: XendClient, dom: str | None, event_name: str,
+                   opened: threading.Event, drawn: threading.Event) -> None:
     """Draw the progress events of ``dom``'s transfer until the process ends."""
     try:
         for event in client.xend_event_stream(on_open=opened.set):
             value = event.value
             if event.name != event_name or not isinstance(value, list) \
-                    or dom not in value[:2]:
+                    or (dom is not None and dom not in value[:2]):
                 continue
             click.echo("\r" + progress_line(sxp.child(value, "progress") or []), nl=False,
                        err=True)
