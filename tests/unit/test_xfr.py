@@ -120,6 +120,9 @@ def test_a_closed_or_silent_or_garbling_peer_is_an_error(
 def test_a_message_larger_than_the_limit_is_refused_before_it_ends(
         pair: tuple[xfr.Channel, xfr.Channel]) -> None:
     left, right = pair
+    # The receiver parses slowly; a sender that gave up first would leave it waiting.
+    left.timeout = 60.0
+    left.sock.settimeout(60.0)
     endless = threading.Thread(target=lambda: _send_quietly(
         left, b"(xfr.xfr 5 '" + b"x" * (xfr.MAX_MESSAGE + 10)), daemon=True)
     endless.start()
