@@ -297,15 +297,7 @@ class Transfer(TracedActor):
                 config.name, config.memory_mb, image.payload)
             size = len(image.payload)
             self._restore_progress(config.name, domid, size, size, began)
-            try:
-                _ask(self._table.refresh())  # adopts it, as the original's GET did
-                domain = _ask(self._table.find(str(domid)))
-                _ask(domain.configure(config), CONFIGURE_TIMEOUT)
-                _ask(domain.unpause())
-            except BaseException:
-                self._discard(domid)
-                raise
-            info = _ask(self._table.info(str(domid)))
+            info = self._bring_up(domid, config)
         except Exception as error:
             log.error("Restoring from %s failed: %s", path, error)
             raise _failed("restore", error) from None
@@ -330,10 +322,8 @@ class Transfer(TracedActor):
                 domid = self._driver.prepare_incoming(config.name, reader.header.meta)
                 self._sessions.write(session, ["restore", ["id", session], ["file", str(path)],
                                                ["domain", str(domid)]])
-                try:
-                    _ask(self._table.refresh())  # adopts it, as the original's GET did
-                    domain = _ask(self._table.find(str(domid)))
-                    _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+
+                def load() -> None:
                     # The hypervisor loads the state straight from the file; a bad
                     # checksum wins over what it makes of bad bytes.
                     fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
@@ -346,11 +336,8 @@ class Transfer(TracedActor):
                     finally:
                         loaded.set()
                         watcher.finish(STREAM_TIMEOUT)
-                    _ask(domain.unpause())
-                except BaseException:
-                    self._discard(domid)
-                    raise
-                info = _ask(self._table.info(str(domid)))
+
+                info = self._bring_up(domid, config, load)
             except Exception as error:
                 log.error("Restoring from %s failed: %s", path, error)
                 raise _failed("restore", error) from None
@@ -362,6 +349,21 @@ class Transfer(TracedActor):
             reader.close()
         log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
         return info
+
+    def _bring_up(self, domid: int, config: DomainConfig,
+                  load: Callable[[], None] = lambda: None) -> sxp.Value:
+        """A restored domain adopted, configured (devices, console), ``load``-ed and
+        unpaused; its info. On any failure it is destroyed again."""
+        try:
+            _ask(self._table.refresh())  # adopts it, as the original's GET did
+            domain = _ask(self._table.find(str(domid)))
+            _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+            load()
+            _ask(domain.unpause())
+        except BaseException:
+            self._discard(domid)
+            raise
+        return _ask(self._table.info(str(domid)))
 
     def _watch_restore(self, name: str, domid: int, fd: int, header: savefile.Header,
                        loaded: threading.Event) -> None:
