@@ -125,21 +125,32 @@ def test_a_vbd_that_cannot_be_attached_leaves_no_domain(
 CONSOLE = r"""
 import re, socket, sys, time
 sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+deadline = time.monotonic() + float(sys.argv[4])
+
+def expect(pattern, nudge=None):
+    # Typing before the shell reads its terminal loses characters (the boot eats them),
+    # so the prompt is awaited first, nudged with a newline every few seconds.
+    seen, nudged = b"", 0.0
+    while not (match := re.search(pattern, seen)):
+        now = time.monotonic()
+        if now >= deadline:
+            sys.exit(f"no {pattern!r} in {seen[-1500:]!r}")
+        if nudge is not None and now - nudged > 3:
+            sock.sendall(nudge)
+            nudged = now
+        sock.settimeout(min(deadline - now, 1.0))
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if not data:
+            sys.exit(f"console closed: {seen[-1500:]!r}")
+        seen += data
+    return match
+
+expect(rb"\]# ", nudge=b"\n")
 sock.sendall(sys.argv[2].encode() + b"\n")
-seen, deadline = b"", time.monotonic() + float(sys.argv[4])
-while not (match := re.search(sys.argv[3].encode(), seen)):
-    left = deadline - time.monotonic()
-    if left <= 0:
-        sys.exit(f"no {sys.argv[3]!r} in {seen[-1500:]!r}")
-    sock.settimeout(left)
-    try:
-        data = sock.recv(4096)
-    except TimeoutError:
-        continue
-    if not data:
-        sys.exit(f"console closed: {seen[-1500:]!r}")
-    seen += data
-print(match.group(0).decode())
+print(expect(sys.argv[3].encode()).group(0).decode())
 """
 
 
