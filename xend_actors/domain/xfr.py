@@ -283,17 +283,16 @@ class Channel:
     def receive(self) -> Message:
         """The next message."""
         parser = sxp.Parser(max_size=MAX_MESSAGE)
-        at = 0
         try:
             while True:
-                if at == len(self._buffer):
+                if not self._buffer:
                     self._fill()
-                # One byte at a time, so the parser stops where the message ends and
-                # any raw bytes after it stay in the buffer.
-                parser.input(bytes(self._buffer[at:at + 1]))
-                at += 1
+                # A message is a list, so it can only end at a ")": feeding the parser up
+                # to the next one leaves any raw bytes after the message in the buffer.
+                end = self._buffer.find(b")") + 1 or len(self._buffer)
+                parser.input(bytes(self._buffer[:end]))
+                del self._buffer[:end]
                 if parser.ready():
-                    del self._buffer[:at]
                     return from_sxp(parser.get_val())
         except sxp.ParseError as error:
             raise XfrError(f"{self.peer} sent a bad message: {error}", Code.EPROTO) from None
