@@ -170,17 +170,23 @@ class Host:
         started = self.home.xend("start")
         assert started.returncode == 0, started.stderr
 
-    def create(self, name: str, address: str, mac: str) -> int:
+    def create(self, name: str, address: str, mac: str, *more: tuple[str, str]) -> int:
+        """Boot a guest with eth0 at ``address``; ``more`` vifs as (mac, address)."""
         config = ["vm", ["name", name], ["memory", MEMORY],
                   ["image", ["linux", ["kernel", self.guest.kernel],
                              ["ramdisk", self.guest.ramdisk],
                              ["args", f"quiet loglevel=3 xend.ip={address}/24"]]],
-                  ["device", ["vif", ["mac", mac], ["ip", address]]]]
+                  *(["device", ["vif", ["mac", m], ["ip", a]]]
+                    for m, a in [(mac, address), *more])]
+        reply = self.post("/xend/domain/", op="create", config=sxp.show(config), status=201)
+        self.post(f"/xend/domain/{name}", op="unpause")
+        return int(sxp.child_value(sxp.parse(reply), "id"))
+
+    def post(self, url: str, status: int = 200, **form: str) -> str:
         with self.home.unix_http() as http:
-            reply = http.post("/xend/domain/", data={"op": "create", "config": sxp.show(config)})
-            assert reply.status_code == 201, reply.text
-            assert http.post(f"/xend/domain/{name}", data={"op": "unpause"}).status_code == 200
-        return int(sxp.child_value(sxp.parse(reply.text), "id"))
+            reply = http.post(url, data=form)
+        assert reply.status_code == status, reply.text
+        return reply.text
 
     def sh(self, domid: int, command: str, answer: str, timeout: float = BOOT_TIMEOUT) -> str:
         port = self.home.console_port_base + domid
@@ -229,9 +235,31 @@ def test_two_guests_on_the_bridge_ping_and_a_spoofer_is_cut_off(netns_host: Host
                      " echo BACK-$((1))", "BACK-1")
     assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
 
-    with netns_host.home.unix_http() as http:
-        assert http.post("/xend/domain/qb", data={"op": "destroy", "reason": "halt"}
-                         ).status_code == 200
+    netns_host.post("/xend/domain/qb", op="destroy", reason="halt")
     wait_for(lambda: f"vif{b}.0" not in subprocess.run(
         ["ip", "-n", netns_host.ns, "-o", "link"], capture_output=True, text=True).stdout,
         what="the destroyed guest's tap gone")
+
+
+def test_a_guest_that_lost_a_vif_is_saved_and_restored_with_its_other_vif_working(
+        netns_host: Host, tmp_path: Path) -> None:
+    # The restored domain numbers its vifs afresh from the config (the second is now
+    # vif 0): its nic must still land in the PCI slot the saved state expects.
+    netns_host.create("qb", "10.88.0.12", "aa:00:00:00:88:12")
+    a = netns_host.create("qa", "10.88.0.31", "aa:00:00:00:88:31",
+                          ("aa:00:00:00:88:32", "10.88.0.32"))
+    netns_host.sh(a, "[ -e /sys/class/net/eth1 ] && echo TWO-$((2))", "TWO-2")
+    netns_host.post("/xend/domain/qa", op="device_destroy", type="vif", idx="0")
+    netns_host.sh(a, "while [ -e /sys/class/net/eth0 ]; do sleep 0.2; done;"
+                     " ip addr add 10.88.0.32/24 dev eth1; ip link set eth1 up;"
+                     " echo SWAPPED-$((1))", "SWAPPED-1")
+    ping = "ping -c 3 -W 2 10.88.0.12 >/dev/null && echo PING-$((1))-OK || echo PING-$((0))-NO"
+    assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
+
+    saved = tmp_path / "qa.save"
+    netns_host.post("/xend/domain/qa", op="save", file=str(saved))
+    restored = netns_host.post("/xend/domain/", op="restore", file=str(saved), status=201)
+    a = int(sxp.child_value(sxp.parse(restored), "id"))
+    vifs = sxp.parse(netns_host.post("/xend/domain/qa", op="vifs"))
+    assert [sxp.child_value(v, "mac") for v in vifs] == ["aa:00:00:00:88:32"]
+    assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"

@@ -39,7 +39,7 @@ from xend_actors.device import messages as m
 from xend_actors.errors import BadRequest, NotFound, XendError
 from xend_actors.hypervisor.backings import Backings
 from xend_actors.hypervisor.base import GuestMessage
-from xend_actors.hypervisor.qemu.guest import QemuGuest
+from xend_actors.hypervisor.qemu.guest import NIC_PREFIX, QemuGuest, mac_key
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class QemuBackends:
         guest = self._guest(msg.domid)
         if guest is None:
             return m.NetifStatus.ERROR
-        netdev, nic = f"net-{msg.netif_handle}", f"nic-{msg.netif_handle}"
+        netdev, nic = f"net-{msg.netif_handle}", f"{NIC_PREFIX}{msg.netif_handle}"
         try:
             guest.execute("netdev_add", {"type": "tap", "id": netdev, "script": "no",
                                          "downscript": "no",
@@ -219,7 +219,7 @@ class QemuBackends:
             try:
                 guest.execute("device_add", {"driver": "virtio-net-pci", "netdev": netdev,
                                              "mac": msg.mac, "id": nic,
-                                             **guest.slot_arguments(nic)})
+                                             **guest.slot_arguments(mac_key(msg.mac), nic)})
             except XendError:
                 guest.execute("netdev_del", {"id": netdev})
                 raise
@@ -234,7 +234,7 @@ class QemuBackends:
         key = (msg.domid, msg.netif_handle)
         if key not in self._netifs:
             return m.NetifStatus.INTERFACE_NOT_FOUND
-        netdev, nic = f"net-{msg.netif_handle}", f"nic-{msg.netif_handle}"
+        netdev, nic = f"net-{msg.netif_handle}", f"{NIC_PREFIX}{msg.netif_handle}"
         if not self._unplug(msg.domid, nic, [("netdev_del", {"id": netdev})]):
             return m.NetifStatus.ERROR
         del self._netifs[key]

@@ -57,6 +57,7 @@ QUIT_TIMEOUT = 3.0
 AGENT_TIMEOUT = 5.0
 AGENT_GRACE = 60.0  # a guest this long after it first ran without an agent has none
 DEFAULT_CONSOLE = "console=ttyS0"
+NIC_PREFIX = "nic-"  # qdev ids of hot-plugged nics: nic-HANDLE
 
 # qemu's ShutdownCause, in its order: the trace file gives the number.
 SHUTDOWN_CAUSES = ("none", "host-error", "host-qmp-quit", "host-qmp-system-reset",
@@ -94,7 +95,7 @@ class QemuGuest:
         self._agent_up = threading.Event()
         self._agent_gone = False  # it was up and closed its port: no use waiting for it
         self.migration_changed = threading.Event()  # qemu said MIGRATION or MIGRATION_PASS
-        self.slots: dict[str, int] = {}  # device id -> PCI slot it had at the source
+        self.slots: dict[str, int] = {}  # slot key -> PCI slot it had at the source
         self.state_sent = False  # its state went out whole: only a resume runs it again
 
     @property
@@ -263,10 +264,11 @@ class QemuGuest:
         with self._lock:
             return self._paused
 
-    def slot_arguments(self, device: str) -> dict[str, str]:
-        """``device_add`` arguments that put ``device`` in the PCI slot it had where the
-        guest's state comes from (none for a new guest): the state needs it there."""
-        slot = self.slots.get(device)
+    def slot_arguments(self, *keys: str) -> dict[str, str]:
+        """``device_add`` arguments that put a device in the PCI slot it had where the
+        guest's state comes from (none for a new guest): the state needs it there. The
+        device is known by the first of ``keys`` the saved machine has."""
+        slot = next((self.slots[key] for key in keys if key in self.slots), None)
         return {} if slot is None else {"addr": f"{slot:#x}"}
 
     def runs(self) -> bool:
@@ -505,3 +507,8 @@ def _close_quietly(sock: socket.socket | None) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def mac_key(mac: str) -> str:
+    """The key of a nic in ``QemuGuest.slots``: its MAC, which a transfer keeps."""
+    return f"mac={mac.lower()}"

@@ -26,7 +26,7 @@ from typing import Any
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
 from xend_actors.hypervisor.base import LinuxImage, StreamProgress, StreamResult
 from xend_actors.hypervisor.qemu import process
-from xend_actors.hypervisor.qemu.guest import QemuGuest
+from xend_actors.hypervisor.qemu.guest import NIC_PREFIX, QemuGuest, mac_key
 
 MIGRATE_FD = "xend-migrate"
 UNLIMITED = 10 << 30  # bytes/s; qemu's own default of 128 MiB/s would slow a save
@@ -43,7 +43,7 @@ class Machine:
     memory_mb: int
     vcpus: int
     image: LinuxImage
-    slots: tuple[tuple[str, int], ...]  # (device id, PCI slot)
+    slots: tuple[tuple[str, int], ...]  # (slot key, PCI slot): QemuGuest.slots
     qemu: str
 
     def to_bytes(self) -> bytes:
@@ -76,9 +76,19 @@ def machine(guest: QemuGuest, qemu_version: str) -> Machine:
     slots = []
     for bus in guest.execute("query-pci"):
         for device in bus.get("devices", []):
-            if device.get("qdev_id"):
-                slots.append((str(device["qdev_id"]), int(device["slot"])))
+            if qdev := str(device.get("qdev_id") or ""):
+                slots.append((_slot_key(guest, qdev), int(device["slot"])))
     return Machine(st.memory_mb, st.vcpus, st.image, tuple(sorted(slots)), qemu_version)
+
+
+def _slot_key(guest: QemuGuest, qdev: str) -> str:
+    """How the destination will know device ``qdev``: a disk by its id (named after its
+    vdevice), a nic by its MAC, since its id counts vifs and that count changes when an
+    earlier vif is removed (the destination numbers them from its config)."""
+    if not qdev.startswith(NIC_PREFIX):
+        return qdev
+    return mac_key(str(guest.execute("qom-get", {"path": f"/machine/peripheral/{qdev}",
+                                                 "property": "mac"})))
 
 
 def send(guest: QemuGuest, fd: int, *, live: bool, mbit: int,
