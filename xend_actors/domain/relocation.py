@@ -34,10 +34,11 @@ import pykka
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
-from xend_actors.domain import xfr
+from xend_actors.domain import rollback, xfr
+from xend_actors.domain.asking import ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
-from xend_actors.errors import Timeout, XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason
+from xend_actors.errors import XendError
+from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.web.server import client_allowed
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 30.0  # the most a peer may stay silent mid-transfer
 COMMIT_TIMEOUT = 60.0  # the source destroys its domain before it commits
-ASK_TIMEOUT = 30.0
 CONFIGURE_TIMEOUT = 120.0
 MAX_CONNECTIONS = 8
 MAX_ROUNDS = 8  # a source may send the memory at most this many times over
@@ -169,17 +169,17 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
         domid = incoming.driver.restore_state(config.name, config.memory_mb, state)
         incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
                                                          ["domain", str(domid)]]])
-        _ask(incoming.table.refresh())  # adopts it
-        domain = _ask(incoming.table.find(str(domid)))
-        _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+        ask(incoming.table.refresh())  # adopts it
+        domain = ask(incoming.table.find(str(domid)))
+        ask(domain.configure(config), CONFIGURE_TIMEOUT)
         channel.send(xfr.XfrOk(domid))
         channel.sock.settimeout(COMMIT_TIMEOUT)
         channel.expect_ok("the commit")
-        _ask(domain.unpause())
+        ask(domain.unpause())
         channel.send(xfr.OK)
     except BaseException as error:
         if domid is not None:
-            discard(incoming, domid)
+            rollback.discard(incoming.driver, incoming.table, domid)
         if isinstance(error, xfr.XfrError) and error.code == xfr.Code.EPROTO:
             with contextlib.suppress(XendError):
                 channel.send(xfr.Err(error.code, error.message))
@@ -205,9 +205,9 @@ def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: 
         domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
         incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
                                                          ["domain", str(domid)]]])
-        _ask(incoming.table.refresh())  # adopts it
-        domain = _ask(incoming.table.find(str(domid)))
-        _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+        ask(incoming.table.refresh())  # adopts it
+        domain = ask(incoming.table.find(str(domid)))
+        ask(domain.configure(config), CONFIGURE_TIMEOUT)
         read, write = xfr.open_pipe(xend_writes=True)
         try:
             try:
@@ -225,11 +225,11 @@ def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: 
         channel.send(xfr.XfrOk(domid))
         channel.sock.settimeout(COMMIT_TIMEOUT)
         channel.expect_ok("the commit")
-        _ask(domain.unpause())
+        ask(domain.unpause())
         channel.send(xfr.OK)
     except BaseException as error:
         if domid is not None:
-            discard(incoming, domid)
+            rollback.discard(incoming.driver, incoming.table, domid)
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
                                              or error.code == xfr.Code.EPROTO):
             with contextlib.suppress(XendError):  # the source learns why
@@ -274,7 +274,7 @@ def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
                            f"{offer.kind} driver cannot migrate here", xfr.Code.EINVAL)
     if offer.memory_bytes % xfr.PAGE_SIZE:
         raise xfr.XfrError("the memory size is not whole pages", xfr.Code.EINVAL)
-    if config.name in _ask(incoming.table.names()):
+    if config.name in ask(incoming.table.names()):
         raise xfr.XfrError(f"vm name clash: {config.name}", xfr.Code.EEXIST)
     needed = max(config.memory_mb, -(-offer.memory_bytes // (1 << 20)))
     free = incoming.driver.physinfo().free_memory_mb
@@ -312,24 +312,7 @@ def _receive_memory(channel: xfr.Channel, offer: xfr.Xfr) -> bytes:
                                xfr.Code.EPROTO)
 
 
-def discard(incoming: Incoming, domid: int) -> None:
-    """Destroy a domain whose migration in failed, through the table if it adopted it."""
-    try:
-        _ask(incoming.table.destroy(str(domid), ShutdownReason.HALT.value))
-    except (XendError, pykka.ActorDeadError) as error:
-        log.warning("Destroying half-migrated domain %s via the table: %s", domid, error)
-        with contextlib.suppress(XendError):
-            incoming.driver.destroy(domid)
-
-
 def _refuse(sock: socket.socket, error: xfr.Err) -> None:
     with contextlib.suppress(OSError), sock:
         sock.settimeout(1.0)
         sock.sendall(xfr.encode(error))
-
-
-def _ask(future: pykka.Future, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]
-    try:
-        return future.get(timeout=timeout)
-    except pykka.Timeout:
-        raise Timeout(f"an actor did not answer within {timeout:g} s") from None

@@ -1,35 +1,32 @@
-"""The Transfer actor (the original's xfrd): saving a domain to a file and restoring it.
+"""The Transfer actor (the original's xfrd): save, restore and migration out.
 
-It owns the transfer sessions: each save or restore is recorded under the store's
-``migrate/`` folder while it runs and deleted at its end (facts §4.5, §7.5). The slow
-work — waiting for the guest to suspend, writing the image — happens here, never in
-the DomainTable, so xend keeps serving while a transfer runs. It asks the DomainTable
-and Domain actors (downward, as DESIGN.md §2 wants); none of them ever asks it.
+It owns the transfer sessions: each save, restore or migration is recorded under the
+store's ``migrate/`` folder while it runs and deleted at its end (facts §4.5, §7.5), and
+a xend that starts again after dying mid-transfer puts back what a session left
+(``_recover``). It publishes the begin/ok/error and progress events. The slow work
+happens here, never in the DomainTable, so xend keeps serving while a transfer runs.
+It asks the DomainTable and Domain actors (downward, as DESIGN.md §2 wants); none of
+them ever asks it.
 
-Save (facts §10.3): pause, ask the guest to suspend, let it run to act on that, wait
-until the hypervisor reports it shut down for suspend, write the image (``savefile``),
-and destroy the domain only once the image is complete and fsynced. Any failure before
-that resumes the guest, so the domain keeps running, and leaves no file.
+Save (facts §10.3): suspend the domain (``rollback.Suspension``), write the image
+(``savefile``), and destroy the domain only once the image is complete and fsynced.
+Any failure before that resumes the guest, so the domain keeps running, and leaves
+no file.
 
 Restore: the image is checked whole before anything is created; the driver builds a
 paused domain from the saved state; the DomainTable adopts it and its Domain actor
 configures it as for any adopted domain (devices, console); then it is unpaused.
 
-Migrate (``migrate``): the domain goes to another xend's relocation port over the xfr
-conversation (``xfr.py``), its memory streamed by ``migrate.Sender`` (pre-copy rounds
-when live). The source domain is destroyed only once the destination has built and
-configured the new one and said ``(xfr.xfr.ok NEWID)``; any failure before resumes a
-domain the session suspended and unpauses one it paused, so it keeps running, and the
-destination destroys what it built. Progress goes out as ``xend.domain.migrate.progress``
-events (``(NAME ID (progress (phase P) (sent B) (total B) (rate B/s)))``).
+Migrate: the conversation with the destination is ``outgoing.py``'s; progress goes out
+as ``xend.domain.migrate.progress`` events
+(``(NAME ID (progress (phase P) (sent B) (total B) (rate B/s)))``).
 
 A driver whose state is a stream (qemu; ``Driver.send_state`` in ``hypervisor/base.py``)
 takes other paths: a save has the hypervisor write its state straight into the save
 file while a thread here hashes it; a restore makes and configures the machine the
 file's meta describes, then has the hypervisor load the state from the file while it
-is hashed, and lets it run only if the checksum matches; a migration offers the kind
-and the meta, and relays the stream from a pipe over the connection. The stream needs
-no suspend request: the hypervisor stops the guest, and ``resume`` runs it again.
+is hashed, and lets it run only if the checksum matches. The stream needs no suspend
+request: the hypervisor stops the guest, and ``resume`` runs it again.
 
 Incoming migrations are the Relocation actor's (``relocation.py``), which this actor
 starts when ``xend-relocation-server`` is on and stops with itself. A migration runs on
@@ -52,29 +49,21 @@ import pykka
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
-from xend_actors.domain import savefile, xfr
+from xend_actors.domain import outgoing, rollback, savefile, xfr
+from xend_actors.domain.asking import ASK_TIMEOUT, ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.domain.migrate import Phase, Progress, Sender
 from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
-from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
-from xend_actors.hypervisor.base import (
-    Driver,
-    ShutdownReason,
-    StreamProgress,
-    StreamResult,
-)
+from xend_actors.errors import BadRequest, Conflict, Timeout, XendError
+from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
 
-ASK_TIMEOUT = 30.0
 RESTORE_PROGRESS_SECONDS = 0.1
 CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
-SUSPEND_TIMEOUT = 30.0  # as the original's wait for xend.domain.suspended
-POLL_SECONDS = 0.05
-CONNECT_TIMEOUT = 10.0
-STREAM_TIMEOUT = 30.0  # the most the destination may take to take the next bytes
+STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
 
 
 class Transfer(TracedActor):
@@ -103,7 +92,7 @@ class Transfer(TracedActor):
             return ""
         incoming = Incoming(self._driver, self._table, self._sessions)
         self._relocation = Relocation.start(self._config, incoming)
-        return _ask(self._relocation.proxy().address())
+        return ask(self._relocation.proxy().address())
 
     def _recover(self) -> None:
         """Sessions left by a xend that stopped mid-transfer: a domain suspended for a save
@@ -113,19 +102,21 @@ class Transfer(TracedActor):
             domid = sxp.child_value(value, "domain")
             paused = sxp.child_value(value, "paused") == "1"
             if sxp.name(value) == "save" and str(domid).isdigit():
-                self._resume(int(domid), paused)
+                rollback.resume(self._driver, int(domid), paused)
             if sxp.name(value) == "restore" and str(domid).isdigit():
-                self._discard(int(domid))  # a stream driver's, made before its state came
+                # a stream driver's, made before its state came
+                rollback.discard(self._driver, self._table, int(domid))
             if sxp.name(value) == "migrate":
                 src = sxp.child_value(sxp.child(value, "src") or [], "domain")
                 dst = sxp.child_value(sxp.child(value, "dst") or [], "domain")
                 if key.startswith(SESSION_PREFIX) and str(dst).isdigit():
-                    self._discard(int(dst))
+                    rollback.discard(self._driver, self._table, int(dst))
                 elif not key.startswith(SESSION_PREFIX) and str(src).isdigit():
                     if sxp.child_value(value, "state") == "commit":
-                        self._discard(int(src))  # handed over: it runs at the destination
+                        # handed over: it runs at the destination
+                        rollback.discard(self._driver, self._table, int(src))
                     else:
-                        self._resume(int(src), paused)
+                        rollback.resume(self._driver, int(src), paused)
             log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
             self._sessions.delete(key)
 
@@ -143,8 +134,8 @@ class Transfer(TracedActor):
             self._require("save_state", "resume")
         path = Path(file)
         savefile.check_target(path)
-        domain = _ask(self._table.find(dom, guest_only=True))
-        info = _ask(self._table.info(dom))
+        domain = ask(self._table.find(dom, guest_only=True))
+        info = ask(self._table.info(dom))
         name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
         if sxp.child(info, "config") is None:
             raise Conflict(f"cannot save domain {name}: xend has no configuration for it")
@@ -187,32 +178,18 @@ class Transfer(TracedActor):
 
     def _save(self, domain: pykka.ActorProxy, domid: int, info: sxp.Value, path: Path,
               was_paused: bool) -> None:
-        paused = suspend_asked = written = False
+        stop = rollback.Suspension(self._driver, domain, domid, was_paused)
+        written = False
         try:
-            _ask(domain.pause())
-            paused = True
-            _ask(domain.shutdown(ShutdownReason.SUSPEND.value))
-            suspend_asked = True
-            # The request waits in the paused guest's ring; it must run to act on it,
-            # and acts on it before anything typed since.
-            _ask(domain.unpause())
-            paused = False
-            self._wait_suspended(domid)
+            stop.suspend()
             state = self._driver.save_state(domid)  # type: ignore[attr-defined]
             savefile.write(path, savefile.SaveImage(info, state))
             written = True
-            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
         except BaseException:
             if written:
                 path.unlink(missing_ok=True)
-            if suspend_asked:
-                self._resume(domid)
-            if suspend_asked and was_paused:  # as it was before the save
-                with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
-                    domain.pause().get(timeout=ASK_TIMEOUT)
-            elif paused and not was_paused:
-                with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
-                    domain.unpause().get(timeout=ASK_TIMEOUT)
+            stop.undo()
             raise
 
     def _save_stream(self, domid: int, info: sxp.Value, path: Path, was_paused: bool,
@@ -234,7 +211,7 @@ class Transfer(TracedActor):
             sent = True
             writer.commit()
             committed = True
-            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
         except BaseException:
             if committed:
                 path.unlink(missing_ok=True)
@@ -244,32 +221,6 @@ class Transfer(TracedActor):
                 with contextlib.suppress(XendError):
                     self._driver.resume(domid)  # type: ignore[attr-defined]
             raise
-
-    def _wait_suspended(self, domid: int) -> None:
-        deadline = time.monotonic() + SUSPEND_TIMEOUT
-        while True:
-            try:
-                hv = self._driver.domain(domid)
-            except NotFound:
-                raise XendError("Domain died") from None
-            if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
-                return
-            if hv.state.dead:
-                raise XendError("Domain died")
-            if time.monotonic() > deadline:
-                raise Timeout(f"domain {domid} did not suspend within {SUSPEND_TIMEOUT:g} s")
-            time.sleep(POLL_SECONDS)
-
-    def _resume(self, domid: int, was_paused: bool = False) -> None:
-        """Let a domain whose save failed run on, if it suspended (else nothing to undo);
-        a stream driver's, if it is stopped and was not paused before."""
-        try:
-            hv = self._driver.domain(domid)
-            suspended = hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND
-            if suspended or (self._streams and hv.state.paused and not was_paused):
-                self._driver.resume(domid)  # type: ignore[attr-defined]
-        except XendError as error:
-            log.error("Domain %s could not be resumed after a failed save: %s", domid, error)
 
     # --- restore -------------------------------------------------------------------------
 
@@ -281,13 +232,7 @@ class Transfer(TracedActor):
         self._require("restore_state")
         path = Path(file)
         image = savefile.read(path, getattr(self._driver, "kind", None))
-        # all checks before anything is created
-        vm = sxp.child_value(image.info, "config")
-        if vm is None:
-            raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
-        config = parse_domain_config(vm)
-        if config.name in _ask(self._table.names()):
-            raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
+        config = self._restorable(path, image.info)  # all checks before anything is made
         session = self._session_id()
         self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
         log.info("Restoring domain %s from %s", config.name, path)
@@ -355,15 +300,15 @@ class Transfer(TracedActor):
         """A restored domain adopted, configured (devices, console), ``load``-ed and
         unpaused; its info. On any failure it is destroyed again."""
         try:
-            _ask(self._table.refresh())  # adopts it, as the original's GET did
-            domain = _ask(self._table.find(str(domid)))
-            _ask(domain.configure(config), CONFIGURE_TIMEOUT)
+            ask(self._table.refresh())  # adopts it, as the original's GET did
+            domain = ask(self._table.find(str(domid)))
+            ask(domain.configure(config), CONFIGURE_TIMEOUT)
             load()
-            _ask(domain.unpause())
+            ask(domain.unpause())
         except BaseException:
-            self._discard(domid)
+            rollback.discard(self._driver, self._table, domid)
             raise
-        return _ask(self._table.info(str(domid)))
+        return ask(self._table.info(str(domid)))
 
     def _watch_restore(self, name: str, domid: int, fd: int, header: savefile.Header,
                        loaded: threading.Event) -> None:
@@ -395,18 +340,9 @@ class Transfer(TracedActor):
         if vm is None:
             raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
         config = parse_domain_config(vm)
-        if config.name in _ask(self._table.names()):
+        if config.name in ask(self._table.names()):
             raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
         return config
-
-    def _discard(self, domid: int) -> None:
-        """Destroy a domain whose restore failed, through the table if it adopted it."""
-        try:
-            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
-        except (XendError, pykka.ActorDeadError) as error:
-            log.warning("Destroying half-restored domain %s via the table: %s", domid, error)
-            with contextlib.suppress(XendError):
-                self._driver.destroy(domid)
 
     # --- migrate -------------------------------------------------------------------------
 
@@ -425,8 +361,8 @@ class Transfer(TracedActor):
             host, port = xfr.parse_destination(destination)
         except xfr.XfrError as error:
             raise BadRequest(error.message) from None
-        domain = _ask(self._table.find(dom, guest_only=True))
-        info = _ask(self._table.info(dom))
+        domain = ask(self._table.find(dom, guest_only=True))
+        info = ask(self._table.info(dom))
         name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
         if sxp.child(info, "config") is None:
             raise Conflict(f"cannot migrate domain {name}: xend has no configuration for it")
@@ -451,12 +387,12 @@ class Transfer(TracedActor):
         started = time.monotonic()
         try:
             if self._streams:
-                newid, downtime = self._migrate_stream(
-                    domid, info, (host, port), live, resource, report,
-                    lambda newid: record("commit", ["domain", str(newid)]))
+                newid, downtime = outgoing.send_stream(
+                    self._driver, self._table, domid, info, (host, port), live, resource,
+                    report, lambda newid: record("commit", ["domain", str(newid)]))
             else:
-                newid, downtime = self._migrate(
-                    domain, domid, info, (host, port), live,
+                newid, downtime = outgoing.send(
+                    self._driver, self._table, domain, domid, info, (host, port), live,
                     lambda channel, domid: Sender(channel, self._driver, domid, resource,
                                                   report))
         except Exception as error:
@@ -471,123 +407,6 @@ class Transfer(TracedActor):
         log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
                  "for %.3f s", name, host, port, newid, duration, downtime)
         return f"http://{host}:{port}/xend/domain/{newid}"
-
-    def _migrate(self, domain: pykka.ActorProxy, domid: int, info: sxp.Value,
-                 where: tuple[str, int], live: bool,
-                 make_sender: Callable[[xfr.Channel, int], Sender]) -> tuple[int, float]:
-        """Stream the domain; (its new id, how long it was stopped) once it runs there."""
-        channel = _connect(*where)
-        stop = _Suspension(self, domain, domid, "p" in str(sxp.child_value(info, "state", "")))
-        destroyed = False
-        try:
-            channel.send(xfr.Hello())
-            channel.expect_ok("the connection")
-            sender = make_sender(channel, domid)
-            channel.send(xfr.Xfr(domid, info, sender.memory_bytes, live))
-            channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
-            try:
-                pages = sender.precopy() if live else range(sender.pages)
-                stopped = time.monotonic()
-                stop.suspend()
-                if not live:
-                    self._driver.dirty_pages(domid)  # nothing changed that all pages miss
-                sender.stopcopy(pages)
-            except xfr.XfrError as error:
-                raise _peer_reason(channel, error) from None
-            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
-            reply = channel.receive()
-            if isinstance(reply, xfr.Err):
-                raise xfr.XfrError(f"{channel.peer} could not build the domain: "
-                                   f"{reply.reason or reply.code}", reply.code)
-            if not isinstance(reply, xfr.XfrOk):
-                raise xfr.XfrError(f"{channel.peer} answered the state with "
-                                   f"{type(reply).__name__}", xfr.Code.EPROTO)
-            # From here there is no way back: the destination runs it on our commit.
-            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
-            destroyed = True
-            channel.send(xfr.OK)
-            channel.expect_ok("the commit")
-            return reply.newid, time.monotonic() - stopped
-        except BaseException as error:
-            if destroyed:
-                raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
-                                f"confirm it runs: {error}") from None
-            stop.undo()
-            raise
-        finally:
-            channel.close()
-
-    def _migrate_stream(self, domid: int, info: sxp.Value, where: tuple[str, int],
-                        live: bool, mbit: int, report: Callable[[Progress], None],
-                        committing: Callable[[int], None]) -> tuple[int, float]:
-        """Migrate a stream driver's domain: the destination makes the machine, the state
-        flows over the connection; (its new id, how long it was stopped) once it runs.
-
-        Once the destination has all of the state, the session is recorded as committing
-        before the commit goes, and the source is destroyed once the destination runs the
-        guest (or failed to say so): the stopped source can no longer run (a xend that
-        starts again after dying here destroys it too), so it need not be gone first, and
-        the guest is stopped for less."""
-        channel = _connect(*where)
-        was_paused = "p" in str(sxp.child_value(info, "state", ""))
-        sent = committed = destroyed = False
-        started = time.monotonic()
-        try:
-            channel.send(xfr.Hello())
-            channel.expect_ok("the connection")
-            memory_mb = int(sxp.child_value(info, "maxmem", "") or
-                            sxp.child_value(info, "memory", "0") or 0)
-            channel.send(xfr.Xfr(domid, info, memory_mb << 20, live, self._driver.kind,
-                                 self._driver.describe(domid)))
-            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)  # it makes the machine
-            channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
-            channel.sock.settimeout(STREAM_TIMEOUT)
-
-            def progress(step: StreamProgress) -> None:
-                rate = step.sent / max(time.monotonic() - started, 1e-6)
-                report(Progress(Phase.STOPCOPY if step.stopped else Phase.PRECOPY, step.sent,
-                                step.total, rate))
-
-            read, write = xfr.open_pipe(xend_writes=False)
-            pump = _Pump(read, channel.send_pipe, f"migrate-{domid}")
-            try:
-                result = _send_state(self._driver, domid, write, pump, live=live, mbit=mbit,
-                                     progress=progress)
-            except xfr.XfrError as error:
-                raise _peer_reason(channel, error) from None
-            sent = True
-            channel.send(xfr.Data(0))
-            report(Progress(Phase.COMMIT, result.sent, result.sent,
-                            result.sent / max(time.monotonic() - started, 1e-6)))
-            channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
-            reply = channel.receive()
-            if isinstance(reply, xfr.Err):
-                raise xfr.XfrError(f"{channel.peer} could not load the domain: "
-                                   f"{reply.reason or reply.code}", reply.code)
-            if not isinstance(reply, xfr.XfrOk):
-                raise xfr.XfrError(f"{channel.peer} answered the state with "
-                                   f"{type(reply).__name__}", xfr.Code.EPROTO)
-            # From here there is no way back: the destination runs it on our commit.
-            committing(reply.newid)
-            committed = True
-            channel.send(xfr.OK)
-            channel.expect_ok("the commit")
-            downtime = time.monotonic() - result.stopped_at
-            _ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
-            destroyed = True
-            return reply.newid, downtime
-        except BaseException as error:
-            if committed:
-                if not destroyed:
-                    self._discard(domid)
-                raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
-                                f"confirm it runs: {error}") from None
-            if sent and not was_paused:
-                with contextlib.suppress(XendError):
-                    self._driver.resume(domid)  # type: ignore[attr-defined]
-            raise
-        finally:
-            channel.close()
 
     # --- inside ------------------------------------------------------------------------------
 
@@ -613,66 +432,6 @@ class Transfer(TracedActor):
                             status=501)
 
 
-class _Suspension:
-    """Suspending a domain for a migration, and undoing it when the migration fails: a
-    domain the session suspended is resumed, one it paused unpaused (facts §10.3)."""
-
-    def __init__(self, transfer: Transfer, domain: pykka.ActorProxy, domid: int,
-                 was_paused: bool) -> None:
-        self._transfer = transfer
-        self._domain = domain
-        self._domid = domid
-        self._was_paused = was_paused
-        self._paused = self._suspend_asked = False
-
-    def suspend(self) -> None:
-        _ask(self._domain.pause())
-        self._paused = True
-        _ask(self._domain.shutdown(ShutdownReason.SUSPEND.value))
-        self._suspend_asked = True
-        # The request waits in the paused guest's ring; it must run to act on it.
-        _ask(self._domain.unpause())
-        self._paused = False
-        self._transfer._wait_suspended(self._domid)
-
-    def undo(self) -> None:
-        if self._suspend_asked:
-            self._transfer._resume(self._domid)
-        if self._suspend_asked and self._was_paused:  # as it was before the migration
-            _quietly(self._domain.pause())
-        elif self._paused and not self._was_paused:
-            _quietly(self._domain.unpause())
-
-
-class _Pump:
-    """A thread draining a pipe's read end with ``drain`` (onto the relocation connection)
-    until its writers close it; it closes the read end when it stops, so a writer whose
-    reader failed is told at once (EPIPE)."""
-
-    def __init__(self, read: int, drain: Callable[[int], None], name: str) -> None:
-        self._read = read
-        self._drain = drain
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._drain(self._read)
-        except BaseException as error:
-            self.error = error
-        finally:
-            os.close(self._read)
-
-    def finish(self, timeout: float) -> None:
-        """Wait for the pump to drain; raise what stopped it, if anything did."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise Timeout(f"the stream did not drain within {timeout:g} s")
-        if self.error is not None:
-            raise self.error
-
-
 class _Background:
     """A call on a thread of its own (hashing a save file beside the hypervisor's work);
     ``finish`` waits for it and raises what it raised."""
@@ -695,58 +454,6 @@ class _Background:
             raise Timeout(f"{self._thread.name} did not end within {timeout:g} s")
         if self.error is not None:
             raise self.error
-
-
-def _send_state(driver: Driver, domid: int, write: int, pump: _Pump, *, live: bool,
-                mbit: int, progress: Callable[[StreamProgress], None]) -> StreamResult:
-    """``send_state`` into ``write`` while ``pump`` drains the pipe; the pump's error (the
-    file or the connection failed) wins over what the hypervisor says of it."""
-    try:
-        result = driver.send_state(domid, write, live=live, mbit=mbit,  # type: ignore[attr-defined]
-                                   progress=progress)
-    except BaseException as error:
-        os.close(write)
-        with contextlib.suppress(BaseException):
-            pump.finish(STREAM_TIMEOUT)
-        raise (pump.error or error) from None
-    os.close(write)
-    pump.finish(STREAM_TIMEOUT)
-    return result
-
-
-def _quietly(future: pykka.Future) -> None:
-    with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
-        future.get(timeout=ASK_TIMEOUT)
-
-
-def _connect(host: str, port: int) -> xfr.Channel:
-    where = f"{host}:{port}"
-    try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-    except OSError as error:
-        raise xfr.XfrError(f"cannot connect to the relocation port {where}: "
-                           f"{error.strerror or error}") from None
-    return xfr.Channel(sock, f"relocation peer {where}", STREAM_TIMEOUT)
-
-
-def _peer_reason(channel: xfr.Channel, error: xfr.XfrError) -> xfr.XfrError:
-    """The destination's own ``(xfr.err CODE 'why')`` if it sent one before it closed
-    (a send fails before it is read), else ``error``."""
-    channel.sock.settimeout(1.0)
-    try:
-        reply = channel.receive()
-    except XendError:
-        return error
-    if isinstance(reply, xfr.Err) and reply.code:
-        return xfr.XfrError(f"{channel.peer} gave up: {reply.reason or reply.code}", reply.code)
-    return error
-
-
-def _ask(future: pykka.Future, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]
-    try:
-        return future.get(timeout=timeout)
-    except pykka.Timeout:
-        raise Timeout(f"an actor did not answer within {timeout:g} s") from None
 
 
 def _failed(what: str, error: Exception) -> XendError:

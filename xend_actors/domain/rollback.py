@@ -1,0 +1,106 @@
+"""Stopping a domain for a transfer, and putting things back when the transfer fails.
+
+A save or a migration of a domain whose state is bytes (sim) suspends it the Xen way
+(facts §10.3): pause, ask the guest to suspend, let it run to act on the request, and
+wait until the hypervisor reports it shut down for suspend. When the transfer fails, a
+domain it suspended is resumed and one it paused is unpaused, so it runs on as before
+(the original had to destroy it). A stream driver's domain (qemu) needs no request: the
+hypervisor stops it for the stream, and ``resume`` runs it again. A domain half made at
+the receiving end of a failed transfer is destroyed (``discard``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import pykka
+
+from xend_actors.domain.asking import ask
+from xend_actors.errors import NotFound, Timeout, XendError
+from xend_actors.hypervisor.base import Driver, ShutdownReason
+
+log = logging.getLogger(__name__)
+
+SUSPEND_TIMEOUT = 30.0  # as the original's wait for xend.domain.suspended
+POLL_SECONDS = 0.05
+
+
+class Suspension:
+    """Suspending domain ``domid`` (its Domain actor ``domain``) for a transfer, and
+    undoing that when the transfer fails."""
+
+    def __init__(self, driver: Driver, domain: pykka.ActorProxy, domid: int,
+                 was_paused: bool) -> None:
+        self._driver = driver
+        self._domain = domain
+        self._domid = domid
+        self._was_paused = was_paused
+        self._paused = self._suspend_asked = False
+
+    def suspend(self) -> None:
+        ask(self._domain.pause())
+        self._paused = True
+        ask(self._domain.shutdown(ShutdownReason.SUSPEND.value))
+        self._suspend_asked = True
+        # The request waits in the paused guest's ring; it must run to act on it, and
+        # acts on it before anything typed since.
+        ask(self._domain.unpause())
+        self._paused = False
+        wait_suspended(self._driver, self._domid)
+
+    def undo(self) -> None:
+        """The domain as it was before ``suspend``, as far as it got."""
+        if self._suspend_asked:
+            resume(self._driver, self._domid)
+        if self._suspend_asked and self._was_paused:
+            _quietly(self._domain.pause())
+        elif self._paused and not self._was_paused:
+            _quietly(self._domain.unpause())
+
+
+def wait_suspended(driver: Driver, domid: int) -> None:
+    """Returns once the hypervisor reports ``domid`` shut down for suspend."""
+    deadline = time.monotonic() + SUSPEND_TIMEOUT
+    while True:
+        try:
+            hv = driver.domain(domid)
+        except NotFound:
+            raise XendError("Domain died") from None
+        if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
+            return
+        if hv.state.dead:
+            raise XendError("Domain died")
+        if time.monotonic() > deadline:
+            raise Timeout(f"domain {domid} did not suspend within {SUSPEND_TIMEOUT:g} s")
+        time.sleep(POLL_SECONDS)
+
+
+def resume(driver: Driver, domid: int, was_paused: bool = False) -> None:
+    """Let a domain whose transfer failed run on, if it suspended (else nothing to undo);
+    a stream driver's, if it is stopped and was not paused before."""
+    streams = callable(getattr(driver, "send_state", None))
+    try:
+        hv = driver.domain(domid)
+        suspended = hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND
+        if suspended or (streams and hv.state.paused and not was_paused):
+            driver.resume(domid)  # type: ignore[attr-defined]
+    except XendError as error:
+        log.error("Domain %s could not be resumed after a failed transfer: %s", domid, error)
+
+
+def discard(driver: Driver, table: pykka.ActorProxy, domid: int) -> None:
+    """Destroy a domain a failed transfer made (or handed over), through the table if it
+    adopted it, else through the driver."""
+    try:
+        ask(table.destroy(str(domid), ShutdownReason.HALT.value))
+    except (XendError, pykka.ActorDeadError) as error:
+        log.warning("Destroying domain %s via the table failed: %s", domid, error)
+        with contextlib.suppress(XendError):
+            driver.destroy(domid)
+
+
+def _quietly(future: pykka.Future) -> None:
+    with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
+        ask(future)
