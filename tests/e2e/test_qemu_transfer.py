@@ -223,6 +223,7 @@ class QemuHost(Host):
         if self.home is not None:
             self.home.xend("stop")
             kill_guests(self.home.run_dir)
+            shutil.rmtree(self.home.root, ignore_errors=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ def netns_xend(namespace: Namespace) -> Iterator[XendHome]:
     yield home
     home.xend("stop")
     home.kill_simhv()
+    shutil.rmtree(home.root, ignore_errors=True)
 
 
 def post(home: XendHome, path: str, **fields: str) -> sxp.Value:

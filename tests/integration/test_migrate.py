@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,7 @@ class Host:
         if self.home is not None:
             self.home.xend("stop")
             self.home.kill_simhv()
+            shutil.rmtree(self.home.root, ignore_errors=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
