@@ -29,22 +29,29 @@ _WHY = netns_usable()
 if _WHY:
     pytestmark = [pytest.mark.e2e, pytest.mark.skip(reason=_WHY)]
 
-# A ping: raw ICMP echo in Python (this machine has no ping binary).  Prints replies got.
+# A ping: raw ICMP (or ICMPv6) echo in Python (this machine has no ping binary).  Prints
+# the replies it got.
 PING = r"""
 import os, socket, struct, sys, time
 dst, count = sys.argv[1], int(sys.argv[2])
+v6 = ":" in dst
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
     return ~s & 0xFFFF
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+if v6:  # the kernel fills in an ICMPv6 checksum, and gives replies without the IP header
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    request, reply = 128, 129
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    request, reply = 8, 0
 ident, got = os.getpid() & 0xFFFF, 0
 for seq in range(count):
     payload = b"xend-netscripts!"
-    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    sock.sendto(struct.pack("!BBHHH", 8, 0, csum(head + payload), ident, seq) + payload,
-                (dst, 0))
+    head = struct.pack("!BBHHH", request, 0, 0, ident, seq)
+    check = 0 if v6 else csum(head + payload)
+    sock.sendto(struct.pack("!BBHHH", request, 0, check, ident, seq) + payload, (dst, 0))
     end = time.monotonic() + 0.6
     while (left := end - time.monotonic()) > 0:
         sock.settimeout(left)
@@ -52,9 +59,9 @@ for seq in range(count):
             data = sock.recv(2048)
         except socket.timeout:
             break
-        ihl = (data[0] & 15) * 4
+        ihl = 0 if v6 else (data[0] & 15) * 4
         kind, _c, _s, i, sq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-        if kind == 0 and i == ident and sq == seq:
+        if kind == reply and i == ident and sq == seq:
             got += 1
             break
 print(got)
@@ -328,6 +335,33 @@ def test_antispoofing_drops_other_sources(netns: Callable[[], Netns]) -> None:
     assert host.script("vif-bridge", "down", *up[1:]).returncode == 0  # idempotent
     host.ip("link", "del", "vif1.0")
     assert host.script("vif-bridge", "down", *up[1:]).returncode == 0  # gone: fine
+
+
+def test_antispoofing_covers_ipv6_and_the_mac(netns: Callable[[], Netns]) -> None:
+    host, guest, mac = _host_and_guest(netns)
+    host.ip("addr", "add", "fd00:99::1/64", "dev", "xen-br0", "nodad")
+    guest.ip("addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad")
+    done = host.script("vif-bridge", "up", "vif=vif1.0", "domain=guest1", f"mac={mac}",
+                       "bridge=xen-br0", "ip=10.99.0.2 fd00:99::2")
+    assert done.returncode == 0, done.stderr
+    assert guest.ping("fd00:99::1") >= 2
+    assert guest.ping("10.99.0.1") >= 2
+    assert _drops(host) == 0
+
+    guest.ip("addr", "del", "fd00:99::2/64", "dev", "eth0")
+    guest.ip("addr", "add", "fd00:99::77/64", "dev", "eth0", "nodad")
+    assert guest.ping("fd00:99::1") == 0
+    dropped = _drops(host)
+    assert dropped > 0
+    guest.ip("addr", "del", "fd00:99::77/64", "dev", "eth0")
+    guest.ip("addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad")
+    assert guest.ping("fd00:99::1") >= 2
+
+    guest.ip("link", "set", "eth0", "address", "00:16:3e:00:00:99")  # another's MAC
+    assert guest.ping("10.99.0.1") == 0
+    assert _drops(host) > dropped
+    guest.ip("link", "set", "eth0", "address", mac)
+    assert guest.ping("10.99.0.1") >= 2
 
 
 def test_nets_and_antispoof_off(netns: Callable[[], Netns]) -> None:

@@ -6,6 +6,7 @@ nothing is attached to any network device.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 
@@ -34,8 +35,10 @@ def test_parse_words_like_the_original() -> None:
 def test_parse_nets() -> None:
     nets = antispoof.parse_nets(["10.0.0.1", "192.168.7.9/24"])
     assert [str(n) for n in nets] == ["10.0.0.1/32", "192.168.7.0/24"]
-    with pytest.raises(antispoof.AntispoofError):
-        antispoof.parse_nets(["fd00::1"])
+    assert [str(n) for n in antispoof.parse_nets(["fd00::1", "fd00:1::7/64"])] == [
+        "fd00::1/128", "fd00:1::/64"]
+    with pytest.raises(antispoof.AntispoofError, match="IPv4 or IPv6"):
+        antispoof.parse_nets(["10.0.0.300"])
     with pytest.raises(antispoof.AntispoofError):
         antispoof.parse_nets([f"10.0.{i // 256}.{i % 256}" for i in range(65)])
 
@@ -58,7 +61,13 @@ def test_assembler_encodes_instructions() -> None:
 
 # --- frames ----------------------------------------------------------------------------------
 
+MAC = "00:16:3e:00:00:01"
 MACS = bytes.fromhex("ffffffffffff" "00163e000001")
+FOREIGN = bytes.fromhex("ffffffffffff" "00163e000099")
+
+
+def test_the_link_local_address_of_a_mac_is_its_eui64() -> None:
+    assert str(antispoof.link_local(MAC)) == "fe80::216:3eff:fe00:1/128"
 
 
 def _ip(a: str) -> bytes:
@@ -75,10 +84,17 @@ def udp(src: str, sport: int, dport: int) -> bytes:
     return ipv4(src, "255.255.255.255", 17, struct.pack("!HHHH", sport, dport, 8, 0) + b"x" * 8)
 
 
-def arp(sender: str) -> bytes:
-    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, MACS[6:], _ip(sender),
+def arp(sender: str, hardware: bytes = MACS[6:]) -> bytes:
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, hardware, _ip(sender),
                        b"\0" * 6, _ip("10.99.0.1"))
     return MACS + b"\x08\x06" + body + b"\0" * 18
+
+
+def ipv6(src: str, next_header: int = 58, payload: bytes = b"\0" * 8) -> bytes:
+    head = struct.pack("!IHBB16s16s", 0x60000000, len(payload), next_header, 255,
+                       ipaddress.IPv6Address(src).packed,
+                       ipaddress.IPv6Address("ff02::1").packed)
+    return MACS + b"\x86\xdd" + head + payload
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF programs needs root")
@@ -86,8 +102,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF programs
 
 @pytest.fixture
 def prog() -> int:
-    nets = antispoof.parse_nets(["10.99.0.2", "10.99.0.64/26"])
-    fd = ebpf.load_sched_cls(antispoof.build_program(nets))
+    nets = antispoof.parse_nets(["10.99.0.2", "10.99.0.64/26", "fd00:99::2", "fd00:99:1::/64"])
+    fd = ebpf.load_sched_cls(antispoof.build_program(nets, MAC))
     yield fd
     os.close(fd)
 
@@ -108,7 +124,20 @@ def prog() -> int:
     (arp("0.0.0.0"), OK),  # ARP probe
     (arp("10.99.0.9"), SHOT),
     (MACS + b"\x81\x00" + b"\0\x01\x08\x00" + ipv4("10.99.0.2")[14:], SHOT),  # VLAN tagged
-    (MACS + b"\x86\xdd" + b"\0" * 40, OK),  # IPv6 isn't filtered
+    (FOREIGN + ipv4("10.99.0.2")[12:], SHOT),  # another's MAC
+    (arp("10.99.0.2", FOREIGN[6:]), SHOT),  # ARP naming another's MAC
+    (ipv6("fd00:99::2"), OK),
+    (ipv6("fd00:99:1::abcd"), OK),  # inside fd00:99:1::/64
+    (ipv6("fd00:99::3"), SHOT),
+    (ipv6("fd00:99:2::2"), SHOT),
+    (ipv6("fe80::216:3eff:fe00:1"), OK),  # its own link-local address
+    (ipv6("fe80::216:3eff:fe00:99"), SHOT),  # another's
+    (ipv6("::"), OK),  # duplicate address detection (ICMPv6)
+    (ipv6("::", 0), OK),  # MLD (hop-by-hop first)
+    (ipv6("::", 17), SHOT),  # UDP from nowhere
+    (FOREIGN + ipv6("fd00:99::2")[12:], SHOT),
+    (MACS + b"\x88\xcc" + b"\0" * 46, OK),  # other protocols: the MAC is checked
+    (FOREIGN + b"\x88\xcc" + b"\0" * 46, SHOT),
 ], ids=lambda x: x.hex()[24:40] if isinstance(x, bytes) else str(x))
 def test_program_verdicts(prog: int, frame: bytes, verdict: int) -> None:
     assert ebpf.prog_test_run(prog, frame) == verdict
@@ -116,10 +145,13 @@ def test_program_verdicts(prog: int, frame: bytes, verdict: int) -> None:
 
 @needs_root
 def test_program_loads_with_many_nets() -> None:
-    nets = antispoof.parse_nets([f"10.{i}.0.0/16" for i in range(antispoof.MAX_NETS)])
-    fd = ebpf.load_sched_cls(antispoof.build_program(nets))
+    nets = antispoof.parse_nets([f"10.{i}.0.0/16" for i in range(antispoof.MAX_NETS // 2)]
+                                + [f"fd00:{i}::/48" for i in range(antispoof.MAX_NETS // 2)])
+    fd = ebpf.load_sched_cls(antispoof.build_program(nets, MAC))
     try:
-        assert ebpf.prog_test_run(fd, ipv4("10.63.1.2")) == OK
-        assert ebpf.prog_test_run(fd, ipv4("10.64.1.2")) == SHOT
+        assert ebpf.prog_test_run(fd, ipv4("10.31.1.2")) == OK
+        assert ebpf.prog_test_run(fd, ipv4("10.32.1.2")) == SHOT
+        assert ebpf.prog_test_run(fd, ipv6("fd00:31::1")) == OK
+        assert ebpf.prog_test_run(fd, ipv6("fd00:32::1")) == SHOT
     finally:
         os.close(fd)

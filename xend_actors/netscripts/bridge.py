@@ -395,7 +395,7 @@ def _locked(directory: Path, bridge: str) -> Iterator[None]:
 # --- vif-bridge ------------------------------------------------------------------------------
 
 
-def vif_up(ipr: IPRoute, vif: str, bridge: str, nets: list, enforce: bool) -> None:
+def vif_up(ipr: IPRoute, vif: str, bridge: str, mac: str, nets: list, enforce: bool) -> None:
     idx = _need(ipr, vif)
     br = _index(ipr, bridge)
     if br is None:
@@ -405,7 +405,7 @@ def vif_up(ipr: IPRoute, vif: str, bridge: str, nets: list, enforce: bool) -> No
     if _link(ipr, idx).get_attr("IFLA_MASTER") != br:
         ipr.link("set", index=idx, master=br)
     if enforce and nets:
-        antispoof.install(ipr, idx, nets)
+        antispoof.install(ipr, idx, nets, mac)
     else:
         antispoof.remove(ipr, idx)
     ipr.link("set", index=idx, state="up")
@@ -466,7 +466,7 @@ def vif_main(argv: list[str]) -> int:
         raise ScriptError(str(e), EXIT_USAGE) from None
     with IPRoute() as ipr:
         if op == "up":
-            vif_up(ipr, vif, bridge, nets, enforce)
+            vif_up(ipr, vif, bridge, v["mac"], nets, enforce)
         else:
             vif_down(ipr, vif, bridge)
     return EXIT_OK
