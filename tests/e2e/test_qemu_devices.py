@@ -14,9 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_qemu_lifecycle import (
@@ -103,6 +105,36 @@ def test_a_xend_killed_and_started_again_still_unplugs_what_it_plugged(
         reply = xend.op("qk", "device_destroy", type="vbd", idx="0")
         assert reply.status_code == 200, reply.text
         con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo GONE-$((2))", rb"GONE-2", 30)
+
+
+def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(
+        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    # A paused guest cannot answer the unplug of its disk, so xend waits for it (up to
+    # its timeout); a hot-plug into another domain meanwhile goes ahead.
+    xend = qemu_xend()
+    xend.create("qs", ["device", sxp.parse(vbd(image(tmp_path, "slow.img"), "sda1", "w"))])
+    xend.create("qq")
+    for name in ("qs", "qq"):
+        with console(xend.console_port(name)) as con:
+            booted(con)
+    xend.ok("qs", "pause")
+    slow: list[httpx.Response] = []
+    unplugging = threading.Thread(target=lambda: slow.append(
+        xend.op("qs", "device_destroy", type="vbd", idx="0")))
+    unplugging.start()
+    try:
+        wait_for(lambda: "unplugging vbd-" in xend.home.logfile.read_text(),
+                 what="the slow unplug under way")
+        reply = xend.op("qq", "device_create", config=vbd(image(tmp_path, "quick.img"),
+                                                           "sda1", "w"))
+        assert reply.status_code == 200, reply.text
+        assert unplugging.is_alive(), "the paused guest's unplug ended first"
+        with console(xend.console_port("qq")) as con:
+            con.run("until [ -b /dev/vda ]; do sleep 0.2; done; echo HAVE-$((1))", rb"HAVE-1", 30)
+    finally:
+        unplugging.join(60)
+    assert slow and slow[0].status_code == 500, slow
+    assert "vbd sda1" in slow[0].text
 
 
 def test_a_vbd_that_cannot_be_attached_leaves_no_domain(

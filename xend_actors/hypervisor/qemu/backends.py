@@ -113,10 +113,13 @@ class QemuBackends:
                 self._netifs[(domid, int(number))] = ""
 
     def domain_gone(self, domid: int) -> None:
+        # Other domains' device work goes on meanwhile: look at copies (list() takes one
+        # interpreter step) and remove only this domain's keys.
         for table in (self._vbds, self._netifs):
-            for key in [key for key in table if key[0] == domid]:
-                del table[key]
-        self._blkifs = {key for key in self._blkifs if key[0] != domid}
+            for key in [key for key in list(table) if key[0] == domid]:
+                table.pop(key, None)
+        for key in [key for key in list(self._blkifs) if key[0] == domid]:
+            self._blkifs.discard(key)
 
     def _frontend(self, domid: int, message: m.Message) -> None:
         disconnected = getattr(message, "status", None) is m.InterfaceStatus.DISCONNECTED
@@ -259,6 +262,7 @@ class QemuBackends:
         guest = self._guest(domid)
         if guest is None or not guest.runs():
             return True
+        log.info("Domain %s: unplugging %s, waiting for the guest to let go", domid, device)
         try:
             guest.execute("device_del", {"id": device})
             start = time.monotonic()

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from xend_actors.device.messages import Message
+from xend_actors.device.messages import Message, MessageType
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     DomainChanged,
@@ -83,9 +83,11 @@ class QemuDriver:
         self._guests: dict[int, QemuGuest] = {}
         self._watchers: list[Callable[[Notification], None]] = []
         self._backends = QemuBackends(self._get, self._tell)
-        # Device work, one message at a time: the backends' tables are plain dicts, and
-        # qemu's hot-plug is quick (a guest's unplug is waited for, at most seconds).
-        self._device_lock = threading.RLock()
+        # Device work one message at a time per domain, since a guest's unplug is waited
+        # for (seconds, more if it is paused); the backends' tables are keyed by domain,
+        # so one domain's devices never wait for another's.
+        self._device_locks: dict[int, threading.RLock] = {}
+        self._backings_lock = threading.Lock()
         self._dmesg: deque[str] = deque()
         self._dmesg_size = 0
         self._accel_lock = threading.Lock()
@@ -216,6 +218,8 @@ class QemuDriver:
             with self._lock:
                 del self._guests[domid]
             self._backends.domain_gone(domid)
+            with self._lock:
+                self._device_locks.pop(domid, None)
         self._say(f"domain {domid} destroyed")
         self._notify(domid)
 
@@ -309,16 +313,22 @@ class QemuDriver:
 
     def send_control(self, domid: int, message: Message) -> Message:
         """A control message for the device backends (domain 0) or a guest's frontends."""
-        with self._device_lock:
+        backend = message.type in (MessageType.BLKIF_BE, MessageType.NETIF_BE)
+        with self._device_lock(getattr(message, "domid", domid) if backend else domid):
             return self._backends.handle(domid, message)
 
     def attach_backing(self, path: str, readonly: bool = False) -> int:
-        with self._device_lock:
+        with self._backings_lock:
             return self._backends.attach_backing(path, readonly)
 
     def detach_backing(self, device: int) -> None:
-        with self._device_lock:
+        with self._backings_lock:
             self._backends.detach_backing(device)
+
+    def _device_lock(self, domid: int) -> threading.RLock:
+        """The lock of ``domid``'s device work (the domain whose devices a message is for)."""
+        with self._lock:
+            return self._device_locks.setdefault(domid, threading.RLock())
 
     # --- the console ---------------------------------------------------------------------------
 
@@ -435,7 +445,7 @@ class QemuDriver:
                 self._guests[st.domid] = guest
             guest.adopt()
             if guest.runs():
-                with self._device_lock:
+                with self._device_lock(st.domid):
                     self._backends.adopt(st.domid, guest)
 
 
