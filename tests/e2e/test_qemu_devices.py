@@ -136,6 +136,14 @@ def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(
     assert slow and slow[0].status_code == 500, slow
     assert "vbd sda1" in slow[0].text
 
+    # Running again, the guest lets go (late); the disk can still be removed.
+    xend.ok("qs", "unpause")
+    with console(xend.console_port("qs")) as con:
+        con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo GONE-$((1))", rb"GONE-1", 30)
+    reply = xend.op("qs", "device_destroy", type="vbd", idx="0")
+    assert reply.status_code == 200, reply.text
+    assert sxp.parse(xend.http.get("/xend/domain/qs", params={"op": "vbds"}).text) == []
+
 
 def test_a_vbd_that_cannot_be_attached_leaves_no_domain(
         qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:

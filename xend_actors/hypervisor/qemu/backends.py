@@ -264,7 +264,8 @@ class QemuBackends:
             return True
         log.info("Domain %s: unplugging %s, waiting for the guest to let go", domid, device)
         try:
-            guest.execute("device_del", {"id": device})
+            if device in _peripherals(guest):  # else the guest let go late, after a timeout
+                guest.execute("device_del", {"id": device})
             start = time.monotonic()
             asked = start
             while device in _peripherals(guest):
