@@ -158,70 +158,26 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
     record = ["migrate", ["id", session], ["state", "receive"], ["live", str(int(offer.live))],
               ["src", ["host", address], ["domain", str(offer.domid)]],
               ["dst", ["host", socket.gethostname()]]]
-    if callable(getattr(incoming.driver, "send_state", None)):
-        return _receive_stream(channel, address, session, incoming, offer, config, record)
-    channel.send(xfr.OK)
-    incoming.sessions.write(session, record)
-    log.info("Migrating domain %s in from %s", config.name, address)
-    domid: int | None = None
-    try:
-        state = _receive_memory(channel, offer)
-        domid = incoming.driver.restore_state(config.name, config.memory_mb, state)
-        incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
-                                                         ["domain", str(domid)]]])
-        ask(incoming.table.refresh())  # adopts it
-        domain = ask(incoming.table.find(str(domid)))
-        ask(domain.configure(config), CONFIGURE_TIMEOUT)
-        channel.send(xfr.XfrOk(domid))
-        channel.sock.settimeout(COMMIT_TIMEOUT)
-        channel.expect_ok("the commit")
-        ask(domain.unpause())
-        channel.send(xfr.OK)
-    except BaseException as error:
-        if domid is not None:
-            rollback.discard(incoming.driver, incoming.table, domid)
-        if isinstance(error, xfr.XfrError) and error.code == xfr.Code.EPROTO:
-            with contextlib.suppress(XendError):
-                channel.send(xfr.Err(error.code, error.message))
-        elif isinstance(error, XendError) and not isinstance(error, xfr.XfrError):
-            with contextlib.suppress(XendError):  # the source learns why
-                channel.send(xfr.Err(xfr.Code.EIO, error.message))
-        raise
-    finally:
-        incoming.sessions.delete(session)
-    log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
-    return domid
-
-
-def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
-                    offer: xfr.Xfr, config: DomainConfig, record: list) -> int:
-    """Take in a stream driver's domain: make and configure the machine, then say yes to
-    the offer and load the state as it comes; its new id once it runs."""
     driver = incoming.driver
+    stream = callable(getattr(driver, "send_state", None))
+    if not stream:
+        channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
     incoming.sessions.write(session, record)
     log.info("Migrating domain %s in from %s", config.name, address)
     domid: int | None = None
     try:
-        domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
+        if stream:
+            domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
+        else:
+            domid = driver.restore_state(  # type: ignore[attr-defined]
+                config.name, config.memory_mb, _receive_memory(channel, offer))
         incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
                                                          ["domain", str(domid)]]])
         ask(incoming.table.refresh())  # adopts it
         domain = ask(incoming.table.find(str(domid)))
         ask(domain.configure(config), CONFIGURE_TIMEOUT)
-        read, write = xfr.open_pipe(xend_writes=True)
-        try:
-            try:
-                driver.receive_state(domid, read)  # type: ignore[attr-defined]
-            finally:
-                os.close(read)
-            channel.send(xfr.OK)
-            if channel.buffered:
-                raise xfr.XfrError(f"{address} sent data before the offer was answered",
-                                   xfr.Code.EPROTO)
-            _receive_data(channel, write, MAX_ROUNDS * max(offer.memory_bytes, 1 << 30))
-        finally:
-            os.close(write)
-        driver.wait_received(domid, IDLE_TIMEOUT)  # type: ignore[attr-defined]
+        if stream:
+            _load_stream(channel, address, driver, domid, offer)
         channel.send(xfr.XfrOk(domid))
         channel.sock.settimeout(COMMIT_TIMEOUT)
         channel.expect_ok("the commit")
@@ -229,7 +185,7 @@ def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: 
         channel.send(xfr.OK)
     except BaseException as error:
         if domid is not None:
-            rollback.discard(incoming.driver, incoming.table, domid)
+            rollback.discard(driver, incoming.table, domid)
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
                                              or error.code == xfr.Code.EPROTO):
             with contextlib.suppress(XendError):  # the source learns why
@@ -239,6 +195,27 @@ def _receive_stream(channel: xfr.Channel, address: str, session: str, incoming: 
         incoming.sessions.delete(session)
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
+
+
+def _load_stream(channel: xfr.Channel, address: str, driver: Driver, domid: int,
+                 offer: xfr.Xfr) -> None:
+    """Say yes to a stream driver's offer (its machine is made and configured) and copy
+    the state from the connection into the hypervisor as it comes; returns once it is
+    all loaded."""
+    read, write = xfr.open_pipe(xend_writes=True)
+    try:
+        try:
+            driver.receive_state(domid, read)  # type: ignore[attr-defined]
+        finally:
+            os.close(read)
+        channel.send(xfr.OK)
+        if channel.buffered:
+            raise xfr.XfrError(f"{address} sent data before the offer was answered",
+                               xfr.Code.EPROTO)
+        _receive_data(channel, write, MAX_ROUNDS * max(offer.memory_bytes, 1 << 30))
+    finally:
+        os.close(write)
+    driver.wait_received(domid, IDLE_TIMEOUT)  # type: ignore[attr-defined]
 
 
 def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:
