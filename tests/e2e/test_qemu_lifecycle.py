@@ -323,8 +323,10 @@ def test_a_guest_reboot_from_inside_restarts_it(qemu_xend: Callable[..., Xend]) 
     with console(xend.console_port("inside")) as con:
         booted(con)
         con.type("reboot -f")
-        booted(con)
+        booted(con)  # the same console connection sees the new boot
     xend.wait_event("xend.domain.restart (inside 1 success)")
+    assert "xend.domain.exit (inside 1 reboot)" in xend.events()
+    assert sxp.child_value(xend.info("inside"), "id") == "1"
 
 
 @pytest.mark.parametrize("mode", ["never", "always"])
