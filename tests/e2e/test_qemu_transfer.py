@@ -15,7 +15,6 @@ not allow and a name it has are refused.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ from tests.e2e.test_qemu_lifecycle import (
     process_gone,
     vm,
 )
-from tests.integration.test_migrate import DESTINATION, SOURCE, Host
+from tests.integration.test_migrate import DESTINATION, SOURCE, Host, host_pairs
 from tests.support import netns_usable, wait_for
 from xend_actors import sxp
 from xend_actors.domain import savefile
@@ -232,27 +231,8 @@ def qemu_hosts(guest: Guest) -> Iterator[Callable[..., tuple[QemuHost, QemuHost]
     why = netns_usable()
     if why:
         pytest.skip(why)
-    made: list[QemuHost] = []
-
-    def make(allow: str = re.escape(SOURCE)) -> tuple[QemuHost, QemuHost]:
-        source = QemuHost(SOURCE)
-        made.append(source)
-        destination = QemuHost(DESTINATION, "(xend-relocation-server yes)\n"
-                                             f"(xend-relocation-address {DESTINATION})\n"
-                                             + sxp.show(["xend-relocation-hosts-allow", allow]))
-        made.append(destination)
-        veth = f"xq{os.urandom(4).hex()}"
-        subprocess.run(["ip", "link", "add", f"{veth}a", "netns", source.ns, "type", "veth",
-                        "peer", "name", f"{veth}b", "netns", destination.ns], check=True)
-        for host, end in ((source, "a"), (destination, "b")):
-            host.ip("addr", "add", f"{host.address}/24", "dev", f"{veth}{end}")
-            host.ip("link", "set", f"{veth}{end}", "up")
-            host.start()
-        return source, destination
-
-    yield make
-    for host in made:
-        host.stop()
+    with host_pairs(QemuHost) as make:
+        yield make
 
 
 def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(

@@ -11,6 +11,7 @@ already has — leaves the guest running at the source and nothing at the destin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -130,15 +132,19 @@ class Host:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
-@pytest.fixture
-def hosts() -> Iterator[Callable[..., tuple[Host, Host]]]:
-    """Make a source and a destination host; the destination allows ``allow``."""
-    made: list[Host] = []
+H = TypeVar("H", bound=Host)
 
-    def make(allow: str = re.escape(SOURCE)) -> tuple[Host, Host]:
-        source = Host(SOURCE)
+
+@contextlib.contextmanager
+def host_pairs(kind: type[H]) -> Iterator[Callable[..., tuple[H, H]]]:
+    """Make a source and a destination host of ``kind``, joined by a veth; the destination
+    allows ``allow``. Every host made is stopped at the end."""
+    made: list[H] = []
+
+    def make(allow: str = re.escape(SOURCE)) -> tuple[H, H]:
+        source = kind(SOURCE)
         made.append(source)
-        destination = Host(DESTINATION, "(xend-relocation-server yes)\n"
+        destination = kind(DESTINATION, "(xend-relocation-server yes)\n"
                                         f"(xend-relocation-address {DESTINATION})\n"
                                         + sxp.show(["xend-relocation-hosts-allow", allow]))
         made.append(destination)
@@ -151,9 +157,17 @@ def hosts() -> Iterator[Callable[..., tuple[Host, Host]]]:
             host.start()
         return source, destination
 
-    yield make
-    for host in made:
-        host.stop()
+    try:
+        yield make
+    finally:
+        for host in made:
+            host.stop()
+
+
+@pytest.fixture
+def hosts() -> Iterator[Callable[..., tuple[Host, Host]]]:
+    with host_pairs(Host) as make:
+        yield make
 
 
 def test_a_live_migration_moves_the_running_guest_with_its_screen(
