@@ -229,3 +229,18 @@ def netns_usable() -> str | None:
     if probe.returncode != 0:
         return f"ip netns is unavailable: {probe.stderr.strip()}"
     return None
+
+
+# A command typed on a sim guest's console, as a script to run inside a test's network
+# namespace (``python -c SIM_SHELL PORT COMMAND``); it prints what the command answered.
+SIM_SHELL = r"""
+import socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+sock.sendall(sys.argv[2].encode() + b"\r")
+seen, deadline = b"", time.monotonic() + 10
+marker = sys.argv[2].encode() + b"\r\n"
+while not (marker in seen and seen.rsplit(marker, 1)[1].endswith(b"# ")):
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    seen += sock.recv(4096)
+print(seen.rsplit(marker, 1)[1][:-2].decode().strip())
+"""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import XendHome, netns_usable, new_home, wait_for
+from tests.support import SIM_SHELL, XendHome, netns_usable, new_home, wait_for
 from xend_actors import sxp
 from xend_actors.device.scripts import SHIPPED_SCRIPTS as SCRIPTS
 
@@ -156,21 +156,8 @@ class Guest:
     def sh(self, command: str) -> str:
         """Run ``command`` in the guest; the first word of its answer."""
         port = self.home.console_port_base + self.domid
-        done = self.namespace.run(sys.executable, "-c", CONSOLE, str(port), command)
+        done = self.namespace.run(sys.executable, "-c", SIM_SHELL, str(port), command)
         assert done.returncode == 0, done.stderr
         return done.stdout.split()[0]
-
-
-CONSOLE = r"""
-import socket, sys, time
-sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-sock.sendall(sys.argv[2].encode() + b"\r")
-seen, deadline = b"", time.monotonic() + 10
-marker = sys.argv[2].encode() + b"\r\n"
-while not (marker in seen and seen.rsplit(marker, 1)[1].endswith(b"# ")):
-    sock.settimeout(max(0.1, deadline - time.monotonic()))
-    seen += sock.recv(4096)
-print(seen.rsplit(marker, 1)[1][:-2].decode().strip())
-"""
 
 

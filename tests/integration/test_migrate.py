@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.integration.test_xm import XM
-from tests.support import XendHome, netns_usable, new_home, wait_for
+from tests.support import SIM_SHELL, XendHome, netns_usable, new_home, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
 
@@ -36,18 +36,6 @@ pytestmark = [pytest.mark.integration, *([pytest.mark.skip(reason=_WHY)] if _WHY
 
 SUBNET = "10.231.7"
 SOURCE, DESTINATION = f"{SUBNET}.1", f"{SUBNET}.2"
-
-CONSOLE = r"""
-import socket, sys, time
-sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-sock.sendall(sys.argv[2].encode() + b"\r")
-seen, deadline = b"", time.monotonic() + 10
-marker = sys.argv[2].encode() + b"\r\n"
-while not (marker in seen and seen.rsplit(marker, 1)[1].endswith(b"# ")):
-    sock.settimeout(max(0.1, deadline - time.monotonic()))
-    seen += sock.recv(4096)
-print(seen.rsplit(marker, 1)[1][:-2].decode().strip())
-"""
 
 
 class Host:
@@ -104,7 +92,7 @@ class Host:
     def sh(self, dom: str, command: str) -> str:
         """Run ``command`` in ``dom``'s shell through its console, inside the namespace."""
         port = sxp.child_value(sxp.child(self.info(dom), "console"), "console_port")
-        done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", CONSOLE,
+        done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", SIM_SHELL,
                                str(port), command], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
