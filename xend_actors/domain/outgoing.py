@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,8 +25,9 @@ import pykka
 from xend_actors import sxp
 from xend_actors.domain import rollback, xfr
 from xend_actors.domain.asking import ASK_TIMEOUT, ask
+from xend_actors.domain.background import Background
 from xend_actors.domain.migrate import Phase, Progress, Sender
-from xend_actors.errors import Timeout, XendError
+from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress, StreamResult
 
 CONFIGURE_TIMEOUT = 120.0  # the destination attaches devices, which may run scripts
@@ -110,7 +110,7 @@ def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.V
                             step.total, rate))
 
         read, write = xfr.open_pipe(xend_writes=False)
-        pump = _Pump(read, channel.send_pipe, f"migrate-{domid}")
+        pump = Background(lambda: _drain(read, channel.send_pipe), f"migrate-{domid}")
         try:
             result = _send_state(driver, domid, write, pump, live=live, mbit=mbit,
                                  progress=progress)
@@ -157,36 +157,16 @@ def _built(channel: xfr.Channel, failed: str) -> xfr.XfrOk:
     return reply
 
 
-class _Pump:
-    """A thread draining a pipe's read end with ``drain`` (onto the relocation connection)
-    until its writers close it; it closes the read end when it stops, so a writer whose
-    reader failed is told at once (EPIPE)."""
-
-    def __init__(self, read: int, drain: Callable[[int], None], name: str) -> None:
-        self._read = read
-        self._drain = drain
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._drain(self._read)
-        except BaseException as error:
-            self.error = error
-        finally:
-            os.close(self._read)
-
-    def finish(self, timeout: float) -> None:
-        """Wait for the pump to drain; raise what stopped it, if anything did."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise Timeout(f"the stream did not drain within {timeout:g} s")
-        if self.error is not None:
-            raise self.error
+def _drain(read: int, drain: Callable[[int], None]) -> None:
+    """``drain`` a pipe's read end until its writers close it, then close it, so a writer
+    whose reader failed is told at once (EPIPE)."""
+    try:
+        drain(read)
+    finally:
+        os.close(read)
 
 
-def _send_state(driver: Driver, domid: int, write: int, pump: _Pump, *, live: bool,
+def _send_state(driver: Driver, domid: int, write: int, pump: Background, *, live: bool,
                 mbit: int, progress: Callable[[StreamProgress], None]) -> StreamResult:
     """``send_state`` into ``write`` while ``pump`` drains the pipe; the pump's error (the
     connection failed) wins over what the hypervisor says of it."""

@@ -51,10 +51,11 @@ from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.domain import outgoing, rollback, savefile, xfr
 from xend_actors.domain.asking import ASK_TIMEOUT, ask
+from xend_actors.domain.background import Background
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.domain.migrate import Phase, Progress, Sender
 from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
-from xend_actors.errors import BadRequest, Conflict, Timeout, XendError
+from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
@@ -200,7 +201,7 @@ class Transfer(TracedActor):
         writer = savefile.Writer(path, info, self._driver.kind, self._driver.describe(domid))
         sent = committed = False
         done = threading.Event()
-        follower = _Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
+        follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
         try:
             try:
                 self._driver.send_state(domid, writer.fileno(), live=False, mbit=0,
@@ -257,7 +258,7 @@ class Transfer(TracedActor):
         reader = savefile.Reader(path, self._driver.kind)  # header, driver and info checked
         # The checksum is computed beside the launch and the load, and checked before
         # the guest runs.
-        checking = _Background(reader.finish, "restore-hash")
+        checking = Background(reader.finish, "restore-hash")
         try:
             config = self._restorable(path, reader.header.info)
             session = self._session_id()
@@ -272,7 +273,7 @@ class Transfer(TracedActor):
                     # The hypervisor loads the state straight from the file; a bad
                     # checksum wins over what it makes of bad bytes.
                     fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
-                    watcher = _Background(lambda: self._watch_restore(
+                    watcher = Background(lambda: self._watch_restore(
                         config.name, domid, fd, reader.header, loaded), "restore-progress")
                     try:
                         self._driver.receive_state(domid, fd)
@@ -430,30 +431,6 @@ class Transfer(TracedActor):
             raise XendError(f"{what} {'is' if what == 'migration' else 'are'} not available "
                             f"yet with the {type(self._driver).__name__} hypervisor driver",
                             status=501)
-
-
-class _Background:
-    """A call on a thread of its own (hashing a save file beside the hypervisor's work);
-    ``finish`` waits for it and raises what it raised."""
-
-    def __init__(self, call: Callable[[], None], name: str) -> None:
-        self.error: BaseException | None = None
-        self._call = call
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._call()
-        except BaseException as error:
-            self.error = error
-
-    def finish(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise Timeout(f"{self._thread.name} did not end within {timeout:g} s")
-        if self.error is not None:
-            raise self.error
 
 
 def _failed(what: str, error: Exception) -> XendError:
