@@ -229,12 +229,8 @@ def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:
             if budget < 0:
                 raise xfr.XfrError("the stream is beyond its transfer budget", xfr.Code.EPROTO)
             channel.receive_into(write, message.size)
-        elif isinstance(message, xfr.Err):
-            raise xfr.XfrError(f"the source gave up: {message.reason or message.code}",
-                               message.code)
         else:
-            raise xfr.XfrError(f"unexpected {type(message).__name__} mid-stream",
-                               xfr.Code.EPROTO)
+            raise _unexpected(message)
 
 
 def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
@@ -281,12 +277,16 @@ def _receive_memory(channel: xfr.Channel, offer: xfr.Xfr) -> bytes:
                 raise xfr.XfrError("the memory did not arrive whole: its digest differs",
                                    xfr.Code.EPROTO)
             return state
-        elif isinstance(message, xfr.Err):
-            raise xfr.XfrError(f"the source gave up: {message.reason or message.code}",
-                               message.code)
         else:
-            raise xfr.XfrError(f"unexpected {type(message).__name__} mid-transfer",
-                               xfr.Code.EPROTO)
+            raise _unexpected(message)
+
+
+def _unexpected(message: xfr.Message) -> xfr.XfrError:
+    """The error a message means where another was due mid-transfer."""
+    if isinstance(message, xfr.Err):
+        return xfr.XfrError(f"the source gave up: {message.reason or message.code}",
+                            message.code)
+    return xfr.XfrError(f"unexpected {type(message).__name__} mid-transfer", xfr.Code.EPROTO)
 
 
 def _refuse(sock: socket.socket, error: xfr.Err) -> None:
