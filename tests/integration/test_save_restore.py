@@ -8,7 +8,9 @@ not a whole, good save image, or whose domain name is taken, creates nothing.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -250,3 +252,41 @@ def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on(xend: Xend)
     xend.http = xend.home.unix_http()
     assert not session.exists()
     assert "runs-again" in xend.sh("s1", "echo runs-again", "runs-again\r\n")
+
+
+def test_a_stuck_migration_holds_up_no_save_of_another_domain(xend: Xend,
+                                                             tmp_path: Path) -> None:
+    xend.start("stuck")
+    xend.start("other")
+    replies: list[httpx.Response] = []
+
+    def migrate(port: int) -> None:
+        with xend.home.unix_http() as http:
+            http.timeout = httpx.Timeout(120)
+            replies.append(http.post("/xend/domain/stuck",
+                                     data={"op": "migrate", "destination": f"127.0.0.1:{port}"}))
+
+    # A destination that takes the connection and never says a word.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(30)
+        mover = threading.Thread(target=migrate, args=(silent.getsockname()[1],))
+        mover.start()
+        peer, _ = silent.accept()
+        with peer:
+            image = tmp_path / "other.save"
+            assert xend.ok(xend.post("/xend/domain/other", op="save", file=str(image))) == "0"
+            assert "other" not in xend.names()
+            assert mover.is_alive(), "the migration ended before the other domain's save did"
+            message = xend.error(xend.post("/xend/domain/stuck", op="save",
+                                           file=str(tmp_path / "stuck.save")), 409)
+            assert message == "domain stuck is already being migrated"
+            assert not (tmp_path / "stuck.save").exists()
+    mover.join(60)
+    assert not mover.is_alive()
+    [reply] = replies
+    assert reply.status_code >= 400 and "migrate failed" in reply.text, reply.text
+    assert "stuck" in xend.names()
+    assert "runs-on" in xend.sh("stuck", "echo runs-on", "runs-on\r\n")
+    info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
+    assert sxp.child_value(info, "name") == "other"
+    assert xend.sessions() == []

@@ -1,70 +1,35 @@
-"""The Transfer actor (the original's xfrd): save, restore and migration out.
+"""The Transfer actor (the original's xfrd): where save, restore and migration out begin.
 
-It owns the transfer sessions: each save, restore or migration is recorded under the
-store's ``migrate/`` folder while it runs and deleted at its end (facts §4.5, §7.5), and
-a xend that starts again after dying mid-transfer puts back what a session left
-(``_recover``). It publishes the begin/ok/error and progress events. The slow work
-happens here, never in the DomainTable, so xend keeps serving while a transfer runs.
-It asks the DomainTable and Domain actors (downward, as DESIGN.md §2 wants); none of
-them ever asks it.
+Each transfer asked of it runs in a TransferSession actor of its own (``session.py``),
+started by ``session()``, so transfers of different domains run side by side and xend
+keeps serving meanwhile. The sessions share one ``Context``; it refuses a second
+transfer of a domain while one runs (409).
 
-Save (facts §10.3): suspend the domain (``rollback.Suspension``), write the image
-(``savefile``), and destroy the domain only once the image is complete and fsynced.
-Any failure before that resumes the guest, so the domain keeps running, and leaves
-no file.
-
-Restore: the image is checked whole before anything is created; the driver builds a
-paused domain from the saved state; the DomainTable adopts it and its Domain actor
-configures it as for any adopted domain (devices, console); then it is unpaused.
-
-Migrate: the conversation with the destination is ``outgoing.py``'s; progress goes out
-as ``xend.domain.migrate.progress`` events
-(``(NAME ID (progress (phase P) (sent B) (total B) (rate B/s)))``).
-
-A driver whose state is a stream (qemu; ``Driver.send_state`` in ``hypervisor/base.py``)
-takes other paths: a save has the hypervisor write its state straight into the save
-file while a thread here hashes it; a restore makes and configures the machine the
-file's meta describes, then has the hypervisor load the state from the file while it
-is hashed, and lets it run only if the checksum matches. The stream needs no suspend
-request: the hypervisor stops the guest, and ``resume`` runs it again.
-
-Incoming migrations are the Relocation actor's (``relocation.py``), which this actor
-starts when ``xend-relocation-server`` is on and stops with itself. A migration runs on
-this actor's thread: a save, restore or another migration out waits for it; xend's
-HTTP and migrations in do not.
+This actor keeps what outlives a session: a xend that starts again after dying
+mid-transfer puts back what a session left in the store's ``migrate/`` folder
+(``_recover``), and the Relocation actor (``relocation.py``), which takes migrations in
+when ``xend-relocation-server`` is on, is started and stopped by it. None of the
+DomainTable or Domain actors ever asks it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
-import os
-import socket
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pykka
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
-from xend_actors.domain import outgoing, rollback, savefile, xfr
+from xend_actors.domain import rollback
 from xend_actors.domain.asking import ASK_TIMEOUT, ask
-from xend_actors.domain.background import Background
-from xend_actors.domain.config import DomainConfig, parse_domain_config
-from xend_actors.domain.migrate import Phase, Progress, Sender
 from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
-from xend_actors.errors import BadRequest, Conflict, XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
+from xend_actors.domain.session import Context, TransferSession, first_session_id
+from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
-
-RESTORE_PROGRESS_SECONDS = 0.1
-CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
-STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
 
 
 class Transfer(TracedActor):
@@ -77,8 +42,8 @@ class Transfer(TracedActor):
         self._sessions = sessions
         self._config = config
         self._relocation: pykka.ActorRef | None = None
-        keys = sessions.keys()  # a RecordDir's, not a dict's
-        self._next_id = 1 + max((int(k) for k in keys if k.isdigit()), default=0)
+        self._context = Context(driver, table, events, sessions,
+                                itertools.count(first_session_id(sessions)))
 
     def on_start(self) -> None:
         self._recover()
@@ -125,315 +90,7 @@ class Transfer(TracedActor):
         """For the start-up barrier: the actor runs."""
         return "transfer"
 
-    # --- save --------------------------------------------------------------------------
-
-    def save(self, dom: str, file: str) -> None:
-        """Save domain ``dom`` to ``file`` (an absolute path on this host), then destroy it."""
-        if self._streams:
-            self._require("describe", "send_state", "resume")
-        else:
-            self._require("save_state", "resume")
-        path = Path(file)
-        savefile.check_target(path)
-        domain = ask(self._table.find(dom, guest_only=True))
-        info = ask(self._table.info(dom))
-        name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
-        if sxp.child(info, "config") is None:
-            raise Conflict(f"cannot save domain {name}: xend has no configuration for it")
-        session = self._session_id()
-        ids = [name, str(domid)]
-
-        def record(state: str) -> sxp.Value:
-            value = ["save", ["id", session], ["state", state], ["domain", str(domid)],
-                     ["file", str(path)], *self._paused_field(was_paused)]
-            self._sessions.write(session, value)
-            self._events.publish("xend.domain.save", [*ids, state, value])
-            return value
-
-        started = time.monotonic()
-
-        def report(step: StreamProgress) -> None:
-            rate = step.sent / max(time.monotonic() - started, 1e-6)
-            progress = Progress(Phase.SAVE, step.sent, step.total, rate)
-            self._events.publish("xend.domain.save.progress", [*ids, progress.sxpr()])
-
-        was_paused = "p" in str(sxp.child_value(info, "state", ""))
-        record("begin")
-        log.info("Saving domain %s (id %s) to %s", name, domid, path)
-        try:
-            if self._streams:
-                self._save_stream(domid, info, path, was_paused, report)
-            else:
-                self._save(domain, domid, info, path, was_paused)
-                size = path.stat().st_size
-                report(StreamProgress(True, size, size))
-        except Exception as error:
-            log.error("Saving domain %s to %s failed: %s", name, path, error)
-            record("error")
-            raise _failed("save", error) from None
-        else:
-            record("ok")
-            log.info("Saved domain %s to %s", name, path)
-        finally:
-            self._sessions.delete(session)
-
-    def _save(self, domain: pykka.ActorProxy, domid: int, info: sxp.Value, path: Path,
-              was_paused: bool) -> None:
-        stop = rollback.Suspension(self._driver, domain, domid, was_paused)
-        written = False
-        try:
-            stop.suspend()
-            state = self._driver.save_state(domid)  # type: ignore[attr-defined]
-            savefile.write(path, savefile.SaveImage(info, state))
-            written = True
-            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
-        except BaseException:
-            if written:
-                path.unlink(missing_ok=True)
-            stop.undo()
-            raise
-
-    def _save_stream(self, domid: int, info: sxp.Value, path: Path, was_paused: bool,
-                     report: Callable[[StreamProgress], None]) -> None:
-        """Save a stream driver's domain: the hypervisor writes its state straight into
-        the file while a thread hashes it; the domain is destroyed once the file is
-        complete and fsynced."""
-        writer = savefile.Writer(path, info, self._driver.kind, self._driver.describe(domid))
-        sent = committed = False
-        done = threading.Event()
-        follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
-        try:
-            try:
-                self._driver.send_state(domid, writer.fileno(), live=False, mbit=0,
-                                        progress=report)
-            finally:
-                done.set()
-                follower.finish(STREAM_TIMEOUT)
-            sent = True
-            writer.commit()
-            committed = True
-            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
-        except BaseException:
-            if committed:
-                path.unlink(missing_ok=True)
-            else:
-                writer.abort()
-            if sent and not was_paused:
-                with contextlib.suppress(XendError):
-                    self._driver.resume(domid)  # type: ignore[attr-defined]
-            raise
-
-    # --- restore -------------------------------------------------------------------------
-
-    def restore(self, file: str) -> sxp.Value:
-        """Restore the domain saved in ``file``; its info once it runs again."""
-        if self._streams:
-            self._require("prepare_incoming", "receive_state", "wait_received")
-            return self._restore_stream(Path(file))
-        self._require("restore_state")
-        path = Path(file)
-        image = savefile.read(path, getattr(self._driver, "kind", None))
-        config = self._restorable(path, image.info)  # all checks before anything is made
-        session = self._session_id()
-        self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
-        log.info("Restoring domain %s from %s", config.name, path)
-        try:
-            began = time.monotonic()
-            domid = self._driver.restore_state(  # type: ignore[attr-defined]
-                config.name, config.memory_mb, image.payload)
-            size = len(image.payload)
-            self._restore_progress(config.name, domid, size, size, began)
-            info = self._bring_up(domid, config)
-        except Exception as error:
-            log.error("Restoring from %s failed: %s", path, error)
-            raise _failed("restore", error) from None
-        finally:
-            self._sessions.delete(session)
-        log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
-        return info
-
-    def _restore_stream(self, path: Path) -> sxp.Value:
-        """Restore a stream driver's domain: the machine is made and configured, then its
-        state flows in from the file, checksummed as it goes; it runs once all is in."""
-        reader = savefile.Reader(path, self._driver.kind)  # header, driver and info checked
-        # The checksum is computed beside the launch and the load, and checked before
-        # the guest runs.
-        checking = Background(reader.finish, "restore-hash")
-        try:
-            config = self._restorable(path, reader.header.info)
-            session = self._session_id()
-            self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
-            log.info("Restoring domain %s from %s", config.name, path)
-            try:
-                domid = self._driver.prepare_incoming(config.name, reader.header.meta)
-                self._sessions.write(session, ["restore", ["id", session], ["file", str(path)],
-                                               ["domain", str(domid)]])
-
-                def load() -> None:
-                    # The hypervisor loads the state straight from the file; a bad
-                    # checksum wins over what it makes of bad bytes.
-                    fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
-                    watcher = Background(lambda: self._watch_restore(
-                        config.name, domid, fd, reader.header, loaded), "restore-progress")
-                    try:
-                        self._driver.receive_state(domid, fd)
-                        checking.finish(STREAM_TIMEOUT)
-                        self._driver.wait_received(domid, STREAM_TIMEOUT)
-                    finally:
-                        loaded.set()
-                        watcher.finish(STREAM_TIMEOUT)
-
-                info = self._bring_up(domid, config, load)
-            except Exception as error:
-                log.error("Restoring from %s failed: %s", path, error)
-                raise _failed("restore", error) from None
-            finally:
-                self._sessions.delete(session)
-        finally:
-            with contextlib.suppress(BaseException):  # done with the file before it closes
-                checking.finish(STREAM_TIMEOUT)
-            reader.close()
-        log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
-        return info
-
-    def _bring_up(self, domid: int, config: DomainConfig,
-                  load: Callable[[], None] = lambda: None) -> sxp.Value:
-        """A restored domain adopted, configured (devices, console), ``load``-ed and
-        unpaused; its info. On any failure it is destroyed again."""
-        try:
-            ask(self._table.refresh())  # adopts it, as the original's GET did
-            domain = ask(self._table.find(str(domid)))
-            ask(domain.configure(config), CONFIGURE_TIMEOUT)
-            load()
-            ask(domain.unpause())
-        except BaseException:
-            rollback.discard(self._driver, self._table, domid)
-            raise
-        return ask(self._table.info(str(domid)))
-
-    def _watch_restore(self, name: str, domid: int, fd: int, header: savefile.Header,
-                       loaded: threading.Event) -> None:
-        """Progress events while the hypervisor reads the state from ``fd``: it shares the
-        file's offset with xend (the descriptor was passed, not reopened)."""
-        total, began, last = header.payload_size, time.monotonic(), -1
-        while True:
-            done = loaded.wait(RESTORE_PROGRESS_SECONDS)
-            try:
-                read = os.lseek(fd, 0, os.SEEK_CUR) - header.payload_offset
-            except OSError:
-                return
-            read = min(max(read, 0), total)
-            if read != last:
-                last = read
-                self._restore_progress(name, domid, read, total, began)
-            if done:
-                return
-
-    def _restore_progress(self, name: str, domid: int, read: int, total: int,
-                          began: float) -> None:
-        rate = read / max(time.monotonic() - began, 1e-6)
-        progress = Progress(Phase.RESTORE, read, total, rate)
-        self._events.publish("xend.domain.restore.progress",
-                             [name, str(domid), progress.sxpr()])
-
-    def _restorable(self, path: Path, info: sxp.Value) -> DomainConfig:
-        vm = sxp.child_value(info, "config")
-        if vm is None:
-            raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
-        config = parse_domain_config(vm)
-        if config.name in ask(self._table.names()):
-            raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
-        return config
-
-    # --- migrate -------------------------------------------------------------------------
-
-    def migrate(self, dom: str, destination: str, live: bool = False, resource: int = 0) -> str:
-        """Move domain ``dom`` to the xend listening for relocation at ``destination``
-        (``host`` or ``host:port``, port 8002 by default), streaming at most ``resource``
-        Mbit/s (0: no limit); the new domain's URL once it runs there."""
-        if self._streams:
-            self._require("describe", "send_state", "resume", what="migration")
-        else:
-            self._require("save_state", "resume", "memory_pages", "dirty_pages",
-                          "read_pages", what="migration")
-        if resource < 0:
-            raise BadRequest(f"resource must be 0 or a Mbit/s limit, got {resource}")
-        try:
-            host, port = xfr.parse_destination(destination)
-        except xfr.XfrError as error:
-            raise BadRequest(error.message) from None
-        domain = ask(self._table.find(dom, guest_only=True))
-        info = ask(self._table.info(dom))
-        name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
-        if sxp.child(info, "config") is None:
-            raise Conflict(f"cannot migrate domain {name}: xend has no configuration for it")
-        session = self._session_id()
-        ids = [name, str(domid)]
-        was_paused = "p" in str(sxp.child_value(info, "state", ""))
-
-        def record(state: str, *extra: sxp.Value) -> None:
-            value = ["migrate", ["id", session], ["state", state], ["live", str(int(live))],
-                     ["resource", str(resource)], *self._paused_field(was_paused),
-                     ["src", ["host", socket.gethostname()], ["domain", str(domid)]],
-                     ["dst", ["host", host], *extra]]
-            self._sessions.write(session, value)
-            self._events.publish("xend.domain.migrate", [*ids, state, value])
-
-        def report(progress: Progress) -> None:
-            self._events.publish("xend.domain.migrate.progress", [*ids, progress.sxpr()])
-
-        record("begin")
-        log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", name, domid,
-                 host, port, live, resource or "unlimited")
-        started = time.monotonic()
-        try:
-            if self._streams:
-                newid, downtime = outgoing.send_stream(
-                    self._driver, self._table, domid, info, (host, port), live, resource,
-                    report, lambda newid: record("commit", ["domain", str(newid)]))
-            else:
-                newid, downtime = outgoing.send(
-                    self._driver, self._table, domain, domid, info, (host, port), live,
-                    lambda channel, domid: Sender(channel, self._driver, domid, resource,
-                                                  report))
-        except Exception as error:
-            log.error("Migrating domain %s to %s:%s failed: %s", name, host, port, error)
-            record("error")
-            self._sessions.delete(session)
-            raise _failed("migrate", error) from None
-        duration = time.monotonic() - started
-        record("ok", ["domain", str(newid)], ["downtime", f"{downtime:.3f}"],
-               ["duration", f"{duration:.3f}"])
-        self._sessions.delete(session)
-        log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
-                 "for %.3f s", name, host, port, newid, duration, downtime)
-        return f"http://{host}:{port}/xend/domain/{newid}"
-
-    # --- inside ------------------------------------------------------------------------------
-
-    def _session_id(self) -> str:
-        session, self._next_id = str(self._next_id), self._next_id + 1
-        return session
-
-    def _paused_field(self, was_paused: bool) -> list[sxp.Value]:
-        """A stream driver's session says whether the guest was paused, so a xend that
-        starts again after it died mid-transfer knows whether to let the guest run (a sim
-        guest's suspend says it by itself)."""
-        return [["paused", str(int(was_paused))]] if self._streams else []
-
-    @property
-    def _streams(self) -> bool:
-        """Whether the driver's state is a stream (qemu) rather than bytes and pages."""
-        return callable(getattr(self._driver, "send_state", None))
-
-    def _require(self, *calls: str, what: str = "save and restore") -> None:
-        if not all(callable(getattr(self._driver, call, None)) for call in calls):
-            raise XendError(f"{what} {'is' if what == 'migration' else 'are'} not available "
-                            f"yet with the {type(self._driver).__name__} hypervisor driver",
-                            status=501)
-
-
-def _failed(what: str, error: Exception) -> XendError:
-    if isinstance(error, XendError):
-        return XendError(f"{what} failed: {error.message}", status=error.status)
-    return XendError(f"{what} failed: {error}")
+    def session(self) -> pykka.ActorProxy:
+        """A new TransferSession actor for one save, restore or migration; the caller
+        stops it when that is done."""
+        return TransferSession.start(self._context).proxy()

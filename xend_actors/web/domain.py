@@ -6,6 +6,10 @@ slow domain never holds up requests about the others.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import pykka
 from werkzeug import Request
 
 from xend_actors import sxp
@@ -45,8 +49,8 @@ class DomainDirResource(Resource):
 
     @op("restore", params=(Param("file"),), status=201)
     def restore(self, request: Request, file: str) -> Reply:
-        info = answer(_transfer(self.transfer).restore(file), "the transfer actor",
-                      TRANSFER_TIMEOUT)
+        with _transfer_session(self.transfer) as session:
+            info = answer(session.restore(file), "the restore", TRANSFER_TIMEOUT)
         location = f"{request.host_url}xend/domain/{sxp.child_value(info, 'name')}"
         return Reply(info, 201, location=location)
 
@@ -89,15 +93,17 @@ class DomainResource(Resource):
 
     @op("save", params=(Param("file"),))
     def save(self, request: Request, dom: str, file: str) -> str:
-        answer(_transfer(self.transfer).save(dom, file), "the transfer actor", TRANSFER_TIMEOUT)
+        with _transfer_session(self.transfer) as session:
+            answer(session.save(dom, file), f"the save of domain {dom}", TRANSFER_TIMEOUT)
         return "0"
 
     @op("migrate", params=(Param("destination"), optional("live", Kind.INT, default=0),
                            optional("resource", Kind.INT, default=0)))
     def migrate(self, request: Request, dom: str, destination: str, live: int,
                 resource: int) -> Reply:
-        url = answer(_transfer(self.transfer).migrate(dom, destination, bool(live), resource),
-                     "the transfer actor", TRANSFER_TIMEOUT)
+        with _transfer_session(self.transfer) as session:
+            url = answer(session.migrate(dom, destination, bool(live), resource),
+                         f"the migration of domain {dom}", TRANSFER_TIMEOUT)
         return Reply(url, location=url)
 
     @op("configure", params=(Param("config", Kind.SXPR),))
@@ -190,10 +196,16 @@ class DomainResource(Resource):
         return "None"
 
 
-def _transfer(transfer: object):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _transfer_session(transfer: pykka.ActorProxy | None) -> Iterator[pykka.ActorProxy]:
+    """A TransferSession actor of its own for one transfer, stopped when it is done."""
     if transfer is None:
         raise XendError("save, restore and migrate are not available in this xend", status=501)
-    return transfer
+    session = answer(transfer.session(), "the transfer actor")
+    try:
+        yield session
+    finally:
+        session.actor_ref.stop(block=False)  # after the transfer, if it is still running
 
 
 def _parent(request: Request) -> str:
