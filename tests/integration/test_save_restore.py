@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from tests.integration.test_xm import run_xm
-from tests.support import XendHome, terminal, wait_for
+from tests.support import XendHome, free_port, terminal, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
+from xend_actors.domain import savefile, xfr
 from xend_actors.domain.savefile import HEADER
 
 pytestmark = pytest.mark.integration
@@ -290,3 +291,30 @@ def test_a_stuck_migration_holds_up_no_save_of_another_domain(xend: Xend,
     info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
     assert sxp.child_value(info, "name") == "other"
     assert xend.sessions() == []
+
+
+def test_a_name_being_migrated_in_is_not_restored_meanwhile(
+        xend_home: Callable[..., XendHome], tmp_path: Path) -> None:
+    port = free_port()
+    home = xend_home("(xend-relocation-server yes)\n(xend-relocation-address 127.0.0.1)\n"
+                     f"(xend-relocation-port {port})\n")
+    assert home.xend("start").returncode == 0
+    xend = Xend(home)
+    image = saved(xend, tmp_path, "twin")
+    info = savefile.read(image).info
+    # A source that offers a domain of the same name, then goes quiet before its pages.
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        source = xfr.Channel(sock, "the test's source", 30)
+        source.send(xfr.Hello(*xfr.VERSION))
+        assert source.receive() == xfr.OK
+        source.send(xfr.Xfr(domid=99, info=info, memory_bytes=32 << 20, live=False))
+        assert source.receive() == xfr.OK
+        message = xend.error(xend.post("/xend/domain/", op="restore", file=str(image)), 409)
+        assert message == "domain twin is already being migrated in"
+        assert "twin" not in xend.names()
+    # The source went away: the destination keeps nothing and the name is free again.
+    wait_for(lambda: xend.sessions() == [], what="the migration in to be given up")
+    info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
+    assert sxp.child_value(info, "name") == "twin"
+    assert xend.names().count("twin") == 1
+    xend.http.close()

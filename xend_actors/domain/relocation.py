@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pykka
 
@@ -37,7 +37,8 @@ from xend_actors.config import XendConfig
 from xend_actors.domain import rollback, xfr
 from xend_actors.domain.asking import ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
-from xend_actors.errors import XendError
+from xend_actors.domain.moving import Moving
+from xend_actors.errors import Conflict, XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
@@ -60,6 +61,7 @@ class Incoming:
     driver: Driver
     table: pykka.ActorProxy
     sessions: RecordDir
+    moving: Moving = field(default_factory=Moving)  # shared with the transfer sessions
 
 
 class Relocation(TracedActor):
@@ -151,10 +153,18 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
         raise xfr.XfrError(f"{address} sent {type(offer).__name__}, not xfr.xfr",
                            xfr.Code.EPROTO)
     try:
-        config = _check_offer(offer, incoming)
+        config = _check_offer(offer, incoming)  # its name held from here
     except xfr.XfrError as error:
         channel.send(xfr.Err(error.code, error.message))
         raise
+    try:
+        return _take_in(channel, address, session, incoming, offer, config)
+    finally:
+        incoming.moving.release(config.name)
+
+
+def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
+             offer: xfr.Xfr, config: DomainConfig) -> int:
     record = ["migrate", ["id", session], ["state", "receive"], ["live", str(int(offer.live))],
               ["src", ["host", address], ["domain", str(offer.domid)]],
               ["dst", ["host", socket.gethostname()]]]
@@ -234,6 +244,9 @@ def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:
 
 
 def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
+    """The offered domain's config once every check passed; its name is then held in
+    ``incoming.moving`` (the caller releases it), so no restore or other migration in
+    makes a domain of that name meanwhile."""
     vm = sxp.child_value(offer.info, "config")
     if vm is None:
         raise xfr.XfrError("the domain info holds no (config (vm ...))", xfr.Code.EINVAL)
@@ -247,13 +260,21 @@ def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
                            f"{offer.kind} driver cannot migrate here", xfr.Code.EINVAL)
     if offer.memory_bytes % xfr.PAGE_SIZE:
         raise xfr.XfrError("the memory size is not whole pages", xfr.Code.EINVAL)
-    if config.name in ask(incoming.table.names()):
-        raise xfr.XfrError(f"vm name clash: {config.name}", xfr.Code.EEXIST)
-    needed = max(config.memory_mb, -(-offer.memory_bytes // (1 << 20)))
-    free = incoming.driver.physinfo().free_memory_mb
-    if needed > free:
-        raise xfr.XfrError(f"not enough memory for {config.name}: it needs {needed} MiB, "
-                           f"{free} MiB are free", xfr.Code.ENOMEM)
+    try:
+        incoming.moving.take(config.name, "migrated in")
+    except Conflict as error:
+        raise xfr.XfrError(error.message, xfr.Code.EEXIST) from None
+    try:
+        if config.name in ask(incoming.table.names()):
+            raise xfr.XfrError(f"vm name clash: {config.name}", xfr.Code.EEXIST)
+        needed = max(config.memory_mb, -(-offer.memory_bytes // (1 << 20)))
+        free = incoming.driver.physinfo().free_memory_mb
+        if needed > free:
+            raise xfr.XfrError(f"not enough memory for {config.name}: it needs {needed} MiB, "
+                               f"{free} MiB are free", xfr.Code.ENOMEM)
+    except BaseException:
+        incoming.moving.release(config.name)
+        raise
     return config
 
 

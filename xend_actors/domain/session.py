@@ -4,8 +4,8 @@ The Transfer actor (``transfer.py``) starts one for each transfer asked of it, s
 transfers of different domains run side by side: a save need not wait for a slow
 migration of another domain. What the sessions share is a ``Context``: the driver, the
 DomainTable and event bus proxies, the store's ``migrate/`` folder where each session is
-recorded while it runs (facts §4.5, §7.5), the session numbers, and ``Moving``, which
-refuses a second transfer of a domain (or a second restore of a name) while one runs.
+recorded while it runs (facts §4.5, §7.5), the session numbers, and ``Moving``
+(``moving.py``), which refuses a second transfer of a domain while one runs.
 
 Save (facts §10.3): suspend the domain (``rollback.Suspension``), write the image
 (``savefile``), and destroy the domain only once the image is complete and fsynced.
@@ -48,6 +48,7 @@ from xend_actors.domain.asking import ask
 from xend_actors.domain.background import Background
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.domain.migrate import Phase, Progress, Sender
+from xend_actors.domain.moving import Moving
 from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
 from xend_actors.store import RecordDir
@@ -58,27 +59,6 @@ log = logging.getLogger(__name__)
 RESTORE_PROGRESS_SECONDS = 0.1
 CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
-
-
-class Moving:
-    """The domains (and the names being restored) a session is transferring now."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, str] = {}
-
-    @contextlib.contextmanager
-    def claim(self, key: str, doing: str) -> Iterator[None]:
-        """Hold ``key`` while ``doing`` it; ``Conflict`` if another session holds it."""
-        with self._lock:
-            if key in self._held:
-                raise Conflict(f"{key} is already being {self._held[key]}")
-            self._held[key] = doing
-        try:
-            yield
-        finally:
-            with self._lock:
-                del self._held[key]
 
 
 @dataclass(frozen=True)
@@ -123,7 +103,7 @@ class TransferSession(TracedActor):
         path = Path(file)
         savefile.check_target(path)
         domain, info, name, domid = self._leaving(dom, "save")
-        with self._context.moving.claim(f"domain {name}", "saved"):
+        with self._context.moving.held(name, "saved"):
             self._run_save(domain, name, domid, info, path)
 
     def _run_save(self, domain: pykka.ActorProxy, name: str, domid: int, info: sxp.Value,
@@ -340,7 +320,7 @@ class TransferSession(TracedActor):
         if vm is None:
             raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
         config = parse_domain_config(vm)
-        with self._context.moving.claim(f"domain {config.name}", "restored"):
+        with self._context.moving.held(config.name, "restored"):
             if config.name in ask(self._table.names()):
                 raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
             yield config
@@ -363,7 +343,7 @@ class TransferSession(TracedActor):
         except xfr.XfrError as error:
             raise BadRequest(error.message) from None
         domain, info, name, domid = self._leaving(dom, "migrate")
-        with self._context.moving.claim(f"domain {name}", "migrated"):
+        with self._context.moving.held(name, "migrated"):
             return self._run_migrate(domain, name, domid, info, host, port, live, resource)
 
     def _run_migrate(self, domain: pykka.ActorProxy, name: str, domid: int,

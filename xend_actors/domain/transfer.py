@@ -56,7 +56,7 @@ class Transfer(TracedActor):
         """Listen for migrations in if ``xend-relocation-server`` is on; where, or ''."""
         if self._config is None or not self._config.relocation_server:
             return ""
-        incoming = Incoming(self._driver, self._table, self._sessions)
+        incoming = Incoming(self._driver, self._table, self._sessions, self._context.moving)
         self._relocation = Relocation.start(self._config, incoming)
         return ask(self._relocation.proxy().address())
 
