@@ -125,6 +125,7 @@ def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
     assert sxp.child_value(info, "state") != "--p--"
     assert "s1" in xend.names()
     assert xend.sessions() == []
+    assert f"xend.domain.create (s1 {new_id})" in xend.events()  # never as Domain-N
 
     port = xend.console_port("s1")
     with XendClient(unix_path=xend.home.unix_path) as client:

@@ -183,8 +183,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                 config.name, config.memory_mb, _receive_memory(channel, offer))
         incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
                                                          ["domain", str(domid)]]])
-        ask(incoming.table.refresh())  # adopts it
-        domain = ask(incoming.table.find(str(domid)))
+        domain = ask(incoming.table.take_in(domid, config.name))
         ask(domain.configure(config), CONFIGURE_TIMEOUT)
         if stream:
             _load_stream(channel, address, driver, domid, offer)

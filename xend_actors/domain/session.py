@@ -277,8 +277,7 @@ class TransferSession(TracedActor):
         """A restored domain adopted, configured (devices, console), ``load``-ed and
         unpaused; its info. On any failure it is destroyed again."""
         try:
-            ask(self._table.refresh())  # adopts it, as the original's GET did
-            domain = ask(self._table.find(str(domid)))
+            domain = ask(self._table.take_in(domid, config.name))
             ask(domain.configure(config), CONFIGURE_TIMEOUT)
             load()
             ask(domain.unpause())

@@ -184,6 +184,14 @@ class DomainTable(TracedActor):
         log.info("Created domain %s (id %s)", config.name, domid)
         return self._add(DomainRecord(domid, config.name, config), None).domain
 
+    def take_in(self, domid: int, name: str) -> pykka.ActorProxy:
+        """The Domain actor of ``domid``, made outside the table (restored or migrated in)
+        as ``name``: adopted now, with only that domain looked at."""
+        entry = self._entries.get(domid)
+        if entry is None:
+            entry = self._adopt(self._driver.domain(domid), name)
+        return entry.domain
+
     def destroy(self, dom: str, word: str) -> None:
         reason = DESTROY_REASONS.get(word)
         if reason is None:
@@ -316,12 +324,13 @@ class DomainTable(TracedActor):
         self._final_destroy(entry)
         return True
 
-    def _adopt(self, hv: HvDomain) -> None:
-        record = DomainRecord(hv.domid, f"Domain-{hv.domid}")
-        log.info("Adopting domain %s", record.name)
+    def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
+        record = DomainRecord(hv.domid, name or f"Domain-{hv.domid}")
+        log.info("Adopting domain %s (id %s)", record.name, record.domid)
         entry = self._add(record, hv)
         self._ask(entry.domain.save())
         self._events.publish("xend.domain.create", [record.name, str(record.domid)])
+        return entry
 
     @staticmethod
     def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]
