@@ -58,10 +58,11 @@ def guest() -> Guest:
     return Guest(paths["kernel"], paths["ramdisk"])
 
 
-def vm(guest: Guest, name: str, *extra: sxp.Value, kernel: str | None = None) -> sxp.Value:
+def vm(guest: Guest, name: str, *extra: sxp.Value, kernel: str | None = None,
+       args: str = "") -> sxp.Value:
     return ["vm", ["name", name], ["memory", MEMORY],
             ["image", ["linux", ["kernel", kernel or guest.kernel], ["ramdisk", guest.ramdisk],
-                       ["args", "quiet loglevel=3"]]], *extra]
+                       ["args", f"quiet loglevel=3 {args}".strip()]]], *extra]
 
 
 # --- a xend running qemu ---------------------------------------------------------------------
@@ -81,10 +82,11 @@ class Xend:
         self.http.close()
         self.http = self.home.http()
 
-    def create(self, name: str, *extra: sxp.Value, start: bool = True) -> sxp.Value:
+    def create(self, name: str, *extra: sxp.Value, start: bool = True,
+               args: str = "") -> sxp.Value:
+        config = vm(self.guest, name, *extra, args=args)
         reply = self.http.post("/xend/domain/", data={"op": "create",
-                                                      "config": sxp.show(vm(self.guest, name,
-                                                                            *extra))})
+                                                      "config": sxp.show(config)})
         assert reply.status_code == 201, reply.text
         if start:
             self.ok(name, "unpause")

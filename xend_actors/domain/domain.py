@@ -18,6 +18,7 @@ frontends' messages reach them through here; the record keeps each device's info
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -158,6 +159,8 @@ class Domain(TracedActor):
 
     def _abandon(self) -> None:
         """Undo a failed build: destroy the domain, forget it, stop."""
+        with contextlib.suppress(XendError):
+            self._driver.destroying(self.domid)
         self._release_devices()
         try:
             self._driver.destroy(self.domid)

@@ -213,6 +213,8 @@ class DomainTable(TracedActor):
         record = entry.record
         log.info("Destroying domain: name=%s", record.name)
         self._events.publish("xend.domain.destroy", [record.name, str(record.domid)])
+        with contextlib.suppress(XendError):  # the destroy below says what is wrong
+            self._driver.destroying(record.domid)
         self._ask(entry.domain.release())
         with contextlib.suppress(NotFound):  # already gone is what we wanted
             self._driver.destroy(record.domid)

@@ -187,6 +187,11 @@ class Driver(Protocol):
 
     def unpause(self, domid: int) -> None: ...
 
+    def destroying(self, domid: int) -> None:
+        """Domain ``domid`` is about to be destroyed: its devices may be let go without the
+        guest's say (a real guest would otherwise be asked to let go of each)."""
+        ...
+
     def destroy(self, domid: int) -> None: ...
 
     def shutdown(self, domid: int, reason: ShutdownReason, key: str = "") -> None:

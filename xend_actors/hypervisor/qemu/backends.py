@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from xend_actors.device import messages as m
-from xend_actors.errors import BadRequest, NotFound, XendError
+from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.hypervisor.backings import Backings
 from xend_actors.hypervisor.base import GuestMessage
 from xend_actors.hypervisor.qemu.guest import NIC_PREFIX, QemuGuest, mac_key
@@ -258,10 +258,14 @@ class QemuBackends:
 
     def _unplug(self, domid: int, device: str, then: list[tuple[str, dict[str, Any]]]) -> bool:
         """``device_del`` of ``device``, waited for, then the ``then`` commands; whether it
-        went. A guest that no longer runs keeps it until its qemu goes: nothing to do."""
+        went. A guest that no longer runs, or is about to be destroyed, keeps it until its
+        qemu goes: nothing to do. A paused guest is refused (``Conflict``)."""
         guest = self._guest(domid)
         if guest is None or not guest.runs():
             return True
+        if guest.is_paused():  # it could not answer: refused now rather than timed out
+            raise Conflict(f"domain {domid} is paused: its guest can let go of a device only "
+                           "while it runs; unpause it first")
         log.info("Domain %s: unplugging %s, waiting for the guest to let go", domid, device)
         try:
             if device in _peripherals(guest):  # else the guest let go late, after a timeout

@@ -16,6 +16,7 @@ messages, which ``backends.py`` answers with QMP hot-plug on the domain's qemu.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -207,6 +208,10 @@ class QemuDriver:
     def unpause(self, domid: int) -> None:
         if self._not_host(domid, "unpause").unpause():
             self._backends.guest_started(domid)
+
+    def destroying(self, domid: int) -> None:
+        with contextlib.suppress(NotFound):
+            self._not_host(domid, "destroy").going()
 
     def destroy(self, domid: int) -> None:
         guest = self._not_host(domid, "destroy")

@@ -86,6 +86,7 @@ class QemuGuest:
         self._qmp: Qmp | None = None
         self._paused = True
         self._destroying = False
+        self._going = False  # to be destroyed: its devices go with it, unasked
         self._vcpu_threads: tuple[int, ...] = ()
         self._balloon_kb: int | None = None
         self._ran_since: float | None = None  # monotonic time it first ran
@@ -275,7 +276,7 @@ class QemuGuest:
         """Whether its qemu is up and its guest neither shut down nor being destroyed."""
         with self._lock:
             return (self._state.built and self._state.exit is None and not self._destroying
-                    and not self.state_sent and self._qmp is not None
+                    and not self._going and not self.state_sent and self._qmp is not None
                     and not self._qmp.closed)
 
     def execute(self, command: str, arguments: dict | None = None,
@@ -283,6 +284,11 @@ class QemuGuest:
         """Run a QMP command on this domain's qemu (the device backends' and transfers'
         way in); ``fd`` goes with it, for ``getfd``."""
         return self._monitor().execute(command, arguments, fd=fd)
+
+    def going(self) -> None:
+        """It is about to be destroyed: what it holds is let go without asking the guest."""
+        with self._lock:
+            self._going = True
 
     def destroy(self) -> None:
         """Stop qemu (``quit``, else SIGKILL) and remove everything of the domain's."""

@@ -79,6 +79,9 @@ class SimDriver:
     def unpause(self, domid: int) -> None:
         self._call("unpause", domid=domid)
 
+    def destroying(self, domid: int) -> None:
+        """Nothing to do: the simulated backends let go of a domain's devices at once."""
+
     def destroy(self, domid: int) -> None:
         self._call("destroy", domid=domid)
 
