@@ -80,6 +80,8 @@ def first_session_id(sessions: RecordDir) -> int:
 
 
 class TransferSession(TracedActor):
+    """One save, restore or migration out; whoever started it stops it afterwards."""
+
     # A transfer a stopping xend leaves half done is put right by the next start
     # (``Transfer._recover``); it must not hold the process up.
     use_daemon_thread = True
