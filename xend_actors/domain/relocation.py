@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pykka
 
@@ -61,7 +61,7 @@ class Incoming:
     driver: Driver
     table: pykka.ActorProxy
     sessions: RecordDir
-    moving: Moving = field(default_factory=Moving)  # shared with the transfer sessions
+    moving: Moving  # the transfer sessions' own: one name is moved by one at a time
 
 
 class Relocation(TracedActor):
