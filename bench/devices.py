@@ -27,8 +27,8 @@ from pathlib import Path
 from common import XendClient, load_average, print_table, running_xend, vm_config
 
 from xend_actors import sxp
-from xend_actors.device import messages as m
 from xend_actors.device.scripts import SHIPPED_SCRIPTS
+from xend_actors.hypervisor.ring import messages as m
 from xend_actors.hypervisor.sim.driver import SimDriver
 
 

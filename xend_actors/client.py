@@ -21,7 +21,7 @@ import httpx
 
 from xend_actors import sxp
 from xend_actors.errors import XendError
-from xend_actors.events import Event
+from xend_actors.events.event import Event
 
 DEFAULT_SERVER = "localhost:8000"
 DEFAULT_ROOT = "/xend/"

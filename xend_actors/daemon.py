@@ -17,20 +17,20 @@ import pykka
 
 from xend_actors.config import XendConfig
 from xend_actors.console.hub import Consoles
-from xend_actors.debug import DebugServer
+from xend_actors.debug.server import DebugServer
 from xend_actors.device.claims import BlockClaims
 from xend_actors.device.network import Network
+from xend_actors.device.vnets import Vnets
 from xend_actors.domain.domain import DeviceServices
 from xend_actors.domain.table import DomainTable
-from xend_actors.domain.transfer import Transfer
-from xend_actors.events import EventBus
+from xend_actors.events.bus import EventBus
 from xend_actors.hypervisor.actor import Hypervisor, open_driver
 from xend_actors.logs import setup_logging
 from xend_actors.notify import Notifier
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
-from xend_actors.vnet import Vnets
+from xend_actors.transfer.transfer import Transfer
 from xend_actors.web.routes import make_app
 from xend_actors.web.server import WebServer
 from xend_actors.web.services import Services, answer

@@ -30,11 +30,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from xend_actors import sxp
+from xend_actors.access.hosts import client_allowed
 from xend_actors.errors import BadRequest, Conflict, Forbidden, NotFound, XendError
-from xend_actors.events import Event
+from xend_actors.events.event import Event
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
-from xend_actors.web.server import client_allowed
 
 log = logging.getLogger(__name__)
 

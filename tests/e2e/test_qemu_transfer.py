@@ -40,7 +40,7 @@ from tests.e2e.test_qemu_lifecycle import (
 from tests.integration.test_migrate import DESTINATION, SOURCE, Host, host_pairs
 from tests.support import netns_usable, wait_for
 from xend_actors import sxp
-from xend_actors.domain import savefile
+from xend_actors.transfer import savefile
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,

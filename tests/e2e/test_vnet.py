@@ -40,7 +40,7 @@ from pyroute2 import IPRoute
 from xend_actors import sxp
 from xend_actors.errors import XendError
 from xend_actors.netscripts.vnet import vnet_down, vnet_up
-from xend_actors.vnet import parse_vnet_config
+from xend_actors.device.vnets import parse_vnet_config
 try:
     vnet = parse_vnet_config(sxp.parse(sys.argv[2]))
     with IPRoute() as ipr:

@@ -18,7 +18,7 @@ from tests.support import XendHome, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError
-from xend_actors.events import Event
+from xend_actors.events.event import Event
 from xend_actors.web.event import MAX_WATCHERS
 
 pytestmark = pytest.mark.integration

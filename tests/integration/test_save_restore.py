@@ -21,8 +21,8 @@ from tests.integration.test_xm import run_xm
 from tests.support import XendHome, free_port, terminal, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
-from xend_actors.domain import savefile, xfr
-from xend_actors.domain.savefile import HEADER
+from xend_actors.transfer import savefile, xfr
+from xend_actors.transfer.savefile import HEADER
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import wait_for
-from xend_actors.device.messages import (
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout
+from xend_actors.hypervisor.base import DomainChanged, LinuxImage, ShutdownReason
+from xend_actors.hypervisor.ring.messages import (
     BlkifBeCreate,
     BlkifBeVbdCreate,
     BlkifBeVbdGrow,
@@ -28,8 +30,6 @@ from xend_actors.device.messages import (
     ShutdownSubtype,
     check,
 )
-from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout
-from xend_actors.hypervisor.base import DomainChanged, LinuxImage, ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
 from xend_actors.hypervisor.sim.launch import ensure_simhv
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xend_actors.debug import RequestReader, is_local, normalize
+from xend_actors.access.hosts import is_local
+from xend_actors.debug.requests import RequestReader, normalize
 from xend_actors.errors import BadRequest
 
 

@@ -10,20 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xend_actors import sxp
+from xend_actors.device.config import PciConfig, VbdConfig, VifConfig, device_sxpr, parse_device
 from xend_actors.domain.config import (
     DomainConfig,
     LinuxImageConfig,
-    PciConfig,
     RestartMode,
-    VbdConfig,
-    VifConfig,
-    device_sxpr,
-    parse_device,
     parse_domain_config,
-    random_mac,
 )
 from xend_actors.errors import BadRequest
 from xend_actors.hypervisor.base import LinuxImage
+from xend_actors.mac import random_mac
 
 EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "examples"

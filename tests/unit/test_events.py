@@ -13,7 +13,9 @@ import pytest
 from tests.support import wait_for
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Forbidden
-from xend_actors.events import Event, EventBus, EventLog, QueueSubscriber, matches
+from xend_actors.events.bus import EventBus, QueueSubscriber
+from xend_actors.events.event import Event, matches
+from xend_actors.events.log import EventLog
 from xend_actors.notify import check_url
 
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xend_actors.device import messages as m
-from xend_actors.device.messages import (
+from xend_actors.errors import BadRequest, XendError
+from xend_actors.hypervisor.ring import messages as m
+from xend_actors.hypervisor.ring.messages import (
     BlkifBeConnect,
     BlkifBeCreate,
     BlkifBeDestroy,
@@ -47,7 +48,6 @@ from xend_actors.device.messages import (
     pack,
     unpack,
 )
-from xend_actors.errors import BadRequest, XendError
 
 EXTENT = Extent(sector_start=0x1122_3344_5566_7788, sector_length=0x10, device=0x0301)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from xend_actors.domain import savefile
-from xend_actors.domain.savefile import HEADER, MAGIC, SaveImage
 from xend_actors.errors import BadRequest
+from xend_actors.transfer import savefile
+from xend_actors.transfer.savefile import HEADER, MAGIC, SaveImage
 
 INFO = ["domain", ["id", "5"], ["name", "web"],
         ["config", ["vm", ["name", "web"], ["memory", "32"]]]]

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_sim_model import Screen, booted, shell
-from xend_actors.device import messages
-from xend_actors.device.messages import (
+from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
+from xend_actors.hypervisor.base import LinuxImage
+from xend_actors.hypervisor.ring import messages
+from xend_actors.hypervisor.ring.messages import (
     BlkifBeConnect,
     BlkifBeCreate,
     BlkifBeDestroy,
@@ -23,8 +25,6 @@ from xend_actors.device.messages import (
     Extent,
     Message,
 )
-from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
-from xend_actors.hypervisor.base import LinuxImage
 from xend_actors.hypervisor.sim.clock import ManualClock
 from xend_actors.hypervisor.sim.model import SimHypervisor
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from xend_actors.device.messages import MemRequest, Shutdown, ShutdownSubtype
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -12,6 +11,7 @@ from xend_actors.hypervisor.base import (
     LinuxImage,
     ShutdownReason,
 )
+from xend_actors.hypervisor.ring.messages import MemRequest, Shutdown, ShutdownSubtype
 from xend_actors.hypervisor.sim.clock import ManualClock
 from xend_actors.hypervisor.sim.console import BUFFER_LIMIT
 from xend_actors.hypervisor.sim.memory import PAGE_SIZE, WORKING_SET, read_pages

@@ -1,4 +1,4 @@
-"""A vnet's (vnet ...) config read into a Vnet, and written back (xend_actors/vnet.py)."""
+"""A vnet's (vnet ...) config read into a Vnet, and written back (xend_actors/device/vnets.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xend_actors import sxp
+from xend_actors.device.vnets import parse_vnet_config, vnet_sxpr
 from xend_actors.errors import BadRequest
 from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet
-from xend_actors.vnet import parse_vnet_config, vnet_sxpr
 
 EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 

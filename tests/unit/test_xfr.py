@@ -1,5 +1,5 @@
 """The xfr message vocabulary and its channel: what goes on the wire, what is refused,
-and the limits on everything read (domain/xfr.py); the migration sender's batches."""
+and the limits on everything read (transfer/xfr.py); the migration sender's batches."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from xend_actors import sxp
-from xend_actors.domain import xfr
-from xend_actors.domain.migrate import _batches
+from xend_actors.transfer import xfr
+from xend_actors.transfer.pages import _batches
 
 INFO = ["domain", ["id", "5"], ["name", "web 1"],
         ["config", ["vm", ["name", "web 1"], ["memory", "32"]]]]

@@ -25,12 +25,12 @@ from dataclasses import replace
 import pykka
 
 from xend_actors.config import XendConfig
-from xend_actors.device import messages as m
+from xend_actors.device.config import VifConfig
 from xend_actors.device.info import VifInfo
 from xend_actors.device.scripts import run_script
-from xend_actors.domain.config import VifConfig
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import Driver
+from xend_actors.hypervisor.ring import messages as m
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)

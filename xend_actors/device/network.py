@@ -11,7 +11,6 @@ made them), for renaming a backend link to a vif's ``vifname``.
 from __future__ import annotations
 
 import logging
-import re
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -19,11 +18,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from xend_actors.config import XendConfig
 from xend_actors.device.scripts import run_script
 from xend_actors.errors import BadRequest, XendError
+from xend_actors.netscripts.names import valid_ifname
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
 
-_IFNAME = re.compile(r"[^/\s:]{1,15}")
 
 
 class Network(TracedActor):
@@ -51,7 +50,7 @@ class Network(TracedActor):
 
     def rename_link(self, old: str, new: str) -> None:
         """Rename link ``old`` to ``new`` (it is brought down for it, as Linux requires)."""
-        if not _IFNAME.fullmatch(new):
+        if not valid_ifname(new):
             raise BadRequest(f"invalid vifname {new!r}")
         if self._ipr is None:
             self._ipr = IPRoute()

@@ -1,1 +1,2 @@
-"""Domains: the domain table, one actor per domain, configs, restarts, transfers."""
+"""Domains: the domain table, one actor per domain, the domain config, its record and
+the restart rules."""

@@ -29,23 +29,15 @@ import pykka
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
-from xend_actors.device import messages
 from xend_actors.device.blkif import BlkifController
+from xend_actors.device.config import Device, PciConfig, VbdConfig, VifConfig, device_sxpr
 from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
 from xend_actors.device.netif import NetifController
-from xend_actors.domain.config import (
-    Device,
-    DomainConfig,
-    PciConfig,
-    VbdConfig,
-    VifConfig,
-    device_sxpr,
-    with_device,
-    without_device,
-)
+from xend_actors.domain.config import DomainConfig, with_device, without_device
 from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
 from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
+from xend_actors.hypervisor.ring import messages
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 

@@ -30,7 +30,6 @@ from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.device.info import DeviceInfo
-from xend_actors.device.messages import Message
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import DeviceServices, Domain
 from xend_actors.domain.record import (
@@ -42,6 +41,7 @@ from xend_actors.domain.record import (
 from xend_actors.domain.restart import restart_wanted, restarting_too_fast
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import Driver, HvDomain, ShutdownReason
+from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.store import Store
 from xend_actors.trace import TracedActor
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from xend_actors.device.messages import Message
+from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 
 

@@ -23,6 +23,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from xend_actors.netscripts.names import valid_ifname
+
 from . import antispoof
 from .cli import EXIT_ABSENT, EXIT_OK, EXIT_USAGE, ScriptError, parse, yes_no
 
@@ -32,7 +34,6 @@ IFA_F_SECONDARY = 0x01
 IFA_F_TENTATIVE = 0x40
 RT_TABLE_LOCAL = 255
 RTPROT_KERNEL, RTPROT_RA = 2, 9
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -40,7 +41,7 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def _ifname(value: str, what: str) -> str:
-    if not _IFNAME.match(value) or value in (".", ".."):
+    if not valid_ifname(value):
         raise ScriptError(f"bad {what} name {value!r}", EXIT_USAGE)
     return value
 

@@ -13,8 +13,9 @@ import pykka
 from werkzeug import Request
 
 from xend_actors import sxp
+from xend_actors.device.config import parse_device
 from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
-from xend_actors.domain.config import parse_device, parse_domain_config
+from xend_actors.domain.config import parse_domain_config
 from xend_actors.errors import BadRequest, NotFound, XendError
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams
 from xend_actors.web.forms import Kind, Param, optional

@@ -27,7 +27,8 @@ from werkzeug import Request, Response
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, XendError
-from xend_actors.events import Event, QueueSubscriber
+from xend_actors.events.bus import QueueSubscriber
+from xend_actors.events.event import Event
 from xend_actors.web.forms import Kind, Param, decode, optional
 from xend_actors.web.resource import Resource, op
 from xend_actors.web.services import Services, answer

@@ -20,6 +20,7 @@ from werkzeug import Response
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from xend_actors import sxp
+from xend_actors.access.hosts import client_allowed
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.trace import TracedActor
@@ -28,20 +29,6 @@ from xend_actors.web.negotiate import SXP_MIMETYPE
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable
-
-
-def client_allowed(address: str, patterns: Sequence[re.Pattern]) -> bool:
-    """Whether a TCP client at ``address`` may talk to xend (empty list: everyone).
-
-    Patterns must match the whole address; loopback clients also match as
-    ``localhost``. Names are not looked up: a reverse DNS lookup could hang.
-    """
-    if not patterns:
-        return True
-    names = [address]
-    if address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1"):
-        names.append("localhost")
-    return any(p.fullmatch(name) for p in patterns for name in names)
 
 
 def guard_hosts(app: WSGIApp, patterns: Sequence[re.Pattern]) -> WSGIApp:

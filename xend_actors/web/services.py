@@ -7,15 +7,18 @@ a timeout, so a stuck actor becomes a clear 504 instead of a hung request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pykka
 
+from xend_actors.actors import ask
 from xend_actors.config import XendConfig
-from xend_actors.errors import Timeout
 
 ASK_TIMEOUT = 10.0
 BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
 TRANSFER_TIMEOUT = 600.0  # a save or restore writes or reads a whole image
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,9 @@ class Services:
     notifier: pykka.ActorProxy
     consoles: pykka.ActorProxy
     vnets: pykka.ActorProxy
-    transfer: pykka.ActorProxy | None = None  # save and restore (domain/transfer.py)
+    transfer: pykka.ActorProxy | None = None  # save and restore (transfer/transfer.py)
 
 
-def answer(future: pykka.Future, what: str, timeout: float = ASK_TIMEOUT):  # type: ignore[no-untyped-def]
+def answer(future: pykka.Future[T], what: str, timeout: float = ASK_TIMEOUT) -> T:
     """The future's value, or a ``Timeout`` naming ``what`` did not answer."""
-    try:
-        return future.get(timeout=timeout)
-    except pykka.Timeout:
-        raise Timeout(f"{what} did not answer within {timeout:g} s") from None
+    return ask(future, what, timeout)

@@ -3,7 +3,7 @@
 ``GET /xend/vnet/`` lists the vnet ids, ``?detail=1`` their configs; ``POST op=create``
 takes ``config`` as SXP text or an uploaded file and answers 201 with the canonical
 config; ``GET /xend/vnet/<id>`` is one config; ``POST /xend/vnet/<id> op=delete``.
-The config and the errors are ``xend_actors/vnet.py``'s.
+The config and the errors are ``device/vnets.py``'s.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from werkzeug import Request
 
 from xend_actors import sxp
-from xend_actors.vnet import parse_vnet_config
+from xend_actors.device.vnets import parse_vnet_config
 from xend_actors.web.forms import Kind, Param
 from xend_actors.web.resource import Reply, Resource, op
 from xend_actors.web.services import Services, answer

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xend_actors import sxp
-from xend_actors.domain.config import random_mac
 from xend_actors.errors import BadRequest, XendError
+from xend_actors.mac import random_mac
 
 DEFAULT_DEFCONFIG = "xmdefconfig"
 DEFAULT_PATH = ".:/etc/xen"

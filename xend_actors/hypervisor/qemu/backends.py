@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from xend_actors.device import messages as m
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.hypervisor.backings import Backings
 from xend_actors.hypervisor.base import GuestMessage
 from xend_actors.hypervisor.qemu.guest import NIC_PREFIX, QemuGuest, mac_key
+from xend_actors.hypervisor.ring import messages as m
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from xend_actors.device.messages import Message, MessageType
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     DomainChanged,
@@ -54,6 +53,7 @@ from xend_actors.hypervisor.qemu.accel import (
 from xend_actors.hypervisor.qemu.backends import QemuBackends
 from xend_actors.hypervisor.qemu.guest import QemuGuest
 from xend_actors.hypervisor.qemu.process import DomainPaths
+from xend_actors.hypervisor.ring.messages import Message, MessageType
 from xend_actors.node import PhysInfo
 from xend_actors.store import atomic_write
 

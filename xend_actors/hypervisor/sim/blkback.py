@@ -33,7 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xend_actors.device.messages import (
+from xend_actors.errors import BadRequest, Conflict
+from xend_actors.hypervisor.backings import Backing, Backings
+from xend_actors.hypervisor.ring.messages import (
     BlkifBeConnect,
     BlkifBeCreate,
     BlkifBeDestroy,
@@ -45,8 +47,6 @@ from xend_actors.device.messages import (
     BlkifStatus,
     Message,
 )
-from xend_actors.errors import BadRequest, Conflict
-from xend_actors.hypervisor.backings import Backing, Backings
 
 SECTOR = 512
 

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
-from xend_actors.device.messages import Message, MessageIds, Shutdown
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
 from xend_actors.hypervisor.base import (
     HvDomain,
@@ -28,6 +27,7 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
+from xend_actors.hypervisor.ring.messages import Message, MessageIds, Shutdown
 from xend_actors.hypervisor.sim import memory, protocol
 from xend_actors.hypervisor.sim.protocol import Args, Wire
 from xend_actors.node import PhysInfo

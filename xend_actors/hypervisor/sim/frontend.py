@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xend_actors.device.messages import (
+from xend_actors.hypervisor.ring.messages import (
     BlkifFeDriverStatus,
     BlkifFeInterfaceConnect,
     BlkifFeInterfaceStatus,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 
-from xend_actors.device.messages import Message, Shutdown, ShutdownSubtype
 from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.base import LinuxImage, ShutdownReason
+from xend_actors.hypervisor.ring.messages import Message, Shutdown, ShutdownSubtype
 from xend_actors.hypervisor.sim.blkback import Disks
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from xend_actors.device.messages import Message, MessageType
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -29,6 +28,7 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
+from xend_actors.hypervisor.ring.messages import Message, MessageType
 from xend_actors.hypervisor.sim.blkback import Backing, BlockBackend
 from xend_actors.hypervisor.sim.clock import Clock, Meter
 from xend_actors.hypervisor.sim.console import Console

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from xend_actors.device.messages import (
+from xend_actors.errors import BadRequest
+from xend_actors.hypervisor.ring.messages import (
     Message,
     NetifBeConnect,
     NetifBeCreate,
@@ -36,7 +37,6 @@ from xend_actors.device.messages import (
     NetifBeDisconnect,
     NetifStatus,
 )
-from xend_actors.errors import BadRequest
 
 log = logging.getLogger("xend-simhv")
 

@@ -63,8 +63,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from xend_actors.device import messages
-from xend_actors.device.messages import Message
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import (
     AtroposParams,
@@ -77,6 +75,8 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
+from xend_actors.hypervisor.ring import messages
+from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 
 MAX_LINE = 1 << 20

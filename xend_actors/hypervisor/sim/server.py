@@ -20,8 +20,8 @@ import sys
 from enum import Enum
 from pathlib import Path
 
-from xend_actors.device.messages import Message
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, XendError
+from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.hypervisor.sim import calls, protocol
 from xend_actors.hypervisor.sim.console import Console
 from xend_actors.hypervisor.sim.model import SimHypervisor

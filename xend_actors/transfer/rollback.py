@@ -17,7 +17,7 @@ import time
 
 import pykka
 
-from xend_actors.domain.asking import ask
+from xend_actors.actors import ask
 from xend_actors.errors import NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason
 

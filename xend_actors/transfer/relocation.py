@@ -33,16 +33,16 @@ from dataclasses import dataclass
 import pykka
 
 from xend_actors import sxp
+from xend_actors.access.hosts import client_allowed
+from xend_actors.actors import ask
 from xend_actors.config import XendConfig
-from xend_actors.domain import rollback, xfr
-from xend_actors.domain.asking import ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
-from xend_actors.domain.moving import Moving
 from xend_actors.errors import Conflict, XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
-from xend_actors.web.server import client_allowed
+from xend_actors.transfer import rollback, xfr
+from xend_actors.transfer.moving import Moving
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
                                                          ["domain", str(domid)]]])
         domain = ask(incoming.table.take_in(domid, config.name))
-        ask(domain.configure(config), CONFIGURE_TIMEOUT)
+        ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
         if stream:
             _load_stream(channel, address, driver, domid, offer)
         channel.send(xfr.XfrOk(domid))

@@ -7,11 +7,7 @@ requests, and a writer that sends replies and events, in order, from a bounded
 queue, so the event bus never waits on a slow client; one that falls
 ``MAX_QUEUED`` messages behind is disconnected.
 
-A request is an SXP form ``(OP ARG ...)``, the op's dots and underscores alike
-(``log.stderr`` = ``log_stderr``); a bare word is an op without arguments, and
-xend.tex's ``traceon`` / ``traceoff`` are ``(trace on)`` / ``(trace off)``. Replies
-are ``(ok RESULT)``, or ``(ok)`` when there is nothing to say; errors are
-``(err (type T) (value V))``. Output is pretty-printed unless ``(pretty off)``.
+The line protocol (requests and replies) is ``requests.py``'s.
 
 Decided against the original:
 
@@ -29,7 +25,6 @@ Decided against the original:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import queue
 import socket
@@ -41,110 +36,21 @@ from pathlib import Path
 import pykka
 
 from xend_actors import logs, sxp, trace
+from xend_actors.access.hosts import is_local
+from xend_actors.actors import ask
 from xend_actors.config import XendConfig
+from xend_actors.debug.requests import RequestReader, error_sxpr, normalize, on_off, reply
 from xend_actors.errors import BadRequest, Forbidden, XendError
-from xend_actors.events import Event
+from xend_actors.events.event import Event
 from xend_actors.trace import TracedActor
-from xend_actors.web.services import answer
 
 log = logging.getLogger(__name__)
 
+ASK_TIMEOUT = 10.0
 MAX_CLIENTS = 16
-MAX_REQUEST = 64 * 1024  # bytes of one line of requests
-MAX_DEPTH = 32
 MAX_QUEUED = 1000  # replies and events waiting for a client before it is dropped
 FLUSH_TIMEOUT = 5.0  # for a closing client's last replies to go out
 RECV_SIZE = 4096
-
-# Plain-line commands of xend.tex that are not simply an op's name.
-_PLAIN = {"traceon": ("trace", "on"), "traceoff": ("trace", "off")}
-
-
-# --- reading requests -------------------------------------------------------------------
-
-
-class RequestReader:
-    """Cuts one client's bytes into lines, and lines into requests or errors to reply with."""
-
-    def __init__(self, max_size: int = MAX_REQUEST, max_depth: int = MAX_DEPTH) -> None:
-        self.max_size = max_size
-        self.max_depth = max_depth
-        self._buffer = bytearray()  # the start of a line
-        self._skipping = False  # the rest of an oversized line is thrown away
-
-    def feed(self, data: bytes) -> list[sxp.Value | BadRequest]:
-        """The requests on the lines ``data`` completes; errors in place of bad ones."""
-        *ends, rest = data.split(b"\n")
-        results: list[sxp.Value | BadRequest] = []
-        for end in ends:
-            line = bytes(self._buffer) + end
-            self._buffer.clear()
-            if self._skipping:
-                self._skipping = False
-            elif len(line) > self.max_size:
-                results.append(self._too_long())
-            else:
-                results += self._parse(line)
-        if not self._skipping:
-            self._buffer += rest
-            if len(self._buffer) > self.max_size:
-                results.append(self._too_long())
-                self._skipping = True
-                self._buffer.clear()
-        return results
-
-    def _too_long(self) -> BadRequest:
-        return BadRequest(f"line longer than {self.max_size} bytes")
-
-    def _parse(self, line: bytes) -> list[sxp.Value | BadRequest]:
-        """Every form on ``line``; after bad SXP, an error and nothing more."""
-        parser = sxp.Parser(max_depth=self.max_depth, max_size=self.max_size)
-        error = None
-        try:
-            parser.input(line)
-            parser.input_eof()
-        except sxp.ParseError as e:
-            error = e
-        results: list[sxp.Value | BadRequest] = []
-        while parser.ready():
-            results.append(parser.get_val())
-        if error is not None:
-            reason = error.reason
-            if reason == "unexpected EOF":
-                reason = "the line ends inside a form"
-            results.append(BadRequest(f"bad SXP at column {error.column}: {reason}"))
-        return results
-
-
-def normalize(request: sxp.Value) -> list[sxp.Value]:
-    """The request as ``[OP, ARG...]`` with the op's canonical (dotted) name."""
-    if isinstance(request, str):
-        return list(_PLAIN.get(request, (request,)))
-    if not request or not isinstance(request[0], str):
-        raise BadRequest("expected (OP ARG ...) or a plain command such as help")
-    return [request[0].replace("_", "."), *request[1:]]
-
-
-def is_local(host: str) -> bool:
-    """Whether a client at ``host`` is on this host (127.0.0.0/8 or ::1)."""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-def _on_off(form: list[sxp.Value]) -> bool:
-    if len(form) != 2 or form[1] not in ("on", "off"):
-        raise BadRequest(f"expected ({form[0]} on) or ({form[0]} off)")
-    return form[1] == "on"
-
-
-def _error_sxpr(error: Exception) -> sxp.Value:
-    value = error.message if isinstance(error, XendError) else str(error)
-    return ["err", ["type", type(error).__name__], ["value", value]]
 
 
 # --- one client -----------------------------------------------------------------------
@@ -221,7 +127,7 @@ class _Client:
     def _serve(self) -> None:
         self._writer.start()
         try:
-            answer(self._context.events.subscribe(self, "*"), "the event bus")
+            ask(self._context.events.subscribe(self, "*"), "the event bus", ASK_TIMEOUT)
             while not self._done:
                 data = self._sock.recv(RECV_SIZE)
                 if not data:
@@ -236,7 +142,7 @@ class _Client:
             log.warning("Debug client %s dropped: %s", self.where, error)
         finally:
             with contextlib.suppress(XendError, pykka.ActorDeadError):
-                answer(self._context.events.unsubscribe(self), "the event bus")
+                ask(self._context.events.unsubscribe(self), "the event bus", ASK_TIMEOUT)
             self._flush_and_close()
             self._forget(self)
         if self._exit:
@@ -253,13 +159,13 @@ class _Client:
                 raise BadRequest(f"unknown op {form[0]}; (help) lists the ops")
             result = handler(self, form)
         except XendError as error:
-            self._send(_error_sxpr(error))
+            self._send(error_sxpr(error))
         except Exception as error:
             log.exception("Debug port request %s failed", sxp.show(request))
-            self._send(_error_sxpr(error))
+            self._send(error_sxpr(error))
         else:
             if form[0] != "quit":  # quit just closes, as in the original
-                self._send(["ok"] if result is None else ["ok", result])
+                self._send(reply(result))
 
     def _flush_and_close(self) -> None:
         if self._writer.is_alive():
@@ -301,12 +207,12 @@ class _Client:
 
     @_op("pretty")
     def _set_pretty(self, form: list[sxp.Value]) -> None:
-        self._pretty = len(form) == 1 or _on_off(form)
+        self._pretty = len(form) == 1 or on_off(form)
 
     @_op("info")
     def _info(self, form: list[sxp.Value]) -> sxp.Value:
         consoles = self._context.consoles
-        infos = [] if consoles is None else answer(consoles.infos(), "the consoles")
+        infos = [] if consoles is None else ask(consoles.infos(), "the consoles", ASK_TIMEOUT)
         return ["info", *(info.sxpr() for info in infos)]
 
     @_op("console.disconnect")
@@ -318,14 +224,14 @@ class _Client:
             raise BadRequest(f"console id: expected a number, got {sxp.show(port)}")
         if self._context.consoles is None:
             raise XendError("consoles are not available in this xend yet")
-        answer(self._context.consoles.disconnect(int(port)), "the consoles")
+        ask(self._context.consoles.disconnect(int(port)), "the consoles", ASK_TIMEOUT)
 
     @_op("sys.subscribe")
     def _subscribe(self, form: list[sxp.Value]) -> None:
         patterns = form[1:]
         if not all(isinstance(pattern, str) for pattern in patterns):
             raise BadRequest("expected (sys.subscribe PATTERN ...), e.g. xend.domain.*")
-        answer(self._context.events.subscribe(self, *patterns), "the event bus")
+        ask(self._context.events.subscribe(self, *patterns), "the event bus", ASK_TIMEOUT)
 
     @_op("sys.inject")
     def _inject(self, form: list[sxp.Value]) -> None:
@@ -336,22 +242,22 @@ class _Client:
 
     @_op("trace")
     def _trace(self, form: list[sxp.Value]) -> None:
-        if _on_off(form):
+        if on_off(form):
             trace.start(self._context.trace_file)
         else:
             trace.stop()
 
     @_op("log.stderr")
     def _log_stderr(self, form: list[sxp.Value]) -> None:
-        logs.set_stderr(_on_off(form))
+        logs.set_stderr(on_off(form))
 
     @_op("debug.msg")
     def _debug_msg(self, form: list[sxp.Value]) -> None:
-        trace.switches.messages = _on_off(form)
+        trace.switches.messages = on_off(form)
 
     @_op("debug.controller")
     def _debug_controller(self, form: list[sxp.Value]) -> None:
-        trace.switches.controllers = _on_off(form)
+        trace.switches.controllers = on_off(form)
 
 
 # --- the server -----------------------------------------------------------------------
@@ -427,7 +333,7 @@ class DebugServer(TracedActor):
         with sock:
             sock.settimeout(1.0)
             with contextlib.suppress(OSError):
-                sock.sendall((sxp.show(_error_sxpr(busy)) + "\n").encode())
+                sock.sendall((sxp.show(error_sxpr(busy)) + "\n").encode())
 
     def _forget(self, client: _Client) -> None:
         with self._lock:

@@ -40,7 +40,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
-from xend_actors.netscripts.bridge import _IFNAME
+from xend_actors.netscripts.names import valid_ifname
 from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet, vnet_down, vnet_up
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
@@ -139,7 +139,7 @@ def _id(text: str | None) -> int:
 
 
 def _ifname(text: str, what: str) -> str:
-    if not _IFNAME.fullmatch(text) or text in (".", ".."):
+    if not valid_ifname(text):
         raise BadRequest(f"vnet: invalid {what} name: {text}")
     return text
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from xend_actors import sxp
-from xend_actors.domain import xfr
 from xend_actors.hypervisor.base import Driver
+from xend_actors.transfer import xfr
 
 MAX_PRECOPY_ROUNDS = 4
 STOP_COPY_PAGES = 256  # few enough dirty pages to send with the guest stopped (1 MiB)

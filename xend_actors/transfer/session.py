@@ -43,16 +43,16 @@ from pathlib import Path
 import pykka
 
 from xend_actors import sxp
-from xend_actors.domain import outgoing, rollback, savefile, xfr
-from xend_actors.domain.asking import ask
-from xend_actors.domain.background import Background
+from xend_actors.actors import ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
-from xend_actors.domain.migrate import Phase, Progress, Sender
-from xend_actors.domain.moving import Moving
 from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
+from xend_actors.transfer import outgoing, rollback, savefile, xfr
+from xend_actors.transfer.background import Background
+from xend_actors.transfer.moving import Moving
+from xend_actors.transfer.pages import Phase, Progress, Sender
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ class TransferSession(TracedActor):
         unpaused; its info. On any failure it is destroyed again."""
         try:
             domain = ask(self._table.take_in(domid, config.name))
-            ask(domain.configure(config), CONFIGURE_TIMEOUT)
+            ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
             load()
             ask(domain.unpause())
         except BaseException:

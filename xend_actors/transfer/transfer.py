@@ -20,14 +20,14 @@ import logging
 import pykka
 
 from xend_actors import sxp
+from xend_actors.actors import ASK_TIMEOUT, ask
 from xend_actors.config import XendConfig
-from xend_actors.domain import rollback
-from xend_actors.domain.asking import ASK_TIMEOUT, ask
-from xend_actors.domain.relocation import SESSION_PREFIX, Incoming, Relocation
-from xend_actors.domain.session import Context, TransferSession, first_session_id
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
+from xend_actors.transfer import rollback
+from xend_actors.transfer.relocation import SESSION_PREFIX, Incoming, Relocation
+from xend_actors.transfer.session import Context, TransferSession, first_session_id
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from collections.abc import Callable
 import pykka
 
 from xend_actors import sxp
-from xend_actors.domain import rollback, xfr
-from xend_actors.domain.asking import ASK_TIMEOUT, ask
-from xend_actors.domain.background import Background
-from xend_actors.domain.migrate import Phase, Progress, Sender
+from xend_actors.actors import ASK_TIMEOUT, ask
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress, StreamResult
+from xend_actors.transfer import rollback, xfr
+from xend_actors.transfer.background import Background
+from xend_actors.transfer.pages import Phase, Progress, Sender
 
 CONFIGURE_TIMEOUT = 120.0  # the destination attaches devices, which may run scripts
 CONNECT_TIMEOUT = 10.0
