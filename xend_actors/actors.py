@@ -1,9 +1,9 @@
-"""Asking an actor: its answer within a deadline, or xend's ``Timeout`` (504), never
-pykka's, so a stuck actor is a clear error instead of a hang."""
+"""Reaching an actor: its answer within a deadline, or xend's ``Timeout`` (504), never
+pykka's, so a stuck actor is a clear error instead of a hang; and its typed proxy."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import pykka
 
@@ -20,3 +20,13 @@ def ask(future: pykka.Future[T], what: str = "an actor", timeout: float = ASK_TI
         return future.get(timeout=timeout)
     except pykka.Timeout:
         raise Timeout(f"{what} did not answer within {timeout:g} s") from None
+
+
+P = TypeVar("P")
+
+
+def proxy_of(ref: pykka.ActorRef[Any], kind: type[P]) -> P:
+    """``ref``'s proxy, typed as ``kind``: a ``pykka.ActorProxy[A]`` subclass that names the
+    actor's methods with ``pykka.typing.proxy_method`` (as Mopidy's ``CoreProxy`` does), so
+    mypy checks every call made through it."""
+    return cast(P, ref.proxy())

@@ -12,33 +12,40 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
+from xend_actors.actors import ask, proxy_of
 from xend_actors.config import XendConfig
-from xend_actors.console.hub import Consoles
-from xend_actors.debug.server import DebugServer
-from xend_actors.device.claims import BlockClaims
-from xend_actors.device.network import Network
-from xend_actors.device.vnets import Vnets
-from xend_actors.domain.domain import DeviceServices
-from xend_actors.domain.table import DomainTable
-from xend_actors.events.bus import EventBus
-from xend_actors.hypervisor.actor import Hypervisor, open_driver
+from xend_actors.console.hub import Consoles, ConsolesProxy
+from xend_actors.debug.server import DebugServer, DebugServerProxy
+from xend_actors.device.claims import BlockClaims, BlockClaimsProxy
+from xend_actors.device.network import Network, NetworkProxy
+from xend_actors.device.vnets import Vnets, VnetsProxy
+from xend_actors.domain.devices import DeviceServices
+from xend_actors.domain.domain import DomainServices
+from xend_actors.domain.table import DomainTable, DomainTableProxy
+from xend_actors.events.bus import EventBus, EventBusProxy
+from xend_actors.events.notify import Notifier, NotifierProxy
+from xend_actors.hypervisor.actor import Hypervisor, HypervisorProxy, open_driver
 from xend_actors.logs import setup_logging
-from xend_actors.notify import Notifier
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
-from xend_actors.transfer.transfer import Transfer
+from xend_actors.transfer.transfer import Transfer, TransferProxy
 from xend_actors.web.routes import make_app
-from xend_actors.web.server import WebServer
-from xend_actors.web.services import Services, answer
+from xend_actors.web.server import WebServer, WebServerProxy
+from xend_actors.web.services import Services
 
 log = logging.getLogger(__name__)
 
 BOOT_TIMEOUT = 60.0
+BARRIER_TIMEOUT = 10.0  # a ping of an actor just started
 STOP_TIMEOUT = 30.0
+
+P = TypeVar("P")
 
 
 class Root(TracedActor):
@@ -50,44 +57,49 @@ class Root(TracedActor):
         self.config = config
         self.store = store
         self.shutdown = shutdown  # stops the whole process: the debug port's (exit)
-        self._children: list[tuple[str, pykka.ActorRef]] = []
+        self._children: list[tuple[str, pykka.ActorRef[Any]]] = []
 
     def boot(self) -> list[str]:
         """Start the actors; on any failure stop those already started and raise."""
+        config, store = self.config, self.store
         try:
-            events = self._adopt("events", EventBus.start(self.store.dbroot / "events")).proxy()
-            answer(events.last_seq(), "the event bus")
-            notifier_ref = self._adopt("notify", Notifier.start(
-                self.config.hosts_allow, self.store.dbroot / "notify"))
-            answer(events.subscribe(notifier_ref, "*"), "the event bus")
-            notifier = notifier_ref.proxy()
+            events = self._start("events", EventBus.start(store.dbroot / "events"),
+                                 EventBusProxy)
+            ask(events.last_seq(), "the event bus", BARRIER_TIMEOUT)
+            notifier = self._start("notify", Notifier.start(
+                config.hosts_allow, store.dbroot / "notify"), NotifierProxy)
+            ask(events.subscribe(notifier.actor_ref, "*"), "the event bus", BARRIER_TIMEOUT)
+            network = self._start("network", Network.start(config), NetworkProxy)
             # Before the domains: their vifs go on the vnets' bridges.
-            vnets = self._adopt("vnets", Vnets.start(self.store.vnet, events)).proxy()
-            log.info("Vnets kept in the store: %d",
-                     answer(vnets.recover(), "the vnets", BOOT_TIMEOUT))
-            driver = open_driver(self.config)
-            hypervisor = self._adopt("hypervisor", Hypervisor.start(driver)).proxy()
-            consoles = self._adopt("consoles", Consoles.start(self.config, driver, events)).proxy()
-            network = self._adopt("network", Network.start(self.config)).proxy()
-            answer(network.start_network(), "the network", BOOT_TIMEOUT)
-            claims = self._adopt("claims", BlockClaims.start()).proxy()
-            devices = DeviceServices(self.config, claims, network)
-            table = self._adopt("domains", DomainTable.start(
-                self.config, driver, events, self.store, consoles, devices)).proxy()
-            answer(hypervisor.watch(table), "the hypervisor")
-            count = answer(table.recover(), "the domain table", BOOT_TIMEOUT)
+            vnets = self._start("vnets", Vnets.start(store.vnet, network, events), VnetsProxy)
+            log.info("Vnets kept in the store: %d", ask(vnets.recover(), "the vnets",
+                                                        BOOT_TIMEOUT))
+            driver = open_driver(config)
+            hypervisor = self._start("hypervisor", Hypervisor.start(driver), HypervisorProxy)
+            consoles = self._start("consoles", Consoles.start(config, events), ConsolesProxy)
+            ask(network.start_network(), "the network", BOOT_TIMEOUT)
+            claims = self._start("claims", BlockClaims.start(), BlockClaimsProxy)
+            services = DomainServices(
+                driver=driver, events=events, consoles=consoles, records=store.domain,
+                devices=DeviceServices(config, claims, network),
+                minimum_restart_time=config.minimum_restart_time)
+            table = self._start("domains", DomainTable.start(hypervisor, consoles, services),
+                                DomainTableProxy)
+            ask(hypervisor.watch(table), "the hypervisor", BARRIER_TIMEOUT)
+            count = ask(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
-            transfer = self._adopt("transfer", Transfer.start(
-                driver, table, events, self.store.migrate, self.config)).proxy()
-            answer(transfer.ping(), "the transfer actor")
-            relocation = answer(transfer.start_relocation(), "the transfer actor")
-            services = Services(self.config, events, hypervisor, table, notifier=notifier,
-                                consoles=consoles, vnets=vnets, transfer=transfer)
-            web = self._adopt("web", WebServer.start(self.config, make_app(services)))
-            addresses = answer(web.proxy().addresses(), "the web server")
-            debug = self._adopt("debug", DebugServer.start(
-                self.config, events, self.shutdown, consoles))
-            addresses.append(answer(debug.proxy().address(), "the debug server"))
+            transfer = self._start("transfer", Transfer.start(
+                driver, table, events, store.migrate, config), TransferProxy)
+            ask(transfer.ping(), "the transfer actor", BARRIER_TIMEOUT)
+            relocation = ask(transfer.start_relocation(), "the transfer actor", BARRIER_TIMEOUT)
+            web_services = Services(config, events, hypervisor, table, notifier=notifier,
+                                    consoles=consoles, vnets=vnets, transfer=transfer)
+            web = self._start("web", WebServer.start(config, make_app(web_services)),
+                              WebServerProxy)
+            addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)
+            debug = self._start("debug", DebugServer.start(
+                config, events, self.shutdown, consoles), DebugServerProxy)
+            addresses.append(ask(debug.address(), "the debug server", BARRIER_TIMEOUT))
             if relocation:
                 addresses.append(f"xfr://{relocation}")
         except BaseException:
@@ -99,9 +111,10 @@ class Root(TracedActor):
     def on_stop(self) -> None:
         self._stop_children()
 
-    def _adopt(self, name: str, ref: pykka.ActorRef) -> pykka.ActorRef:
+    def _start(self, name: str, ref: pykka.ActorRef[Any], kind: type[P]) -> P:
+        """Keep ``ref`` to stop it in reverse order; its proxy, typed as ``kind``."""
         self._children.append((name, ref))
-        return ref
+        return proxy_of(ref, kind)
 
     def _stop_children(self) -> None:
         while self._children:
@@ -110,6 +123,10 @@ class Root(TracedActor):
                 ref.stop(block=True, timeout=STOP_TIMEOUT)
             except pykka.Timeout:
                 log.error("Actor %s did not stop within %g s", name, STOP_TIMEOUT)
+
+
+class RootProxy(ActorMemberMixin, pykka.ActorProxy[Root]):
+    boot = proxy_method(Root.boot)
 
 
 def run(config: XendConfig, *, foreground: bool,
@@ -135,7 +152,7 @@ def run(config: XendConfig, *, foreground: bool,
         ready(str(error))
         return 1
     try:
-        addresses = answer(root.proxy().boot(), "xend start-up", BOOT_TIMEOUT)
+        addresses = ask(proxy_of(root, RootProxy).boot(), "xend start-up", BOOT_TIMEOUT)
     except Exception as error:
         log.error("Xend failed to start: %s", error)
         root.stop()

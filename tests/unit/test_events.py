@@ -16,7 +16,7 @@ from xend_actors.errors import BadRequest, Forbidden
 from xend_actors.events.bus import EventBus, QueueSubscriber
 from xend_actors.events.event import Event, matches
 from xend_actors.events.log import EventLog
-from xend_actors.notify import check_url
+from xend_actors.events.notify import check_url
 
 
 @pytest.mark.parametrize(("pattern", "name", "expected"), [

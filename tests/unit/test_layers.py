@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"device", "console"},
     {"domain"},
     {"transfer"},
-    {"web", "debug", "notify"},
+    {"web", "debug"},
     {"daemon"},
     {"cli"},
 ]

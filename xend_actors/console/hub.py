@@ -28,6 +28,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
@@ -35,7 +36,7 @@ from xend_actors.console.info import ConsoleInfo
 from xend_actors.console.relay import Relay
 from xend_actors.console.scrollback import LogSlice
 from xend_actors.errors import NotFound, Timeout
-from xend_actors.hypervisor.base import Driver
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,10 @@ T = TypeVar("T")
 
 
 class Consoles(TracedActor):
-    def __init__(self, config: XendConfig, driver: Driver, events: pykka.ActorProxy) -> None:
+    def __init__(self, config: XendConfig, events: EventBusProxy) -> None:
         super().__init__()
         self.host = config.console_address or "0.0.0.0"
         self.port_base = config.console_port_base
-        self._driver = driver
         self._events = events
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="consoles",
@@ -78,14 +78,19 @@ class Consoles(TracedActor):
 
     # --- asked by Domain actors ----------------------------------------------------------------
 
-    def open(self, domid: int, port: int | None = None) -> ConsoleInfo:
+    def open(self, domid: int, channel: socket.socket, port: int | None = None) -> ConsoleInfo:
         """Open domain ``domid``'s console on ``port`` (default: the base plus the id) and
-        attach it to the domain's console channel; a console the domain already has is
-        only re-attached (after a restart, the channel is the new domain's)."""
+        attach it to ``channel``, the domain's console channel (the Domain actor opened it;
+        the console owns it from here); a console the domain already has is only
+        re-attached (after a restart, the channel is the new domain's)."""
         port = port or self.port_base + domid
-        created = self._on_loop(self._listen(domid, port))
         try:
-            info = self._on_loop(self._attach(domid, self._driver.open_console(domid)))
+            created = self._on_loop(self._listen(domid, port))
+        except BaseException:
+            channel.close()
+            raise
+        try:
+            info = self._on_loop(self._attach(domid, channel))
         except BaseException:
             if created:  # a console that never worked leaves nothing behind
                 self._on_loop(self._discard(domid))
@@ -201,3 +206,14 @@ class Consoles(TracedActor):
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise Timeout(f"the console loop did not answer within {LOOP_TIMEOUT:g} s") from None
+
+
+class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
+    open = proxy_method(Consoles.open)
+    close = proxy_method(Consoles.close)
+    of_domain = proxy_method(Consoles.of_domain)
+    of_domains = proxy_method(Consoles.of_domains)
+    infos = proxy_method(Consoles.infos)
+    info = proxy_method(Consoles.info)
+    disconnect = proxy_method(Consoles.disconnect)
+    read = proxy_method(Consoles.read)

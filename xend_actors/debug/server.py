@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import logs, sxp, trace
 from xend_actors.access.hosts import is_local
@@ -338,3 +339,7 @@ class DebugServer(TracedActor):
     def _forget(self, client: _Client) -> None:
         with self._lock:
             self._clients.discard(client)
+
+
+class DebugServerProxy(ActorMemberMixin, pykka.ActorProxy[DebugServer]):
+    address = proxy_method(DebugServer.address)

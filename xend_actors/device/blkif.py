@@ -23,8 +23,10 @@ import logging
 from collections.abc import Callable
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.config import XendConfig
+from xend_actors.device.claims import BlockClaimsProxy
 from xend_actors.device.config import VbdConfig
 from xend_actors.device.info import VbdInfo
 from xend_actors.device.vbd import BoundNode, bind, unbind, vdevice
@@ -45,7 +47,7 @@ class BlkifController(TracedActor):
     use_daemon_thread = True
 
     def __init__(self, domid: int, *, driver: Driver, config: XendConfig,
-                 claims: pykka.ActorProxy, ports: Callable[[], tuple[int, int]],
+                 claims: BlockClaimsProxy, ports: Callable[[], tuple[int, int]],
                  frontend_up: bool = False) -> None:
         super().__init__()
         self._domid = domid
@@ -197,6 +199,15 @@ class BlkifController(TracedActor):
             except XendError as error:
                 log.warning("Domain %s: %s: %s", self._domid, _name(info), error.message)
         unbind(self._config, BoundNode(info.node, info.script), info.uname)
+
+
+class BlkifProxy(ActorMemberMixin, pykka.ActorProxy[BlkifController]):
+    attach = proxy_method(BlkifController.attach)
+    detach = proxy_method(BlkifController.detach)
+    adopt = proxy_method(BlkifController.adopt)
+    release = proxy_method(BlkifController.release)
+    infos = proxy_method(BlkifController.infos)
+    frontend = proxy_method(BlkifController.frontend)
 
 
 def _name(info: VbdInfo) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
+
 from xend_actors.errors import Conflict
 from xend_actors.trace import TracedActor
 
@@ -49,6 +52,11 @@ class BlockClaims(TracedActor):
                 del self._claims[key][domid]
             if not self._claims[key]:
                 del self._claims[key]
+
+
+class BlockClaimsProxy(ActorMemberMixin, pykka.ActorProxy[BlockClaims]):
+    claim = proxy_method(BlockClaims.claim)
+    release = proxy_method(BlockClaims.release)
 
 
 def _mounted_read_write() -> set[str]:

@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.config import XendConfig
 from xend_actors.device.config import VifConfig
-from xend_actors.device.info import VifInfo
+from xend_actors.device.info import DeviceInfo, VifInfo
+from xend_actors.device.network import NetworkProxy
 from xend_actors.device.scripts import run_script
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import Driver
@@ -39,6 +42,12 @@ BACKEND_DOMID = 0
 RENAME_TIMEOUT = 10.0
 
 
+class DeviceOwner(Protocol):
+    """Who is told a device's news (the Domain actor); a tell, never an ask."""
+
+    def device_changed(self, info: DeviceInfo) -> object: ...
+
+
 def link_name(domid: int, idx: int) -> str:
     """The backend link of vif ``idx`` of domain ``domid`` (facts §9.7)."""
     return f"vif{domid}.{idx}"
@@ -48,7 +57,7 @@ class NetifController(TracedActor):
     use_daemon_thread = True
 
     def __init__(self, domid: int, name: str, *, driver: Driver, config: XendConfig,
-                 network: pykka.ActorProxy, owner: pykka.ActorProxy,
+                 network: NetworkProxy, owner: DeviceOwner,
                  ports: Callable[[], tuple[int, int]], frontend_up: bool = False) -> None:
         super().__init__()
         self._domid = domid
@@ -197,3 +206,13 @@ class NetifController(TracedActor):
                 step()
             except XendError as error:
                 log.warning("Domain %s: %s", self._domid, error.message)
+
+
+class NetifProxy(ActorMemberMixin, pykka.ActorProxy[NetifController]):
+    attach = proxy_method(NetifController.attach)
+    configure = proxy_method(NetifController.configure)
+    detach = proxy_method(NetifController.detach)
+    adopt = proxy_method(NetifController.adopt)
+    release = proxy_method(NetifController.release)
+    infos = proxy_method(NetifController.infos)
+    frontend = proxy_method(NetifController.frontend)

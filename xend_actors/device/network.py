@@ -1,17 +1,23 @@
-"""The Network actor: xend's host networking — the network script and link renames.
+"""The Network actor: xend's host networking — the network script, link renames, vnets.
 
 When xend starts it runs the configured ``network-script`` with ``start bridge=<vif-bridge>
 antispoof=yes|no`` (facts §9.7), unless the bridge is ``null``; our ``network`` leaves a
 bridge that is already set up as it is. xend never runs ``stop``: domains keep running
-when xend stops, and taking their network away is the operator's call. It is also the
-one place inside xend that speaks netlink (pyroute2 sockets belong to the thread that
-made them), for renaming a backend link to a vif's ``vifname``.
+when xend stops, and taking their network away is the operator's call.
+
+It is the one place inside xend that speaks netlink (pyroute2 sockets belong to the
+thread that made them): it renames a backend link to a vif's ``vifname``, and makes and
+removes the links of vnets (``netscripts/vnet.py``) for the Vnets actor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -19,6 +25,7 @@ from xend_actors.config import XendConfig
 from xend_actors.device.scripts import run_script
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.netscripts.names import valid_ifname
+from xend_actors.netscripts.vnet import Vnet, vnet_down, vnet_up
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
@@ -52,13 +59,43 @@ class Network(TracedActor):
         """Rename link ``old`` to ``new`` (it is brought down for it, as Linux requires)."""
         if not valid_ifname(new):
             raise BadRequest(f"invalid vifname {new!r}")
-        if self._ipr is None:
-            self._ipr = IPRoute()
+        ipr = self._netlink()
         try:
-            index = self._ipr.link_lookup(ifname=old)
+            index = ipr.link_lookup(ifname=old)
             if not index:
                 raise XendError(f"cannot rename {old} to {new}: no link {old}")
-            self._ipr.link("set", index=index[0], state="down")
-            self._ipr.link("set", index=index[0], ifname=new)
+            ipr.link("set", index=index[0], state="down")
+            ipr.link("set", index=index[0], ifname=new)
         except NetlinkError as error:
             raise XendError(f"cannot rename {old} to {new}: {error.args[-1]}") from None
+
+    def vnet_up(self, vnet: Vnet) -> None:
+        """Make the vnet's bridge and VXLAN device, or check the ones there fit."""
+        with _about(vnet):
+            vnet_up(self._netlink(), vnet)
+
+    def vnet_down(self, vnet: Vnet) -> list[str]:
+        """Remove the links the vnet made; the ports its bridge still had."""
+        with _about(vnet):
+            return vnet_down(self._netlink(), vnet)
+
+    def _netlink(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
+
+
+class NetworkProxy(ActorMemberMixin, pykka.ActorProxy[Network]):
+    start_network = proxy_method(Network.start_network)
+    rename_link = proxy_method(Network.rename_link)
+    vnet_up = proxy_method(Network.vnet_up)
+    vnet_down = proxy_method(Network.vnet_down)
+
+
+@contextlib.contextmanager
+def _about(vnet: Vnet) -> Iterator[None]:
+    """A netlink failure no step named becomes an error naming the vnet."""
+    try:
+        yield
+    except (OSError, NetlinkError) as error:
+        raise XendError(f"vnet {vnet.id}: netlink: {error}") from None

@@ -20,32 +20,35 @@ without a group need ``local``. Any other field, a repeated one (``peers`` aside
 bad value is a ``BadRequest``, before anything is touched. The config as reported
 and stored is the canonical one, defaults filled in.
 
-The Vnets actor owns the set of vnets, their records in the store (``<dbroot>/vnet/<id>``)
-and, inside xend, the netlink calls that make and remove their links. When xend starts
+The Vnets actor owns the set of vnets and their records in the store
+(``<dbroot>/vnet/<id>``); it asks the Network actor, xend's one owner of netlink, to make
+and remove their links. When xend starts
 it brings every stored vnet up again (links that exist and fit are kept); when xend
 stops the vnets stay, like the domains that use them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import Iterator
 
 import pykka
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
+from xend_actors.actors import ask
+from xend_actors.device.network import NetworkProxy
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.netscripts.names import valid_ifname
-from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet, vnet_down, vnet_up
+from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
+
+NETLINK_TIMEOUT = 30.0
 
 _FIELDS = ("id", "bridge", "vnetif", "security", "port", "peers", "group", "dev", "local")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
@@ -187,9 +190,11 @@ def _shown(value: object) -> str:
 class Vnets(TracedActor):
     """Creates, lists and deletes vnets; keeps them in the store; restores them at start."""
 
-    def __init__(self, records: RecordDir, events: pykka.ActorProxy | None = None) -> None:
+    def __init__(self, records: RecordDir, network: NetworkProxy,
+                 events: EventBusProxy | None = None) -> None:
         super().__init__()
         self._records = records
+        self._network = network
         self._events = events
         self._vnets: dict[int, Vnet] = {}
 
@@ -211,7 +216,7 @@ class Vnets(TracedActor):
                 continue
             self._vnets[vnet.id] = vnet
             try:
-                _up(vnet)
+                self._up(vnet)
             except XendError as error:
                 log.error("Vnet %d not restored: %s", vnet.id, error)
                 continue
@@ -236,12 +241,12 @@ class Vnets(TracedActor):
             if shared:
                 raise Conflict(f"vnet {vnet.id}: {' and '.join(sorted(shared))} already "
                                f"used by vnet {other.id}")
-        _up(vnet)
+        self._up(vnet)
         config = vnet_sxpr(vnet)
         try:
             self._records.write(str(vnet.id), config)
         except BaseException:
-            _down(vnet)
+            self._down(vnet)
             raise
         self._vnets[vnet.id] = vnet
         log.info("Vnet %d created: bridge %s, vnetif %s", vnet.id, vnet.bridge, vnet.vnetif)
@@ -251,7 +256,7 @@ class Vnets(TracedActor):
     def delete(self, vnet_id: str) -> None:
         """Remove the links the vnet made, then its record."""
         vnet = self._find(vnet_id)
-        detached = _down(vnet)
+        detached = self._down(vnet)
         if detached:
             log.warning("Vnet %d: its bridge %s was deleted with ports still on it: %s",
                         vnet.id, vnet.bridge, " ".join(detached))
@@ -266,29 +271,21 @@ class Vnets(TracedActor):
             raise NotFound(f"no vnet {vnet_id}")
         return vnet
 
+    def _up(self, vnet: Vnet) -> None:
+        ask(self._network.vnet_up(vnet), "the network", NETLINK_TIMEOUT)
+
+    def _down(self, vnet: Vnet) -> list[str]:
+        return ask(self._network.vnet_down(vnet), "the network", NETLINK_TIMEOUT)
+
     def _publish(self, name: str, value: sxp.Value) -> None:
         if self._events is not None:
             self._events.publish(name, value)
 
 
-# pyroute2 sockets belong to the thread that made them: each call opens its own, here.
-
-
-def _up(vnet: Vnet) -> None:
-    with _netlink(vnet) as ipr:
-        vnet_up(ipr, vnet)
-
-
-def _down(vnet: Vnet) -> list[str]:
-    with _netlink(vnet) as ipr:
-        return vnet_down(ipr, vnet)
-
-
-@contextlib.contextmanager
-def _netlink(vnet: Vnet) -> Iterator[IPRoute]:
-    """A netlink socket; a netlink failure no step named becomes an error naming the vnet."""
-    try:
-        with IPRoute() as ipr:
-            yield ipr
-    except (OSError, NetlinkError) as error:
-        raise XendError(f"vnet {vnet.id}: netlink: {error}") from None
+class VnetsProxy(ActorMemberMixin, pykka.ActorProxy[Vnets]):
+    recover = proxy_method(Vnets.recover)
+    ids = proxy_method(Vnets.ids)
+    configs = proxy_method(Vnets.configs)
+    config = proxy_method(Vnets.config)
+    create = proxy_method(Vnets.create)
+    delete = proxy_method(Vnets.delete)

@@ -1,67 +1,77 @@
 """The Domain actor: one domain's life as xend runs it (the original XendDomainInfo).
 
 It builds the domain, pauses and unpauses it, asks it to shut down, sets its memory
-and scheduling, and rebuilds it on restart. It owns the domain's ``DomainRecord``
-and its store file ``domain/<id>``, written atomically before any reply; every new
-record is told to the DomainTable. It never asks the table anything (the table
-asks it), so the two can never wait on each other.
+and scheduling, destroys it, and rebuilds it on restart: every driver call about this
+domain is made here, on its own thread, so a slow guest holds up nobody else. It owns
+the domain's ``DomainRecord`` and its store file ``domain/<id>``, written atomically
+before any reply; every new record is told to the DomainTable. It never asks the table
+anything (the table asks it), so the two can never wait on each other: what the table
+must know (a new record, that the domain is being destroyed, that it is gone) it is told.
+
+When the domain dies (the table's reaper tells ``exited``) or xend destroys it
+(``destroy``), it is destroyed here: its devices let go, the hypervisor's domain
+destroyed, then restarted per its restart mode (``restart.py``) or forgotten.
 
 Its console (``console/hub.py``) opens when it is built, is re-attached when it is
-rebuilt on restart, and closes when the domain is gone for good.
-
-Its devices belong to two child actors made when the domain first has a device of
-their kind: a BlkifController for vbds and a NetifController for vifs (``device/``).
-They are attached in config order when the domain is built, hot-plugged by
-``device_create``/``device_destroy``, and released before the domain is destroyed. The
-frontends' messages reach them through here; the record keeps each device's info.
+rebuilt on restart, and closes when the domain is gone for good. Its devices are a
+``DomainDevices`` (``devices.py``); the record keeps each device's info.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors import sxp
-from xend_actors.config import XendConfig
-from xend_actors.device.blkif import BlkifController
-from xend_actors.device.config import Device, PciConfig, VbdConfig, VifConfig, device_sxpr
-from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
-from xend_actors.device.netif import NetifController
+from xend_actors.actors import ask, proxy_of
+from xend_actors.console.hub import ConsolesProxy
+from xend_actors.device.config import Device, VifConfig
+from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig, with_device, without_device
+from xend_actors.domain.devices import (
+    DeviceServices,
+    DomainDevices,
+    find_device,
+    kind_named,
+    kind_of,
+    next_idx,
+    position,
+    sxp_kind,
+)
 from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
-from xend_actors.errors import BadRequest, Conflict, NotFound, Timeout, XendError
+from xend_actors.domain.restart import restart_wanted, restarting_too_fast
+from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
 from xend_actors.hypervisor.ring import messages
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
+if TYPE_CHECKING:
+    from xend_actors.domain.table import DomainTableProxy
+
 log = logging.getLogger(__name__)
 
 CONSOLE_TIMEOUT = 30.0  # opening a console waits for the hypervisor's console channel
 
-DEVICE_TIMEOUT = 90.0  # a device's scripts may take a while (each has its own deadline)
-DEVICE_KINDS: dict[str, type[Device]] = {"vbd": VbdConfig, "vif": VifConfig}
-_backend_ports = itertools.count(16)  # dom0's end of each event channel, host-wide
-
 
 @dataclass(frozen=True)
-class DeviceServices:
-    """What a domain's device controllers need from the rest of xend."""
+class DomainServices:
+    """What every Domain actor shares: the driver and the actors it tells or asks."""
 
-    config: XendConfig
-    claims: pykka.ActorProxy
-    network: pykka.ActorProxy
-
-
-SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT,
-                                         ShutdownReason.HALT, ShutdownReason.SUSPEND,
-                                         ShutdownReason.SYSRQ)}
+    driver: Driver
+    events: EventBusProxy
+    consoles: ConsolesProxy
+    records: RecordDir  # the store's domain/ folder
+    devices: DeviceServices
+    minimum_restart_time: float
+    clock: Callable[[], float] = time.time
 
 
 class Domain(TracedActor):
@@ -69,42 +79,49 @@ class Domain(TracedActor):
     # creates slower as domains grew; Domain threads hold nothing a stop must wait for.
     use_daemon_thread = True
 
-    def __init__(self, record: DomainRecord, *, driver: Driver, events: pykka.ActorProxy,
-                 consoles: pykka.ActorProxy, table: pykka.ActorProxy, records: RecordDir,
-                 devices: DeviceServices, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, record: DomainRecord, table: DomainTableProxy,
+                 services: DomainServices) -> None:
         super().__init__()
         self.record = record
-        self._driver = driver
-        self._events = events
-        self._consoles = consoles
         self._table = table
-        self._records = records
-        self._devices = devices
-        self._clock = clock
-        self._blkif: pykka.ActorProxy | None = None
-        self._netif: pykka.ActorProxy | None = None
-        self._frontends_up: set[int] = set()  # message types whose frontend said UP
-        self._frontend_ports = itertools.count(2)  # port 1 is the control channel
+        self._driver = services.driver
+        self._events = services.events
+        self._consoles = services.consoles
+        self._records = services.records
+        self._services = services
+        self._clock = services.clock
+        self._devices: DomainDevices | None = None
+
+    def on_start(self) -> None:
+        self._proxy = proxy_of(self.actor_ref, DomainProxy)
+        self._devices = DomainDevices(self.domid, lambda: self.record.name,
+                                      driver=self._driver, services=self._services.devices,
+                                      owner=self._proxy)
 
     def on_stop(self) -> None:
-        self._stop_controllers()
+        self._held_devices.stop()
 
     @property
     def domid(self) -> int:
         return self.record.domid
 
+    @property
+    def _held_devices(self) -> DomainDevices:
+        assert self._devices is not None, "made in on_start"
+        return self._devices
+
     def _ids(self) -> list[str]:
         return [self.record.name, str(self.domid)]
 
-    def _update(self, **changes: object) -> DomainRecord:
+    def _update(self, **changes: Any) -> DomainRecord:
         """Replace the record, persist it, then tell the table."""
-        self.record = replace(self.record, **changes)  # type: ignore[arg-type]
+        self.record = replace(self.record, **changes)
         self.save()
         self._table.record_changed(self.record)
         return self.record
 
     def save(self) -> None:
-        self._records.write(str(self.domid), store_sxpr(self.record, None, self._clock()))
+        self._records.write(str(self.domid), store_sxpr(self.record, self._clock()))
 
     # --- building -------------------------------------------------------------------
 
@@ -125,23 +142,23 @@ class Domain(TracedActor):
         """Load the image, attach the devices and open (or re-attach) the console; returns
         the console's port."""
         self._driver.build(self.domid, config.image.image())
-        self._attach_devices(config)
+        self.record = replace(self.record,
+                              devices=self._held_devices.attach_all(config.devices))
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
         return self._open_console(config)
 
     def _open_console(self, config: DomainConfig) -> int:
         port = self.record.console_port or config.console_port
-        try:
-            info = self._consoles.open(self.domid, port).get(timeout=CONSOLE_TIMEOUT)
-        except pykka.Timeout:
-            raise Timeout(f"the consoles did not answer within {CONSOLE_TIMEOUT:g} s") from None
+        channel = self._driver.open_console(self.domid)
+        info = ask(self._consoles.open(self.domid, channel, port), "the consoles",
+                   CONSOLE_TIMEOUT)
         return info.port
 
     def _close_console(self) -> None:
         try:
-            self._consoles.close(self.domid).get(timeout=CONSOLE_TIMEOUT)
-        except (XendError, pykka.Timeout, pykka.ActorDeadError) as error:
+            ask(self._consoles.close(self.domid), "the consoles", CONSOLE_TIMEOUT)
+        except (XendError, pykka.ActorDeadError) as error:
             log.warning("Closing the console of domain %s failed: %s", self.domid, error)
 
     def _config(self) -> DomainConfig:
@@ -153,14 +170,14 @@ class Domain(TracedActor):
         """Undo a failed build: destroy the domain, forget it, stop."""
         with contextlib.suppress(XendError):
             self._driver.destroying(self.domid)
-        self._release_devices()
+        self._held_devices.release()
         try:
             self._driver.destroy(self.domid)
         except XendError as error:
             log.warning("Destroying half-built domain %s failed: %s", self.domid, error)
         self._close_console()
         self._records.delete(str(self.domid))
-        self._table.forget(self.domid)
+        self._table.gone(self.domid)
         self.stop()  # pykka's: stops after this message, without waiting
 
     def configure(self, config: DomainConfig) -> DomainRecord:
@@ -169,11 +186,12 @@ class Domain(TracedActor):
             raise Conflict(f"Domain already configured: {self.domid}")
         self.record = replace(self.record, config=config, name=config.name)
         try:
-            self._attach_devices(config)
+            self.record = replace(self.record,
+                                  devices=self._held_devices.attach_all(config.devices))
             console_port = self._open_console(config)
         except XendError:
-            self._release_devices()
-            self.record = replace(self.record, config=None)
+            self._held_devices.release()
+            self.record = replace(self.record, config=None, devices=())
             raise
         return self._update(start_time=self._clock(), console_port=console_port)
 
@@ -182,13 +200,8 @@ class Domain(TracedActor):
         back on the same port."""
         if self.record.config is None:
             return
-        vbds = [d for d in self.record.devices if isinstance(d, VbdInfo)]
-        vifs = [d for d in self.record.devices if isinstance(d, VifInfo)]
         try:
-            if vbds:
-                self._ask(self._controller(VbdConfig).adopt(vbds))
-            if vifs:
-                self._ask(self._controller(VifConfig).adopt(vifs))
+            self._held_devices.adopt(self.record.devices)
         except XendError as error:
             log.error("Domain %s recovered without its devices: %s", self.record.name, error)
         try:
@@ -209,21 +222,14 @@ class Domain(TracedActor):
         self._driver.unpause(self.domid)
         self._events.publish("xend.domain.unpause", self._ids())
 
-    def shutdown(self, word: str, key: str = "") -> DomainRecord:
+    def shutdown(self, reason: ShutdownReason, key: str = "") -> DomainRecord:
         """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
-        reason = SHUTDOWN_REASONS.get(word)
-        if reason is None:
-            raise BadRequest(f"invalid reason:{word}")
         if reason is ShutdownReason.SYSRQ and len(key) != 1:
             raise BadRequest("sysrq needs a key: one character")
         record = self._request(reason)
         self._events.publish("xend.domain.shutdown", [*self._ids(), reason.value])
         self._driver.shutdown(self.domid, reason, key)
         return record
-
-    def note_destroy(self, reason: ShutdownReason) -> DomainRecord:
-        """Record why xend destroys the domain: ``halt`` cancels a restart, ``reboot`` forces."""
-        return self._request(reason)
 
     def _request(self, reason: ShutdownReason) -> DomainRecord:
         pending = self.record.restart_state is RestartState.PENDING
@@ -235,33 +241,68 @@ class Domain(TracedActor):
             return self._update(shutdown_request=reason, restart_state=RestartState.PENDING)
         return self._update(shutdown_request=reason)
 
-    def exited(self, reason: ShutdownReason, restart: bool) -> DomainRecord:
-        """The reaper found the domain dead for ``reason``; ``restart`` says what follows."""
-        self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
-        if restart and self.record.restart_state is not RestartState.PENDING:
-            self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
-            return self._update(restart_state=RestartState.PENDING)
-        return self.record
-
     def suspended(self) -> None:
         self._events.publish("xend.domain.suspended", self._ids())
 
-    def release(self) -> None:
-        """Let go of what the domain holds before the hypervisor destroys it: its devices,
-        and the console unless a restart will re-attach it."""
-        self._release_devices()
+    # --- its end ----------------------------------------------------------------------
+
+    def destroy(self, reason: ShutdownReason) -> None:
+        """xend destroys the domain: ``halt`` cancels a restart, ``reboot`` forces one.
+        Returns once it is destroyed (and forgotten, unless it restarts)."""
+        self._request(reason)
+        self._finish()
+
+    def exited(self, reason: ShutdownReason) -> None:
+        """The reaper found the domain dead for ``reason``: destroy it, then restart it if
+        its mode or xend's last request says so."""
+        self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
+        config = self.record.config
+        restart = config is not None and restart_wanted(config.restart, reason,
+                                                        self.record.shutdown_request)
+        if restart and self.record.restart_state is not RestartState.PENDING:
+            self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
+            self._update(restart_state=RestartState.PENDING)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Destroy the domain in the hypervisor (facts §7.2), then restart or forget it."""
+        self._table.finishing(self.domid)  # before the hypervisor can report it gone
+        log.info("Destroying domain: name=%s", self.record.name)
+        self._events.publish("xend.domain.destroy", self._ids())
+        with contextlib.suppress(XendError):  # the destroy below says what is wrong
+            self._driver.destroying(self.domid)
+        self._held_devices.release()
         if self.record.devices:
             self._update(devices=())
-        if self.record.restart_state is not RestartState.PENDING:
-            self._close_console()
+        pending = self.record.restart_state is RestartState.PENDING
+        if not pending:
+            self._close_console()  # a restart re-attaches it
+        with contextlib.suppress(NotFound):  # already gone is what we wanted
+            self._driver.destroy(self.domid)
+        if not pending:
+            self._forget()
+        elif restarting_too_fast(self.record.restart_time, self._clock(),
+                                 self._services.minimum_restart_time):
+            log.error("VM %s restarting too fast", self.record.name)
+            self._events.publish("xend.domain.restart", [*self._ids(), "fail"])
+            self._forget()
+        else:
+            log.info("Scheduling restart for domain: name=%s id=%s", self.record.name,
+                     self.domid)
+            self._proxy.restart()  # after this message: its caller need not wait for it
 
     def forget(self) -> None:
+        """The hypervisor no longer has the domain (destroyed behind xend's back, or while
+        it was down) and it is not to restart: forget it."""
+        self._forget()
+
+    def _forget(self) -> None:
         """The domain is gone for good: close its console, drop its store record and stop."""
         self._close_console()
         self._records.delete(str(self.domid))
+        self._table.gone(self.domid)
+        self._events.publish("xend.domain.died", self._ids())
         self.stop()  # pykka's: stops after this message, without waiting
-
-    # --- restart ---------------------------------------------------------------------
 
     def restart(self) -> None:
         """Rebuild the domain with the same name, id and start time, then unpause it."""
@@ -279,6 +320,7 @@ class Domain(TracedActor):
             self._abandon()
             return
         self._update(restart_state=None, shutdown_request=None)
+        self._table.settled(self.domid)
         self._events.publish("xend.domain.restart", [*self._ids(), "success"])
 
     # --- devices ---------------------------------------------------------------------------
@@ -286,33 +328,33 @@ class Domain(TracedActor):
     def device_create(self, device: Device) -> DeviceInfo:
         """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
         config = self._config()
-        kind = _kind_of(device)
-        taken = [d.idx for d in self.record.devices if isinstance(d, _INFO[kind])]
-        info = self._attach(max(taken, default=-1) + 1, device)
+        kind = kind_of(device)
+        info = self._held_devices.attach(next_idx(self.record.devices, kind), device)
         self._update(config=with_device(config, device), devices=(*self.record.devices, info))
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
 
     def device_configure(self, kind_name: str, idx: int, device: Device) -> DeviceInfo:
         """Change vif ``idx``'s bridge, script or addresses; a vbd cannot be changed."""
-        kind = _kind_named(kind_name)
+        kind = kind_named(kind_name)
         if kind is not VifConfig or not isinstance(device, VifConfig):
             raise BadRequest(f"{kind_name} {idx}: only a vif's bridge, script and ip can be "
                              "changed; destroy the device and create it anew")
-        old = self._device_info(VifConfig, idx)
-        info = self._ask(self._controller(VifConfig).configure(idx, device))
-        config = without_device(self._config(), VifConfig, self._position(old), device)
+        old = find_device(self.record.devices, VifConfig, idx, self.record.name)
+        info = self._held_devices.configure_vif(idx, device)
+        config = without_device(self._config(), VifConfig,
+                                position(self.record.devices, old), device)
         self._update(config=config, devices=tuple(info if d is old else d
                                                   for d in self.record.devices))
         return info
 
     def device_destroy(self, kind_name: str, idx: int) -> None:
         """Unplug device ``idx`` of the kind and drop it from the config."""
-        kind = _kind_named(kind_name)
-        info = self._device_info(kind, idx)
-        position = self._position(info)
-        self._ask(self._controller(kind).detach(idx))
-        self._update(config=without_device(self._config(), kind, position),
+        kind = kind_named(kind_name)
+        info = find_device(self.record.devices, kind, idx, self.record.name)
+        at = position(self.record.devices, info)
+        self._held_devices.detach(kind, idx)
+        self._update(config=without_device(self._config(), kind, at),
                      devices=tuple(d for d in self.record.devices if d is not info))
         self._events.publish("xend.domain.device.destroy", [*self._ids(), kind_name])
 
@@ -324,90 +366,7 @@ class Domain(TracedActor):
 
     def guest_message(self, message: messages.Message) -> None:
         """A control message from the domain's frontends: to the controller of its kind."""
-        if isinstance(message, messages.BlkifFeDriverStatus | messages.NetifFeDriverStatus):
-            self._frontends_up.add(message.type)
-        if message.type == messages.MessageType.BLKIF_FE and self._blkif is not None:
-            self._blkif.frontend(message)
-        elif message.type == messages.MessageType.NETIF_FE and self._netif is not None:
-            self._netif.frontend(message)
-
-    def _attach_devices(self, config: DomainConfig) -> None:
-        """Attach every vbd and vif of ``config`` in order; on failure release them all."""
-        counts = {VbdConfig: 0, VifConfig: 0}
-        attached: list[DeviceInfo] = []
-        try:
-            for device in config.devices:
-                if isinstance(device, PciConfig):
-                    raise XendError("pci devices cannot be passed through by this hypervisor "
-                                    f"driver ({device_text(device)})", status=501)
-                kind = _kind_of(device)
-                attached.append(self._attach(counts[kind], device))
-                counts[kind] += 1
-        except XendError:
-            self._release_devices()
-            raise
-        self.record = replace(self.record, devices=tuple(attached))
-
-    def _attach(self, idx: int, device: Device) -> DeviceInfo:
-        if device.backend != 0:
-            raise BadRequest(f"{sxp_kind(_kind_of(device))}: backend domain {device.backend} "
-                             "is not supported: domain 0 runs every backend here")
-        return self._ask(self._controller(_kind_of(device)).attach(idx, device))
-
-    def _controller(self, kind: type[Device]) -> pykka.ActorProxy:
-        """The controller of ``kind``, made on first use."""
-        if kind is VbdConfig:
-            if self._blkif is None:
-                self._blkif = BlkifController.start(
-                    self.domid, driver=self._driver, config=self._devices.config,
-                    claims=self._devices.claims, ports=self._ports,
-                    frontend_up=messages.MessageType.BLKIF_FE in self._frontends_up).proxy()
-            return self._blkif
-        if self._netif is None:
-            self._netif = NetifController.start(
-                self.domid, self.record.name, driver=self._driver, config=self._devices.config,
-                network=self._devices.network, owner=self.actor_ref.proxy(), ports=self._ports,
-                frontend_up=messages.MessageType.NETIF_FE in self._frontends_up).proxy()
-        return self._netif
-
-    def _ports(self) -> tuple[int, int]:
-        """A new event-channel pair: (dom0's port, the domain's port)."""
-        return next(_backend_ports), next(self._frontend_ports)
-
-    def _release_devices(self) -> None:
-        for controller in (self._blkif, self._netif):
-            if controller is not None:
-                try:
-                    self._ask(controller.release())
-                except XendError as error:
-                    log.warning("Releasing the devices of domain %s: %s", self.domid, error)
-        self._stop_controllers()
-        self._frontends_up.clear()
-        self._frontend_ports = itertools.count(2)
-
-    def _stop_controllers(self) -> None:
-        for controller in (self._blkif, self._netif):
-            if controller is not None:
-                controller.actor_ref.stop(block=False)
-        self._blkif = self._netif = None
-
-    def _device_info(self, kind: type[Device], idx: int) -> DeviceInfo:
-        for info in self.record.devices:
-            if isinstance(info, _INFO[kind]) and info.idx == idx:
-                return info
-        raise NotFound(f"domain {self.record.name} has no {sxp_kind(kind)} {idx}")
-
-    def _position(self, info: DeviceInfo) -> int:
-        """Where ``info``'s device is among the config's devices of its kind: its rank,
-        since devices are attached, and their idx given, in config order."""
-        return sorted(d.idx for d in self.record.devices if type(d) is type(info)).index(info.idx)
-
-    @staticmethod
-    def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]
-        try:
-            return future.get(timeout=DEVICE_TIMEOUT)
-        except pykka.Timeout:
-            raise Timeout(f"a device controller did not answer in {DEVICE_TIMEOUT:g} s") from None
+        self._held_devices.frontend(message)
 
     # --- memory and scheduling ------------------------------------------------------------
 
@@ -424,31 +383,33 @@ class Domain(TracedActor):
         self._driver.set_sched(self.domid, params)
 
 
+class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
+    """A Domain actor, as the table, the web and transfers reach it."""
+
+    save = proxy_method(Domain.save)
+    build = proxy_method(Domain.build)
+    configure = proxy_method(Domain.configure)
+    recover = proxy_method(Domain.recover)
+    pause = proxy_method(Domain.pause)
+    unpause = proxy_method(Domain.unpause)
+    shutdown = proxy_method(Domain.shutdown)
+    suspended = proxy_method(Domain.suspended)
+    destroy = proxy_method(Domain.destroy)
+    exited = proxy_method(Domain.exited)
+    forget = proxy_method(Domain.forget)
+    restart = proxy_method(Domain.restart)
+    device_create = proxy_method(Domain.device_create)
+    device_configure = proxy_method(Domain.device_configure)
+    device_destroy = proxy_method(Domain.device_destroy)
+    device_changed = proxy_method(Domain.device_changed)
+    guest_message = proxy_method(Domain.guest_message)
+    set_maxmem = proxy_method(Domain.set_maxmem)
+    set_memory_target = proxy_method(Domain.set_memory_target)
+    pincpu = proxy_method(Domain.pincpu)
+    set_sched = proxy_method(Domain.set_sched)
+
+
 def _positive(name: str, value: int) -> int:
     if value < 1:
         raise BadRequest(f"invalid {name}: {value} (must be at least 1)")
     return value
-
-
-_INFO: dict[type[Device], type[DeviceInfo]] = {VbdConfig: VbdInfo, VifConfig: VifInfo}
-
-
-def sxp_kind(kind: type[Device]) -> str:
-    return "vbd" if kind is VbdConfig else "vif"
-
-
-def device_text(device: Device) -> str:
-    return sxp.show(device_sxpr(device))
-
-
-def _kind_of(device: Device) -> type[Device]:
-    if isinstance(device, VbdConfig | VifConfig):
-        return type(device)
-    raise BadRequest(f"cannot hot-plug {device_text(device)}: only vbd and vif devices")
-
-
-def _kind_named(name: str) -> type[Device]:
-    kind = DEVICE_KINDS.get(name)
-    if kind is None:
-        raise BadRequest(f"invalid device type: {name} (expected vbd or vif)")
-    return kind

@@ -1,21 +1,27 @@
-"""What xend knows of a domain beyond the hypervisor's flags, and its SXP both ways.
+"""What xend knows of a domain beyond the hypervisor's flags, what it reports of one, and
+their SXP both ways.
 
 A ``DomainRecord`` is owned by the domain's Domain actor, which persists it under
-the store's ``domain/<id>`` and tells the DomainTable each new version. The
-domain info reply (facts §4.5) joins it with the hypervisor's latest snapshot;
-the store record is that same info SXP (facts §7.5), read back by ``from_sxpr``.
+the store's ``domain/<id>`` and tells the DomainTable each new version. A
+``DomainInfo`` is what the table answers about a domain: the record joined with the
+hypervisor's snapshot and the console's info; its SXP is the domain info reply (facts
+§4.5). The store record is that same info SXP (facts §7.5), read back by ``from_sxpr``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from xend_actors import sxp
+from xend_actors.console.info import ConsoleInfo
 from xend_actors.device.info import DeviceInfo, device_info_from_sxpr
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.errors import BadRequest
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
+
+E = TypeVar("E", bound=Enum)
 
 
 class RestartState(Enum):
@@ -36,10 +42,51 @@ class DomainRecord:
     devices: tuple[DeviceInfo, ...] = ()  # attached now, in the order they were attached
 
 
-def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
-              console: sxp.Value | None = None) -> sxp.Value:
-    """The domain info reply of facts §4.5, fields in the original's order; ``console``
-    is the console's info SXP."""
+@dataclass(frozen=True)
+class DomainInfo:
+    """One domain as xend reports it, at ``now``."""
+
+    record: DomainRecord
+    hv: HvDomain | None  # None: the hypervisor does not have it now (restarting)
+    console: ConsoleInfo | None
+    now: float
+
+    @property
+    def domid(self) -> int:
+        return self.record.domid
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def config(self) -> DomainConfig | None:
+        return self.record.config
+
+    @property
+    def paused(self) -> bool:
+        return self.hv is not None and self.hv.state.paused
+
+    @property
+    def memory_mb(self) -> int | None:
+        """What it has (the hypervisor's figure), else what its config asks for."""
+        if self.hv is not None:
+            return self.hv.memory_kb // 1024
+        return self.record.config.memory_mb if self.record.config is not None else None
+
+    @property
+    def up_time(self) -> float | None:
+        start = self.record.start_time
+        return None if start is None else self.now - start
+
+    def sxpr(self) -> sxp.Value:
+        """The domain info reply of facts §4.5, fields in the original's order."""
+        return _info_sxpr(self.record, self.hv, self.now,
+                          self.console.sxpr() if self.console is not None else None)
+
+
+def _info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
+               console: sxp.Value | None) -> sxp.Value:
     info: list = ["domain", ["id", str(record.domid)], ["name", record.name]]
     if hv is not None:
         info.append(["memory", str(hv.memory_kb // 1024)])
@@ -87,12 +134,12 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
         raise BadRequest(f"bad domain record: {error}") from None
 
 
-def store_sxpr(record: DomainRecord, hv: HvDomain | None, now: float) -> sxp.Value:
+def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
     """The store record: the info SXP plus what only xend needs back. Of the console it
     keeps only the port: its status belongs to the running xend."""
     console = None if record.console_port is None else [
         "console", ["console_port", str(record.console_port)]]
-    value = info_sxpr(record, hv, now, console)
+    value = _info_sxpr(record, None, now, console)
     if record.shutdown_request is not None:
         value.append(["shutdown_request", record.shutdown_request.value])
     return value
@@ -106,5 +153,5 @@ def _int(text: object) -> int | None:
     return None if text is None else int(str(text))
 
 
-def _enum(kind: type[Enum], text: object):  # type: ignore[no-untyped-def]
+def _enum(kind: type[E], text: object) -> E | None:
     return None if text is None else kind(str(text))

@@ -1,4 +1,5 @@
-"""When a domain that exited is started again (facts §7.2 to 7.4).
+"""When a domain that exited is started again (facts §7.2 to 7.4), and the words that
+name why a domain shuts down.
 
 Decisions on the original's quirks, kept here with the rule they change:
 - A crashed domain is restarted when its mode says ``always`` (the original never
@@ -11,8 +12,17 @@ Decisions on the original's quirks, kept here with the rule they change:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from xend_actors.domain.config import RestartMode
+from xend_actors.errors import BadRequest
 from xend_actors.hypervisor.base import ShutdownReason
+
+# The words a client may name a shutdown or a destroy by.
+SHUTDOWN_REASONS = {r.value: r for r in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT,
+                                         ShutdownReason.HALT, ShutdownReason.SUSPEND,
+                                         ShutdownReason.SYSRQ)}
+DESTROY_REASONS = {"halt": ShutdownReason.HALT, "reboot": ShutdownReason.REBOOT}
 
 
 def restart_wanted(mode: RestartMode, exit_reason: ShutdownReason,
@@ -29,3 +39,11 @@ def restart_wanted(mode: RestartMode, exit_reason: ShutdownReason,
 
 def restarting_too_fast(last_restart: float | None, now: float, minimum: float) -> bool:
     return last_restart is not None and now - last_restart < minimum
+
+
+def reason_named(word: str, reasons: Mapping[str, ShutdownReason]) -> ShutdownReason:
+    """The reason ``word`` names among ``reasons``; BadRequest if none."""
+    reason = reasons.get(word)
+    if reason is None:
+        raise BadRequest(f"invalid reason:{word}")
+    return reason

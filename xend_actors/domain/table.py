@@ -2,11 +2,16 @@
 
 It owns the set of domains and their names, and keeps each domain's latest record
 (told by its Domain actor) beside the hypervisor's latest snapshot, so listing a
-thousand domains is one hypervisor call and no actor round trips. It reaps: the
-driver's notification (Xen's VIRQ_DOM_EXC) triggers a refresh, and a refresh on
-listing stays as in the original; a dead domain is handled per facts §7.3 and its
-restart mode (``restart.py``). It adopts domains it has no record of, and on start
-recovers every domain from the store (facts §7.5, §7.6).
+thousand domains is one hypervisor call and no actor round trips. It never calls the
+driver: snapshots and new domains come from the Hypervisor actor, and everything that
+acts on one domain (building, destroying, restarting) is that domain's Domain actor's.
+
+It reaps: the driver's notification (Xen's VIRQ_DOM_EXC) triggers a look at the
+domains that changed, and a listing refreshes as in the original; a dead domain's
+Domain actor is told ``exited`` and takes it from there (facts §7.3), telling the table
+that it is ``finishing`` and then ``settled`` (restarted) or ``gone``. It adopts domains
+it has no record of, and on start recovers every domain from the store (facts §7.5,
+§7.6).
 
 Decisions on the original's quirks (facts §15):
 - Suspended domains are never reaped; they belong to save and migrate (kept).
@@ -17,32 +22,27 @@ Decisions on the original's quirks (facts §15):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors import sxp
-from xend_actors.config import XendConfig
-from xend_actors.console.info import ConsoleInfo
+from xend_actors.actors import ask, proxy_of
+from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
-from xend_actors.domain.domain import DeviceServices, Domain
-from xend_actors.domain.record import (
-    DomainRecord,
-    RestartState,
-    from_sxpr,
-    info_sxpr,
-)
-from xend_actors.domain.restart import restart_wanted, restarting_too_fast
-from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
-from xend_actors.hypervisor.base import Driver, HvDomain, ShutdownReason
+from xend_actors.domain.domain import Domain, DomainProxy, DomainServices
+from xend_actors.domain.record import DomainInfo, DomainRecord, RestartState, from_sxpr
+from xend_actors.errors import Conflict, NotFound, XendError
+from xend_actors.hypervisor.actor import HypervisorProxy
+from xend_actors.hypervisor.base import HvDomain, ShutdownReason
 from xend_actors.hypervisor.ring.messages import Message
-from xend_actors.store import Store
+from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
@@ -51,38 +51,43 @@ SAFETY_REFRESH_SECONDS = 5.0  # in case a notification is ever lost
 LISTING_REFRESH_SECONDS = 0.5  # a listing refreshes unless the table just did
 ALL = -1  # domain_changed(ALL): look at every domain, not one
 ASK_TIMEOUT = 30.0
-DESTROY_REASONS = {"halt": ShutdownReason.HALT, "reboot": ShutdownReason.REBOOT}
+
+T = TypeVar("T")
 
 
 @dataclass
 class _Entry:
     """The table's view of one domain (private, mutable, owned by the table thread)."""
 
-    domain: pykka.ActorProxy
+    domain: DomainProxy
     record: DomainRecord
     hv: HvDomain | None = None
     suspended_reported: bool = False
+    finishing: bool = False  # its Domain actor is destroying it: the reaper keeps off
+
+    @property
+    def booting(self) -> bool:
+        return self.record.restart_state is RestartState.BOOTING
 
 
 class DomainTable(TracedActor):
-    def __init__(self, config: XendConfig, driver: Driver, events: pykka.ActorProxy,
-                 store: Store, consoles: pykka.ActorProxy, devices: DeviceServices,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, hypervisor: HypervisorProxy, consoles: ConsolesProxy,
+                 services: DomainServices) -> None:
         super().__init__()
-        self.config = config
-        self._devices = devices
-        self._driver = driver
-        self._events = events
+        self._hypervisor = hypervisor
         self._consoles = consoles
-        self._store = store
-        self._clock = clock
+        self._services = services
+        self._records: RecordDir = services.records
+        self._events = services.events
+        self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
+        self._by_name: dict[str, int] = {}
         self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
 
     def on_start(self) -> None:
-        self._self = self.actor_ref.proxy()
+        self._self = proxy_of(self.actor_ref, DomainTableProxy)
         threading.Thread(target=self._safety_refresh, name="refresh", daemon=True).start()
 
     def on_stop(self) -> None:
@@ -101,17 +106,17 @@ class DomainTable(TracedActor):
 
     def recover(self) -> int:
         """Bring back every domain from the store; adopt the rest. Returns how many."""
-        hv = {d.domid: d for d in self._driver.list_domains()}
-        for key, value in self._store.domain.load_all().items():
+        hv = {d.domid: d for d in self._ask(self._hypervisor.list_domains())}
+        for key, value in self._records.load_all().items():
             try:
                 record = from_sxpr(value)
             except XendError as error:
                 log.warning("Store record domain/%s is unusable (%s); dropped", key, error)
-                self._store.domain.delete(key)
+                self._records.delete(key)
                 continue
             if record.restart_state is RestartState.BOOTING and record.domid in hv:
                 # xend died while rebuilding it: throw the half-built domain away, retry.
-                self._driver.destroy(record.domid)
+                self._ask(self._hypervisor.destroy(record.domid))
                 del hv[record.domid]
             if record.domid in hv or record.restart_state is not None:
                 entry = self._add(record, hv.get(record.domid))
@@ -120,11 +125,13 @@ class DomainTable(TracedActor):
                 log.info("Recovered domain %s (id %s)", record.name, record.domid)
             else:
                 log.info("Domain %s (id %s) is gone; record dropped", record.name, record.domid)
-                self._store.domain.delete(key)
+                self._records.delete(key)
         self._reap(hv)
         for entry in list(self._entries.values()):
             if entry.hv is None and entry.record.restart_state is not None:
-                self._restart(entry, interrupted=True)
+                # its restart was interrupted: no minimum restart time to wait for
+                entry.finishing = True
+                entry.domain.restart()
         return len(self._entries)
 
     # --- queries -----------------------------------------------------------------------
@@ -133,130 +140,124 @@ class DomainTable(TracedActor):
         self._refresh_for_listing()
         return [entry.record.name for entry in self._entries.values()]
 
-    def infos(self) -> list[sxp.Value]:
+    def infos(self) -> list[DomainInfo]:
         self._refresh_for_listing()
         now = self._clock()
         consoles = self._ask(self._consoles.of_domains())
-        return [info_sxpr(e.record, e.hv, now, _sxpr(consoles.get(domid)))
+        return [DomainInfo(e.record, e.hv, consoles.get(domid), now)
                 for domid, e in self._entries.items()]
 
-    def info(self, dom: str) -> sxp.Value:
+    def info(self, dom: str) -> DomainInfo:
         """One domain's info, its hypervisor state read now rather than at the last refresh."""
         entry = self._lookup(dom)
-        if entry.record.restart_state is not RestartState.BOOTING:
-            with contextlib.suppress(NotFound):
-                entry.hv = self._driver.domain(entry.record.domid)
+        if not entry.booting:
+            entry.hv = self._ask(self._hypervisor.domain(entry.record.domid)) or entry.hv
         console = self._ask(self._consoles.of_domain(entry.record.domid))
-        return info_sxpr(entry.record, entry.hv, self._clock(), _sxpr(console))
+        return DomainInfo(entry.record, entry.hv, console, self._clock())
 
     def devices(self, dom: str) -> tuple[DeviceInfo, ...]:
         """The devices attached to ``dom`` now, as its Domain last told."""
         return self._lookup(dom).record.devices
 
-    def find(self, dom: str, *, guest_only: bool = False) -> pykka.ActorProxy:
+    def find(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
         """The Domain actor of ``dom`` (a name, else an id); ``guest_only`` refuses Domain-0."""
         entry = self._lookup(dom)
-        if guest_only:
-            _refuse_host(entry)
+        if guest_only and entry.record.domid == 0:
+            raise Conflict("Domain-0 is the host: it cannot be paused, shut down or destroyed")
         return entry.domain
 
     def _lookup(self, dom: str) -> _Entry:
-        for entry in self._entries.values():
-            if entry.record.name == dom:
-                return entry
-        if dom.isdigit() and int(dom) in self._entries:
-            return self._entries[int(dom)]
-        raise NotFound(f"invalid domain:{dom}")
+        domid = self._by_name.get(dom)
+        if domid is None and dom.isdigit():
+            domid = int(dom)
+        entry = self._entries.get(domid) if domid is not None else None
+        if entry is None:
+            raise NotFound(f"invalid domain:{dom}")
+        return entry
 
-    # --- creating and destroying ---------------------------------------------------------
+    # --- new domains -----------------------------------------------------------------------
 
-    def create(self, config: DomainConfig) -> pykka.ActorProxy:
+    def create(self, config: DomainConfig) -> DomainProxy:
         """An empty paused domain with its Domain actor; the caller then asks it to build."""
         for warning in config.warnings:
             log.warning("Domain %s: %s", config.name, warning)
-        if any(e.record.name == config.name for e in self._entries.values()):
+        if config.name in self._by_name:
             raise Conflict(f"Error creating domain: vm name clash: {config.name}")
         try:
-            domid = self._driver.create(config.name, config.memory_mb, cpu=config.cpu)
+            domid = self._ask(self._hypervisor.create(config.name, config.memory_mb,
+                                                      cpu=config.cpu))
         except XendError as error:
             raise XendError(f"Error creating domain: {error.message}",
                             status=error.status) from None
         log.info("Created domain %s (id %s)", config.name, domid)
         return self._add(DomainRecord(domid, config.name, config), None).domain
 
-    def take_in(self, domid: int, name: str) -> pykka.ActorProxy:
+    def take_in(self, domid: int, name: str) -> DomainProxy:
         """The Domain actor of ``domid``, made outside the table (restored or migrated in)
         as ``name``: adopted now, with only that domain looked at."""
         entry = self._entries.get(domid)
         if entry is None:
-            entry = self._adopt(self._driver.domain(domid), name)
+            hv = self._ask(self._hypervisor.domain(domid))
+            if hv is None:
+                raise NotFound(f"no domain {domid}")
+            entry = self._adopt(hv, name)
         return entry.domain
 
-    def destroy(self, dom: str, word: str) -> None:
-        reason = DESTROY_REASONS.get(word)
-        if reason is None:
-            raise BadRequest(f"invalid reason:{word}")
-        entry = self._lookup(dom)
-        _refuse_host(entry)
-        entry.record = self._ask(entry.domain.note_destroy(reason))
-        self._final_destroy(entry)
-
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
-        domain = Domain.start(record, driver=self._driver, events=self._events,
-                              consoles=self._consoles, table=self._self, records=self._store.domain,
-                              devices=self._devices, clock=self._clock).proxy()
+        domain = proxy_of(Domain.start(record, self._self, self._services), DomainProxy)
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
+        self._by_name[record.name] = record.domid
         return entry
 
-    def _final_destroy(self, entry: _Entry) -> None:
-        """Destroy in the hypervisor, then restart or forget (facts §7.2)."""
-        record = entry.record
-        log.info("Destroying domain: name=%s", record.name)
-        self._events.publish("xend.domain.destroy", [record.name, str(record.domid)])
-        with contextlib.suppress(XendError):  # the destroy below says what is wrong
-            self._driver.destroying(record.domid)
-        self._ask(entry.domain.release())
-        with contextlib.suppress(NotFound):  # already gone is what we wanted
-            self._driver.destroy(record.domid)
-        entry.hv = None
-        if record.restart_state is RestartState.PENDING:
-            self._restart(entry)
-        else:
-            self._drop(entry)
-
-    def _restart(self, entry: _Entry, *, interrupted: bool = False) -> None:
-        record = entry.record
-        if not interrupted and restarting_too_fast(record.restart_time, self._clock(),
-                                                   self.config.minimum_restart_time):
-            log.error("VM %s restarting too fast", record.name)
-            self._events.publish("xend.domain.restart", [record.name, str(record.domid), "fail"])
-            self._drop(entry)
-            return
-        log.info("Scheduling restart for domain: name=%s id=%s", record.name, record.domid)
-        entry.domain.restart()
+    def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
+        record = DomainRecord(hv.domid, name or f"Domain-{hv.domid}")
+        log.info("Adopting domain %s (id %s)", record.name, record.domid)
+        entry = self._add(record, hv)
+        self._ask(entry.domain.save())
+        self._events.publish("xend.domain.create", [record.name, str(record.domid)])
+        return entry
 
     def _drop(self, entry: _Entry) -> None:
-        record = entry.record
-        del self._entries[record.domid]
-        self._ask(entry.domain.forget())  # the record is gone before anyone is answered
-        self._events.publish("xend.domain.died", [record.name, str(record.domid)])
+        self._entries.pop(entry.record.domid, None)
+        if self._by_name.get(entry.record.name) == entry.record.domid:
+            del self._by_name[entry.record.name]
 
     # --- told by Domain actors and the hypervisor -----------------------------------------
 
     def record_changed(self, record: DomainRecord) -> None:
         entry = self._entries.get(record.domid)
+        if entry is None:
+            return
+        if entry.record.name != record.name:  # configured with its own name
+            if self._by_name.get(entry.record.name) == record.domid:
+                del self._by_name[entry.record.name]
+            self._by_name[record.name] = record.domid
+        entry.record = record
+
+    def finishing(self, domid: int) -> None:
+        """Its Domain actor is destroying the domain; it tells ``settled`` or ``gone``."""
+        entry = self._entries.get(domid)
         if entry is not None:
-            entry.record = record
+            entry.finishing = True
+            entry.hv = None
+
+    def settled(self, domid: int) -> None:
+        """The domain was restarted: it is the reaper's again."""
+        entry = self._entries.get(domid)
+        if entry is not None:
+            entry.finishing = entry.suspended_reported = False
+
+    def gone(self, domid: int) -> None:
+        """A Domain forgot its domain (destroyed, or its build or restart failed)."""
+        entry = self._entries.get(domid)
+        if entry is not None:
+            self._drop(entry)
 
     def guest_message(self, domid: int, message: Message) -> None:
         """A guest's control message (its frontends' requests): to its Domain actor."""
         entry = self._entries.get(domid)
         if entry is not None:
             entry.domain.guest_message(message)
-
-    def forget(self, domid: int) -> None:
-        """A Domain gave up (its build or restart failed); it has cleaned up after itself."""
-        self._entries.pop(domid, None)
 
     def domain_changed(self, domid: int) -> None:
         """The driver says ``domid`` changed (``ALL``: look at every domain); a burst of
@@ -272,14 +273,15 @@ class DomainTable(TracedActor):
             return
         hv = {}
         for domid in changed:
-            with contextlib.suppress(NotFound):
-                hv[domid] = self._driver.domain(domid)
+            snapshot = self._ask(self._hypervisor.domain(domid))
+            if snapshot is not None:
+                hv[domid] = snapshot
         self._reap(hv, changed)
 
     def refresh(self) -> None:
         """Look at every domain the hypervisor has."""
         self._last_refresh = time.monotonic()
-        self._reap({d.domid: d for d in self._driver.list_domains()})
+        self._reap({d.domid: d for d in self._ask(self._hypervisor.list_domains())})
 
     def _refresh_for_listing(self) -> None:
         """The original refreshed on every listing; the driver's notifications keep the
@@ -291,58 +293,55 @@ class DomainTable(TracedActor):
 
     def _reap(self, hv: dict[int, HvDomain], domids: set[int] | None = None) -> None:
         """Bring the table in line with the hypervisor's ``hv`` for ``domids`` (None: all):
-        adopt strangers, drop the vanished, handle the dead (facts §7.3)."""
-        reaped = False
+        adopt strangers, forget the vanished, hand the dead to their Domain (facts §7.3)."""
         for domid in (set(self._entries) | set(hv)) if domids is None else domids:
             entry, snapshot = self._entries.get(domid), hv.get(domid)
             if entry is None:
                 if snapshot is not None:
                     self._adopt(snapshot)
                 continue
+            if entry.finishing or entry.booting:
+                continue  # its Domain actor is at it
             entry.hv = snapshot
-            booting = entry.record.restart_state is RestartState.BOOTING
-            if snapshot is None and not booting and entry.record.restart_state is None:
+            if snapshot is None and entry.record.restart_state is None:
                 self._drop(entry)
-            elif snapshot is not None and snapshot.state.dead and not booting:
-                reaped = self._reap_one(entry) or reaped
-        if reaped:  # as the original: what a reap destroyed is confirmed by a fresh look
-            self.domain_changed(ALL)
+                entry.domain.forget()
+            elif snapshot is not None and snapshot.state.dead:
+                self._reap_one(entry, snapshot)
 
-    def _reap_one(self, entry: _Entry) -> bool:
-        """Handle one dead domain; whether it was destroyed (a suspended one is not)."""
-        hv = entry.hv
-        assert hv is not None
+    def _reap_one(self, entry: _Entry, hv: HvDomain) -> None:
+        """Hand one dead domain to its Domain actor (a suspended one is only reported)."""
         if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
             if not entry.suspended_reported:
                 entry.suspended_reported = True
-                self._ask(entry.domain.suspended())
-            return False
+                entry.domain.suspended()
+            return
         reason = ShutdownReason.CRASH if hv.state.crashed else (
             hv.shutdown_reason or ShutdownReason.POWEROFF)
-        config = entry.record.config
-        restart = config is not None and restart_wanted(config.restart, reason,
-                                                        entry.record.shutdown_request)
-        entry.record = self._ask(entry.domain.exited(reason, restart))
-        self._final_destroy(entry)
-        return True
-
-    def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
-        record = DomainRecord(hv.domid, name or f"Domain-{hv.domid}")
-        log.info("Adopting domain %s (id %s)", record.name, record.domid)
-        entry = self._add(record, hv)
-        self._ask(entry.domain.save())
-        self._events.publish("xend.domain.create", [record.name, str(record.domid)])
-        return entry
+        entry.finishing = True
+        entry.domain.exited(reason)
 
     @staticmethod
-    def _ask(future: pykka.Future):  # type: ignore[no-untyped-def]
-        return future.get(timeout=ASK_TIMEOUT)
+    def _ask(future: pykka.Future[T]) -> T:
+        return ask(future, "the hypervisor or a domain", ASK_TIMEOUT)
 
 
-def _sxpr(console: ConsoleInfo | None) -> sxp.Value | None:
-    return console.sxpr() if console is not None else None
+class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
+    """The DomainTable, as its Domain actors, the web and transfers reach it."""
 
-
-def _refuse_host(entry: _Entry) -> None:
-    if entry.record.domid == 0:
-        raise Conflict("Domain-0 is the host: it cannot be paused, shut down or destroyed")
+    recover = proxy_method(DomainTable.recover)
+    names = proxy_method(DomainTable.names)
+    infos = proxy_method(DomainTable.infos)
+    info = proxy_method(DomainTable.info)
+    devices = proxy_method(DomainTable.devices)
+    find = proxy_method(DomainTable.find)
+    create = proxy_method(DomainTable.create)
+    take_in = proxy_method(DomainTable.take_in)
+    record_changed = proxy_method(DomainTable.record_changed)
+    finishing = proxy_method(DomainTable.finishing)
+    settled = proxy_method(DomainTable.settled)
+    gone = proxy_method(DomainTable.gone)
+    guest_message = proxy_method(DomainTable.guest_message)
+    domain_changed = proxy_method(DomainTable.domain_changed)
+    look_again = proxy_method(DomainTable.look_again)
+    refresh = proxy_method(DomainTable.refresh)

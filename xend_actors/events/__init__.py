@@ -1,2 +1,2 @@
 """Events: the event value (event.py, shared with clients), the durable event log
-(log.py) and the EventBus actor (bus.py)."""
+(log.py), the EventBus actor (bus.py) and the notify URLs it feeds (notify.py)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.events.event import Event, matches
@@ -137,3 +138,11 @@ class EventBus(TracedActor):
             subscriber.tell(event)
         except pykka.ActorDeadError:
             self.unsubscribe(subscriber)
+
+
+class EventBusProxy(ActorMemberMixin, pykka.ActorProxy[EventBus]):
+    publish = proxy_method(EventBus.publish)
+    subscribe = proxy_method(EventBus.subscribe)
+    unsubscribe = proxy_method(EventBus.unsubscribe)
+    last_seq = proxy_method(EventBus.last_seq)
+    since = proxy_method(EventBus.since)

@@ -1,18 +1,26 @@
-"""The Hypervisor actor: host-wide driver calls and the driver's notifications.
+"""The Hypervisor actor: the driver's host-wide calls and its notifications.
 
-It owns the driver's lifetime (opened by ``open_driver``, closed when the actor
-stops). Per-domain calls go straight from each Domain actor to the driver, which
-is thread-safe, so one slow domain never holds up the host-wide calls here.
+It owns the driver's lifetime (opened by ``open_driver``, closed when the actor stops)
+and makes every driver call that is not about one domain's life: the host's info, the
+list and snapshots of domains, making a new empty domain (an id is the host's to give)
+and the host-wide scheduler knobs. The DomainTable asks it, and never calls the driver
+itself; calls about one domain's life are made by that domain's Domain actor (the
+driver is thread-safe), so one slow guest holds up neither this actor nor the table.
+The driver's notifications are told to a ``DomainWatcher`` (the table), never asked.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.config import Hypervisor as HypervisorKind
 from xend_actors.config import XendConfig
-from xend_actors.errors import XendError
-from xend_actors.hypervisor.base import Driver, GuestMessage, Notification
+from xend_actors.errors import NotFound, XendError
+from xend_actors.hypervisor.base import Driver, GuestMessage, HvDomain, Notification
+from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 from xend_actors.trace import TracedActor
 
@@ -36,6 +44,14 @@ def open_driver(config: XendConfig) -> Driver:
     raise XendError(f"the {config.hypervisor.value} driver is not available yet")
 
 
+class DomainWatcher(Protocol):
+    """Who is told of the driver's notifications (the DomainTable); a tell, never an ask."""
+
+    def domain_changed(self, domid: int) -> object: ...
+
+    def guest_message(self, domid: int, message: Message) -> object: ...
+
+
 class Hypervisor(TracedActor):
     def __init__(self, driver: Driver) -> None:
         super().__init__()
@@ -44,19 +60,38 @@ class Hypervisor(TracedActor):
     def on_stop(self) -> None:
         self._driver.close()
 
-    def watch(self, table: pykka.ActorProxy) -> None:
-        """Tell ``table`` each domain change the driver reports (Xen's VIRQ_DOM_EXC) and
+    def watch(self, watcher: DomainWatcher) -> None:
+        """Tell ``watcher`` each domain change the driver reports (Xen's VIRQ_DOM_EXC) and
         each control message a guest sends."""
         def notify(notification: Notification) -> None:
             if isinstance(notification, GuestMessage):
-                table.guest_message(notification.domid, notification.message)
+                watcher.guest_message(notification.domid, notification.message)
             else:
-                table.domain_changed(notification.domid)
+                watcher.domain_changed(notification.domid)
 
         self._driver.watch(notify)
 
     def physinfo(self) -> PhysInfo:
         return self._driver.physinfo()
+
+    def list_domains(self) -> list[HvDomain]:
+        return self._driver.list_domains()
+
+    def domain(self, domid: int) -> HvDomain | None:
+        """Domain ``domid`` now; None if the hypervisor has none (a usual answer, not an
+        error: the domain may have just gone)."""
+        try:
+            return self._driver.domain(domid)
+        except NotFound:
+            return None
+
+    def create(self, name: str, memory_mb: int, *, cpu: int = -1) -> int:
+        """A new empty, paused domain; its id."""
+        return self._driver.create(name, memory_mb, cpu=cpu)
+
+    def destroy(self, domid: int) -> None:
+        """Destroy a domain no Domain actor has (half built by a xend that died)."""
+        self._driver.destroy(domid)
 
     def dmesg(self, clear: bool = False) -> str:
         return self._driver.dmesg(clear)
@@ -66,3 +101,15 @@ class Hypervisor(TracedActor):
 
     def set_rrobin_slice(self, slice_ns: int) -> None:
         self._driver.set_rrobin_slice(slice_ns)
+
+
+class HypervisorProxy(ActorMemberMixin, pykka.ActorProxy[Hypervisor]):
+    watch = proxy_method(Hypervisor.watch)
+    physinfo = proxy_method(Hypervisor.physinfo)
+    list_domains = proxy_method(Hypervisor.list_domains)
+    domain = proxy_method(Hypervisor.domain)
+    create = proxy_method(Hypervisor.create)
+    destroy = proxy_method(Hypervisor.destroy)
+    dmesg = proxy_method(Hypervisor.dmesg)
+    set_bvt_ctx_allow = proxy_method(Hypervisor.set_bvt_ctx_allow)
+    set_rrobin_slice = proxy_method(Hypervisor.set_rrobin_slice)

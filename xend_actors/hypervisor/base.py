@@ -16,8 +16,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Protocol
+from enum import Enum, Flag, auto
+from typing import Protocol, runtime_checkable
 
 from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
@@ -53,28 +53,64 @@ _SHUTDOWN_CODES = {
 }
 
 
-@dataclass(frozen=True)
-class DomainState:
-    """The hypervisor's flags for one domain (facts §6)."""
+class DomainState(Flag):
+    """The hypervisor's flags for one domain (facts §6); ``DomainState(0)``: none set."""
 
-    running: bool = False
-    blocked: bool = False
-    paused: bool = False
-    shutdown: bool = False
-    crashed: bool = False
-    dying: bool = False
+    RUNNING = auto()
+    BLOCKED = auto()
+    PAUSED = auto()
+    SHUTDOWN = auto()
+    CRASHED = auto()
+    DYING = auto()
+
+    @classmethod
+    def of(cls, *, running: bool = False, blocked: bool = False, paused: bool = False,
+           shutdown: bool = False, crashed: bool = False, dying: bool = False) -> DomainState:
+        """The flags given as words, as a driver reads them off its domain."""
+        state = cls(0)
+        for flag, on in ((cls.RUNNING, running), (cls.BLOCKED, blocked), (cls.PAUSED, paused),
+                         (cls.SHUTDOWN, shutdown), (cls.CRASHED, crashed), (cls.DYING, dying)):
+            if on:
+                state |= flag
+        return state
+
+    @property
+    def running(self) -> bool:
+        return DomainState.RUNNING in self
+
+    @property
+    def blocked(self) -> bool:
+        return DomainState.BLOCKED in self
+
+    @property
+    def paused(self) -> bool:
+        return DomainState.PAUSED in self
+
+    @property
+    def shutdown(self) -> bool:
+        return DomainState.SHUTDOWN in self
+
+    @property
+    def crashed(self) -> bool:
+        return DomainState.CRASHED in self
+
+    @property
+    def dying(self) -> bool:
+        return DomainState.DYING in self
 
     @property
     def letters(self) -> str:
         """The five-letter ``state`` of domain info: ``rbpsc`` with ``-`` for clear flags."""
-        flags = (self.running, self.blocked, self.paused, self.shutdown, self.crashed)
-        return "".join(letter if on else "-" for letter, on in zip("rbpsc", flags, strict=True))
+        return "".join(letter if flag in self else "-" for letter, flag in _LETTERS[:5])
 
     @property
     def dead(self) -> bool:
         """Dead as the reaper sees it: crashed, shut down, or dying and not alive."""
-        alive = self.running or self.paused or self.blocked
+        alive = self & (DomainState.RUNNING | DomainState.PAUSED | DomainState.BLOCKED)
         return self.crashed or self.shutdown or (self.dying and not alive)
+
+
+_LETTERS = tuple(zip("rbpscd", DomainState, strict=True))
 
 
 @dataclass(frozen=True)
@@ -168,7 +204,13 @@ class StreamResult:
 
 
 class Driver(Protocol):
-    """A hypervisor driver; every call raises ``XendError`` when it cannot be done."""
+    """A hypervisor driver; every call raises ``XendError`` when it cannot be done.
+
+    Its domains' state moves (save, restore, migration) through one of two further
+    protocols, which a driver has beside this one: ``PagedState`` or ``StreamState``.
+    """
+
+    kind: str  # "sim", "qemu": names the driver in save files and migration offers
 
     def physinfo(self) -> PhysInfo: ...
 
@@ -198,73 +240,10 @@ class Driver(Protocol):
         """Ask the guest to shut down (a CMSG_SHUTDOWN message); returns at once."""
         ...
 
-    def save_state(self, domid: int) -> bytes:
-        """The hypervisor's state of domain ``domid``, which must be suspended (shut down
-        for suspend): the payload of a save image (facts §10). The domain stays as it is."""
-        ...
-
-    def restore_state(self, name: str, memory_mb: int, state: bytes) -> int:
-        """A new paused domain built from ``state`` (what ``save_state`` gave) instead of
-        from an image; returns its id. Unpausing it lets the saved guest run on."""
-        ...
-
     def resume(self, domid: int) -> None:
         """Undo the suspend of domain ``domid`` (sim) or the stop after ``send_state``
         (qemu) when it is not saved or moved after all: the guest runs on where it
         stopped."""
-        ...
-
-    # Live migration streams a domain's memory in pages of 4096 bytes (xfr.PAGE_SIZE);
-    # a driver without these three answers op=migrate with 501.
-
-    def memory_pages(self, domid: int) -> int:
-        """How many pages of memory domain ``domid`` has."""
-        ...
-
-    def dirty_pages(self, domid: int) -> list[int]:
-        """The pages domain ``domid`` wrote since the last call (its dirty log), sorted;
-        the log then starts afresh. A migration's pre-copy resends these."""
-        ...
-
-    def read_pages(self, domid: int, first: int, count: int) -> bytes:
-        """Pages ``first`` .. ``first + count - 1`` of domain ``domid``, back to back."""
-        ...
-
-    # A driver whose state is a stream too big to hold (qemu's migration stream) has
-    # these instead of save_state / restore_state and the page calls; ``kind`` names the
-    # driver in save files and migration offers, so a state goes only to its own kind.
-    # The caller pumps the other end of the pipe ``fd`` belongs to (into a save file, or
-    # over the relocation connection), on a thread of its own for ``send_state``.
-
-    kind: str  # "sim", "qemu"
-
-    def describe(self, domid: int) -> bytes:
-        """What a destination must know to make the same machine before the state comes
-        (a save file's and a migration offer's meta)."""
-        ...
-
-    def send_state(self, domid: int, fd: int, *, live: bool, mbit: int,
-                   progress: Callable[[StreamProgress], None]) -> StreamResult:
-        """Write domain ``domid``'s state into ``fd`` (a pipe's write end; the caller
-        keeps and closes its copy); returns once all of it is written and the guest is
-        stopped (not destroyed). ``live``: it runs meanwhile until the last bit; else it
-        stops first. ``mbit``: at most that many Mbit/s (0: no limit). On failure the
-        guest runs again if it ran before."""
-        ...
-
-    def prepare_incoming(self, name: str, meta: bytes) -> int:
-        """A new paused domain made as ``meta`` says, waiting for its state; its id.
-        Its devices can be configured before the state comes."""
-        ...
-
-    def receive_state(self, domid: int, fd: int) -> None:
-        """Start loading domain ``domid``'s state from ``fd`` (a pipe's read end; the
-        caller keeps and closes its copy); returns at once."""
-        ...
-
-    def wait_received(self, domid: int, timeout: float) -> None:
-        """Wait until the state is loaded (the writer closed its end); the domain stays
-        paused. XendError if it failed, or it takes over ``timeout`` seconds."""
         ...
 
     def set_maxmem(self, domid: int, memory_mb: int) -> None: ...
@@ -314,3 +293,68 @@ class Driver(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PagedState(Protocol):
+    """A driver whose domain state is bytes xend can hold (the sim), and whose memory
+    moves in pages of 4096 bytes (``xfr.PAGE_SIZE``) for a live migration."""
+
+    def save_state(self, domid: int) -> bytes:
+        """The hypervisor's state of domain ``domid``, which must be suspended (shut down
+        for suspend): the payload of a save image (facts §10). The domain stays as it is."""
+        ...
+
+    def restore_state(self, name: str, memory_mb: int, state: bytes) -> int:
+        """A new paused domain built from ``state`` (what ``save_state`` gave) instead of
+        from an image; returns its id. Unpausing it lets the saved guest run on."""
+        ...
+
+    def memory_pages(self, domid: int) -> int:
+        """How many pages of memory domain ``domid`` has."""
+        ...
+
+    def dirty_pages(self, domid: int) -> list[int]:
+        """The pages domain ``domid`` wrote since the last call (its dirty log), sorted;
+        the log then starts afresh. A migration's pre-copy resends these."""
+        ...
+
+    def read_pages(self, domid: int, first: int, count: int) -> bytes:
+        """Pages ``first`` .. ``first + count - 1`` of domain ``domid``, back to back."""
+        ...
+
+
+@runtime_checkable
+class StreamState(Protocol):
+    """A driver whose domain state is a stream too big to hold (qemu's migration stream):
+    the caller pumps the other end of the pipe ``fd`` belongs to (into a save file, or
+    over the relocation connection), on a thread of its own for ``send_state``."""
+
+    def describe(self, domid: int) -> bytes:
+        """What a destination must know to make the same machine before the state comes
+        (a save file's and a migration offer's meta)."""
+        ...
+
+    def send_state(self, domid: int, fd: int, *, live: bool, mbit: int,
+                   progress: Callable[[StreamProgress], None]) -> StreamResult:
+        """Write domain ``domid``'s state into ``fd`` (a pipe's write end; the caller
+        keeps and closes its copy); returns once all of it is written and the guest is
+        stopped (not destroyed). ``live``: it runs meanwhile until the last bit; else it
+        stops first. ``mbit``: at most that many Mbit/s (0: no limit). On failure the
+        guest runs again if it ran before."""
+        ...
+
+    def prepare_incoming(self, name: str, meta: bytes) -> int:
+        """A new paused domain made as ``meta`` says, waiting for its state; its id.
+        Its devices can be configured before the state comes."""
+        ...
+
+    def receive_state(self, domid: int, fd: int) -> None:
+        """Start loading domain ``domid``'s state from ``fd`` (a pipe's read end; the
+        caller keeps and closes its copy); returns at once."""
+        ...
+
+    def wait_received(self, domid: int, timeout: float) -> None:
+        """Wait until the state is loaded (the writer closed its end); the domain stays
+        paused. XendError if it failed, or it takes over ``timeout`` seconds."""
+        ...

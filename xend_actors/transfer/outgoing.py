@@ -23,9 +23,9 @@ from collections.abc import Callable
 import pykka
 
 from xend_actors import sxp
-from xend_actors.actors import ASK_TIMEOUT, ask
+from xend_actors.actors import ASK_TIMEOUT
 from xend_actors.errors import XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress, StreamResult
+from xend_actors.hypervisor.base import Driver, StreamProgress, StreamResult
 from xend_actors.transfer import rollback, xfr
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.pages import Phase, Progress, Sender
@@ -62,7 +62,7 @@ def send(driver: Driver, table: pykka.ActorProxy, domain: pykka.ActorProxy, domi
         channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
         reply = _built(channel, "could not build the domain")
         # From here there is no way back: the destination runs it on our commit.
-        ask(table.destroy(str(domid), ShutdownReason.HALT.value))
+        rollback.destroy(table, domid)
         destroyed = True
         channel.send(xfr.OK)
         channel.expect_ok("the commit")
@@ -128,7 +128,7 @@ def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.V
         channel.send(xfr.OK)
         channel.expect_ok("the commit")
         downtime = time.monotonic() - result.stopped_at
-        ask(table.destroy(str(domid), ShutdownReason.HALT.value))
+        rollback.destroy(table, domid)
         destroyed = True
         return reply.newid, downtime
     except BaseException as error:

@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
@@ -138,6 +139,10 @@ class Relocation(TracedActor):
             with self._lock:
                 self._connections.discard(sock)
             channel.close()
+
+
+class RelocationProxy(ActorMemberMixin, pykka.ActorProxy[Relocation]):
+    address = proxy_method(Relocation.address)
 
 
 def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming) -> int:

@@ -18,6 +18,7 @@ import time
 import pykka
 
 from xend_actors.actors import ask
+from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason
 
@@ -42,7 +43,7 @@ class Suspension:
     def suspend(self) -> None:
         ask(self._domain.pause())
         self._paused = True
-        ask(self._domain.shutdown(ShutdownReason.SUSPEND.value))
+        ask(self._domain.shutdown(ShutdownReason.SUSPEND))
         self._suspend_asked = True
         # The request waits in the paused guest's ring; it must run to act on it, and
         # acts on it before anything typed since.
@@ -90,11 +91,17 @@ def resume(driver: Driver, domid: int, was_paused: bool = False) -> None:
         log.error("Domain %s could not be resumed after a failed transfer: %s", domid, error)
 
 
-def discard(driver: Driver, table: pykka.ActorProxy, domid: int) -> None:
+def destroy(table: DomainTableProxy, domid: int) -> None:
+    """Destroy domain ``domid`` for good (it was saved, or it runs elsewhere now)."""
+    domain = ask(table.find(str(domid), guest_only=True))
+    ask(domain.destroy(ShutdownReason.HALT))
+
+
+def discard(driver: Driver, table: DomainTableProxy, domid: int) -> None:
     """Destroy a domain a failed transfer made (or handed over), through the table if it
     adopted it, else through the driver."""
     try:
-        ask(table.destroy(str(domid), ShutdownReason.HALT.value))
+        destroy(table, domid)
     except (XendError, pykka.ActorDeadError) as error:
         log.warning("Destroying domain %s via the table failed: %s", domid, error)
         with contextlib.suppress(XendError):

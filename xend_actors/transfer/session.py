@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.actors import ask
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.errors import BadRequest, Conflict, XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamProgress
+from xend_actors.hypervisor.base import Driver, StreamProgress
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import outgoing, rollback, savefile, xfr
@@ -157,7 +158,7 @@ class TransferSession(TracedActor):
             state = self._driver.save_state(domid)  # type: ignore[attr-defined]
             savefile.write(path, savefile.SaveImage(info, state))
             written = True
-            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            rollback.destroy(self._table, domid)
         except BaseException:
             if written:
                 path.unlink(missing_ok=True)
@@ -183,7 +184,7 @@ class TransferSession(TracedActor):
             sent = True
             writer.commit()
             committed = True
-            ask(self._table.destroy(str(domid), ShutdownReason.HALT.value))
+            rollback.destroy(self._table, domid)
         except BaseException:
             if committed:
                 path.unlink(missing_ok=True)
@@ -399,10 +400,10 @@ class TransferSession(TracedActor):
         """The Domain actor, info, name and id of ``dom``, about to ``verb`` it away."""
         domain = ask(self._table.find(dom, guest_only=True))
         info = ask(self._table.info(dom))
-        name, domid = str(sxp.child_value(info, "name")), int(sxp.child_value(info, "id"))
-        if sxp.child(info, "config") is None:
-            raise Conflict(f"cannot {verb} domain {name}: xend has no configuration for it")
-        return domain, info, name, domid
+        if info.config is None:
+            raise Conflict(f"cannot {verb} domain {info.name}: xend has no configuration "
+                           "for it")
+        return domain, info.sxpr(), info.name, info.domid
 
     def _session_id(self) -> str:
         return str(next(self._context.ids))
@@ -424,6 +425,12 @@ class TransferSession(TracedActor):
                             f"yet with the {type(self._driver).__name__} hypervisor driver",
                             status=501)
 
+
+
+class TransferSessionProxy(ActorMemberMixin, pykka.ActorProxy[TransferSession]):
+    save = proxy_method(TransferSession.save)
+    restore = proxy_method(TransferSession.restore)
+    migrate = proxy_method(TransferSession.migrate)
 
 
 def _failed(what: str, error: Exception) -> XendError:

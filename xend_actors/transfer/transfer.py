@@ -18,6 +18,7 @@ import itertools
 import logging
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.actors import ASK_TIMEOUT, ask
@@ -94,3 +95,9 @@ class Transfer(TracedActor):
         """A new TransferSession actor for one save, restore or migration; the caller
         stops it when that is done."""
         return TransferSession.start(self._context).proxy()
+
+
+class TransferProxy(ActorMemberMixin, pykka.ActorProxy[Transfer]):
+    start_relocation = proxy_method(Transfer.start_relocation)
+    ping = proxy_method(Transfer.ping)
+    session = proxy_method(Transfer.session)

@@ -26,7 +26,7 @@ from xend_actors.web.browser import BrowserSite
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import decode, request_values
 from xend_actors.web.negotiate import SXP_MIMETYPE, wants_html
-from xend_actors.web.resource import Op, Reply, Resource
+from xend_actors.web.resource import Answer, Op, Reply, Resource, wire
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class XendApp:
         headers = {"Location": reply.location} if reply.location else {}
         if reply.text:
             return Response(str(reply.value), reply.status, headers, mimetype="text/plain")
-        return Response(sxp.show(reply.value), reply.status, headers, mimetype=SXP_MIMETYPE)
+        return Response(sxp.show(wire(reply.value)), reply.status, headers,
+                        mimetype=SXP_MIMETYPE)
 
     @staticmethod
     def _error(status: int, message: str) -> Response:
@@ -134,5 +135,5 @@ class XendApp:
         return response
 
 
-def _as_reply(result: Reply | Response | sxp.Value) -> Reply | Response:
+def _as_reply(result: Reply | Response | Answer) -> Reply | Response:
     return result if isinstance(result, Reply | Response) else Reply(result)

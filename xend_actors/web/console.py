@@ -18,10 +18,9 @@ import concurrent.futures
 
 from werkzeug import Request, Response
 
-from xend_actors import sxp
 from xend_actors.errors import BadRequest, Timeout
 from xend_actors.web.forms import Kind, decode, optional
-from xend_actors.web.resource import Resource, op
+from xend_actors.web.resource import Answer, Resource, op
 from xend_actors.web.services import ASK_TIMEOUT, Services, answer
 
 MAX_WAIT = 60
@@ -34,10 +33,10 @@ class ConsoleDirResource(Resource):
     def __init__(self, services: Services) -> None:
         self.consoles = services.consoles
 
-    def get(self, request: Request, **url_args: str) -> sxp.Value:
+    def get(self, request: Request, **url_args: str) -> Answer:
         infos = answer(self.consoles.infos(), "the consoles")
         if request.args.get("detail", "0") not in ("0", ""):
-            return [info.sxpr() for info in infos]
+            return list(infos)
         return [str(info.port) for info in infos]
 
 
@@ -47,8 +46,8 @@ class ConsoleResource(Resource):
     def __init__(self, services: Services) -> None:
         self.consoles = services.consoles
 
-    def get(self, request: Request, port: int) -> sxp.Value:
-        return answer(self.consoles.info(port), "the consoles").sxpr()
+    def get(self, request: Request, port: int) -> Answer:
+        return answer(self.consoles.info(port), "the consoles")
 
     @op("disconnect")
     def disconnect(self, request: Request, port: int) -> str:

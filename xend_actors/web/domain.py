@@ -7,7 +7,8 @@ slow domain never holds up requests about the others.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pykka
 from werkzeug import Request
@@ -16,11 +17,15 @@ from xend_actors import sxp
 from xend_actors.device.config import parse_device
 from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
 from xend_actors.domain.config import parse_domain_config
+from xend_actors.domain.domain import DomainProxy
+from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
 from xend_actors.errors import BadRequest, NotFound, XendError
-from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams
+from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams, SchedParams
+from xend_actors.transfer.session import TransferSessionProxy
+from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.forms import Kind, Param, optional
-from xend_actors.web.resource import Reply, Resource, op
-from xend_actors.web.services import BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
+from xend_actors.web.resource import Answer, Reply, Resource, op
+from xend_actors.web.services import ASK_TIMEOUT, BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
 
 
 def _ints(*names: str) -> tuple[Param, ...]:
@@ -34,9 +39,9 @@ class DomainDirResource(Resource):
         self.table = services.table
         self.transfer = services.transfer
 
-    def get(self, request: Request, **url_args: str) -> sxp.Value:
+    def get(self, request: Request, **url_args: str) -> Answer:
         if request.args.get("detail", "0") not in ("0", ""):
-            return answer(self.table.infos(), "the domain table")
+            return list(answer(self.table.infos(), "the domain table"))
         return answer(self.table.names(), "the domain table")
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
@@ -52,8 +57,7 @@ class DomainDirResource(Resource):
     def restore(self, request: Request, file: str) -> Reply:
         with _transfer_session(self.transfer) as session:
             info = answer(session.restore(file), "the restore", TRANSFER_TIMEOUT)
-        location = f"{request.host_url}xend/domain/{sxp.child_value(info, 'name')}"
-        return Reply(info, 201, location=location)
+        return Reply(info, 201, location=f"{request.host_url}xend/domain/{info.name}")
 
 
 class DomainResource(Resource):
@@ -63,33 +67,40 @@ class DomainResource(Resource):
         self.table = services.table
         self.transfer = services.transfer
 
-    def get(self, request: Request, dom: str) -> sxp.Value:
+    def get(self, request: Request, dom: str) -> Answer:
         return answer(self.table.info(dom), "the domain table")
 
-    def _domain(self, dom: str, *, guest_only: bool = False):  # type: ignore[no-untyped-def]
+    def _domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
         return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
 
-    def _run(self, dom: str, call: str, *args: object, guest_only: bool = True) -> str:
+    def _run(self, dom: str, call: Callable[[DomainProxy], pykka.Future[Any]], *,
+             guest_only: bool = True, timeout: float = ASK_TIMEOUT) -> str:
+        """Ask ``dom``'s Domain actor to ``call``; one that went meanwhile is not found."""
         domain = self._domain(dom, guest_only=guest_only)
-        answer(getattr(domain, call)(*args), f"domain {dom}")
+        try:
+            answer(call(domain), f"domain {dom}", timeout)
+        except pykka.ActorDeadError:
+            raise NotFound(f"invalid domain:{dom}") from None
         return "0"
 
     @op("pause")
     def pause(self, request: Request, dom: str) -> str:
-        return self._run(dom, "pause")
+        return self._run(dom, lambda domain: domain.pause())
 
     @op("unpause")
     def unpause(self, request: Request, dom: str) -> str:
-        return self._run(dom, "unpause")
+        return self._run(dom, lambda domain: domain.unpause())
 
     @op("shutdown", params=(Param("reason"), optional("key", default="")), status=202)
     def shutdown(self, request: Request, dom: str, reason: str, key: str) -> Reply:
-        self._run(dom, "shutdown", reason, _sysrq_key(key))
+        self._run(dom, lambda domain: domain.shutdown(reason_named(reason, SHUTDOWN_REASONS),
+                                                      _sysrq_key(key)))
         return Reply("0", 202, location=_parent(request))
 
     @op("destroy", params=(Param("reason"),))
     def destroy(self, request: Request, dom: str, reason: str) -> Reply:
-        answer(self.table.destroy(dom, reason), "the domain table")
+        why = reason_named(reason, DESTROY_REASONS)
+        self._run(dom, lambda domain: domain.destroy(why))
         return Reply("0", location=_parent(request))
 
     @op("save", params=(Param("file"),))
@@ -108,38 +119,43 @@ class DomainResource(Resource):
         return Reply(url, location=url)
 
     @op("configure", params=(Param("config", Kind.SXPR),))
-    def configure(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
+    def configure(self, request: Request, dom: str, config: sxp.Value) -> Answer:
         vm = sxp.child_value(config, "config") if sxp.name(config) == "domain" else config
         if vm is None:
             raise BadRequest("configure: the domain info has no (config (vm ...))")
-        answer(self._domain(dom).configure(parse_domain_config(vm)), f"domain {dom}")
+        parsed = parse_domain_config(vm)
+        answer(self._domain(dom).configure(parsed), f"domain {dom}")
         return answer(self.table.info(dom), "the domain table")
 
     @op("maxmem_set", params=_ints("memory"))
     def maxmem_set(self, request: Request, dom: str, memory: int) -> str:
-        return self._run(dom, "set_maxmem", memory, guest_only=False)
+        return self._run(dom, lambda domain: domain.set_maxmem(memory), guest_only=False)
 
     @op("mem_target_set", params=_ints("target"), on_get=True)
     def mem_target_set(self, request: Request, dom: str, target: int) -> str:
-        return self._run(dom, "set_memory_target", target, guest_only=False)
+        return self._run(dom, lambda domain: domain.set_memory_target(target),
+                         guest_only=False)
 
     @op("pincpu", params=_ints("cpu"))
     def pincpu(self, request: Request, dom: str, cpu: int) -> str:
-        return self._run(dom, "pincpu", cpu, guest_only=False)
+        return self._run(dom, lambda domain: domain.pincpu(cpu), guest_only=False)
 
     @op("cpu_bvt_set", "bvt_set",
         params=_ints("mcuadv", "warpback", "warpvalue", "warpl", "warpu"))
     def bvt_set(self, request: Request, dom: str, **params: int) -> str:
-        return self._run(dom, "set_sched", BvtParams(**params), guest_only=False)
+        return self._sched(dom, BvtParams(**params))
 
     @op("cpu_fbvt_set", "fbvt_set", params=_ints("mcuadv", "warp", "warpl", "warpu"))
     def fbvt_set(self, request: Request, dom: str, **params: int) -> str:
-        return self._run(dom, "set_sched", FbvtParams(**params), guest_only=False)
+        return self._sched(dom, FbvtParams(**params))
 
     @op("cpu_atropos_set", "atropos_set",
         params=_ints("period", "slice", "latency", "xtratime"))
     def atropos_set(self, request: Request, dom: str, **params: int) -> str:
-        return self._run(dom, "set_sched", AtroposParams(**params), guest_only=False)
+        return self._sched(dom, AtroposParams(**params))
+
+    def _sched(self, dom: str, params: SchedParams) -> str:
+        return self._run(dom, lambda domain: domain.set_sched(params), guest_only=False)
 
 
     # --- devices (facts §4.4): the info SXP, where the original returned a Python repr ---
@@ -198,7 +214,7 @@ class DomainResource(Resource):
 
 
 @contextlib.contextmanager
-def _transfer_session(transfer: pykka.ActorProxy | None) -> Iterator[pykka.ActorProxy]:
+def _transfer_session(transfer: TransferProxy | None) -> Iterator[TransferSessionProxy]:
     """A TransferSession actor of its own for one transfer, stopped when it is done."""
     if transfer is None:
         raise XendError("save, restore and migrate are not available in this xend", status=501)

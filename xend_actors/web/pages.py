@@ -19,6 +19,8 @@ from typing import Any
 from werkzeug import Request, Response
 
 from xend_actors import __version__, sxp
+from xend_actors.console.info import ConsoleInfo
+from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
 from xend_actors.web.page_format import (
     console_text,
@@ -27,7 +29,7 @@ from xend_actors.web.page_format import (
     event_time,
     state_words,
 )
-from xend_actors.web.resource import Resource
+from xend_actors.web.resource import Answer, Resource, wire
 
 _STARTED = time.monotonic()  # imported when xend starts: the web layer's uptime is xend's
 SCROLLBACK_BYTES = 16 * 1024  # of a console shown on a page
@@ -51,9 +53,9 @@ class View:
 
     request: Request
     resource: Resource
-    value: sxp.Value | str
+    value: Answer
     url_args: Mapping[str, Any]
-    fetch: Callable[[str], sxp.Value | str]  # GET another xend URL's value
+    fetch: Callable[[str], Answer]  # GET another xend URL's value
     fetch_raw: Callable[[str], Response]  # GET another xend URL's raw response
     last_event: int | None  # the number of the last event when the page was asked for
 
@@ -112,40 +114,50 @@ class DomainRow:
     guest: bool  # Domain-0 is the host: it is not paused or destroyed from here
 
 
-def domain_row(info: sxp.Value) -> DomainRow:
-    config = sxp.child_value(info, "config")
-    state = str(sxp.child_value(info, "state", "-----"))
-    up_time = sxp.child_value(info, "up_time")
-    port = sxp.child_value(sxp.child(info, "console"), "console_port")
-    domid = str(sxp.child_value(info, "id", "?"))
+def domain_row(info: DomainInfo) -> DomainRow:
+    hv = info.hv
+    state = hv.state.letters if hv is not None else "-----"
+    reason = hv.shutdown_reason.value if hv is not None and hv.shutdown_reason else None
+    if hv is not None and hv.state.shutdown and reason is None:
+        reason = "?"
+    console = info.console.port if info.console is not None else None
+    memory = info.memory_mb
+    # The info has no vcpus; a config may name them (xend takes one).
+    vcpus = sxp.child_value(info.config.sxpr, "vcpus") if info.config is not None else None
     return DomainRow(
-        name=str(sxp.child_value(info, "name", "?")),
-        id=domid,
+        name=info.name,
+        id=str(info.domid),
         state=state,
-        state_words=state_words(state, sxp.child_value(info, "shutdown_reason")),
-        memory=str(sxp.child_value(info, "memory", "?")),
-        vcpus=str(sxp.child_value(info, "vcpus") or sxp.child_value(config, "vcpus") or 1),
-        cpu_time=cpu_seconds(sxp.child_value(info, "cpu_time")),
-        console_port=str(port) if port is not None else None,
-        uptime=duration(float(up_time)) if up_time is not None else "",
-        paused="p" in state,
-        guest=domid != "0",
+        state_words=state_words(state, reason),
+        memory=str(memory) if memory is not None else "?",
+        vcpus=str(vcpus or 1),
+        cpu_time=cpu_seconds(hv.cpu_time) if hv is not None else "",
+        console_port=str(console) if console is not None else None,
+        uptime=duration(info.up_time) if info.up_time is not None else "",
+        paused=info.paused,
+        guest=info.domid != 0,
     )
 
 
+def _infos(value: object) -> list[DomainInfo]:
+    return [info for info in value if isinstance(info, DomainInfo)] \
+        if isinstance(value, list) else []
+
+
 def domains_page(view: View) -> dict[str, Any]:
-    infos = view.fetch("/xend/domain/?detail=1")
-    rows = sorted((domain_row(info) for info in infos if isinstance(info, list)),
+    rows = sorted((domain_row(info) for info in _infos(view.fetch("/xend/domain/?detail=1"))),
                   key=lambda row: (len(row.id), row.id))
     return {"domains": rows}
 
 
 def domain_page(view: View) -> dict[str, Any]:
     info = view.value
+    if not isinstance(info, DomainInfo):
+        raise XendError(f"{view.request.path} answered no domain")
     row = domain_row(info)
-    config = sxp.child_value(info, "config")
+    config = info.config.sxpr if info.config is not None else None
     devices = [(sxp.name(device), sxp.child_value(device, "idx"), sxp.pretty(device))
-               for device in sxp.children(sxp.child(info, "devices"))]
+               for device in (device.sxpr() for device in info.record.devices)]
     scrollback = _scrollback(view, row.console_port) if row.console_port else None
     events = [event for event in _recent_events(view, RECENT_EVENTS * 10)
               if _concerns(event, row)][-DOMAIN_EVENTS:]
@@ -173,22 +185,26 @@ def _scrollback(view: View, port: str) -> str | None:
 
 
 def consoles_page(view: View) -> dict[str, Any]:
-    names = {row.id: row.name for row in (domain_row(info)
-                                          for info in view.fetch("/xend/domain/?detail=1"))}
-    consoles = [_console(info, names) for info in view.fetch("/xend/console/?detail=1")]
+    names = {info.domid: info.name for info in _infos(view.fetch("/xend/domain/?detail=1"))}
+    consoles = [_console(info, names) for info in _console_infos(
+        view.fetch("/xend/console/?detail=1"))]
     return {"consoles": sorted(consoles, key=lambda console: int(console["port"]))}
 
 
-def _console(info: sxp.Value, names: Mapping[str, str]) -> dict[str, Any]:
-    connected = sxp.child(info, "connected")
-    domid = str(sxp.child_value(info, "domain", "?"))
-    return {"port": str(sxp.child_value(info, "console_port", "?")),
-            "status": str(sxp.child_value(info, "status", "?")),
-            "domid": domid, "domain": names.get(domid, ""),
-            "connected": " ".join(sxp.children(connected)) if connected else None}
+def _console_infos(value: object) -> list[ConsoleInfo]:
+    return [info for info in value if isinstance(info, ConsoleInfo)] \
+        if isinstance(value, list) else []
+
+
+def _console(info: ConsoleInfo, names: Mapping[int, str]) -> dict[str, Any]:
+    return {"port": str(info.port), "status": info.status.value,
+            "domid": str(info.domid), "domain": names.get(info.domid, ""),
+            "connected": f"{info.client[0]} {info.client[1]}" if info.client else None}
 
 
 def console_page(view: View) -> dict[str, Any]:
+    if not isinstance(view.value, ConsoleInfo):
+        raise XendError(f"{view.request.path} answered no console")
     console = _console(view.value, {})
     return {"console": console, "scrollback": _scrollback(view, console["port"]),
             "host": view.request.host.rsplit(":", 1)[0]}
@@ -243,7 +259,7 @@ def text_page(title: str) -> Callable[[View], dict[str, Any]]:
 
 def generic_page(view: View) -> dict[str, Any]:
     """Any other URL: its value and a form for each op its resource declares."""
-    value = view.value
+    value = wire(view.value)
     shown = value if isinstance(value, str) else sxp.pretty(value)
     ops, seen = [], set()
     for declared in view.resource.ops.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from werkzeug import Request
 
@@ -17,11 +17,31 @@ from xend_actors import sxp
 from xend_actors.web.forms import Param
 
 
+class Shown(Protocol):
+    """A typed answer (a domain's info, a console's): SXP only when it leaves xend."""
+
+    def sxpr(self) -> sxp.Value: ...
+
+
+Answer = sxp.Value | Shown
+"""What a handler answers: SXP, a typed value, or a list of them."""
+
+
+def wire(value: Answer) -> sxp.Value:
+    """The SXP a program is sent for ``value``: typed answers are turned into SXP here, at
+    the edge, and nowhere before."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [item if isinstance(item, str | list) else item.sxpr() for item in value]
+    return value.sxpr()
+
+
 @dataclass(frozen=True)
 class Reply:
     """A handler's answer when it needs more than a 200 with an SXP value."""
 
-    value: sxp.Value | str
+    value: Answer
     status: int = 200
     location: str | None = None
     text: bool = False  # raw text/plain for programs too (dmesg, the log)
@@ -63,5 +83,5 @@ class Resource:
             for declared in getattr(marked, "xend_ops", ())
         }
 
-    def get(self, request: Request, **url_args: str) -> Reply | sxp.Value:
+    def get(self, request: Request, **url_args: Any) -> Reply | Answer:
         return ["ls", *self.children]

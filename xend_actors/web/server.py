@@ -16,6 +16,8 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 from werkzeug import Response
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -125,3 +127,7 @@ class WebServer(TracedActor):
         if isinstance(address, tuple):
             return f"http://{address[0]}:{address[1]}"
         return f"unix://{address}"
+
+
+class WebServerProxy(ActorMemberMixin, pykka.ActorProxy[WebServer]):
+    addresses = proxy_method(WebServer.addresses)

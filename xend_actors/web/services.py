@@ -13,6 +13,13 @@ import pykka
 
 from xend_actors.actors import ask
 from xend_actors.config import XendConfig
+from xend_actors.console.hub import ConsolesProxy
+from xend_actors.device.vnets import VnetsProxy
+from xend_actors.domain.table import DomainTableProxy
+from xend_actors.events.bus import EventBusProxy
+from xend_actors.events.notify import NotifierProxy
+from xend_actors.hypervisor.actor import HypervisorProxy
+from xend_actors.transfer.transfer import TransferProxy
 
 ASK_TIMEOUT = 10.0
 BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
@@ -24,13 +31,13 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Services:
     config: XendConfig
-    events: pykka.ActorProxy
-    hypervisor: pykka.ActorProxy
-    table: pykka.ActorProxy
-    notifier: pykka.ActorProxy
-    consoles: pykka.ActorProxy
-    vnets: pykka.ActorProxy
-    transfer: pykka.ActorProxy | None = None  # save and restore (transfer/transfer.py)
+    events: EventBusProxy
+    hypervisor: HypervisorProxy
+    table: DomainTableProxy
+    notifier: NotifierProxy
+    consoles: ConsolesProxy
+    vnets: VnetsProxy
+    transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
 
 
 def answer(future: pykka.Future[T], what: str, timeout: float = ASK_TIMEOUT) -> T:

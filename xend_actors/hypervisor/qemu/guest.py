@@ -115,9 +115,9 @@ class QemuGuest:
         paused = paused_flag and ended is None
         runs = st.built and not paused and ended is None
         busy = runs and any(process.thread_running(st.pid, tid) for tid in threads)
-        flags = DomainState(running=busy, blocked=runs and not busy, paused=paused,
-                            shutdown=ended is not None and ended is not Reason.CRASH,
-                            crashed=ended is Reason.CRASH, dying=dying)
+        flags = DomainState.of(running=busy, blocked=runs and not busy, paused=paused,
+                               shutdown=ended is not None and ended is not Reason.CRASH,
+                               crashed=ended is Reason.CRASH, dying=dying)
         return HvDomain(
             domid=st.domid, name=st.name, state=flags,
             shutdown_reason=ended if ended is not Reason.CRASH else None,

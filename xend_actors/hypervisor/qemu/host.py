@@ -59,6 +59,6 @@ def dom0() -> HvDomain:
     memory = meminfo()
     total = memory.get("MemTotal", 0)
     used = total - memory.get("MemAvailable", memory.get("MemFree", 0))
-    return HvDomain(domid=0, name=DOM0_NAME, state=DomainState(running=True),
+    return HvDomain(domid=0, name=DOM0_NAME, state=DomainState.RUNNING,
                     shutdown_reason=None, memory_kb=used, maxmem_kb=total,
                     vcpus=os.cpu_count() or 1, cpu=0, cpu_time=host_cpu_seconds())

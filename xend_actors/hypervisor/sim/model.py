@@ -77,8 +77,8 @@ class _Domain:
 @functools.cache
 def _state(running: bool, blocked: bool, paused: bool, shutdown: bool,
            crashed: bool) -> DomainState:
-    return DomainState(running=running, blocked=blocked, paused=paused, shutdown=shutdown,
-                       crashed=crashed)
+    return DomainState.of(running=running, blocked=blocked, paused=paused,
+                          shutdown=shutdown, crashed=crashed)
 
 
 class SimHypervisor:

@@ -80,7 +80,6 @@ from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 
 MAX_LINE = 1 << 20
-STATE_FLAGS = tuple(f.name for f in dataclasses.fields(DomainState))
 STATE_LETTERS = "rbpscd"  # facts §6's letters, and d for dying
 SCHED_KINDS: Mapping[str, type] = {"bvt": BvtParams, "fbvt": FbvtParams,
                                    "atropos": AtroposParams}
@@ -228,15 +227,19 @@ def domain_from_wire(wire: Wire) -> HvDomain:
 # There are few states and many domains: each is made once.
 @functools.cache
 def state_to_wire(state: DomainState) -> str:
-    return "".join(letter if getattr(state, flag) else "-"
-                   for letter, flag in zip(STATE_LETTERS, STATE_FLAGS, strict=True))
+    return "".join(letter if flag in state else "-"
+                   for letter, flag in zip(STATE_LETTERS, DomainState, strict=True))
 
 
 @functools.cache
 def state_from_wire(letters: str) -> DomainState:
     if len(letters) != len(STATE_LETTERS):
         raise ValueError(f"a domain state has {len(STATE_LETTERS)} letters, got {letters!r}")
-    return DomainState(*(letter != "-" for letter in letters))
+    state = DomainState(0)
+    for letter, flag in zip(letters, DomainState, strict=True):
+        if letter != "-":
+            state |= flag
+    return state
 
 
 def physinfo_to_wire(info: PhysInfo) -> Wire:

@@ -28,6 +28,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
@@ -124,6 +126,12 @@ class Notifier(TracedActor):
         self._records.delete(_key(url))
         delivery.stop()
         log.info("Notify URL removed: %s", url)
+
+
+class NotifierProxy(ActorMemberMixin, pykka.ActorProxy[Notifier]):
+    urls = proxy_method(Notifier.urls)
+    register = proxy_method(Notifier.register)
+    unregister = proxy_method(Notifier.unregister)
 
 
 class Delivery:
