@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -70,10 +71,12 @@ class XendClient:
         """The path below the root, e.g. ``url("domain", "vm1")`` → ``/xend/domain/vm1``."""
         return self.root + "/".join(parts)
 
-    def get(self, path: str, **params: object) -> sxp.Value | str | None:
+    # The reply's SXP (text for text/plain replies), or None for 204 (which the original
+    # allowed): typed Any, as its shape is each URL's.
+    def get(self, path: str, **params: object) -> Any:
         return self._send("GET", path, params=_stringify(params))
 
-    def post(self, path: str, op: str, **params: object) -> sxp.Value | str | None:
+    def post(self, path: str, op: str, **params: object) -> Any:
         """POST ``op`` to ``path``; a ``Path`` parameter is uploaded as a file (multipart)."""
         fields = {"op": op, **_stringify({k: v for k, v in params.items()
                                           if not isinstance(v, Path)})}
@@ -82,7 +85,7 @@ class XendClient:
         # POST strips a trailing slash, GET of a directory keeps it (facts §4.4).
         return self._send("POST", path.rstrip("/"), data=fields, files=files or None)
 
-    def _send(self, method: str, path: str, **kwargs: object) -> sxp.Value | str | None:
+    def _send(self, method: str, path: str, **kwargs: object) -> Any:
         return _value(self._request(method, path, **kwargs))
 
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
@@ -208,7 +211,7 @@ class XendClient:
     def xend_event_inject(self, sxpr: sxp.Value) -> sxp.Value:
         return self.post(self.url("event"), "inject", event=sxpr)
 
-    def xend_events(self, since: int | str, timeout: int | str = 30) -> sxp.Value:
+    def xend_events(self, since: int | str, timeout: int | str = 30) -> Any:
         """The events numbered after ``since``, waiting up to ``timeout`` s for one (ours).
 
         A list of ``(event (seq N) (time T) (name NAME) (value V))``, ``()`` if none came;
@@ -232,7 +235,8 @@ class XendClient:
                 if reply.status_code != 200:
                     raise XendError(f"the event stream answered {reply.status_code}")
                 on_open()
-                seq, name, value = 0, "", None
+                seq, name = 0, ""
+                value: sxp.Value = ""
                 for line in reply.iter_lines():
                     field, _, data = line.partition(": ")
                     if field == "id":

@@ -155,7 +155,7 @@ class _Client:
             if isinstance(request, BadRequest):
                 raise request
             form = normalize(request)
-            handler = _OPS.get(form[0])
+            handler = _OPS.get(str(form[0]))
             if handler is None:
                 raise BadRequest(f"unknown op {form[0]}; (help) lists the ops")
             result = handler(self, form)

@@ -70,7 +70,7 @@ class BlkifController(TracedActor):
         vdev = vdevice(vbd.dev)
         if any(v.vdev == vdev for v in self._vbds.values()):
             raise Conflict(f"{what}: domain {self._domid} already has a vbd {vbd.dev}")
-        undo: list[Callable[[], None]] = []
+        undo: list[Callable[[], object]] = []
         try:
             bound = bind(self._config, vbd.uname)
             undo.append(lambda: unbind(self._config, bound, vbd.uname))
@@ -214,7 +214,7 @@ def _name(info: VbdInfo) -> str:
     return f"vbd {info.dev} ({info.uname})"
 
 
-def _undo(steps: list[Callable[[], None]], what: str) -> None:
+def _undo(steps: list[Callable[[], object]], what: str) -> None:
     for step in reversed(steps):
         try:
             step()

@@ -82,14 +82,14 @@ class DomainDevices:
         return tuple(attached)
 
     def attach(self, idx: int, device: Device) -> DeviceInfo:
+        if isinstance(device, PciConfig):
+            raise BadRequest(f"cannot hot-plug {device_text(device)}: only vbd and vif devices")
         if device.backend != 0:
             raise BadRequest(f"{sxp_kind(kind_of(device))}: backend domain {device.backend} "
                              "is not supported: domain 0 runs every backend here")
         if isinstance(device, VbdConfig):
             return self._ask(self._blkif_controller().attach(idx, device))
-        if isinstance(device, VifConfig):
-            return self._ask(self._netif_controller().attach(idx, device))
-        raise BadRequest(f"cannot hot-plug {device_text(device)}: only vbd and vif devices")
+        return self._ask(self._netif_controller().attach(idx, device))
 
     def configure_vif(self, idx: int, vif: VifConfig) -> VifInfo:
         return self._ask(self._netif_controller().configure(idx, vif))

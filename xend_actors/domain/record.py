@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from xend_actors import sxp
 from xend_actors.console.info import ConsoleInfo
@@ -86,7 +86,7 @@ class DomainInfo:
 
 
 def _info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
-               console: sxp.Value | None) -> sxp.Value:
+               console: sxp.Value | None) -> list[Any]:
     info: list = ["domain", ["id", str(record.domid)], ["name", record.name]]
     if hv is not None:
         info.append(["memory", str(hv.memory_kb // 1024)])

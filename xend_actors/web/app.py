@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug import Request, Response
 from werkzeug.datastructures import MultiDict
@@ -60,7 +62,8 @@ class XendApp:
         )
         self.site = site or BrowserSite()
 
-    def __call__(self, environ: dict, start_response):  # type: ignore[no-untyped-def]
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         request = XendRequest(environ)
         return self.respond(request)(environ, start_response)
 
@@ -83,7 +86,7 @@ class XendApp:
         return self._render(reply)
 
     def _dispatch(self, request: Request, resource: Resource,
-                  url_args: dict) -> Reply | Response:
+                  url_args: Mapping[str, Any]) -> Reply | Response:
         values = request_values(request)
         if request.method in ("GET", "HEAD"):
             name = request.args.get("op")
@@ -111,7 +114,7 @@ class XendApp:
         return chosen
 
     @staticmethod
-    def run_op(request: Request, resource: Resource, chosen: Op, url_args: dict,
+    def run_op(request: Request, resource: Resource, chosen: Op, url_args: Mapping[str, Any],
                values: MultiDict[str, str]) -> Reply | Response:
         """Run ``chosen`` with its declared parameters taken from ``values``."""
         args = decode(chosen.params, values)

@@ -25,12 +25,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.test import EnvironBuilder
 
-from xend_actors import sxp
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.web.csrf import FIELD, CsrfGuard
 from xend_actors.web.negotiate import SXP_MIMETYPE
 from xend_actors.web.pages import GENERIC, PAGES, Page, Problem, View
-from xend_actors.web.resource import Reply, Resource
+from xend_actors.web.resource import Answer, Reply, Resource
 from xend_actors.web.services import Services, answer
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ class BrowserSite:
             self.guard.set_cookie(response, cookie, secure=request.scheme == "https")
         return response
 
-    def _get(self, app: XendApp, request: Request, rule: Rule, url_args: dict,
+    def _get(self, app: XendApp, request: Request, rule: Rule, url_args: Mapping[str, Any],
              cookie: str) -> Response:
         resource: Resource = rule.endpoint
         result = resource.get(request, **url_args)
@@ -106,7 +105,7 @@ class BrowserSite:
         return self._page(app, request, rule, url_args, value, cookie,
                           done=done if _DONE.fullmatch(done) else None)
 
-    def _post(self, app: XendApp, request: Request, rule: Rule, url_args: dict,
+    def _post(self, app: XendApp, request: Request, rule: Rule, url_args: Mapping[str, Any],
               cookie: str) -> Response:
         self.guard.check(request, request.form.get(FIELD))
         resource: Resource = rule.endpoint
@@ -127,7 +126,7 @@ class BrowserSite:
         return Response(status=303, headers={
             "Location": f"{target}{separator}{urlencode({'done': done})}"})
 
-    def _failed(self, app: XendApp, request: Request, rule: Rule, url_args: dict,
+    def _failed(self, app: XendApp, request: Request, rule: Rule, url_args: Mapping[str, Any],
                 cookie: str, problem: Problem, error: XendError) -> Response:
         """The URL's page again, the op's message beside its form; else just the message."""
         try:
@@ -140,8 +139,8 @@ class BrowserSite:
         return self._page(app, request, rule, url_args, value, cookie, problem=problem,
                           status=error.status)
 
-    def _page(self, app: XendApp, request: Request, rule: Rule, url_args: dict,
-              value: sxp.Value | str, cookie: str, *, problem: Problem | None = None,
+    def _page(self, app: XendApp, request: Request, rule: Rule, url_args: Mapping[str, Any],
+              value: Answer, cookie: str, *, problem: Problem | None = None,
               done: str | None = None, status: int = 200) -> Response:
         page = self.pages.get(rule.rule, GENERIC)
         last_event = (answer(self.services.events.last_seq(), "the event bus")
@@ -215,7 +214,7 @@ def _internal(app: XendApp, request: Request, path: str) -> Response | Reply:
     """What the resource at ``path`` answers a program's GET, without going over HTTP."""
     parts = urlsplit(path)
     builder = EnvironBuilder(path=parts.path, query_string=parts.query,
-                             base_url=request.host_url, headers={"Accept": SXP_MIMETYPE})
+                             base_url=request.host_url, headers=[("Accept", SXP_MIMETYPE)])
     try:
         sub = Request(builder.get_environ())
     finally:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 from werkzeug import Request
 
 from xend_actors import sxp
 from xend_actors.device.config import parse_device
-from xend_actors.device.info import DeviceInfo, VbdInfo, VifInfo
+from xend_actors.device.info import VbdInfo, VifInfo
 from xend_actors.domain.config import parse_domain_config
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
@@ -26,6 +26,8 @@ from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Answer, Reply, Resource, op
 from xend_actors.web.services import ASK_TIMEOUT, BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
+
+D = TypeVar("D", VbdInfo, VifInfo)
 
 
 def _ints(*names: str) -> tuple[Param, ...]:
@@ -41,7 +43,7 @@ class DomainDirResource(Resource):
 
     def get(self, request: Request, **url_args: str) -> Answer:
         if request.args.get("detail", "0") not in ("0", ""):
-            return list(answer(self.table.infos(), "the domain table"))
+            return answer(self.table.infos(), "the domain table")
         return answer(self.table.names(), "the domain table")
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
@@ -160,11 +162,11 @@ class DomainResource(Resource):
 
     # --- devices (facts §4.4): the info SXP, where the original returned a Python repr ---
 
-    def _infos(self, dom: str, kind: type[DeviceInfo]) -> list[DeviceInfo]:
+    def _infos(self, dom: str, kind: type[D]) -> list[D]:
         devices = answer(self.table.devices(dom), "the domain table")
         return [device for device in devices if isinstance(device, kind)]
 
-    def _one(self, dom: str, kind: type[DeviceInfo], idx: int) -> sxp.Value:
+    def _one(self, dom: str, kind: type[D], idx: int) -> sxp.Value:
         for device in self._infos(dom, kind):
             if device.idx == idx:
                 return device.sxpr()
@@ -195,14 +197,17 @@ class DomainResource(Resource):
     @op("device_configure", params=(Param("config", Kind.SXPR), *_ints("idx")))
     def device_configure(self, request: Request, dom: str, config: sxp.Value,
                          idx: int) -> sxp.Value:
-        if sxp.name(config) == "vif" and sxp.child_value(config, "mac") is None:
+        kind = sxp.name(config)
+        if not isinstance(kind, str):
+            raise BadRequest("device_configure: expected (vif ...)")
+        if kind == "vif" and sxp.child_value(config, "mac") is None:
             # The mac cannot change: a config without one keeps the vif's own.
             current = [v for v in self._infos(dom, VifInfo) if v.idx == idx]
             if current:
                 config = [*config, ["mac", current[0].mac]]
         device = parse_device(config)
         domain = self._domain(dom, guest_only=True)
-        info = answer(domain.device_configure(sxp.name(config), idx, device), f"domain {dom}",
+        info = answer(domain.device_configure(kind, idx, device), f"domain {dom}",
                       BUILD_TIMEOUT)
         return info.sxpr()
 

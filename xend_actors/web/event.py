@@ -30,7 +30,7 @@ from xend_actors.errors import BadRequest, XendError
 from xend_actors.events.bus import QueueSubscriber
 from xend_actors.events.event import Event
 from xend_actors.web.forms import Kind, Param, decode, optional
-from xend_actors.web.resource import Resource, op
+from xend_actors.web.resource import Answer, Resource, op
 from xend_actors.web.services import Services, answer
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,9 @@ class EventResource(Resource):
         self.events = services.events
         self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
-    def get(self, request: Request, **url_args: str) -> sxp.Value | Response:
+    def get(self, request: Request, **url_args: str) -> Answer | Response:
         query = decode(_QUERY, request.args)
-        since, timeout = query["since"], query["timeout"]
+        since, timeout = _number(query["since"]), _number(query["timeout"])
         if (since is not None and since < 0) or (timeout is not None and timeout < 0):
             raise BadRequest("since and timeout must not be negative")
         if SSE_MIMETYPE in request.headers.get("Accept", ""):
@@ -142,6 +142,11 @@ class EventResource(Resource):
         if not self._watchers.acquire(blocking=False):
             raise XendError(f"already {MAX_WATCHERS} clients waiting for events; "
                             "try again later", status=503)
+
+
+def _number(value: object) -> int | None:
+    """A decoded ``Kind.INT`` parameter that may be absent."""
+    return value if isinstance(value, int) else None
 
 
 def _last_event_id(request: Request, since: int | None) -> int | None:

@@ -221,7 +221,7 @@ def _recent_events(view: View, count: int) -> list[dict[str, Any]]:
     if view.last_event is None:
         return []
     since = max(0, view.last_event - count)
-    records = view.fetch(f"/xend/event/?since={since}&timeout=0")
+    records = wire(view.fetch(f"/xend/event/?since={since}&timeout=0"))
     return [_event(record) for record in records if isinstance(record, list)]
 
 
@@ -235,7 +235,8 @@ def _event(record: sxp.Value) -> dict[str, Any]:
 
 def vnets_page(view: View) -> dict[str, Any]:
     """The vnet ids as links and their configs; whatever shape the list comes in."""
-    items = view.value if isinstance(view.value, list) else [view.value]
+    value = wire(view.value)
+    items = value if isinstance(value, list) else [value]
     ids = [item for item in items if isinstance(item, str)]
     configs = [item for item in items if isinstance(item, list)]
     if ids and not configs:

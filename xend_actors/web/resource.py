@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from werkzeug import Request
+from werkzeug import Request, Response
 
 from xend_actors import sxp
 from xend_actors.web.forms import Param
@@ -83,5 +83,6 @@ class Resource:
             for declared in getattr(marked, "xend_ops", ())
         }
 
-    def get(self, request: Request, **url_args: Any) -> Reply | Answer:
+    # Each resource names the URL's parts it takes (``dom``, ``port``); any is fine here.
+    def get(self, request: Request, *args: Any, **url_args: Any) -> Reply | Answer | Response:
         return ["ls", *self.children]

@@ -14,7 +14,8 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -30,13 +31,11 @@ from xend_actors.web.negotiate import SXP_MIMETYPE
 
 log = logging.getLogger(__name__)
 
-WSGIApp = Callable
-
-
-def guard_hosts(app: WSGIApp, patterns: Sequence[re.Pattern]) -> WSGIApp:
+def guard_hosts(app: WSGIApplication,
+                patterns: Sequence[re.Pattern[str]]) -> WSGIApplication:
     """Wrap ``app`` so clients not allowed by ``patterns`` get 403."""
 
-    def guarded(environ: dict, start_response):  # type: ignore[no-untyped-def]
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         address = environ.get("REMOTE_ADDR", "")
         if client_allowed(address, patterns):
             return app(environ, start_response)
@@ -64,7 +63,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=128)
 
 
-def _listen(host: str, port: int, app: WSGIApp) -> BaseWSGIServer:
+def _listen(host: str, port: int, app: WSGIApplication) -> BaseWSGIServer:
     where = host if host.startswith("unix://") else f"{host}:{port}"
     try:
         listener = _bind(host, port)
@@ -77,7 +76,7 @@ def _listen(host: str, port: int, app: WSGIApp) -> BaseWSGIServer:
 class WebServer(TracedActor):
     """Serves ``app`` on the configured TCP address and, if enabled, the Unix socket."""
 
-    def __init__(self, config: XendConfig, app: WSGIApp) -> None:
+    def __init__(self, config: XendConfig, app: WSGIApplication) -> None:
         super().__init__()
         self._servers: list[BaseWSGIServer] = []
         self._threads: list[threading.Thread] = []
@@ -125,8 +124,9 @@ class WebServer(TracedActor):
     def _where(server: BaseWSGIServer) -> str:
         address = server.server_address
         if isinstance(address, tuple):
-            return f"http://{address[0]}:{address[1]}"
-        return f"unix://{address}"
+            host, port = address[0], address[1]
+            return f"http://{os.fsdecode(host) if isinstance(host, bytes) else host}:{port}"
+        return f"unix://{os.fsdecode(address)}"
 
 
 class WebServerProxy(ActorMemberMixin, pykka.ActorProxy[WebServer]):

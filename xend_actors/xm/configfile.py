@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, XendError
@@ -116,11 +117,12 @@ def build_vm_sxpr(options: CreateOptions) -> sxp.Value:
     path = find_config_file(defconfig, options.path)
     given = _parse_assignments(options.assignments)
     env = _run_script(path, given)
-    taken = {name: value for name, value in env.items()
-             if name in _CONVERTERS and isinstance(value, str | list | int | float)}
+    taken: dict[str, Any] = {name: value for name, value in env.items()
+                             if name in _CONVERTERS and isinstance(value, str | list | int | float)}
     taken.update((name, value) for name, value in given.items() if name in _CONVERTERS)
-    settings = _Settings(**{name: _CONVERTERS[name](name, value)
-                            for name, value in taken.items()})
+    converted: dict[str, Any] = {name: _CONVERTERS[name](name, value)
+                                 for name, value in taken.items()}
+    settings = _Settings(**converted)
     return _vm_sxpr(settings, default_name=Path(defconfig).name)
 
 
@@ -137,9 +139,9 @@ def _read_sxp_file(path: Path) -> sxp.Value:
         raise BadRequest(f"Error in config file {path} {e.message}") from None
 
 
-def _parse_assignments(assignments: tuple[str, ...]) -> dict[str, object]:
+def _parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
     """``VAR=VAL`` as variables: strings, or lists of them for the repeatable ones."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for assignment in assignments:
         name, equals, value = assignment.partition("=")
         if not equals or not name.isidentifier():
