@@ -31,6 +31,9 @@ from xend_actors.web.negotiate import SXP_MIMETYPE
 
 log = logging.getLogger(__name__)
 
+# How often a server's loop looks for a stop: what a stop of xend waits for, at most.
+SHUTDOWN_POLL = 0.05
+
 def guard_hosts(app: WSGIApplication,
                 patterns: Sequence[re.Pattern[str]]) -> WSGIApplication:
     """Wrap ``app`` so clients not allowed by ``patterns`` get 403."""
@@ -95,8 +98,8 @@ class WebServer(TracedActor):
     def on_start(self) -> None:
         for server in self._servers:
             thread = threading.Thread(
-                target=server.serve_forever, name=f"http {self._where(server)}", daemon=True
-            )
+                target=server.serve_forever, args=(SHUTDOWN_POLL,),
+                name=f"http {self._where(server)}", daemon=True)
             thread.start()
             self._threads.append(thread)
             log.info("Serving HTTP on %s", self._where(server))
