@@ -1,5 +1,5 @@
 """The xfr message vocabulary and its channel: what goes on the wire, what is refused,
-and the limits on everything read (transfer/xfr.py); the migration sender's batches."""
+and the limits on everything read (transfer/xfr/); the migration sender's batches."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from xend_actors import sxp
 from xend_actors.transfer import xfr
-from xend_actors.transfer.pages import _batches
+from xend_actors.transfer.pages import Throttle, _batches
 
 INFO = ["domain", ["id", "5"], ["name", "web 1"],
         ["config", ["vm", ["name", "web 1"], ["memory", "32"]]]]
@@ -96,8 +96,10 @@ def test_parens_and_utf8_inside_a_message_do_not_end_it_early(
         pair: tuple[xfr.Channel, xfr.Channel]) -> None:
     left, right = pair
     info = ["domain", ["name", "café) (x"], ["memory", "8"]]
-    left.send_bytes(xfr.encode(xfr.Xfr(5, info, 8192, False)) + b")raw)")
+    left.send_bytes(xfr.encode(xfr.Xfr(5, info, 8192, False)) + xfr.encode(xfr.Data(5))
+                    + b")raw)")
     assert right.receive() == xfr.Xfr(5, info, 8192, False)
+    assert right.receive() == xfr.Data(5)
     assert right.receive_bytes(5) == b")raw)"
 
 
@@ -164,12 +166,12 @@ def test_bad_destinations(text: str) -> None:
 
 
 def test_the_throttle_keeps_to_its_rate() -> None:
-    throttle = xfr.Throttle(8)  # 1 MB/s
+    throttle = Throttle(8)  # 1 MB/s
     start = time.monotonic()
     for _ in range(4):
         throttle.sent(50_000)
     assert 0.19 < time.monotonic() - start < 1.0
-    unlimited = xfr.Throttle(0)
+    unlimited = Throttle(0)
     start = time.monotonic()
     unlimited.sent(1 << 30)
     assert time.monotonic() - start < 0.1

@@ -1,4 +1,4 @@
-"""The source's side of a migration: the xfr conversation (``xfr.py``) with another
+"""The source's side of a migration: the xfr conversation (``xfr/``) with another
 xend's relocation port, which ``relocation.py`` serves.
 
 A domain whose state is bytes and pages (sim) goes with ``send``: its memory streamed

@@ -1,5 +1,5 @@
 """The source's side of a migration's stream: the domain's memory and final state, in
-pre-copy rounds, throttled, with progress (the conversation is in ``xfr.py``).
+pre-copy rounds, throttled, with progress (the conversation is in ``xfr/``).
 
 Live: every page goes while the guest runs, then the pages it wrote meanwhile, round
 after round until few are left (or ``MAX_PRECOPY_ROUNDS``); only then is it suspended
@@ -23,6 +23,24 @@ from xend_actors.transfer import xfr
 MAX_PRECOPY_ROUNDS = 4
 STOP_COPY_PAGES = 256  # few enough dirty pages to send with the guest stopped (1 MiB)
 REPORT_SECONDS = 0.25
+
+
+class Throttle:
+    """Keeps a stream at most ``mbit`` Mbit/s (0: no limit) by waiting before a send
+    that would run ahead of that rate."""
+
+    def __init__(self, mbit: int) -> None:
+        self.bytes_per_second = mbit * 1_000_000 / 8
+        self._start = time.monotonic()
+        self._sent = 0
+
+    def sent(self, size: int) -> None:
+        """``size`` more bytes went out; returns once the rate allows the next ones."""
+        self._sent += size
+        if self.bytes_per_second:
+            ahead = self._sent / self.bytes_per_second - (time.monotonic() - self._start)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 class Phase(Enum):
@@ -56,7 +74,7 @@ class Sender:
         self._channel = channel
         self._driver = driver
         self._domid = domid
-        self._throttle = xfr.Throttle(mbit)
+        self._throttle = Throttle(mbit)
         self._report = report
         self._digest = hashlib.sha256()
         self._start = time.monotonic()

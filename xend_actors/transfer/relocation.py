@@ -5,7 +5,7 @@ on ``xend-relocation-address``:``xend-relocation-port``. A peer whose address
 ``xend-relocation-hosts-allow`` does not admit (matched as ``xend-hosts-allow`` is)
 gets ``(xfr.err 13 ...)`` and is closed. Each accepted connection is served on a
 thread of its own, so a transfer never holds up another, nor xend's HTTP: it speaks
-the xfr conversation of ``xfr.py`` as the destination.
+the xfr conversation of ``xfr/`` as the destination.
 
 The destination checks the name and the memory before a page flows, takes the pages
 in (the sim's memory is a pattern: the pages are checked against the digest the source

@@ -1,0 +1,151 @@
+"""``Channel``: one xfr connection's I/O, each read and write bounded by a timeout.
+
+It writes encoded messages and raw bytes to the socket and feeds what it reads to a
+``Decoder`` (``decoder.py``), which says where each message ends; a stream's pieces go
+between the socket and a pipe by ``splice``. What the bytes mean is ``messages.py``'s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+import termios
+
+from xend_actors import sxp
+from xend_actors.transfer.xfr.decoder import Decoder
+from xend_actors.transfer.xfr.messages import MAX_DATA, Code, Data, Err, Message, XfrError, encode
+from xend_actors.transfer.xfr.pipes import SPLICE_FLAGS, ready, write_all
+
+CHUNK = 1 << 16  # read from the socket at a time
+
+
+class Channel:
+    """One xfr connection: whole messages and raw bytes both ways, each read and write
+    bounded by ``timeout`` seconds."""
+
+    def __init__(self, sock: socket.socket, peer: str, timeout: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.timeout = timeout
+        self._decoder = Decoder()
+        sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, message: Message) -> None:
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise XfrError(f"{self.peer} took no data for {self.timeout:g} s",
+                           Code.ETIMEDOUT) from None
+        except OSError as error:
+            raise XfrError(f"lost the connection to {self.peer}: "
+                           f"{error.strerror or error}") from None
+
+    def receive(self) -> Message:
+        """The next message."""
+        try:
+            while (message := self._decoder.next()) is None:
+                self._fill()
+        except sxp.ParseError as error:
+            raise XfrError(f"{self.peer} sent a bad message: {error}", Code.EPROTO) from None
+        return message
+
+    def expect_ok(self, what: str) -> None:
+        """Read a reply; XfrError carrying the peer's code and reason unless it is OK."""
+        reply = self.receive()
+        if isinstance(reply, Err) and reply.code == Code.OK:
+            return
+        if isinstance(reply, Err):
+            raise XfrError(f"{self.peer} refused {what}: {reply.reason or f'error {reply.code}'}",
+                           reply.code)
+        raise XfrError(f"{self.peer} answered {what} with {type(reply).__name__}", Code.EPROTO)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the socket that no message has taken yet."""
+        return self._decoder.buffered
+
+    def receive_bytes(self, size: int) -> bytes:
+        """The next ``size`` of the raw bytes the last message announced."""
+        self._owed(size)
+        data = bytearray()
+        while len(data) < size:
+            piece = self._decoder.take(size - len(data))
+            if piece:
+                data += piece
+            else:
+                self._fill()
+        return bytes(data)
+
+    def receive_into(self, fd: int, size: int) -> None:
+        """Copy the next ``size`` of the raw bytes the last message announced into ``fd``
+        (a pipe), each wait bounded; the kernel moves them (splice), they never pass
+        through xend's memory."""
+        self._owed(size)
+        taken = self._decoder.take(size)
+        if taken:
+            write_all(fd, taken, self.timeout)
+            size -= len(taken)
+        while size:
+            self._wait(self.sock, "r", f"{self.peer} sent nothing")
+            self._wait(fd, "w", "the reader of the stream took nothing")
+            try:
+                moved = os.splice(self.sock.fileno(), fd, size, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                raise XfrError(f"copying the stream from {self.peer} failed: "
+                               f"{error.strerror or error}") from None
+            if not moved:
+                raise XfrError(f"{self.peer} closed the connection")
+            self._decoder.skip(moved)
+            size -= moved
+
+    def send_pipe(self, read: int) -> None:
+        """Send what comes out of the pipe ``read`` as ``(xfr.data SIZE)`` pieces until its
+        writers close it (no end marker); the kernel moves the bytes (splice)."""
+        while True:
+            ready(read, "r", None)  # the writer's pace: the caller bounds it
+            size = min(int.from_bytes(fcntl.ioctl(read, termios.FIONREAD, bytes(4)),
+                                      sys.byteorder), MAX_DATA)
+            if not size:
+                return  # readable and empty: every writer closed it
+            self.send(Data(size))
+            while size:
+                try:
+                    moved = os.splice(read, self.sock.fileno(), size, flags=SPLICE_FLAGS)
+                except BlockingIOError:
+                    self._wait(self.sock, "w", f"{self.peer} took no data")
+                    continue
+                except OSError as error:
+                    raise XfrError(f"lost the connection to {self.peer}: "
+                                   f"{error.strerror or error}") from None
+                size -= moved
+
+    def _owed(self, size: int) -> None:
+        if size > self._decoder.owed:
+            raise RuntimeError(f"{size} raw bytes asked for, {self._decoder.owed} announced")
+
+    def _wait(self, what: socket.socket | int, how: str, sentence: str) -> None:
+        if not ready(what, how, self.timeout):
+            raise XfrError(f"{sentence} for {self.timeout:g} s", Code.ETIMEDOUT)
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(CHUNK)
+        except TimeoutError:
+            raise XfrError(f"{self.peer} sent nothing for {self.timeout:g} s",
+                           Code.ETIMEDOUT) from None
+        except OSError as error:
+            raise XfrError(f"lost the connection to {self.peer}: "
+                           f"{error.strerror or error}") from None
+        if not chunk:
+            raise XfrError(f"{self.peer} closed the connection")
+        self._decoder.feed(chunk)

@@ -1,0 +1,56 @@
+"""Pipes between a stream driver and a connection: big ones, written with a deadline,
+and waiting on a descriptor with ``poll``. The kernel moves a stream between a pipe and a
+socket (``splice``, ``SPLICE_FLAGS``), so its bytes never pass through xend's memory."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import socket
+
+from xend_actors.transfer.xfr.messages import MAX_DATA, Code, XfrError
+
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+
+def open_pipe(xend_writes: bool) -> tuple[int, int]:
+    """A pipe (read end, write end) with a buffer as large as the host allows, so a
+    stream moves in big steps. When xend writes to it, its end does not block, so
+    ``write_all`` keeps its deadline."""
+    read, write = os.pipe2(os.O_CLOEXEC)
+    if xend_writes:
+        os.set_blocking(write, False)
+    try:
+        limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, MAX_DATA))
+    except (OSError, ValueError):
+        pass  # the default 64 KiB works, only slower
+    return read, write
+
+
+def write_all(fd: int, data: bytes | memoryview, timeout: float) -> None:
+    """Write all of ``data`` to ``fd``, waiting at most ``timeout`` s for room each time;
+    XfrError if the reader went away or took nothing for that long."""
+    view = memoryview(data)
+    while view:
+        if not ready(fd, "w", timeout):
+            raise XfrError(f"the reader of the stream took nothing for {timeout:g} s",
+                           Code.ETIMEDOUT)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            continue
+        except OSError as error:
+            raise XfrError(f"the reader of the stream went away: "
+                           f"{error.strerror or error}") from None
+        view = view[written:]
+
+
+def ready(what: socket.socket | int, how: str, timeout: float | None) -> bool:
+    """Whether ``what`` can be read (``how`` "r") or written ("w") within ``timeout`` s
+    (None: however long it takes); an error or a hang-up counts as ready, for the next
+    call to say what it is. poll, not select: xend may have fds past FD_SETSIZE."""
+    poller = select.poll()
+    poller.register(what, select.POLLIN if how == "r" else select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
