@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -42,8 +42,15 @@ from xend_actors.errors import Conflict, XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
-from xend_actors.transfer import rollback, xfr
+from xend_actors.transfer import records, rollback, xfr
 from xend_actors.transfer.moving import Moving
+from xend_actors.transfer.records import (
+    INCOMING_PREFIX,
+    Destination,
+    MigrateRecord,
+    SessionState,
+    Source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ COMMIT_TIMEOUT = 60.0  # the source destroys its domain before it commits
 CONFIGURE_TIMEOUT = 120.0
 MAX_CONNECTIONS = 8
 MAX_ROUNDS = 8  # a source may send the memory at most this many times over
-SESSION_PREFIX = "in-"
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class Relocation(TracedActor):
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         keys = incoming.sessions.keys()  # a RecordDir's, not a dict's
-        numbers = [k.removeprefix(SESSION_PREFIX) for k in keys if k.startswith(SESSION_PREFIX)]
+        numbers = [k.removeprefix(INCOMING_PREFIX) for k in keys if k.startswith(INCOMING_PREFIX)]
         self._sessions = itertools.count(
             1 + max((int(n) for n in numbers if n.isdigit()), default=0))
         self._thread = threading.Thread(target=self._accept, name="relocation", daemon=True)
@@ -129,7 +135,7 @@ class Relocation(TracedActor):
                 channel.send(xfr.Err(xfr.Code.EACCES, f"{address} is not allowed to migrate "
                                      "here by xend-relocation-hosts-allow"))
                 return
-            session = f"{SESSION_PREFIX}{next(self._sessions)}"
+            session = f"{INCOMING_PREFIX}{next(self._sessions)}"
             receive(channel, address, session, self._incoming)
         except XendError as error:
             log.error("Migration in from %s failed: %s", address, error.message)
@@ -170,14 +176,13 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
 
 def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
              offer: xfr.Xfr, config: DomainConfig) -> int:
-    record = ["migrate", ["id", session], ["state", "receive"], ["live", str(int(offer.live))],
-              ["src", ["host", address], ["domain", str(offer.domid)]],
-              ["dst", ["host", socket.gethostname()]]]
+    record = MigrateRecord(session, SessionState.RECEIVE, offer.live,
+                           Source(address, offer.domid), Destination(socket.gethostname()))
     driver = incoming.driver
     stream = callable(getattr(driver, "send_state", None))
     if not stream:
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
-    incoming.sessions.write(session, record)
+    incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     domid: int | None = None
     try:
@@ -186,8 +191,8 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         else:
             domid = driver.restore_state(  # type: ignore[attr-defined]
                 config.name, config.memory_mb, _receive_memory(channel, offer))
-        incoming.sessions.write(session, [*record[:-1], ["dst", ["host", socket.gethostname()],
-                                                         ["domain", str(domid)]]])
+        made = replace(record, dst=replace(record.dst, domid=domid))
+        incoming.sessions.write(session, records.to_sxpr(made))
         domain = ask(incoming.table.take_in(domid, config.name))
         ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
         if stream:

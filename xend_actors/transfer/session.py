@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pykka
@@ -50,10 +50,19 @@ from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.hypervisor.base import Driver, StreamProgress
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
-from xend_actors.transfer import outgoing, rollback, savefile, xfr
+from xend_actors.transfer import outgoing, records, rollback, savefile, xfr
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.pages import Phase, Progress, Sender
+from xend_actors.transfer.records import (
+    Destination,
+    MigrateRecord,
+    RestoreRecord,
+    SaveRecord,
+    SessionRecord,
+    SessionState,
+    Source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +121,10 @@ class TransferSession(TracedActor):
     def _run_save(self, domain: pykka.ActorProxy, name: str, domid: int, info: sxp.Value,
                   path: Path) -> None:
         """The save, recorded as a session from its begin to its ok or error."""
-        session = self._session_id()
         ids = [name, str(domid)]
 
-        def record(state: str) -> sxp.Value:
-            value = ["save", ["id", session], ["state", state], ["domain", str(domid)],
-                     ["file", str(path)], *self._paused_field(was_paused)]
-            self._sessions.write(session, value)
-            self._events.publish("xend.domain.save", [*ids, state, value])
-            return value
+        def record(state: SessionState) -> None:
+            self._announce("xend.domain.save", ids, replace(session, state=state))
 
         started = time.monotonic()
 
@@ -130,7 +134,9 @@ class TransferSession(TracedActor):
             self._events.publish("xend.domain.save.progress", [*ids, progress.sxpr()])
 
         was_paused = "p" in str(sxp.child_value(info, "state", ""))
-        record("begin")
+        session = SaveRecord(self._session_id(), SessionState.BEGIN, domid, str(path),
+                             self._paused_field(was_paused))
+        record(SessionState.BEGIN)
         log.info("Saving domain %s (id %s) to %s", name, domid, path)
         try:
             if self._streams:
@@ -141,13 +147,13 @@ class TransferSession(TracedActor):
                 report(StreamProgress(True, size, size))
         except Exception as error:
             log.error("Saving domain %s to %s failed: %s", name, path, error)
-            record("error")
+            record(SessionState.ERROR)
             raise _failed("save", error) from None
         else:
-            record("ok")
+            record(SessionState.OK)
             log.info("Saved domain %s to %s", name, path)
         finally:
-            self._sessions.delete(session)
+            self._sessions.delete(session.id)
 
     def _save(self, domain: pykka.ActorProxy, domid: int, info: sxp.Value, path: Path,
               was_paused: bool) -> None:
@@ -240,8 +246,7 @@ class TransferSession(TracedActor):
         path = reader.path
         with self._restoring(path, config) as session:
             domid = self._driver.prepare_incoming(config.name, reader.header.meta)
-            self._sessions.write(session, ["restore", ["id", session], ["file", str(path)],
-                                           ["domain", str(domid)]])
+            self._keep(replace(session, domid=domid))
 
             def load() -> None:
                 # The hypervisor loads the state straight from the file; a bad
@@ -262,10 +267,10 @@ class TransferSession(TracedActor):
         return info
 
     @contextlib.contextmanager
-    def _restoring(self, path: Path, config: DomainConfig) -> Iterator[str]:
+    def _restoring(self, path: Path, config: DomainConfig) -> Iterator[RestoreRecord]:
         """The restore's session, recorded while it runs; what fails is 'restore failed'."""
-        session = self._session_id()
-        self._sessions.write(session, ["restore", ["id", session], ["file", str(path)]])
+        session = RestoreRecord(self._session_id(), str(path))
+        self._keep(session)
         log.info("Restoring domain %s from %s", config.name, path)
         try:
             yield session
@@ -273,7 +278,7 @@ class TransferSession(TracedActor):
             log.error("Restoring from %s failed: %s", path, error)
             raise _failed("restore", error) from None
         finally:
-            self._sessions.delete(session)
+            self._sessions.delete(session.id)
 
     def _bring_up(self, domid: int, config: DomainConfig,
                   load: Callable[[], None] = lambda: None) -> sxp.Value:
@@ -352,22 +357,19 @@ class TransferSession(TracedActor):
                      info: sxp.Value, host: str, port: int, live: bool,
                      resource: int) -> str:
         """The migration, recorded as a session from its begin to its ok or error."""
-        session = self._session_id()
         ids = [name, str(domid)]
         was_paused = "p" in str(sxp.child_value(info, "state", ""))
+        session = MigrateRecord(self._session_id(), SessionState.BEGIN, live,
+                                Source(socket.gethostname(), domid), Destination(host),
+                                resource, self._paused_field(was_paused))
 
-        def record(state: str, *extra: sxp.Value) -> None:
-            value = ["migrate", ["id", session], ["state", state], ["live", str(int(live))],
-                     ["resource", str(resource)], *self._paused_field(was_paused),
-                     ["src", ["host", socket.gethostname()], ["domain", str(domid)]],
-                     ["dst", ["host", host], *extra]]
-            self._sessions.write(session, value)
-            self._events.publish("xend.domain.migrate", [*ids, state, value])
+        def record(state: SessionState, dst: Destination = session.dst) -> None:
+            self._announce("xend.domain.migrate", ids, replace(session, state=state, dst=dst))
 
         def report(progress: Progress) -> None:
             self._events.publish("xend.domain.migrate.progress", [*ids, progress.sxpr()])
 
-        record("begin")
+        record(SessionState.BEGIN)
         log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", name, domid,
                  host, port, live, resource or "unlimited")
         started = time.monotonic()
@@ -375,7 +377,7 @@ class TransferSession(TracedActor):
             if self._streams:
                 newid, downtime = outgoing.send_stream(
                     self._driver, self._table, domid, info, (host, port), live, resource,
-                    report, lambda newid: record("commit", ["domain", str(newid)]))
+                    report, lambda newid: record(SessionState.COMMIT, Destination(host, newid)))
             else:
                 newid, downtime = outgoing.send(
                     self._driver, self._table, domain, domid, info, (host, port), live,
@@ -383,13 +385,12 @@ class TransferSession(TracedActor):
                                                   report))
         except Exception as error:
             log.error("Migrating domain %s to %s:%s failed: %s", name, host, port, error)
-            record("error")
-            self._sessions.delete(session)
+            record(SessionState.ERROR)
+            self._sessions.delete(session.id)
             raise _failed("migrate", error) from None
         duration = time.monotonic() - started
-        record("ok", ["domain", str(newid)], ["downtime", f"{downtime:.3f}"],
-               ["duration", f"{duration:.3f}"])
-        self._sessions.delete(session)
+        record(SessionState.OK, Destination(host, newid, downtime, duration))
+        self._sessions.delete(session.id)
         log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
                  "for %.3f s", name, host, port, newid, duration, downtime)
         return f"http://{host}:{port}/xend/domain/{newid}"
@@ -408,11 +409,21 @@ class TransferSession(TracedActor):
     def _session_id(self) -> str:
         return str(next(self._context.ids))
 
-    def _paused_field(self, was_paused: bool) -> list[sxp.Value]:
+    def _keep(self, record: SessionRecord) -> None:
+        """Keep ``record`` in the store's ``migrate/`` while its transfer runs."""
+        self._sessions.write(record.id, records.to_sxpr(record))
+
+    def _announce(self, event: str, ids: list[str], record: SaveRecord | MigrateRecord) -> None:
+        """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
+        value = records.to_sxpr(record)
+        self._sessions.write(record.id, value)
+        self._events.publish(event, [*ids, record.state.value, value])
+
+    def _paused_field(self, was_paused: bool) -> bool | None:
         """A stream driver's session says whether the guest was paused, so a xend that
         starts again after it died mid-transfer knows whether to let the guest run (a sim
         guest's suspend says it by itself)."""
-        return [["paused", str(int(was_paused))]] if self._streams else []
+        return was_paused if self._streams else None
 
     @property
     def _streams(self) -> bool:

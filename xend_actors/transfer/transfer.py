@@ -7,9 +7,9 @@ transfer of a domain while one runs (409).
 
 This actor keeps what outlives a session: a xend that starts again after dying
 mid-transfer puts back what a session left in the store's ``migrate/`` folder
-(``_recover``), and the Relocation actor (``relocation.py``), which takes migrations in
-when ``xend-relocation-server`` is on, is started and stopped by it. None of the
-DomainTable or Domain actors ever asks it.
+(``_recover``, the records read by ``records.py``), and the Relocation actor
+(``relocation.py``), which takes migrations in when ``xend-relocation-server`` is on,
+is started and stopped by it. None of the DomainTable or Domain actors ever asks it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from xend_actors.config import XendConfig
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
-from xend_actors.transfer import rollback
-from xend_actors.transfer.relocation import SESSION_PREFIX, Incoming, Relocation
+from xend_actors.transfer import records, rollback
+from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
+from xend_actors.transfer.relocation import Incoming, Relocation
 from xend_actors.transfer.session import Context, TransferSession, first_session_id
 
 log = logging.getLogger(__name__)
@@ -64,28 +65,30 @@ class Transfer(TracedActor):
     def _recover(self) -> None:
         """Sessions left by a xend that stopped mid-transfer: a domain suspended for a save
         or a migration out runs on (it would have been destroyed had it got away); one
-        half-migrated in is destroyed."""
+        half-migrated in, or half-restored, is destroyed."""
         for key, value in self._sessions.load_all().items():
-            domid = sxp.child_value(value, "domain")
-            paused = sxp.child_value(value, "paused") == "1"
-            if sxp.name(value) == "save" and str(domid).isdigit():
-                rollback.resume(self._driver, int(domid), paused)
-            if sxp.name(value) == "restore" and str(domid).isdigit():
-                # a stream driver's, made before its state came
-                rollback.discard(self._driver, self._table, int(domid))
-            if sxp.name(value) == "migrate":
-                src = sxp.child_value(sxp.child(value, "src") or [], "domain")
-                dst = sxp.child_value(sxp.child(value, "dst") or [], "domain")
-                if key.startswith(SESSION_PREFIX) and str(dst).isdigit():
-                    rollback.discard(self._driver, self._table, int(dst))
-                elif not key.startswith(SESSION_PREFIX) and str(src).isdigit():
-                    if sxp.child_value(value, "state") == "commit":
-                        # handed over: it runs at the destination
-                        rollback.discard(self._driver, self._table, int(src))
-                    else:
-                        rollback.resume(self._driver, int(src), paused)
+            try:
+                self._put_back(records.from_sxpr(value))
+            except ValueError as error:
+                log.error("Transfer session %s cannot be put back: %s", key, error)
             log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
             self._sessions.delete(key)
+
+    def _put_back(self, record: records.SessionRecord) -> None:
+        match record:
+            case SaveRecord(domid=domid, paused=paused):
+                rollback.resume(self._driver, domid, bool(paused))
+            case RestoreRecord(domid=int(domid)):
+                # a stream driver's, made before its state came
+                rollback.discard(self._driver, self._table, domid)
+            case MigrateRecord(dst=dst) if record.incoming:
+                if dst.domid is not None:
+                    rollback.discard(self._driver, self._table, dst.domid)
+            case MigrateRecord(state=SessionState.COMMIT, src=src):
+                # handed over: it runs at the destination
+                rollback.discard(self._driver, self._table, src.domid)
+            case MigrateRecord(src=src, paused=paused):
+                rollback.resume(self._driver, src.domid, bool(paused))
 
     def ping(self) -> str:
         """For the start-up barrier: the actor runs."""
