@@ -10,13 +10,14 @@ the xfr conversation of ``xfr/`` as the destination.
 The destination checks the name and the memory before a page flows, takes the pages
 in (the sim's memory is a pattern: the pages are checked against the digest the source
 sends and not kept; the seed and page versions come in the state), builds the domain
-paused from the final state, configures it as a restore does (devices, console),
-answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on the source's commit. Whatever
-breaks before that destroys what it built. A stream driver's domain (qemu) is made and
-configured before the offer is answered, then its state is copied from the connection
-into a pipe the hypervisor loads from; the rest is the same. While it runs, the transfer
-is recorded as ``migrate/in-N`` in the store, so a xend killed mid-way destroys the
-half-built domain when it starts again (``Transfer`` reads the record).
+paused from the final state and brings it up as a restore does (``bringup``: adopted,
+configured, devices and console), answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on
+the source's commit. Whatever breaks before that destroys what it built. A stream
+driver's domain (qemu) is made and configured before the offer is answered, then its
+state is copied from the connection into a pipe the hypervisor loads from; the rest is
+the same. While it runs, the transfer is recorded as ``migrate/in-N`` in the store, so a
+xend killed mid-way destroys the half-built domain when it starts again (``Transfer``
+reads the record).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback, xfr
+from xend_actors.transfer.bringup import bring_up
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import (
     INCOMING_PREFIX,
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 30.0  # the most a peer may stay silent mid-transfer
 COMMIT_TIMEOUT = 60.0  # the source destroys its domain before it commits
-CONFIGURE_TIMEOUT = 120.0
 MAX_CONNECTIONS = 8
 MAX_ROUNDS = 8  # a source may send the memory at most this many times over
 
@@ -184,27 +185,19 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
     incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
-    domid: int | None = None
     try:
         if stream:
             domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
         else:
             domid = driver.restore_state(  # type: ignore[attr-defined]
                 config.name, config.memory_mb, _receive_memory(channel, offer))
-        made = replace(record, dst=replace(record.dst, domid=domid))
-        incoming.sessions.write(session, records.to_sxpr(made))
-        domain = ask(incoming.table.take_in(domid, config.name))
-        ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
-        if stream:
-            _load_stream(channel, address, driver, domid, offer)
-        channel.send(xfr.XfrOk(domid))
-        channel.sock.settimeout(COMMIT_TIMEOUT)
-        channel.expect_ok("the commit")
-        ask(domain.unpause())
+        with rollback.discarded_on_failure(driver, incoming.table, domid):
+            made = replace(record, dst=replace(record.dst, domid=domid))
+            incoming.sessions.write(session, records.to_sxpr(made))
+        bring_up(driver, incoming.table, domid, config,
+                 lambda: _hand_over(channel, address, driver, stream, domid, offer))
         channel.send(xfr.OK)
     except BaseException as error:
-        if domid is not None:
-            rollback.discard(driver, incoming.table, domid)
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
                                              or error.code == xfr.Code.EPROTO):
             with contextlib.suppress(XendError):  # the source learns why
@@ -214,6 +207,17 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         incoming.sessions.delete(session)
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
+
+
+def _hand_over(channel: xfr.Channel, address: str, driver: Driver, stream: bool, domid: int,
+               offer: xfr.Xfr) -> None:
+    """The built and configured domain's state loaded (a stream's comes only now), the
+    source told its new id, and its commit awaited: then the domain may run here."""
+    if stream:
+        _load_stream(channel, address, driver, domid, offer)
+    channel.send(xfr.XfrOk(domid))
+    channel.sock.settimeout(COMMIT_TIMEOUT)
+    channel.expect_ok("the commit")
 
 
 def _load_stream(channel: xfr.Channel, address: str, driver: Driver, domid: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import pykka
 
@@ -106,6 +107,16 @@ def discard(driver: Driver, table: DomainTableProxy, domid: int) -> None:
         log.warning("Destroying domain %s via the table failed: %s", domid, error)
         with contextlib.suppress(XendError):
             driver.destroy(domid)
+
+
+@contextlib.contextmanager
+def discarded_on_failure(driver: Driver, table: DomainTableProxy, domid: int) -> Iterator[None]:
+    """Domain ``domid``, made for a transfer, is destroyed if what runs inside fails."""
+    try:
+        yield
+    except BaseException:
+        discard(driver, table, domid)
+        raise
 
 
 def _quietly(future: pykka.Future) -> None:

@@ -13,8 +13,8 @@ Any failure before that resumes the guest, so the domain keeps running, and leav
 no file.
 
 Restore: the image is checked whole before anything is created; the driver builds a
-paused domain from the saved state; the DomainTable adopts it and its Domain actor
-configures it as for any adopted domain (devices, console); then it is unpaused.
+paused domain from the saved state; ``bringup`` has the DomainTable adopt it and its
+Domain actor configure it as for any adopted domain (devices, console), then unpauses it.
 
 Migrate: the conversation with the destination is ``outgoing.py``'s; progress goes out
 as ``xend.domain.migrate.progress`` events
@@ -52,6 +52,7 @@ from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import outgoing, records, rollback, savefile, xfr
 from xend_actors.transfer.background import Background
+from xend_actors.transfer.bringup import bring_up
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.pages import Phase, Progress, Sender
 from xend_actors.transfer.records import (
@@ -67,7 +68,6 @@ from xend_actors.transfer.records import (
 log = logging.getLogger(__name__)
 
 RESTORE_PROGRESS_SECONDS = 0.1
-CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
 
 
@@ -222,7 +222,7 @@ class TransferSession(TracedActor):
                 config.name, config.memory_mb, image.payload)
             size = len(image.payload)
             self._restore_progress(config.name, domid, size, size, began)
-            info = self._bring_up(domid, config)
+            info = bring_up(self._driver, self._table, domid, config)
         log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
         return info
 
@@ -246,7 +246,8 @@ class TransferSession(TracedActor):
         path = reader.path
         with self._restoring(path, config) as session:
             domid = self._driver.prepare_incoming(config.name, reader.header.meta)
-            self._keep(replace(session, domid=domid))
+            with rollback.discarded_on_failure(self._driver, self._table, domid):
+                self._keep(replace(session, domid=domid))
 
             def load() -> None:
                 # The hypervisor loads the state straight from the file; a bad
@@ -262,7 +263,7 @@ class TransferSession(TracedActor):
                     loaded.set()
                     watcher.finish(STREAM_TIMEOUT)
 
-            info = self._bring_up(domid, config, load)
+            info = bring_up(self._driver, self._table, domid, config, load)
         log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
         return info
 
@@ -279,20 +280,6 @@ class TransferSession(TracedActor):
             raise _failed("restore", error) from None
         finally:
             self._sessions.delete(session.id)
-
-    def _bring_up(self, domid: int, config: DomainConfig,
-                  load: Callable[[], None] = lambda: None) -> sxp.Value:
-        """A restored domain adopted, configured (devices, console), ``load``-ed and
-        unpaused; its info. On any failure it is destroyed again."""
-        try:
-            domain = ask(self._table.take_in(domid, config.name))
-            ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
-            load()
-            ask(domain.unpause())
-        except BaseException:
-            rollback.discard(self._driver, self._table, domid)
-            raise
-        return ask(self._table.info(str(domid)))
 
     def _watch_restore(self, name: str, domid: int, fd: int, header: savefile.Header,
                        loaded: threading.Event) -> None:
