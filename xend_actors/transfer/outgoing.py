@@ -1,65 +1,125 @@
-"""The source's side of a migration: the xfr conversation (``xfr/``) with another
+"""A migration out: the source's side of the xfr conversation (``xfr/``) with another
 xend's relocation port, which ``relocation.py`` serves.
 
-A domain whose state is bytes and pages (sim) goes with ``send``: its memory streamed
-by ``migrate.Sender`` (pre-copy rounds when live), then it is suspended and the rest
-and its state follow. A stream driver's domain (qemu) goes with ``send_stream``: the
-destination makes the machine from the offer's meta, then the hypervisor's stream is
-relayed from a pipe over the connection. Either way the source is destroyed only once
-the destination has built and configured the new domain and said
-``(xfr.xfr.ok NEWID)``; any failure before that leaves the source running (``rollback``)
-and the destination destroys what it built. Sessions, events and progress are the
-caller's (``Transfer``).
+The migration is a session from its begin to its ok or error (``xend.domain.migrate``
+events, ``migrate/N`` in the store); progress goes out as
+``xend.domain.migrate.progress`` events. A domain whose state is bytes and pages
+(``PagedDriver``, the sim) goes with ``_send_paged``: its memory streamed by
+``pages.Sender`` (pre-copy rounds when live), then it is suspended and the rest and its
+state follow. A stream driver's domain (``StreamDriver``, qemu) goes with
+``_send_stream``: the destination makes the machine from the offer's meta, then the
+hypervisor's stream is relayed from a pipe over the connection. Either way the source
+is destroyed only once the destination has built and configured the new domain and
+said ``(xfr.xfr.ok NEWID)``; any failure before that leaves the source running
+(``rollback``) and the destination destroys what it built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-import pykka
-
-from xend_actors import sxp
 from xend_actors.actors import ASK_TIMEOUT
+from xend_actors.domain.domain import DomainProxy
+from xend_actors.domain.record import DomainInfo
+from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import XendError
-from xend_actors.hypervisor.base import Driver, StreamProgress, StreamResult
+from xend_actors.hypervisor.base import StreamProgress, StreamResult, StreamState
 from xend_actors.transfer import rollback, xfr
 from xend_actors.transfer.background import Background
-from xend_actors.transfer.pages import Phase, Progress, Sender
+from xend_actors.transfer.bringup import CONFIGURE_TIMEOUT
+from xend_actors.transfer.context import Context, failed
+from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
+from xend_actors.transfer.pages import Sender
+from xend_actors.transfer.progress import Phase, Progress
+from xend_actors.transfer.records import Destination, MigrateRecord, SessionState, Source
 
-CONFIGURE_TIMEOUT = 120.0  # the destination attaches devices, which may run scripts
+log = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT = 10.0
 STREAM_TIMEOUT = 30.0  # the most the destination may take to take the next bytes
+BUILD_TIMEOUT = CONFIGURE_TIMEOUT + ASK_TIMEOUT  # the destination builds the domain
+EVENT = "xend.domain.migrate"
 
 
-def send(driver: Driver, table: pykka.ActorProxy, domain: pykka.ActorProxy, domid: int,
-         info: sxp.Value, where: tuple[str, int], live: bool,
-         make_sender: Callable[[xfr.Channel, int], Sender]) -> tuple[int, float]:
+def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: DomainInfo,
+        where: tuple[str, int], live: bool, resource: int) -> str:
+    """Migrate domain ``info`` (its Domain actor ``domain``) to the relocation port at
+    ``where``, at most ``resource`` Mbit/s (0: no limit); the new domain's URL."""
+    host, port = where
+    # A stream driver's session says whether the guest was paused, so a xend that starts
+    # again after it died mid-migration knows whether to let the guest run (a sim
+    # guest's suspend says it by itself).
+    paused = info.paused if isinstance(driver, StreamState) else None
+    record = MigrateRecord(context.session_id(), SessionState.BEGIN, live,
+                           Source(socket.gethostname(), info.domid), Destination(host),
+                           resource, paused)
+
+    def tell(version: MigrateRecord) -> None:
+        context.announce(EVENT, info.name, info.domid, version)
+
+    def report(progress: Progress) -> None:
+        context.events.publish(f"{EVENT}.progress",
+                               [info.name, str(info.domid), progress.sxpr()])
+
+    def committing(newid: int) -> None:
+        tell(replace(record, state=SessionState.COMMIT, dst=Destination(host, newid)))
+
+    tell(record)
+    log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", info.name,
+             info.domid, host, port, live, resource or "unlimited")
+    started = time.monotonic()
+    try:
+        if isinstance(driver, StreamState):
+            newid, downtime = _send_stream(driver, context.table, info, where, live, resource,
+                                           report, committing)
+        else:
+            newid, downtime = _send_paged(driver, context.table, domain, info, where, live,
+                                          resource, report)
+    except Exception as error:
+        log.error("Migrating domain %s to %s:%s failed: %s", info.name, host, port, error)
+        tell(replace(record, state=SessionState.ERROR))
+        context.drop(record)
+        raise failed("migrate", error) from None
+    duration = time.monotonic() - started
+    tell(replace(record, state=SessionState.OK,
+                 dst=Destination(host, newid, downtime, duration)))
+    context.drop(record)
+    log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
+             "for %.3f s", info.name, host, port, newid, duration, downtime)
+    return f"http://{host}:{port}/xend/domain/{newid}"
+
+
+def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProxy,
+                info: DomainInfo, where: tuple[str, int], live: bool, mbit: int,
+                report: Callable[[Progress], None]) -> tuple[int, float]:
     """Migrate a domain whose state is pages: (its new id, how long it was stopped) once
     it runs at ``where``."""
+    domid = info.domid
     channel = _connect(*where)
-    stop = rollback.Suspension(driver, domain, domid,
-                               "p" in str(sxp.child_value(info, "state", "")))
+    stop = rollback.Suspension(driver, domain, domid, info.paused)
     destroyed = False
     try:
         channel.send(xfr.Hello())
         channel.expect_ok("the connection")
-        sender = make_sender(channel, domid)
-        channel.send(xfr.Xfr(domid, info, sender.memory_bytes, live))
-        channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
+        sender = Sender(channel, driver, domid, mbit, report)
+        channel.send(xfr.Xfr(domid, info.sxpr(), sender.memory_bytes, live))
+        channel.expect_ok(f"domain {info.name}")
         try:
             pages = sender.precopy() if live else range(sender.pages)
             stopped = time.monotonic()
             stop.suspend()
             if not live:
-                driver.dirty_pages(domid)  # type: ignore[attr-defined]  # all pages go
+                driver.dirty_pages(domid)  # all pages go: the log starts afresh
             sender.stopcopy(pages)
         except xfr.XfrError as error:
             raise _peer_reason(channel, error) from None
-        channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
+        channel.sock.settimeout(BUILD_TIMEOUT)
         reply = _built(channel, "could not build the domain")
         # From here there is no way back: the destination runs it on our commit.
         rollback.destroy(table, domid)
@@ -77,10 +137,10 @@ def send(driver: Driver, table: pykka.ActorProxy, domain: pykka.ActorProxy, domi
         channel.close()
 
 
-def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.Value,
-                where: tuple[str, int], live: bool, mbit: int,
-                report: Callable[[Progress], None],
-                committing: Callable[[int], None]) -> tuple[int, float]:
+def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo,
+                 where: tuple[str, int], live: bool, mbit: int,
+                 report: Callable[[Progress], None],
+                 committing: Callable[[int], None]) -> tuple[int, float]:
     """Migrate a stream driver's domain: the destination makes the machine, the state
     flows over the connection; (its new id, how long it was stopped) once it runs.
 
@@ -89,25 +149,22 @@ def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.V
     runs the guest (or failed to say so): the stopped source can no longer run (a xend
     that starts again after dying here destroys it too), so it need not be gone first,
     and the guest is stopped for less."""
+    domid = info.domid
     channel = _connect(*where)
-    was_paused = "p" in str(sxp.child_value(info, "state", ""))
     sent = committed = destroyed = False
     started = time.monotonic()
     try:
         channel.send(xfr.Hello())
         channel.expect_ok("the connection")
-        memory_mb = int(sxp.child_value(info, "maxmem", "") or
-                        sxp.child_value(info, "memory", "0") or 0)
-        channel.send(xfr.Xfr(domid, info, memory_mb << 20, live, driver.kind,
-                             driver.describe(domid)))  # type: ignore[attr-defined]
-        channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)  # it makes the machine
-        channel.expect_ok(f"domain {sxp.child_value(info, 'name')}")
+        channel.send(xfr.Xfr(domid, info.sxpr(), _memory_mb(info) << 20, live, driver.kind,
+                             driver.describe(domid)))
+        channel.sock.settimeout(BUILD_TIMEOUT)  # it makes the machine
+        channel.expect_ok(f"domain {info.name}")
         channel.sock.settimeout(STREAM_TIMEOUT)
 
         def progress(step: StreamProgress) -> None:
-            rate = step.sent / max(time.monotonic() - started, 1e-6)
-            report(Progress(Phase.STOPCOPY if step.stopped else Phase.PRECOPY, step.sent,
-                            step.total, rate))
+            report(Progress.since(started, Phase.STOPCOPY if step.stopped else Phase.PRECOPY,
+                                  step.sent, step.total))
 
         read, write = xfr.open_pipe(xend_writes=False)
         pump = Background(lambda: _drain(read, channel.send_pipe), f"migrate-{domid}")
@@ -118,9 +175,8 @@ def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.V
             raise _peer_reason(channel, error) from None
         sent = True
         channel.send(xfr.Data(0))
-        report(Progress(Phase.COMMIT, result.sent, result.sent,
-                        result.sent / max(time.monotonic() - started, 1e-6)))
-        channel.sock.settimeout(CONFIGURE_TIMEOUT + ASK_TIMEOUT)
+        report(Progress.since(started, Phase.COMMIT, result.sent, result.sent))
+        channel.sock.settimeout(BUILD_TIMEOUT)
         reply = _built(channel, "could not load the domain")
         # From here there is no way back: the destination runs it on our commit.
         committing(reply.newid)
@@ -137,19 +193,26 @@ def send_stream(driver: Driver, table: pykka.ActorProxy, domid: int, info: sxp.V
                 rollback.discard(driver, table, domid)
             raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
                             f"confirm it runs: {error}") from None
-        if sent and not was_paused:
+        if sent and not info.paused:
             with contextlib.suppress(XendError):
-                driver.resume(domid)  # type: ignore[attr-defined]
+                driver.resume(domid)
         raise
     finally:
         channel.close()
 
 
-def _built(channel: xfr.Channel, failed: str) -> xfr.XfrOk:
+def _memory_mb(info: DomainInfo) -> int:
+    """The memory a destination must have for the domain: its maximum."""
+    if info.hv is not None:
+        return info.hv.maxmem_kb // 1024
+    return info.config.memory_mb if info.config is not None else 0
+
+
+def _built(channel: xfr.Channel, failure: str) -> xfr.XfrOk:
     """The destination's answer to the state: ``(xfr.xfr.ok NEWID)``, else XfrError."""
     reply = channel.receive()
     if isinstance(reply, xfr.Err):
-        raise xfr.XfrError(f"{channel.peer} {failed}: {reply.reason or reply.code}",
+        raise xfr.XfrError(f"{channel.peer} {failure}: {reply.reason or reply.code}",
                            reply.code)
     if not isinstance(reply, xfr.XfrOk):
         raise xfr.XfrError(f"{channel.peer} answered the state with "
@@ -166,13 +229,13 @@ def _drain(read: int, drain: Callable[[int], None]) -> None:
         os.close(read)
 
 
-def _send_state(driver: Driver, domid: int, write: int, pump: Background, *, live: bool,
-                mbit: int, progress: Callable[[StreamProgress], None]) -> StreamResult:
+def _send_state(driver: StreamDriver, domid: int, write: int, pump: Background, *,
+                live: bool, mbit: int,
+                progress: Callable[[StreamProgress], None]) -> StreamResult:
     """``send_state`` into ``write`` while ``pump`` drains the pipe; the pump's error (the
     connection failed) wins over what the hypervisor says of it."""
     try:
-        result = driver.send_state(domid, write, live=live, mbit=mbit,  # type: ignore[attr-defined]
-                                   progress=progress)
+        result = driver.send_state(domid, write, live=live, mbit=mbit, progress=progress)
     except BaseException as error:
         os.close(write)
         with contextlib.suppress(BaseException):

@@ -1,11 +1,12 @@
-"""The source's side of a migration's stream: the domain's memory and final state, in
-pre-copy rounds, throttled, with progress (the conversation is in ``xfr/``).
+"""The source's side of a migration's stream for a domain whose state is pages (the
+sim): its memory and final state, in pre-copy rounds, throttled, with progress (the
+conversation is in ``xfr/``).
 
 Live: every page goes while the guest runs, then the pages it wrote meanwhile, round
 after round until few are left (or ``MAX_PRECOPY_ROUNDS``); only then is it suspended
 and the rest sent with its state, so it stops for as long as that last bit takes.
 Not live: it is suspended first and everything goes once. Suspending and what to do
-when it fails are the caller's (``Transfer``); this module only moves bytes.
+when it fails are the caller's (``outgoing``); this module only moves bytes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import Enum
 
-from xend_actors import sxp
-from xend_actors.hypervisor.base import Driver
 from xend_actors.transfer import xfr
+from xend_actors.transfer.drivers import PagedDriver
+from xend_actors.transfer.progress import Phase, Progress
 
 MAX_PRECOPY_ROUNDS = 4
 STOP_COPY_PAGES = 256  # few enough dirty pages to send with the guest stopped (1 MiB)
@@ -43,33 +42,10 @@ class Throttle:
                 time.sleep(ahead)
 
 
-class Phase(Enum):
-    PRECOPY = "precopy"  # the guest runs while its memory goes
-    STOPCOPY = "stopcopy"  # the guest is suspended: the rest and its state go
-    COMMIT = "commit"  # the destination builds it; the source is destroyed
-    SAVE = "save"  # a save: the stopped guest's state goes into the file
-    RESTORE = "restore"  # a restore: the state comes back from the file
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a migration's (or a save's) stream is: bytes sent of those known to go,
-    and the rate."""
-
-    phase: Phase
-    sent: int
-    total: int
-    rate: float  # bytes per second since the stream started
-
-    def sxpr(self) -> sxp.Value:
-        return ["progress", ["phase", self.phase.value], ["sent", str(self.sent)],
-                ["total", str(self.total)], ["rate", str(int(self.rate))]]
-
-
 class Sender:
     """Streams domain ``domid``'s pages and state on ``channel``."""
 
-    def __init__(self, channel: xfr.Channel, driver: Driver, domid: int, mbit: int,
+    def __init__(self, channel: xfr.Channel, driver: PagedDriver, domid: int, mbit: int,
                  report: Callable[[Progress], None]) -> None:
         self._channel = channel
         self._driver = driver
@@ -105,7 +81,7 @@ class Sender:
         (not live: ``range(self.pages)``, every page)."""
         self.phase = Phase.STOPCOPY
         self.send_pages(sorted(set(pages) | set(self._driver.dirty_pages(self._domid))))
-        state = self._driver.save_state(self._domid)  # type: ignore[attr-defined]
+        state = self._driver.save_state(self._domid)
         self.total += len(state)
         self._channel.send(xfr.State(len(state), self._digest.hexdigest()))
         self._send(state)
@@ -130,8 +106,8 @@ class Sender:
         now = time.monotonic()
         if force or now - self._last_report >= REPORT_SECONDS:
             self._last_report = now
-            rate = self.sent / max(now - self._start, 1e-6)
-            self._report(Progress(self.phase, self.sent, max(self.total, self.sent), rate))
+            self._report(Progress.since(self._start, self.phase, self.sent,
+                                        max(self.total, self.sent)))
 
 
 def _batches(pages: Sequence[int]) -> Iterator[tuple[int, int]]:

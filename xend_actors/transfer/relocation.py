@@ -39,12 +39,14 @@ from xend_actors.access.hosts import client_allowed
 from xend_actors.actors import ask
 from xend_actors.config import XendConfig
 from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import Conflict, XendError
-from xend_actors.hypervisor.base import Driver
+from xend_actors.hypervisor.base import StreamState
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback, xfr
 from xend_actors.transfer.bringup import bring_up
+from xend_actors.transfer.drivers import MovableDriver, StreamDriver
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import (
     INCOMING_PREFIX,
@@ -66,8 +68,8 @@ MAX_ROUNDS = 8  # a source may send the memory at most this many times over
 class Incoming:
     """What the destination needs from its xend to take a domain in."""
 
-    driver: Driver
-    table: pykka.ActorProxy
+    driver: MovableDriver
+    table: DomainTableProxy
     sessions: RecordDir
     moving: Moving  # the transfer sessions' own: one name is moved by one at a time
 
@@ -177,31 +179,31 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
 
 def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
              offer: xfr.Xfr, config: DomainConfig) -> int:
+    driver = incoming.driver
     record = MigrateRecord(session, SessionState.RECEIVE, offer.live,
                            Source(address, offer.domid), Destination(socket.gethostname()))
-    driver = incoming.driver
-    stream = callable(getattr(driver, "send_state", None))
-    if not stream:
+    if not isinstance(driver, StreamState):
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
     incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     try:
-        if stream:
-            domid = driver.prepare_incoming(config.name, offer.meta)  # type: ignore[attr-defined]
+        if isinstance(driver, StreamState):
+            domid = driver.prepare_incoming(config.name, offer.meta)
         else:
-            domid = driver.restore_state(  # type: ignore[attr-defined]
-                config.name, config.memory_mb, _receive_memory(channel, offer))
+            domid = driver.restore_state(config.name, config.memory_mb,
+                                         _receive_memory(channel, offer))
         with rollback.discarded_on_failure(driver, incoming.table, domid):
             made = replace(record, dst=replace(record.dst, domid=domid))
             incoming.sessions.write(session, records.to_sxpr(made))
         bring_up(driver, incoming.table, domid, config,
-                 lambda: _hand_over(channel, address, driver, stream, domid, offer))
+                 lambda: _hand_over(channel, address, driver, domid, offer))
         channel.send(xfr.OK)
     except BaseException as error:
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
                                              or error.code == xfr.Code.EPROTO):
+            code = error.code if isinstance(error, xfr.XfrError) else xfr.Code.EIO
             with contextlib.suppress(XendError):  # the source learns why
-                channel.send(xfr.Err(getattr(error, "code", xfr.Code.EIO), error.message))
+                channel.send(xfr.Err(code, error.message))
         raise
     finally:
         incoming.sessions.delete(session)
@@ -209,18 +211,18 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
     return domid
 
 
-def _hand_over(channel: xfr.Channel, address: str, driver: Driver, stream: bool, domid: int,
+def _hand_over(channel: xfr.Channel, address: str, driver: MovableDriver, domid: int,
                offer: xfr.Xfr) -> None:
     """The built and configured domain's state loaded (a stream's comes only now), the
     source told its new id, and its commit awaited: then the domain may run here."""
-    if stream:
+    if isinstance(driver, StreamState):
         _load_stream(channel, address, driver, domid, offer)
     channel.send(xfr.XfrOk(domid))
     channel.sock.settimeout(COMMIT_TIMEOUT)
     channel.expect_ok("the commit")
 
 
-def _load_stream(channel: xfr.Channel, address: str, driver: Driver, domid: int,
+def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int,
                  offer: xfr.Xfr) -> None:
     """Say yes to a stream driver's offer (its machine is made and configured) and copy
     the state from the connection into the hypervisor as it comes; returns once it is
@@ -228,7 +230,7 @@ def _load_stream(channel: xfr.Channel, address: str, driver: Driver, domid: int,
     read, write = xfr.open_pipe(xend_writes=True)
     try:
         try:
-            driver.receive_state(domid, read)  # type: ignore[attr-defined]
+            driver.receive_state(domid, read)
         finally:
             os.close(read)
         channel.send(xfr.OK)
@@ -238,7 +240,7 @@ def _load_stream(channel: xfr.Channel, address: str, driver: Driver, domid: int,
         _receive_data(channel, write, MAX_ROUNDS * max(offer.memory_bytes, 1 << 30))
     finally:
         os.close(write)
-    driver.wait_received(domid, IDLE_TIMEOUT)  # type: ignore[attr-defined]
+    driver.wait_received(domid, IDLE_TIMEOUT)
 
 
 def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:
@@ -267,7 +269,7 @@ def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
         config = parse_domain_config(vm)
     except XendError as error:
         raise xfr.XfrError(f"bad domain config: {error.message}", xfr.Code.EINVAL) from None
-    kind = getattr(incoming.driver, "kind", "sim")
+    kind = incoming.driver.kind
     if offer.kind != kind:
         raise xfr.XfrError(f"this xend runs the {kind} hypervisor driver; a domain of the "
                            f"{offer.kind} driver cannot migrate here", xfr.Code.EINVAL)

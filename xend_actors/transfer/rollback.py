@@ -15,13 +15,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pykka
 
 from xend_actors.actors import ask
+from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import NotFound, Timeout, XendError
-from xend_actors.hypervisor.base import Driver, ShutdownReason
+from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class Suspension:
     """Suspending domain ``domid`` (its Domain actor ``domain``) for a transfer, and
     undoing that when the transfer fails."""
 
-    def __init__(self, driver: Driver, domain: pykka.ActorProxy, domid: int,
+    def __init__(self, driver: Driver, domain: DomainProxy, domid: int,
                  was_paused: bool) -> None:
         self._driver = driver
         self._domain = domain
@@ -82,12 +84,12 @@ def wait_suspended(driver: Driver, domid: int) -> None:
 def resume(driver: Driver, domid: int, was_paused: bool = False) -> None:
     """Let a domain whose transfer failed run on, if it suspended (else nothing to undo);
     a stream driver's, if it is stopped and was not paused before."""
-    streams = callable(getattr(driver, "send_state", None))
+    streams = isinstance(driver, StreamState)
     try:
         hv = driver.domain(domid)
         suspended = hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND
         if suspended or (streams and hv.state.paused and not was_paused):
-            driver.resume(domid)  # type: ignore[attr-defined]
+            driver.resume(domid)
     except XendError as error:
         log.error("Domain %s could not be resumed after a failed transfer: %s", domid, error)
 
@@ -119,6 +121,6 @@ def discarded_on_failure(driver: Driver, table: DomainTableProxy, domid: int) ->
         raise
 
 
-def _quietly(future: pykka.Future) -> None:
+def _quietly(future: pykka.Future[Any]) -> None:
     with contextlib.suppress(XendError, pykka.ActorDeadError, pykka.Timeout):
         ask(future)

@@ -21,21 +21,25 @@ import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
-from xend_actors.actors import ASK_TIMEOUT, ask
+from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
 from xend_actors.config import XendConfig
+from xend_actors.domain.table import DomainTableProxy
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback
+from xend_actors.transfer.context import Context, first_session_id
+from xend_actors.transfer.drivers import movable
 from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
-from xend_actors.transfer.relocation import Incoming, Relocation
-from xend_actors.transfer.session import Context, TransferSession, first_session_id
+from xend_actors.transfer.relocation import Incoming, Relocation, RelocationProxy
+from xend_actors.transfer.session import TransferSession, TransferSessionProxy
 
 log = logging.getLogger(__name__)
 
 
 class Transfer(TracedActor):
-    def __init__(self, driver: Driver, table: pykka.ActorProxy, events: pykka.ActorProxy,
+    def __init__(self, driver: Driver, table: DomainTableProxy, events: EventBusProxy,
                  sessions: RecordDir, config: XendConfig | None = None) -> None:
         super().__init__()
         self._driver = driver
@@ -43,7 +47,7 @@ class Transfer(TracedActor):
         self._events = events
         self._sessions = sessions
         self._config = config
-        self._relocation: pykka.ActorRef | None = None
+        self._relocation: pykka.ActorRef[Relocation] | None = None
         self._context = Context(driver, table, events, sessions,
                                 itertools.count(first_session_id(sessions)))
 
@@ -55,12 +59,14 @@ class Transfer(TracedActor):
             self._relocation.stop(block=True, timeout=ASK_TIMEOUT)
 
     def start_relocation(self) -> str:
-        """Listen for migrations in if ``xend-relocation-server`` is on; where, or ''."""
+        """Listen for migrations in if ``xend-relocation-server`` is on; where, or ''.
+        A driver that moves no domain state cannot (501)."""
         if self._config is None or not self._config.relocation_server:
             return ""
-        incoming = Incoming(self._driver, self._table, self._sessions, self._context.moving)
+        incoming = Incoming(movable(self._driver, "migration"), self._table, self._sessions,
+                            self._context.moving)
         self._relocation = Relocation.start(self._config, incoming)
-        return ask(self._relocation.proxy().address())
+        return ask(proxy_of(self._relocation, RelocationProxy).address())
 
     def _recover(self) -> None:
         """Sessions left by a xend that stopped mid-transfer: a domain suspended for a save
@@ -94,10 +100,10 @@ class Transfer(TracedActor):
         """For the start-up barrier: the actor runs."""
         return "transfer"
 
-    def session(self) -> pykka.ActorProxy:
+    def session(self) -> TransferSessionProxy:
         """A new TransferSession actor for one save, restore or migration; the caller
         stops it when that is done."""
-        return TransferSession.start(self._context).proxy()
+        return proxy_of(TransferSession.start(self._context), TransferSessionProxy)
 
 
 class TransferProxy(ActorMemberMixin, pykka.ActorProxy[Transfer]):

@@ -1,0 +1,158 @@
+"""A restore: a saved domain brought back from its file, running, its info the answer.
+
+The file is checked before anything is made (header, driver, info, and a sim image's
+checksum); the name is held (``Moving``) and must be free. The driver makes the domain
+paused and ``bringup`` adopts, configures and unpauses it. The restore is recorded as
+``migrate/N`` in the store while it runs; what fails is ``restore failed: why``.
+
+A sim image (``PagedDriver``) is read whole and its state handed to the driver. A
+qemu image (``StreamDriver``) is too big to hold: the machine its meta describes is
+made and configured first, then the hypervisor loads the state straight from the file
+while a thread hashes it beside, and the guest runs only if the checksum matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from xend_actors import sxp
+from xend_actors.actors import ask
+from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.domain.record import DomainInfo
+from xend_actors.errors import BadRequest, Conflict
+from xend_actors.hypervisor.base import StreamState
+from xend_actors.transfer import rollback, savefile
+from xend_actors.transfer.background import Background
+from xend_actors.transfer.bringup import bring_up
+from xend_actors.transfer.context import Context, failed
+from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
+from xend_actors.transfer.progress import Phase, Progress
+from xend_actors.transfer.records import RestoreRecord
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 0.1
+STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
+EVENT = "xend.domain.restore.progress"
+
+
+def run(context: Context, driver: MovableDriver, path: Path) -> DomainInfo:
+    """Restore the domain saved in ``path``; its info once it runs again."""
+    if isinstance(driver, StreamState):
+        return _restore_stream(context, driver, path)
+    image = savefile.read(path, driver.kind)
+    with _restorable(context, path, image.info) as config:  # all checks before anything is made
+        return _restore_paged(context, driver, path, image, config)
+
+
+def _restore_paged(context: Context, driver: PagedDriver, path: Path,
+                   image: savefile.SaveImage, config: DomainConfig) -> DomainInfo:
+    with _restoring(context, path, config):
+        began = time.monotonic()
+        domid = driver.restore_state(config.name, config.memory_mb, image.payload)
+        size = len(image.payload)
+        _progress(context, config.name, domid, Progress.since(began, Phase.RESTORE, size, size))
+        info = bring_up(driver, context.table, domid, config)
+    log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
+    return info
+
+
+def _restore_stream(context: Context, driver: StreamDriver, path: Path) -> DomainInfo:
+    """The machine is made and configured, then its state flows in from the file,
+    checksummed as it goes; it runs once all is in."""
+    reader = savefile.Reader(path, driver.kind)  # header, driver and info checked
+    # The checksum is computed beside the launch and the load, and checked before
+    # the guest runs.
+    checking = Background(reader.finish, "restore-hash")
+    try:
+        with _restorable(context, path, reader.header.info) as config:
+            return _restore_from(context, driver, reader, checking, config)
+    finally:
+        with contextlib.suppress(BaseException):  # done with the file before it closes
+            checking.finish(STREAM_TIMEOUT)
+        reader.close()
+
+
+def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reader,
+                  checking: Background, config: DomainConfig) -> DomainInfo:
+    path = reader.path
+    with _restoring(context, path, config) as record:
+        domid = driver.prepare_incoming(config.name, reader.header.meta)
+        with rollback.discarded_on_failure(driver, context.table, domid):
+            context.keep(RestoreRecord(record.id, record.file, domid))
+
+        def load() -> None:
+            # The hypervisor loads the state straight from the file; a bad checksum
+            # wins over what it makes of bad bytes.
+            fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
+            watcher = Background(lambda: _watch(context, config.name, domid, fd,
+                                                reader.header, loaded), "restore-progress")
+            try:
+                driver.receive_state(domid, fd)
+                checking.finish(STREAM_TIMEOUT)
+                driver.wait_received(domid, STREAM_TIMEOUT)
+            finally:
+                loaded.set()
+                watcher.finish(STREAM_TIMEOUT)
+
+        info = bring_up(driver, context.table, domid, config, load)
+    log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
+    return info
+
+
+@contextlib.contextmanager
+def _restorable(context: Context, path: Path, info: sxp.Value) -> Iterator[DomainConfig]:
+    """The saved domain's config, its name held for this restore, once it is known
+    that the name is free."""
+    vm = sxp.child_value(info, "config")
+    if vm is None:
+        raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
+    config = parse_domain_config(vm)
+    with context.moving.held(config.name, "restored"):
+        if config.name in ask(context.table.names()):
+            raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
+        yield config
+
+
+@contextlib.contextmanager
+def _restoring(context: Context, path: Path, config: DomainConfig) -> Iterator[RestoreRecord]:
+    """The restore's session, recorded while it runs; what fails is 'restore failed'."""
+    record = RestoreRecord(context.session_id(), str(path))
+    context.keep(record)
+    log.info("Restoring domain %s from %s", config.name, path)
+    try:
+        yield record
+    except Exception as error:
+        log.error("Restoring from %s failed: %s", path, error)
+        raise failed("restore", error) from None
+    finally:
+        context.drop(record)
+
+
+def _watch(context: Context, name: str, domid: int, fd: int, header: savefile.Header,
+           loaded: threading.Event) -> None:
+    """Progress events while the hypervisor reads the state from ``fd``: it shares the
+    file's offset with xend (the descriptor was passed, not reopened)."""
+    total, began, last = header.payload_size, time.monotonic(), -1
+    while True:
+        done = loaded.wait(PROGRESS_SECONDS)
+        try:
+            read = os.lseek(fd, 0, os.SEEK_CUR) - header.payload_offset
+        except OSError:
+            return
+        read = min(max(read, 0), total)
+        if read != last:
+            last = read
+            _progress(context, name, domid, Progress.since(began, Phase.RESTORE, read, total))
+        if done:
+            return
+
+
+def _progress(context: Context, name: str, domid: int, progress: Progress) -> None:
+    context.events.publish(EVENT, [name, str(domid), progress.sxpr()])
