@@ -1,6 +1,7 @@
-"""How far a transfer's stream is: the value of the ``xend.domain.{migrate,save,
-restore}.progress`` events, ``(progress (phase P) (sent B) (total B) (rate B/s))``, from
-which ``xm`` draws its progress bar."""
+"""How far a transfer's stream is: the value of the
+``xend.domain.{migrate,save,restore}.progress`` events,
+``(progress (phase P) (sent B) (total B) (rate B/s))``, from which ``xm`` draws its
+progress bar."""
 
 from __future__ import annotations
 

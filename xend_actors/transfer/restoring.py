@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from xend_actors import sxp
@@ -85,7 +86,7 @@ def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reade
     with _restoring(context, path, config) as record:
         domid = driver.prepare_incoming(config.name, reader.header.meta)
         with rollback.discarded_on_failure(driver, context.table, domid):
-            context.keep(RestoreRecord(record.id, record.file, domid))
+            context.keep(replace(record, domid=domid))
 
         def load() -> None:
             # The hypervisor loads the state straight from the file; a bad checksum
