@@ -171,9 +171,11 @@ def _optional_float(value: sxp.Value, name: str) -> float | None:
 
 def _flag(value: sxp.Value, name: str) -> bool | None:
     text = _optional_text(value, name)
-    if text not in (None, "0", "1"):
+    if text is None:
+        return None
+    if text not in ("0", "1"):
         raise ValueError(f"a session record whose {name} is {text[:40]!r}, not 0 or 1")
-    return None if text is None else text == "1"
+    return text == "1"
 
 
 def _bool(value: sxp.Value, name: str) -> bool:
