@@ -6,8 +6,8 @@ migration of another domain. What the sessions share is a ``Context`` (``context
 
 A session checks what it is asked, decides by the driver's type which way the domain's
 state moves (``drivers.movable``: pages or a stream), holds the domain's name so no
-other transfer takes it (``Moving``), and runs the transfer: ``save.py``,
-``restore.py``, or ``outgoing.py`` for a migration out.
+other transfer takes it (``Moving``), and runs the transfer: ``saving.py``,
+``restoring.py``, or ``outgoing.py`` for a migration out.
 """
 
 from __future__ import annotations
