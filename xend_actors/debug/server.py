@@ -40,8 +40,10 @@ from xend_actors import logs, sxp, trace
 from xend_actors.access.hosts import is_local
 from xend_actors.actors import ask
 from xend_actors.config import XendConfig
+from xend_actors.console.hub import ConsolesProxy
 from xend_actors.debug.requests import RequestReader, error_sxpr, normalize, on_off, reply
 from xend_actors.errors import BadRequest, Forbidden, XendError
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.event import Event
 from xend_actors.trace import TracedActor
 
@@ -61,8 +63,8 @@ RECV_SIZE = 4096
 class _Context:
     """What a client's requests may reach."""
 
-    events: pykka.ActorProxy
-    consoles: pykka.ActorProxy | None
+    events: EventBusProxy
+    consoles: ConsolesProxy | None
     trace_file: Path
     shutdown: Callable[[], None]
 
@@ -229,8 +231,8 @@ class _Client:
 
     @_op("sys.subscribe")
     def _subscribe(self, form: list[sxp.Value]) -> None:
-        patterns = form[1:]
-        if not all(isinstance(pattern, str) for pattern in patterns):
+        patterns = [pattern for pattern in form[1:] if isinstance(pattern, str)]
+        if len(patterns) != len(form) - 1:
             raise BadRequest("expected (sys.subscribe PATTERN ...), e.g. xend.domain.*")
         ask(self._context.events.subscribe(self, *patterns), "the event bus", ASK_TIMEOUT)
 
@@ -271,8 +273,8 @@ class DebugServer(TracedActor):
     ``consoles`` is the Consoles actor, if xend has one.
     """
 
-    def __init__(self, config: XendConfig, events: pykka.ActorProxy,
-                 shutdown: Callable[[], None], consoles: pykka.ActorProxy | None = None) -> None:
+    def __init__(self, config: XendConfig, events: EventBusProxy,
+                 shutdown: Callable[[], None], consoles: ConsolesProxy | None = None) -> None:
         super().__init__()
         host, port = config.http_address or "0.0.0.0", config.event_port
         try:

@@ -27,7 +27,7 @@ from werkzeug import Request, Response
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, XendError
-from xend_actors.events.bus import QueueSubscriber
+from xend_actors.events.bus import EventBusProxy, QueueSubscriber
 from xend_actors.events.event import Event
 from xend_actors.web.forms import Kind, Param, decode, optional
 from xend_actors.web.resource import Answer, Resource, op
@@ -55,7 +55,7 @@ class EventWatch:
     the bus's log, so nothing is lost when wake-ups are dropped.
     """
 
-    def __init__(self, bus: pykka.ActorProxy, since: int) -> None:
+    def __init__(self, bus: EventBusProxy, since: int) -> None:
         self.bus = bus
         self.last = since
         self._wakeup = QueueSubscriber(queue.Queue(maxsize=1))
