@@ -7,6 +7,7 @@ the terminal, not a silent exit found later in a log.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
@@ -122,7 +123,7 @@ def _read_report(reader: int, timeout: float) -> str:
     return b"".join(chunks).decode(errors="replace").removeprefix("error ")
 
 
-def _read_before(pipe, deadline: float) -> bytes:  # type: ignore[no-untyped-def]
+def _read_before(pipe: io.BufferedReader, deadline: float) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0 or not select.select([pipe], [], [], left)[0]:
         raise click.ClickException("xend did not report ready in time; see its log")

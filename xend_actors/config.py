@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from xend_actors import sxp
 from xend_actors.errors import XendError
@@ -284,7 +285,10 @@ def _option_and_value(form: sxp.Value, at: str) -> tuple[str, str]:
     raise ConfigError(f"{at}: expected (option value), got {sxp.show(form)}")
 
 
-def _convert(converter: Callable[[str], object], option: str, value: str, at: str) -> object:
+_T = TypeVar("_T")
+
+
+def _convert(converter: Callable[[str], _T], option: str, value: str, at: str) -> _T:
     try:
         return converter(value)
     except ValueError as e:

@@ -36,7 +36,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Any
+from typing import Any, TypeGuard
 
 from xend_actors.errors import BadRequest
 
@@ -82,6 +82,14 @@ _NAMED_ESCAPES = {
     "\\": "\\", "'": "'", '"': '"',
 }
 _END_OF_TEXT = "\x04"
+
+
+def _run_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where the run of ``pattern`` from ``pos`` ends; the patterns above given to it
+    always match there (a run may be empty, an escape start is a backslash)."""
+    match = pattern.match(text, pos)
+    assert match is not None
+    return match.end()
 
 
 class _Mode(Enum):
@@ -191,7 +199,7 @@ class Parser:
         i, n = 0, len(text)
         while i < n and self._mode is not _Mode.END:
             if self._mode is _Mode.START:
-                j = _SPACES.match(text, i).end()
+                j = _run_end(_SPACES, text, i)
                 self._advance(text, i, j)
                 i = j
                 if i == n:
@@ -219,7 +227,7 @@ class Parser:
                 else:
                     raise self._fail(f"invalid character: code {ord(c)}")
             elif self._mode is _Mode.ATOM:
-                j = _ATOM_REST.match(text, i).end()
+                j = _run_end(_ATOM_REST, text, i)
                 self._token.append(text[i:j])
                 if j < n:  # the terminator is left for START to read
                     self._emit("".join(self._token))
@@ -241,7 +249,7 @@ class Parser:
 
     def _scan_string(self, text: str, i: int, eof: bool) -> int:
         """Read string text from ``i``; return where to go on, or -1 to wait for more input."""
-        j = _STRING_RUN[self._quote].match(text, i).end()
+        j = _run_end(_STRING_RUN[self._quote], text, i)
         self._token.append(text[i:j])
         if j == len(text):
             return j
@@ -261,7 +269,7 @@ class Parser:
                 return -1
             self._advance(text, j, len(text))
             raise self._fail("unexpected EOF")
-        bad = text[j : _ESCAPE_START.match(text, j).end() + 1]
+        bad = text[j : _run_end(_ESCAPE_START, text, j) + 1]
         raise self._fail(f"invalid escape {bad if bad.isprintable() else repr(bad)}")
 
     def _end_of_input(self) -> None:
@@ -520,7 +528,7 @@ def _pretty(value: object, column: int, width: int, parts: list[str]) -> None:
 
 # --- element helpers (facts §1.4) -----------------------------------------------------
 
-def _is_element(x: object, elt: str | None = None) -> bool:
+def _is_element(x: object, elt: str | None = None) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """True if ``x`` is a non-empty list, named ``elt`` if given."""
     return isinstance(x, list | tuple) and len(x) > 0 and (elt is None or x[0] == elt)
 
@@ -556,9 +564,7 @@ def attribute(x: object, key: str, default: Any = None) -> Any:
 
 def children(x: object, elt: str | None = None) -> list[Value]:
     """The items of ``x`` after its name and attributes; only elements named ``elt`` if given."""
-    if not _is_element(x):
-        return []
-    kids = list(x[_first_child(x) :])
+    kids = list(x[_first_child(x) :]) if _is_element(x) else []
     if elt is not None:
         kids = [kid for kid in kids if _is_element(kid, elt)]
     return kids

@@ -121,7 +121,7 @@ def stop() -> None:
 
 
 def _close_locked() -> None:
-    threading.settrace(None)  # type: ignore[arg-type]
+    threading.settrace(None)
     if _trace.file is not None:
         _trace.file.close()
     _trace.file = _trace.path = None

@@ -50,7 +50,7 @@ def parse(argv: Sequence[str], ops: Sequence[str], keys: Sequence[str],
             op = word
         else:
             raise ScriptError(f"unexpected argument {word!r}", EXIT_USAGE)
-    if op not in ops:
+    if op is None or op not in ops:
         raise ScriptError(f"usage: {' | '.join(ops)} [key=value ...]", EXIT_USAGE)
     return op, values
 
