@@ -83,7 +83,7 @@ class QemuBackends:
             handler = _BACKEND.get(type(message))
             if handler is None:
                 raise BadRequest(f"the qemu backends take no {type(message).__name__}")
-            return replace(message, status=handler(self, message))  # type: ignore[call-arg]
+            return replace(message, status=handler(self, message))
         if message.type in (m.MessageType.BLKIF_FE, m.MessageType.NETIF_FE):
             self._guest_of(domid)  # NotFound for an unknown domain
             self._frontend(domid, message)

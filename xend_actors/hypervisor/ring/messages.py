@@ -1,293 +1,59 @@
 """Xen's control-message vocabulary as values (facts §9.1-§9.4).
 
-This module owns the wire form of the messages xend exchanges with a domain and with the
-block and network backends: the message types and subtypes, the status codes and their
-texts, one frozen dataclass per message, the packing of each to and from the 64-byte
-control frame, the check that turns a backend's non-OK status into an ``XendError``, and
-the global message-id counter. It owns no channel, ring or actor: those send and receive
-the bytes made here.
-
-The frame is ``type`` u8, ``subtype`` u8, ``id`` u8, ``length`` u8 (payload bytes used),
-then a 60-byte payload. All layouts are little-endian and packed; each message declares
-its fields with their byte offsets and the payload size (§9.3), and the ``struct``
-format, with explicit padding, is derived from that table and checked against the size.
+This module owns the messages xend exchanges with a domain and with the block and
+network backends: one frozen dataclass per message, each declaring its payload layout
+(``frame.py`` turns that into bytes), the packing of each to and from the 64-byte
+control frame, and the check that turns a backend's non-OK status into an
+``XendError``. The numbers (types, subtypes, status codes) are in ``codes.py`` and the
+frame's machinery in ``frame.py``; what a user needs of them is named here too, so
+``messages`` stays the one import a user needs. It owns no channel, ring or actor:
+those send and receive the bytes made here.
 
 A backend answers a request with the same message carrying its ``status``; ``check``
-raises if that status is not OK. Machine frames (``shmem_frame`` and friends) are Xen's
-``memory_t`` plus ``MEMORY_PADDING``: 8 bytes, read here as one u64, which is the x86-32
-frame number whenever the padding is zero.
+raises if that status is not OK.
 """
 
 from __future__ import annotations
 
-import re
-import struct
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from enum import IntEnum
+from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar
 
 from xend_actors.errors import BadRequest, XendError
-
-FRAME_SIZE = 64
-HEADER = struct.Struct("<BBBB")
-MAX_PAYLOAD = FRAME_SIZE - HEADER.size  # 60
-
-UNKNOWN_HANDLE = 0xFFFF_FFFF
-"""Handle -1 as a u32: what a frontend query for an unknown interface is answered with."""
-
-
-# --- types and subtypes (§9.2) ---------------------------------------------------------
-
-
-class MessageType(IntEnum):
-    CMSG_CONSOLE = 0
-    BLKIF_BE = 1
-    BLKIF_FE = 2
-    NETIF_BE = 3
-    NETIF_FE = 4
-    SHUTDOWN = 6
-    MEM_REQUEST = 7
-
-
-class ConsoleSubtype(IntEnum):
-    DATA = 0
-
-
-class BlkifBeSubtype(IntEnum):
-    CREATE = 0
-    DESTROY = 1
-    CONNECT = 2
-    DISCONNECT = 3
-    VBD_CREATE = 4
-    VBD_DESTROY = 5
-    VBD_GROW = 6
-    VBD_SHRINK = 7
-    DRIVER_STATUS = 32
-
-
-class BlkifFeSubtype(IntEnum):
-    INTERFACE_STATUS = 0
-    DRIVER_STATUS = 32
-    INTERFACE_CONNECT = 33
-    INTERFACE_DISCONNECT = 34
-    INTERFACE_QUERY = 35
-
-
-class NetifBeSubtype(IntEnum):
-    CREATE = 0
-    DESTROY = 1
-    CONNECT = 2
-    DISCONNECT = 3
-    DRIVER_STATUS = 32
-
-
-class NetifFeSubtype(IntEnum):
-    INTERFACE_STATUS = 0
-    DRIVER_STATUS = 32
-    INTERFACE_CONNECT = 33
-    INTERFACE_DISCONNECT = 34
-    INTERFACE_QUERY = 35
-
-
-class ShutdownSubtype(IntEnum):
-    POWEROFF = 0
-    REBOOT = 1
-    SUSPEND = 2
-    SYSRQ = 3
-
-
-class MemRequestSubtype(IntEnum):
-    SET = 0
-
-
-# --- status codes (§9.4) ---------------------------------------------------------------
-
-
-class _Status(IntEnum):
-    """An IntEnum whose members also carry Xen's text for the code."""
-
-    text: str
-
-    def __new__(cls, value: int, text: str) -> _Status:
-        member = int.__new__(cls, value)
-        member._value_ = value
-        member.text = text
-        return member
-
-
-class BlkifStatus(_Status):
-    """BLKIF_BE_STATUS_*: the status a block backend answers with."""
-
-    OKAY = 0, "Okay"
-    ERROR = 1, "Non-specific error"
-    INTERFACE_EXISTS = 2, "Interface already exists"
-    INTERFACE_NOT_FOUND = 3, "Interface not found"
-    INTERFACE_CONNECTED = 4, "Interface is still connected"
-    VBD_EXISTS = 5, "VBD already exists"
-    VBD_NOT_FOUND = 6, "VBD not found"
-    OUT_OF_MEMORY = 7, "Out of memory"
-    EXTENT_NOT_FOUND = 8, "Extent not found for VBD"
-    MAPPING_ERROR = 9, "Could not map domain memory"
-
-
-class NetifStatus(_Status):
-    """NETIF_BE_STATUS_*: the status a network backend answers with."""
-
-    OKAY = 0, "Okay"
-    ERROR = 1, "Non-specific error"
-    INTERFACE_EXISTS = 2, "Interface already exists"
-    INTERFACE_NOT_FOUND = 3, "Interface not found"
-    INTERFACE_CONNECTED = 4, "Interface is still connected"
-    OUT_OF_MEMORY = 5, "Out of memory"
-    MAPPING_ERROR = 6, "Could not map domain memory"
-
-
-class InterfaceStatus(IntEnum):
-    """The state of an interface as told to a frontend."""
-
-    CLOSED = 0
-    DISCONNECTED = 1
-    CONNECTED = 2
-    CHANGED = 3
-
-
-class DriverStatus(IntEnum):
-    DOWN = 0
-    UP = 1
-
-
-# --- field kinds and layouts -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """How one field goes on the wire: its struct codes and the conversions both ways."""
-
-    code: str
-    coerce: Callable[[str, Any], Any]  # (field name, value) -> canonical value, or BadRequest
-    encode: Callable[[Any], tuple[Any, ...]]
-    decode: Callable[[tuple[Any, ...]], Any]
-
-    @property
-    def width(self) -> int:
-        return struct.calcsize("<" + self.code)
-
-    @property
-    def arity(self) -> int:
-        return len(struct.unpack("<" + self.code, bytes(self.width)))
-
-
-def _uint(code: str) -> _Kind:
-    limit = 1 << (8 * struct.calcsize("<" + code))
-
-    def coerce(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest(f"{name} must be an integer, not {value!r}")
-        if not 0 <= value < limit:
-            raise BadRequest(f"{name} {value} is out of range (0..{limit - 1})")
-        return int(value)
-
-    return _Kind(code, coerce, lambda v: (v,), lambda t: t[0])
-
-
-def _enum(code: str, enum: type[IntEnum]) -> _Kind:
-    def coerce(name: str, value: Any) -> IntEnum:
-        try:
-            return enum(value)
-        except ValueError:
-            raise BadRequest(f"{name} {value!r} is not a {enum.__name__}") from None
-
-    # decoding leaves the raw number: the message's __post_init__ coerces it, naming the field
-    return _Kind(code, coerce, lambda v: (int(v),), lambda t: t[0])
-
-
-_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-
-
-def _coerce_mac(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not _MAC_RE.fullmatch(value.lower()):
-        raise BadRequest(f"{name} {value!r} is not a MAC address like aa:bb:cc:dd:ee:ff")
-    return value.lower()
-
-
-def _coerce_key(name: str, value: Any) -> str:
-    if not isinstance(value, str) or len(value) != 1 or not value.isascii():
-        raise BadRequest(f"{name} {value!r} is not a single ASCII character")
-    return value
-
-
-@dataclass(frozen=True)
-class Extent:
-    """A run of sectors of a physical device, as added to a vbd by ``BlkifBeVbdGrow``."""
-
-    sector_start: int
-    sector_length: int
-    device: int
-
-    def __post_init__(self) -> None:
-        for name, kind in (("sector_start", U64), ("sector_length", U64), ("device", U16)):
-            kind.coerce(f"extent {name}", getattr(self, name))
-
-
-def _coerce_extent(name: str, value: Any) -> Extent:
-    if not isinstance(value, Extent):
-        raise BadRequest(f"{name} must be an Extent, not {value!r}")
-    return value
-
-
-U8 = _uint("B")
-U16 = _uint("H")
-U32 = _uint("I")
-U64 = _uint("Q")
-MAC = _Kind("6s", _coerce_mac, lambda v: (bytes.fromhex(v.replace(":", "")),),
-            lambda t: ":".join(f"{b:02x}" for b in t[0]))
-KEY = _Kind("c", _coerce_key, lambda v: (v.encode("ascii"),),
-            lambda t: t[0].decode("latin-1"))
-EXTENT = _Kind("QQH2x", _coerce_extent,
-               lambda v: (v.sector_start, v.sector_length, v.device),
-               lambda t: Extent(*t))
-BLKIF_STATUS = _enum("I", BlkifStatus)
-NETIF_STATUS = _enum("I", NetifStatus)
-IF_STATUS = _enum("I", InterfaceStatus)
-DRV_STATUS = _enum("I", DriverStatus)
-FRAME = U64  # memory_t + MEMORY_PADDING
-
-
-class _Layout:
-    """A payload layout: (name, offset, kind) per field and the payload size (§9.3)."""
-
-    def __init__(self, size: int, **spec: tuple[int, _Kind]) -> None:
-        self.size = size
-        self.fields = tuple((name, offset, kind) for name, (offset, kind) in spec.items())
-        fmt, pos = "<", 0
-        for name, offset, kind in self.fields:
-            if offset < pos:
-                raise ValueError(f"field {name} at {offset} overlaps the one before it")
-            fmt += f"{offset - pos}x" if offset > pos else ""
-            fmt += kind.code
-            pos = offset + kind.width
-        if pos > size:
-            raise ValueError(f"fields end at {pos}, past the payload size {size}")
-        fmt += f"{size - pos}x" if size > pos else ""
-        self.struct = struct.Struct(fmt)
-        if self.struct.size != size or size > MAX_PAYLOAD:
-            raise ValueError(f"layout {fmt} is {self.struct.size} bytes, not {size}")
-
-    def pack(self, message: Message) -> bytes:
-        values: list[Any] = []
-        for name, _, kind in self.fields:
-            values.extend(kind.encode(getattr(message, name)))
-        return self.struct.pack(*values)
-
-    def unpack(self, payload: bytes) -> dict[str, Any]:
-        flat = iter(self.struct.unpack(payload))
-        out = {}
-        for name, _, kind in self.fields:
-            out[name] = kind.decode(tuple(next(flat) for _ in range(kind.arity)))
-        return out
-
+from xend_actors.hypervisor.ring.codes import (
+    UNKNOWN_HANDLE,
+    BlkifBeSubtype,
+    BlkifFeSubtype,
+    BlkifStatus,
+    ConsoleSubtype,
+    DriverStatus,
+    InterfaceStatus,
+    MemRequestSubtype,
+    MessageType,
+    NetifBeSubtype,
+    NetifFeSubtype,
+    NetifStatus,
+    ShutdownSubtype,
+)
+from xend_actors.hypervisor.ring.frame import (
+    BLKIF_STATUS,
+    DRV_STATUS,
+    EXTENT,
+    FRAME,
+    FRAME_SIZE,
+    HEADER,
+    IF_STATUS,
+    KEY,
+    MAC,
+    MAX_PAYLOAD,
+    NETIF_STATUS,
+    U8,
+    U16,
+    U32,
+    Extent,
+    Layout,
+    MessageIds,
+)
 
 # --- messages --------------------------------------------------------------------------
 
@@ -297,7 +63,10 @@ class Message:
 
     TYPE: ClassVar[MessageType]
     SUBTYPE: ClassVar[int]
-    LAYOUT: ClassVar[_Layout]
+    LAYOUT: ClassVar[Layout]
+    # Every message is a frozen dataclass: said here so that ``dataclasses.replace`` and
+    # ``fields`` take a Message (an annotation only; each subclass's decorator sets it).
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     @property
     def type(self) -> MessageType:
@@ -307,11 +76,11 @@ class Message:
     def subtype(self) -> int:
         return self.SUBTYPE
 
-    def layout(self) -> _Layout:
+    def layout(self) -> Layout:
         return self.LAYOUT
 
     @classmethod
-    def layout_for(cls, subtype: int) -> _Layout:
+    def layout_for(cls, subtype: int) -> Layout:
         return cls.LAYOUT
 
     @classmethod
@@ -330,7 +99,7 @@ def _register(*subtypes: int) -> Callable[[type[Message]], type[Message]]:
     """Enter a message class for (its TYPE, each subtype), checking its table against it."""
 
     def register(cls: type[Message]) -> type[Message]:
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in fields(cls)}
         for subtype in subtypes or (cls.SUBTYPE,):
             laid = {name for name, _, _ in cls.layout_for(subtype).fields}
             if not laid <= names:
@@ -344,11 +113,11 @@ def _register(*subtypes: int) -> Callable[[type[Message]], type[Message]]:
     return register
 
 
-_BLKIF_IF = _Layout(12, domid=(0, U16), blkif_handle=(4, U32), status=(8, BLKIF_STATUS))
-_BLKIF_VBD = _Layout(16, domid=(0, U16), blkif_handle=(4, U32), vdevice=(8, U16),
+_BLKIF_IF = Layout(12, domid=(0, U16), blkif_handle=(4, U32), status=(8, BLKIF_STATUS))
+_BLKIF_VBD = Layout(16, domid=(0, U16), blkif_handle=(4, U32), vdevice=(8, U16),
                      status=(12, BLKIF_STATUS))
-_NETIF_IF = _Layout(12, domid=(0, U16), netif_handle=(4, U32), status=(8, NETIF_STATUS))
-_FE_DRIVER = _Layout(8, status=(0, DRV_STATUS), max_handle=(4, U32))
+_NETIF_IF = Layout(12, domid=(0, U16), netif_handle=(4, U32), status=(8, NETIF_STATUS))
+_FE_DRIVER = Layout(8, status=(0, DRV_STATUS), max_handle=(4, U32))
 
 
 @_register()
@@ -380,7 +149,7 @@ class BlkifBeDestroy(Message):
 class BlkifBeConnect(Message):
     TYPE = MessageType.BLKIF_BE
     SUBTYPE = BlkifBeSubtype.CONNECT
-    LAYOUT = _Layout(24, domid=(0, U16), blkif_handle=(4, U32), shmem_frame=(8, FRAME),
+    LAYOUT = Layout(24, domid=(0, U16), blkif_handle=(4, U32), shmem_frame=(8, FRAME),
                      evtchn=(16, U32), status=(20, BLKIF_STATUS))
     domid: int
     blkif_handle: int
@@ -405,7 +174,7 @@ class BlkifBeDisconnect(Message):
 class BlkifBeVbdCreate(Message):
     TYPE = MessageType.BLKIF_BE
     SUBTYPE = BlkifBeSubtype.VBD_CREATE
-    LAYOUT = _Layout(16, domid=(0, U16), blkif_handle=(4, U32), vdevice=(8, U16),
+    LAYOUT = Layout(16, domid=(0, U16), blkif_handle=(4, U32), vdevice=(8, U16),
                      readonly=(10, U16), status=(12, BLKIF_STATUS))
     domid: int
     blkif_handle: int
@@ -431,7 +200,7 @@ class BlkifBeVbdDestroy(Message):
 class BlkifBeVbdGrow(Message):
     TYPE = MessageType.BLKIF_BE
     SUBTYPE = BlkifBeSubtype.VBD_GROW
-    LAYOUT = _Layout(36, domid=(0, U16), blkif_handle=(4, U32), extent=(8, EXTENT),
+    LAYOUT = Layout(36, domid=(0, U16), blkif_handle=(4, U32), extent=(8, EXTENT),
                      vdevice=(28, U16), status=(32, BLKIF_STATUS))
     domid: int
     blkif_handle: int
@@ -459,7 +228,7 @@ class BlkifBeDriverStatus(Message):
 
     TYPE = MessageType.BLKIF_BE
     SUBTYPE = BlkifBeSubtype.DRIVER_STATUS
-    LAYOUT = _Layout(4, status=(0, DRV_STATUS))
+    LAYOUT = Layout(4, status=(0, DRV_STATUS))
     status: DriverStatus
 
 
@@ -468,7 +237,7 @@ class BlkifBeDriverStatus(Message):
 class BlkifFeInterfaceStatus(Message):
     TYPE = MessageType.BLKIF_FE
     SUBTYPE = BlkifFeSubtype.INTERFACE_STATUS
-    LAYOUT = _Layout(12, handle=(0, U32), status=(4, IF_STATUS), evtchn=(8, U16),
+    LAYOUT = Layout(12, handle=(0, U32), status=(4, IF_STATUS), evtchn=(8, U16),
                      domid=(10, U16))
     handle: int
     status: InterfaceStatus
@@ -491,7 +260,7 @@ class BlkifFeDriverStatus(Message):
 class BlkifFeInterfaceConnect(Message):
     TYPE = MessageType.BLKIF_FE
     SUBTYPE = BlkifFeSubtype.INTERFACE_CONNECT
-    LAYOUT = _Layout(16, handle=(0, U32), shmem_frame=(8, FRAME))
+    LAYOUT = Layout(16, handle=(0, U32), shmem_frame=(8, FRAME))
     handle: int
     shmem_frame: int
 
@@ -503,7 +272,7 @@ class NetifBeCreate(Message):
 
     TYPE = MessageType.NETIF_BE
     SUBTYPE = NetifBeSubtype.CREATE
-    LAYOUT = _Layout(20, domid=(0, U16), netif_handle=(4, U32), mac=(8, MAC),
+    LAYOUT = Layout(20, domid=(0, U16), netif_handle=(4, U32), mac=(8, MAC),
                      status=(16, NETIF_STATUS))
     domid: int
     netif_handle: int
@@ -527,7 +296,7 @@ class NetifBeDestroy(Message):
 class NetifBeConnect(Message):
     TYPE = MessageType.NETIF_BE
     SUBTYPE = NetifBeSubtype.CONNECT
-    LAYOUT = _Layout(32, domid=(0, U16), netif_handle=(4, U32), tx_shmem_frame=(8, FRAME),
+    LAYOUT = Layout(32, domid=(0, U16), netif_handle=(4, U32), tx_shmem_frame=(8, FRAME),
                      rx_shmem_frame=(16, FRAME), evtchn=(24, U16), status=(28, NETIF_STATUS))
     domid: int
     netif_handle: int
@@ -555,7 +324,7 @@ class NetifBeDriverStatus(Message):
 
     TYPE = MessageType.NETIF_BE
     SUBTYPE = NetifBeSubtype.DRIVER_STATUS
-    LAYOUT = _Layout(4, status=(0, DRV_STATUS))
+    LAYOUT = Layout(4, status=(0, DRV_STATUS))
     status: DriverStatus
 
 
@@ -564,7 +333,7 @@ class NetifBeDriverStatus(Message):
 class NetifFeInterfaceStatus(Message):
     TYPE = MessageType.NETIF_FE
     SUBTYPE = NetifFeSubtype.INTERFACE_STATUS
-    LAYOUT = _Layout(18, handle=(0, U32), status=(4, IF_STATUS), evtchn=(8, U16),
+    LAYOUT = Layout(18, handle=(0, U32), status=(4, IF_STATUS), evtchn=(8, U16),
                      mac=(10, MAC), domid=(16, U16))
     handle: int
     status: InterfaceStatus
@@ -588,14 +357,14 @@ class NetifFeDriverStatus(Message):
 class NetifFeInterfaceConnect(Message):
     TYPE = MessageType.NETIF_FE
     SUBTYPE = NetifFeSubtype.INTERFACE_CONNECT
-    LAYOUT = _Layout(24, handle=(0, U32), tx_shmem_frame=(8, FRAME), rx_shmem_frame=(16, FRAME))
+    LAYOUT = Layout(24, handle=(0, U32), tx_shmem_frame=(8, FRAME), rx_shmem_frame=(16, FRAME))
     handle: int
     tx_shmem_frame: int
     rx_shmem_frame: int
 
 
-_SHUTDOWN_EMPTY = _Layout(0)
-_SHUTDOWN_SYSRQ = _Layout(1, key=(0, KEY))
+_SHUTDOWN_EMPTY = Layout(0)
+_SHUTDOWN_SYSRQ = Layout(1, key=(0, KEY))
 
 
 @_register(*ShutdownSubtype)
@@ -622,11 +391,11 @@ class Shutdown(Message):
     def subtype(self) -> int:
         return self.reason
 
-    def layout(self) -> _Layout:
+    def layout(self) -> Layout:
         return self.layout_for(self.reason)
 
     @classmethod
-    def layout_for(cls, subtype: int) -> _Layout:
+    def layout_for(cls, subtype: int) -> Layout:
         return _SHUTDOWN_SYSRQ if subtype == ShutdownSubtype.SYSRQ else _SHUTDOWN_EMPTY
 
     @classmethod
@@ -641,7 +410,7 @@ class MemRequest(Message):
 
     TYPE = MessageType.MEM_REQUEST
     SUBTYPE = MemRequestSubtype.SET
-    LAYOUT = _Layout(8, target=(0, U32), status=(4, U32))
+    LAYOUT = Layout(8, target=(0, U32), status=(4, U32))
     target: int
     status: int = 0
 
@@ -694,20 +463,6 @@ def check(response: Message, device: str) -> None:
             raise XendError(f"{device}: {_BACKENDS[type(status)]} says: {status.text}")
     elif isinstance(response, MemRequest) and response.status != 0:
         raise XendError(f"{device}: memory request failed with status {response.status}")
-
-
-class MessageIds:
-    """Xen's global message-id counter (§9.1): a u8 that wraps; safe across threads."""
-
-    def __init__(self, start: int = 0) -> None:
-        self._next = start & 0xFF
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        with self._lock:
-            msg_id = self._next
-            self._next = (msg_id + 1) & 0xFF
-            return msg_id
 
 
 __all__ = [
