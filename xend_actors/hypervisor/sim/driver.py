@@ -2,21 +2,19 @@
 
 Calls from any number of threads share one connection: a writer lock orders the
 request lines, and a reader thread hands each reply to the caller waiting for its
-id. Every call has a timeout. When the connection is lost, the calls waiting and
-every later call fail with a HypervisorError that says so. Watching and consoles
-get connections of their own, since they turn a connection into a stream.
+id (``rpc.Calls``). Every call has a timeout. When the connection is lost, the calls
+waiting and every later call fail with a HypervisorError that says so. Watching and
+consoles get connections of their own, since they turn a connection into a stream.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import itertools
 import logging
 import socket
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
@@ -27,7 +25,8 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
-from xend_actors.hypervisor.ring.messages import Message, MessageIds, Shutdown
+from xend_actors.hypervisor.ring.messages import Message, MessageIds, Shutdown, ShutdownSubtype
+from xend_actors.hypervisor.rpc import Calls
 from xend_actors.hypervisor.sim import memory, protocol
 from xend_actors.hypervisor.sim.protocol import Args, Wire
 from xend_actors.node import PhysInfo
@@ -43,11 +42,9 @@ class SimDriver:
         self.timeout = timeout
         self._sock = self._connect()
         self._write_lock = threading.Lock()
-        self._lock = threading.Lock()  # guards the fields below
-        self._pending: dict[int, Future[Wire]] = {}
-        self._ids = itertools.count(1)
+        self._calls: Calls[Wire] = Calls(late=self._late, lost=lambda call: self._lost_error())
         self._msg_ids = MessageIds()
-        self._lost = False
+        self._lock = threading.Lock()  # guards the fields below
         self._closed = False
         self._streams: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -93,7 +90,8 @@ class SimDriver:
             raise BadRequest(f"cannot ask domain {domid} to shut down for {reason.value}: "
                              "that is not a shutdown request") from None
         sysrq = reason is ShutdownReason.SYSRQ
-        self.send_control(domid, Shutdown(code, key=(key or None) if sysrq else None))
+        self.send_control(domid, Shutdown(ShutdownSubtype(code),
+                                          key=(key or None) if sysrq else None))
 
     def save_state(self, domid: int) -> bytes:
         """The state of suspended domain ``domid``, for a save image."""
@@ -162,6 +160,7 @@ class SimDriver:
         with self._lock:
             self._closed = True
             sockets = [self._sock, *self._streams]
+        self._calls.lose()
         for sock in sockets:
             _shut(sock)
         for thread in self._threads:
@@ -211,50 +210,34 @@ class SimDriver:
     # --- the shared connection ------------------------------------------------------------
 
     def _call(self, call: str, **args: Wire) -> Wire:
-        future: Future[Wire] = Future()
-        with self._lock:
-            if self._lost or self._closed:
-                raise self._lost_error()
-            request_id = next(self._ids)
-            self._pending[request_id] = future
+        pending = self._calls.start(call)
         try:
             with self._write_lock:
-                self._sock.sendall(protocol.request(request_id, call, args))
+                self._sock.sendall(protocol.request(pending.id, call, args))
         except OSError:
-            self._lose()
-        try:
-            return future.result(timeout=self.timeout)
-        except TimeoutError:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise Timeout(f"xend-simhv at {self.socket_path} did not answer {call} "
-                          f"within {self.timeout:g} s") from None
+            self._calls.lose()
+        return self._calls.wait(pending, self.timeout)
 
     def _read_replies(self) -> None:
         try:
             with self._sock.makefile("rb") as lines:
                 for line in lines:
-                    request_id, result, error = protocol.parse_reply(line)
-                    with self._lock:
-                        future = self._pending.pop(request_id, None)  # None: timed out
-                    if future is None:
-                        continue
-                    if error is None:
-                        future.set_result(result)
+                    reply = protocol.parse_reply(line)
+                    pending = self._calls.take(reply.id)
+                    if pending is None:
+                        continue  # it was late: its caller has given up
+                    if reply.error is None:
+                        pending.future.set_result(reply.result)
                     else:
-                        future.set_exception(error)
+                        pending.future.set_exception(reply.error)
         except (OSError, ValueError) as e:
             if not self._closed:
                 log.error("Reading from xend-simhv at %s failed: %s", self.socket_path, e)
         finally:
-            self._lose()
+            self._calls.lose()
 
-    def _lose(self) -> None:
-        with self._lock:
-            self._lost = True
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
-            future.set_exception(self._lost_error())
+    def _late(self, call: str, seconds: float) -> str:
+        return f"xend-simhv at {self.socket_path} did not answer {call} within {seconds:g} s"
 
     def _lost_error(self) -> XendError:
         if self._closed:
@@ -283,15 +266,11 @@ class SimDriver:
         sock = self._connect()
         try:
             sock.settimeout(self.timeout)
-            sock.sendall(protocol.request(0, call, args))
-            _, _, error = protocol.parse_reply(_read_line(sock))
-            if error is not None:
-                raise error
+            ask(sock, call, args)
             sock.settimeout(None)
         except TimeoutError:
             sock.close()
-            raise Timeout(f"xend-simhv at {self.socket_path} did not answer {call} "
-                          f"within {self.timeout:g} s") from None
+            raise Timeout(self._late(call, self.timeout)) from None
         except (OSError, ValueError):
             sock.close()
             raise HypervisorError(f"lost the connection to xend-simhv at {self.socket_path} "
@@ -326,6 +305,17 @@ class SimDriver:
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
+
+
+def ask(sock: socket.socket, call: str, args: Mapping[str, Wire]) -> Wire:
+    """Send one request on ``sock`` and read its reply; its result, or the XendError it
+    carries. What follows the reply stays in the socket (a stream, after ``watch`` or
+    ``console``)."""
+    sock.sendall(protocol.request(0, call, args))
+    reply = protocol.parse_reply(_read_line(sock))
+    if reply.error is not None:
+        raise reply.error
+    return reply.result
 
 
 def _read_line(sock: socket.socket) -> bytes:

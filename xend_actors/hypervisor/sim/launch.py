@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from xend_actors.errors import HypervisorError
-from xend_actors.hypervisor.sim import protocol
+from xend_actors.errors import HypervisorError, XendError
+from xend_actors.hypervisor.sim.driver import ask
 
 POLL_INTERVAL = 0.02
 LOG_TAIL_BYTES = 2000
@@ -60,16 +60,9 @@ def simhv_answers(socket_path: Path, timeout: float = 1.0) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
-            sock.sendall(protocol.request(1, "ping", {}))
-            with sock.makefile("rb") as replies:
-                reply = replies.readline(protocol.MAX_LINE)
-    except OSError:
+            return ask(sock, "ping", {}) == "xend-simhv"
+    except (OSError, ValueError, XendError):
         return False
-    try:
-        _, result, error = protocol.parse_reply(reply)
-    except (ValueError, KeyError, AttributeError):
-        return False
-    return error is None and result == "xend-simhv"
 
 
 def simhv_command() -> list[str]:

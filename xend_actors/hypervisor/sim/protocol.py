@@ -61,7 +61,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import (
@@ -94,6 +94,54 @@ ERROR_KINDS: Mapping[str, type[XendError]] = {
 Wire = Any  # a JSON value
 
 
+def _is_integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --- framing -------------------------------------------------------------------------
+
+
+class LineTooLong(BadRequest):
+    def __init__(self) -> None:
+        super().__init__(f"a request line must be shorter than {MAX_LINE} bytes")
+
+
+class Lines:
+    """Bytes as they come in, out as whole lines of at most ``MAX_LINE`` bytes (the
+    newline dropped). A longer line is refused once, as soon as it is too long, and the
+    rest of it, up to its newline, is skipped."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skipping = False  # the rest of a line already refused
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next(self) -> bytes | None:
+        """The next whole line, None until one has come; LineTooLong for a long one."""
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[:end + 1]
+            if self._skipping:
+                self._skipping = False
+            elif len(line) > MAX_LINE:
+                raise LineTooLong()
+            else:
+                return line
+        if len(self._buffer) > MAX_LINE:
+            self._buffer.clear()
+            if not self._skipping:
+                self._skipping = True
+                raise LineTooLong()
+        return None
+
+    def rest(self) -> bytes:
+        """What came after the last line, no longer buffered (a stream's first bytes)."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
+
 # --- lines ---------------------------------------------------------------------------
 
 def encode(message: Mapping[str, Wire]) -> bytes:
@@ -123,14 +171,16 @@ def guest_event(domid: int, message: Message) -> bytes:
 
 
 def parse_event(line: bytes) -> DomainChanged | GuestMessage:
-    """What a watch event line says: a domain changed, or a guest sent a message."""
+    """What a watch event line says: a domain changed, or a guest sent a message;
+    ValueError if it is no such line, BadRequest if its control frame is not one."""
     event = json.loads(line)
     kind = event.get("event") if isinstance(event, dict) else None
-    if kind == "changed":
-        return DomainChanged(int(event["domid"]))
-    if kind == "control":
+    domid = event.get("domid") if isinstance(event, dict) else None
+    if kind == "changed" and _is_integer(domid):
+        return DomainChanged(domid)
+    if kind == "control" and _is_integer(domid):
         _, message = control_from_wire(Args("event", event))
-        return GuestMessage(int(event["domid"]), message)
+        return GuestMessage(domid, message)
     raise ValueError(f"not a watch event: {line!r}")
 
 
@@ -143,7 +193,7 @@ def parse_request(line: bytes) -> tuple[int, str, Args]:
     if not isinstance(message, dict):
         raise MalformedRequest(None, "a request must be a JSON object")
     request_id = message.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool):
+    if not _is_integer(request_id):
         raise MalformedRequest(None, "a request needs an integer id")
     call = message.get("call")
     if not isinstance(call, str):
@@ -154,14 +204,29 @@ def parse_request(line: bytes) -> tuple[int, str, Args]:
     return request_id, call, Args(call, args)
 
 
-def parse_reply(line: bytes) -> tuple[int | None, Wire, XendError | None]:
-    """A reply line's id and either its result or the error it carries."""
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """A reply line: the id of the request it answers, and its result or its error."""
+
+    id: int | None
+    result: Wire = None
+    error: XendError | None = None
+
+
+def parse_reply(line: bytes) -> Reply:
+    """What a reply line says; ValueError if it is no reply."""
     message = json.loads(line)
+    if not isinstance(message, dict) or "id" not in message:
+        raise ValueError(f"not a reply: {line[:200]!r}")
+    request_id = message["id"] if _is_integer(message["id"]) else None
     error = message.get("error")
     if error is None:
-        return message["id"], message.get("ok"), None
-    cls = ERROR_KINDS.get(error.get("kind"), HypervisorError)
-    return message["id"], None, cls(str(error.get("message", "")))
+        return Reply(request_id, message.get("ok"))
+    if not isinstance(error, dict):
+        raise ValueError(f"not an error: {error!r}")
+    kind = error.get("kind")
+    cls = ERROR_KINDS.get(kind, HypervisorError) if isinstance(kind, str) else HypervisorError
+    return Reply(request_id, error=cls(str(error.get("message", ""))))
 
 
 class MalformedRequest(BadRequest):
@@ -181,7 +246,7 @@ class Args:
 
     def integer(self, name: str, default: int | None = None) -> int:
         value = self._values.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not _is_integer(value):
             raise self._bad(name, "an integer")
         return value
 

@@ -20,7 +20,7 @@ import sys
 from enum import Enum
 from pathlib import Path
 
-from xend_actors.errors import BadRequest, Conflict, HypervisorError, XendError
+from xend_actors.errors import Conflict, HypervisorError, XendError
 from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.hypervisor.sim import calls, protocol
 from xend_actors.hypervisor.sim.console import Console
@@ -72,8 +72,7 @@ class Connection(asyncio.Protocol):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._mode = Mode.CALLS
-        self._buffer = bytearray()
-        self._discarding = False  # the rest of an oversized line is dropped
+        self._lines = protocol.Lines()
         self._console: Console | None = None
         self._write_paused = False
         self._read_paused = False
@@ -98,24 +97,18 @@ class Connection(asyncio.Protocol):
             return
         if self._mode is Mode.WATCH:  # a watcher only listens
             return
-        self._buffer += data
-        start = 0
-        while self._mode is Mode.CALLS and (end := self._buffer.find(b"\n", start)) >= 0:
-            line = bytes(self._buffer[start:end])
-            start = end + 1
-            if self._discarding:
-                self._discarding = False
-            else:
-                self._handle(line)
-        del self._buffer[:start]
-        if self._mode is Mode.CONSOLE and self._buffer:  # typed right behind the request
-            rest, self._buffer = bytes(self._buffer), bytearray()
-            self.data_received(rest)
-        elif len(self._buffer) > protocol.MAX_LINE:
-            if not self._discarding:
-                self._discarding = True
-                self._reject_long_line()
-            self._buffer.clear()
+        self._lines.feed(data)
+        while self._mode is Mode.CALLS:
+            try:
+                line = self._lines.next()
+            except protocol.LineTooLong as e:
+                self.write(protocol.error_reply(None, e))
+                continue
+            if line is None:
+                break
+            self._handle(line)
+        if self._console is not None and (rest := self._lines.rest()):
+            self._console.type(rest)  # typed right behind the console request
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -160,9 +153,6 @@ class Connection(asyncio.Protocol):
     # --- calls ------------------------------------------------------------------------
 
     def _handle(self, line: bytes) -> None:
-        if len(line) > protocol.MAX_LINE:
-            self._reject_long_line()
-            return
         try:
             request_id, call, args = protocol.parse_request(line)
         except protocol.MalformedRequest as e:
@@ -188,10 +178,6 @@ class Connection(asyncio.Protocol):
             log.exception("Call %s failed", call)
             failure = HypervisorError(f"xend-simhv failed on {call}: {type(e).__name__}: {e}")
             self.write(protocol.error_reply(request_id, failure))
-
-    def _reject_long_line(self) -> None:
-        error = BadRequest(f"a request line must be shorter than {protocol.MAX_LINE} bytes")
-        self.write(protocol.error_reply(None, error))
 
 
 async def serve(socket_path: Path, *, memory_mb: int, cpus: int,
