@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from xend_actors.errors import HypervisorError, Timeout
 
@@ -41,7 +42,7 @@ def request(path: Path, command: str, timeout: float = 5.0) -> str:
                                   f"{error.strerror or error}") from None
 
 
-def _line(lines, sock: socket.socket, deadline: float) -> str:  # type: ignore[no-untyped-def]
+def _line(lines: BinaryIO, sock: socket.socket, deadline: float) -> str:
     sock.settimeout(max(0.001, deadline - time.monotonic()))
     line = lines.readline(MAX_LINE)
     if not line:

@@ -47,7 +47,8 @@ from xend_actors.hypervisor.base import ShutdownReason as Reason
 from xend_actors.hypervisor.qemu import agent, cgroup, process
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec
-from xend_actors.hypervisor.qemu.qmp import Qmp, QmpEvent
+from xend_actors.hypervisor.qemu.qmp import Qmp
+from xend_actors.hypervisor.qemu.qmp_protocol import Event
 from xend_actors.hypervisor.qemu.sched import cpu_shape
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ class QemuGuest:
 
     # --- what qemu says ----------------------------------------------------------------------
 
-    def _on_event(self, event: QmpEvent) -> None:
+    def _on_event(self, event: Event) -> None:
         changed = False
         with self._lock:
             if self._destroying:

@@ -1,33 +1,31 @@
-"""A small QMP client: one connection to one qemu's monitor socket, shared by threads.
+"""A QMP connection: one connection to one qemu's monitor socket, shared by threads.
 
 Commands go out from any thread, each with an ``id`` that its reply carries back; a
 reader thread hands each reply to the caller waiting for it and each event to the
 ``on_event`` callback, in order. When qemu closes the connection (it exited, or was
 killed), the waiting callers and every later call fail with a HypervisorError, and
 ``on_close`` is called once. Callbacks run on the reader thread: they must not wait
-for a reply on this connection.
+for a reply on this connection. The lines are ``qmp_protocol``'s; the calls in flight
+are ``rpc.Calls``.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import itertools
-import json
 import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from xend_actors.errors import HypervisorError, Timeout
+from xend_actors.hypervisor.qemu import qmp_protocol
+from xend_actors.hypervisor.qemu.qmp_protocol import MAX_LINE, ErrorReply, Event, Greeting, Return
+from xend_actors.hypervisor.rpc import Calls
 
 log = logging.getLogger(__name__)
-
-MAX_LINE = 16 * 1024 * 1024  # a query-* reply can be long; a line past this is garbage
 
 
 class QmpError(HypervisorError):
@@ -39,15 +37,9 @@ class QmpError(HypervisorError):
         self.desc = desc
 
 
-@dataclass(frozen=True)
-class QmpEvent:
-    name: str
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
 class Qmp:
     def __init__(self, path: Path, sock: socket.socket, lines: BinaryIO, *, timeout: float,
-                 on_event: Callable[[QmpEvent], None],
+                 on_event: Callable[[Event], None],
                  on_close: Callable[[], None]) -> None:
         self.path = path
         self.timeout = timeout
@@ -56,16 +48,14 @@ class Qmp:
         self._on_event = on_event
         self._on_close = on_close
         self._write_lock = threading.Lock()
-        self._lock = threading.Lock()  # guards the fields below
-        self._pending: dict[int, tuple[str, Future[Any]]] = {}
-        self._ids = itertools.count(1)
-        self._closed = False
+        self._calls: Calls[Any] = Calls(late=self._late, lost=self._gone)
+        self._let_go = False  # xend closed it: its end is no news
         self._thread = threading.Thread(target=self._read, name=f"qmp-{path.parent.name}",
                                         daemon=True)
 
     @classmethod
     def connect(cls, path: Path, *, timeout: float = 10.0,
-                on_event: Callable[[QmpEvent], None] = lambda event: None,
+                on_event: Callable[[Event], None] = lambda event: None,
                 on_close: Callable[[], None] = lambda: None) -> Qmp:
         """Connect, read the greeting, leave capabilities negotiation; then events flow."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -73,13 +63,13 @@ class Qmp:
         try:
             sock.connect(str(path))
             lines = sock.makefile("rb")
-            greeting = json.loads(lines.readline(MAX_LINE) or b"null")
-            if not isinstance(greeting, dict) or "QMP" not in greeting:
-                raise HypervisorError(f"{path} is not a QMP monitor (it said {greeting!r})")
-            sock.sendall(b'{"execute": "qmp_capabilities"}\n')
-            reply = json.loads(lines.readline(MAX_LINE) or b"null")
-            if not isinstance(reply, dict) or "return" not in reply:
-                raise HypervisorError(f"qemu at {path} refused QMP capabilities: {reply!r}")
+            said = qmp_protocol.decode(_read_line(lines) or b"null")
+            if not isinstance(qmp_protocol.message(said), Greeting):
+                raise HypervisorError(f"{path} is not a QMP monitor (it said {said!r})")
+            sock.sendall(qmp_protocol.command("qmp_capabilities"))
+            said = qmp_protocol.decode(_read_line(lines) or b"null")
+            if not isinstance(qmp_protocol.message(said), Return):
+                raise HypervisorError(f"qemu at {path} refused QMP capabilities: {said!r}")
         except TimeoutError:
             sock.close()
             raise Timeout(f"qemu's monitor at {path} did not answer within {timeout:g} s "
@@ -98,23 +88,15 @@ class Qmp:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._calls.lost
 
     def execute(self, command: str, arguments: Mapping[str, Any] | None = None,
                 timeout: float | None = None, fd: int | None = None) -> Any:
         """Run ``command``; its ``return`` value, or QmpError with qemu's reason. ``fd``
         goes along with the command (SCM_RIGHTS), as ``getfd`` wants it."""
-        future: Future[Any] = Future()
-        with self._lock:
-            if self._closed:
-                raise self._gone(command)
-            request_id = next(self._ids)
-            self._pending[request_id] = (command, future)
-        request: dict[str, Any] = {"execute": command, "id": request_id}
-        if arguments:
-            request["arguments"] = dict(arguments)
+        call = self._calls.start(command)
+        data = qmp_protocol.command(command, arguments, call.id)
         try:
-            data = json.dumps(request).encode() + b"\n"
             with self._write_lock:
                 if fd is None:
                     self._sock.sendall(data)
@@ -125,42 +107,28 @@ class Qmp:
                     self._sock.sendall(data[sent:])
         except OSError:
             self.close()
-        wait = self.timeout if timeout is None else timeout
-        try:
-            return future.result(timeout=wait)
-        except TimeoutError:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise Timeout(f"qemu did not answer {command} within {wait:g} s "
-                          f"(monitor {self.path})") from None
+        return self._calls.wait(call, self.timeout if timeout is None else timeout)
 
     def close(self) -> None:
         """Let go of the connection (qemu keeps running); wakes every waiting caller."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if self._calls.lost:
+            return
+        self._let_go = True
+        self._calls.lose()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
     def _read(self) -> None:
         try:
-            while True:
-                line = self._lines.readline(MAX_LINE)
-                if not line:
-                    break
-                self._dispatch(json.loads(line))
+            while line := _read_line(self._lines):
+                self._dispatch(qmp_protocol.parse(line))
         except ConnectionResetError:
             pass  # qemu exited with bytes of ours unread: as good as an end of file
         except (OSError, ValueError) as error:
-            if not self._closed:
+            if not self._let_go:
                 log.warning("Reading qemu's monitor at %s failed: %s", self.path, error)
         finally:
-            with self._lock:
-                self._closed = True
-                pending, self._pending = self._pending, {}
-            for command, future in pending.values():
-                future.set_exception(self._gone(command))
+            self._calls.lose()
             self._lines.close()
             self._sock.close()
             try:
@@ -168,28 +136,32 @@ class Qmp:
             except Exception:
                 log.exception("The close handler of qemu's monitor at %s failed", self.path)
 
-    def _dispatch(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            return
-        if "event" in message:
-            try:
-                self._on_event(QmpEvent(str(message["event"]), message.get("data") or {}))
-            except Exception:
-                log.exception("Handling qemu event %s from %s failed", message["event"],
-                              self.path)
-            return
-        with self._lock:
-            waiting = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
-        if waiting is None:
-            return
-        command, future = waiting
-        if "error" in message:
-            error = message["error"] or {}
-            future.set_exception(QmpError(command, str(error.get("class", "")),
-                                          str(error.get("desc", error))))
-        else:
-            future.set_result(message.get("return"))
+    def _dispatch(self, message: qmp_protocol.Message | None) -> None:
+        match message:
+            case Event():
+                try:
+                    self._on_event(message)
+                except Exception:
+                    log.exception("Handling qemu event %s from %s failed", message.name,
+                                  self.path)
+            case Return() | ErrorReply():
+                call = self._calls.take(message.id)
+                if call is None:
+                    return  # it was late: its caller has given up
+                if isinstance(message, ErrorReply):
+                    call.future.set_exception(QmpError(call.name, message.error_class,
+                                                       message.desc))
+                else:
+                    call.future.set_result(message.value)
+
+    def _late(self, command: str, seconds: float) -> str:
+        return f"qemu did not answer {command} within {seconds:g} s (monitor {self.path})"
 
     def _gone(self, command: str) -> HypervisorError:
         return HypervisorError(f"qemu's monitor at {self.path} is closed (qemu exited?); "
                                f"cannot run {command}")
+
+
+def _read_line(lines: BinaryIO) -> bytes:
+    """One line, or what there is of one past ``MAX_LINE`` (which ``decode`` refuses)."""
+    return lines.readline(MAX_LINE + 1)
