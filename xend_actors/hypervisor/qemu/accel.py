@@ -16,12 +16,12 @@ import logging
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from xend_actors.hypervisor import detached
 from xend_actors.hypervisor.qemu.process import escape
 from xend_actors.store import atomic_write
 
@@ -93,21 +93,19 @@ def probe(qemu: str, kernel: Path, deadline: float = PROBE_DEADLINE) -> AccelCho
                 "-append", "console=ttyS0 earlyprintk=ttyS0 loglevel=8 panic=-1",
                 "-chardev", f"file,id=probe,path={escape(str(serial))}",
                 "-serial", "chardev:probe"]
+        output = Path(tmp) / "output"
         began = time.monotonic()
-        with open(Path(tmp) / "stderr", "wb") as err:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=err,
-                                       start_new_session=True, cwd="/")
+        process = detached.start(argv, output)
         try:
-            while time.monotonic() - began < deadline:
-                if PROBE_MARKER in _read(serial):
-                    took = time.monotonic() - began
-                    return AccelChoice(Accel.KVM, f"a kernel started under KVM in {took:.2f} s")
-                if process.poll() is not None:
-                    said = _read(Path(tmp) / "stderr").decode(errors="replace").strip()
-                    return AccelChoice(Accel.TCG, f"qemu -accel kvm exited with status "
-                                                  f"{process.returncode}: {said[-300:]}")
-                time.sleep(POLL)
+            outcome = detached.wait_until(process, lambda: PROBE_MARKER in _read(serial),
+                                          timeout=deadline, poll=POLL)
+            if outcome is detached.Outcome.READY:
+                took = time.monotonic() - began
+                return AccelChoice(Accel.KVM, f"a kernel started under KVM in {took:.2f} s")
+            if outcome is detached.Outcome.EXITED:
+                said = _read(output).decode(errors="replace").strip()
+                return AccelChoice(Accel.TCG, f"qemu -accel kvm exited with status "
+                                              f"{process.returncode}: {said[-300:]}")
             return AccelChoice(Accel.TCG, f"{KVM_DEVICE} opens, but a kernel under KVM "
                                           f"printed nothing within {deadline:g} s")
         finally:
@@ -127,6 +125,5 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        # A vcpu stuck inside KVM can take a while to die; reap it when it does.
+        # A vcpu stuck inside KVM can take a while to die; it is reaped when it does.
         log.warning("The KVM probe (pid %d) has not exited yet after SIGKILL", process.pid)
-        threading.Thread(target=process.wait, name="kvm-probe-reaper", daemon=True).start()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xend_actors.errors import HypervisorError
+from xend_actors.hypervisor import detached
 
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 LOG_TAIL_BYTES = 1500
@@ -124,39 +125,35 @@ def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
 
 def launch(argv: list[str], paths: DomainPaths) -> subprocess.Popen[bytes]:
     """Start qemu detached (its own session, stdio to ``qemu.log``); returns at once."""
-    with open(paths.log, "ab") as log:
-        try:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd="/")
-        except OSError as error:
-            raise HypervisorError(f"cannot run {argv[0]}: {error.strerror}") from None
+    return detached.start(argv, paths.log)
 
 
 def wait_for_socket(path: Path, process: subprocess.Popen[bytes], paths: DomainPaths,
                     timeout: float) -> None:
     """Wait until qemu listens on ``path``; a HypervisorError if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if path.exists():
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
-                    contextlib.suppress(OSError):
-                probe.connect(str(path))
-                return
-        if process.poll() is not None:
-            raise HypervisorError(f"qemu exited with status {process.returncode} at launch: "
-                                  f"{log_tail(paths)}")
-        if time.monotonic() > deadline:
-            raise HypervisorError(f"qemu (pid {process.pid}) did not open {path} within "
-                                  f"{timeout:g} s: {log_tail(paths)}")
-        time.sleep(POLL)
+    outcome = detached.wait_until(process, lambda: _listens(path), timeout=timeout, poll=POLL)
+    if outcome is detached.Outcome.EXITED:
+        raise HypervisorError(f"qemu exited with status {process.returncode} at launch: "
+                              f"{log_tail(paths)}")
+    if outcome is detached.Outcome.LATE:
+        raise HypervisorError(f"qemu (pid {process.pid}) did not open {path} within "
+                              f"{timeout:g} s: {log_tail(paths)}")
+
+
+def _listens(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def log_tail(paths: DomainPaths) -> str:
     try:
-        with open(paths.log, "rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
-            text = log.read().decode(errors="replace").strip()
+        text = detached.tail(paths.log, LOG_TAIL_BYTES)
     except OSError:
         text = ""
     return text or "(qemu said nothing)"

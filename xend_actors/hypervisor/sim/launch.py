@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from xend_actors.errors import HypervisorError, XendError
+from xend_actors.hypervisor import detached
 from xend_actors.hypervisor.sim.driver import ask
 
 POLL_INTERVAL = 0.02
@@ -35,23 +33,17 @@ def ensure_simhv(socket_path: Path, *, memory_mb: int, cpus: int, log_file: Path
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [*simhv_command(), "--socket", str(socket_path), "--memory", str(memory_mb),
                "--cpus", str(cpus), "--pid-file", str(pid_file), *(["--taps"] if taps else [])]
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
-    # Reap it whenever it exits, so it never lingers as a zombie of xend.
-    threading.Thread(target=process.wait, name="simhv-reaper", daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not simhv_answers(socket_path):
-        status = process.poll()
-        if status is not None:
-            if simhv_answers(socket_path):  # another launcher's xend-simhv won the race
-                return
-            raise HypervisorError(f"xend-simhv exited with status {status} before it "
-                                  f"answered on {socket_path}: {_tail(log_file)}")
-        if time.monotonic() > deadline:
-            raise HypervisorError(f"xend-simhv (pid {process.pid}) did not answer on "
-                                  f"{socket_path} within {timeout:g} s: {_tail(log_file)}")
-        time.sleep(POLL_INTERVAL)
+    process = detached.start(command, log_file)
+    outcome = detached.wait_until(process, lambda: simhv_answers(socket_path),
+                                  timeout=timeout, poll=POLL_INTERVAL)
+    if outcome is detached.Outcome.EXITED:
+        if simhv_answers(socket_path):  # another launcher's xend-simhv won the race
+            return
+        raise HypervisorError(f"xend-simhv exited with status {process.returncode} before it "
+                              f"answered on {socket_path}: {_tail(log_file)}")
+    if outcome is detached.Outcome.LATE:
+        raise HypervisorError(f"xend-simhv (pid {process.pid}) did not answer on "
+                              f"{socket_path} within {timeout:g} s: {_tail(log_file)}")
 
 
 def simhv_answers(socket_path: Path, timeout: float = 1.0) -> bool:
@@ -73,9 +65,7 @@ def simhv_command() -> list[str]:
 
 def _tail(log_file: Path) -> str:
     try:
-        with open(log_file, "rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
-            text = log.read().decode(errors="replace").strip()
+        text = detached.tail(log_file, LOG_TAIL_BYTES)
     except OSError as e:
         return f"(cannot read {log_file}: {e.strerror})"
     return f"the end of {log_file} says:\n{text}" if text else f"{log_file} is empty"
