@@ -40,6 +40,7 @@ from xend_actors.hypervisor.base import (
     StreamProgress,
     StreamResult,
 )
+from xend_actors.hypervisor.checks import check_cpu, check_create, check_memory_free
 from xend_actors.hypervisor.qemu import cgroup, host, transfer
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.accel import (
@@ -106,7 +107,7 @@ class QemuDriver:
         memory = host.meminfo()
         accel = (self._accel.describe() if self._accel is not None else
                  "accelerator chosen when the first domain is built")
-        return PhysInfo(cores=os.cpu_count() or 1,
+        return PhysInfo(cores=_cpus(),
                         hyperthreads_per_core=host.hyperthreads_per_core(),
                         cpu_mhz=host.cpu_mhz(), memory_mb=memory.get("MemTotal", 0) // 1024,
                         free_memory_mb=memory.get("MemAvailable", 0) // 1024,
@@ -155,15 +156,8 @@ class QemuDriver:
                domid: int | None = None) -> int:
         """An empty paused domain: its record and folder; its qemu starts at ``build``."""
         what = f"cannot create domain {name}"
-        if memory_mb < 1:
-            raise BadRequest(f"{what}: memory must be at least 1 MiB, got {memory_mb}")
-        if vcpus < 1:
-            raise BadRequest(f"{what}: it needs at least 1 vcpu, got {vcpus}")
-        _check_cpu(cpu, what)
-        free_mb = host.meminfo().get("MemAvailable", 0) // 1024
-        if memory_mb > free_mb:
-            raise HypervisorError(f"{what}: it needs {memory_mb} MiB but only {free_mb} MiB "
-                                  "are free")
+        check_create(what, memory_mb, vcpus, cpu, cpus=_cpus())
+        check_memory_free(what, memory_mb, host.meminfo().get("MemAvailable", 0) // 1024)
         with self._lock:
             if domid is None:
                 domid = self._allocate_domid(what)
@@ -305,7 +299,7 @@ class QemuDriver:
 
     def pincpu(self, domid: int, cpu: int) -> None:
         guest = self._not_host(domid, "pin")
-        _check_cpu(cpu, f"cannot pin domain {domid} to cpu {cpu}")
+        check_cpu(f"cannot pin domain {domid} to cpu {cpu}", cpu, cpus=_cpus())
         guest.pin(cpu)
 
     def set_sched(self, domid: int, params: SchedParams) -> None:
@@ -454,10 +448,8 @@ class QemuDriver:
                     self._backends.adopt(st.domid, guest)
 
 
-def _check_cpu(cpu: int, what: str) -> None:
-    count = os.cpu_count() or 1
-    if not -1 <= cpu < count:
-        raise BadRequest(f"{what}: cpu must be -1 (any) or 0..{count - 1}, got {cpu}")
+def _cpus() -> int:
+    return os.cpu_count() or 1
 
 
 def _check_readable(path: str, kind: str, what: str) -> None:

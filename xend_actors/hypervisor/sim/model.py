@@ -28,6 +28,7 @@ from xend_actors.hypervisor.base import (
     SchedParams,
     ShutdownReason,
 )
+from xend_actors.hypervisor.checks import check_cpu, check_create, check_memory_free
 from xend_actors.hypervisor.ring.messages import Message, MessageType
 from xend_actors.hypervisor.sim.blkback import Backing, BlockBackend
 from xend_actors.hypervisor.sim.clock import Clock, Meter
@@ -165,16 +166,10 @@ class SimHypervisor:
                domid: int | None = None) -> int:
         """An empty, paused domain; ``domid`` asks for that id."""
         what = f"cannot create domain {name}"
-        if memory_mb < 1:
-            raise BadRequest(f"{what}: memory must be at least 1 MiB, got {memory_mb}")
-        if vcpus < 1:
-            raise BadRequest(f"{what}: it needs at least 1 vcpu, got {vcpus}")
-        self._check_cpu(cpu, what)
+        check_create(what, memory_mb, vcpus, cpu, cpus=self.cpus)
         if domid is not None:
             self._check_domid_free(domid, what)
-        free = self._free_mb()
-        if memory_mb > free:
-            raise HypervisorError(f"{what}: it needs {memory_mb} MiB but only {free} MiB are free")
+        check_memory_free(what, memory_mb, self._free_mb())
         if domid is None:
             domid = self._allocate_domid(what)
         dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu)
@@ -325,7 +320,7 @@ class SimHypervisor:
 
     def pincpu(self, domid: int, cpu: int) -> None:
         dom = self._domain(domid)
-        self._check_cpu(cpu, f"cannot pin domain {domid} to cpu {cpu}")
+        check_cpu(f"cannot pin domain {domid} to cpu {cpu}", cpu, cpus=self.cpus)
         dom.cpu = cpu
 
     def set_sched(self, domid: int, params: SchedParams) -> None:
@@ -402,10 +397,6 @@ class SimHypervisor:
 
     def _free_mb(self) -> int:
         return self._free_kb() // 1024
-
-    def _check_cpu(self, cpu: int, what: str) -> None:
-        if not -1 <= cpu < self.cpus:
-            raise BadRequest(f"{what}: cpu must be -1 (any) or 0..{self.cpus - 1}, got {cpu}")
 
     def _check_domid_free(self, domid: int, what: str) -> None:
         if domid in self._domains:
