@@ -98,6 +98,14 @@ def _is_integer(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _loads(line: bytes) -> Wire:
+    """The JSON value of a line; ValueError if it is none (nested too deep included)."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("a line nested too deep") from None
+
+
 # --- framing -------------------------------------------------------------------------
 
 
@@ -173,7 +181,7 @@ def guest_event(domid: int, message: Message) -> bytes:
 def parse_event(line: bytes) -> DomainChanged | GuestMessage:
     """What a watch event line says: a domain changed, or a guest sent a message;
     ValueError if it is no such line, BadRequest if its control frame is not one."""
-    event = json.loads(line)
+    event = _loads(line)
     kind = event.get("event") if isinstance(event, dict) else None
     domid = event.get("domid") if isinstance(event, dict) else None
     if kind == "changed" and _is_integer(domid):
@@ -215,7 +223,7 @@ class Reply:
 
 def parse_reply(line: bytes) -> Reply:
     """What a reply line says; ValueError if it is no reply."""
-    message = json.loads(line)
+    message = _loads(line)
     if not isinstance(message, dict) or "id" not in message:
         raise ValueError(f"not a reply: {line[:200]!r}")
     request_id = message["id"] if _is_integer(message["id"]) else None
