@@ -1,5 +1,9 @@
 """The wire between xend-simhv and its driver: newline-delimited JSON over a Unix socket.
 
+This module is the wire without the socket, bytes to values and back: ``Lines`` frames
+what comes in, the rest makes and reads the lines. ``server.py`` and ``driver.py`` hold
+the sockets.
+
 Calls. One connection carries any number of requests; each is answered by a reply
 with the request's id (in order, but the driver matches ids and does not rely on it)::
 
@@ -150,7 +154,7 @@ class Lines:
         return rest
 
 
-# --- lines ---------------------------------------------------------------------------
+# --- messages ------------------------------------------------------------------------
 
 def encode(message: Mapping[str, Wire]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
