@@ -1,2 +1,2 @@
-"""Hypervisor drivers behind one narrow interface (base.py), sim and qemu, the Hypervisor
-actor, and the ring vocabulary (ring/) the device controllers and backends speak."""
+"""Hypervisor drivers behind one narrow interface (base.py), sim and qemu, and what both use
+(checks, rpc, detached); the Hypervisor actor; the ring vocabulary (ring/) devices speak."""
