@@ -36,9 +36,12 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 from xend_actors.errors import BadRequest
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13; mypy has it
 
 Value = str | list
 """An SXP value: a ``str`` or a ``list`` of values."""
@@ -528,7 +531,7 @@ def _pretty(value: object, column: int, width: int, parts: list[str]) -> None:
 
 # --- element helpers (facts §1.4) -----------------------------------------------------
 
-def _is_element(x: object, elt: str | None = None) -> TypeGuard[list[Any] | tuple[Any, ...]]:
+def _is_element(x: object, elt: str | None = None) -> TypeIs[list[Any] | tuple[Any, ...]]:
     """True if ``x`` is a non-empty list, named ``elt`` if given."""
     return isinstance(x, list | tuple) and len(x) > 0 and (elt is None or x[0] == elt)
 
