@@ -1,17 +1,38 @@
-"""Fixtures shared by the test suites: real xend processes in temporary folders."""
+"""Fixtures shared by the test suites: real xend processes in temporary folders.
+
+- ``xend``: a ``Xend`` on the xend that the tests of this module share; each test gets it
+  with Domain-0 only and its events marked at its beginning, and every domain it leaves
+  is destroyed after it. A module gives it a config of its own with a
+  ``shared_xend_config`` fixture (module scope) returning config lines.
+- ``shared_home``: that xend's ``XendHome``, for tests that only need its address.
+- ``fresh_xend``: a factory of xends of the test's own (``fresh_xend(extra)`` → ``Xend``),
+  for tests that stop, kill or restart xend, need another config, or look at its store.
+- ``xend_home`` / ``running_xend``: a factory of (unstarted) folders / a started xend of
+  the test's own, as ``XendHome``.
+
+Every xend made here is stopped, its simhv and qemus killed and its folder removed after
+its test (or module), on a thread of its own: the next test does not wait for that, and
+the session waits for all of it at its end.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import XendHome, new_home
+from tests.support import Reaper, SharedXend, Xend, XendHome, new_home
+
+
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[Reaper]:
+    made = Reaper()
+    yield made
+    made.close()
 
 
 @pytest.fixture
-def xend_home() -> Iterator[Callable[..., XendHome]]:
+def xend_home(reaper: Reaper) -> Iterator[Callable[..., XendHome]]:
     """A factory of xend folders; every xend started in one is stopped afterwards."""
     homes: list[XendHome] = []
 
@@ -22,15 +43,54 @@ def xend_home() -> Iterator[Callable[..., XendHome]]:
 
     yield make
     for home in homes:
-        home.xend("stop")
-        home.kill_simhv()
-        shutil.rmtree(home.root, ignore_errors=True)
+        reaper.submit(str(home.root), home.tear_down)
 
 
 @pytest.fixture
 def running_xend(xend_home: Callable[..., XendHome]) -> XendHome:
-    """A started xend with default test settings."""
+    """A started xend of the test's own, with default test settings."""
     home = xend_home()
-    started = home.xend("start")
-    assert started.returncode == 0, started.stderr
+    home.start()
     return home
+
+
+@pytest.fixture
+def fresh_xend(xend_home: Callable[..., XendHome]) -> Iterator[Callable[..., Xend]]:
+    """A factory of started xends of the test's own: ``fresh_xend(extra="")``."""
+    made: list[Xend] = []
+
+    def start(extra: str = "") -> Xend:
+        home = xend_home(extra)
+        home.start()
+        made.append(Xend(home))
+        return made[-1]
+
+    yield start
+    for xend in made:
+        xend.close()
+
+
+@pytest.fixture(scope="module")
+def shared_xend_config() -> str:
+    """Config lines of the module's shared xend (before the test defaults)."""
+    return ""
+
+
+@pytest.fixture(scope="module")
+def shared_xend(reaper: Reaper, shared_xend_config: str) -> Iterator[SharedXend]:
+    shared = SharedXend(reaper, shared_xend_config)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def xend(shared_xend: SharedXend) -> Iterator[Xend]:
+    """The module's shared xend, with Domain-0 only; what the test leaves is destroyed."""
+    yield shared_xend.take()
+    shared_xend.give_back()
+
+
+@pytest.fixture
+def shared_home(xend: Xend) -> XendHome:
+    """The folder of the module's shared xend (see ``xend``)."""
+    return xend.home

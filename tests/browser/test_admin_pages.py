@@ -61,8 +61,8 @@ def console_shows(home: XendHome, port: str, text: str) -> bool:
 
 
 def test_a_domain_from_upload_to_destroy_without_javascript(
-        running_xend: XendHome, new_page, screenshot, tmp_path: Path) -> None:
-    base = running_xend.url
+        shared_home: XendHome, new_page, screenshot, tmp_path: Path) -> None:
+    base = shared_home.url
     page: Page = new_page(javascript=False)
     page.goto(f"{base}/xend/domain/")
     expect(page.locator("tr[data-domain='Domain-0']")).to_be_visible()
@@ -74,29 +74,29 @@ def test_a_domain_from_upload_to_destroy_without_javascript(
     page.get_by_role("button", name="Create domain").click()
     expect(page).to_have_url(re.compile(r"/xend/domain/web1\?done=create"))
     expect(page.get_by_role("status")).to_have_text("create: done.")
-    assert "web1" in domain_names(running_xend)
+    assert "web1" in domain_names(shared_home)
     screenshot(page, "domain-created")
 
     page.get_by_role("link", name="Domains", exact=True).click()
     row = page.locator("tr[data-domain='web1']")
     expect(row.locator("td.state")).to_have_text("paused")
     expect(row.locator("td[data-label=Memory]")).to_have_text("32 MB")
-    port = sxp.child_value(sxp.child(domain_info(running_xend, "web1"), "console"),
+    port = sxp.child_value(sxp.child(domain_info(shared_home, "web1"), "console"),
                            "console_port")
     expect(row.get_by_role("link", name=port)).to_have_attribute("href",
                                                                  f"/xend/console/{port}/")
 
     row.get_by_role("button", name="Unpause").click()
     expect(row.locator("td.state")).not_to_contain_text("paused")
-    assert "p" not in sxp.child_value(domain_info(running_xend, "web1"), "state")
+    assert "p" not in sxp.child_value(domain_info(shared_home, "web1"), "state")
     row.get_by_role("button", name="Pause").click()
     expect(row.locator("td.state")).to_have_text("paused")
-    assert "p" in sxp.child_value(domain_info(running_xend, "web1"), "state")
+    assert "p" in sxp.child_value(domain_info(shared_home, "web1"), "state")
     screenshot(page, "domains-paused")
     row.get_by_role("button", name="Unpause").click()
     expect(row.locator("td.state")).not_to_contain_text("paused")
 
-    wait_for(lambda: console_shows(running_xend, port, BOOT_TEXT), 20, "the guest to boot")
+    wait_for(lambda: console_shows(shared_home, port, BOOT_TEXT), 20, "the guest to boot")
     page.get_by_role("link", name="web1").click()
     expect(page.get_by_label("Console scrollback")).to_contain_text(BOOT_TEXT)
     expect(page.locator("pre.sxp").last).to_contain_text("(kernel /boot/vmlinuz-sim)")
@@ -110,14 +110,14 @@ def test_a_domain_from_upload_to_destroy_without_javascript(
     page.get_by_role("button", name="Destroy").click()
     expect(page).to_have_url(re.compile(r"/xend/domain/\?done=destroy(#.*)?$"))
     expect(page.locator("tr[data-domain='web1']")).to_have_count(0)
-    assert "web1" not in domain_names(running_xend)
+    assert "web1" not in domain_names(shared_home)
     screenshot(page, "domains-after")
 
 
 def test_a_malformed_config_shows_its_error_beside_the_form_and_keeps_the_text(
-        running_xend: XendHome, new_page, screenshot, tmp_path: Path) -> None:
+        shared_home: XendHome, new_page, screenshot, tmp_path: Path) -> None:
     page: Page = new_page()
-    page.goto(f"{running_xend.url}/xend/domain/")
+    page.goto(f"{shared_home.url}/xend/domain/")
     create = page.locator("#form-create")
     bad = tmp_path / "broken.sxp"
     bad.write_text("(vm (name broken) (memory 32)")
@@ -136,14 +136,14 @@ def test_a_malformed_config_shows_its_error_beside_the_form_and_keeps_the_text(
     assert posted.value.status == 400
     expect(create.get_by_role("alert")).to_contain_text("invalid vm name")
     expect(create.locator("textarea")).to_have_value(re.compile(r"\(name 9lives\)"))
-    assert domain_names(running_xend) == ["Domain-0"]
+    assert domain_names(shared_home) == ["Domain-0"]
 
 
-def test_op_errors_from_xend_show_beside_their_form(running_xend: XendHome, new_page,
+def test_op_errors_from_xend_show_beside_their_form(shared_home: XendHome, new_page,
                                                     screenshot) -> None:
-    create_paused(running_xend, "web1")
+    create_paused(shared_home, "web1")
     page: Page = new_page()
-    page.goto(f"{running_xend.url}/xend/domain/web1")
+    page.goto(f"{shared_home.url}/xend/domain/web1")
 
     device = page.locator("#form-device_create")
     device.locator("textarea").fill("(vbd (dev sda2")
@@ -162,7 +162,7 @@ def test_op_errors_from_xend_show_beside_their_form(running_xend: XendHome, new_
     expect(page.get_by_role("alert")).to_have_count(1)  # only beside the form that failed
     expect(page.locator("#form-migrate").get_by_label("to host")).to_have_value("127.0.0.1:1")
     screenshot(page, "migrate-error")
-    assert "web1" in domain_names(running_xend)
+    assert "web1" in domain_names(shared_home)
 
 
 @pytest.fixture
@@ -201,11 +201,11 @@ def other_site() -> Iterator[Callable[[str], str]]:
 
 
 def test_a_cross_site_form_post_is_refused_and_changes_nothing(
-        running_xend: XendHome, new_page, screenshot, other_site) -> None:
-    base = running_xend.url
+        shared_home: XendHome, new_page, screenshot, other_site) -> None:
+    base = shared_home.url
     target = f"{base}/xend/domain/web1"
-    create_paused(running_xend, "web1")
-    before = sxp.child_value(domain_info(running_xend, "web1"), "state")
+    create_paused(shared_home, "web1")
+    before = sxp.child_value(domain_info(shared_home, "web1"), "state")
     page: Page = new_page()
     # The victim has xend open, so the browser holds xend's cookie; the attacker even
     # knows a valid form token.
@@ -231,23 +231,23 @@ def test_a_cross_site_form_post_is_refused_and_changes_nothing(
             headers: {Accept: "application/sxp"},
             body: new URLSearchParams({op: "destroy", reason: "halt"})})""", target)
     assert posted.value.status == 403
-    assert "web1" in domain_names(running_xend)
-    assert sxp.child_value(domain_info(running_xend, "web1"), "state") == before
+    assert "web1" in domain_names(shared_home)
+    assert sxp.child_value(domain_info(shared_home, "web1"), "state") == before
 
 
-def test_lists_follow_the_event_stream(running_xend: XendHome, new_page, screenshot) -> None:
-    base = running_xend.url
+def test_lists_follow_the_event_stream(shared_home: XendHome, new_page, screenshot) -> None:
+    base = shared_home.url
     domains: Page = new_page()
     domains.goto(f"{base}/xend/domain/")
     events: Page = new_page()
     events.goto(f"{base}/xend/event/")
     expect(events.locator("#event-list tbody tr").first).to_contain_text("xend.")
 
-    info = create_paused(running_xend, "web2")
+    info = create_paused(shared_home, "web2")
     domid = sxp.child_value(info, "id")
     row = domains.locator("tr[data-domain='web2']")
     expect(row.locator("td.state")).to_have_text("paused")
-    post_op(running_xend, "web2", "unpause")
+    post_op(shared_home, "web2", "unpause")
     expect(row.locator("td.state")).not_to_contain_text("paused")
     screenshot(domains, "domains-live")
 
@@ -259,15 +259,15 @@ def test_lists_follow_the_event_stream(running_xend: XendHome, new_page, screens
     screenshot(events, "events-live")
 
 
-def test_values_are_shown_as_text_never_run(running_xend: XendHome, new_page) -> None:
-    with running_xend.http() as client:
+def test_values_are_shown_as_text_never_run(shared_home: XendHome, new_page) -> None:
+    with shared_home.http() as client:
         reply = client.post("/xend/domain/", data={"op": "create", "config": vm_config(
             "web3", " (args '<script>alert(1)</script><img src=x onerror=alert(2)>')")})
     assert reply.status_code == 201, reply.text
     page: Page = new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(f"{running_xend.url}/xend/domain/web3")
+    page.goto(f"{shared_home.url}/xend/domain/web3")
     expect(page.locator("pre.sxp").last).to_contain_text("<script>alert(1)</script>")
     assert page.locator("main script, main img").count() == 0
     assert dialogs == []
@@ -284,13 +284,13 @@ def test_values_are_shown_as_text_never_run(running_xend: XendHome, new_page) ->
     ("/xend/node/log", "xend log", "Serving HTTP"),
     ("/xend/node/dmesg", "Hypervisor console (dmesg)", None),
 ])
-def test_every_page_at_desktop_and_phone_width(running_xend: XendHome, new_page, screenshot,
+def test_every_page_at_desktop_and_phone_width(shared_home: XendHome, new_page, screenshot,
                                                path: str, heading: str | None,
                                                shows: str | None) -> None:
-    create_paused(running_xend, "web1")
+    create_paused(shared_home, "web1")
     for width, height in ((1280, 900), (390, 844)):
         page: Page = new_page(width=width, height=height)
-        reply = page.goto(f"{running_xend.url}{path}")
+        reply = page.goto(f"{shared_home.url}{path}")
         assert reply is not None and reply.status == 200
         if heading:
             expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()

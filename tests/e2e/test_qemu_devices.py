@@ -8,10 +8,7 @@ its own and reaches the consoles from inside it.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,20 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_qemu_lifecycle import (
+from tests.e2e.qemu import (
     BOOT_TIMEOUT,
     MEMORY,
+    QEMU,
+    QEMU_CONFIG,
     Guest,
-    Xend,
+    QemuXend,
     booted,
     console,
-    kill_guests,
 )
-from tests.support import XendHome, netns_usable, new_home, wait_for
+from tests.support import Reaper, XendHome, netns_usable, new_home, wait_for
 from xend_actors import sxp
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+              pytest.mark.skipif(QEMU is None,
                                  reason="qemu-system-x86_64 is not installed")]
 
 
@@ -49,15 +47,15 @@ def vbd(path: Path, dev: str, mode: str) -> str:
     return sxp.show(["vbd", ["uname", f"file:{path}"], ["dev", dev], ["mode", mode]])
 
 
-def restarted(xend: Xend, name: str, domid: int) -> None:
+def restarted(xend: QemuXend, name: str, domid: int) -> None:
     xend.wait_event(f"xend.domain.restart ({name} {domid} success)", BOOT_TIMEOUT)
 
 
 def test_a_hot_added_vbd_is_a_disk_whose_data_survives_a_restart(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
     disk, cdrom = image(tmp_path, "disk.img"), image(tmp_path, "ro.img")
-    domid = int(sxp.child_value(xend.create("qd"), "id"))
+    domid = int(sxp.child_value(xend.create_vm("qd"), "id"))
     with console(xend.console_port("qd")) as con:
         booted(con)
         reply = xend.op("qd", "device_create", config=vbd(disk, "sda1", "w"))
@@ -80,7 +78,7 @@ def test_a_hot_added_vbd_is_a_disk_whose_data_survives_a_restart(
         assert xend.op("qd", "device_destroy", type="vbd", idx="1").status_code == 200
         con.run("while [ -b /dev/vdb ]; do sleep 0.2; done; echo GONE-$((4))", rb"GONE-4", 30)
 
-        xend.ok("qd", "shutdown", reason="reboot")
+        xend.do("qd", "shutdown", reason="reboot")
         restarted(xend, "qd", domid)
         booted(con)  # the same console connection sees the new boot
         con.run("dd if=/dev/vda bs=18 count=1 2>/dev/null; echo; echo READ-$((5))",
@@ -90,15 +88,15 @@ def test_a_hot_added_vbd_is_a_disk_whose_data_survives_a_restart(
 
 
 def test_a_xend_killed_and_started_again_still_unplugs_what_it_plugged(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
+        qemu_xend: Callable[..., QemuXend], tmp_path: Path) -> None:
+    xend = qemu_xend()  # of its own: it is killed
     disk = image(tmp_path, "disk.img")
-    xend.create("qk", ["device", ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"],
+    xend.create_vm("qk", ["device", ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"],
                                   ["mode", "w"]]])
     with console(xend.console_port("qk")) as con:
         booted(con)
-    os.kill(xend.xend_pid(), signal.SIGKILL)
-    wait_for(lambda: xend.home.xend("status").returncode != 0, what="xend gone")
+    xend.home.kill9()
+    assert xend.home.xend("status").returncode != 0
     xend.start()
     with console(xend.console_port("qk")) as con:
         con.run("[ -b /dev/vda ] && echo HAVE-$((1))", rb"HAVE-1")
@@ -108,13 +106,14 @@ def test_a_xend_killed_and_started_again_still_unplugs_what_it_plugged(
 
 
 def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+        qemu: QemuXend, tmp_path: Path) -> None:
     # A guest without ACPI PCI hotplug never answers the unplug of its disk, so xend
     # waits for it (up to its timeout); a hot-plug into another domain meanwhile goes ahead.
-    xend = qemu_xend()
-    xend.create("qs", ["device", sxp.parse(vbd(image(tmp_path, "slow.img"), "sda1", "w"))],
-                args="acpiphp.disable=1")
-    xend.create("qq")
+    xend = qemu
+    qs = sxp.child_value(xend.create_vm(
+        "qs", ["device", sxp.parse(vbd(image(tmp_path, "slow.img"), "sda1", "w"))],
+        args="acpiphp.disable=1"), "id")
+    xend.create_vm("qq")
     for name in ("qs", "qq"):
         with console(xend.console_port(name)) as con:
             booted(con)
@@ -123,7 +122,7 @@ def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(
         xend.op("qs", "device_destroy", type="vbd", idx="0")))
     unplugging.start()
     try:
-        wait_for(lambda: "unplugging vbd-" in xend.home.logfile.read_text(),
+        wait_for(lambda: f"Domain {qs}: unplugging vbd-" in xend.home.logfile.read_text(),
                  what="the slow unplug under way")
         reply = xend.op("qq", "device_create", config=vbd(image(tmp_path, "quick.img"),
                                                            "sda1", "w"))
@@ -141,12 +140,12 @@ def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(
 
 
 def test_a_paused_guest_s_disk_is_refused_at_once_and_the_domain_destroyed_at_once(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
-    xend.create("qp", ["device", sxp.parse(vbd(image(tmp_path, "disk.img"), "sda1", "w"))])
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
+    xend.create_vm("qp", ["device", sxp.parse(vbd(image(tmp_path, "disk.img"), "sda1", "w"))])
     with console(xend.console_port("qp")) as con:
         booted(con)
-    xend.ok("qp", "pause")
+    xend.do("qp", "pause")
     reply = xend.op("qp", "device_destroy", type="vbd", idx="0")
     assert reply.status_code == 409, reply.text
     assert "is paused: its guest can let go of a device only while it runs; unpause it " \
@@ -154,9 +153,9 @@ def test_a_paused_guest_s_disk_is_refused_at_once_and_the_domain_destroyed_at_on
     vbds = sxp.parse(xend.http.get("/xend/domain/qp", params={"op": "vbds"}).text)
     assert [sxp.child_value(v, "dev") for v in vbds] == ["sda1"]
     with console(xend.console_port("qp")) as con:  # the guest still has it
-        xend.ok("qp", "unpause")
+        xend.do("qp", "unpause")
         con.run("[ -b /dev/vda ] && echo HAVE-$((1))", rb"HAVE-1")
-    xend.ok("qp", "pause")
+    xend.do("qp", "pause")
     reply = xend.op("qp", "destroy", reason="halt")
     assert reply.status_code == 200, reply.text
     assert xend.names() == ["Domain-0"]
@@ -164,8 +163,8 @@ def test_a_paused_guest_s_disk_is_refused_at_once_and_the_domain_destroyed_at_on
 
 
 def test_a_vbd_that_cannot_be_attached_leaves_no_domain(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
     empty = tmp_path / "empty.img"
     empty.touch()
     reply = xend.http.post("/xend/domain/", data={"op": "create", "config": sxp.show(
@@ -215,18 +214,17 @@ print(expect(sys.argv[3].encode()).group(0).decode())
 class Host:
     """A xend with the qemu driver inside a network namespace."""
 
-    def __init__(self, guest: Guest, tmp: Path) -> None:
+    def __init__(self, guest: Guest) -> None:
         self.ns = f"xq-{secrets.token_hex(4)}"
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
         self.guest = guest
-        self.home: XendHome = new_home("(hypervisor qemu)\n(qemu-accel tcg)\n"
-                                       "(vif-bridge xen-br0)\n")
+        self.home: XendHome = new_home(QEMU_CONFIG + "(vif-bridge xen-br0)\n")
         self.home.netns = self.ns
+        self.xend = QemuXend(self.home, guest)
 
     def start(self) -> None:
-        started = self.home.xend("start")
-        assert started.returncode == 0, started.stderr
+        self.xend.start()
 
     def create(self, name: str, address: str, mac: str, *more: tuple[str, str]) -> int:
         """Boot a guest with eth0 at ``address``; ``more`` vifs as (mac, address)."""
@@ -241,8 +239,7 @@ class Host:
         return int(sxp.child_value(sxp.parse(reply), "id"))
 
     def post(self, url: str, status: int = 200, **form: str) -> str:
-        with self.home.unix_http() as http:
-            reply = http.post(url, data=form)
+        reply = self.xend.post(url, **form)
         assert reply.status_code == status, reply.text
         return reply.text
 
@@ -254,24 +251,58 @@ class Host:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def close(self) -> None:
-        self.home.xend("stop")
-        kill_guests(self.home.run_dir)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        shutil.rmtree(self.home.root, ignore_errors=True)
+    def tear_down(self) -> None:
+        self.xend.close()
+        try:
+            self.home.tear_down()
+        finally:
+            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
-@pytest.fixture
-def netns_host(guest: Guest, tmp_path: Path) -> Iterator[Host]:
+class SharedHost:
+    """The module's one ``Host``, which its tests take turns on."""
+
+    def __init__(self, guest: Guest, reaper: Reaper) -> None:
+        self.guest, self.reaper = guest, reaper
+        self.current: Host | None = None
+
+    def take(self) -> Host:
+        if self.current is not None and not self.current.home.alive():
+            self.drop()
+        if self.current is None:
+            self.current = Host(self.guest)
+            self.current.start()
+        return self.current
+
+    def give_back(self) -> None:
+        assert self.current is not None
+        try:
+            self.current.xend.destroy_all_but({"Domain-0"})
+        except BaseException:
+            self.drop()  # the next test gets a new host
+            raise
+
+    def drop(self) -> None:
+        if self.current is not None:
+            self.reaper.submit(self.current.ns, self.current.tear_down)
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def shared_host(guest: Guest, reaper: Reaper) -> Iterator[SharedHost]:
     why = netns_usable()
     if why:
         pytest.skip(why)
-    host = Host(guest, tmp_path)
-    try:
-        host.start()
-        yield host
-    finally:
-        host.close()
+    shared = SharedHost(guest, reaper)
+    yield shared
+    shared.drop()
+
+
+@pytest.fixture
+def netns_host(shared_host: SharedHost) -> Iterator[Host]:
+    """The module's host in a namespace, with Domain-0 only; its tests' domains destroyed."""
+    yield shared_host.take()
+    shared_host.give_back()
 
 
 def test_two_guests_on_the_bridge_ping_and_a_spoofer_is_cut_off(netns_host: Host) -> None:

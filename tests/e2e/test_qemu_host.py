@@ -6,24 +6,19 @@ on made-up v1 and v2 trees, so the version this host lacks is covered too.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_qemu_lifecycle import QEMU, Xend, booted, console, guest, qemu_xend
-from tests.support import wait_for
+from tests.e2e.qemu import QEMU, QemuXend, booted, console
+from tests.support import XM, wait_for
 from xend_actors import sxp
 from xend_actors.errors import HypervisorError
 from xend_actors.hypervisor.qemu import cgroup
 
-__all__ = ["guest", "qemu_xend"]  # fixtures shared with the lifecycle tests
-
-XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed "
                                 "(apt-get install qemu-system-x86)")
 pytestmark = pytest.mark.e2e
@@ -62,12 +57,12 @@ def cpu_seconds(pid: int) -> float:
 
 @needs_qemu
 def test_the_accelerator_is_probed_once_and_shown_by_xm_info(
-    qemu_xend: Callable[..., Xend],
+    qemu_xend: Callable[..., QemuXend],
 ) -> None:
     xend = qemu_xend("")  # qemu-accel auto: KVM only if a kernel really boots under it
     node = sxp.child_value(sxp.parse(xend.http.get("/xend/node/").text), "hypervisor")
     assert node.startswith("qemu ") and "when the first domain is built" in node
-    xend.create("probe")
+    xend.create_vm("probe")
     with console(xend.console_port("probe")) as con:
         booted(con)
     shown = subprocess.run([XM, "info"], capture_output=True, text=True, timeout=30,
@@ -82,22 +77,22 @@ def test_the_accelerator_is_probed_once_and_shown_by_xm_info(
 
 
 @needs_qemu
-def test_pin_weight_cap_and_balloon(qemu_xend: Callable[..., Xend]) -> None:
-    xend = qemu_xend()
-    xend.create("tuned", ["vcpus", "1"])
-    pid = xend.qemu_pid(1)
+def test_pin_weight_cap_and_balloon(qemu: QemuXend) -> None:
+    xend = qemu
+    domid = sxp.child_value(xend.create_vm("tuned", ["vcpus", "1"]), "id")
+    pid = xend.qemu_pid(domid)
     with console(xend.console_port("tuned")) as con:
         booted(con)
         threads = vcpu_threads(pid)
         assert threads
         last = (os.cpu_count() or 1) - 1
-        xend.ok("tuned", "pincpu", cpu=str(last))
+        xend.do("tuned", "pincpu", cpu=str(last))
         assert all(allowed_cpus(pid, tid) == str(last) for tid in threads)
         assert sxp.child_value(xend.info("tuned"), "cpu") == str(last)
-        xend.ok("tuned", "pincpu", cpu="-1")
+        xend.do("tuned", "pincpu", cpu="-1")
         assert all(allowed_cpus(pid, tid) == f"0-{last}" for tid in threads) or last == 0
 
-        xend.ok("tuned", "cpu_bvt_set", mcuadv="20", warpback="0", warpvalue="0", warpl="0",
+        xend.do("tuned", "cpu_bvt_set", mcuadv="20", warpback="0", warpvalue="0", warpl="0",
                 warpu="0")
         group = cpu_group(pid)
         assert group is not None and group.name == f"qemu-{pid}"
@@ -107,7 +102,7 @@ def test_pin_weight_cap_and_balloon(qemu_xend: Callable[..., Xend]) -> None:
             assert (group / "cpu.weight").read_text().strip() == "50"
 
         # 20 ms every 100 ms: a guest spinning its vcpu gets a fifth of a cpu at most.
-        xend.ok("tuned", "cpu_atropos_set", period="100000000", slice="20000000",
+        xend.do("tuned", "cpu_atropos_set", period="100000000", slice="20000000",
                 latency="0", xtratime="0")
         con.run("(while :; do :; done) & echo SPIN-$((1+1))", rb"SPIN-2")
         began, used = time.monotonic(), cpu_seconds(pid)
@@ -118,15 +113,15 @@ def test_pin_weight_cap_and_balloon(qemu_xend: Callable[..., Xend]) -> None:
         con.run("kill %1; echo CALM-$((2+2))", rb"CALM-4")
 
         assert xend.op("tuned", "maxmem_set", memory="256").status_code == 500
-        xend.ok("tuned", "maxmem_set", memory="120")
+        xend.do("tuned", "maxmem_set", memory="120")
         assert xend.op("tuned", "mem_target_set", target="125").status_code == 409
-        xend.ok("tuned", "mem_target_set", target="100")
+        xend.do("tuned", "mem_target_set", target="100")
         wait_for(lambda: sxp.child_value(xend.info("tuned"), "memory") == "100", 30,
                  "the balloon at 100 MiB")
         assert sxp.child_value(xend.info("tuned"), "maxmem") == "120"
 
         assert xend.op("tuned", "shutdown", reason="sysrq", key="").status_code == 400
-        xend.ok("tuned", "destroy", reason="halt")
+        xend.do("tuned", "destroy", reason="halt")
     wait_for(lambda: not group.exists(), 10, "the cgroup removed")
 
 

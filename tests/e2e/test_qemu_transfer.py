@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,26 +26,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_qemu_lifecycle import (
+from tests.e2e.qemu import (
     BOOT_TIMEOUT,
+    QEMU,
+    QEMU_CONFIG,
     Guest,
-    Xend,
+    QemuXend,
     booted,
     console,
-    kill_guests,
     process_gone,
     vm,
 )
-from tests.integration.test_migrate import DESTINATION, SOURCE, Host, host_pairs
-from tests.support import netns_usable, wait_for
+from tests.hosts import DESTINATION, SOURCE, Host, HostPairs
+from tests.support import Reaper, netns_usable, wait_for
 from xend_actors import sxp
 from xend_actors.transfer import savefile
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+              pytest.mark.skipif(QEMU is None,
                                  reason="qemu-system-x86_64 is not installed")]
-
-QEMU_CONFIG = "(hypervisor qemu)\n(qemu-accel tcg)\n"
 
 # Runs one command in the guest's shell through a console port; its output is what comes
 # between two markers the echo of the typed line cannot contain.
@@ -83,10 +81,10 @@ def qemu_pids(run_dir: Path) -> list[int]:
 
 
 def test_save_and_restore_keep_the_shell_state_and_the_disk(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
     data = disk(tmp_path)
-    info = xend.create("s1", ["device", ["vbd", ["uname", f"file:{data}"], ["dev", "sda1"],
+    info = xend.create_vm("s1", ["device", ["vbd", ["uname", f"file:{data}"], ["dev", "sda1"],
                                          ["mode", "w"]]])
     domid = int(sxp.child_value(info, "id"))
     pid = xend.qemu_pid(domid)
@@ -109,7 +107,7 @@ def test_save_and_restore_keep_the_shell_state_and_the_disk(
     header.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     wait_for(lambda: any(e.startswith(f"xend.domain.save.progress (s1 {domid} (progress "
-                                      "(phase save)") for e in xend.events()),
+                                      "(phase save)") for e in xend.events.lines()),
              what="progress events of the save, from qemu's own count")
 
     began = time.monotonic()
@@ -119,7 +117,7 @@ def test_save_and_restore_keep_the_shell_state_and_the_disk(
     assert sxp.child_value(sxp.parse(reply.text), "name") == "s1"
     assert xend.state("s1") in ("r----", "-b---")
     wait_for(lambda: any(e.startswith("xend.domain.restore.progress (s1 ")
-                         and "(phase restore)" in e for e in xend.events()),
+                         and "(phase restore)" in e for e in xend.events.lines()),
              what="progress events of the restore, from the file qemu reads")
     with console(xend.console_port("s1")) as con:
         con.run("echo GOT-$MARK-", rb"GOT-kept-42-", 30)
@@ -129,21 +127,21 @@ def test_save_and_restore_keep_the_shell_state_and_the_disk(
 
 
 def test_a_restored_guest_gets_its_devices_back_in_the_slots_they_had(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
+        qemu: QemuXend, tmp_path: Path) -> None:
     """After an unplug, replaying the config in order would put the remaining disk in
     another PCI slot than the saved state expects; the saved slots are kept."""
-    xend = qemu_xend()
+    xend = qemu
     first, second = disk(tmp_path, "first.img"), disk(tmp_path, "second.img")
-    xend.create("s4", ["device", ["vbd", ["uname", f"file:{first}"], ["dev", "sda1"],
+    xend.create_vm("s4", ["device", ["vbd", ["uname", f"file:{first}"], ["dev", "sda1"],
                                   ["mode", "w"]]])
     with console(xend.console_port("s4")) as con:
         booted(con)
         config = sxp.show(["vbd", ["uname", f"file:{second}"], ["dev", "sdb"], ["mode", "w"]])
         created = xend.op("s4", "device_create", config=config)
-        assert created.status_code == 200, created.text + xend.log_tail()
+        assert created.status_code == 200, created.text + xend.home.log_tail()
         con.run("until [ -b /dev/vdb ]; do sleep 0.2; done; echo TWO-$((2))", rb"TWO-2", 30)
         destroyed = xend.op("s4", "device_destroy", type="vbd", idx="0")
-        assert destroyed.status_code == 200, destroyed.text + xend.log_tail()
+        assert destroyed.status_code == 200, destroyed.text + xend.home.log_tail()
         con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo ONE-$((1))", rb"ONE-1", 30)
     image = tmp_path / "s4.save"
     assert xend.op("s4", "save", file=str(image)).status_code == 200
@@ -154,9 +152,9 @@ def test_a_restored_guest_gets_its_devices_back_in_the_slots_they_had(
 
 
 def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
-        qemu_xend: Callable[..., Xend], tmp_path: Path) -> None:
-    xend = qemu_xend()
-    xend.create("s2")
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
+    xend.create_vm("s2")
     with console(xend.console_port("s2")) as con:
         booted(con)
     image = tmp_path / "s2.save"
@@ -218,21 +216,23 @@ class QemuHost(Host):
     def wait_booted(self, name: str) -> None:
         wait_for(lambda: b"]# " in self.screen(name), BOOT_TIMEOUT, f"{name} booted")
 
-    def stop(self) -> None:
-        if self.home is not None:
-            self.home.xend("stop")
-            kill_guests(self.home.run_dir)
-            shutil.rmtree(self.home.root, ignore_errors=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
-@pytest.fixture
-def qemu_hosts(guest: Guest) -> Iterator[Callable[..., tuple[QemuHost, QemuHost]]]:
+@pytest.fixture(scope="module")
+def qemu_host_pairs(guest: Guest, reaper: Reaper) -> Iterator[HostPairs]:
     why = netns_usable()
     if why:
         pytest.skip(why)
-    with host_pairs(QemuHost) as make:
-        yield make
+    pairs = HostPairs(QemuHost, reaper)
+    yield pairs
+    pairs.close()
+
+
+@pytest.fixture
+def qemu_hosts(qemu_host_pairs: HostPairs) -> Iterator[Callable[..., tuple[QemuHost, QemuHost]]]:
+    """The module's pair of qemu hosts: ``qemu_hosts(allow=...)`` → (source, destination)."""
+    yield qemu_host_pairs.take  # type: ignore[misc]
+    qemu_host_pairs.give_back()
 
 
 def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(
@@ -241,7 +241,7 @@ def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(
     old_id = source.create(guest, "q1")
     source.wait_booted("q1")
     assert source.sh("q1", "MARK=moved-$((6*7)); echo $MARK") == "moved-42"
-    [pid] = qemu_pids(source.xend.run_dir)
+    [pid] = qemu_pids(source.home.run_dir)
 
     began = time.monotonic()
     reply = source.post("/xend/domain/q1", op="migrate", destination=DESTINATION, live="1")
@@ -253,10 +253,10 @@ def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(
     assert destination.sh("q1", "echo $MARK-there") == "moved-42-there"
     assert "q1" not in source.names()
     assert process_gone(pid)
-    assert qemu_pids(source.xend.run_dir) == []
+    assert qemu_pids(source.home.run_dir) == []
     assert source.sessions() == [] and destination.sessions() == []
-    assert not (source.xend.dbroot / "domain" / str(old_id)).exists()
-    assert not (source.xend.run_dir / "qemu" / str(old_id)).exists()
+    assert not (source.home.dbroot / "domain" / str(old_id)).exists()
+    assert not (source.home.run_dir / "qemu" / str(old_id)).exists()
     [ok] = [e for e in source.events() if e.startswith(f"xend.domain.migrate (q1 {old_id} ok")]
     downtime = float(re.search(r"\(downtime ([0-9.]+)\)", ok).group(1))  # type: ignore[union-attr]
     assert any(e.startswith("xend.domain.migrate.progress (q1 ") for e in source.events())
@@ -272,7 +272,7 @@ def test_a_migration_that_is_not_live_stops_first_and_keeps_the_shell(
     reply = source.post("/xend/domain/q4", op="migrate", destination=DESTINATION, live="0")
     assert reply.status_code == 200, reply.text
     assert destination.sh("q4", "echo $MARK-there") == "still-42-there"
-    assert "q4" not in source.names() and qemu_pids(source.xend.run_dir) == []
+    assert "q4" not in source.names() and qemu_pids(source.home.run_dir) == []
     progress = [e for e in source.events() if e.startswith("xend.domain.migrate.progress")]
     assert progress and not any("(phase precopy)" in e for e in progress), progress
 
@@ -287,7 +287,7 @@ def test_a_name_the_destination_has_is_refused(
     assert reply.status_code == 409, reply.text
     assert "vm name clash: q5" in reply.text
     assert source.sh("q5", "echo here-$((1+1))") == "here-2"
-    assert len(qemu_pids(destination.xend.run_dir)) == 1
+    assert len(qemu_pids(destination.home.run_dir)) == 1
 
 
 def test_killing_the_destination_mid_way_leaves_the_guest_running_at_the_source(
@@ -307,7 +307,7 @@ def test_killing_the_destination_mid_way_leaves_the_guest_running_at_the_source(
                                            r"\(sent (\d+)\)", "\n".join(source.events()))]
         return bool(sent) and max(sent) > 4 << 20
     wait_for(midway, timeout=60, what="the transfer under way")
-    dest_qemus = qemu_pids(destination.xend.run_dir)
+    dest_qemus = qemu_pids(destination.home.run_dir)
     assert len(dest_qemus) == 1
     destination.kill_xend()
     migrating.join(timeout=90)
@@ -336,7 +336,7 @@ def test_a_peer_the_destination_does_not_allow_is_refused(
     assert f"{SOURCE} is not allowed to migrate here" in reply.text
     assert source.sh("q3", "echo still-$((1+1))") == "still-2"
     assert destination.names() == ["Domain-0"]
-    assert qemu_pids(destination.xend.run_dir) == []
+    assert qemu_pids(destination.home.run_dir) == []
 
 
 def test_a_source_xend_killed_mid_way_runs_its_stopped_guest_again_when_it_starts(

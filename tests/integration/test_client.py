@@ -14,29 +14,29 @@ from xend_actors.errors import XendError
 pytestmark = pytest.mark.integration
 
 
-def test_root_and_node_over_tcp_and_unix_socket(running_xend: XendHome) -> None:
-    for client in (XendClient(f"127.0.0.1:{running_xend.http_port}"),
-                   XendClient(unix_path=running_xend.unix_path)):
+def test_root_and_node_over_tcp_and_unix_socket(shared_home: XendHome) -> None:
+    for client in (XendClient(f"127.0.0.1:{shared_home.http_port}"),
+                   XendClient(unix_path=shared_home.unix_path)):
         with client:
             assert client.xend() == ["ls", "node", "domain", "console", "event", "device",
                                      "vnet"]
             assert sxp.child_value(client.xend_node(), "host") == os.uname().nodename
 
 
-def test_node_log_is_text_with_the_start_line(running_xend: XendHome) -> None:
-    with XendClient(unix_path=running_xend.unix_path) as client:
+def test_node_log_is_text_with_the_start_line(shared_home: XendHome) -> None:
+    with XendClient(unix_path=shared_home.unix_path) as client:
         assert "Xend Daemon started" in client.xend_node_log()
 
 
-def test_server_comes_from_the_environment(running_xend: XendHome,
+def test_server_comes_from_the_environment(shared_home: XendHome,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XEND", f"127.0.0.1:{running_xend.http_port}")
+    monkeypatch.setenv("XEND", f"127.0.0.1:{shared_home.http_port}")
     with XendClient() as client:
         assert client.xend()[0] == "ls"
 
 
-def test_errors_raise_with_the_message_and_status(running_xend: XendHome) -> None:
-    with XendClient(unix_path=running_xend.unix_path) as client:
+def test_errors_raise_with_the_message_and_status(shared_home: XendHome) -> None:
+    with XendClient(unix_path=shared_home.unix_path) as client:
         with pytest.raises(XendError, match="Operation not implemented: fly") as error:
             client.post(client.url("node"), "fly")
         assert error.value.status == 501

@@ -5,23 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import re
 import select
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import Terminal, XendHome, terminal, wait_for
+from tests.support import XM, Terminal, Xend, XendHome, terminal, wait_for
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
@@ -29,7 +25,6 @@ pytestmark = pytest.mark.integration
 KERNEL = "/boot/vmlinuz-sim"
 BANNER = b"Booting simulated Linux on xend-simhv"
 PROMPT = b"# "
-XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 REMOTE_BANNER = b"************ REMOTE CONSOLE: CTRL-] TO QUIT ********"
 
 
@@ -38,51 +33,20 @@ def vm(name: str, *extra: sxp.Value) -> str:
                      ["image", ["linux", ["kernel", KERNEL]]], *extra])
 
 
-class Xend:
-    """Plain HTTP to one xend over its Unix socket, status codes visible."""
+def create(xend: Xend, name: str, *extra: sxp.Value, start: bool = True) -> int:
+    """Create domain ``name`` (unpaused unless ``start`` is false); its console port."""
+    info = xend.create(vm(name, *extra), unpause=start)
+    return int(sxp.child_value(sxp.child(info, "console"), "console_port"))
 
-    def __init__(self, home: XendHome) -> None:
-        self.home = home
-        self.http = home.unix_http()
 
-    def create(self, name: str, *extra: sxp.Value, start: bool = True) -> int:
-        """Create domain ``name`` (unpaused unless ``start`` is false); its console port."""
-        reply = self.http.post("/xend/domain/", data={"op": "create", "config": vm(name, *extra)})
-        assert reply.status_code == 201, reply.text
-        if start:
-            assert self.op(f"/xend/domain/{name}", "unpause").status_code == 200
-        return int(sxp.child_value(sxp.child(sxp.parse(reply.text), "console"), "console_port"))
-
-    def op(self, path: str, op: str, **fields: str) -> httpx.Response:
-        return self.http.post(path, data={"op": op, **fields})
-
-    def get(self, path: str) -> sxp.Value:
-        reply = self.http.get(path)
-        assert reply.status_code == 200, reply.text
-        return sxp.parse(reply.text)
-
-    def console(self, port: int) -> sxp.Value:
-        return self.get(f"/xend/console/{port}")
-
-    def status(self, port: int) -> str:
-        return sxp.child_value(self.console(port), "status")
-
-    def names(self) -> list[str]:
-        return self.get("/xend/domain/")
-
-    def expect_event(self, line: str) -> None:
-        """Wait for xend to log the event ``line`` (events are logged as they are handled)."""
-        wait_for(lambda: self.has_event(line), what=line)
-
-    def has_event(self, line: str) -> bool:
-        return line in re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
+def status(xend: Xend, port: int) -> str:
+    return sxp.child_value(xend.get_sxp(f"/xend/console/{port}"), "status")
 
 
 @pytest.fixture
-def xend(running_xend: XendHome) -> Iterator[Xend]:
-    client = Xend(running_xend)
-    yield client
-    client.http.close()
+def own_xend(fresh_xend: Callable[..., Xend]) -> Xend:
+    """A xend of the test's own (most tests share the module's ``xend``)."""
+    return fresh_xend()
 
 
 def echo_round_trip(term: Terminal, word: str) -> None:
@@ -94,22 +58,22 @@ def echo_round_trip(term: Terminal, word: str) -> None:
 
 
 def test_the_console_relays_the_guest_both_ways(xend: Xend) -> None:
-    port = xend.create("c1")
-    domid = sxp.child_value(xend.get("/xend/domain/c1"), "id")
+    port = create(xend, "c1")
+    domid = sxp.child_value(xend.info("c1"), "id")
     assert port == xend.home.console_port_base + int(domid)
     with terminal(port) as term:
         term.read_until(BANNER, PROMPT)
         echo_round_trip(term, "hello")
-        info = xend.console(port)
+        info = xend.get_sxp(f"/xend/console/{port}")
         assert sxp.child_value(info, "status") == "connected"
         host, client_port = sxp.child(info, "connected")[1:]
         assert (host, int(client_port)) == term.sock.getsockname()
-    wait_for(lambda: xend.status(port) == "listening", what="the console to listen again")
+    wait_for(lambda: status(xend, port) == "listening", what="the console to listen again")
 
 
 def test_the_domain_info_carries_the_console_after_start_time(xend: Xend) -> None:
-    port = xend.create("c2")
-    info = xend.get("/xend/domain/c2")
+    port = create(xend, "c2")
+    info = xend.info("c2")
     names = [item[0] for item in info[1:] if isinstance(item, list)]
     assert names.index("console") == names.index("start_time") + 1
     domid = sxp.child_value(info, "id")
@@ -120,20 +84,20 @@ def test_the_domain_info_carries_the_console_after_start_time(xend: Xend) -> Non
     by_name = {sxp.child_value(i, "name"): i for i in sxp.parse(detail.text)}
     assert sxp.child_value(sxp.child(by_name["c2"], "console"), "console_port") == str(port)
     assert sxp.child(by_name["Domain-0"], "console") is None
-    assert xend.get("/xend/console/") == [str(port)]
-    xend.expect_event(f"xend.console.create ({port} {domid} {port})")
+    assert xend.consoles() == [str(port)]
+    xend.events.wait_line(f"xend.console.create ({port} {domid} {port})")
 
 
 def test_a_config_console_port_is_used(xend: Xend) -> None:
     wanted = xend.home.console_port_base + 20
-    assert xend.create("c3", ["console", str(wanted)]) == wanted
+    assert create(xend, "c3", ["console", str(wanted)]) == wanted
     with terminal(wanted) as term:
         term.read_until(BANNER, PROMPT)
 
 
 def test_a_second_client_is_refused_with_the_original_line(xend: Xend) -> None:
-    port = xend.create("c4")
-    domid = sxp.child_value(xend.get("/xend/domain/c4"), "id")
+    port = create(xend, "c4")
+    domid = sxp.child_value(xend.info("c4"), "id")
     with terminal(port) as first:
         first.read_until(PROMPT)
         with terminal(port) as second:
@@ -144,12 +108,12 @@ def test_a_second_client_is_refused_with_the_original_line(xend: Xend) -> None:
 
 
 def test_the_next_client_gets_what_the_guest_said_while_nobody_was_there(xend: Xend) -> None:
-    port = xend.create("c5")
+    port = create(xend, "c5")
     with terminal(port) as first:
         first.read_until(PROMPT)
-    wait_for(lambda: xend.status(port) == "listening", what="the first client gone")
+    wait_for(lambda: status(xend, port) == "listening", what="the first client gone")
     # An unknown sysrq key makes the guest print its help, with nobody connected.
-    reply = xend.op("/xend/domain/c5", "shutdown", reason="sysrq", key="x")
+    reply = xend.op("c5", "shutdown", reason="sysrq", key="x")
     assert reply.status_code == 202
     wait_for(lambda: b"SysRq : HELP" in xend.http.get(f"/xend/console/{port}/log").content,
              what="the guest's sysrq help in the scrollback")
@@ -159,24 +123,24 @@ def test_the_next_client_gets_what_the_guest_said_while_nobody_was_there(xend: X
 
 
 def test_the_disconnect_op_drops_the_client(xend: Xend) -> None:
-    port = xend.create("c6")
+    port = create(xend, "c6")
     with terminal(port) as term:
         term.read_until(PROMPT)
         client_port = term.sock.getsockname()[1]
-        reply = xend.op(f"/xend/console/{port}", "disconnect")
+        reply = xend.post(f"/xend/console/{port}", op="disconnect")
         assert reply.status_code == 200
         assert sxp.parse(reply.text) == "0"
         assert term.closed()
-    assert xend.status(port) == "listening"
-    xend.expect_event(f"xend.console.connect ({port} 127.0.0.1 {client_port})")
-    xend.expect_event(f"xend.console.disconnect ({port} 127.0.0.1 {client_port})")
+    assert status(xend, port) == "listening"
+    xend.events.wait_line(f"xend.console.connect ({port} 127.0.0.1 {client_port})")
+    xend.events.wait_line(f"xend.console.disconnect ({port} 127.0.0.1 {client_port})")
     with terminal(port) as again:
         echo_round_trip(again, "again")
 
 
 def test_unknown_consoles_are_404(xend: Xend) -> None:
     assert xend.http.get("/xend/console/1").status_code == 404
-    assert xend.op("/xend/console/1", "disconnect").status_code == 404
+    assert xend.post("/xend/console/1", op="disconnect").status_code == 404
     assert xend.http.get("/xend/console/1/log").status_code == 404
 
 
@@ -184,30 +148,29 @@ def test_unknown_consoles_are_404(xend: Xend) -> None:
 
 
 def test_an_open_connection_survives_a_reboot_and_sees_the_new_boot(xend: Xend) -> None:
-    port = xend.create("r1", ["restart", "onreboot"])
-    domid = sxp.child_value(xend.get("/xend/domain/r1"), "id")
+    port = create(xend, "r1", ["restart", "onreboot"])
+    domid = sxp.child_value(xend.info("r1"), "id")
     with terminal(port) as term:
         term.read_until(BANNER, PROMPT)
         term.type("reboot")
         term.read_until(b"going down for reboot", BANNER, PROMPT, timeout=20)
         echo_round_trip(term, "reborn")
-        wait_for(lambda: xend.has_event(f"xend.domain.restart (r1 {domid} success)"),
-                 what="the restart to succeed")
-        assert xend.status(port) == "connected"
-    assert not xend.has_event(f"xend.console.close {port}")
+        xend.events.wait_line(f"xend.domain.restart (r1 {domid} success)")
+        assert status(xend, port) == "connected"
+    assert not xend.events.has(f"xend.console.close {port}")
 
 
 def test_scrollback_outlives_a_crashed_domain_and_the_port_is_freed(xend: Xend) -> None:
-    port = xend.create("x1", ["restart", "never"])
+    port = create(xend, "x1", ["restart", "never"])
     with terminal(port) as term:
         term.read_until(PROMPT)
         term.type("crash")
         term.read_until(b"Kernel panic")
         assert term.closed()  # dropped when the domain is gone
     wait_for(lambda: "x1" not in xend.names(), what="the crashed domain gone")
-    wait_for(lambda: xend.has_event(f"xend.console.close {port}"), what="the console closed")
-    assert xend.get("/xend/console/") == []
-    assert xend.status(port) == "closed"
+    xend.events.wait_line(f"xend.console.close {port}")
+    assert xend.consoles() == []
+    assert status(xend, port) == "closed"
     reply = xend.http.get(f"/xend/console/{port}/log")
     assert reply.status_code == 200
     assert reply.headers["content-type"] == "application/octet-stream"
@@ -232,28 +195,30 @@ def test_a_console_port_in_use_refuses_the_create_and_leaves_nothing(xend: Xend)
             "xend.err", f"Error creating domain: console port in use: {port}"]
     assert xend.names() == ["Domain-0"]
     assert sorted(p.name for p in (xend.home.dbroot / "domain").iterdir()) == ["0"]
-    assert xend.get("/xend/console/") == []
-    port = xend.create("busy")  # the name and the domain id are free again
+    assert xend.consoles() == []
+    port = create(xend, "busy")  # the name and the domain id are free again
     with terminal(port) as term:
         term.read_until(PROMPT)
 
 
 @pytest.mark.parametrize("how", ["kill -9", "stop"])
-def test_consoles_come_back_on_the_same_ports_after_xend_restarts(xend: Xend, how: str) -> None:
-    ports = {name: xend.create(name, ["console", str(xend.home.console_port_base + 10 + i)])
+def test_consoles_come_back_on_the_same_ports_after_xend_restarts(own_xend: Xend,
+                                                                 how: str) -> None:
+    xend = own_xend
+    ports = {name: create(xend, name, ["console", str(xend.home.console_port_base + 10 + i)])
              for i, name in enumerate(("k1", "k2"))}
     with terminal(ports["k1"]) as term:
         term.read_until(PROMPT)
         if how == "stop":
             assert xend.home.xend("stop").returncode == 0
         else:
-            os.kill(int(xend.home.pid_file.read_text()), signal.SIGKILL)
-            wait_for(lambda: xend.home.xend("status").returncode == 3, what="xend dead")
+            xend.home.kill9()
+            assert xend.home.xend("status").returncode == 3
         assert term.closed()
-    assert xend.home.xend("start").returncode == 0
-    assert xend.get("/xend/console/") == sorted(str(p) for p in ports.values())
+    xend.start()
+    assert xend.consoles() == sorted(str(p) for p in ports.values())
     for name, port in ports.items():
-        info = sxp.child(xend.get(f"/xend/domain/{name}"), "console")
+        info = sxp.child(xend.info(name), "console")
         assert sxp.child_value(info, "console_port") == str(port)
         with terminal(port) as term:
             echo_round_trip(term, f"{name}-back")
@@ -263,7 +228,7 @@ def test_consoles_come_back_on_the_same_ports_after_xend_restarts(xend: Xend, ho
 
 
 def test_a_viewer_long_polls_the_log_beside_the_client(xend: Xend) -> None:
-    port = xend.create("v1")
+    port = create(xend, "v1")
     with terminal(port) as term:
         term.read_until(PROMPT)
         end = int(xend.http.get(f"/xend/console/{port}/log").headers["x-console-next"])
@@ -299,8 +264,8 @@ def xm_env(home: XendHome) -> dict[str, str]:
 
 def test_xm_consoles_lists_ports_and_the_connected_client(xend: Xend) -> None:
     assert XM, "the xm script is not installed beside this Python (pip install -e .)"
-    port = xend.create("m1")
-    domid = sxp.child_value(xend.get("/xend/domain/m1"), "id")
+    port = create(xend, "m1")
+    domid = sxp.child_value(xend.info("m1"), "id")
     with terminal(port) as term:
         term.read_until(PROMPT)
         done = subprocess.run([XM, "consoles"], capture_output=True, text=True, timeout=60,
@@ -358,7 +323,7 @@ def xm_on_pty(*args: str, home: XendHome) -> Iterator[Pty]:
 
 
 def test_xm_console_is_a_raw_terminal_that_ctrl_close_bracket_quits(xend: Xend) -> None:
-    xend.create("t1")
+    create(xend, "t1")
     with xm_on_pty("console", "t1", home=xend.home) as term:
         term.read_until(REMOTE_BANNER)
         term.read_until(BANNER)

@@ -34,9 +34,9 @@ def test_start_reports_pid_and_status_sees_it(xend_home: Callable[..., XendHome]
     assert (home.logfile.parent / "xend-debug.log").exists()
 
 
-def test_root_lists_the_resources_over_tcp(running_xend: XendHome) -> None:
+def test_root_lists_the_resources_over_tcp(shared_home: XendHome) -> None:
     for path in ("/xend/", "/xend"):
-        assert running_xend.get_sxp(path) == [
+        assert shared_home.get_sxp(path) == [
             "ls", "node", "domain", "console", "event", "device", "vnet"]
 
 
@@ -44,7 +44,7 @@ def test_node_info_is_this_host_with_the_hypervisors_size(
     xend_home: Callable[..., XendHome],
 ) -> None:
     home = xend_home("(sim-memory 3000) (sim-cpus 3)")
-    assert home.xend("start").returncode == 0
+    home.start()
     node = home.get_sxp("/xend/node/")
     assert sxp.name(node) == "node"
     assert [sxp.name(field) for field in sxp.children(node)] == NODE_FIELDS
@@ -55,17 +55,17 @@ def test_node_info_is_this_host_with_the_hypervisors_size(
     assert sxp.child_value(node, "cores") == "3"
 
 
-def test_unix_socket_serves_the_same_and_is_root_only(running_xend: XendHome) -> None:
-    mode = os.stat(running_xend.unix_path).st_mode
+def test_unix_socket_serves_the_same_and_is_root_only(shared_home: XendHome) -> None:
+    mode = os.stat(shared_home.unix_path).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-    with running_xend.unix_http() as client:
+    with shared_home.unix_http() as client:
         reply = client.get("/xend/node/")
     assert reply.status_code == 200
     assert sxp.child_value(sxp.parse(reply.text), "host") == os.uname().nodename
 
 
-def test_browsers_get_html_programs_get_sxp(running_xend: XendHome) -> None:
-    with running_xend.http() as client:
+def test_browsers_get_html_programs_get_sxp(shared_home: XendHome) -> None:
+    with shared_home.http() as client:
         page = client.get("/xend/node/", headers={"User-Agent": "Mozilla/5.0",
                                                   "Accept": "text/html"})
         program = client.get("/xend/node/", headers={"User-Agent": "Mozilla/5.0",
@@ -76,8 +76,8 @@ def test_browsers_get_html_programs_get_sxp(running_xend: XendHome) -> None:
     assert program.headers["content-type"] == "application/sxp"
 
 
-def test_unknown_url_is_404_with_xend_err(running_xend: XendHome) -> None:
-    with running_xend.http() as client:
+def test_unknown_url_is_404_with_xend_err(shared_home: XendHome) -> None:
+    with shared_home.http() as client:
         reply = client.get("/xend/nothing-here")
     assert reply.status_code == 404
     assert sxp.name(sxp.parse(reply.text)) == "xend.err"
@@ -132,7 +132,7 @@ def test_hosts_allow_refuses_other_tcp_clients_but_not_the_unix_socket(
     xend_home: Callable[..., XendHome],
 ) -> None:
     home = xend_home(r"(xend-hosts-allow ^10\.1\.2\.3$)")
-    assert home.xend("start").returncode == 0
+    home.start()
     with home.http() as client:
         refused = client.get("/xend/")
     assert refused.status_code == 403
@@ -144,7 +144,7 @@ def test_hosts_allow_refuses_other_tcp_clients_but_not_the_unix_socket(
 
 def test_hosts_allow_admits_localhost_by_name(xend_home: Callable[..., XendHome]) -> None:
     home = xend_home("(xend-hosts-allow '^localhost$ ^10\\\\.1$')")
-    assert home.xend("start").returncode == 0
+    home.start()
     assert home.get_sxp("/xend/")[0] == "ls"
 
 

@@ -74,21 +74,47 @@ class DebugPort:
         return self.sock.recv(1) == b""
 
 
-@pytest.fixture
-def debug_port(running_xend: XendHome) -> Iterator[Callable[[], DebugPort]]:
-    """Connections to ``running_xend``'s debug port, each subscribed before it is handed out."""
+    def hang_up(self) -> None:
+        """Close this end and wait until xend closed its end too (it let the client go)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(10)
+            while self.sock.recv(65536):
+                pass
+        self.close()
+
+
+@contextlib.contextmanager
+def connections(home: XendHome) -> Iterator[Callable[[], DebugPort]]:
+    """Connections to ``home``'s debug port, each subscribed before it is handed out."""
     ports: list[DebugPort] = []
 
     def connect() -> DebugPort:
-        port = DebugPort(running_xend)
+        port = DebugPort(home)
         ports.append(port)
         # Replies come after the subscription to every event is made.
         assert sxp.name(port.request("(pretty)")) == "ok"
         return port
 
-    yield connect
-    for port in ports:
-        port.close()
+    try:
+        yield connect
+    finally:
+        for port in ports:
+            port.hang_up()
+
+
+@pytest.fixture
+def debug_port(shared_home: XendHome) -> Iterator[Callable[[], DebugPort]]:
+    """Connections to the module's shared xend's debug port."""
+    with connections(shared_home) as connect:
+        yield connect
+
+
+@pytest.fixture
+def own_debug_port(running_xend: XendHome) -> Iterator[Callable[[], DebugPort]]:
+    """Connections to the debug port of a xend of the test's own."""
+    with connections(running_xend) as connect:
+        yield connect
 
 
 def err_value(reply: sxp.Value) -> str:
@@ -112,20 +138,20 @@ def test_help_lists_the_ops_as_a_plain_line_and_as_sxp(
 
 
 def test_a_domain_create_arrives_as_an_event(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    shared_home: XendHome, debug_port: Callable[[], DebugPort],
 ) -> None:
     port = debug_port()
-    domid = create_domain(running_xend)
+    domid = create_domain(shared_home)
     assert port.event("xend.domain.create") == ["event", "xend.domain.create", ["x", domid]]
 
 
 def test_subscribe_replaces_the_subscription(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    shared_home: XendHome, debug_port: Callable[[], DebugPort],
 ) -> None:
     port = debug_port()
     assert port.request("(sys.subscribe xend.domain.*)") == ["ok"]
     assert port.request("(sys.inject (xend.test.ping (a 1)))") == ["ok"]
-    domid = create_domain(running_xend)
+    domid = create_domain(shared_home)
     # Events reach a client in the order they were published, so the ping would be first.
     assert port.form() == ["event", "xend.domain.create", ["x", domid]]
     assert port.events == []
@@ -199,10 +225,10 @@ def test_switches_answer_ok(debug_port: Callable[[], DebugPort]) -> None:
 
 
 def test_info_lists_the_consoles_and_console_disconnect_drops_a_client(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    shared_home: XendHome, debug_port: Callable[[], DebugPort],
 ) -> None:
     port = debug_port()
-    domid = create_domain(running_xend)
+    domid = create_domain(shared_home)
     info = port.request("info")
     assert sxp.name(info) == "ok" and sxp.name(info[1]) == "info"
     console = next(c for c in sxp.children(info[1], "console")
@@ -226,12 +252,12 @@ def test_console_disconnect_needs_the_id_of_a_console(
 
 
 def test_trace_covers_web_threads_and_actors_until_traceoff(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    shared_home: XendHome, debug_port: Callable[[], DebugPort],
 ) -> None:
-    trace_file = running_xend.logfile.parent / "xend.trace"
+    trace_file = shared_home.logfile.parent / "xend.trace"
     port = debug_port()
     assert port.request("traceon") == ["ok"]
-    with running_xend.unix_http() as client:
+    with shared_home.unix_http() as client:
         assert client.get("/xend/domain/").status_code == 200
         assert client.get("/xend/domain/nosuch").status_code == 404
     assert port.request("traceoff") == ["ok"]
@@ -241,16 +267,16 @@ def test_trace_covers_web_threads_and_actors_until_traceoff(
                and "[DomainTable-" in line for line in lines)
     assert any("exception NotFound" in line for line in lines)
     size = trace_file.stat().st_size
-    with running_xend.unix_http() as client:
+    with shared_home.unix_http() as client:
         assert client.get("/xend/domain/").status_code == 200
     assert port.request("help") == ["ok", OPS]
     assert trace_file.stat().st_size == size
 
 
 def test_exit_from_this_host_stops_xend(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    running_xend: XendHome, own_debug_port: Callable[[], DebugPort],
 ) -> None:
-    port = debug_port()
+    port = own_debug_port()
     assert port.request("(exit)") == ["ok"]
     assert port.closed_by_xend()
     wait_for(lambda: running_xend.xend("status").returncode == 3, timeout=60,
@@ -258,10 +284,10 @@ def test_exit_from_this_host_stops_xend(
 
 
 def test_a_client_too_many_is_told_and_closed(
-    running_xend: XendHome, debug_port: Callable[[], DebugPort],
+    running_xend: XendHome, own_debug_port: Callable[[], DebugPort],
 ) -> None:
     for _ in range(16):
-        debug_port()
+        own_debug_port()
     extra = DebugPort(running_xend)
     with contextlib.closing(extra):
         assert err_value(extra.form()) == "too many debug clients (at most 16)"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import XendHome, terminal, wait_for
+from tests.support import Xend, sim_vm, wait_for
 from xend_actors import sxp
 from xend_actors.hypervisor.sim.driver import SimDriver
 
@@ -27,78 +27,24 @@ PROMPT = b"# "
 SDA1 = 0x801  # what the guest calls sda1
 
 
-class Xend:
-    def __init__(self, home: XendHome) -> None:
-        self.home = home
-        self.http = home.unix_http()
-
-    def post(self, path: str, **fields: str) -> httpx.Response:
-        return self.http.post(path, data=fields)
-
-    def ok(self, reply: httpx.Response, status: int = 200) -> sxp.Value:
-        assert reply.status_code == status, reply.text
-        return sxp.parse(reply.text)
-
-    def error(self, reply: httpx.Response, status: int) -> str:
-        assert reply.status_code == status, reply.text
-        return sxp.parse(reply.text)[1]
-
-    def create(self, name: str, *devices: sxp.Value) -> httpx.Response:
-        config = ["vm", ["name", name], ["memory", "32"],
-                  ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]],
-                  *(["device", device] for device in devices)]
-        return self.post("/xend/domain/", op="create", config=sxp.show(config))
-
-    def start(self, name: str, *devices: sxp.Value) -> sxp.Value:
-        info = self.ok(self.create(name, *devices), 201)
-        self.ok(self.post(f"/xend/domain/{name}", op="unpause"))
-        return info
-
-    def info(self, dom: str) -> sxp.Value:
-        return self.ok(self.http.get(f"/xend/domain/{dom}"))
-
-    def devices(self, dom: str, op: str) -> list:
-        return self.ok(self.http.get(f"/xend/domain/{dom}", params={"op": op}))
-
-    def names(self) -> list[str]:
-        return self.ok(self.http.get("/xend/domain/"))
-
-    def console_port(self, dom: str) -> int:
-        return int(sxp.child_value(sxp.child(self.info(dom), "console"), "console_port"))
-
-    def sh(self, dom: str, command: str, expect: str) -> str:
-        """Type ``command`` on the domain's console; the output up to ``expect``."""
-        with terminal(self.console_port(dom)) as term:
-            term.type(command)
-            return term.read_until(expect.encode(), PROMPT).decode()
-
-    def backings(self) -> list[tuple[int, str, bool]]:
-        driver = SimDriver(self.home.simhv_socket)
-        try:
-            return driver.backings()
-        finally:
-            driver.close()
+def create(xend: Xend, name: str, *devices: sxp.Value) -> httpx.Response:
+    """POST the create of a sim domain with these devices; the reply as it is."""
+    return xend.post("/xend/domain/", op="create",
+                     config=sxp.show(sim_vm(name, *(["device", d] for d in devices))))
 
 
-@pytest.fixture
-def sim_xend(xend_home: Callable[..., XendHome]) -> Iterator[Callable[..., Xend]]:
-    clients: list[Xend] = []
-
-    def start(extra: str = "") -> Xend:
-        home = xend_home(extra)
-        started = home.xend("start")
-        assert started.returncode == 0, started.stderr
-        clients.append(Xend(home))
-        return clients[-1]
-
-    yield start
-    for client in clients:
-        client.http.close()
+def sh(xend: Xend, dom: str, command: str, expect: str) -> str:
+    """Type ``command`` on the domain's console; the output up to ``expect``."""
+    return xend.sh(dom, command, expect, PROMPT)
 
 
-@pytest.fixture
-def xend(sim_xend: Callable[..., Xend]) -> Xend:
-    return sim_xend()
+def backings(xend: Xend) -> list[tuple[int, str, bool]]:
+    """The host files the sim's block backend has open."""
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        return driver.backings()
+    finally:
+        driver.close()
 
 
 @pytest.fixture
@@ -121,61 +67,60 @@ def field(info: sxp.Value, key: str) -> str:
 
 
 def test_a_vbd_is_the_guests_disk_and_its_data_outlives_a_reboot(xend: Xend, disk: Path) -> None:
-    info = xend.start("d1", vbd(disk))
+    info = xend.start_sim("d1", vbd(disk))
     [vbd_info] = sxp.children(sxp.child(info, "devices"), "vbd")
     assert (field(vbd_info, "idx"), field(vbd_info, "vdev"), field(vbd_info, "mode"),
             field(vbd_info, "dev"), field(vbd_info, "uname"), field(vbd_info, "node")) == \
         ("0", str(SDA1), "w", "sda1", f"file:{disk}", str(disk))
-    assert f"{SDA1:#06x}" in xend.sh("d1", "lsblk", "rw")
-    assert "wrote 11" in xend.sh("d1", f"disk {SDA1:#x} write 4096 hello-disk!", "wrote")
+    assert f"{SDA1:#06x}" in sh(xend, "d1", "lsblk", "rw")
+    assert "wrote 11" in sh(xend, "d1", f"disk {SDA1:#x} write 4096 hello-disk!", "wrote")
     assert disk.read_bytes()[4096:4107] == b"hello-disk!"
 
     domid = field(xend.info("d1"), "id")
     xend.ok(xend.post("/xend/domain/d1", op="shutdown", reason="reboot"), 202)
-    wait_for(lambda: "restart (d1 " + domid + " success)" in xend.home.logfile.read_text(),
-             what="d1 restarted")
-    assert "hello-disk!" in xend.sh("d1", f"disk {SDA1:#x} read 4096 11", "hello")
+    xend.events.wait_line(f"xend.domain.restart (d1 {domid} success)")
+    assert "hello-disk!" in sh(xend, "d1", f"disk {SDA1:#x} read 4096 11", "hello")
     assert xend.devices("d1", "vbds") == [vbd_info]
 
 
 def test_a_read_only_vbd_cannot_be_written_by_the_guest(xend: Xend, disk: Path) -> None:
-    xend.start("ro", vbd(disk, mode="r"))
-    assert "Read-only file system" in xend.sh("ro", f"disk {SDA1:#x} write 0 x", "error")
+    xend.start_sim("ro", vbd(disk, mode="r"))
+    assert "Read-only file system" in sh(xend, "ro", f"disk {SDA1:#x} write 0 x", "error")
     assert disk.read_bytes()[:1] == b"\0"
 
 
 def test_a_writable_disk_is_not_shared_but_read_only_ones_are(xend: Xend, disk: Path) -> None:
-    xend.start("w1", vbd(disk))
-    message = xend.error(xend.create("w2", vbd(disk, mode="r")), 409)
+    w1 = field(xend.start_sim("w1", vbd(disk)), "id")
+    message = xend.error(create(xend, "w2", vbd(disk, mode="r")), 409)
     assert message == f"Error creating domain: vbd sda1 (file:{disk}): vbd: Segment {disk} " \
-        "is in writable use (domain 1)"
+        f"is in writable use (domain {w1})"
     assert sorted(xend.names()) == ["Domain-0", "w1"]
     xend.ok(xend.post("/xend/domain/w1", op="destroy", reason="halt"))
-    xend.start("r1", vbd(disk, mode="r"))
-    xend.start("r2", vbd(disk, mode="r"))
-    message = xend.error(xend.create("w3", vbd(disk)), 409)
+    xend.start_sim("r1", vbd(disk, mode="r"))
+    xend.start_sim("r2", vbd(disk, mode="r"))
+    message = xend.error(create(xend, "w3", vbd(disk)), 409)
     assert "is in read-only use" in message
-    xend.start("w4", vbd(disk, mode="w!"))  # '!' skips the check, as in the original
+    xend.start_sim("w4", vbd(disk, mode="w!"))  # '!' skips the check, as in the original
 
 
 def test_a_backend_error_status_is_a_clear_error_and_leaves_nothing(
         xend: Xend, tmp_path: Path) -> None:
     empty = tmp_path / "empty.img"
     empty.touch()
-    message = xend.error(xend.create("e1", vbd(empty)), 500)
+    message = xend.error(create(xend, "e1", vbd(empty)), 500)
     assert message == (f"Error creating domain: vbd sda1 (file:{empty}): "
                        "blkif backend says: Extent not found for VBD")
     assert xend.names() == ["Domain-0"]
-    assert xend.backings() == []
+    assert backings(xend) == []
 
 
 def test_hot_plug_adds_and_removes_a_vbd_on_a_running_domain(
         xend: Xend, disk: Path, tmp_path: Path) -> None:
-    xend.start("hp")
+    xend.start_sim("hp")
     created = xend.ok(xend.post("/xend/domain/hp", op="device_create",
                                 config=sxp.show(vbd(disk, dev="sdb"))))
     assert (sxp.name(created), field(created, "idx"), field(created, "dev")) == ("vbd", "0", "sdb")
-    assert "0x0810" in xend.sh("hp", "lsblk", "rw")
+    assert "0x0810" in sh(xend, "hp", "lsblk", "rw")
     config = sxp.child_value(xend.info("hp"), "config")
     assert [sxp.child0(d) for d in sxp.children(config, "device")] == [vbd(disk, dev="sdb")]
     assert xend.devices("hp", "vbds") == [created]
@@ -186,17 +131,17 @@ def test_hot_plug_adds_and_removes_a_vbd_on_a_running_domain(
     refused = xend.post("/xend/domain/hp", op="device_create", config=sxp.show(vbd(empty, "sdc")))
     assert "Extent not found for VBD" in xend.error(refused, 500)
     assert xend.devices("hp", "vbds") == [created]
-    assert [path for _, path, _ in xend.backings()] == [str(disk)]
+    assert [path for _, path, _ in backings(xend)] == [str(disk)]
 
     assert xend.post("/xend/domain/hp", op="device_destroy", type="vbd", idx="0").text == "None"
     assert xend.devices("hp", "vbds") == []
-    assert "0x0810" not in xend.sh("hp", "lsblk", "MODE")
+    assert "0x0810" not in sh(xend, "hp", "lsblk", "MODE")
     assert sxp.children(sxp.child_value(xend.info("hp"), "config"), "device") == []
-    assert xend.backings() == []
+    assert backings(xend) == []
 
 
 def test_device_requests_with_bad_input_are_refused(xend: Xend, disk: Path) -> None:
-    xend.start("bad")
+    xend.start_sim("bad")
     cases = [
         ({"op": "device_create", "config": "(vbd (uname file:/x) (dev sdz9))"}, 400,
          "vbd: Device not found: sdz9"),
@@ -217,7 +162,7 @@ def test_device_requests_with_bad_input_are_refused(xend: Xend, disk: Path) -> N
 
 
 def test_block_scripts_bind_and_unbind_other_uname_types(
-        sim_xend: Callable[..., Xend], tmp_path: Path) -> None:
+        fresh_xend: Callable[..., Xend], tmp_path: Path) -> None:
     log = tmp_path / "calls"
     script = tmp_path / "block-scratch"
     script.write_text(
@@ -226,8 +171,8 @@ def test_block_scripts_bind_and_unbind_other_uname_types(
         f'[ "$1" = bind ] && {{ truncate -s 1M {tmp_path}/"$2".img; echo {tmp_path}/"$2".img; }}\n'
         "exit 0\n")
     script.chmod(0o755)
-    xend = sim_xend(f"(block-scratch {script})\n")
-    info = xend.start("bs", ["vbd", ["uname", "scratch:vol1:extra"], ["dev", "sda1"]])
+    xend = fresh_xend(f"(block-scratch {script})\n")
+    info = xend.start_sim("bs", ["vbd", ["uname", "scratch:vol1:extra"], ["dev", "sda1"]])
     [vbd_info] = sxp.children(sxp.child(info, "devices"), "vbd")
     assert field(vbd_info, "node") == f"{tmp_path}/vol1.img"
     assert log.read_text() == "bind vol1 extra\n"
@@ -235,16 +180,18 @@ def test_block_scripts_bind_and_unbind_other_uname_types(
     assert log.read_text() == f"bind vol1 extra\nunbind {tmp_path}/vol1.img\n"
 
 
-def test_devices_and_their_claims_survive_a_xend_restart(xend: Xend, disk: Path) -> None:
-    info = xend.start("keep", vbd(disk))
+def test_devices_and_their_claims_survive_a_xend_restart(
+        fresh_xend: Callable[..., Xend], disk: Path) -> None:
+    xend = fresh_xend()
+    info = xend.start_sim("keep", vbd(disk))
     devices = sxp.child(info, "devices")
     assert xend.home.xend("stop").returncode == 0
-    assert xend.home.xend("start").returncode == 0
+    xend.start()
     assert sxp.child(xend.info("keep"), "devices") == devices
-    assert "in writable use" in xend.error(xend.create("other", vbd(disk)), 409)
-    assert "wrote" in xend.sh("keep", f"disk {SDA1:#x} write 0 still-here", "wrote")
+    assert "in writable use" in xend.error(create(xend, "other", vbd(disk)), 409)
+    assert "wrote" in sh(xend, "keep", f"disk {SDA1:#x} write 0 still-here", "wrote")
     xend.ok(xend.post("/xend/domain/keep", op="device_destroy", type="vbd", idx="0"))
-    assert xend.backings() == []
+    assert backings(xend) == []
 
 
 # --- network interfaces --------------------------------------------------------------------
@@ -256,7 +203,7 @@ def vif_evtchn(xend: Xend, dom: str) -> list | None:
 
 
 def test_a_vif_connects_through_the_frontend_handshake(xend: Xend) -> None:
-    info = xend.start("n1", ["vif", ["mac", "aa:00:00:12:34:56"], ["ip", "10.0.0.5"]])
+    info = xend.start_sim("n1", ["vif", ["mac", "aa:00:00:12:34:56"], ["ip", "10.0.0.5"]])
     [vif] = sxp.children(sxp.child(info, "devices"), "vif")
     assert (field(vif, "idx"), field(vif, "mac"), field(vif, "bridge"), field(vif, "script"),
             field(vif, "ip"), field(vif, "link")) == \
@@ -264,22 +211,22 @@ def test_a_vif_connects_through_the_frontend_handshake(xend: Xend) -> None:
     assert sxp.child(vif, "evtchn") is None  # paused: the frontend has not connected yet
     evtchn = wait_for(lambda: vif_evtchn(xend, "n1"), what="the vif's event channel")
     assert int(evtchn[2]) >= 2  # the guest's port; 1 is the control channel
-    assert "eth0  HWaddr aa:00:00:12:34:56  connected" in xend.sh("n1", "ifconfig", "connected")
+    assert "eth0  HWaddr aa:00:00:12:34:56  connected" in sh(xend, "n1", "ifconfig", "connected")
 
 
 def test_hot_plugged_vifs_connect_and_go(xend: Xend) -> None:
-    xend.start("n2")
+    xend.start_sim("n2")
     created = xend.ok(xend.post("/xend/domain/n2", op="device_create", config="(vif)"))
     assert field(created, "mac").startswith("aa:00:00:")
     wait_for(lambda: vif_evtchn(xend, "n2"), what="the hot-plugged vif connected")
-    assert "eth0" in xend.sh("n2", "ifconfig", "connected")
+    assert "eth0" in sh(xend, "n2", "ifconfig", "connected")
     xend.ok(xend.post("/xend/domain/n2", op="device_destroy", type="vif", idx="0"))
     assert xend.devices("n2", "vifs") == []
-    assert "no network interfaces" in xend.sh("n2", "ifconfig", "no network")
+    assert "no network interfaces" in sh(xend, "n2", "ifconfig", "no network")
 
 
 def test_a_vifs_bridge_and_addresses_can_be_changed_but_not_its_mac(xend: Xend) -> None:
-    xend.start("n4", ["vif", ["mac", "aa:00:00:00:04:01"], ["ip", "10.0.0.4"]])
+    xend.start_sim("n4", ["vif", ["mac", "aa:00:00:00:04:01"], ["ip", "10.0.0.4"]])
     changed = xend.ok(xend.post("/xend/domain/n4", op="device_configure", idx="0",
                                 config="(vif (ip 10.0.0.44) (ip 10.0.1.0/24))"))
     assert (field(changed, "mac"), [ip[1] for ip in sxp.children(changed, "ip")]) == \
@@ -293,7 +240,7 @@ def test_a_vifs_bridge_and_addresses_can_be_changed_but_not_its_mac(xend: Xend) 
 
 
 def test_a_failing_vif_script_is_one_clear_error_and_no_domain(xend: Xend) -> None:
-    reply = xend.create("n3", ["vif", ["script", "vif-nowhere"]])
+    reply = create(xend, "n3", ["vif", ["script", "vif-nowhere"]])
     message = xend.error(reply, 500)
     assert message.startswith("Error creating domain: vif 0 (vif")
     assert "vif script vif-nowhere up" in message and "not found" in message
@@ -301,7 +248,7 @@ def test_a_failing_vif_script_is_one_clear_error_and_no_domain(xend: Xend) -> No
 
 
 def test_xm_lists_creates_and_destroys_devices(xend: Xend, disk: Path) -> None:
-    xend.start("x1", ["vif", ["mac", "aa:00:00:00:00:01"]])
+    xend.start_sim("x1", ["vif", ["mac", "aa:00:00:00:00:01"]])
 
     def xm(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "xend_actors.xm.main", *args],

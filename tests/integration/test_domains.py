@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import httpx
 import pytest
 
-from tests.support import XendHome, wait_for
+from tests.support import Xend, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.hypervisor.base import ShutdownReason
@@ -28,66 +25,10 @@ def vm(name: str, memory: int = 32, *extra: sxp.Value) -> str:
                      *extra])
 
 
-class Xend:
-    """Plain HTTP to one xend, status codes visible."""
-
-    def __init__(self, home: XendHome) -> None:
-        self.home = home
-        self.http = home.unix_http()
-
-    def post(self, path: str, **fields: str) -> httpx.Response:
-        return self.http.post(path, data=fields)
-
-    def create(self, config: str) -> sxp.Value:
-        reply = self.post("/xend/domain/", op="create", config=config)
-        assert reply.status_code == 201, reply.text
-        return sxp.parse(reply.text)
-
-    def names(self) -> list[str]:
-        return sxp.parse(self.http.get("/xend/domain/").text)
-
-    def info(self, dom: str) -> sxp.Value:
-        reply = self.http.get(f"/xend/domain/{dom}")
-        assert reply.status_code == 200, reply.text
-        return sxp.parse(reply.text)
-
-    def state(self, dom: str) -> str:
-        return sxp.child_value(self.info(dom), "state")
-
-    def op(self, dom: str, op: str, **fields: str) -> httpx.Response:
-        return self.post(f"/xend/domain/{dom}", op=op, **fields)
-
-    def events(self) -> list[str]:
-        """The event lines xend logged so far, as ``name value``."""
-        return re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
-
-    def expect_event(self, line: str) -> None:
-        """Wait for xend to log the event ``line`` (events are logged as they are handled)."""
-        wait_for(lambda: self.has_event(line), what=line)
-
-    def has_event(self, line: str) -> bool:
-        return line in self.events()
-
-
 @pytest.fixture
-def sim_xend(xend_home: Callable[..., XendHome]) -> Iterator[Callable[..., Xend]]:
-    clients: list[Xend] = []
-
-    def start(extra: str = "") -> Xend:
-        home = xend_home(extra)
-        started = home.xend("start")
-        assert started.returncode == 0, started.stderr
-        clients.append(Xend(home))
-        return clients[-1]
-
-    yield start
-    for client in clients:
-        client.http.close()
-
-
-@pytest.fixture
-def xend(sim_xend: Callable[..., Xend]) -> Xend:
-    return sim_xend()
+def sim_xend(fresh_xend: Callable[..., Xend]) -> Callable[..., Xend]:
+    """A xend of the test's own (most tests share the module's ``xend``)."""
+    return fresh_xend
 
 
 def guest_types(xend: Xend, domid: str, line: str) -> None:
@@ -113,7 +54,8 @@ def _drained(console: socket.socket) -> bool:
 # --- the lifecycle -----------------------------------------------------------------------
 
 
-def test_domain_0_is_listed_from_the_start(xend: Xend) -> None:
+def test_domain_0_is_listed_from_the_start(sim_xend: Callable[..., Xend]) -> None:
+    xend = sim_xend()
     assert xend.names() == ["Domain-0"]
     info = xend.info("Domain-0")
     assert sxp.child_value(info, "id") == "0"
@@ -131,7 +73,7 @@ def test_create_replies_201_with_location_and_info(xend: Xend) -> None:
     config = sxp.child_value(info, "config")
     assert sxp.child_value(sxp.child_value(config, "image"), "kernel") == KERNEL
     assert sorted(xend.names()) == ["Domain-0", "web1"]
-    xend.expect_event(f"xend.domain.create (web1 {sxp.child_value(info, 'id')})")
+    xend.events.wait_line(f"xend.domain.create (web1 {sxp.child_value(info, 'id')})")
 
 
 def test_a_name_with_a_slash_is_addressable(xend: Xend) -> None:
@@ -153,7 +95,7 @@ def test_pause_unpause_change_state_and_cpu_time_only_runs_unpaused(xend: Xend) 
     assert xend.state("p1")[2] == "p"
     paused_time = float(sxp.child_value(xend.info("p1"), "cpu_time"))
     assert float(sxp.child_value(xend.info("p1"), "cpu_time")) == paused_time
-    xend.expect_event(f"xend.domain.pause (p1 {domid})")
+    xend.events.wait_line(f"xend.domain.pause (p1 {domid})")
     xend.op("p1", "unpause")
     wait_for(lambda: float(sxp.child_value(xend.info("p1"), "cpu_time")) > paused_time,
              what="cpu time to advance")
@@ -165,7 +107,8 @@ def test_shutdown_poweroff_is_202_and_the_domain_is_reaped(xend: Xend) -> None:
     reply = xend.op("s1", "shutdown", reason="poweroff")
     assert reply.status_code == 202
     wait_for(lambda: "s1" not in xend.names(), what="s1 to be reaped")
-    domain_events = [event for event in xend.events() if event.startswith("xend.domain.")]
+    xend.events.wait_line(f"xend.domain.died (s1 {domid})")
+    domain_events = [event for event in xend.events.lines() if event.startswith("xend.domain.")]
     assert domain_events[-3:] == [f"xend.domain.exit (s1 {domid} poweroff)",
                                   f"xend.domain.destroy (s1 {domid})",
                                   f"xend.domain.died (s1 {domid})"]
@@ -178,14 +121,14 @@ def test_destroy_removes_domain_and_record(xend: Xend) -> None:
     assert xend.op("d1", "destroy", reason="halt").status_code == 200
     assert "d1" not in xend.names()
     assert not (xend.home.dbroot / "domain" / domid).exists()
-    xend.expect_event(f"xend.domain.destroy (d1 {domid})")
+    xend.events.wait_line(f"xend.domain.destroy (d1 {domid})")
 
 
 def test_suspended_domain_is_not_reaped(xend: Xend) -> None:
     domid = sxp.child_value(xend.create(vm("z1")), "id")
     xend.op("z1", "unpause")
     assert xend.op("z1", "shutdown", reason="suspend").status_code == 202
-    wait_for(lambda: xend.has_event(f"xend.domain.suspended (z1 {domid})"), what="suspended")
+    xend.events.wait_line(f"xend.domain.suspended (z1 {domid})")
     info = xend.info("z1")
     assert sxp.child_value(info, "state")[3] == "s"
     assert sxp.child_value(info, "shutdown_reason") == "suspend"
@@ -221,15 +164,17 @@ def started(xend: Xend, name: str, restart: str | None = None) -> str:
     return domid
 
 
-def restarted(xend: Xend, name: str, domid: str) -> bool:
-    return xend.has_event(f"xend.domain.restart ({name} {domid} success)")
+def restarted(xend: Xend, name: str, domid: str, since: int | None = None) -> int:
+    """Wait for the domain's successful restart (after event ``since``); its event's number."""
+    return xend.events.wait_line(f"xend.domain.restart ({name} {domid} success)",
+                                 since=since).seq
 
 
 def test_onreboot_restarts_a_rebooting_guest_keeping_name_id_and_start_time(xend: Xend) -> None:
     domid = started(xend, "r1")
     start_time = sxp.child_value(xend.info("r1"), "start_time")
     guest_types(xend, domid, "reboot")
-    wait_for(lambda: restarted(xend, "r1", domid), what="r1 restarted")
+    restarted(xend, "r1", domid)
     info = xend.info("r1")
     assert sxp.child_value(info, "id") == domid
     assert sxp.child_value(info, "start_time") == start_time
@@ -241,19 +186,19 @@ def test_onreboot_does_not_restart_a_poweroff(xend: Xend) -> None:
     domid = started(xend, "r2")
     guest_types(xend, domid, "poweroff")
     wait_for(lambda: "r2" not in xend.names(), what="r2 gone")
-    assert not any("xend.domain.restart (r2" in line for line in xend.events())
+    assert not any("xend.domain.restart (r2" in line for line in xend.events.lines())
 
 
 def test_always_restarts_a_poweroff_and_a_crash(sim_xend: Callable[..., Xend]) -> None:
     xend = sim_xend("(minimum-restart-time 0)")
     domid = started(xend, "a1", "always")
     guest_types(xend, domid, "poweroff")
-    wait_for(lambda: restarted(xend, "a1", domid), what="a1 restarted after poweroff")
+    first = restarted(xend, "a1", domid)
     wait_for(lambda: "p" not in xend.state("a1"), what="a1 running again")
     guest_types(xend, domid, "crash")
-    wait_for(lambda: xend.has_event(f"xend.domain.exit (a1 {domid} crash)"), what="crash")
-    wait_for(lambda: xend.events().count(f"xend.domain.restart (a1 {domid} success)") == 2,
-             what="a1 restarted after the crash")
+    xend.events.wait_line(f"xend.domain.exit (a1 {domid} crash)")
+    restarted(xend, "a1", domid, since=first)
+    assert xend.events.count(f"xend.domain.restart (a1 {domid} success)") == 2
     assert xend.names().count("a1") == 1
 
 
@@ -266,7 +211,7 @@ def test_never_does_not_restart_a_guest_reboot(xend: Xend) -> None:
 def test_shutdown_reboot_from_xend_restarts_even_under_never(xend: Xend) -> None:
     domid = started(xend, "n2", "never")
     xend.op("n2", "shutdown", reason="reboot")
-    wait_for(lambda: restarted(xend, "n2", domid), what="n2 restarted")
+    restarted(xend, "n2", domid)
 
 
 def test_halt_cancels_a_restart_even_under_always(xend: Xend) -> None:
@@ -278,18 +223,17 @@ def test_halt_cancels_a_restart_even_under_always(xend: Xend) -> None:
 def test_destroy_with_reboot_restarts(xend: Xend) -> None:
     domid = started(xend, "dr")
     assert xend.op("dr", "destroy", reason="reboot").status_code == 200
-    wait_for(lambda: restarted(xend, "dr", domid), what="dr restarted")
+    restarted(xend, "dr", domid)
     assert "dr" in xend.names()
 
 
 def test_a_crash_loop_meets_the_minimum_restart_time(xend: Xend) -> None:
     domid = started(xend, "loop", "always")
     guest_types(xend, domid, "crash")
-    wait_for(lambda: restarted(xend, "loop", domid), what="first restart")
+    restarted(xend, "loop", domid)
     wait_for(lambda: "p" not in xend.state("loop"), what="loop running again")
     guest_types(xend, domid, "crash")
-    wait_for(lambda: xend.has_event(f"xend.domain.restart (loop {domid} fail)"),
-             what="the refused restart")
+    xend.events.wait_line(f"xend.domain.restart (loop {domid} fail)")
     wait_for(lambda: "loop" not in xend.names(), what="loop gone")
     assert "VM loop restarting too fast" in xend.home.logfile.read_text()
 
@@ -297,13 +241,14 @@ def test_a_crash_loop_meets_the_minimum_restart_time(xend: Xend) -> None:
 # --- xend restarts -------------------------------------------------------------------------------
 
 
-def test_kill_9_and_restart_with_three_running_domains(xend: Xend) -> None:
+def test_kill_9_and_restart_with_three_running_domains(sim_xend: Callable[..., Xend]) -> None:
+    xend = sim_xend()
     ids = {name: started(xend, name) for name in ("k1", "k2", "k3")}
     xend.op("k2", "pause")
     before = {name: xend.info(name) for name in ids}
-    os.kill(int(xend.home.pid_file.read_text()), signal.SIGKILL)
-    wait_for(lambda: xend.home.xend("status").returncode == 3, what="xend dead")
-    assert xend.home.xend("start").returncode == 0
+    xend.home.kill9()
+    assert xend.home.xend("status").returncode == 3
+    xend.start()
     assert sorted(xend.names()) == ["Domain-0", "k1", "k2", "k3"]
     for name, domid in ids.items():
         info = xend.info(name)
@@ -313,7 +258,9 @@ def test_kill_9_and_restart_with_three_running_domains(xend: Xend) -> None:
     assert xend.state("k2")[2] == "p"
 
 
-def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(xend: Xend) -> None:
+def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(
+        sim_xend: Callable[..., Xend]) -> None:
+    xend = sim_xend()
     domid = started(xend, "down1", "always")
     assert xend.home.xend("stop").returncode == 0
     driver = SimDriver(xend.home.simhv_socket)
@@ -322,8 +269,8 @@ def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(xend: Xe
         wait_for(lambda: driver.domain(int(domid)).state.shutdown, what="shut down")
     finally:
         driver.close()
-    assert xend.home.xend("start").returncode == 0
-    wait_for(lambda: restarted(xend, "down1", domid), what="restart after xend start")
+    xend.start()
+    restarted(xend, "down1", domid)
 
 
 def adopted_stranger(xend: Xend, name: str) -> int:
@@ -429,14 +376,13 @@ def test_every_reference_example_is_accepted(sim_xend: Callable[..., Xend]) -> N
 def test_event_inject_publishes(xend: Xend) -> None:
     reply = xend.post("/xend/event/", op="inject", event="(xend.test.injected (a 1))")
     assert reply.status_code == 200
-    wait_for(lambda: xend.has_event("xend.test.injected (xend.test.injected (a 1))"),
-             what="the injected event")
+    xend.events.wait_line("xend.test.injected (xend.test.injected (a 1))")
 
 
 def test_sysrq_shutdown_reaches_the_guest(xend: Xend) -> None:
     domid = started(xend, "sq")
     assert xend.op("sq", "shutdown", reason="sysrq", key="b").status_code == 202
-    wait_for(lambda: restarted(xend, "sq", domid), what="sysrq b reboots, onreboot restarts")
+    restarted(xend, "sq", domid)  # sysrq b reboots, onreboot restarts
     reply = xend.op("sq", "shutdown", reason="sysrq")
     assert reply.status_code == 400 and "sysrq needs a key" in sxp.parse(reply.text)[1]
 

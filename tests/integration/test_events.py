@@ -61,43 +61,43 @@ def numbers(events: list[Event]) -> list[int]:
 # --- long-poll -------------------------------------------------------------------------------
 
 
-def test_event_dir_still_lists_nothing_without_since(running_xend: XendHome) -> None:
-    assert running_xend.get_sxp("/xend/event/") == ["ls"]
+def test_event_dir_still_lists_nothing_without_since(shared_home: XendHome) -> None:
+    assert shared_home.get_sxp("/xend/event/") == ["ls"]
 
 
 def test_long_poll_gives_old_events_at_once_then_waits_for_the_next(
-    running_xend: XendHome,
+    shared_home: XendHome,
 ) -> None:
-    with running_xend.unix_http() as http:
+    with shared_home.unix_http() as http:
         old = poll(http, 0)
         assert old[0].seq == 1 and "xend.start" in [event.name for event in old]
         assert numbers(old) == list(range(1, len(old) + 1))
         last = old[-1].seq
 
-        with ThreadPoolExecutor(1) as pool, running_xend.unix_http() as waiter:
+        with ThreadPoolExecutor(1) as pool, shared_home.unix_http() as waiter:
             started = time.monotonic()
             waiting = pool.submit(poll, waiter, last, 30)
             began = time.monotonic()
             assert poll(http, last, timeout=1) == []  # nothing new: () after the timeout
             assert time.monotonic() - began >= 1
-            domid = create(running_xend, "x")
+            domid = create(shared_home, "x")
             new = waiting.result(timeout=30)
             assert time.monotonic() - started < 30  # woken by the event, not the timeout
         assert new[0].seq == last + 1
         assert numbers(new) == list(range(last + 1, last + 1 + len(new)))
-    assert events_until(running_xend, last, "xend.domain.create", ["x", domid])
+    assert events_until(shared_home, last, "xend.domain.create", ["x", domid])
 
 
-def test_long_poll_arguments_are_checked(running_xend: XendHome) -> None:
-    with running_xend.unix_http() as http:
+def test_long_poll_arguments_are_checked(shared_home: XendHome) -> None:
+    with shared_home.unix_http() as http:
         assert http.get("/xend/event/", params={"since": "-1"}).status_code == 400
         reply = http.get("/xend/event/", params={"since": "soon"})
         assert reply.status_code == 400
         assert sxp.name(sxp.parse(reply.text)) == "xend.err"
 
 
-def test_client_long_poll(running_xend: XendHome) -> None:
-    with XendClient(unix_path=running_xend.unix_path) as client:
+def test_client_long_poll(shared_home: XendHome) -> None:
+    with XendClient(unix_path=shared_home.unix_path) as client:
         records = client.xend_events(0, 0)
         assert "xend.start" in [Event.from_record(r).name for r in records]
         assert client.xend_events(len(records), 0) == []
@@ -120,9 +120,9 @@ def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
 
 
 def test_stream_sends_events_with_ids_and_resumes_after_last_event_id(
-    running_xend: XendHome,
+    shared_home: XendHome,
 ) -> None:
-    with running_xend.unix_http() as http:
+    with shared_home.unix_http() as http:
         last = poll(http, 0)[-1].seq
         accept = {"Accept": "text/event-stream"}
         with http.stream("GET", "/xend/event/", params={"since": 0, "timeout": 20},
@@ -133,7 +133,7 @@ def test_stream_sends_events_with_ids_and_resumes_after_last_event_id(
             old = [next(stream) for _ in range(last)]
             assert [int(e["id"]) for e in old] == list(range(1, last + 1))
             assert any(e["event"] == "xend.start" and e["data"] == "0" for e in old)
-            domid = create(running_xend, "s1")
+            domid = create(shared_home, "s1")
             for fields in stream:
                 if fields["event"] == "xend.domain.create":
                     break
@@ -286,7 +286,7 @@ def test_notify_posts_every_event_to_the_url_and_survives_a_restart(
 
 def test_notify_urls_are_limited_by_hosts_allow(xend_home: Callable[..., XendHome]) -> None:
     home = xend_home("(xend-hosts-allow '^127[.]0[.]0[.]1$ ^localhost$')")
-    assert home.xend("start").returncode == 0
+    home.start()
     with home.unix_http() as http:
         def notify(url: str) -> httpx.Response:
             return http.post("/xend/node", data={"op": "notify", "url": url})

@@ -11,151 +11,33 @@ already has — leaves the guest running at the source and nothing at the destin
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import httpx
 import pytest
 
-from tests.integration.test_xm import XM
-from tests.support import SIM_SHELL, XendHome, netns_usable, new_home, wait_for
+from tests.hosts import DESTINATION, SOURCE, Host, HostPairs
+from tests.support import XM, Reaper, netns_usable, wait_for
 from xend_actors import sxp
-from xend_actors.client import XendClient
 
 _WHY = netns_usable()
 pytestmark = [pytest.mark.integration, *([pytest.mark.skip(reason=_WHY)] if _WHY else [])]
 
-SUBNET = "10.231.7"
-SOURCE, DESTINATION = f"{SUBNET}.1", f"{SUBNET}.2"
-
-
-class Host:
-    """One test host: a network namespace with a xend in it."""
-
-    def __init__(self, address: str, extra: str = "") -> None:
-        self.address = address
-        self.ns = f"xm-{secrets.token_hex(4)}"
-        subprocess.run(["ip", "netns", "add", self.ns], check=True)
-        self.ip("link", "set", "lo", "up")
-        self.home: XendHome | None = None
-        self.extra = extra
-
-    def ip(self, *args: str) -> None:
-        done = subprocess.run(["ip", "-n", self.ns, *args], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-
-    def start(self) -> None:
-        if self.home is None:
-            self.home = new_home(self.extra)
-            self.home.netns = self.ns
-        started = self.home.xend("start")
-        assert started.returncode == 0, started.stderr
-
-    @property
-    def xend(self) -> XendHome:
-        assert self.home is not None
-        return self.home
-
-    def client(self, timeout: float = 120) -> XendClient:
-        return XendClient(unix_path=self.xend.unix_path, timeout=timeout)
-
-    def post(self, path: str, **fields: str) -> httpx.Response:
-        with self.xend.unix_http() as http:
-            http.timeout = httpx.Timeout(120)
-            return http.post(path, data=fields)
-
-    def names(self) -> list[str]:
-        with self.client() as client:
-            return list(client.xend_domains())  # type: ignore[arg-type]
-
-    def info(self, dom: str) -> sxp.Value:
-        with self.client() as client:
-            return client.xend_domain(dom)
-
-    def start_guest(self, name: str) -> int:
-        config = ["vm", ["name", name], ["memory", "32"],
-                  ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]]]
-        with self.client() as client:
-            info = client.xend_domain_create(config)
-            client.xend_domain_unpause(name)
-        return int(sxp.child_value(info, "id"))
-
-    def sh(self, dom: str, command: str) -> str:
-        """Run ``command`` in ``dom``'s shell through its console, inside the namespace."""
-        port = sxp.child_value(sxp.child(self.info(dom), "console"), "console_port")
-        done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", SIM_SHELL,
-                               str(port), command], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    def screen(self, dom: str) -> bytes:
-        port = sxp.child_value(sxp.child(self.info(dom), "console"), "console_port")
-        with self.client() as client:
-            return client.xend_console_log(port).data
-
-    def events(self) -> list[str]:
-        return re.findall(r"EVENT> (.*)$", self.xend.logfile.read_text(), re.MULTILINE)
-
-    def sessions(self) -> list[str]:
-        folder = self.xend.dbroot / "migrate"
-        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-
-    def kill_xend(self) -> None:
-        os.kill(int(self.xend.pid_file.read_text().split()[0]), signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.home is not None:
-            self.home.xend("stop")
-            self.home.kill_simhv()
-            shutil.rmtree(self.home.root, ignore_errors=True)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-
-
-H = TypeVar("H", bound=Host)
-
-
-@contextlib.contextmanager
-def host_pairs(kind: type[H]) -> Iterator[Callable[..., tuple[H, H]]]:
-    """Make a source and a destination host of ``kind``, joined by a veth; the destination
-    allows ``allow``. Every host made is stopped at the end."""
-    made: list[H] = []
-
-    def make(allow: str = re.escape(SOURCE)) -> tuple[H, H]:
-        source = kind(SOURCE)
-        made.append(source)
-        destination = kind(DESTINATION, "(xend-relocation-server yes)\n"
-                                        f"(xend-relocation-address {DESTINATION})\n"
-                                        + sxp.show(["xend-relocation-hosts-allow", allow]))
-        made.append(destination)
-        veth = f"xv{secrets.token_hex(4)}"
-        subprocess.run(["ip", "link", "add", f"{veth}a", "netns", source.ns, "type", "veth",
-                        "peer", "name", f"{veth}b", "netns", destination.ns], check=True)
-        for host, end in ((source, "a"), (destination, "b")):
-            host.ip("addr", "add", f"{host.address}/24", "dev", f"{veth}{end}")
-            host.ip("link", "set", f"{veth}{end}", "up")
-            host.start()
-        return source, destination
-
-    try:
-        yield make
-    finally:
-        for host in made:
-            host.stop()
+@pytest.fixture(scope="module")
+def host_pairs(reaper: Reaper) -> Iterator[HostPairs]:
+    pairs = HostPairs(Host, reaper)
+    yield pairs
+    pairs.close()
 
 
 @pytest.fixture
-def hosts() -> Iterator[Callable[..., tuple[Host, Host]]]:
-    with host_pairs(Host) as make:
-        yield make
+def hosts(host_pairs: HostPairs) -> Iterator[Callable[..., tuple[Host, Host]]]:
+    """The module's pair of hosts: ``hosts(allow=...)`` → (source, destination)."""
+    yield host_pairs.take
+    host_pairs.give_back()
 
 
 def test_a_live_migration_moves_the_running_guest_with_its_screen(
@@ -165,7 +47,7 @@ def test_a_live_migration_moves_the_running_guest_with_its_screen(
     assert source.sh("m1", "echo typed-before-the-migration") == "typed-before-the-migration"
 
     # Throttled to 100 Mbit/s, so the 32 MiB take about 3 s and the progress bar shows.
-    done = subprocess.run([XM, "--unix", str(source.xend.unix_path), "migrate", "-l",
+    done = subprocess.run([XM, "--unix", str(source.home.unix_path), "migrate", "-l",
                            "-r", "100", "m1", DESTINATION],
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
@@ -175,7 +57,7 @@ def test_a_live_migration_moves_the_running_guest_with_its_screen(
 
     assert "m1" not in source.names()
     assert source.sessions() == []
-    assert not (source.xend.dbroot / "domain" / str(old_id)).exists()
+    assert not (source.home.dbroot / "domain" / str(old_id)).exists()
     [ok] = [e for e in source.events() if e.startswith(f"xend.domain.migrate (m1 {old_id} ok")]
     downtime = float(re.search(r"\(downtime ([0-9.]+)\)", ok).group(1))  # type: ignore[union-attr]
     duration = float(re.search(r"\(duration ([0-9.]+)\)", ok).group(1))  # type: ignore[union-attr]
@@ -286,7 +168,7 @@ def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
     assert source.post("/xend/domain/m7", op="shutdown", reason="suspend").status_code == 202
     wait_for(lambda: sxp.child_value(source.info("m7"), "state") == "---s-", what="suspended")
     source.kill_xend()
-    (source.xend.dbroot / "migrate" / "3").write_text(
+    (source.home.dbroot / "migrate" / "3").write_text(
         f"(migrate (id 3) (state begin) (live 1) (resource 0) (src (host a) (domain {domid})) "
         f"(dst (host {DESTINATION})))\n")
     source.start()
@@ -295,7 +177,7 @@ def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
     # The destination died with a half-built domain: it is destroyed.
     half = destination.start_guest("m8")
     destination.kill_xend()
-    (destination.xend.dbroot / "migrate" / "in-2").write_text(
+    (destination.home.dbroot / "migrate" / "in-2").write_text(
         f"(migrate (id in-2) (state receive) (live 1) (src (host {SOURCE}) (domain 9)) "
         f"(dst (host b) (domain {half})))\n")
     destination.start()

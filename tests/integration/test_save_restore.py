@@ -11,14 +11,13 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.test_xm import run_xm
-from tests.support import XendHome, free_port, terminal, wait_for
+from tests.support import Xend, XendHome, free_port, run_xm, wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.transfer import savefile, xfr
@@ -29,60 +28,19 @@ pytestmark = pytest.mark.integration
 PROMPT = b"# "
 
 
-class Xend:
-    def __init__(self, home: XendHome) -> None:
-        self.home = home
-        self.http = home.unix_http()
-        self.http.timeout = httpx.Timeout(120)
+def start(xend: Xend, name: str, *devices: sxp.Value) -> sxp.Value:
+    """Create and unpause a sim domain; its info."""
+    return xend.start_sim(name, *devices)
 
-    def post(self, path: str, **fields: str) -> httpx.Response:
-        return self.http.post(path, data=fields)
 
-    def ok(self, reply: httpx.Response, status: int = 200) -> sxp.Value:
-        assert reply.status_code == status, reply.text
-        return sxp.parse(reply.text)
-
-    def error(self, reply: httpx.Response, status: int) -> str:
-        assert reply.status_code == status, reply.text
-        return str(sxp.parse(reply.text)[1])
-
-    def start(self, name: str, *devices: sxp.Value) -> sxp.Value:
-        config = ["vm", ["name", name], ["memory", "32"],
-                  ["image", ["linux", ["kernel", "/boot/vmlinuz-sim"]]],
-                  *(["device", device] for device in devices)]
-        info = self.ok(self.post("/xend/domain/", op="create", config=sxp.show(config)), 201)
-        self.ok(self.post(f"/xend/domain/{name}", op="unpause"))
-        return info
-
-    def info(self, dom: str) -> sxp.Value:
-        return self.ok(self.http.get(f"/xend/domain/{dom}"))
-
-    def names(self) -> list[str]:
-        return self.ok(self.http.get("/xend/domain/"))
-
-    def console_port(self, dom: str) -> int:
-        return int(sxp.child_value(sxp.child(self.info(dom), "console"), "console_port"))
-
-    def sh(self, dom: str, command: str, expect: str) -> str:
-        with terminal(self.console_port(dom)) as term:
-            term.type(command)
-            return term.read_until(expect.encode(), PROMPT).decode()
-
-    def events(self) -> list[str]:
-        return re.findall(r"EVENT> (.*)$", self.home.logfile.read_text(), re.MULTILINE)
-
-    def sessions(self) -> list[str]:
-        return sorted(p.name for p in (self.home.dbroot / "migrate").iterdir())
+def sh(xend: Xend, dom: str, command: str, expect: str) -> str:
+    return xend.sh(dom, command, expect, PROMPT)
 
 
 @pytest.fixture
-def xend(xend_home: Callable[..., XendHome]) -> Iterator[Xend]:
-    home = xend_home()
-    started = home.xend("start")
-    assert started.returncode == 0, started.stderr
-    client = Xend(home)
-    yield client
-    client.http.close()
+def own_xend(fresh_xend: Callable[..., Xend]) -> Xend:
+    """A xend of the test's own (most tests share the module's ``xend``)."""
+    return fresh_xend()
 
 
 def uptime(text: str) -> float:
@@ -90,18 +48,19 @@ def uptime(text: str) -> float:
 
 
 def saved(xend: Xend, tmp_path: Path, name: str = "s1") -> Path:
-    xend.start(name)
-    xend.sh(name, "echo typed-before-the-save", "typed-before-the-save\r\n")
+    start(xend, name)
+    sh(xend, name, "echo typed-before-the-save", "typed-before-the-save\r\n")
     image = tmp_path / f"{name}.save"
     assert xend.ok(xend.post(f"/xend/domain/{name}", op="save", file=str(image))) == "0"
     return image
 
 
 def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
-        xend: Xend, tmp_path: Path) -> None:
-    xend.start("s1")
-    before = uptime(xend.sh("s1", "uptime", "seconds"))
-    xend.sh("s1", "echo typed-before-the-save", "typed-before-the-save\r\n")
+        own_xend: Xend, tmp_path: Path) -> None:
+    xend = own_xend  # of its own: its save session is the first, (id 1)
+    start(xend, "s1")
+    before = uptime(sh(xend, "s1", "uptime", "seconds"))
+    sh(xend, "s1", "echo typed-before-the-save", "typed-before-the-save\r\n")
     old_id = str(sxp.child_value(xend.info("s1"), "id"))
     image = tmp_path / "s1.save"
     assert xend.ok(xend.post("/xend/domain/s1", op="save", file=str(image))) == "0"
@@ -109,7 +68,7 @@ def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
     assert "s1" not in xend.names()
     assert image.stat().st_size > HEADER.size
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    events = xend.events()
+    events = xend.events.lines()
     assert f"xend.domain.save (s1 {old_id} begin (save (id 1) (state begin) (domain {old_id}) " \
            f"(file {image})))" in events
     assert any(e.startswith(f"xend.domain.save (s1 {old_id} ok") for e in events)
@@ -125,7 +84,7 @@ def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
     assert sxp.child_value(info, "state") != "--p--"
     assert "s1" in xend.names()
     assert xend.sessions() == []
-    assert f"xend.domain.create (s1 {new_id})" in xend.events()  # never as Domain-N
+    assert f"xend.domain.create (s1 {new_id})" in xend.events.lines()  # never as Domain-N
 
     port = xend.console_port("s1")
     with XendClient(unix_path=xend.home.unix_path) as client:
@@ -133,8 +92,8 @@ def test_save_destroys_the_domain_and_restore_brings_its_guest_back(
                  what="the restored guest's screen")
         screen = client.xend_console_log(port).data
     assert b"typed-before-the-save" in screen
-    assert "still-alive" in xend.sh("s1", "echo still-alive", "still-alive\r\n")
-    assert uptime(xend.sh("s1", "uptime", "seconds")) >= before
+    assert "still-alive" in sh(xend, "s1", "echo still-alive", "still-alive\r\n")
+    assert uptime(sh(xend, "s1", "uptime", "seconds")) >= before
     assert "Traceback" not in xend.home.logfile.read_text()
 
 
@@ -163,28 +122,28 @@ def test_a_corrupt_or_truncated_or_foreign_file_is_refused_and_creates_nothing(
 
 def test_a_name_clash_is_refused(xend: Xend, tmp_path: Path) -> None:
     image = saved(xend, tmp_path)
-    xend.start("s1")  # a new domain of the same name
+    start(xend, "s1")  # a new domain of the same name
     message = xend.error(xend.post("/xend/domain/", op="restore", file=str(image)), 409)
     assert "vm name clash: s1" in message
     assert xend.names().count("s1") == 1
 
 
 def test_a_save_to_a_bad_place_leaves_the_domain_running(xend: Xend, tmp_path: Path) -> None:
-    xend.start("s1")
+    start(xend, "s1")
     for target in ("relative.save", str(tmp_path / "no-dir" / "x.save"), str(tmp_path)):
         xend.error(xend.post("/xend/domain/s1", op="save", file=target), 400)
     assert sxp.child_value(xend.info("s1"), "state") in ("-b---", "r----")
-    assert "ok-still" in xend.sh("s1", "echo ok-still", "ok-still\r\n")
+    assert "ok-still" in sh(xend, "s1", "echo ok-still", "ok-still\r\n")
     xend.error(xend.post("/xend/domain/Domain-0", op="save", file=str(tmp_path / "d0")), 409)
     message = xend.error(xend.post("/xend/domain/s1", op="migrate",
                                    destination="127.0.0.1:1"), 500)
     assert "cannot connect to the relocation port 127.0.0.1:1" in message
     assert xend.error(xend.post("/xend/domain/s1", op="migrate", destination="h:x"), 400)
-    assert "ok-again" in xend.sh("s1", "echo ok-again", "ok-again\r\n")
+    assert "ok-again" in sh(xend, "s1", "echo ok-again", "ok-again\r\n")
 
 
 def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
-    xend.start("x1")
+    start(xend, "x1")
     server = f"127.0.0.1:{xend.home.http_port}"
 
     def xm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -196,13 +155,13 @@ def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
     size = (tmp_path / "x1.save").stat().st_size
     wait_for(lambda: any(e.startswith("xend.domain.save.progress (x1 ")
                          and f"(phase save) (sent {size}) (total {size})" in e
-                         for e in xend.events()), what="the save's progress event")
+                         for e in xend.events.lines()), what="the save's progress event")
     assert "x1" not in xend.names()
     done = xm("restore", "x1.save")
     assert done.returncode == 0, done.stderr
     assert "(name x1)" in done.stdout
     wait_for(lambda: any(e.startswith("xend.domain.restore.progress (x1 ")
-                         and "(phase restore)" in e for e in xend.events()),
+                         and "(phase restore)" in e for e in xend.events.lines()),
              what="the restore's progress event")
     assert "x1" in xend.names()
     done = xm("restore", "x1.save")
@@ -211,16 +170,16 @@ def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
 
 
 def test_a_save_that_fails_after_the_suspend_resumes_the_domain(xend: Xend) -> None:
-    xend.start("s1")
-    xend.sh("s1", "echo before", "before\r\n")
+    start(xend, "s1")
+    sh(xend, "s1", "echo before", "before\r\n")
     # /proc is a directory no file can be made in: the write fails once the guest suspended.
     message = xend.error(xend.post("/xend/domain/s1", op="save", file="/proc/s1.save"), 500)
     assert message.startswith("save failed: cannot write /proc/s1.save"), message
     assert not Path("/proc/s1.save").exists()
     assert "s1" in xend.names()
-    assert "after" in xend.sh("s1", "echo after", "after\r\n")
+    assert "after" in sh(xend, "s1", "echo after", "after\r\n")
     assert any(e.startswith("xend.domain.save (s1 ") and " error (save " in e
-               for e in xend.events())
+               for e in xend.events.lines())
     assert xend.sessions() == []
 
 
@@ -229,37 +188,36 @@ def test_a_restored_domain_gets_its_disk_back(xend: Xend, tmp_path: Path) -> Non
     with open(disk, "wb") as f:
         f.truncate(1 << 20)
     vbd = ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"], ["mode", "w"]]
-    xend.start("d1", vbd)
-    assert "wrote 5" in xend.sh("d1", "disk 0x801 write 0 hello", "wrote")
+    start(xend, "d1", vbd)
+    assert "wrote 5" in sh(xend, "d1", "disk 0x801 write 0 hello", "wrote")
     image = tmp_path / "d1.save"
     xend.ok(xend.post("/xend/domain/d1", op="save", file=str(image)))
     info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
     [vbd_info] = sxp.children(sxp.child(info, "devices"), "vbd")
     assert sxp.child_value(vbd_info, "uname") == f"file:{disk}"
-    assert "read 0 5\r\nhello\r\n" in xend.sh("d1", "disk 0x801 read 0 5", "read 0 5\r\nhello")
+    assert "read 0 5\r\nhello\r\n" in sh(xend, "d1", "disk 0x801 read 0 5", "read 0 5\r\nhello")
     [vbd_now] = sxp.children(sxp.child(xend.info("d1"), "devices"), "vbd")
     assert sxp.child_value(vbd_now, "uname") == f"file:{disk}"
 
 
-def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on(xend: Xend) -> None:
-    xend.start("s1")
+def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on(own_xend: Xend) -> None:
+    xend = own_xend
+    start(xend, "s1")
     domid = str(sxp.child_value(xend.info("s1"), "id"))
     xend.ok(xend.post("/xend/domain/s1", op="shutdown", reason="suspend"), 202)
     wait_for(lambda: sxp.child_value(xend.info("s1"), "state") == "---s-", what="suspended")
     assert xend.home.xend("stop").returncode == 0
     session = xend.home.dbroot / "migrate" / "4"
     session.write_text(f"(save (id 4) (state begin) (domain {domid}) (file /tmp/x.save))\n")
-    assert xend.home.xend("start").returncode == 0
-    xend.http.close()
-    xend.http = xend.home.unix_http()
+    xend.start()
     assert not session.exists()
-    assert "runs-again" in xend.sh("s1", "echo runs-again", "runs-again\r\n")
+    assert "runs-again" in sh(xend, "s1", "echo runs-again", "runs-again\r\n")
 
 
 def test_a_stuck_migration_holds_up_no_save_of_another_domain(xend: Xend,
                                                              tmp_path: Path) -> None:
-    xend.start("stuck")
-    xend.start("other")
+    start(xend, "stuck")
+    start(xend, "other")
     replies: list[httpx.Response] = []
 
     def migrate(port: int) -> None:
@@ -288,7 +246,7 @@ def test_a_stuck_migration_holds_up_no_save_of_another_domain(xend: Xend,
     [reply] = replies
     assert reply.status_code >= 400 and "migrate failed" in reply.text, reply.text
     assert "stuck" in xend.names()
-    assert "runs-on" in xend.sh("stuck", "echo runs-on", "runs-on\r\n")
+    assert "runs-on" in sh(xend, "stuck", "echo runs-on", "runs-on\r\n")
     info = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
     assert sxp.child_value(info, "name") == "other"
     assert xend.sessions() == []
@@ -299,7 +257,7 @@ def test_a_name_being_migrated_in_is_not_restored_meanwhile(
     port = free_port()
     home = xend_home("(xend-relocation-server yes)\n(xend-relocation-address 127.0.0.1)\n"
                      f"(xend-relocation-port {port})\n")
-    assert home.xend("start").returncode == 0
+    home.start()
     xend = Xend(home)
     image = saved(xend, tmp_path, "twin")
     info = savefile.read(image).info

@@ -8,10 +8,7 @@ are the e2e vnet tests'.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_vnet import Namespaces, Netns, netns_usable, two_hosts, udp_reply
-from tests.support import XendHome, xend_command
+from tests.support import XM, XendHome, xend_command
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError
@@ -30,7 +27,6 @@ _WHY = netns_usable()
 if _WHY:
     pytestmark = [pytest.mark.integration, pytest.mark.skip(reason=_WHY)]
 
-XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 VNET97 = Path(__file__).parents[1] / "data" / "reference-examples" / "vnet97.sxp"
 
 

@@ -4,41 +4,30 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import XendHome, free_port, wait_for
+from tests.support import XendHome, free_port, run_xm, wait_for
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
 
 KERNEL = "/boot/vmlinuz-sim"
 EXAMPLES = Path(__file__).resolve().parents[2] / "etc" / "examples"
-XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 
 Xm = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def run_xm(server: str, *args: str, cwd: Path | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    assert XM, "the xm script is not installed beside this Python (pip install -e .)"
-    return subprocess.run([XM, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, "XEND": server, **(env or {})},
-                          stdin=subprocess.DEVNULL)
-
-
 @pytest.fixture
-def xm(running_xend: XendHome) -> Xm:
+def xm(shared_home: XendHome) -> Xm:
     """Run xm against the running xend; the result must be a success unless ``ok=False``."""
 
     def run(*args: str, ok: bool = True, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        done = run_xm(f"127.0.0.1:{running_xend.http_port}", *args, cwd=cwd, env=env)
+        done = run_xm(f"127.0.0.1:{shared_home.http_port}", *args, cwd=cwd, env=env)
         if ok:
             assert done.returncode == 0, (args, done.stdout, done.stderr)
             assert done.stderr == "", (args, done.stderr)
@@ -130,10 +119,10 @@ def test_no_xend_is_one_error_line() -> None:
     assert "Error connecting to xend" in done.stderr and "is xend running?" in done.stderr
 
 
-def test_unix_socket_by_switch_or_environment(running_xend: XendHome) -> None:
+def test_unix_socket_by_switch_or_environment(shared_home: XendHome) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
-    by_switch = run_xm(nowhere, "--unix", str(running_xend.unix_path), "info")
-    by_env = run_xm(nowhere, "info", env={"XEND_UNIX_PATH": str(running_xend.unix_path)})
+    by_switch = run_xm(nowhere, "--unix", str(shared_home.unix_path), "info")
+    by_env = run_xm(nowhere, "info", env={"XEND_UNIX_PATH": str(shared_home.unix_path)})
     assert by_switch.returncode == 0 and by_env.returncode == 0, by_env.stderr
     assert by_switch.stdout == by_env.stdout
     assert f"{'host':<23}: {os.uname().nodename}" in by_switch.stdout
@@ -183,7 +172,7 @@ BLOCK_SCRATCH = Path(__file__).resolve().parents[1] / "data" / "block-scratch"
 def test_create_the_shipped_examples(xend_home: Callable[..., XendHome]) -> None:
     # Their disk images are the quickstart's to make; here a block script makes them.
     home = xend_home(f"(block-file {BLOCK_SCRATCH})\n")
-    assert home.xend("start").returncode == 0
+    home.start()
 
     def xm(*args: str) -> subprocess.CompletedProcess[str]:
         done = run_xm(f"127.0.0.1:{home.http_port}", *args)
