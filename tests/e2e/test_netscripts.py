@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import netns_usable
+from tests.support import netns_usable, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +104,19 @@ class Netns:
         return links[0] if links else None
 
     def snapshot(self) -> dict:
-        """Links, addresses and routes, without what changes by itself (DAD, lifetimes)."""
+        """Links, addresses and routes, without what changes by itself (DAD, lifetimes),
+        once the kernel has settled: no IPv6 address is still in duplicate address
+        detection (the kernel adds its routes when that ends, later on a busy machine) and
+        two looks in a row agree."""
+        def settled() -> dict | None:
+            if any(entry.get("addr_info") for entry in self.ipj("-6", "addr", "show",
+                                                                  "tentative")):
+                return None
+            first, second = self._look(), self._look()
+            return first if first == second else None
+        return wait_for(settled, timeout=20, what=f"the network of {self.name} to settle")
+
+    def _look(self) -> dict:
         links = self.ipj("-d", "link", "show")
         for link in links:  # a bridge's timers run by themselves
             data = link.get("linkinfo", {}).get("info_data", {})
