@@ -19,8 +19,8 @@ setup(
         "click>=8.1,<9",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5", "mypy>=2.4,<3",
-                 "playwright>=1.40,<2"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",
+                 "mypy>=2.4,<3", "playwright>=1.40,<2"],
     },
     entry_points={
         "console_scripts": [

@@ -13,6 +13,11 @@
 Every xend made here is stopped, its simhv and qemus killed and its folder removed after
 its test (or module), on a thread of its own: the next test does not wait for that, and
 the session waits for all of it at its end.
+
+Under pytest-xdist (``./run-tests`` runs ``-n 2 --dist loadgroup``) the tests of a module
+stay together on one worker (they share its xend), and the modules that boot qemu guests
+all run on one worker, one after the other: two TCG guests booting at once on a small
+machine would each take twice as long and their timing checks would suffer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support import Reaper, SharedXend, Xend, XendHome, new_home
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for ``--dist loadgroup``: by module, and every module with a test
+    that boots the qemu test guest (the ``guest`` fixture) in one group, ``qemu``."""
+    qemu_modules = {item.path for item in items if "guest" in getattr(item, "fixturenames", ())}
+    for item in items:
+        group = "qemu" if item.path in qemu_modules else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
