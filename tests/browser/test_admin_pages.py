@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import SXP_ACCEPT, XendHome, free_port, wait_for
+from tests.support import XendHome, free_port, wait_for
 from xend_actors import sxp
 
 pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings playwright")
@@ -55,7 +54,7 @@ def post_op(home: XendHome, name: str, op: str) -> None:
 
 def console_shows(home: XendHome, port: str, text: str) -> bool:
     """Whether the console's scrollback holds ``text``, waiting a little for output."""
-    with httpx.Client(base_url=home.url, headers=SXP_ACCEPT, timeout=30) as client:
+    with home.http() as client:
         reply = client.get(f"/xend/console/{port}/log", params={"since": 0, "wait": 2})
     return text.encode() in reply.content
 
