@@ -334,10 +334,32 @@ class XendHome:
         return sxp.parse(reply.text)
 
 
+# Every folder new_home made in this process: the Reaper checks at the end that no
+# process (xend, xend-simhv, qemu) of any of them is left.
+_homes_made: list[Path] = []
+
+
 def new_home(extra: str = "") -> XendHome:
     home = XendHome(Path(tempfile.mkdtemp(prefix="xend-")), extra=extra)
     home.write_config()
+    _homes_made.append(home.root)
     return home
+
+
+def leftover_processes() -> dict[int, str]:
+    """The processes still running out of a folder new_home made: pid → command line."""
+    roots = [str(root).encode() + b"/" for root in _homes_made]
+    left = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(root in cmdline for root in roots) and not process_gone(int(entry.name)):
+            left[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return left
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -589,10 +611,17 @@ class Reaper:
         self._jobs.append((what, self._pool.submit(job)))
 
     def close(self) -> None:
+        """Wait for every teardown; fail if one failed or left a process behind (which is
+        killed: the suite leaves the machine as it found it)."""
         self._pool.shutdown(wait=True)
         failed = [f"{what}: {future.exception()!r}" for what, future in self._jobs
                   if future.exception() is not None]
+        left = leftover_processes()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         assert not failed, "tearing down: " + "; ".join(failed)
+        assert not left, f"processes left behind by the tests (killed now): {left}"
 
 
 class SharedXend:
