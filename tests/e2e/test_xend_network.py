@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SIM_SHELL, XendHome, netns_usable, new_home, wait_for
+from tests.support import SIM_SHELL, Reaper, XendHome, netns_usable, new_home, wait_for
 from xend_actors import sxp
 from xend_actors.device.scripts import SHIPPED_SCRIPTS as SCRIPTS
 
@@ -64,15 +63,14 @@ def namespace() -> Iterator[Namespace]:
 
 
 @pytest.fixture
-def netns_xend(namespace: Namespace) -> Iterator[XendHome]:
+def netns_xend(namespace: Namespace, reaper: Reaper) -> Iterator[XendHome]:
     home = new_home("(sim-taps yes)\n(vif-bridge xen-br0)\n")
     home.netns = namespace.name
-    started = home.xend("start")
-    assert started.returncode == 0, started.stderr
-    yield home
-    home.xend("stop")
-    home.kill_simhv()
-    shutil.rmtree(home.root, ignore_errors=True)
+    try:
+        home.start()
+        yield home
+    finally:
+        reaper.submit(str(home.root), home.tear_down)
 
 
 def post(home: XendHome, path: str, **fields: str) -> sxp.Value:
