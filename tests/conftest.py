@@ -6,7 +6,8 @@
   ``shared_xend_config`` fixture (module scope) returning config lines.
 - ``shared_home``: that xend's ``XendHome``, for tests that only need its address.
 - ``fresh_xend``: a factory of xends of the test's own (``fresh_xend(extra)`` → ``Xend``),
-  for tests that stop, kill or restart xend, need another config, or look at its store.
+  for tests that stop, kill or restart xend, need another config, or need what only a
+  new xend shows (its first session numbered 1, a global limit nobody else used).
 - ``xend_home`` / ``running_xend``: a factory of (unstarted) folders / a started xend of
   the test's own, as ``XendHome``.
 
