@@ -206,6 +206,8 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                 channel.send(xfr.Err(code, error.message))
         raise
     finally:
+        # The name first: whoever sees the session gone may take the name at once.
+        incoming.moving.release(config.name)
         incoming.sessions.delete(session)
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
