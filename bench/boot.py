@@ -37,7 +37,7 @@ from pathlib import Path
 
 from common import ROOT, XendClient, percentile, print_table, sxp
 
-from tests.support import XendHome, new_home
+from tests.support.home import XendHome, new_home
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec, qemu_argv
 
 PROMPT = b"]# "

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as ``python bench/x.py``: the tests' helpers live beside
     sys.path.insert(0, str(ROOT))
 
-from tests.support import XendHome, free_port_base, new_home  # noqa: E402
+from tests.support.home import XendHome, new_home  # noqa: E402
+from tests.support.ports import free_port_base  # noqa: E402
 from xend_actors import sxp  # noqa: E402
 from xend_actors.client import XendClient  # noqa: E402
 

@@ -48,7 +48,8 @@ from typing import Any
 from boot import MEMORY_MB, PROMPT, Guest, build_guest, read_until, vm_file
 from common import XendClient, print_table, sxp
 
-from tests.support import XendHome, free_port, new_home
+from tests.support.home import XendHome, new_home
+from tests.support.ports import free_port
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec, qemu_argv
 
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"

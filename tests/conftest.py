@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import Reaper, SharedXend, Xend, XendHome, new_home
+from tests.support.home import XendHome, new_home
+from tests.support.sharing import Reaper, SharedXend
+from tests.support.xend import Xend
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -14,7 +14,10 @@ from typing import TypeVar
 
 import httpx
 
-from tests.support import SIM_SHELL, Reaper, Xend, new_home, sim_vm
+from tests.support.home import new_home
+from tests.support.netns import SIM_SHELL
+from tests.support.sharing import Reaper
+from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
 from xend_actors.client import XendClient
 

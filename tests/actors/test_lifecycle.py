@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.actors.xend import InProcessXend, xend_in_process
-from tests.support import wait_for
+from tests.support.processes import wait_for
 from xend_actors.actors import ask
 from xend_actors.domain.config import parse_domain_config
 from xend_actors.errors import Conflict, NotFound

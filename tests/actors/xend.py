@@ -23,7 +23,7 @@ from typing import Any
 
 import pykka
 
-from tests.support import free_port_base
+from tests.support.ports import free_port_base
 from xend_actors import sxp
 from xend_actors.actors import ask, proxy_of
 from xend_actors.config import XendConfig, parse_config

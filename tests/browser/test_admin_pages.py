@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import XendHome, free_port, wait_for
+from tests.support.home import XendHome
+from tests.support.ports import free_port
+from tests.support.processes import wait_for
 from xend_actors import sxp
 
 pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings playwright")

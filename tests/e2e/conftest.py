@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.e2e.qemu import QEMU_CONFIG, Guest, QemuXend, build_guest
-from tests.support import Reaper, SharedXend, XendHome
+from tests.support.home import XendHome
+from tests.support.sharing import Reaper, SharedXend
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import Xend, XendHome, process_gone
+from tests.support.home import XendHome
+from tests.support.processes import process_gone
+from tests.support.xend import Xend
 from xend_actors import sxp
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import netns_usable, wait_for
+from tests.support.netns import netns_usable
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,10 @@ from tests.e2e.qemu import (
     booted,
     console,
 )
-from tests.support import Reaper, XendHome, netns_usable, new_home, wait_for
+from tests.support.home import XendHome, new_home
+from tests.support.netns import netns_usable
+from tests.support.processes import wait_for
+from tests.support.sharing import Reaper
 from xend_actors import sxp
 
 pytestmark = [pytest.mark.e2e,

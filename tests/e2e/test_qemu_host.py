@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.qemu import QEMU, QemuXend, booted, console
-from tests.support import XM, wait_for
+from tests.support.processes import wait_for
+from tests.support.xend import XM
 from xend_actors import sxp
 from xend_actors.errors import HypervisorError
 from xend_actors.hypervisor.qemu import cgroup

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.qemu import QEMU, ROOT, Guest, QemuXend, booted, console, process_gone, vm
-from tests.support import wait_for
+from tests.support.processes import wait_for
 from xend_actors import sxp
 
 pytestmark = [pytest.mark.e2e,

@@ -38,7 +38,9 @@ from tests.e2e.qemu import (
     vm,
 )
 from tests.hosts import DESTINATION, SOURCE, Host, HostPairs
-from tests.support import Reaper, netns_usable, wait_for
+from tests.support.netns import netns_usable
+from tests.support.processes import wait_for
+from tests.support.sharing import Reaper
 from xend_actors import sxp
 from xend_actors.transfer import savefile
 

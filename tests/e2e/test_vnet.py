@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import netns_usable
+from tests.support.netns import netns_usable
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SIM_SHELL, Reaper, XendHome, netns_usable, new_home, wait_for
+from tests.support.home import XendHome, new_home
+from tests.support.netns import SIM_SHELL, netns_usable
+from tests.support.processes import wait_for
+from tests.support.sharing import Reaper
 from xend_actors import sxp
 from xend_actors.device.scripts import SHIPPED_SCRIPTS as SCRIPTS
 

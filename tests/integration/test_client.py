@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tests.support import XendHome, free_port
+from tests.support.home import XendHome
+from tests.support.ports import free_port
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError

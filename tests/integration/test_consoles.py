@@ -17,7 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import XM, Terminal, Xend, XendHome, terminal, wait_for
+from tests.support.home import XendHome
+from tests.support.processes import wait_for
+from tests.support.terminal import Terminal, terminal
+from tests.support.xend import XM, Xend
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration

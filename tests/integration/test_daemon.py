@@ -13,7 +13,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.support import XendHome, wait_for, xend_command
+from tests.support.home import XendHome
+from tests.support.processes import wait_for, xend_command
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration

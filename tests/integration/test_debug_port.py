@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import XendHome, wait_for
+from tests.support.home import XendHome
+from tests.support.processes import wait_for
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Xend, sim_vm, wait_for
+from tests.support.processes import wait_for
+from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
 from xend_actors.hypervisor.sim.driver import SimDriver
 

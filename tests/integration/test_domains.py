@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support import Xend, wait_for
+from tests.support.processes import wait_for
+from tests.support.xend import Xend
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.hypervisor.base import ShutdownReason

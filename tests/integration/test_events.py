@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support import XendHome, wait_for
+from tests.support.home import XendHome
+from tests.support.processes import wait_for
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError

@@ -20,7 +20,10 @@ import httpx
 import pytest
 
 from tests.hosts import DESTINATION, SOURCE, Host, HostPairs
-from tests.support import XM, Reaper, netns_usable, wait_for
+from tests.support.netns import netns_usable
+from tests.support.processes import wait_for
+from tests.support.sharing import Reaper
+from tests.support.xend import XM
 from xend_actors import sxp
 
 _WHY = netns_usable()

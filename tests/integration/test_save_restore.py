@@ -17,7 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Xend, XendHome, free_port, run_xm, wait_for
+from tests.support.home import XendHome
+from tests.support.ports import free_port
+from tests.support.processes import wait_for
+from tests.support.xend import Xend, run_xm
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.transfer import savefile, xfr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import wait_for
+from tests.support.processes import wait_for
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, Timeout
 from xend_actors.hypervisor.base import DomainChanged, LinuxImage, ShutdownReason
 from xend_actors.hypervisor.ring.messages import (

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.e2e.test_vnet import Namespaces, Netns, netns_usable, two_hosts, udp_reply
-from tests.support import XM, XendHome, xend_command
+from tests.support.home import XendHome
+from tests.support.processes import xend_command
+from tests.support.xend import XM
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import XendHome, free_port, run_xm, wait_for
+from tests.support.home import XendHome
+from tests.support.ports import free_port
+from tests.support.processes import wait_for
+from tests.support.xend import run_xm
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from tests.support import free_port
+from tests.support.ports import free_port
 from xend_actors.console.info import ConsoleInfo, Status
 from xend_actors.console.relay import Relay
 from xend_actors.console.scrollback import Scrollback

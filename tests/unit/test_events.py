@@ -10,7 +10,7 @@ from pathlib import Path
 import pykka
 import pytest
 
-from tests.support import wait_for
+from tests.support.processes import wait_for
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Forbidden
 from xend_actors.events.bus import EventBus, QueueSubscriber
