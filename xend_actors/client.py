@@ -90,7 +90,7 @@ class XendClient:
 
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         try:
-            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]  # httpx's own
         except httpx.TransportError as error:
             raise XendError(f"Error connecting to xend at {self.where}: {error}; "
                             "is xend running?") from None

@@ -267,7 +267,7 @@ def parse_config(text: str | bytes, source: Path | None = None) -> XendConfig:
         else:
             warnings.append(f"{at}: unknown option {option} ignored")
     return XendConfig(
-        **values,  # type: ignore[arg-type]
+        **values,  # type: ignore[arg-type]  # each converter makes its option's type
         block_scripts=blocks,
         source=source,
         warnings=tuple(warnings),

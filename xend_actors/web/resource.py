@@ -61,6 +61,7 @@ def op(*names: str, params: tuple[Param, ...] = (), status: int = 200,
     """Declare the decorated method as the handler of POST ``op=name`` for each name."""
 
     def mark(handler: Callable) -> Callable:
+        # A mark on the function itself, read when the resource class is made.
         handler.xend_ops = [Op(name, params, handler, status, on_get)  # type: ignore[attr-defined]
                             for name in names]
         return handler

@@ -25,6 +25,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -241,12 +242,10 @@ def _integer(name: str, value: object) -> int:
 
 
 def _real(name: str, value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise _invalid(name, value) from None
+    if isinstance(value, str | int | float):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    raise _invalid(name, value)
 
 
 def _yes_no(name: str, value: object) -> bool:

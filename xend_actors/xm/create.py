@@ -71,7 +71,8 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
     port = sxp.child_value(sxp.child(info, "console"), "console_port")
     say(f"Started domain {name}" + (f", console on port {port}" if port else ""))
     if console_autoconnect:
-        console = ctx.find_root().command.commands.get("console")  # type: ignore[attr-defined]
+        root = ctx.find_root().command
+        console = root.commands.get("console") if isinstance(root, click.Group) else None
         if console is None:
             raise click.ClickException("Console autoconnect is not available yet "
                                        f"(no xm console); domain {name} was created")

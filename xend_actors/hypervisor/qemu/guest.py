@@ -132,7 +132,7 @@ class QemuGuest:
             self._update(**changes)
 
     def _update(self, **changes: object) -> None:
-        self._state = replace(self._state, **changes)  # type: ignore[arg-type]
+        self._state = replace(self._state, **changes)  # type: ignore[arg-type]  # the fields' own types, by name
         if not self._destroying:  # else its folder is going: writing would make it again
             runtime.save(self.paths.state, self._state)
 

@@ -60,7 +60,7 @@ class GuestMemory:
     @classmethod
     def load(cls, saved: dict[str, object]) -> GuestMemory:
         """The memory ``export`` described; ValueError/TypeError/KeyError if it is not one."""
-        memory = cls(int(saved["seed"]))  # type: ignore[call-overload]
+        memory = cls(int(str(saved["seed"])))
         versions = saved["versions"]
         if not isinstance(versions, dict) or len(versions) > WORKING_SET:
             raise ValueError("bad page versions")
