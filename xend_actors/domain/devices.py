@@ -53,12 +53,12 @@ class DeviceServices:
 
 class DomainDevices:
     def __init__(self, domid: int, name: Callable[[], str], *, driver: Driver,
-                 services: DeviceServices, owner: DeviceOwner) -> None:
+                 services: DeviceServices, owner: Callable[[], DeviceOwner]) -> None:
         self._domid = domid
         self._name = name  # the domain's name now (a configure may change it)
         self._driver = driver
         self._services = services
-        self._owner = owner
+        self._owner = owner  # the Domain actor's proxy, asked for when a netif is made
         self._blkif: BlkifProxy | None = None
         self._netif: NetifProxy | None = None
         self._frontends_up: set[int] = set()  # message types whose frontend said UP
@@ -148,7 +148,7 @@ class DomainDevices:
         if self._netif is None:
             self._netif = proxy_of(NetifController.start(
                 self._domid, self._name(), driver=self._driver, config=self._services.config,
-                network=self._services.network, owner=self._owner, ports=self._ports,
+                network=self._services.network, owner=self._owner(), ports=self._ports,
                 frontend_up=messages.MessageType.NETIF_FE in self._frontends_up), NetifProxy)
         return self._netif
 

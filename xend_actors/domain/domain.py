@@ -91,12 +91,19 @@ class Domain(TracedActor):
         self._services = services
         self._clock = services.clock
         self._devices: DomainDevices | None = None
+        self._proxy: DomainProxy | None = None
 
     def on_start(self) -> None:
-        self._proxy = proxy_of(self.actor_ref, DomainProxy)
         self._devices = DomainDevices(self.domid, lambda: self.record.name,
                                       driver=self._driver, services=self._services.devices,
-                                      owner=self._proxy)
+                                      owner=self._own_proxy)
+
+    def _own_proxy(self) -> DomainProxy:
+        """This actor's proxy, made when first needed: a proxy costs a walk over the
+        actor's attributes, and most domains never need their own."""
+        if self._proxy is None:
+            self._proxy = proxy_of(self.actor_ref, DomainProxy)
+        return self._proxy
 
     def on_stop(self) -> None:
         self._held_devices.stop()
@@ -289,7 +296,7 @@ class Domain(TracedActor):
         else:
             log.info("Scheduling restart for domain: name=%s id=%s", self.record.name,
                      self.domid)
-            self._proxy.restart()  # after this message: its caller need not wait for it
+            self._own_proxy().restart()  # after this message: its caller need not wait
 
     def forget(self) -> None:
         """The hypervisor no longer has the domain (destroyed behind xend's back, or while
