@@ -33,7 +33,11 @@ def wire(value: Answer) -> sxp.Value:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return [item if isinstance(item, str | list) else item.sxpr() for item in value]
+        # A handler's list holds one kind of thing: its first says whether it is SXP
+        # already (names: passed on as it is) or typed (infos: each made SXP).
+        if value and not isinstance(value[0], str | list):
+            return [item.sxpr() for item in value]
+        return value
     return value.sxpr()
 
 
