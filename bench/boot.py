@@ -35,8 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, XendClient, percentile, print_table, sxp
+from common import XendClient, percentile, print_table, sxp
 
+from tests.e2e.qemu import Guest, build_guest
 from tests.support.home import XendHome, new_home
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec, qemu_argv
 
@@ -54,20 +55,6 @@ class Settings:
 
 FULL = Settings(boots=5, pauses=200)
 QUICK = Settings(boots=2, pauses=50)
-
-
-@dataclass(frozen=True)
-class Guest:
-    kernel: str
-    ramdisk: str
-
-
-def build_guest() -> Guest:
-    build = ROOT / "tests" / "guest" / "build"
-    done = subprocess.run([sys.executable, str(build), "--quiet"], capture_output=True, text=True,
-                          check=True)
-    paths = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-    return Guest(paths["kernel"], paths["ramdisk"])
 
 
 # --- through xend ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from tests.actors.xend import InProcessXend, xend_in_process
 from tests.support.processes import wait_for
+from xend_actors import sxp
 from xend_actors.actors import ask
 from xend_actors.domain.config import parse_domain_config
 from xend_actors.errors import Conflict, NotFound
@@ -25,10 +26,16 @@ def xend() -> Iterator[InProcessXend]:
         yield started
 
 
-def running(xend: InProcessXend, name: str, *extra: object) -> int:
-    domid = xend.create(name, *extra).domid  # type: ignore[arg-type]
+def running(xend: InProcessXend, name: str, *extra: sxp.Value) -> int:
+    domid = xend.create(name, *extra).domid
     ask(xend.domain(name).unpause())
     return domid
+
+
+def console_port(xend: InProcessXend, name: str) -> int:
+    console = xend.info(name).console
+    assert console is not None, f"{name} has no console"
+    return console.port
 
 
 def test_a_new_domain_is_paused_until_unpaused(xend: InProcessXend) -> None:
@@ -173,7 +180,7 @@ def test_xend_stopped_and_started_again_finds_every_domain_as_it_was(
     web = running(xend, "web")
     idle = xend.create("idle").domid
     rb = running(xend, "rb")
-    ports = {name: xend.info(name).console.port for name in ("web", "idle", "rb")}  # type: ignore[union-attr]
+    ports = {name: console_port(xend, name) for name in ("web", "idle", "rb")}
     xend.stop()
     xend.type_on_console(rb, "reboot")  # while xend is down: restarted when it is back
     wait_for(lambda: xend.hv_state(rb) == "---s-", what="rb shut down")
@@ -182,6 +189,4 @@ def test_xend_stopped_and_started_again_finds_every_domain_as_it_was(
     assert (xend.info("web").domid, xend.info("idle").domid) == (web, idle)
     assert xend.info("idle").paused and not xend.info("web").paused
     xend.wait_event("xend.domain.restart", ["rb", str(rb), "success"])
-    for name, port in ports.items():
-        console = xend.info(name).console
-        assert console is not None and console.port == port
+    assert {name: console_port(xend, name) for name in ports} == ports

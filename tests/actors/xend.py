@@ -17,9 +17,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -40,6 +40,8 @@ from xend_actors.store import Store
 
 KERNEL = "/boot/vmlinuz-sim"
 
+T = TypeVar("T")
+
 
 class SimHost:
     """xend-simhv's model and server on an event loop in a thread, on ``socket_path``."""
@@ -55,8 +57,9 @@ class SimHost:
             self.loop.create_unix_server(self.server.connection, str(socket_path)),
             self.loop).result(timeout=10)
 
-    def call(self, work):  # type: ignore[no-untyped-def]  # any model call, on its loop
-        async def run():  # type: ignore[no-untyped-def]
+    def call(self, work: Callable[[], T]) -> T:
+        """``work()`` run on the model's loop, where the model lives; its result."""
+        async def run() -> T:
             return work()
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 

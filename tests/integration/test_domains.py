@@ -211,8 +211,9 @@ def test_never_does_not_restart_a_guest_reboot(xend: Xend) -> None:
 
 def test_shutdown_reboot_from_xend_restarts_even_under_never(xend: Xend) -> None:
     domid = started(xend, "n2", "never")
-    xend.op("n2", "shutdown", reason="reboot")
+    assert xend.op("n2", "shutdown", reason="reboot").status_code == 202
     restarted(xend, "n2", domid)
+    assert sxp.child_value(xend.info("n2"), "id") == domid
 
 
 def test_halt_cancels_a_restart_even_under_always(xend: Xend) -> None:

@@ -287,24 +287,20 @@ class Domain(TracedActor):
         with contextlib.suppress(NotFound):  # already gone is what we wanted
             self._driver.destroy(self.domid)
         if not pending:
-            self._forget()
+            self.forget()
         elif restarting_too_fast(self.record.restart_time, self._clock(),
                                  self._services.minimum_restart_time):
             log.error("VM %s restarting too fast", self.record.name)
             self._events.publish("xend.domain.restart", [*self._ids(), "fail"])
-            self._forget()
+            self.forget()
         else:
             log.info("Scheduling restart for domain: name=%s id=%s", self.record.name,
                      self.domid)
             self._own_proxy().restart()  # after this message: its caller need not wait
 
     def forget(self) -> None:
-        """The hypervisor no longer has the domain (destroyed behind xend's back, or while
-        it was down) and it is not to restart: forget it."""
-        self._forget()
-
-    def _forget(self) -> None:
-        """The domain is gone for good: close its console, drop its store record and stop."""
+        """The domain is gone for good (destroyed here, or behind xend's back, and not to
+        restart): close its console, drop its store record, tell the table and stop."""
         self._close_console()
         self._records.delete(str(self.domid))
         self._table.gone(self.domid)

@@ -25,7 +25,7 @@ from xend_actors.transfer.session import TransferSessionProxy
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Answer, Reply, Resource, op
-from xend_actors.web.services import ASK_TIMEOUT, BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
+from xend_actors.web.services import BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
 
 D = TypeVar("D", VbdInfo, VifInfo)
 
@@ -76,11 +76,11 @@ class DomainResource(Resource):
         return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
 
     def _run(self, dom: str, call: Callable[[DomainProxy], pykka.Future[Any]], *,
-             guest_only: bool = True, timeout: float = ASK_TIMEOUT) -> str:
+             guest_only: bool = True) -> str:
         """Ask ``dom``'s Domain actor to ``call``; one that went meanwhile is not found."""
         domain = self._domain(dom, guest_only=guest_only)
         try:
-            answer(call(domain), f"domain {dom}", timeout)
+            answer(call(domain), f"domain {dom}")
         except pykka.ActorDeadError:
             raise NotFound(f"invalid domain:{dom}") from None
         return "0"
