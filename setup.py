@@ -11,6 +11,9 @@ setup(
     package_data={"xend_actors.web": ["templates/*.html", "static/*"]},
     install_requires=[
         "pykka>=4.0,<5",
+        "cryptography>=38",
+        "python-pam>=2.0,<3",
+        "simple-websocket>=1.0,<2",
         "werkzeug>=3.0,<4",
         "pyroute2>=0.9,<0.10",
         "python-daemon>=3.0,<4",

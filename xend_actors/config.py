@@ -36,6 +36,14 @@ class ConfigError(XendError):
     """The config file cannot be read or has a bad value: ``<file>:<line>:<column>: <what>``."""
 
 
+class TlsMode(Enum):
+    """Whether the TCP HTTP listener speaks TLS: ``auto`` when a certificate is configured."""
+
+    AUTO = "auto"
+    YES = "yes"
+    NO = "no"
+
+
 class Hypervisor(Enum):
     """Which hypervisor driver runs the domains."""
 
@@ -55,14 +63,28 @@ class XendConfig:
     http_address: str = ""  # '' = all addresses
     unix_server: bool = False
     unix_path: Path = None  # type: ignore[assignment]  # set in __post_init__
+    unix_group: str = ""  # '' = the socket is root's alone (0600); else 0660 to this group
+    unix_ro_path: Path | None = None  # a read-only socket (GETs only), for everyone
+    http_auth: bool = True  # no: the original's behaviour, only xend-hosts-allow
+    admin_group: str = ""  # PAM users in this group log in as admins (root always may)
+    session_lifetime: float = 8 * 3600.0  # seconds a browser's login lasts
+    tls: TlsMode = TlsMode.AUTO
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     hosts_allow: tuple[re.Pattern[str], ...] = ()  # empty = every host may connect
     event_port: int = 8001
+    debug_tcp: bool = False  # the debug port on TCP too; else only <run_dir>/debug.sock
     relocation_server: bool = False
     relocation_port: int = 8002
     relocation_address: str = ""
     relocation_hosts_allow: tuple[re.Pattern[str], ...] = ()
+    relocation_tls: bool = True  # mutual TLS between xends; no: plain TCP, as the original
+    relocation_tls_cert: Path | None = None
+    relocation_tls_key: Path | None = None
+    relocation_tls_ca: Path | None = None
     console_port_base: int = 9600
     console_address: str = ""
+    console_tcp: bool = False  # raw TCP console ports as the original; else only via the API
     network_script: str = "network"
     vif_bridge: str = "xen-br0"
     vif_script: str = "vif-bridge"
@@ -90,6 +112,10 @@ class XendConfig:
     @property
     def pid_file(self) -> Path:
         return self.run_dir / "xend.pid"
+
+    @property
+    def debug_socket(self) -> Path:
+        return self.run_dir / "debug.sock"
 
     @property
     def debug_log(self) -> Path:
@@ -168,6 +194,13 @@ def _hypervisor(text: str) -> Hypervisor:
         raise ValueError(f"expected {kinds}, got {text!r}") from None
 
 
+def _tls_mode(text: str) -> TlsMode:
+    try:
+        return TlsMode(text.lower())
+    except ValueError:
+        raise ValueError(f"expected auto, yes or no, got {text!r}") from None
+
+
 def _qemu_accel(text: str) -> str:
     if text not in ("auto", "kvm", "tcg"):
         raise ValueError(f"expected auto, kvm or tcg, got {text!r}")
@@ -195,14 +228,28 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-address": ("http_address", _text),
     "xend-unix-server": ("unix_server", _bool),
     "xend-unix-path": ("unix_path", _path),
+    "xend-unix-group": ("unix_group", _name),
+    "xend-unix-ro-path": ("unix_ro_path", _path),
+    "xend-http-auth": ("http_auth", _bool),
+    "xend-admin-group": ("admin_group", _name),
+    "xend-session-lifetime": ("session_lifetime", _seconds),
+    "xend-tls": ("tls", _tls_mode),
+    "xend-tls-cert": ("tls_cert", _path),
+    "xend-tls-key": ("tls_key", _path),
     "xend-hosts-allow": ("hosts_allow", _patterns),
     "xend-event-port": ("event_port", _port),
+    "xend-debug-tcp": ("debug_tcp", _bool),
     "xend-relocation-server": ("relocation_server", _bool),
     "xend-relocation-port": ("relocation_port", _port),
     "xend-relocation-address": ("relocation_address", _text),
     "xend-relocation-hosts-allow": ("relocation_hosts_allow", _patterns),
+    "xend-relocation-tls": ("relocation_tls", _bool),
+    "xend-relocation-tls-cert": ("relocation_tls_cert", _path),
+    "xend-relocation-tls-key": ("relocation_tls_key", _path),
+    "xend-relocation-tls-ca": ("relocation_tls_ca", _path),
     "console-port-base": ("console_port_base", _port),
     "console-address": ("console_address", _text),
+    "console-tcp": ("console_tcp", _bool),
     "network-script": ("network_script", _name),
     "vif-bridge": ("vif_bridge", _name),
     "vif-script": ("vif_script", _name),

@@ -28,6 +28,12 @@ class BadRequest(XendError):
     status = 400
 
 
+class Unauthorized(XendError):
+    """The client is not known: no credentials, or wrong ones (HTTP 401)."""
+
+    status = 401
+
+
 class Forbidden(XendError):
     """The client may not do this (HTTP 403)."""
 
@@ -44,6 +50,12 @@ class Conflict(XendError):
     """The request clashes with the current state, e.g. a name in use (HTTP 409)."""
 
     status = 409
+
+
+class TooManyRequests(XendError):
+    """The client failed too often lately and must wait (HTTP 429)."""
+
+    status = 429
 
 
 class HypervisorError(XendError):

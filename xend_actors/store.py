@@ -137,7 +137,7 @@ class RecordDir:
 
 
 class Store:
-    """The configuration store under ``dbroot``: domains, transfer sessions, vnets."""
+    """The configuration store under ``dbroot``: domains, transfer sessions, vnets, API tokens."""
 
     def __init__(self, dbroot: Path) -> None:
         self.dbroot = dbroot
@@ -145,6 +145,7 @@ class Store:
         self.domain = RecordDir(dbroot / "domain")
         self.migrate = RecordDir(dbroot / "migrate")
         self.vnet = RecordDir(dbroot / "vnet")
+        self.token = RecordDir(dbroot / "token")
 
 
 def host_boot_id(boot_id_file: Path = BOOT_ID_FILE) -> str:

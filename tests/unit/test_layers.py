@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xend_actors"
 LAYERS: list[set[str]] = [
     {"__init__", "errors"},
     {"sxp"},
-    {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors", "access"},
+    {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors"},
+    {"access"},
     {"events"},
     {"hypervisor", "netscripts"},
     {"device", "console"},
