@@ -67,6 +67,7 @@ class XendConfig:
     unix_ro_path: Path | None = None  # a read-only socket (GETs only), for everyone
     http_auth: bool = True  # no: the original's behaviour, only xend-hosts-allow
     admin_group: str = ""  # PAM users in this group log in as admins (root always may)
+    viewer_group: str = ""  # PAM users in this group log in as viewers; others may not
     session_lifetime: float = 8 * 3600.0  # seconds a browser's login lasts
     tls: TlsMode = TlsMode.AUTO
     tls_cert: Path | None = None
@@ -232,6 +233,7 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-unix-ro-path": ("unix_ro_path", _path),
     "xend-http-auth": ("http_auth", _bool),
     "xend-admin-group": ("admin_group", _name),
+    "xend-viewer-group": ("viewer_group", _name),
     "xend-session-lifetime": ("session_lifetime", _seconds),
     "xend-tls": ("tls", _tls_mode),
     "xend-tls-cert": ("tls_cert", _path),
