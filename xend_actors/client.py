@@ -1,5 +1,10 @@
 """XendClient: the Python client of xend's HTTP interface, over TCP or the Unix socket.
 
+Where to: an explicit ``server`` (``HOST:PORT``) or ``unix_path``, else ``$XEND`` (TCP), else
+``$XEND_UNIX_PATH``, else the Unix socket of a xend with the shipped configuration. Over
+the Unix socket xend knows its client by uid (root needs nothing more); over TCP the
+client sends its API token (``token``, else ``$XEND_TOKEN``) as ``Authorization: Bearer``.
+
 It follows the original client rule (facts §4.3): 200, 201 and 202 are success and
 204 is no data; an ``application/sxp`` body is parsed and an ``(xend.err msg)``
 value raised as ``XendError(msg)``; any other status raises with its reason phrase
@@ -25,6 +30,7 @@ from xend_actors.errors import XendError
 from xend_actors.events.event import Event
 
 DEFAULT_SERVER = "localhost:8000"
+DEFAULT_UNIX_PATH = Path("/var/run/xend/xend.sock")
 DEFAULT_ROOT = "/xend/"
 TIMEOUT = 60.0
 
@@ -44,16 +50,23 @@ class XendClient:
     """One connection pool to one xend; the ``xend_*`` methods name its URLs."""
 
     def __init__(self, server: str | None = None, *, unix_path: Path | None = None,
-                 root: str | None = None, timeout: float = TIMEOUT) -> None:
+                 root: str | None = None, timeout: float = TIMEOUT,
+                 token: str | None = None) -> None:
         self.root = "/" + (root or os.environ.get("XEND_ROOT", DEFAULT_ROOT)).strip("/") + "/"
         headers = {"Accept": sxp.MIME_TYPE}
+        token = token or os.environ.get("XEND_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        server = server or os.environ.get("XEND")
+        if server is None and unix_path is None:
+            unix_path = Path(os.environ.get("XEND_UNIX_PATH") or DEFAULT_UNIX_PATH)
+        self.unix_path = unix_path
         if unix_path is not None:
             transport = httpx.HTTPTransport(uds=str(unix_path))
             self.where = f"unix://{unix_path}"
             self._http = httpx.Client(base_url="http://xend", transport=transport,
                                       headers=headers, timeout=timeout)
         else:
-            server = server or os.environ.get("XEND", DEFAULT_SERVER)
             self.where = f"http://{server}"
             self._http = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)
 
@@ -297,6 +310,19 @@ class XendClient:
 
     def xend_vnet_delete(self, id: int | str) -> sxp.Value:
         return self.post(self._vnet(id), "delete")
+
+    # API tokens (ours): admins only.
+
+    def xend_tokens(self) -> sxp.Value:
+        """Every token's ``(token (name N) (role R) (created T))``; never a secret."""
+        return self.get(self.url("token") + "/")
+
+    def xend_token_create(self, name: str, role: str = "admin") -> sxp.Value:
+        """Make a token; ``(token (name N) (role R) (secret S))``: S is shown only now."""
+        return self.post(self.url("token"), "create", name=name, role=role)
+
+    def xend_token_delete(self, name: str) -> sxp.Value:
+        return self.post(self.url("token", quote(name, safe="")), "delete")
 
     def _vnet(self, id: int | str) -> str:
         return self.url("vnet", quote(str(id), safe=""))

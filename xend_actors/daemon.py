@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
+from xend_actors.access.ratelimit import FailureLimiter
+from xend_actors.access.sessions import Sessions
+from xend_actors.access.tokens import Tokens
 from xend_actors.actors import ask, proxy_of
 from xend_actors.config import XendConfig
 from xend_actors.console.hub import Consoles, ConsolesProxy
@@ -35,6 +38,7 @@ from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
 from xend_actors.transfer.transfer import Transfer, TransferProxy
+from xend_actors.web.gate import Keys
 from xend_actors.web.routes import make_app
 from xend_actors.web.server import WebServer, WebServerProxy
 from xend_actors.web.services import Services
@@ -92,9 +96,12 @@ class Root(TracedActor):
                 driver, table, events, store.migrate, config), TransferProxy)
             ask(transfer.ping(), "the transfer actor", BARRIER_TIMEOUT)
             relocation = ask(transfer.start_relocation(), "the transfer actor", BARRIER_TIMEOUT)
+            keys = Keys(Tokens(store.token), Sessions(config.session_lifetime),
+                        FailureLimiter())
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
-                                    consoles=consoles, vnets=vnets, transfer=transfer)
-            web = self._start("web", WebServer.start(config, make_app(web_services)),
+                                    consoles=consoles, vnets=vnets, transfer=transfer,
+                                    keys=keys)
+            web = self._start("web", WebServer.start(config, make_app(web_services), keys),
                               WebServerProxy)
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)
             debug = self._start("debug", DebugServer.start(
@@ -135,6 +142,9 @@ def run(config: XendConfig, *, foreground: bool,
     setup_logging(config.logfile, config.loglevel, to_stderr=foreground)
     for warning in config.warnings:
         log.warning("%s", warning)
+    if not config.http_auth:
+        log.warning("(xend-http-auth no): HTTP clients over TCP are not asked who they are; "
+                    "any client xend-hosts-allow lets in may do anything")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_root_and_node_over_tcp_and_unix_socket(shared_home: XendHome) -> None:
-    for client in (XendClient(f"127.0.0.1:{shared_home.http_port}"),
+    for client in (XendClient(f"127.0.0.1:{shared_home.http_port}",
+                              token=shared_home.admin_token()),
                    XendClient(unix_path=shared_home.unix_path)):
         with client:
             assert client.xend() == ["ls", "node", "domain", "console", "event", "device",
@@ -32,8 +33,16 @@ def test_node_log_is_text_with_the_start_line(shared_home: XendHome) -> None:
 def test_server_comes_from_the_environment(shared_home: XendHome,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XEND", f"127.0.0.1:{shared_home.http_port}")
+    monkeypatch.setenv("XEND_TOKEN", shared_home.admin_token())
     with XendClient() as client:
         assert client.xend()[0] == "ls"
+
+
+def test_over_tcp_without_a_token_xend_says_what_it_needs(shared_home: XendHome) -> None:
+    with XendClient(f"127.0.0.1:{shared_home.http_port}") as client, \
+            pytest.raises(XendError, match="Authentication required: an API token") as error:
+        client.xend_domains()
+    assert error.value.status == 401
 
 
 def test_errors_raise_with_the_message_and_status(shared_home: XendHome) -> None:

@@ -147,7 +147,7 @@ def test_a_save_to_a_bad_place_leaves_the_domain_running(xend: Xend, tmp_path: P
 
 def test_xm_save_and_restore(xend: Xend, tmp_path: Path) -> None:
     start(xend, "x1")
-    server = f"127.0.0.1:{xend.home.http_port}"
+    server = xend.home
 
     def xm(*args: str) -> subprocess.CompletedProcess[str]:
         return run_xm(server, *args, cwd=tmp_path)

@@ -30,7 +30,7 @@ def xm(shared_home: XendHome) -> Xm:
 
     def run(*args: str, ok: bool = True, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        done = run_xm(f"127.0.0.1:{shared_home.http_port}", *args, cwd=cwd, env=env)
+        done = run_xm(shared_home, *args, cwd=cwd, env=env)
         if ok:
             assert done.returncode == 0, (args, done.stdout, done.stderr)
             assert done.stderr == "", (args, done.stderr)
@@ -178,7 +178,7 @@ def test_create_the_shipped_examples(xend_home: Callable[..., XendHome]) -> None
     home.start()
 
     def xm(*args: str) -> subprocess.CompletedProcess[str]:
-        done = run_xm(f"127.0.0.1:{home.http_port}", *args)
+        done = run_xm(home, *args)
         assert (done.returncode, done.stderr) == (0, ""), (args, done.stderr)
         return done
 

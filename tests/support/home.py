@@ -47,6 +47,7 @@ class XendHome:
     console_port_base: int = field(default_factory=lambda: free_port_base(span=CONSOLE_SPAN))
     extra: str = ""
     netns: str = ""  # run xend (and so its simhv) in this network namespace
+    _token: str = ""  # an admin API token, made on first use
 
     @property
     def config_file(self) -> Path:
@@ -85,6 +86,9 @@ class XendHome:
             f"(xend-event-port {self.event_port})\n"
             f"(console-port-base {self.console_port_base})\n"
             "(console-address 127.0.0.1)\n"
+            # Most tests type on consoles through their raw ports, as the original's
+            # users did; the tests of the default (WebSocket only) say (console-tcp no).
+            "(console-tcp yes)\n"
             "(xend-unix-server yes)\n"
             f"(xend-unix-path {self.unix_path})\n"
             f"(xend-run-dir {self.run_dir})\n"
@@ -173,9 +177,21 @@ class XendHome:
             return "\n" + self.logfile.read_text()[-3000:]
         return ""
 
+    def admin_token(self) -> str:
+        """An admin API token of this xend (made over the Unix socket the first time)."""
+        if not self._token:
+            with self.unix_http() as http:
+                made = http.post("/xend/token", data={"op": "create", "name": "tests"})
+            assert made.status_code == 201, made.text
+            self._token = str(sxp.child_value(sxp.parse(made.text), "secret"))
+        return self._token
+
     # verify=False: no TLS here, and loading the CA bundle costs a client 40 ms of CPU.
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, headers=SXP_ACCEPT, verify=False)
+    def http(self, token: str | None = None) -> httpx.Client:
+        """A client of the TCP port, with an admin token unless another is given ('' none)."""
+        token = self.admin_token() if token is None else token
+        headers = {**SXP_ACCEPT, **({"Authorization": f"Bearer {token}"} if token else {})}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers, verify=False)
 
     def unix_http(self, timeout: float = 30) -> httpx.Client:
         transport = httpx.HTTPTransport(uds=str(self.unix_path), verify=False)

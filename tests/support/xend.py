@@ -23,12 +23,15 @@ SIM_KERNEL = "/boot/vmlinuz-sim"
 XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 
 
-def run_xm(server: str, *args: str, cwd: Path | None = None,
+def run_xm(server: str | XendHome, *args: str, cwd: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``xm`` against the xend at ``server`` (host:port)."""
+    """Run the installed ``xm`` against the xend at ``server`` (host:port), or over TCP
+    with an admin token to the xend of a home."""
     assert XM, "the xm script is not installed beside this Python (pip install -e .)"
+    reach = ({"XEND": server} if isinstance(server, str) else
+             {"XEND": f"127.0.0.1:{server.http_port}", "XEND_TOKEN": server.admin_token()})
     return subprocess.run([XM, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, "XEND": server, **(env or {})},
+                          env={**os.environ, **reach, **(env or {})},
                           stdin=subprocess.DEVNULL)
 
 def sim_vm(name: str, *extra: sxp.Value, memory: int = 32) -> sxp.Value:

@@ -6,6 +6,7 @@ import pytest
 from werkzeug import Request
 from werkzeug.test import Client
 
+from tests.support.gates import open_gate
 from xend_actors import sxp
 from xend_actors.errors import Conflict
 from xend_actors.web.app import MAX_BODY_BYTES, XendApp
@@ -39,7 +40,7 @@ class Thing(Resource):
 
 @pytest.fixture
 def client() -> Client:
-    return Client(XendApp([("/xend/thing/<name>", Thing())]))
+    return Client(open_gate(XendApp([("/xend/thing/<name>", Thing())])))
 
 
 def body(response) -> sxp.Value:  # type: ignore[no-untyped-def]

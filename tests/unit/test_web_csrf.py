@@ -13,6 +13,7 @@ import pytest
 from werkzeug import Request
 from werkzeug.test import Client
 
+from tests.support.gates import open_gate
 from xend_actors import sxp
 from xend_actors.errors import Conflict
 from xend_actors.web.app import XendApp
@@ -56,7 +57,7 @@ def counter() -> Counter:
 
 @pytest.fixture
 def client(counter: Counter) -> Client:
-    return Client(XendApp([("/xend/counter/", counter)], site=BrowserSite()))
+    return Client(open_gate(XendApp([("/xend/counter/", counter)], site=BrowserSite())))
 
 
 def form_token(client: Client) -> str:
@@ -141,14 +142,14 @@ def test_missing_or_wrong_token_is_refused(client: Client, counter: Counter,
 
 
 def test_token_of_another_browser_or_an_earlier_xend_is_refused(counter: Counter) -> None:
-    app = XendApp([("/xend/counter/", counter)], site=BrowserSite())
+    app = open_gate(XendApp([("/xend/counter/", counter)], site=BrowserSite()))
     victim, attacker = Client(app), Client(app)
     stolen = form_token(attacker)  # a token bound to the attacker's own cookie
     form_token(victim)
     reply = victim.post("/xend/counter/", data={"op": "bump", "by": "1", FIELD: stolen},
                         headers={**BROWSER, "Origin": OWN})
     assert reply.status_code == 403
-    restarted = Client(XendApp([("/xend/counter/", counter)], site=BrowserSite()))
+    restarted = Client(open_gate(XendApp([("/xend/counter/", counter)], site=BrowserSite())))
     restarted.set_cookie(COOKIE, victim.get_cookie(COOKIE).value)
     reply = restarted.post("/xend/counter/",
                            data={"op": "bump", "by": "1", FIELD: form_token(victim)},

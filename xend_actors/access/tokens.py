@@ -77,6 +77,13 @@ class Tokens:
                 raise NotFound(f"No such token: {name}")
             self._records.delete(name)
 
+    def info(self, name: str) -> TokenInfo:
+        with self._lock:
+            record = self._tokens.get(name)
+        if record is None:
+            raise NotFound(f"No such token: {name}")
+        return record.info
+
     def infos(self) -> list[TokenInfo]:
         with self._lock:
             return sorted((r.info for r in self._tokens.values()), key=lambda i: i.name)

@@ -7,6 +7,10 @@ follow the original client rule (facts §4.3) still read the message. Bodies and
 forms have size limits; nothing unbounded is parsed. Requests negotiated as a browser
 go to ``browser.BrowserSite`` (pages, guarded forms); no op runs for a request from
 another site, whoever sends it (``csrf.cross_site_refusal``).
+
+Authorization is here, once for both ways in: the gate (``gate.py``) has said who the
+client is; ``authorize`` says whether that principal may have what it asks, and every
+op run is written to the audit trail (``audit.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from xend_actors import sxp
-from xend_actors.errors import Forbidden, XendError
+from xend_actors.access.identity import Principal, principal_of
+from xend_actors.errors import Forbidden, Unauthorized, XendError
+from xend_actors.web.audit import Audit, AuditEntry
 from xend_actors.web.browser import BrowserSite
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import decode, request_values
@@ -54,13 +60,14 @@ class XendApp:
     """Dispatches ``/xend/...`` requests to their resources."""
 
     def __init__(self, routes: Iterable[tuple[str, Resource]],
-                 site: BrowserSite | None = None) -> None:
+                 site: BrowserSite | None = None, audit: Audit | None = None) -> None:
         self.url_map = Map(
             [Rule(path, endpoint=resource) for path, resource in routes],
             strict_slashes=False,
             merge_slashes=False,
         )
         self.site = site or BrowserSite()
+        self.audit = audit or Audit()
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -92,6 +99,7 @@ class XendApp:
             name = request.args.get("op")
             chosen = resource.ops.get(name) if name else None
             if chosen is None or not chosen.on_get:
+                self.authorize(request, resource)
                 return _as_reply(resource.get(request, **url_args))
         elif request.method == "POST":
             chosen = self.chosen_op(resource, values)
@@ -114,9 +122,51 @@ class XendApp:
         return chosen
 
     @staticmethod
-    def run_op(request: Request, resource: Resource, chosen: Op, url_args: Mapping[str, Any],
-               values: MultiDict[str, str]) -> Reply | Response:
-        """Run ``chosen`` with its declared parameters taken from ``values``."""
+    def authorize(request: Request, resource: Resource, chosen: Op | None = None) -> None:
+        """Whether the request's principal may GET ``resource`` or run ``chosen`` on it:
+        admins anything, viewers only GETs that change nothing; else 401 or 403."""
+        if resource.public:
+            return
+        principal = principal_of(request.environ)
+        if principal is None:
+            raise Unauthorized("Authentication required")
+        if principal.is_admin:
+            return
+        reading = request.method in ("GET", "HEAD") and (chosen is None or chosen.reads)
+        if resource.admin_only or not reading:
+            what = f"run {chosen.name}" if chosen else f"{request.method} {request.path}"
+            raise Forbidden(f"{principal} is a {principal.role.value}: it may not {what}")
+
+    def run_op(self, request: Request, resource: Resource, chosen: Op,
+               url_args: Mapping[str, Any], values: MultiDict[str, str]) -> Reply | Response:
+        """Run ``chosen`` with its declared parameters taken from ``values``, if the
+        principal may; the attempt goes to the audit trail whatever its end."""
+        if chosen.reads and request.method in ("GET", "HEAD"):
+            self.authorize(request, resource, chosen)
+            return self._run(request, resource, chosen, url_args, values)
+        principal = principal_of(request.environ)
+        dom = url_args.get("dom")
+        try:
+            self.authorize(request, resource, chosen)
+            reply = self._run(request, resource, chosen, url_args, values)
+        except XendError as error:
+            self._audit(principal, chosen, request, dom, error.status, error.message)
+            raise
+        except Exception:
+            self._audit(principal, chosen, request, dom, 500, "internal error")
+            raise
+        self._audit(principal, chosen, request, dom,
+                    reply.status if isinstance(reply, Reply) else reply.status_code)
+        return reply
+
+    def _audit(self, who: Principal | None, chosen: Op, request: Request, dom: object,
+               status: int, message: str = "") -> None:
+        self.audit(AuditEntry(who, chosen.name, request.path,
+                              None if dom is None else str(dom), status, message))
+
+    @staticmethod
+    def _run(request: Request, resource: Resource, chosen: Op, url_args: Mapping[str, Any],
+             values: MultiDict[str, str]) -> Reply | Response:
         args = decode(chosen.params, values)
         reply = _as_reply(chosen.handler(resource, request, **url_args, **args))
         if isinstance(reply, Reply) and reply.status == 200 and chosen.status != 200:

@@ -97,6 +97,7 @@ class BrowserSite:
     def _get(self, app: XendApp, request: Request, rule: Rule, url_args: Mapping[str, Any],
              cookie: str) -> Response:
         resource: Resource = rule.endpoint
+        app.authorize(request, resource)
         result = resource.get(request, **url_args)
         if isinstance(result, Response):
             return result

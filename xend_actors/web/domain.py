@@ -172,19 +172,19 @@ class DomainResource(Resource):
                 return device.sxpr()
         raise NotFound(f"domain {dom} has no {'vbd' if kind is VbdInfo else 'vif'} {idx}")
 
-    @op("vbds", on_get=True)
+    @op("vbds", on_get=True, reads=True)
     def vbds(self, request: Request, dom: str) -> sxp.Value:
         return [device.sxpr() for device in self._infos(dom, VbdInfo)]
 
-    @op("vbd", params=_ints("vbd"), on_get=True)
+    @op("vbd", params=_ints("vbd"), on_get=True, reads=True)
     def vbd(self, request: Request, dom: str, vbd: int) -> sxp.Value:
         return self._one(dom, VbdInfo, vbd)
 
-    @op("vifs", on_get=True)
+    @op("vifs", on_get=True, reads=True)
     def vifs(self, request: Request, dom: str) -> sxp.Value:
         return [device.sxpr() for device in self._infos(dom, VifInfo)]
 
-    @op("vif", params=_ints("vif"), on_get=True)
+    @op("vif", params=_ints("vif"), on_get=True, reads=True)
     def vif(self, request: Request, dom: str, vif: int) -> sxp.Value:
         return self._one(dom, VifInfo, vif)
 

@@ -58,16 +58,17 @@ class Op:
     handler: Callable[..., Any]
     status: int = 200
     on_get: bool = False  # the few ops the original also runs on GET
+    reads: bool = False  # changes nothing: a viewer may run it by GET
 
 
 def op(*names: str, params: tuple[Param, ...] = (), status: int = 200,
-       on_get: bool = False) -> Callable:
+       on_get: bool = False, reads: bool = False) -> Callable:
     """Declare the decorated method as the handler of POST ``op=name`` for each name."""
 
     def mark(handler: Callable) -> Callable:
         # A mark on the function itself, read when the resource class is made.
-        handler.xend_ops = [Op(name, params, handler, status, on_get)  # type: ignore[attr-defined]
-                            for name in names]
+        handler.xend_ops = [Op(name, params, handler, status, on_get,  # type: ignore[attr-defined]
+                               reads) for name in names]
         return handler
 
     return mark
@@ -78,6 +79,8 @@ class Resource:
 
     children: ClassVar[tuple[str, ...]] = ()
     ops: ClassVar[dict[str, Op]] = {}
+    admin_only: ClassVar[bool] = False  # even its GET is for admins (tokens, console input)
+    public: ClassVar[bool] = False  # served to clients not yet known (the login page)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xend_actors.web.app import XendApp
+from xend_actors.web.audit import Audit
 from xend_actors.web.browser import BrowserSite
 from xend_actors.web.console import ConsoleDirResource, ConsoleLogResource, ConsoleResource
 from xend_actors.web.domain import DomainDirResource, DomainResource
@@ -11,6 +12,7 @@ from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, N
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
 from xend_actors.web.static_files import StaticResource
+from xend_actors.web.token import TokenDirResource, TokenResource
 from xend_actors.web.vnet import VnetDirResource, VnetResource
 
 
@@ -25,6 +27,10 @@ class EmptyResource(Resource):
 
 
 def make_app(services: Services) -> XendApp:
+    tokens = [] if services.keys is None else [
+        ("/xend/token/", TokenDirResource(services.keys.tokens)),
+        ("/xend/token/<name>/", TokenResource(services.keys.tokens)),
+    ]
     return XendApp(
         [
             ("/xend/", RootResource()),
@@ -42,6 +48,8 @@ def make_app(services: Services) -> XendApp:
             ("/xend/static/<name>", StaticResource()),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
+            *tokens,
         ],
         site=BrowserSite(services),  # the HTML pages: web/pages.py
+        audit=Audit(services.events.publish),
     )

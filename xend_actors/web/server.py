@@ -1,96 +1,137 @@
-"""The WebServer actor: owns xend's HTTP listeners (TCP, and the local Unix socket).
+"""The WebServer actor: owns xend's HTTP listeners (TCP, the Unix socket, the read-only one).
 
 Each listener is a threaded werkzeug server whose loop runs on its own thread;
 the actor owns their lifetimes. Listeners are bound in ``__init__`` so that a port
 in use fails the start of xend with a clear error instead of a dead actor.
-TCP clients are checked against ``xend-hosts-allow``; the Unix socket is root-only
-(mode 0600 in a 0700 run dir), so whoever reaches it is trusted.
+Every listener is a door with a gate (``gate.py``) in front of the app. The Unix
+listeners tell the gate their peer's uid (``SO_PEERCRED``). The admin socket is
+mode 0600 (root's), or 0660 and owned by ``xend-unix-group``; the read-only socket
+is 0666: it lets everyone look, nobody change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
 import socket
+import struct
 import threading
-from collections.abc import Iterable, Sequence
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
-from werkzeug import Response
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from xend_actors import sxp
-from xend_actors.access.hosts import client_allowed
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.trace import TracedActor
-from xend_actors.web.negotiate import SXP_MIMETYPE
+from xend_actors.web.gate import PEER_UID, Door, Gate, Keys, group_id
 
 log = logging.getLogger(__name__)
 
 # How often a server's loop looks for a stop: what a stop of xend waits for, at most.
 SHUTDOWN_POLL = 0.05
 
-def guard_hosts(app: WSGIApplication,
-                patterns: Sequence[re.Pattern[str]]) -> WSGIApplication:
-    """Wrap ``app`` so clients not allowed by ``patterns`` get 403."""
-
-    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        address = environ.get("REMOTE_ADDR", "")
-        if client_allowed(address, patterns):
-            return app(environ, start_response)
-        message = f"client {address} is not allowed by xend-hosts-allow"
-        response = Response(sxp.show(["xend.err", message]), mimetype=SXP_MIMETYPE)
-        response.status = f"403 {message}"
-        return response(environ, start_response)
-
-    return guarded
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket; binding here, not in werkzeug, because werkzeug's server
-    calls ``sys.exit`` when the port is taken."""
-    if host.startswith("unix://"):
-        path = host.removeprefix("unix://")
-        if os.path.exists(path):
-            os.unlink(path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o600)
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, telling the gate a Unix peer's uid."""
+
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        if self.connection.family == socket.AF_UNIX:
+            creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               _PEERCRED.size)
+            environ[PEER_UID] = _PEERCRED.unpack(creds)[1]
+        return environ
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """A socket file is made with the umask's mode: closed from its first moment."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _bind_unix(path: Path, mode: int, gid: int = -1) -> socket.socket:
+    if path.is_socket():
+        path.unlink()  # one a xend before us left; never another kind of file
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with _umask(0o177):
+            listener.bind(str(path))
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
         listener.listen(128)
-        return listener
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     return socket.create_server((host, port), family=family, backlog=128)
 
 
-def _listen(host: str, port: int, app: WSGIApplication) -> BaseWSGIServer:
-    where = host if host.startswith("unix://") else f"{host}:{port}"
+def _serve(where: str, bind: Callable[[], socket.socket], host: str, port: int,
+           app: WSGIApplication) -> BaseWSGIServer:
+    """A server on the socket ``bind`` makes; binding here, not in werkzeug, because
+    werkzeug's server calls ``sys.exit`` when the port is taken."""
     try:
-        listener = _bind(host, port)
+        listener = bind()
     except OSError as error:
         raise XendError(f"cannot listen on {where}: {error.strerror or error}") from None
     with listener:
-        return make_server(host, port, app, threaded=True, fd=listener.fileno())
+        return make_server(host, port, app, threaded=True, fd=listener.fileno(),
+                           request_handler=_RequestHandler)
+
+
+def _open_run_dir(config: XendConfig, gid: int) -> None:
+    """Let the clients the sockets are for through the run dir (0700 otherwise): members
+    of the group to the admin socket, everyone to the read-only one. Every other file in
+    it keeps its own mode."""
+    if config.unix_ro_path is not None and config.unix_ro_path.parent == config.run_dir:
+        os.chmod(config.run_dir, 0o711)
+    elif gid != -1 and config.unix_server and config.unix_path.parent == config.run_dir:
+        os.chown(config.run_dir, -1, gid)
+        os.chmod(config.run_dir, 0o710)
 
 
 class WebServer(TracedActor):
     """Serves ``app`` on the configured TCP address and, if enabled, the Unix socket."""
 
-    def __init__(self, config: XendConfig, app: WSGIApplication) -> None:
+    def __init__(self, config: XendConfig, app: WSGIApplication, keys: Keys) -> None:
         super().__init__()
         self._servers: list[BaseWSGIServer] = []
         self._threads: list[threading.Thread] = []
         try:
-            self._servers.append(
-                _listen(config.http_address or "0.0.0.0", config.http_port,
-                        guard_hosts(app, config.hosts_allow))
-            )
+            host, port = config.http_address or "0.0.0.0", config.http_port
+            self._servers.append(_serve(
+                f"{host}:{port}", lambda: _bind_tcp(host, port), host, port,
+                Gate(app, Door.TCP, config, keys)))
+            gid = group_id(config.unix_group) if config.unix_group else -1
             if config.unix_server:
-                config.unix_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._servers.append(_listen(f"unix://{config.unix_path}", 0, app))
+                path = config.unix_path
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                mode = 0o660 if gid != -1 else 0o600
+                self._servers.append(_serve(
+                    f"unix://{path}", lambda: _bind_unix(path, mode, gid), f"unix://{path}", 0,
+                    Gate(app, Door.UNIX, config, keys)))
+            if config.unix_ro_path is not None:
+                ro_path = config.unix_ro_path
+                ro_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self._servers.append(_serve(
+                    f"unix://{ro_path}", lambda: _bind_unix(ro_path, 0o666),
+                    f"unix://{ro_path}", 0, Gate(app, Door.UNIX_RO, config, keys)))
+            _open_run_dir(config, gid)
         except BaseException:
             self._close()
             raise

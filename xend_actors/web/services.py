@@ -1,4 +1,4 @@
-"""The parts of xend a web handler may ask: actor proxies and the config.
+"""The parts of xend a web handler may ask: actor proxies, the config, the gate's keys.
 
 Handlers never touch another actor's state; they ask these proxies, always with
 a timeout, so a stuck actor becomes a clear 504 instead of a hung request.
@@ -20,6 +20,7 @@ from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.notify import NotifierProxy
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.transfer.transfer import TransferProxy
+from xend_actors.web.gate import Keys
 
 ASK_TIMEOUT = 10.0
 BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
@@ -38,6 +39,7 @@ class Services:
     consoles: ConsolesProxy
     vnets: VnetsProxy
     transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
+    keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
 
 
 def answer(future: pykka.Future[T], what: str, timeout: float = ASK_TIMEOUT) -> T:

@@ -17,9 +17,19 @@ from pathlib import Path
 import click
 
 from xend_actors import sxp
-from xend_actors.client import DEFAULT_SERVER, XendClient
+from xend_actors.client import XendClient
 from xend_actors.errors import XendError
-from xend_actors.xm import console, create, device, domain, host, scheduler, transfer, vnet
+from xend_actors.xm import (
+    console,
+    create,
+    device,
+    domain,
+    host,
+    scheduler,
+    token,
+    transfer,
+    vnet,
+)
 
 
 class UnknownCommand(click.ClickException):
@@ -56,16 +66,20 @@ class XmGroup(click.Group):
 
 @click.group(cls=XmGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--server", envvar="XEND", default=DEFAULT_SERVER, show_default=True,
-              metavar="HOST:PORT", help="xend's HTTP address (env XEND).")
+@click.option("--server", envvar="XEND", metavar="HOST:PORT",
+              help="Reach xend over TCP at this address (env XEND); needs a token.")
 @click.option("--unix", "unix_path", envvar="XEND_UNIX_PATH", metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Reach xend on this Unix socket instead (env XEND_UNIX_PATH).")
+              help="Reach xend on this Unix socket (env XEND_UNIX_PATH; the default is "
+                   "/var/run/xend/xend.sock).")
+@click.option("--token", envvar="XEND_TOKEN", metavar="TOKEN",
+              help="The API token to send over TCP (env XEND_TOKEN).")
 @click.pass_context
-def xm(ctx: click.Context, server: str, unix_path: Path | None) -> None:
+def xm(ctx: click.Context, server: str | None, unix_path: Path | None,
+       token: str | None) -> None:
     """Control xend and its domains."""
     # The one place that decides which xend xm talks to.
-    ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path))
+    ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path, token=token))
     if ctx.invoked_subcommand is None:
         click.echo(help_text(), nl=False)
 
@@ -113,7 +127,8 @@ GROUPS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("Commands on domains:", (create.create, *domain.COMMANDS, *device.COMMANDS,
                               *transfer.COMMANDS)),
     # The original had a group of its own for vnets; they are the host's networks.
-    ("Commands related to the xen host (node):", (*host.COMMANDS, *vnet.COMMANDS)),
+    ("Commands related to the xen host (node):", (*host.COMMANDS, *vnet.COMMANDS,
+                                                  *token.COMMANDS)),
     ("Commands controlling scheduling:", scheduler.COMMANDS),
 )
 
@@ -124,7 +139,7 @@ for _title, _commands in GROUPS:
 
 def help_text() -> str:
     """Every command by group: a title line, then ``%-14s %s`` per command (facts §14.1)."""
-    lines = ["Usage: xm [--server HOST:PORT | --unix PATH] CMD [ARGS]..."]
+    lines = ["Usage: xm [--server HOST:PORT [--token TOKEN] | --unix PATH] CMD [ARGS]..."]
     for title, commands in GROUPS:
         lines += ["", title, ""] if title else [""]
         for command in sorted(commands, key=lambda c: c.name or ""):
