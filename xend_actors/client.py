@@ -57,7 +57,7 @@ class XendClient:
         token = token or os.environ.get("XEND_TOKEN")
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        server = server or os.environ.get("XEND")
+        server = server or os.environ.get("XEND") or None
         if server is None and unix_path is None:
             unix_path = Path(os.environ.get("XEND_UNIX_PATH") or DEFAULT_UNIX_PATH)
         self.unix_path = unix_path

@@ -23,13 +23,17 @@ SIM_KERNEL = "/boot/vmlinuz-sim"
 XM = shutil.which("xm", path=os.path.dirname(sys.executable))
 
 
-def run_xm(server: str | XendHome, *args: str, cwd: Path | None = None,
+def run_xm(server: str | XendHome | None, *args: str, cwd: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``xm`` against the xend at ``server`` (host:port), or over TCP
-    with an admin token to the xend of a home."""
+    """Run the installed ``xm`` against the xend at ``server`` (host:port), over TCP with an
+    admin token to the xend of a home, or as ``env`` says (None)."""
     assert XM, "the xm script is not installed beside this Python (pip install -e .)"
-    reach = ({"XEND": server} if isinstance(server, str) else
-             {"XEND": f"127.0.0.1:{server.http_port}", "XEND_TOKEN": server.admin_token()})
+    if server is None:
+        reach = {}
+    elif isinstance(server, str):
+        reach = {"XEND": server}
+    else:
+        reach = {"XEND": f"127.0.0.1:{server.http_port}", "XEND_TOKEN": server.admin_token()}
     return subprocess.run([XM, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**os.environ, **reach, **(env or {})},
                           stdin=subprocess.DEVNULL)

@@ -94,15 +94,16 @@ def _serve(where: str, bind: Callable[[], socket.socket], host: str, port: int,
                            request_handler=_RequestHandler)
 
 
-def _open_run_dir(config: XendConfig, gid: int) -> None:
-    """Let the clients the sockets are for through the run dir (0700 otherwise): members
-    of the group to the admin socket, everyone to the read-only one. Every other file in
-    it keeps its own mode."""
-    if config.unix_ro_path is not None and config.unix_ro_path.parent == config.run_dir:
-        os.chmod(config.run_dir, 0o711)
-    elif gid != -1 and config.unix_server and config.unix_path.parent == config.run_dir:
-        os.chown(config.run_dir, -1, gid)
-        os.chmod(config.run_dir, 0o710)
+def _socket_folder(path: Path, config: XendConfig, mode: int, gid: int = -1) -> None:
+    """Make the folder of a socket for whom it is for: members of ``xend-unix-group`` (0710)
+    or everyone (0711, to pass through, not to list). Only the run dir or a folder made
+    here is changed; every other file in it keeps its own mode."""
+    folder = path.parent
+    made = not folder.exists()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if (made or folder == config.run_dir) and mode != 0o700:
+        os.chown(folder, -1, gid)
+        os.chmod(folder, mode)
 
 
 class WebServer(TracedActor):
@@ -120,18 +121,17 @@ class WebServer(TracedActor):
             gid = group_id(config.unix_group) if config.unix_group else -1
             if config.unix_server:
                 path = config.unix_path
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _socket_folder(path, config, 0o710 if gid != -1 else 0o700, gid)
                 mode = 0o660 if gid != -1 else 0o600
                 self._servers.append(_serve(
                     f"unix://{path}", lambda: _bind_unix(path, mode, gid), f"unix://{path}", 0,
                     Gate(app, Door.UNIX, config, keys)))
             if config.unix_ro_path is not None:
                 ro_path = config.unix_ro_path
-                ro_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                _socket_folder(ro_path, config, 0o711)
                 self._servers.append(_serve(
                     f"unix://{ro_path}", lambda: _bind_unix(ro_path, 0o666),
                     f"unix://{ro_path}", 0, Gate(app, Door.UNIX_RO, config, keys)))
-            _open_run_dir(config, gid)
         except BaseException:
             self._close()
             raise
