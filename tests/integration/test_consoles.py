@@ -262,7 +262,8 @@ def test_a_viewer_long_polls_the_log_beside_the_client(xend: Xend) -> None:
 
 
 def xm_env(home: XendHome) -> dict[str, str]:
-    return {**os.environ, "XEND": f"127.0.0.1:{home.http_port}"}
+    return {**os.environ, "XEND": f"127.0.0.1:{home.http_port}",
+            "XEND_TOKEN": home.admin_token()}
 
 
 def test_xm_consoles_lists_ports_and_the_connected_client(xend: Xend) -> None:
