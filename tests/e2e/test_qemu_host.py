@@ -67,7 +67,7 @@ def test_the_accelerator_is_probed_once_and_shown_by_xm_info(
     with console(xend.console_port("probe")) as con:
         booted(con)
     shown = subprocess.run([XM, "info"], capture_output=True, text=True, timeout=30,
-                           env={**os.environ, "XEND": f"127.0.0.1:{xend.home.http_port}"})
+                           env={**os.environ, "XEND_UNIX_PATH": str(xend.home.unix_path)})
     assert shown.returncode == 0, shown.stderr
     line = next(row for row in shown.stdout.splitlines() if row.startswith("hypervisor"))
     print(line)
