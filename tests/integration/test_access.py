@@ -255,7 +255,7 @@ def test_every_op_is_audited_with_who_and_how_it_ended(xend: Xend) -> None:
 
 
 def test_http_auth_no_is_the_original_with_a_warning(fresh_xend: Callable[..., Xend]) -> None:
-    xend = fresh_xend("(xend-http-auth no)\n")
+    xend = fresh_xend("(xend-http-auth no)\n(console-tcp yes)\n")
     server = f"127.0.0.1:{xend.home.http_port}"
     config = xend.home.root / "o1.sxp"
     config.write_text(sxp.show(sim_vm("o1")))
