@@ -8,6 +8,11 @@ reloading that page repeats nothing. When the op fails, the URL's page is shown 
 with the message beside the form and the values that were sent, under the op's error
 status. Streams a resource makes itself (the event stream, a console's scrollback,
 static files) pass through unchanged.
+
+Pages follow the request's principal (``access.identity``): every page names who is
+logged in, with a logout button for a browser session (``login.py``), and only an
+admin's pages carry the forms that change things. A viewer's crafted POST is refused
+by the app like any other client's (403), and shown on its own page.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.test import EnvironBuilder
 
+from xend_actors.access.identity import Via, principal_of
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.web.csrf import FIELD, CsrfGuard
 from xend_actors.web.negotiate import SXP_MIMETYPE
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 # Form fields that steer the page, not the op.
 NEXT_FIELD = "next"
 FORM_FIELD = "form"
+_NOT_KEPT = (FIELD, "password")  # never written back into a page
 _DONE = re.compile(r"[a-z_]{1,40}")
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -117,9 +124,13 @@ class BrowserSite:
             chosen = app.chosen_op(resource, values)
             reply = app.run_op(request, resource, chosen, url_args, values)
         except XendError as error:
-            kept = {name: text for name, text in values.items() if name != FIELD}
+            if error.status == 403 and not may_act(request):
+                raise  # a viewer's crafted form: none of its forms is on the page to show it
+            kept = {name: text for name, text in values.items() if name not in _NOT_KEPT}
             return self._failed(app, request, rule, url_args, cookie,
                                 Problem(form, error.message, kept), error)
+        if isinstance(reply, Response):
+            return reply  # the op answers itself (a login sets its cookie and goes on)
         target = (_local_path(values.get(NEXT_FIELD), request)
                   or _local_path(reply.location, request) or request.path)
         separator = "&" if "?" in target else "?"
@@ -161,10 +172,21 @@ class BrowserSite:
 
     def _render(self, request: Request, template: str, context: dict[str, Any], cookie: str,
                 status: int, **extra: Any) -> Response:
+        principal = principal_of(request.environ)
         html = _templates.get_template(template).render(
             crumbs=breadcrumb(request.path), path=request.path,
-            csrf_field=FIELD, csrf_token=self.guard.token(cookie), **extra, **context)
+            csrf_field=FIELD, csrf_token=self.guard.token(cookie),
+            principal=principal if principal is not None and principal.via is not Via.OPEN
+            else None,
+            may_act=may_act(request), **extra, **context)
         return Response(html, status, _SECURITY_HEADERS, mimetype="text/html")
+
+
+def may_act(request: Request) -> bool:
+    """Whether the request's principal may change things, so its pages show the forms
+    that do (the server refuses anybody else's ops all the same)."""
+    principal = principal_of(request.environ)
+    return principal is not None and principal.is_admin
 
 
 def form_values(request: Request) -> MultiDict[str, str]:

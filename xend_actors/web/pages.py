@@ -66,6 +66,10 @@ class Page:
     context: Callable[[View], dict[str, Any]]
 
 
+def login_page(view: View) -> dict[str, Any]:
+    return {"next": sxp.child_value(view.value, "next", "/xend/")}
+
+
 def index_page(view: View) -> dict[str, Any]:
     return {"children": sxp.children(view.value)}
 
@@ -274,6 +278,7 @@ GENERIC = Page("value.html", generic_page)
 
 PAGES: Mapping[str, Page] = {
     "/xend/": Page("index.html", index_page),
+    "/xend/login": Page("login.html", login_page),
     "/xend/node/": Page("node.html", node_page),
     "/xend/node/log": Page("text.html", text_page("xend log")),
     "/xend/node/dmesg": Page("text.html", text_page("Hypervisor console (dmesg)")),

@@ -8,6 +8,7 @@ from xend_actors.web.browser import BrowserSite
 from xend_actors.web.console import ConsoleDirResource, ConsoleLogResource, ConsoleResource
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.event import EventResource
+from xend_actors.web.login import LoginResource, LogoutResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
@@ -27,7 +28,9 @@ class EmptyResource(Resource):
 
 
 def make_app(services: Services) -> XendApp:
-    tokens = [] if services.keys is None else [
+    keyed = [] if services.keys is None else [
+        ("/xend/login", LoginResource(services.config, services.keys)),
+        ("/xend/logout", LogoutResource(services.keys)),
         ("/xend/token/", TokenDirResource(services.keys.tokens)),
         ("/xend/token/<name>/", TokenResource(services.keys.tokens)),
     ]
@@ -48,7 +51,7 @@ def make_app(services: Services) -> XendApp:
             ("/xend/static/<name>", StaticResource()),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
-            *tokens,
+            *keyed,
         ],
         site=BrowserSite(services),  # the HTML pages: web/pages.py
         audit=Audit(services.events.publish),
