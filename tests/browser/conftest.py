@@ -1,5 +1,9 @@
 """A real Chromium (Debian's, never a downloaded one) driven by Playwright against real xends.
 
+A browser reaches xend over TCP, where it must log in: the tests make real local users
+with passwords (``useradd``, ``chpasswd``), one in an admin group and one in a viewer
+group that the xends' configs name, and log in through the login form, checked by PAM.
+
 Every page a test looks at can be saved as a screenshot under ``$XEND_TEST_ARTIFACTS``
 (default ``test-artifacts/`` at the top of the checkout, ignored by git).
 """
@@ -7,10 +11,14 @@ Every page a test looks at can be saved as a screenshot under ``$XEND_TEST_ARTIF
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.users import User, local_group, local_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("XEND_TEST_ARTIFACTS")
@@ -73,3 +81,63 @@ def screenshot(request: pytest.FixtureRequest) -> Callable[..., Path]:
         return path
 
     return save
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """The local users who log in to the xends of these tests, and their groups."""
+
+    admin: User
+    viewer: User
+    admin_group: str
+    viewer_group: str
+
+    def config(self) -> str:
+        """The config lines that make the groups xend's admins and viewers."""
+        return (f"(xend-admin-group {self.admin_group})\n"
+                f"(xend-viewer-group {self.viewer_group})\n")
+
+
+@pytest.fixture(scope="package")
+def accounts() -> Iterator[Accounts]:
+    with (local_group("xadm") as admins, local_group("xview") as viewers,
+          local_user(admins, prefix="xa") as admin, local_user(viewers, prefix="xv") as viewer):
+        yield Accounts(admin, viewer, admins, viewers)
+
+
+@pytest.fixture(scope="module")
+def shared_xend_config(accounts: Accounts) -> str:
+    return accounts.config()
+
+
+def _log_in(page, base: str, user: User, password: str | None = None,  # type: ignore[no-untyped-def]
+            next: str = "/xend/domain/"):
+    """Fill in and send the login form as a person does; the response to the form."""
+    page.goto(f"{base}/xend/login?next={next}")
+    page.get_by_label("User name").fill(user.name)
+    page.get_by_label("Password").fill(password if password is not None else user.password)
+    with page.expect_response(re.compile(r"/xend/login$")) as sent:
+        page.get_by_role("button", name="Log in").click()
+    return sent.value
+
+
+@pytest.fixture
+def log_in() -> Callable[..., object]:
+    """``log_in(page, base, user, password=user's, next="/xend/domain/")``: the login
+    form filled in and sent; the response to it."""
+    return _log_in
+
+
+@pytest.fixture
+def logged_in(new_page, accounts: Accounts) -> Callable[..., object]:  # type: ignore[no-untyped-def]
+    """A factory of pages logged in to the xend at ``base``: ``logged_in(base, user=admin,
+    **new_page's options)``."""
+
+    def make(base: str, user: User | None = None, **options: object):  # type: ignore[no-untyped-def]
+        page = new_page(**options)
+        reply = _log_in(page, base, user or accounts.admin)
+        assert reply.status == 303, reply.text()
+        page.wait_for_url(f"{base}/xend/domain/")
+        return page
+
+    return make

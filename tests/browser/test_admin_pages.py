@@ -1,9 +1,10 @@
 """The HTML admin pages in a real Chromium, against a real xend on the sim hypervisor.
 
-What a person at the browser does: create a domain by uploading its config, see it in
-the list, pause and unpause it, read its console, destroy it; see errors beside the
-form that caused them; watch lists follow the event stream; use it on a phone. And what
-a page on another site must not be able to do: change anything.
+What a person at the browser does, logged in as an admin (a local user the tests make;
+``conftest.py``): create a domain by uploading its config, see it in the list, pause
+and unpause it, read its console, destroy it; see errors beside the form that caused
+them; watch lists follow the event stream; use it on a phone. And what a page
+elsewhere must not be able to do: change anything.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def console_shows(home: XendHome, port: str, text: str) -> bool:
 
 
 def test_a_domain_from_upload_to_destroy_without_javascript(
-        shared_home: XendHome, new_page, screenshot, tmp_path: Path) -> None:
+        shared_home: XendHome, logged_in, screenshot, tmp_path: Path) -> None:
     base = shared_home.url
-    page: Page = new_page(javascript=False)
+    page: Page = logged_in(base, javascript=False)
     page.goto(f"{base}/xend/domain/")
     expect(page.locator("tr[data-domain='Domain-0']")).to_be_visible()
     screenshot(page, "domains-before")
@@ -116,8 +117,8 @@ def test_a_domain_from_upload_to_destroy_without_javascript(
 
 
 def test_a_malformed_config_shows_its_error_beside_the_form_and_keeps_the_text(
-        shared_home: XendHome, new_page, screenshot, tmp_path: Path) -> None:
-    page: Page = new_page()
+        shared_home: XendHome, logged_in, screenshot, tmp_path: Path) -> None:
+    page: Page = logged_in(shared_home.url)
     page.goto(f"{shared_home.url}/xend/domain/")
     create = page.locator("#form-create")
     bad = tmp_path / "broken.sxp"
@@ -140,10 +141,10 @@ def test_a_malformed_config_shows_its_error_beside_the_form_and_keeps_the_text(
     assert domain_names(shared_home) == ["Domain-0"]
 
 
-def test_op_errors_from_xend_show_beside_their_form(shared_home: XendHome, new_page,
+def test_op_errors_from_xend_show_beside_their_form(shared_home: XendHome, logged_in,
                                                     screenshot) -> None:
     create_paused(shared_home, "web1")
-    page: Page = new_page()
+    page: Page = logged_in(shared_home.url)
     page.goto(f"{shared_home.url}/xend/domain/web1")
 
     device = page.locator("#form-device_create")
@@ -167,8 +168,10 @@ def test_op_errors_from_xend_show_beside_their_form(shared_home: XendHome, new_p
 
 
 @pytest.fixture
-def other_site() -> Iterator[Callable[[str], str]]:
-    """A real web server elsewhere (another host name and port): give it a page, get its URL.
+def other_site() -> Iterator[Callable[..., str]]:
+    """A real web server elsewhere: give it a page, get its URL. By default it is another
+    site (another host name and port); ``host="127.0.0.1"`` makes it the same site as
+    xend (another port of the same host: another origin, but the same site).
 
     A real one, not a mocked route, so the browser treats it as the loopback site it is
     and lets its requests reach xend, where xend itself must refuse them.
@@ -191,56 +194,65 @@ def other_site() -> Iterator[Callable[[str], str]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
-    def serve(html: str) -> str:
+    def serve(html: str, host: str = "localhost") -> str:
         path = f"/page{len(pages)}.html"
         pages[path] = html.encode()
-        return f"http://localhost:{server.server_address[1]}{path}"
+        return f"http://{host}:{server.server_address[1]}{path}"
 
     yield serve
     server.shutdown()
     server.server_close()
 
 
-def test_a_cross_site_form_post_is_refused_and_changes_nothing(
-        shared_home: XendHome, new_page, screenshot, other_site) -> None:
+def test_a_form_post_from_elsewhere_is_refused_and_changes_nothing(
+        shared_home: XendHome, logged_in, screenshot, other_site) -> None:
     base = shared_home.url
     target = f"{base}/xend/domain/web1"
     create_paused(shared_home, "web1")
     before = sxp.child_value(domain_info(shared_home, "web1"), "state")
-    page: Page = new_page()
-    # The victim has xend open, so the browser holds xend's cookie; the attacker even
-    # knows a valid form token.
+    # The victim is logged in to xend, so the browser holds xend's cookies; the
+    # attacker even knows a valid form token.
+    page: Page = logged_in(base)
     page.goto(target)
     token = page.locator("#form-destroy input[name=csrf_token]").input_value()
-    prize = other_site(f"""<form method="post" action="{target}">
+    prize = f"""<form method="post" action="{target}">
           <input type="hidden" name="op" value="destroy">
           <input type="hidden" name="reason" value="halt">
           <input type="hidden" name="csrf_token" value="{token}">
           <button>Claim your prize</button>
-        </form>""")
-    page.goto(prize)
+        </form>"""
+
+    # From another port of the same host (the same site), the browser sends the
+    # session cookie along; the form check refuses the form.
+    page.goto(other_site(prize, host="127.0.0.1"))
     with page.expect_response(target) as posted:
         page.get_by_role("button", name="Claim your prize").click()
     assert posted.value.status == 403
     expect(page.get_by_role("heading", name="Refused")).to_be_visible()
     screenshot(page, "refused")
 
-    # A script there cannot pass for a program by asking for SXP either.
+    # From another site, the browser does not even send the session (SameSite=Strict):
+    # to xend the request comes from nobody, whether a script there passes for a
+    # program by asking for SXP or a form is sent.
     page.goto(other_site("<p>Nothing to see here</p>"))
     with page.expect_response(target) as posted:
         page.evaluate("""url => fetch(url, {method: "POST", mode: "no-cors",
             headers: {Accept: "application/sxp"},
             body: new URLSearchParams({op: "destroy", reason: "halt"})})""", target)
-    assert posted.value.status == 403
+    assert posted.value.status == 401
+    page.goto(other_site(prize))
+    with page.expect_response(target) as posted:
+        page.get_by_role("button", name="Claim your prize").click()
+    assert posted.value.status == 401
     assert "web1" in domain_names(shared_home)
     assert sxp.child_value(domain_info(shared_home, "web1"), "state") == before
 
 
-def test_lists_follow_the_event_stream(shared_home: XendHome, new_page, screenshot) -> None:
+def test_lists_follow_the_event_stream(shared_home: XendHome, logged_in, screenshot) -> None:
     base = shared_home.url
-    domains: Page = new_page()
+    domains: Page = logged_in(base)
     domains.goto(f"{base}/xend/domain/")
-    events: Page = new_page()
+    events: Page = logged_in(base)
     events.goto(f"{base}/xend/event/")
     expect(events.locator("#event-list tbody tr").first).to_contain_text("xend.")
 
@@ -252,20 +264,21 @@ def test_lists_follow_the_event_stream(shared_home: XendHome, new_page, screensh
     expect(row.locator("td.state")).not_to_contain_text("paused")
     screenshot(domains, "domains-live")
 
-    newest = events.locator("#event-list tbody tr").first
-    expect(newest).to_contain_text("xend.domain.unpause")
-    expect(newest).to_contain_text(f"(web2 {domid})")
+    rows = events.locator("#event-list tbody tr")
+    expect(rows.filter(has_text="xend.domain.unpause").first).to_contain_text(
+        f"(web2 {domid})")
+    expect(rows.filter(has_text="xend.audit").first).to_contain_text("(op unpause)")
     expect(events.locator("#event-list tbody tr", has_text="xend.domain.create")
            .filter(has_text="web2")).to_have_count(1)
     screenshot(events, "events-live")
 
 
-def test_values_are_shown_as_text_never_run(shared_home: XendHome, new_page) -> None:
+def test_values_are_shown_as_text_never_run(shared_home: XendHome, logged_in) -> None:
     with shared_home.http() as client:
         reply = client.post("/xend/domain/", data={"op": "create", "config": vm_config(
             "web3", " (args '<script>alert(1)</script><img src=x onerror=alert(2)>')")})
     assert reply.status_code == 201, reply.text
-    page: Page = new_page()
+    page: Page = logged_in(shared_home.url)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{shared_home.url}/xend/domain/web3")
@@ -285,12 +298,12 @@ def test_values_are_shown_as_text_never_run(shared_home: XendHome, new_page) -> 
     ("/xend/node/log", "xend log", "Serving HTTP"),
     ("/xend/node/dmesg", "Hypervisor console (dmesg)", None),
 ])
-def test_every_page_at_desktop_and_phone_width(shared_home: XendHome, new_page, screenshot,
+def test_every_page_at_desktop_and_phone_width(shared_home: XendHome, logged_in, screenshot,
                                                path: str, heading: str | None,
                                                shows: str | None) -> None:
     create_paused(shared_home, "web1")
     for width, height in ((1280, 900), (390, 844)):
-        page: Page = new_page(width=width, height=height)
+        page: Page = logged_in(shared_home.url, width=width, height=height)
         reply = page.goto(f"{shared_home.url}{path}")
         assert reply is not None and reply.status == 200
         if heading:

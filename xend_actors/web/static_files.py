@@ -20,6 +20,8 @@ _TYPES = {".css": "text/css", ".js": "text/javascript"}
 class StaticResource(Resource):
     """Serves the package's static files; the same bytes for browsers and programs."""
 
+    public = True  # the login page needs its stylesheet before anybody is known
+
     def __init__(self) -> None:
         folder = resources.files("xend_actors.web") / "static"
         self._files = {item.name: item.read_bytes() for item in folder.iterdir()
