@@ -24,6 +24,7 @@ from xend_actors.access.logins import MAX_AT_ONCE, PamLogins
 from xend_actors.access.ratelimit import FailureLimiter
 from xend_actors.access.sessions import COOKIE, Sessions
 from xend_actors.config import XendConfig
+from xend_actors.errors import TooManyRequests
 from xend_actors.web.app import XendApp
 from xend_actors.web.browser import BrowserSite
 from xend_actors.web.csrf import FIELD
@@ -81,7 +82,7 @@ def counter() -> Counter:
 @pytest.fixture
 def app(keys: Keys, counter: Counter) -> Gate:
     config = replace(XendConfig(), viewer_group="daemon", session_lifetime=LIFETIME)
-    logins = PamLogins(config.admin_group, config.viewer_group,
+    logins = PamLogins(keys.limiter, config.admin_group, config.viewer_group,
                        check=lambda user, password: PASSWORDS.get(user) == password,
                        fail_time=0.01)
     xend = XendApp([("/xend/login", LoginResource(config, keys, logins)),
@@ -287,14 +288,14 @@ def test_pam_is_asked_only_about_users_with_a_role_and_only_a_few_at_once() -> N
             inside -= 1
         return PASSWORDS.get(user) == password
 
-    logins = PamLogins(viewer_group="daemon", check=check, fail_time=0.01)
-    assert logins.principal("nobody", "nobody-pw") is None
-    assert logins.principal("nosuchuser", "x") is None
+    logins = PamLogins(FailureLimiter(), viewer_group="daemon", check=check, fail_time=0.01)
+    assert logins.principal("nobody", "nobody-pw", "10.0.0.1") is None
+    assert logins.principal("nosuchuser", "x", "10.0.0.1") is None
     assert asked == []  # refused without PAM: their passwords are never tried
 
     results: list[object] = []
     threads = [threading.Thread(target=lambda: results.append(
-        logins.principal("root", "root-pw"))) for _ in range(MAX_AT_ONCE + 2)]
+        logins.principal("root", "root-pw", "10.0.0.2"))) for _ in range(MAX_AT_ONCE + 2)]
     for thread in threads:
         thread.start()
     wait_for(lambda: inside == MAX_AT_ONCE, 10, "PAM checks to start")
@@ -304,5 +305,37 @@ def test_pam_is_asked_only_about_users_with_a_role_and_only_a_few_at_once() -> N
     assert peak == MAX_AT_ONCE
     assert len(results) == MAX_AT_ONCE + 2
     assert all(getattr(p, "role", None) is Role.ADMIN for p in results)
-    assert logins.principal("daemon", "daemon-pw") == Principal("daemon", Role.VIEWER,
-                                                                Via.SESSION)
+    assert logins.principal("daemon", "daemon-pw", "10.0.0.3") == Principal(
+        "daemon", Role.VIEWER, Via.SESSION)
+
+
+def test_guesses_sent_all_at_once_are_not_all_tried() -> None:
+    limit = 3
+    asked: list[str] = []
+    go = threading.Event()
+
+    def check(user: str, password: str) -> bool:
+        asked.append(password)
+        go.wait(10)
+        return False
+
+    logins = PamLogins(FailureLimiter(max_failures=limit), check=check, fail_time=0.01)
+    outcomes: list[str] = []
+
+    def guess(number: int) -> None:
+        try:
+            outcomes.append(repr(logins.principal("root", f"guess-{number}", "10.0.0.9")))
+        except TooManyRequests:
+            outcomes.append("held off")
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(asked) == MAX_AT_ONCE, 10, "the first guesses to reach PAM")
+    go.set()
+    for thread in threads:
+        thread.join(10)
+    # Those already at PAM finish; once the limit is reached nobody else gets a turn.
+    assert len(asked) <= limit - 1 + MAX_AT_ONCE
+    assert outcomes.count("None") == len(asked)
+    assert outcomes.count("held off") == 20 - len(asked)

@@ -12,13 +12,16 @@ who exists or who may manage xend, and the passwords of users outside both group
 never checked at all.
 
 PAM blocks (a wrong password costs ``pam_unix`` about two seconds, on purpose), so a
-check runs on the caller's own thread, and only a few at once.
+check runs on the caller's own thread (a request's), and only a few at once. Failed
+logins are counted per client address, and a client that failed too often is refused
+for a while before PAM is asked.
 """
 
 from __future__ import annotations
 
 import grp
 import logging
+import math
 import os
 import pwd
 import random
@@ -30,7 +33,8 @@ from collections.abc import Callable
 import pam
 
 from xend_actors.access.identity import Principal, Role, Via
-from xend_actors.errors import XendError
+from xend_actors.access.ratelimit import FailureLimiter
+from xend_actors.errors import TooManyRequests, XendError
 
 log = logging.getLogger(__name__)
 
@@ -57,41 +61,64 @@ def pam_check(service: str = SERVICE) -> Check:
 
 
 class PamLogins:
-    """Checks logins for one xend: ``principal(user, password)``; thread-safe."""
+    """Checks the logins of one xend: ``principal(user, password, client)``; thread-safe.
 
-    def __init__(self, admin_group: str = "", viewer_group: str = "",
-                 check: Check | None = None, fail_time: float = DEFAULT_FAIL_TIME) -> None:
+    Failures count against the client's address in ``limiter`` (the gate's, so wrong
+    tokens and wrong passwords add up), and a client held off is refused before PAM is
+    asked, also when its guesses come all at once: the count is looked at again when a
+    check's turn comes, and a failure is counted before the turn is given up.
+    """
+
+    def __init__(self, limiter: FailureLimiter, admin_group: str = "",
+                 viewer_group: str = "", check: Check | None = None,
+                 fail_time: float = DEFAULT_FAIL_TIME) -> None:
+        self.limiter = limiter
         self.admin_group = admin_group
         self.viewer_group = viewer_group
         self._check = check or pam_check()
         self._turns = threading.BoundedSemaphore(MAX_AT_ONCE)
         self._fail_time = fail_time  # what a refused password took PAM, last time
 
-    def principal(self, user: str, password: str) -> Principal | None:
-        """Who logs in with ``user`` and ``password``; None when refused, whatever the reason.
+    def principal(self, user: str, password: str, client: str) -> Principal | None:
+        """Who logs in with ``user`` and ``password`` from ``client`` (its address); None
+        when refused, whatever the reason.
 
-        Raises ``XendError`` (503) when PAM is too busy to ask.
+        Raises ``TooManyRequests`` (429) when the client failed too often lately, and
+        ``XendError`` (503) when PAM is too busy to ask.
         """
+        self._refuse_if_held_off(client)
         role = self.role(user) if _plausible(user, password) else None
         if role is None:
             # Refused without asking PAM, in the time PAM takes to refuse a password.
             time.sleep(self._fail_time * random.uniform(0.75, 1.25))
+            self.limiter.failed(client)
             return None
         if not self._turns.acquire(timeout=TURN_WAIT):
             raise XendError("Too many logins are being checked at once; try again",
                             status=503)
-        started = time.monotonic()
         try:
-            accepted = self._check(user, password)
-        except Exception:
-            log.exception("PAM failed while checking a login of %s", user)
-            accepted = False
+            self._refuse_if_held_off(client)
+            started = time.monotonic()
+            if self._accepts(user, password):
+                return Principal(user, role, Via.SESSION)
+            self._fail_time = time.monotonic() - started
+            self.limiter.failed(client)
+            return None
         finally:
             self._turns.release()
-        if not accepted:
-            self._fail_time = time.monotonic() - started
-            return None
-        return Principal(user, role, Via.SESSION)
+
+    def _refuse_if_held_off(self, client: str) -> None:
+        wait = self.limiter.blocked_for(client)
+        if wait > 0:
+            raise TooManyRequests(f"Too many failed logins from {client}: "
+                                  f"try again in {math.ceil(wait)} s")
+
+    def _accepts(self, user: str, password: str) -> bool:
+        try:
+            return self._check(user, password)
+        except Exception:
+            log.exception("PAM failed while checking a login of %s", user)
+            return False
 
     def role(self, user: str) -> Role | None:
         """The role ``user`` would have: from uid 0 and the two groups; None: no role."""

@@ -16,7 +16,6 @@ The page to go on to (``next``) must be a path under ``/xend/``: never another s
 from __future__ import annotations
 
 import logging
-import math
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,7 +27,7 @@ from xend_actors.access.identity import principal_of
 from xend_actors.access.logins import PamLogins
 from xend_actors.access.sessions import COOKIE
 from xend_actors.config import XendConfig
-from xend_actors.errors import BadRequest, TooManyRequests, Unauthorized
+from xend_actors.errors import BadRequest, Unauthorized
 from xend_actors.web.forms import Param, optional
 from xend_actors.web.gate import LOGIN_PATH, Keys
 from xend_actors.web.negotiate import wants_html
@@ -83,7 +82,8 @@ class LoginResource(Resource):
     def __init__(self, config: XendConfig, keys: Keys, logins: PamLogins | None = None) -> None:
         self.lifetime = int(config.session_lifetime)
         self.keys = keys
-        self.logins = logins or PamLogins(config.admin_group, config.viewer_group)
+        self.logins = logins or PamLogins(keys.limiter, config.admin_group,
+                                          config.viewer_group)
 
     def get(self, request: Request, **url_args: str) -> sxp.Value:
         return ["login", ["next", next_path(request.args.get("next"))]]
@@ -93,14 +93,8 @@ class LoginResource(Resource):
               next: str | None) -> Response:
         _for_browsers(request)
         address = request.remote_addr or ""
-        limiter = self.keys.limiter
-        wait = limiter.blocked_for(address)
-        if wait > 0:
-            raise TooManyRequests(f"Too many failed logins from {address}: "
-                                  f"try again in {math.ceil(wait)} s")
-        principal = self.logins.principal(username, password)
+        principal = self.logins.principal(username, password, address)
         if principal is None:
-            limiter.failed(address)
             log.warning("Refused a login as %r from %s", _printable(username), address)
             raise Unauthorized(REFUSED)
         # A login replaces the browser's earlier session, if it had one.
