@@ -179,6 +179,7 @@ def test_a_refused_login_says_the_same_and_sets_no_session(client: Client, user:
     assert REFUSED in html
     assert session_cookie(reply) is None
     assert password not in html  # never written back
+    assert 'name="next" value="/xend/counter/"' in html  # still going there
     assert client.get("/xend/counter/", headers=BROWSER).status_code == 303
 
 

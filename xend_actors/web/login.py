@@ -16,6 +16,7 @@ The page to go on to (``next``) must be a path under ``/xend/``: never another s
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -80,13 +81,14 @@ class LoginResource(Resource):
     public = True
 
     def __init__(self, config: XendConfig, keys: Keys, logins: PamLogins | None = None) -> None:
-        self.lifetime = int(config.session_lifetime)
+        self.lifetime = math.ceil(config.session_lifetime)
         self.keys = keys
         self.logins = logins or PamLogins(keys.limiter, config.admin_group,
                                           config.viewer_group)
 
     def get(self, request: Request, **url_args: str) -> sxp.Value:
-        return ["login", ["next", next_path(request.args.get("next"))]]
+        # The form again after a refused login keeps where it was going (a POST's field).
+        return ["login", ["next", next_path(request.values.get("next"))]]
 
     @op("login", params=(Param("username"), Param("password"), optional("next")))
     def login(self, request: Request, username: str, password: str,
@@ -102,7 +104,8 @@ class LoginResource(Resource):
         session = self.keys.sessions.open(principal)
         log.info("%s logged in from %s, as %s", principal, address, principal.role.value)
         response = Response(status=303, headers={"Location": next_path(next)})
-        response.set_cookie(COOKIE, session, max_age=self.lifetime, **_cookie_attributes(request))
+        response.set_cookie(COOKIE, session, max_age=self.lifetime,
+                            **_cookie_attributes(request))
         return response
 
 
