@@ -173,12 +173,12 @@ class BrowserSite:
     def _render(self, request: Request, template: str, context: dict[str, Any], cookie: str,
                 status: int, **extra: Any) -> Response:
         principal = principal_of(request.environ)
+        if principal is not None and principal.via is Via.OPEN:
+            principal = None  # (xend-http-auth no): nobody to name, as in the original
         html = _templates.get_template(template).render(
             crumbs=breadcrumb(request.path), path=request.path,
             csrf_field=FIELD, csrf_token=self.guard.token(cookie),
-            principal=principal if principal is not None and principal.via is not Via.OPEN
-            else None,
-            may_act=may_act(request), **extra, **context)
+            principal=principal, may_act=may_act(request), **extra, **context)
         return Response(html, status, _SECURITY_HEADERS, mimetype="text/html")
 
 

@@ -22,6 +22,7 @@ from xend_actors import __version__, sxp
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
+from xend_actors.web.login import HOME
 from xend_actors.web.page_format import (
     console_text,
     cpu_seconds,
@@ -67,7 +68,7 @@ class Page:
 
 
 def login_page(view: View) -> dict[str, Any]:
-    return {"next": sxp.child_value(view.value, "next", "/xend/")}
+    return {"next": sxp.child_value(view.value, "next", HOME)}
 
 
 def index_page(view: View) -> dict[str, Any]:
