@@ -81,11 +81,17 @@ def test_tcp_without_credentials_is_401_and_nothing_runs(xend: Xend, tmp_path: P
 
 
 def test_a_browser_without_credentials_is_sent_to_the_login(xend: Xend) -> None:
+    browser = {"Accept": "text/html", "User-Agent": "Mozilla/5.0"}
     with xend.home.http(token="") as http:
-        reply = http.get("/xend/domain/", headers={"Accept": "text/html",
-                                                   "User-Agent": "Mozilla/5.0"})
-    assert reply.status_code == 303
-    assert reply.headers["Location"] == "/xend/login?next=/xend/domain/"
+        page = http.get("/xend/domain/", params={"detail": "1"}, headers=browser)
+        # A form posted after its session expired: not run, the browser logs in again.
+        form = http.post("/xend/domain/", headers=browser, data={
+            "op": "create", "config": sxp.show(sim_vm("late"))})
+    assert page.status_code == 303
+    assert page.headers["Location"] == "/xend/login?next=/xend/domain/%3Fdetail%3D1"
+    assert form.status_code == 303
+    assert form.headers["Location"] == "/xend/login?next=/xend/domain/"
+    assert "late" not in xend.names()
 
 
 def test_the_admin_socket_refuses_an_unprivileged_user(xend: Xend, outsider: User) -> None:

@@ -33,6 +33,7 @@ from werkzeug.test import EnvironBuilder
 from xend_actors.access.identity import Via, principal_of
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.web.csrf import FIELD, CsrfGuard
+from xend_actors.web.gate import CHALLENGE
 from xend_actors.web.negotiate import SXP_MIMETYPE
 from xend_actors.web.pages import GENERIC, PAGES, Page, Problem, View
 from xend_actors.web.resource import Answer, Reply, Resource
@@ -179,7 +180,10 @@ class BrowserSite:
             crumbs=breadcrumb(request.path), path=request.path,
             csrf_field=FIELD, csrf_token=self.guard.token(cookie),
             principal=principal, may_act=may_act(request), **extra, **context)
-        return Response(html, status, _SECURITY_HEADERS, mimetype="text/html")
+        headers = dict(_SECURITY_HEADERS)
+        if status == 401:
+            headers["WWW-Authenticate"] = CHALLENGE
+        return Response(html, status, headers, mimetype="text/html")
 
 
 def may_act(request: Request) -> bool:

@@ -56,7 +56,7 @@ LOGIN_PATH = "/xend/login"
 _PUBLIC = re.compile(r"/xend/(login|logout)/?|/xend/static/[^/]+")
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/-]+=*)", re.IGNORECASE)
 MAX_AUTHORIZATION = MAX_TOKEN_LENGTH + 16
-CHALLENGE = 'Bearer realm="xend"'
+CHALLENGE = 'Bearer realm="xend"'  # what a 401 names as the way in
 
 
 class Door(Enum):
@@ -147,8 +147,10 @@ class Gate:
 
     @staticmethod
     def _unknown(request: Request) -> Response:
-        if request.method in ("GET", "HEAD") and wants_html(request):
-            target = request.full_path.rstrip("?")
+        if wants_html(request):
+            # A browser is sent to log in; a form it posted after its session expired
+            # is not run (a redirect turns it into a GET of the login page).
+            target = request.full_path.rstrip("?") if request.method == "GET" else request.path
             return Response(status=303, headers={
                 "Location": f"{LOGIN_PATH}?next={quote(target, safe='/')}"})
         return _refusal(Unauthorized(
