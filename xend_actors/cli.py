@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import daemon
 
+from xend_actors.access.tls import listener_certificate
 from xend_actors.config import XendConfig, load_config
 from xend_actors.daemon import run
 from xend_actors.errors import XendError
@@ -72,12 +73,20 @@ def restart(config: XendConfig) -> None:
 @main.command()
 @click.pass_obj
 def status(config: XendConfig) -> None:
-    """Exit 0 when xend runs, 3 when it does not."""
+    """Exit 0 when xend runs, 3 when it does not; with TLS, the certificate's fingerprint
+    (what clients pin with XEND_FINGERPRINT)."""
     pid = PidFile(config.pid_file).running_pid()
     if pid is None:
         click.echo("xend is not running")
         sys.exit(EXIT_NOT_RUNNING)
     click.echo(f"xend is running (pid {pid})")
+    try:
+        certificate = listener_certificate(config)
+        if certificate is not None:
+            click.echo(f"TLS certificate: {certificate.cert}")
+            click.echo(f"SHA-256 fingerprint: {certificate.fingerprint()}")
+    except XendError as error:
+        click.echo(f"TLS certificate: unknown ({error.message})")
 
 
 def _start_daemon(config: XendConfig) -> None:

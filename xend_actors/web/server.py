@@ -7,6 +7,12 @@ Every listener is a door with a gate (``gate.py``) in front of the app. The Unix
 listeners tell the gate their peer's uid (``SO_PEERCRED``). The admin socket is
 mode 0600 (root's), or 0660 and owned by ``xend-unix-group``; the read-only socket
 is 0666: it lets everyone look, nobody change.
+
+The TCP listener speaks TLS when the config says so (``access/tls.py``). werkzeug would
+wrap the listening socket, so that each handshake ran inside ``accept`` on the server's
+one thread, where a client that never finishes it would stall every other; here the
+listener stays plain and each connection's handshake runs on that connection's own
+thread, with a deadline. A plain HTTP request to the TLS port gets a 400 that says so.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
+from xend_actors import sxp
+from xend_actors.access.tls import check_exposure, listener_certificate, server_context
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.trace import TracedActor
@@ -36,6 +46,11 @@ log = logging.getLogger(__name__)
 SHUTDOWN_POLL = 0.05
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+# How long a client has to finish its TLS handshake, from its connect.
+HANDSHAKE_TIMEOUT = 5.0
+_TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte a TLS client sends
+_PLAIN_REFUSAL = "xend speaks HTTPS on this port: use an https:// URL"
 
 
 class _RequestHandler(WSGIRequestHandler):
@@ -81,8 +96,68 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=128)
 
 
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server; with ``tls``, each connection's handshake runs on the
+    connection's own thread (``finish_request``), never in ``accept``."""
+
+    def __init__(self, host: str, port: int, app: WSGIApplication, fd: int,
+                 tls: ssl.SSLContext | None) -> None:
+        super().__init__(host, port, app, _RequestHandler, fd=fd)
+        # werkzeug's attribute: its handler reads the URL scheme (https) from it.
+        self.ssl_context = tls
+
+    def finish_request(self, request: socket.socket,  # type: ignore[override]
+                       client_address: tuple[str, int]) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        secure = _handshake(request, self.ssl_context, client_address[0])
+        if secure is None:
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            # The plain socket the caller shuts down was detached by the wrapping.
+            self.shutdown_request(secure)
+
+
+def _handshake(connection: socket.socket, context: ssl.SSLContext,
+               client: str) -> ssl.SSLSocket | None:
+    """The connection with TLS on, or None (the client told why, if it spoke plain
+    HTTP) when its handshake did not finish within ``HANDSHAKE_TIMEOUT`` of now."""
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    connection.settimeout(HANDSHAKE_TIMEOUT)
+    secure = None
+    try:
+        first = connection.recv(1, socket.MSG_PEEK)
+        if first != _TLS_HANDSHAKE_RECORD:
+            if first:
+                _refuse_plain(connection)
+            return None
+        connection.settimeout(max(deadline - time.monotonic(), 0.001))
+        secure = context.wrap_socket(connection, server_side=True,
+                                     do_handshake_on_connect=False)
+        secure.do_handshake()
+        secure.settimeout(None)
+        return secure
+    except OSError as error:  # ssl.SSLError and TimeoutError among them
+        log.info("TLS handshake with %s failed: %s", client, error)
+        if secure is not None:
+            secure.close()
+        return None
+
+
+def _refuse_plain(connection: socket.socket) -> None:
+    """Answer a plain HTTP request on the TLS port with a 400 that says why."""
+    body = sxp.show(["xend.err", _PLAIN_REFUSAL]).encode()
+    connection.recv(64 * 1024)  # the request's start, so the close sends no reset first
+    connection.sendall(
+        f"HTTP/1.0 400 {_PLAIN_REFUSAL}\r\nContent-Type: {sxp.MIME_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+
+
 def _serve(where: str, bind: Callable[[], socket.socket], host: str, port: int,
-           app: WSGIApplication) -> BaseWSGIServer:
+           app: WSGIApplication, tls: ssl.SSLContext | None = None) -> BaseWSGIServer:
     """A server on the socket ``bind`` makes; binding here, not in werkzeug, because
     werkzeug's server calls ``sys.exit`` when the port is taken."""
     try:
@@ -90,8 +165,7 @@ def _serve(where: str, bind: Callable[[], socket.socket], host: str, port: int,
     except OSError as error:
         raise XendError(f"cannot listen on {where}: {error.strerror or error}") from None
     with listener:
-        return make_server(host, port, app, threaded=True, fd=listener.fileno(),
-                           request_handler=_RequestHandler)
+        return _Server(host, port, app, listener.fileno(), tls)
 
 
 def _socket_folder(path: Path, config: XendConfig, mode: int, gid: int = -1) -> None:
@@ -115,9 +189,14 @@ class WebServer(TracedActor):
         self._threads: list[threading.Thread] = []
         try:
             host, port = config.http_address or "0.0.0.0", config.http_port
-            self._servers.append(_serve(
-                f"{host}:{port}", lambda: _bind_tcp(host, port), host, port,
-                Gate(app, Door.TCP, config, keys)))
+            tls = server_context(config)
+            tcp = _serve(f"{host}:{port}", lambda: _bind_tcp(host, port), host, port,
+                         Gate(app, Door.TCP, config, keys), tls)
+            self._servers.append(tcp)
+            check_exposure(config, str(tcp.server_address[0]), tls is not None)
+            if (certificate := listener_certificate(config)) is not None:
+                log.info("TLS certificate %s, SHA-256 fingerprint %s", certificate.cert,
+                         certificate.fingerprint())
             gid = group_id(config.unix_group) if config.unix_group else -1
             if config.unix_server:
                 path = config.unix_path
@@ -169,7 +248,9 @@ class WebServer(TracedActor):
         address = server.server_address
         if isinstance(address, tuple):
             host, port = address[0], address[1]
-            return f"http://{os.fsdecode(host) if isinstance(host, bytes) else host}:{port}"
+            host = os.fsdecode(host) if isinstance(host, bytes) else host
+            scheme = "http" if server.ssl_context is None else "https"
+            return f"{scheme}://{host}:{port}"
         return f"unix://{os.fsdecode(address)}"
 
 
