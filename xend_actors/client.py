@@ -1,9 +1,18 @@
 """XendClient: the Python client of xend's HTTP interface, over TCP or the Unix socket.
 
-Where to: an explicit ``server`` (``HOST:PORT``) or ``unix_path``, else ``$XEND`` (TCP), else
-``$XEND_UNIX_PATH``, else the Unix socket of a xend with the shipped configuration. Over
-the Unix socket xend knows its client by uid (root needs nothing more); over TCP the
-client sends its API token (``token``, else ``$XEND_TOKEN``) as ``Authorization: Bearer``.
+Where to: an explicit ``server`` (``HOST:PORT`` for HTTP, ``https://HOST:PORT`` for TLS)
+or ``unix_path``, else ``$XEND`` (TCP), else ``$XEND_UNIX_PATH``, else the Unix socket of
+a xend with the shipped configuration. Over the Unix socket xend knows its client by uid
+(root needs nothing more); over TCP the client sends its API token (``token``, else
+``$XEND_TOKEN``) as ``Authorization: Bearer``.
+
+Over TLS xend's certificate is verified against the system's CAs, or against ``ca``
+(``$XEND_CA``: a CA bundle, or xend's self-signed certificate itself); or it is pinned by
+its SHA-256 ``fingerprint`` (``$XEND_FINGERPRINT``, ``AA:BB:...`` as ``xend status``
+prints it). A pin is checked before any request: one handshake fetches the certificate,
+and only if its fingerprint is the pinned one do requests go, over a context that trusts
+exactly that certificate, so no token ever reaches an impostor. ``ssl_context`` is that
+context, for whoever opens its own connection to the same xend (a console WebSocket).
 
 It follows the original client rule (facts §4.3): 200, 201 and 202 are success and
 204 is no data; an ``application/sxp`` body is parsed and an ``(xend.err msg)``
@@ -14,14 +23,17 @@ User-Agent, which without the Accept header would make xend answer HTML.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -33,6 +45,7 @@ DEFAULT_SERVER = "localhost:8000"
 DEFAULT_UNIX_PATH = Path("/var/run/xend/xend.sock")
 DEFAULT_ROOT = "/xend/"
 TIMEOUT = 60.0
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,27 +64,87 @@ class XendClient:
 
     def __init__(self, server: str | None = None, *, unix_path: Path | None = None,
                  root: str | None = None, timeout: float = TIMEOUT,
-                 token: str | None = None) -> None:
+                 token: str | None = None, ca: str | Path | None = None,
+                 fingerprint: str | None = None) -> None:
         self.root = "/" + (root or os.environ.get("XEND_ROOT", DEFAULT_ROOT)).strip("/") + "/"
-        headers = {"Accept": sxp.MIME_TYPE}
+        self._headers = {"Accept": sxp.MIME_TYPE}
         token = token or os.environ.get("XEND_TOKEN")
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = timeout
         server = server or os.environ.get("XEND") or None
         if server is None and unix_path is None:
             unix_path = Path(os.environ.get("XEND_UNIX_PATH") or DEFAULT_UNIX_PATH)
         self.unix_path = unix_path
+        self._ca = ca or os.environ.get("XEND_CA") or None
+        self._pin = _pin(fingerprint or os.environ.get("XEND_FINGERPRINT") or None)
+        self._ssl_context: ssl.SSLContext | None = None
+        self._client: httpx.Client | None = None
         if unix_path is not None:
-            transport = httpx.HTTPTransport(uds=str(unix_path))
             self.where = f"unix://{unix_path}"
-            self._http = httpx.Client(base_url="http://xend", transport=transport,
-                                      headers=headers, timeout=timeout)
         else:
-            self.where = f"http://{server}"
-            self._http = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)
+            assert server is not None
+            server = server.rstrip("/")
+            self.where = server if re.match(r"https?://", server) else f"http://{server}"
+        self._tls = self.where.startswith("https://")
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every connection to xend, None without TLS: verified as
+        configured, the pin already checked (the first use makes one handshake for it).
+        To open another connection to the same xend: ``ssl_context.wrap_socket(sock,
+        server_hostname=HOST)``."""
+        if self._tls and self._ssl_context is None:
+            self._ssl_context = self._tls_context()
+        return self._ssl_context
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The connection pool, made on first use (with TLS, after the pin is checked)."""
+        if self._client is None:
+            if self.unix_path is not None:
+                # verify=False: no TLS here; httpx would load the CA bundle (~30 ms of CPU).
+                transport = httpx.HTTPTransport(uds=str(self.unix_path), verify=False)
+                self._client = httpx.Client(base_url="http://xend", transport=transport,
+                                            headers=self._headers, timeout=self._timeout)
+            else:
+                self._client = httpx.Client(base_url=self.where, headers=self._headers,
+                                            timeout=self._timeout,
+                                            verify=self.ssl_context or False)
+        return self._client
 
     def close(self) -> None:
-        self._http.close()
+        if self._client is not None:
+            self._client.close()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._pin is None:
+            try:
+                return ssl.create_default_context(cafile=str(self._ca) if self._ca else None)
+            except ssl.SSLError as error:
+                raise XendError(f"XEND_CA {self._ca}: no CA certificate in it "
+                                f"({error.reason or error})") from None
+            except OSError as error:
+                raise XendError(f"XEND_CA {self._ca}: cannot read it: {error.strerror}") from None
+        pem = self._peer_certificate()
+        found = _fingerprint(pem)
+        if found != self._pin:
+            raise XendError(f"the certificate of xend at {self.where} has fingerprint {found}, "
+                            f"not the {self._pin} XEND_FINGERPRINT names")
+        context = ssl.create_default_context(cadata=pem)
+        context.check_hostname = False  # the pin names the certificate, not a host
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # it may have a CA above it
+        return context
+
+    def _peer_certificate(self) -> str:
+        """The certificate xend presents, unverified: only its fingerprint is looked at."""
+        parts = urlsplit(self.where)
+        address = (parts.hostname or "localhost", parts.port or 443)
+        try:
+            return ssl.get_server_certificate(address, timeout=self._timeout)
+        except OSError as error:
+            raise XendError(f"Error connecting to xend at {self.where}: {error}; "
+                            "is xend running?") from None
 
     def __enter__(self) -> XendClient:
         return self
@@ -105,8 +178,21 @@ class XendClient:
         try:
             return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]  # httpx's own
         except httpx.TransportError as error:
-            raise XendError(f"Error connecting to xend at {self.where}: {error}; "
-                            "is xend running?") from None
+            raise self._unreachable(error) from None
+
+    def _unreachable(self, error: httpx.TransportError) -> XendError:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return XendError(f"the certificate of xend at {self.where} cannot be verified "
+                             f"({cause.verify_message}); give its CA with XEND_CA or pin it "
+                             "with XEND_FINGERPRINT")
+        if cause is not None:
+            return XendError(f"TLS with xend at {self.where} failed ({cause.reason or cause}); "
+                             "does it speak https?")
+        return XendError(f"Error connecting to xend at {self.where}: {error}; "
+                         "is xend running?")
 
     # The URLs and ops of facts §4.4, named 1:1 after the original's functions.
 
@@ -262,7 +348,7 @@ class XendClient:
                         yield Event(seq, name, value, time.time())
                         name = ""
         except httpx.TransportError as error:
-            raise XendError(f"Error connecting to xend at {self.where}: {error}") from None
+            raise self._unreachable(error) from None
 
     def xend_node_notify(self, url: str) -> sxp.Value:
         """Have xend POST every event to ``url`` (ours; the original only listed it)."""
@@ -330,6 +416,22 @@ class XendClient:
     def _domain(self, dom: str | int) -> str:
         # A name is one path segment whatever it holds ("?", "#", "%").
         return self.url("domain", quote(str(dom), safe=""))
+
+
+def _pin(fingerprint: str | None) -> str | None:
+    """A SHA-256 fingerprint as ``AA:BB:...``, from any case, with or without colons."""
+    if fingerprint is None:
+        return None
+    digits = re.sub(r"[:\s]", "", fingerprint)
+    if not _FINGERPRINT.fullmatch(digits):
+        raise XendError(f"XEND_FINGERPRINT {fingerprint!r} is not a SHA-256 fingerprint "
+                        "(64 hex digits, e.g. AA:BB:..., as xend status prints it)")
+    return ":".join(re.findall("..", digits.upper()))
+
+
+def _fingerprint(pem: str) -> str:
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
+    return ":".join(f"{byte:02X}" for byte in digest)
 
 
 def _value(reply: httpx.Response) -> sxp.Value | str | None:

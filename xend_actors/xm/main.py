@@ -66,20 +66,29 @@ class XmGroup(click.Group):
 
 @click.group(cls=XmGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--server", envvar="XEND", metavar="HOST:PORT",
-              help="Reach xend over TCP at this address (env XEND); needs a token.")
+@click.option("--server", envvar="XEND", metavar="[https://]HOST:PORT",
+              help="Reach xend over TCP at this address, with TLS if it says https:// "
+                   "(env XEND); needs a token.")
 @click.option("--unix", "unix_path", envvar="XEND_UNIX_PATH", metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Reach xend on this Unix socket (env XEND_UNIX_PATH; the default is "
                    "/var/run/xend/xend.sock).")
 @click.option("--token", envvar="XEND_TOKEN", metavar="TOKEN",
               help="The API token to send over TCP (env XEND_TOKEN).")
+@click.option("--ca", envvar="XEND_CA", metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Verify xend's TLS certificate against this CA bundle, or xend's "
+                   "self-signed certificate itself (env XEND_CA; default: the system's CAs).")
+@click.option("--fingerprint", envvar="XEND_FINGERPRINT", metavar="SHA256",
+              help="Trust only the TLS certificate with this SHA-256 fingerprint, as "
+                   "'xend status' prints it (env XEND_FINGERPRINT).")
 @click.pass_context
 def xm(ctx: click.Context, server: str | None, unix_path: Path | None,
-       token: str | None) -> None:
+       token: str | None, ca: Path | None, fingerprint: str | None) -> None:
     """Control xend and its domains."""
     # The one place that decides which xend xm talks to.
-    ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path, token=token))
+    ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path, token=token, ca=ca,
+                                           fingerprint=fingerprint))
     if ctx.invoked_subcommand is None:
         click.echo(help_text(), nl=False)
 
@@ -139,7 +148,8 @@ for _title, _commands in GROUPS:
 
 def help_text() -> str:
     """Every command by group: a title line, then ``%-14s %s`` per command (facts §14.1)."""
-    lines = ["Usage: xm [--server HOST:PORT [--token TOKEN] | --unix PATH] CMD [ARGS]..."]
+    lines = ["Usage: xm [--server [https://]HOST:PORT [--token TOKEN] "
+             "[--ca PATH | --fingerprint SHA256] | --unix PATH] CMD [ARGS]..."]
     for title, commands in GROUPS:
         lines += ["", title, ""] if title else [""]
         for command in sorted(commands, key=lambda c: c.name or ""):
