@@ -38,9 +38,10 @@ def bench_config() -> str:
 
 
 @contextlib.contextmanager
-def running_xend() -> Iterator[XendHome]:
-    """A started xend (sim driver); stopped, its simhv killed, its folder removed at exit."""
-    home = new_home(bench_config())
+def running_xend(extra: str = "") -> Iterator[XendHome]:
+    """A started xend (sim driver), with config lines ``extra`` first; stopped, its simhv
+    killed, its folder removed at exit."""
+    home = new_home(extra + bench_config())
     try:
         started = home.xend("start")
         if started.returncode != 0:
