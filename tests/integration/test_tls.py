@@ -7,7 +7,8 @@ pin is checked before a request goes: an impostor with another certificate gets 
 of a request, so never the token. A certificate from the config works the same, a bad
 one stops the start with a clear error, plain HTTP is refused on an address that is not
 loopback unless the config says ``(xend-tls no)``, and a client that never finishes its
-handshake neither stalls the others nor holds its connection for long.
+handshake neither stalls the others nor holds its connection for long. A browser over
+TLS gets Secure cookies, and its forms count as xend's own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -440,3 +443,24 @@ def test_https_to_nothing_or_to_plain_http_is_one_clear_error() -> None:
     with pytest.raises(XendError, match="is xend running"), \
             XendClient(f"https://127.0.0.1:{port}", fingerprint="AB" * 32) as client:
         client.xend_domains()
+
+
+def test_a_browser_over_tls_gets_secure_cookies_and_its_forms_pass_as_its_own(
+        shared_home: XendHome) -> None:
+    """xend knows the request came over https: cookies are Secure, and a form posted
+    with the https origin is xend's own (a login is tried, not refused as cross-site)."""
+    origin = https(shared_home)
+    context = ssl.create_default_context(cafile=cert_of(shared_home))
+    browser_headers = {"User-Agent": "Mozilla/5.0", "Accept": "text/html"}
+    with httpx.Client(base_url=origin, verify=context, headers=browser_headers) as browser:
+        page = browser.get("/xend/login")
+        assert page.status_code == 200
+        cookies = page.headers.get_list("set-cookie")
+        assert cookies and all("Secure" in cookie for cookie in cookies), cookies
+        field, token = re.search(r'name="([^"]+)" value="([^"]+)">\s*<input type="hidden" '
+                                 r'name="op" value="login"', page.text).groups()  # type: ignore[union-attr]
+        tried = browser.post("/xend/login", headers={"Origin": origin}, data={
+            field: token, "op": "login", "form": "login", "username": "no-such-user-xt",
+            "password": "wrong"})
+    assert tried.status_code == 401, tried.text
+    assert "cross-site" not in tried.text and "own pages" not in tried.text
