@@ -255,6 +255,50 @@ def test_the_pin_also_gives_the_context_a_raw_connection_uses(shared_home: XendH
         assert "domain" in sxp.parse(body)
 
 
+def test_the_event_stream_flows_over_tls(shared_home: XendHome) -> None:
+    opened = threading.Event()
+    got: list[str] = []
+
+    def listen() -> None:
+        with XendClient(https(shared_home), token=shared_home.admin_token(),
+                        ca=cert_of(shared_home)) as client:
+            for event in client.xend_event_stream(timeout=60, on_open=opened.set):
+                if event.name == "tls.streamed":
+                    got.append(sxp.show(event.value))
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(30), "the event stream did not open"
+    with XendClient(https(shared_home), token=shared_home.admin_token(),
+                    ca=cert_of(shared_home)) as client:
+        client.xend_event_inject(["tls.streamed", "over-tls"])
+    listener.join(30)
+    assert got == ["(tls.streamed over-tls)"]
+
+
+def test_a_request_slower_than_the_handshake_deadline_is_still_served(
+        shared_home: XendHome) -> None:
+    """The deadline is the handshake's only: an upload that pauses longer (a slow
+    link) is not cut off once the handshake is done."""
+    context = ssl.create_default_context(cafile=cert_of(shared_home))
+    body = b"op=inject&event=%28tls.slow+upload%29"
+    head = (f"POST /xend/event HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/sxp\r\n"
+            f"Authorization: Bearer {shared_home.admin_token()}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", shared_home.http_port)) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+        secure.sendall(head + body[:10])
+        time.sleep(HANDSHAKE_TIMEOUT + 1)  # what is tested: a pause past the deadline
+        secure.sendall(body[10:])
+        secure.settimeout(30)
+        reply = b""
+        while chunk := secure.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+
+
 # --- a handshake that never finishes -----------------------------------------------------------
 
 
