@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 import pykka
@@ -106,9 +107,9 @@ class _Server(ThreadedWSGIServer):
         # werkzeug's attribute: its handler reads the URL scheme (https) from it.
         self.ssl_context = tls
 
-    def finish_request(self, request: socket.socket,  # type: ignore[override]
-                       client_address: tuple[str, int]) -> None:
-        if self.ssl_context is None:
+    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                       client_address: Any) -> None:  # socketserver's own types
+        if self.ssl_context is None or not isinstance(request, socket.socket):
             super().finish_request(request, client_address)
             return
         secure = _handshake(request, self.ssl_context, client_address[0])
