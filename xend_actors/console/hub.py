@@ -14,6 +14,11 @@ and re-attaches it to the new domain's channel: ``open`` again). Consoles are
 found by domain id while their domain lives and by port (their id, see
 ``info.py``) for HTTP. A closed console keeps its scrollback until its port is
 used again; only the last ``CLOSED_KEPT`` closed consoles are kept.
+
+Clients reach a console through the authenticated API (``connect``: the web's
+WebSocket hands over one end of a socket pair); only with ``(console-tcp yes)`` does
+each console also listen on its TCP port, as the original's did. Without TCP a
+console's port is still its id, and two live consoles never share one.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.config import XendConfig
-from xend_actors.console.info import ConsoleInfo
+from xend_actors.console.info import ConsoleInfo, Status
 from xend_actors.console.relay import Relay
 from xend_actors.console.scrollback import LogSlice
-from xend_actors.errors import NotFound, Timeout
+from xend_actors.errors import Conflict, NotFound, Timeout
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
 
@@ -50,7 +55,8 @@ T = TypeVar("T")
 class Consoles(TracedActor):
     def __init__(self, config: XendConfig, events: EventBusProxy) -> None:
         super().__init__()
-        self.host = config.console_address or "0.0.0.0"
+        # None: no TCP port at all, clients come only through the API.
+        self.host = (config.console_address or "0.0.0.0") if config.console_tcp else None
         self.port_base = config.console_port_base
         self._events = events
         self._loop = asyncio.new_event_loop()
@@ -120,6 +126,12 @@ class Consoles(TracedActor):
         """The console on ``port``, open or closed."""
         return self._on_loop(self._info(port))
 
+    def connect(self, port: int, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        """Make ``sock`` a client of the console on ``port``, who is ``peer`` (the API's
+        client); False if it was refused, as a second client is. The console owns ``sock``
+        from here, whatever the answer."""
+        return self._on_loop(self._connect(port, sock, peer))
+
     def disconnect(self, port: int) -> None:
         """Drop the client of the console on ``port``."""
         self._on_loop(self._disconnect(port))
@@ -137,6 +149,9 @@ class Consoles(TracedActor):
         """Make the domain's console listen unless it does; whether it is new."""
         if domid in self._live:
             return False
+        held = self._by_port.get(port)
+        if held is not None and held.status is not Status.CLOSED:  # a TCP bind would say so
+            raise Conflict(f"console port in use: {port}")
         relay = Relay(port, domid, self._publish)
         await relay.listen(self.host)
         self._live[domid] = relay
@@ -177,6 +192,14 @@ class Consoles(TracedActor):
     async def _info(self, port: int) -> ConsoleInfo:
         return self._relay(port).info()
 
+    async def _connect(self, port: int, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        try:
+            relay = self._relay(port)
+        except NotFound:
+            sock.close()
+            raise
+        return await relay.connect(sock, peer)
+
     async def _disconnect(self, port: int) -> None:
         self._relay(port).disconnect()
 
@@ -215,5 +238,6 @@ class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
     of_domains = proxy_method(Consoles.of_domains)
     infos = proxy_method(Consoles.infos)
     info = proxy_method(Consoles.info)
+    connect = proxy_method(Consoles.connect)
     disconnect = proxy_method(Consoles.disconnect)
     read = proxy_method(Consoles.read)

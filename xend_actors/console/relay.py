@@ -1,10 +1,15 @@
-"""One domain's console: its TCP listener, its channel to the guest, its one client.
+"""One domain's console: its channel to the guest, its one client, and where clients
+come from (a TCP listener with ``(console-tcp yes)``, and the API's WebSocket).
 
 A ``Relay`` lives on the Consoles hub's event loop (``hub.py``) and is only ever
 touched from that loop's thread. It relays raw bytes both ways (facts §8): guest
 output goes to the client and into the scrollback; while nobody is connected it
 only goes to the scrollback, and the next client first gets what nobody saw (at
 most ``PENDING_LIMIT`` bytes). A second client gets the original's refusal line.
+
+A client is a stream socket either way: one accepted on the console's TCP port, or
+(``connect``) one end of a socket pair whose other end the web bridges to an
+authenticated WebSocket (``web/console.py``). Both get the same rules.
 
 Flow control keeps every buffer bounded: a client that does not read pauses the
 reading of the channel, so the guest waits (a flooding guest runs at the client's
@@ -58,7 +63,12 @@ class Relay:
 
     # --- life ----------------------------------------------------------------------------
 
-    async def listen(self, host: str) -> None:
+    async def listen(self, host: str | None) -> None:
+        """Wait for clients: on the console's TCP port at ``host``, or (None) only those
+        the API brings (``connect``)."""
+        if host is None:
+            self.status = Status.LISTENING
+            return
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(lambda: _Client(self), host, self.port)
@@ -77,6 +87,20 @@ class Relay:
         except BaseException:
             channel.close()
             raise
+
+    async def connect(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        """Take ``sock`` as a client, who is ``peer``, as if it had connected to the TCP
+        port; False if it was refused (it then got the refusal line, and is closed)."""
+        if self.status is Status.CLOSED:
+            sock.close()
+            raise Conflict(f"the console on port {self.port} is closed: its domain is gone")
+        loop = asyncio.get_running_loop()
+        try:
+            _, client = await loop.connect_accepted_socket(lambda: _Client(self, peer), sock)
+        except BaseException:
+            sock.close()
+            raise
+        return client.taken
 
     def close(self) -> None:
         """The domain is gone for good: free the port now, and once the channel has ended
@@ -248,19 +272,23 @@ class _Channel(asyncio.Protocol):
 
 
 class _Client(asyncio.Protocol):
-    """One TCP connection to the console port: the client, or one to refuse."""
+    """One connection of a would-be client: the client, or one to refuse. ``peer`` is who
+    it is when the socket does not tell (a socket pair's end, from the API)."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, peer: tuple[str, int] | None = None) -> None:
         self.relay = relay
         self.transport: asyncio.Transport
-        self.peer: tuple[str, int] = ("", 0)
+        self.peer: tuple[str, int] = peer or ("", 0)
+        self.taken = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.peer = (str(peer[0]), int(peer[1]))
-        if not self.relay.client_made(self):
+        if self.peer == ("", 0):
+            peer = transport.get_extra_info("peername") or ("", 0)
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.taken = self.relay.client_made(self)
+        if not self.taken:
             relay = self.relay
             transport.write(REFUSAL.format(id=relay.port, dom=relay.domid).encode())
             transport.close()

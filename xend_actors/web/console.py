@@ -10,18 +10,34 @@ output was dropped meanwhile), ``X-Console-Next`` (the N to ask next) and
 seconds (at most ``MAX_WAIT``) for output: a long poll, so any number of read-only
 viewers follow a console beside its one interactive client. A closed console's log
 stays readable until its port is used again.
+
+``GET /xend/console/<port>/attach`` (ours) is the console's terminal: a WebSocket whose
+binary frames carry the console's bytes both ways (``websocket.py``), for admins only,
+and never for a page of another site (its ``Origin`` must be xend's own: a WebSocket is
+not bound by the same-origin policy, so a page elsewhere could otherwise drive a
+console with the browser's session). The WebSocket is one more client of the console
+and follows the original's rules: one client at a time (a second gets the refusal
+line, then the close), and a new client first gets the output nobody saw.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import socket
+from typing import ClassVar
 
 from werkzeug import Request, Response
 
-from xend_actors.errors import BadRequest, Timeout
+from xend_actors.access.identity import principal_of
+from xend_actors.errors import BadRequest, Forbidden, Timeout
+from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import Kind, decode, optional
 from xend_actors.web.resource import Answer, Resource, op
 from xend_actors.web.services import ASK_TIMEOUT, Services, answer
+from xend_actors.web.websocket import Upgrade, connection_socket, handshake
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT = 60
 LOG_PARAMS = (optional("since", Kind.INT, 0), optional("wait", Kind.INT, 0))
@@ -76,3 +92,30 @@ class ConsoleLogResource(Resource):
         headers = {"X-Console-First": str(part.first), "X-Console-Next": str(part.next),
                    "X-Console-Status": info.status.value}
         return Response(part.data, 200, headers, mimetype="application/octet-stream")
+
+
+class ConsoleAttachResource(Resource):
+    """``/xend/console/<port>/attach``: the console's terminal, over a WebSocket (admins)."""
+
+    admin_only: ClassVar[bool] = True
+
+    def __init__(self, services: Services) -> None:
+        self.consoles = services.consoles
+
+    def get(self, request: Request, port: int) -> Response:
+        refusal = cross_site_refusal(request)
+        if refusal:
+            raise Forbidden(refusal)
+        accept = handshake(request)
+        wire = connection_socket(request)
+        ours, theirs = socket.socketpair()
+        peer = (str(request.remote_addr or ""), int(request.environ.get("REMOTE_PORT") or 0))
+        try:
+            taken = answer(self.consoles.connect(port, theirs, peer), "the consoles")
+        except BaseException:
+            ours.close()
+            raise
+        who = principal_of(request.environ)
+        log.info("Console %s attached over a WebSocket by %s from %s:%s%s", port,
+                 who or "nobody known", *peer, "" if taken else " (refused: it has a client)")
+        return Upgrade(accept, wire, ours)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from werkzeug.routing import Rule
+
 from xend_actors.web.app import XendApp
 from xend_actors.web.audit import Audit
 from xend_actors.web.browser import BrowserSite
-from xend_actors.web.console import ConsoleDirResource, ConsoleLogResource, ConsoleResource
+from xend_actors.web.console import (
+    ConsoleAttachResource,
+    ConsoleDirResource,
+    ConsoleLogResource,
+    ConsoleResource,
+)
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.event import EventResource
 from xend_actors.web.login import LoginResource, LogoutResource
@@ -27,6 +34,9 @@ class EmptyResource(Resource):
     """A directory with nothing listed yet (``/xend/device/``, as in the original)."""
 
 
+ATTACH = "/xend/console/<int:port>/attach"
+
+
 def make_app(services: Services) -> XendApp:
     keyed = [] if services.keys is None else [
         ("/xend/login", LoginResource(services.config, services.keys)),
@@ -34,7 +44,8 @@ def make_app(services: Services) -> XendApp:
         ("/xend/token/", TokenDirResource(services.keys.tokens)),
         ("/xend/token/<name>/", TokenResource(services.keys.tokens)),
     ]
-    return XendApp(
+    attach = ConsoleAttachResource(services)
+    app = XendApp(
         [
             ("/xend/", RootResource()),
             ("/xend/node/", NodeResource(services)),
@@ -46,6 +57,7 @@ def make_app(services: Services) -> XendApp:
             ("/xend/console/", ConsoleDirResource(services)),
             ("/xend/console/<int:port>/", ConsoleResource(services)),
             ("/xend/console/<int:port>/log", ConsoleLogResource(services)),
+            (ATTACH, attach),
             ("/xend/event/", EventResource(services)),
             ("/xend/device/", EmptyResource()),
             ("/xend/static/<name>", StaticResource()),
@@ -56,3 +68,7 @@ def make_app(services: Services) -> XendApp:
         site=BrowserSite(services),  # the HTML pages: web/pages.py
         audit=Audit(services.events.publish),
     )
+    # werkzeug routes a WebSocket upgrade only to a rule that says so; the plain rule above
+    # stays, so that a request without the upgrade gets the attach's own clear 400.
+    app.url_map.add(Rule(ATTACH, endpoint=attach, websocket=True))
+    return app
