@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ DEFAULT_SERVER = "localhost:8000"
 DEFAULT_UNIX_PATH = Path("/var/run/xend/xend.sock")
 DEFAULT_ROOT = "/xend/"
 TIMEOUT = 60.0
+CONNECT_TIMEOUT = 10.0
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{64}")
 
 
@@ -145,6 +147,41 @@ class XendClient:
         except OSError as error:
             raise XendError(f"Error connecting to xend at {self.where}: {error}; "
                             "is xend running?") from None
+
+    # A console's WebSocket is a protocol of its own on a connection of its own: these
+    # give it what httpx would use for a request.
+    def open_socket(self, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+        """A new socket connected to xend the way this client reaches it: its Unix
+        socket, or TCP to the server, under TLS as ``ssl_context`` says (verified, the
+        pin checked); blocking, with ``timeout`` on each operation."""
+        if self.unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(str(self.unix_path))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        where = urlsplit(self.where)
+        host = where.hostname or "localhost"
+        context = self.ssl_context  # before connecting: a pin is checked on its own
+        sock = socket.create_connection((host, where.port or (443 if self._tls else 80)),
+                                        timeout=timeout)
+        if context is None:
+            return sock
+        try:
+            return context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def socket_headers(self) -> dict[str, str]:
+        """The headers a request on such a socket carries (``Host``, and the credentials
+        this client sends with every request)."""
+        host = "xend" if self.unix_path is not None else urlsplit(self.where).netloc
+        credentials = self._headers.get("Authorization")
+        return {"Host": host, **({"Authorization": credentials} if credentials else {})}
 
     def __enter__(self) -> XendClient:
         return self

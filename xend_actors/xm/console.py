@@ -1,11 +1,14 @@
 """The xm commands on consoles (facts §14.2): ``xm consoles`` and ``xm console DOM``.
 
-``xm console`` is the original's raw-terminal client: it connects to the domain's
-console port on xend's host (the host of the ``XEND`` server setting; localhost
-when xm reaches xend over its Unix socket), prints the original banner, relays
-bytes both ways with the terminal in raw mode, and quits on Ctrl-] (0x1d),
-restoring the terminal. Unlike the original it also turns off the terminal's
-signal keys, so Ctrl-C reaches the guest instead of killing xm.
+``xm console`` is the original's raw-terminal client: it prints the original banner,
+relays bytes both ways with the terminal in raw mode, and quits on Ctrl-] (0x1d),
+restoring the terminal. Unlike the original it reaches the console through xend's
+API, the WebSocket ``/xend/console/<port>/attach``, on a connection made the way xm
+reaches xend (``XendClient.open_socket``: the Unix socket, or TCP with xm's
+credentials), and never the console's TCP port: that port is open only with
+``(console-tcp yes)``, and only to whoever can reach it, while the API knows who is
+asking, works wherever xm reaches xend, and is the one way that always exists. It also
+turns off the terminal's signal keys, so Ctrl-C reaches the guest instead of killing xm.
 """
 
 from __future__ import annotations
@@ -17,20 +20,32 @@ import socket
 import sys
 import termios
 import tty
-from collections.abc import Iterator
-from urllib.parse import urlsplit
+from collections.abc import Iterable, Iterator
 
 import click
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+)
 
 from xend_actors import sxp
 from xend_actors.client import XendClient
+from xend_actors.errors import XendError
 
 BANNER = "************ REMOTE CONSOLE: CTRL-] TO QUIT ********"
 EXITED = "************ REMOTE CONSOLE EXITED *****************"
 QUIT = b"\x1d"  # Ctrl-]
 CONSOLES_HEADER = "Dom Port  Id Connection"
-CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
+MAX_REFUSAL = 64 * 1024  # of the body of a refused attach
 
 
 def consoles_row(info: sxp.Value) -> str:
@@ -59,28 +74,65 @@ def console(client: XendClient, dom: str) -> None:
     port = sxp.child_value(sxp.child(client.xend_domain(dom), "console"), "console_port")
     if port is None:
         raise click.ClickException(f"Domain {dom} has no console")
-    connect(xend_host(client), int(port))
+    attach(client, int(port))
 
 
-def xend_host(client: XendClient) -> str:
-    """The host xm reaches xend on, where the consoles are too."""
-    where = urlsplit(client.where)
-    return (where.hostname or "localhost") if where.scheme == "http" else "localhost"
-
-
-def connect(host: str, port: int) -> None:
-    """Be the terminal of the console at ``host:port`` until Ctrl-] or its end."""
+def attach(client: XendClient, port: int) -> None:
+    """Be the terminal of the console on ``port`` until Ctrl-] or its end."""
     try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        sock = client.open_socket()
     except OSError as error:
-        raise click.ClickException(f"Cannot connect to the console at {host}:{port}: "
-                                   f"{error.strerror or error}") from None
+        raise XendError(f"Error connecting to xend at {client.where}: "
+                        f"{error.strerror or error}; is xend running?") from None
     with sock:
+        ws, early = upgrade(sock, client.socket_headers(), f"{client.root}console/{port}/attach")
         sock.settimeout(None)
         click.echo(BANNER)
         with raw_terminal(sys.stdin.fileno()):
-            relay(sock, sys.stdin.fileno(), sys.stdout.fileno())
+            relay(sock, ws, early, sys.stdin.fileno(), sys.stdout.fileno())
         click.echo("\n" + EXITED)
+
+
+def upgrade(sock: socket.socket, headers: dict[str, str],
+            target: str) -> tuple[WSConnection, list[Event]]:
+    """Open the WebSocket at ``target`` on ``sock``; it and what came with its upgrade.
+    A refusal raises ``XendError`` with xend's message, as any request's would."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    fields = dict(headers)
+    host = fields.pop("Host")
+    sock.sendall(ws.send(Request(host=host, target=target, extra_headers=[
+        (name.encode(), value.encode()) for name, value in fields.items()])))
+    status, body = 0, b""
+    while True:
+        data = sock.recv(CHUNK)
+        if not data:
+            raise XendError("xend closed the connection instead of opening the console")
+        ws.receive_data(data)
+        events = list(ws.events())
+        for at, event in enumerate(events):
+            if isinstance(event, AcceptConnection):
+                return ws, events[at + 1:]
+            if isinstance(event, RejectConnection):
+                status = event.status_code
+                finished = not event.has_body
+            elif isinstance(event, RejectData):
+                body += event.data
+                finished = event.body_finished or len(body) > MAX_REFUSAL
+            else:
+                continue
+            if finished:
+                raise _refusal(status, body)
+
+
+def _refusal(status: int, body: bytes) -> XendError:
+    """xend's answer to an attach it refused, as the client rule reads any answer."""
+    try:
+        value = sxp.parse(body[:MAX_REFUSAL])
+    except sxp.ParseError:
+        value = None
+    if isinstance(value, list) and sxp.name(value) == "xend.err":
+        return XendError(str(sxp.child0(value, "")), status=status)
+    return XendError(f"xend refused the console: HTTP {status}", status=status)
 
 
 @contextlib.contextmanager
@@ -97,28 +149,49 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
-def relay(sock: socket.socket, keyboard: int, screen: int) -> None:
+def relay(sock: socket.socket, ws: WSConnection, early: Iterable[Event], keyboard: int,
+          screen: int) -> None:
     """Bytes both ways until the console closes, the keyboard ends or Ctrl-] is typed."""
+    if not _shown(sock, ws, early, screen):
+        return
     # select(2), not epoll: a keyboard that is a file or /dev/null is always ready (at its end).
     with selectors.SelectSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
         selector.register(keyboard, selectors.EVENT_READ)
         while True:
-            for key, _ in selector.select():
-                if key.fileobj is sock:
-                    data = sock.recv(CHUNK)
-                    if not data:
-                        return
-                    _write_all(screen, data)
-                else:
-                    typed = os.read(keyboard, CHUNK)
-                    before, quit_, _ = typed.partition(QUIT)
-                    sock.sendall(before)
-                    if quit_ or not typed:
-                        return
+            # A TLS socket may hold decrypted bytes that select cannot see.
+            pending = getattr(sock, "pending", lambda: 0)()
+            ready = [key.fileobj for key, _ in selector.select(0 if pending else None)]
+            if pending or sock in ready:
+                data = sock.recv(CHUNK)
+                ws.receive_data(data or None)
+                if not _shown(sock, ws, ws.events(), screen):
+                    return
+            if keyboard in ready:
+                typed = os.read(keyboard, CHUNK)
+                before, quit_, _ = typed.partition(QUIT)
+                if before:
+                    sock.sendall(ws.send(BytesMessage(data=before)))
+                if quit_ or not typed:
+                    sock.sendall(ws.send(CloseConnection(code=1000)))
+                    return
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _shown(sock: socket.socket, ws: WSConnection, events: Iterable[Event], screen: int) -> bool:
+    """Show the console's bytes among ``events`` and answer its pings; False at its end."""
+    for event in events:
+        if isinstance(event, BytesMessage):
+            _write_all(screen, event.data)
+        elif isinstance(event, Ping):
+            sock.sendall(ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            if ws.state is ConnectionState.REMOTE_CLOSING:
+                sock.sendall(ws.send(event.response()))
+            return False
+    return True
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
