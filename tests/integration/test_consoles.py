@@ -19,7 +19,15 @@ import pytest
 
 from tests.support.home import XendHome
 from tests.support.processes import wait_for
-from tests.support.terminal import Terminal, terminal
+from tests.support.sharing import Reaper, SharedXend
+from tests.support.terminal import (
+    Terminal,
+    WsRefused,
+    WsTerminal,
+    terminal,
+    unix_socket,
+    ws_terminal,
+)
 from tests.support.xend import XM, Xend
 from xend_actors import sxp
 
@@ -52,7 +60,7 @@ def own_xend(fresh_xend: Callable[..., Xend]) -> Xend:
     return fresh_xend()
 
 
-def echo_round_trip(term: Terminal, word: str) -> None:
+def echo_round_trip(term: Terminal | WsTerminal, word: str) -> None:
     term.type(f"echo {word}")
     term.read_until(f"echo {word}\r\n{word}\r\n".encode(), PROMPT)
 
@@ -286,12 +294,14 @@ def test_xm_consoles_lists_ports_and_the_connected_client(xend: Xend) -> None:
 class Pty:
     """An xm process on a pseudo-terminal, read with deadlines."""
 
-    def __init__(self, *args: str, home: XendHome) -> None:
+    def __init__(self, *args: str, home: XendHome, env: dict[str, str] | None = None) -> None:
         assert XM, "the xm script is not installed beside this Python (pip install -e .)"
         self.master, self.slave = pty.openpty()
         self.mode = termios.tcgetattr(self.slave)
+        environ = xm_env(home) if env is None else {
+            **{k: v for k, v in os.environ.items() if k not in ("XEND", "XEND_TOKEN")}, **env}
         self.process = subprocess.Popen([XM, *args], stdin=self.slave, stdout=self.slave,
-                                        stderr=self.slave, env=xm_env(home), close_fds=True)
+                                        stderr=self.slave, env=environ, close_fds=True)
         self.seen = b""
 
     def read_until(self, marker: bytes, timeout: float = 20.0) -> bytes:
@@ -318,8 +328,9 @@ class Pty:
 
 
 @contextlib.contextmanager
-def xm_on_pty(*args: str, home: XendHome) -> Iterator[Pty]:
-    term = Pty(*args, home=home)
+def xm_on_pty(*args: str, home: XendHome, env: dict[str, str] | None = None) -> Iterator[Pty]:
+    """xm on a pty, reaching ``home``'s xend over TCP with a token, or as ``env`` says."""
+    term = Pty(*args, home=home, env=env)
     try:
         yield term
     finally:
@@ -349,3 +360,252 @@ def test_xm_create_c_connects_to_the_new_console(xend: Xend, tmp_path: Path) -> 
         term.read_until(PROMPT)
         term.write(b"\x1d")
         assert term.process.wait(timeout=10) == 0
+
+
+# --- the console through the API: a WebSocket (the default, console-tcp no) -----------------
+
+API_ONLY = "(console-tcp no)\n"  # the default; said, since the tests' homes say yes
+
+
+@pytest.fixture(scope="module")
+def api_shared(reaper: Reaper) -> Iterator[SharedXend]:
+    shared = SharedXend(reaper, API_ONLY)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def api_xend(api_shared: SharedXend) -> Iterator[Xend]:
+    """A xend of the module whose consoles have no TCP port (the shipped default)."""
+    yield api_shared.take()
+    api_shared.give_back()
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """The TCP ports the process ``pid`` listens on (from /proc: its sockets' inodes)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def tcp_ws(home: XendHome, port: int, token: str | None = None,
+           **headers: str) -> WsTerminal:
+    """A WebSocket terminal on console ``port`` over xend's TCP port, with an admin token
+    unless another is given."""
+    sock = socket.create_connection(("127.0.0.1", home.http_port), timeout=10)
+    auth = {"Authorization": f"Bearer {token or home.admin_token()}"}
+    return WsTerminal(sock, port, {**auth, **headers}, host=f"127.0.0.1:{home.http_port}")
+
+
+def attach_refusal(home: XendHome, port: int, token: str | None = None,
+                   **headers: str) -> tuple[int, str]:
+    """The status and message of an attach that xend refuses before the upgrade."""
+    with pytest.raises(WsRefused) as refused:
+        tcp_ws(home, port, token, **headers).close()
+    value = sxp.parse(refused.value.body)
+    assert sxp.name(value) == "xend.err", refused.value.body
+    return refused.value.status, str(value[1])
+
+
+def xend_threads(home: XendHome) -> int:
+    pid = home.pid()
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:")[1].split()[0])
+
+
+def test_by_default_no_tcp_port_listens_for_a_console(api_xend: Xend) -> None:
+    pid = api_xend.home.pid()
+    assert pid is not None
+    before = listening_tcp_ports(pid)
+    port = create(api_xend, "a1")
+    with ws_terminal(api_xend.home.unix_path, port) as term:
+        term.read_until(BANNER, PROMPT)  # the console works...
+        assert listening_tcp_ports(pid) == before  # ...and xend listens on nothing new
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    # Waiting for its next client, through the API.
+    wait_for(lambda: status(api_xend, port) == "listening", what="the console listening")
+
+
+def test_a_websocket_attach_types_on_the_guest_and_reads_its_replies(api_xend: Xend) -> None:
+    port = create(api_xend, "a2")
+    with ws_terminal(api_xend.home.unix_path, port) as term:
+        term.read_until(BANNER, PROMPT)  # what the guest said before anyone was there
+        echo_round_trip(term, "hello")
+        info = api_xend.get_sxp(f"/xend/console/{port}")
+        assert sxp.child_value(info, "status") == "connected"
+        assert sxp.child(info, "connected") == ["connected", "<local>", "0"]  # Unix socket
+    api_xend.events.wait_line(f"xend.console.connect ({port} '<local>' 0)")
+    api_xend.events.wait_line(f"xend.console.disconnect ({port} '<local>' 0)")
+    wait_for(lambda: status(api_xend, port) == "listening", what="the console free again")
+    with ws_terminal(api_xend.home.unix_path, port) as again:
+        echo_round_trip(again, "again")
+
+
+def test_a_second_attach_is_refused_while_the_first_is_on(api_xend: Xend) -> None:
+    port = create(api_xend, "a3")
+    domid = api_xend.domid("a3")
+    with ws_terminal(api_xend.home.unix_path, port) as first:
+        first.read_until(PROMPT)
+        with ws_terminal(api_xend.home.unix_path, port) as second:
+            assert second.read_until(b"\n") == (
+                f"Cannot connect to console {port} on domain {domid}\n".encode())
+            assert second.closed()
+            assert second.close_code == 1000
+        echo_round_trip(first, "still-mine")
+
+
+def test_the_disconnect_op_and_the_domain_s_death_close_the_websocket(api_xend: Xend) -> None:
+    port = create(api_xend, "a4", ["restart", "never"])
+    with ws_terminal(api_xend.home.unix_path, port) as term:
+        term.read_until(PROMPT)
+        assert api_xend.post(f"/xend/console/{port}", op="disconnect").status_code == 200
+        assert term.closed()
+    with ws_terminal(api_xend.home.unix_path, port) as term:
+        term.type("crash")
+        term.read_until(b"Kernel panic")
+        assert term.closed()  # dropped when the domain is gone
+    wait_for(lambda: status(api_xend, port) == "closed", what="the console closed")
+    with pytest.raises(WsRefused) as refused:  # no upgrade for a console that is no more
+        ws_terminal(api_xend.home.unix_path, port).__enter__()
+    assert refused.value.status == 409
+    assert b"is closed: its domain is gone" in refused.value.body
+
+
+def test_an_attach_without_the_upgrade_is_a_clear_400(api_xend: Xend) -> None:
+    port = create(api_xend, "a5")
+    message = Xend.error(api_xend.get(f"/xend/console/{port}/attach"), 400)
+    assert "the request needs the upgrade headers" in message
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    for headers, says in [
+        ({**upgrade, "Sec-WebSocket-Key": "too-short"}, "Sec-WebSocket-Key"),
+        ({**upgrade, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+          "Sec-WebSocket-Version": "8"}, "version 13 only"),
+    ]:
+        assert says in Xend.error(api_xend.http.get(f"/xend/console/{port}/attach",
+                                                    headers=headers), 400)
+    assert status(api_xend, port) == "listening"  # none of them became a client
+    with pytest.raises(WsRefused) as unknown:
+        ws_terminal(api_xend.home.unix_path, 1).__enter__()
+    assert unknown.value.status == 404
+
+
+def test_a_websocket_from_another_site_is_refused(api_xend: Xend) -> None:
+    port = create(api_xend, "a6")
+    home = api_xend.home
+    own = f"http://127.0.0.1:{home.http_port}"
+    for headers in [{"Origin": "http://evil.example"},
+                    {"Origin": f"http://127.0.0.1:{home.http_port + 1}"},  # another port
+                    {"Origin": own, "Sec-Fetch-Site": "cross-site"}]:
+        code, message = attach_refusal(home, port, **headers)
+        assert (code, message.split(":")[0]) == (403, "refused"), headers
+    assert status(api_xend, port) == "listening"
+    term = tcp_ws(home, port, Origin=own)  # xend's own pages may
+    try:
+        echo_round_trip(term, "same-origin")
+    finally:
+        term.close()
+
+
+def test_a_viewer_may_read_the_scrollback_but_not_attach(api_xend: Xend) -> None:
+    port = create(api_xend, "a7")
+    with api_xend.home.unix_http() as http:
+        made = http.post("/xend/token", data={"op": "create", "name": "eyes", "role": "viewer"})
+    viewer = str(sxp.child_value(sxp.parse(made.text), "secret"))
+    code, message = attach_refusal(api_xend.home, port, viewer)
+    assert (code, message) == (403, f"token eyes is a viewer: it may not GET "
+                                    f"/xend/console/{port}/attach")
+    assert status(api_xend, port) == "listening"
+    with api_xend.home.http(token=viewer) as http:
+        wait_for(lambda: BANNER in http.get(f"/xend/console/{port}/log").content,
+                 what="the boot in the scrollback, read by the viewer")
+
+
+def test_closing_either_end_leaves_no_thread_behind(api_xend: Xend) -> None:
+    port = create(api_xend, "a8")
+    with ws_terminal(api_xend.home.unix_path, port) as term:
+        term.read_until(PROMPT)
+    wait_for(lambda: status(api_xend, port) == "listening", what="the first client gone")
+    baseline = xend_threads(api_xend.home)
+    for _ in range(5):  # the client goes: a close frame, or just the socket closed
+        with ws_terminal(api_xend.home.unix_path, port) as term:
+            echo_round_trip(term, "once")
+        term = WsTerminal(unix_socket(api_xend.home.unix_path), port)
+        echo_round_trip(term, "abrupt")
+        term.sock.close()
+        wait_for(lambda: status(api_xend, port) == "listening", what="the client gone")
+    for _ in range(5):  # xend ends it
+        with ws_terminal(api_xend.home.unix_path, port) as term:
+            echo_round_trip(term, "dropped")
+            assert api_xend.post(f"/xend/console/{port}", op="disconnect").status_code == 200
+            assert term.closed()
+    wait_for(lambda: xend_threads(api_xend.home) <= baseline, what="xend's threads back to "
+             f"{baseline} (now {xend_threads(api_xend.home)})")
+
+
+def test_xm_console_uses_the_websocket_over_the_unix_socket(api_xend: Xend) -> None:
+    create(api_xend, "a9")
+    domid = api_xend.domid("a9")
+    port = api_xend.console_port("a9")
+    unix = {"XEND_UNIX_PATH": str(api_xend.home.unix_path)}  # as root, xm's default way
+    with xm_on_pty("console", "a9", home=api_xend.home, env=unix) as term:
+        term.read_until(REMOTE_BANNER)
+        term.read_until(BANNER)
+        term.read_until(PROMPT)
+        assert termios.tcgetattr(term.slave) != term.mode  # raw while it runs
+        term.write(b"echo typed\r")
+        term.read_until(b"typed\r\n# ")
+        with xm_on_pty("console", "a9", home=api_xend.home, env=unix) as second:
+            second.read_until(f"Cannot connect to console {port} on domain {domid}".encode())
+            second.read_until(b"REMOTE CONSOLE EXITED")
+            assert second.process.wait(timeout=10) == 0
+        term.write(b"\x1d")
+        assert term.process.wait(timeout=10) == 0
+        assert termios.tcgetattr(term.slave) == term.mode
+
+
+def test_xm_console_refused_says_why_in_one_line(api_xend: Xend) -> None:
+    create(api_xend, "a10")
+    with api_xend.home.unix_http() as http:
+        made = http.post("/xend/token", data={"op": "create", "name": "peek", "role": "viewer"})
+    viewer = str(sxp.child_value(sxp.parse(made.text), "secret"))
+    env = {**xm_env(api_xend.home), "XEND_TOKEN": viewer}
+    assert XM, "the xm script is not installed beside this Python (pip install -e .)"
+    done = subprocess.run([XM, "console", "a10"], capture_output=True, text=True, timeout=60,
+                          env=env, stdin=subprocess.DEVNULL)
+    port = api_xend.console_port("a10")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"Error: token peek is a viewer: it may not GET "
+                           f"/xend/console/{port}/attach\n")
+
+
+# --- (console-tcp yes): the raw ports as in the original, beside the API ----------------------
+
+
+def test_with_console_tcp_the_raw_port_and_the_websocket_share_one_client(xend: Xend) -> None:
+    port = create(xend, "t2")
+    domid = xend.domid("t2")
+    refusal = f"Cannot connect to console {port} on domain {domid}\n".encode()
+    with ws_terminal(xend.home.unix_path, port) as ws:
+        ws.read_until(PROMPT)
+        with terminal(port) as raw:
+            assert raw.read_until(b"\n") == refusal
+            assert raw.closed()
+        echo_round_trip(ws, "ws-first")
+    wait_for(lambda: status(xend, port) == "listening", what="the WebSocket client gone")
+    with terminal(port) as raw:
+        echo_round_trip(raw, "raw-first")
+        with ws_terminal(xend.home.unix_path, port) as ws:
+            assert ws.read_until(b"\n") == refusal
+            assert ws.closed()

@@ -173,7 +173,7 @@ def relay(sock: socket.socket, ws: WSConnection, early: Iterable[Event], keyboar
                 if before:
                     sock.sendall(ws.send(BytesMessage(data=before)))
                 if quit_ or not typed:
-                    sock.sendall(ws.send(CloseConnection(code=1000)))
+                    _say_goodbye(sock, ws.send(CloseConnection(code=1000)))
                     return
 
 
@@ -186,9 +186,15 @@ def _shown(sock: socket.socket, ws: WSConnection, events: Iterable[Event], scree
             sock.sendall(ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             if ws.state is ConnectionState.REMOTE_CLOSING:
-                sock.sendall(ws.send(event.response()))
+                _say_goodbye(sock, ws.send(event.response()))
             return False
     return True
+
+
+def _say_goodbye(sock: socket.socket, close: bytes) -> None:
+    """Send the close frame if xend still listens: it may have gone first."""
+    with contextlib.suppress(OSError):
+        sock.sendall(close)
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
