@@ -32,6 +32,9 @@ class ConsoleInfo:
     domid: int
     status: Status
     client: tuple[str, int] | None = None  # the connected client's host and port
+    # Its TCP port is open (console-tcp yes). Not in the SXP: the original's fields stay
+    # as they were, and the API's attach works either way; the pages offer telnet by it.
+    tcp: bool = False
 
     @property
     def id(self) -> int:

@@ -59,7 +59,7 @@ class Relay:
 
     def info(self) -> ConsoleInfo:
         client = self._client.peer if self._client is not None else None
-        return ConsoleInfo(self.port, self.domid, self.status, client)
+        return ConsoleInfo(self.port, self.domid, self.status, client, self._server is not None)
 
     # --- life ----------------------------------------------------------------------------
 

@@ -105,6 +105,8 @@ class ConsoleAttachResource(Resource):
     def get(self, request: Request, port: int) -> Response:
         refusal = cross_site_refusal(request)
         if refusal:
+            log.warning("Console %s: %s (a WebSocket from a page of another site)", port,
+                        refusal)
             raise Forbidden(refusal)
         accept = handshake(request)
         wire = connection_socket(request)

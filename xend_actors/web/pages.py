@@ -19,6 +19,7 @@ from typing import Any
 from werkzeug import Request, Response
 
 from xend_actors import __version__, sxp
+from xend_actors.access.identity import principal_of
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
@@ -114,6 +115,7 @@ class DomainRow:
     vcpus: str
     cpu_time: str
     console_port: str | None
+    console_tcp: bool  # its raw TCP port is open (console-tcp yes): telnet reaches it
     uptime: str
     paused: bool
     guest: bool  # Domain-0 is the host: it is not paused or destroyed from here
@@ -138,6 +140,7 @@ def domain_row(info: DomainInfo) -> DomainRow:
         vcpus=str(vcpus or 1),
         cpu_time=cpu_seconds(hv.cpu_time) if hv is not None else "",
         console_port=str(console) if console is not None else None,
+        console_tcp=info.console is not None and info.console.tcp,
         uptime=duration(info.up_time) if info.up_time is not None else "",
         paused=info.paused,
         guest=info.domid != 0,
@@ -168,7 +171,14 @@ def domain_page(view: View) -> dict[str, Any]:
               if _concerns(event, row)][-DOMAIN_EVENTS:]
     return {"domain": row, "config": sxp.pretty(config) if config else None,
             "devices": devices, "scrollback": scrollback, "events": events[::-1],
-            "host": view.request.host.rsplit(":", 1)[0]}
+            "host": view.request.host.rsplit(":", 1)[0], "terminal": may_attach(view)}
+
+
+def may_attach(view: View) -> bool:
+    """Whether the page shows its console's terminal: to admins only, as the attach
+    refuses anyone else (viewers read the scrollback)."""
+    principal = principal_of(view.request.environ)
+    return principal is not None and principal.is_admin
 
 
 def _concerns(event: dict[str, str], row: DomainRow) -> bool:
@@ -202,7 +212,7 @@ def _console_infos(value: object) -> list[ConsoleInfo]:
 
 
 def _console(info: ConsoleInfo, names: Mapping[int, str]) -> dict[str, Any]:
-    return {"port": str(info.port), "status": info.status.value,
+    return {"port": str(info.port), "status": info.status.value, "tcp": info.tcp,
             "domid": str(info.domid), "domain": names.get(info.domid, ""),
             "connected": f"{info.client[0]} {info.client[1]}" if info.client else None}
 
@@ -212,7 +222,7 @@ def console_page(view: View) -> dict[str, Any]:
         raise XendError(f"{view.request.path} answered no console")
     console = _console(view.value, {})
     return {"console": console, "scrollback": _scrollback(view, console["port"]),
-            "host": view.request.host.rsplit(":", 1)[0]}
+            "host": view.request.host.rsplit(":", 1)[0], "terminal": may_attach(view)}
 
 
 def events_page(view: View) -> dict[str, Any]:
