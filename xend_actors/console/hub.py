@@ -15,10 +15,11 @@ found by domain id while their domain lives and by port (their id, see
 ``info.py``) for HTTP. A closed console keeps its scrollback until its port is
 used again; only the last ``CLOSED_KEPT`` closed consoles are kept.
 
-Clients reach a console through the authenticated API (``connect``: the web's
-WebSocket hands over one end of a socket pair); only with ``(console-tcp yes)`` does
-each console also listen on its TCP port, as the original's did. Without TCP a
-console's port is still its id, and two live consoles never share one.
+Clients reach a console through the authenticated API (``attach``: the web hands
+over a connection it has upgraded to a WebSocket, ``websocket.py``); only with
+``(console-tcp yes)`` does each console also listen on its TCP port, as the
+original's did. Without TCP a console's port is still its id, and two live consoles
+never share one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import logging
 import socket
 import threading
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pykka
@@ -40,6 +41,7 @@ from xend_actors.config import XendConfig
 from xend_actors.console.info import ConsoleInfo, Status
 from xend_actors.console.relay import Relay
 from xend_actors.console.scrollback import LogSlice
+from xend_actors.console.websocket import WebSocketClient
 from xend_actors.errors import Conflict, NotFound, Timeout
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
@@ -126,11 +128,13 @@ class Consoles(TracedActor):
         """The console on ``port``, open or closed."""
         return self._on_loop(self._info(port))
 
-    def connect(self, port: int, sock: socket.socket, peer: tuple[str, int]) -> bool:
-        """Make ``sock`` a client of the console on ``port``, who is ``peer`` (the API's
-        client); False if it was refused, as a second client is. The console owns ``sock``
-        from here, whatever the answer."""
-        return self._on_loop(self._connect(port, sock, peer))
+    def attach(self, port: int, sock: socket.socket, peer: tuple[str, int],
+               on_end: Callable[[], None]) -> bool:
+        """Make ``sock``, a connection upgraded to a WebSocket, a client of the console on
+        ``port``; ``peer`` is who it is. False if it was refused, as a second client is
+        (it gets the refusal line and the close). The console owns ``sock`` from here,
+        whatever the answer; ``on_end`` is called (on the loop) once it has ended."""
+        return self._on_loop(self._attach_client(port, sock, peer, on_end))
 
     def disconnect(self, port: int) -> None:
         """Drop the client of the console on ``port``."""
@@ -192,13 +196,14 @@ class Consoles(TracedActor):
     async def _info(self, port: int) -> ConsoleInfo:
         return self._relay(port).info()
 
-    async def _connect(self, port: int, sock: socket.socket, peer: tuple[str, int]) -> bool:
+    async def _attach_client(self, port: int, sock: socket.socket, peer: tuple[str, int],
+                             on_end: Callable[[], None]) -> bool:
         try:
             relay = self._relay(port)
         except NotFound:
             sock.close()
             raise
-        return await relay.connect(sock, peer)
+        return await relay.adopt(sock, WebSocketClient(relay, peer, on_end))
 
     async def _disconnect(self, port: int) -> None:
         self._relay(port).disconnect()
@@ -238,6 +243,6 @@ class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
     of_domains = proxy_method(Consoles.of_domains)
     infos = proxy_method(Consoles.infos)
     info = proxy_method(Consoles.info)
-    connect = proxy_method(Consoles.connect)
+    attach = proxy_method(Consoles.attach)
     disconnect = proxy_method(Consoles.disconnect)
     read = proxy_method(Consoles.read)

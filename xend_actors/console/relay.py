@@ -7,9 +7,11 @@ output goes to the client and into the scrollback; while nobody is connected it
 only goes to the scrollback, and the next client first gets what nobody saw (at
 most ``PENDING_LIMIT`` bytes). A second client gets the original's refusal line.
 
-A client is a stream socket either way: one accepted on the console's TCP port, or
-(``connect``) one end of a socket pair whose other end the web bridges to an
-authenticated WebSocket (``web/console.py``). Both get the same rules.
+A client is a ``Client``: a connection accepted on the console's TCP port, whose
+bytes are the console's as they are, or (``adopt``) a ``WebSocketClient``
+(``websocket.py``), a connection the web has upgraded to a WebSocket after it
+authenticated its client, whose bytes travel in frames. The relay asks the same of
+both, and both get the same rules.
 
 Flow control keeps every buffer bounded: a client that does not read pauses the
 reading of the channel, so the guest waits (a flooding guest runs at the client's
@@ -51,7 +53,7 @@ class Relay:
         self._publish = publish
         self._server: asyncio.AbstractServer | None = None
         self._channel: _Channel | None = None
-        self._client: _Client | None = None
+        self._client: Client | None = None
         self._client_full = False  # the client's send buffer is full: the guest waits
         self._channel_full = False  # the guest does not read its input: the client waits
         self._seen = 0  # the output offset up to which a client has been given the output
@@ -71,7 +73,7 @@ class Relay:
             return
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: _Client(self), host, self.port)
+            self._server = await loop.create_server(lambda: Client(self), host, self.port)
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise Conflict(f"console port in use: {self.port}") from None
@@ -88,15 +90,16 @@ class Relay:
             channel.close()
             raise
 
-    async def connect(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
-        """Take ``sock`` as a client, who is ``peer``, as if it had connected to the TCP
-        port; False if it was refused (it then got the refusal line, and is closed)."""
+    async def adopt(self, sock: socket.socket, client: Client) -> bool:
+        """Take the connection ``sock`` (made elsewhere) as ``client``, as if it had come
+        to the TCP port; False if it was refused (it then got the refusal line, and is
+        closed)."""
         if self.status is Status.CLOSED:
             sock.close()
             raise Conflict(f"the console on port {self.port} is closed: its domain is gone")
         loop = asyncio.get_running_loop()
         try:
-            _, client = await loop.connect_accepted_socket(lambda: _Client(self, peer), sock)
+            await loop.connect_accepted_socket(lambda: client, sock)
         except BaseException:
             sock.close()
             raise
@@ -119,17 +122,18 @@ class Relay:
         if self._client is not None:
             client = self._client
             self.client_lost(client)
-            client.transport.close()  # after what is still buffered
+            client.finish()  # after what is still buffered
         self._wake_waiters()
 
     def shut(self) -> None:
         """xend stops: let go of every socket without a word; the domain lives on."""
         self._stop_listening()
-        ends: list[_Client | _Channel | None] = [self._client, self._channel]
+        client, channel = self._client, self._channel
         self._client = self._channel = None
-        for end in ends:
-            if end is not None:
-                end.transport.abort()
+        if client is not None:
+            client.drop()
+        if channel is not None:
+            channel.transport.abort()
         self._wake_waiters()
 
     def disconnect(self) -> None:
@@ -137,7 +141,7 @@ class Relay:
         if self._client is not None:
             client = self._client
             self.client_lost(client)
-            client.transport.abort()
+            client.drop()
 
     async def read(self, since: int, wait: float) -> LogSlice:
         """The output after offset ``since``; with none yet, wait up to ``wait`` s for some."""
@@ -186,12 +190,12 @@ class Relay:
             return
         self.scrollback.append(data)
         if self._client is not None:
-            self._client.transport.write(data)
+            self._client.send(data)
             self._seen = self.scrollback.end
         if self._waiters:
             self._wake_waiters()
 
-    def client_made(self, client: _Client) -> bool:
+    def client_made(self, client: Client) -> bool:
         """Take ``client`` as the console's client; False if it must be refused."""
         if self._client is not None or self.status is not Status.LISTENING:
             return False
@@ -199,17 +203,17 @@ class Relay:
         self.status = Status.CONNECTED
         unseen = self.scrollback.read(max(self._seen, self.scrollback.end - PENDING_LIMIT))
         if unseen.data:
-            client.transport.write(unseen.data)
+            client.send(unseen.data)
         self._seen = unseen.next
         if self._channel_full:
-            client.transport.pause_reading()
+            client.hold(True)
         host, port = client.peer
         log.info("Console connected: id=%s domain=%s client=%s:%s", self.port, self.domid,
                  host, port)
         self._publish("xend.console.connect", [str(self.port), host, str(port)])
         return True
 
-    def client_lost(self, client: _Client) -> None:
+    def client_lost(self, client: Client) -> None:
         if self._client is not client:
             return
         self._client = None
@@ -219,11 +223,11 @@ class Relay:
         host, port = client.peer
         self._publish("xend.console.disconnect", [str(self.port), host, str(port)])
 
-    def client_full(self, client: _Client, full: bool) -> None:
+    def client_full(self, client: Client, full: bool) -> None:
         if self._client is client:
             self._hold_channel(full)
 
-    def typed(self, client: _Client, data: bytes) -> None:
+    def typed(self, client: Client, data: bytes) -> None:
         if self._client is client and self._channel is not None:
             self._channel.transport.write(data)
 
@@ -240,10 +244,7 @@ class Relay:
         """The guest's input is full (or no more): stop (or resume) reading the client."""
         self._channel_full = full
         if self._client is not None:
-            if full:
-                self._client.transport.pause_reading()
-            else:
-                self._client.transport.resume_reading()
+            self._client.hold(full)
 
 
 class _Channel(asyncio.Protocol):
@@ -271,9 +272,9 @@ class _Channel(asyncio.Protocol):
         self.relay.channel_full(self, False)
 
 
-class _Client(asyncio.Protocol):
-    """One connection of a would-be client: the client, or one to refuse. ``peer`` is who
-    it is when the socket does not tell (a socket pair's end, from the API)."""
+class Client(asyncio.Protocol):
+    """One connection of a would-be client, the console's bytes as they are: the client,
+    or one to refuse. ``peer`` is who it is when the socket does not tell."""
 
     def __init__(self, relay: Relay, peer: tuple[str, int] | None = None) -> None:
         self.relay = relay
@@ -290,8 +291,31 @@ class _Client(asyncio.Protocol):
         self.taken = self.relay.client_made(self)
         if not self.taken:
             relay = self.relay
-            transport.write(REFUSAL.format(id=relay.port, dom=relay.domid).encode())
-            transport.close()
+            self.send(REFUSAL.format(id=relay.port, dom=relay.domid).encode())
+            self.finish()
+
+    # --- what the relay asks of its client ---
+
+    def send(self, data: bytes) -> None:
+        """Give the client console output."""
+        self.transport.write(data)
+
+    def hold(self, held: bool) -> None:
+        """Stop (or resume) reading what the client types."""
+        if held:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def finish(self) -> None:
+        """End the connection after what is still to be sent."""
+        self.transport.close()
+
+    def drop(self) -> None:
+        """End the connection now."""
+        self.transport.abort()
+
+    # --- what the connection tells ---
 
     def data_received(self, data: bytes) -> None:
         self.relay.typed(self, data)

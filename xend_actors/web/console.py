@@ -25,12 +25,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+from collections.abc import Callable
 from typing import ClassVar
 
 from werkzeug import Request, Response
 
 from xend_actors.access.identity import principal_of
-from xend_actors.errors import BadRequest, Forbidden, Timeout
+from xend_actors.console.info import Status
+from xend_actors.errors import BadRequest, Conflict, Forbidden, Timeout
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import Kind, decode, optional
 from xend_actors.web.resource import Answer, Resource, op
@@ -110,14 +112,15 @@ class ConsoleAttachResource(Resource):
             raise Forbidden(refusal)
         accept = handshake(request)
         wire = connection_socket(request)
-        ours, theirs = socket.socketpair()
+        info = answer(self.consoles.info(port), "the consoles")
+        if info.status is Status.CLOSED:
+            raise Conflict(f"the console on port {port} is closed: its domain is gone")
         peer = (str(request.remote_addr or ""), int(request.environ.get("REMOTE_PORT") or 0))
-        try:
-            taken = answer(self.consoles.connect(port, theirs, peer), "the consoles")
-        except BaseException:
-            ours.close()
-            raise
         who = principal_of(request.environ)
-        log.info("Console %s attached over a WebSocket by %s from %s:%s%s", port,
-                 who or "nobody known", *peer, "" if taken else " (refused: it has a client)")
-        return Upgrade(accept, wire, ours)
+
+        def hand_over(sock: socket.socket, on_end: Callable[[], None]) -> None:
+            taken = answer(self.consoles.attach(port, sock, peer, on_end), "the consoles")
+            log.info("Console %s: a WebSocket client %s from %s:%s%s", port,
+                     who or "nobody known", *peer, "" if taken else ", refused: it has one")
+
+        return Upgrade(accept, wire, hand_over)

@@ -1,25 +1,20 @@
-"""A WebSocket on a werkzeug server: the upgrade's check, and a bridge to a byte stream.
+"""A WebSocket on a werkzeug server: the upgrade's check, and the hand-over of the
+connection to whoever speaks WebSocket on it.
 
-xend's one WebSocket is a console's terminal (``web/console.py``): binary frames carry
-its bytes both ways, and nothing else is spoken. ``handshake`` checks a request's
-upgrade headers (RFC 6455 §4.2.1) before anything else is done for it, so a request
-without them gets a 400 like any bad request. ``Upgrade`` is then the response: when
-werkzeug sends it, it writes the ``101`` straight onto the connection's socket
-(``werkzeug.socket``), bridges that socket to a stream socket until either side ends,
-and hands the connection back to werkzeug as a dropped one, which it closes without a
-word (Flask-Sock does the same under werkzeug's server).
+xend's one WebSocket is a console's terminal (``web/console.py``). ``handshake``
+checks a request's upgrade headers (RFC 6455 §4.2.1) before anything else is done
+for it, so a request without them gets a 400 like any bad request. ``Upgrade`` is
+then the response: when werkzeug sends it, it writes the ``101`` straight onto the
+connection's socket (``werkzeug.socket``) and hands the connection over (the console
+frames and relays on the consoles' event loop, ``console/websocket.py``). The
+request's thread waits until the WebSocket has ended, so that werkzeug reads nothing
+more from it, then hands the connection back to werkzeug as a dropped one, which it
+closes without a word (Flask-Sock does the same under werkzeug's server).
 
-The bridge is one thread, the request's own, in a select loop; every buffer in it is
-bounded, so memory and flow control are as the console relay's:
-
-- the stream's bytes are read only as fast as the WebSocket takes them (a client that
-  does not read stops the reading of the stream, and so of the guest);
-- the client's frames are read only while the stream has taken what came before
-  (a guest that does not read its input stops the reading of the client), and a
-  message longer than ``MAX_MESSAGE`` ends the connection (1009);
-- a client heard from for ``PING_AFTER`` seconds is pinged; one that answers nothing
-  for ``GONE_AFTER`` seconds more, or takes ``SEND_STALL`` seconds to take a frame, is
-  gone (a half-open connection), and the bridge ends.
+A connection under TLS cannot move to the event loop (its TLS session lives in this
+thread's ``SSLSocket``), so for one the thread stays the TLS end: ``pump`` moves the
+plain bytes between it and a socket pair whose other end is handed over, each way
+read only as fast as the other takes it, so every buffer stays bounded.
 
 No extension is accepted (no compression, so no inflation of a small frame into a
 large one), and no subprotocol: the page and ``xm console`` speak bytes.
@@ -33,27 +28,28 @@ import contextlib
 import logging
 import selectors
 import socket
-import time
+import ssl
+import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug import Request, Response
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError, generate_accept_token
+from wsproto.utilities import generate_accept_token
 
 from xend_actors.errors import BadRequest, XendError
 
 log = logging.getLogger(__name__)
 
 VERSION = "13"
-CHUNK = 16 * 1024  # read from either side at a time
-MAX_MESSAGE = 64 * 1024  # of one message from the client: keystrokes and pastes
-PING_AFTER = 30.0  # seconds without a word from the client before it is pinged
-GONE_AFTER = 30.0  # more seconds without an answer: the client is gone
-SEND_STALL = 30.0  # seconds a frame may wait for the client to take it
+CHUNK = 64 * 1024  # read from either side at a time (TLS)
+SEND_STALL = 30.0  # seconds the client may take to take what is sent to it (TLS)
+
+HandOver = Callable[[socket.socket, Callable[[], None]], object]
+"""Takes the upgraded connection (it owns it from then on) and a callable to call once
+the WebSocket has ended; raises ``XendError`` if it cannot take it."""
 
 
 def handshake(request: Request) -> bytes:
@@ -94,146 +90,87 @@ def connection_socket(request: Request) -> socket.socket:
 
 
 class Upgrade(Response):
-    """The response that turns the connection into a WebSocket bridged to ``stream``;
-    ``on_end`` is called once the bridge has ended, whoever ended it."""
+    """The response that makes the connection ``wire`` a WebSocket and hands it over."""
 
-    def __init__(self, accept: bytes, sock: socket.socket, stream: socket.socket,
-                 on_end: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, accept: bytes, wire: socket.socket, hand_over: HandOver) -> None:
         super().__init__(status=101)
-        self.accept, self.wire, self.pipe, self.on_end = accept, sock, stream, on_end
+        self.accept, self.wire, self.hand_over = accept, wire, hand_over
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        ended = threading.Event()
         try:
+            if self.wire.family in (socket.AF_INET, socket.AF_INET6):
+                # Keystrokes and their echoes are small: each goes at once, as on the
+                # console's own TCP port (asyncio sets TCP_NODELAY there).
+                self.wire.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.wire.settimeout(SEND_STALL)
             self.wire.sendall(self.accept)
-            Bridge(self.wire, self.pipe).run()
+            if isinstance(self.wire, ssl.SSLSocket):
+                ours, theirs = socket.socketpair()
+                with ours:
+                    self.hand_over(theirs, ended.set)
+                    pump(self.wire, ours)
+            else:
+                self.hand_over(self.wire.dup(), ended.set)
+            ended.wait()
+        except XendError as error:  # the console went between the check and the upgrade
+            with contextlib.suppress(OSError):
+                self.wire.sendall(Connection(ConnectionType.SERVER).send(CloseConnection(
+                    code=CloseReason.INTERNAL_ERROR, reason=error.message[:100])))
         except OSError as error:
             log.debug("WebSocket ended: %s", error)
         finally:
-            self.pipe.close()
             with contextlib.suppress(OSError):
                 self.wire.shutdown(socket.SHUT_RDWR)  # werkzeug reads its end and closes
-            self.on_end()
         # werkzeug takes this for a dropped connection: it sends nothing more.
         raise ConnectionError("the WebSocket has ended")
 
 
-class Bridge:
-    """A WebSocket on ``sock`` (after the handshake) and the byte stream ``stream``."""
-
-    def __init__(self, sock: socket.socket, stream: socket.socket) -> None:
-        self.sock, self.stream = sock, stream
-        self.ws = Connection(ConnectionType.SERVER)
-        self.to_stream = b""  # from the client, not yet taken by the stream
-        self.message = 0  # bytes of the client's message so far
-        self.heard = time.monotonic()
-        self.pinged = False
-
-    def run(self) -> None:
-        self.stream.setblocking(False)
-        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.stream, read)
-            selector.register(self.sock, read)
-            hearing = True  # whether the client is read
-            while self.ws.state is ConnectionState.OPEN:
-                if hearing == bool(self.to_stream):  # the client waits for the stream
-                    hearing = not self.to_stream
-                    selector.modify(self.stream, read if hearing else read | write)
-                    if hearing:
-                        selector.register(self.sock, read)
-                    else:
-                        selector.unregister(self.sock)
-                # A TLS socket may hold decrypted bytes that select cannot see.
-                pending = hearing and _pending(self.sock) > 0
-                ready = dict((key.fileobj, mask) for key, mask in
-                             selector.select(0 if pending else self._idle()))
-                stream = ready.get(self.stream, 0)
-                if stream & write:
-                    self._feed_stream()
-                if stream & read:
-                    self._from_stream()
-                if hearing and (pending or self.sock in ready) and \
-                        self.ws.state is ConnectionState.OPEN:
-                    self._from_client()
-                self._keep_alive()
-
-    def _idle(self) -> float:
-        return max(0.0, self.heard + PING_AFTER + (GONE_AFTER if self.pinged else 0.0)
-                   - time.monotonic())
-
-    def _from_client(self) -> None:
-        data = self.sock.recv(CHUNK)
-        if not data:
-            self.ws.receive_data(None)
-            self._close(CloseReason.ABNORMAL_CLOSURE)
-            return
-        self.heard, self.pinged = time.monotonic(), False
-        self.ws.receive_data(data)
-        for event in self.ws.events():
-            if isinstance(event, BytesMessage | TextMessage):
-                part = event.data.encode() if isinstance(event.data, str) else bytes(event.data)
-                self.message = 0 if event.message_finished else self.message + len(part)
-                if self.message > MAX_MESSAGE:
-                    self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
+def pump(wire: socket.socket, pipe: socket.socket) -> None:
+    """Bytes both ways between ``wire`` (a TLS connection, blocking, with a timeout) and
+    ``pipe`` until either ends: ``wire`` is read only once ``pipe`` has taken what came
+    before, and ``pipe`` only as fast as ``wire`` takes it (within ``SEND_STALL``)."""
+    pipe.setblocking(False)
+    read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+    waiting = b""  # from the client, not yet taken by the pipe
+    hearing = True  # whether the client is read
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, read)
+        selector.register(wire, read)
+        while True:
+            # A TLS socket may hold decrypted bytes that select cannot see.
+            pending = not waiting and _pending(wire) > 0
+            ready = dict((key.fileobj, mask) for key, mask in
+                         selector.select(0 if pending else None))
+            from_pipe = ready.get(pipe, 0)
+            if from_pipe & write:
+                with contextlib.suppress(BlockingIOError):
+                    waiting = waiting[pipe.send(waiting):]
+            if from_pipe & read:
+                try:
+                    data = pipe.recv(CHUNK)
+                except BlockingIOError:
+                    data = None
+                if data == b"":
                     return
-                self.to_stream += part
-            elif isinstance(event, Ping):
-                self._send(self.ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self._close(event.code, event.reason or "")
-                return
-        if self.to_stream:
-            self._feed_stream()
-
-    def _feed_stream(self) -> None:
-        try:
-            sent = self.stream.send(self.to_stream)
-        except BlockingIOError:
-            return
-        except OSError:  # the console dropped this client
-            self._close(CloseReason.NORMAL_CLOSURE, "console closed")
-            return
-        self.to_stream = self.to_stream[sent:]
-
-    def _from_stream(self) -> None:
-        try:
-            data = self.stream.recv(CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(CloseReason.NORMAL_CLOSURE, "console closed")
-            return
-        self._send(self.ws.send(BytesMessage(data=data)))
-
-    def _keep_alive(self) -> None:
-        if self.ws.state is not ConnectionState.OPEN or self._idle() > 0:
-            return
-        if self.pinged:
-            log.info("WebSocket client silent for %g s: dropped", PING_AFTER + GONE_AFTER)
-            self._close(CloseReason.GOING_AWAY, "no answer")
-            return
-        self.pinged = True
-        self._send(self.ws.send(Ping(payload=b"xend")))
-
-    def _close(self, code: int, reason: str = "") -> None:
-        """Answer or send a close frame, if one may still be sent; the loop then ends."""
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            with contextlib.suppress(OSError, LocalProtocolError):
-                # 1005 and 1006 are never sent: they say no code came.
-                sendable = code not in (CloseReason.NO_STATUS_RCVD, CloseReason.ABNORMAL_CLOSURE)
-                self._send(self.ws.send(CloseConnection(
-                    code=code if sendable else CloseReason.NORMAL_CLOSURE, reason=reason)))
-        if self.ws.state is ConnectionState.OPEN:
-            self.ws.receive_data(None)  # nothing more is read
-
-    def _send(self, data: bytes) -> None:
-        self.sock.sendall(data)  # within SEND_STALL, or a timeout ends the bridge
+                if data:
+                    wire.sendall(data)
+            if not waiting and (pending or wire in ready):
+                data = wire.recv(CHUNK)
+                if not data:
+                    return
+                with contextlib.suppress(BlockingIOError):
+                    data = data[pipe.send(data):]
+                waiting = data
+            if hearing == bool(waiting):  # the client waits for the pipe, or no more
+                hearing = not waiting
+                selector.modify(pipe, read if hearing else read | write)
+                if hearing:
+                    selector.register(wire, read)
+                else:
+                    selector.unregister(wire)
 
 
-def _pending(sock: Any) -> int:
-    pending = getattr(sock, "pending", None)
-    return pending() if callable(pending) else 0
+def _pending(sock: socket.socket) -> int:
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
