@@ -1,7 +1,8 @@
 """The console's terminal on the domain page, in a real Chromium against a real xend whose
-consoles have no TCP port (the default): an admin types on the guest through xterm.js
-and the WebSocket; a viewer only reads the scrollback; a page of another site cannot
-open the console, even with the browser's credentials."""
+consoles have no TCP port (the default): an admin logged in with PAM types on the guest
+through xterm.js and the WebSocket, and logs out; a viewer only reads the scrollback; a
+page of another site cannot open the console, even with credentials the browser sends
+it (an API token on every request: a session cookie, SameSite=Strict, it would not)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.browser.conftest import Accounts
 from tests.browser.test_admin_pages import other_site  # noqa: F401  (a fixture)
 from tests.support.home import XendHome
 from tests.support.processes import wait_for
@@ -22,8 +24,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def shared_xend_config() -> str:
-    return "(console-tcp no)\n"
+def shared_xend_config(accounts: Accounts) -> str:
+    return "(console-tcp no)\n" + accounts.config()
 
 
 def start_domain(home: XendHome, name: str) -> str:
@@ -72,19 +74,19 @@ def page_with(browser: Browser) -> Iterator[Callable[[str], Page]]:
 
 
 def test_an_admin_types_on_the_guest_in_the_domain_page_terminal(
-        shared_home: XendHome, page_with, screenshot) -> None:
+        shared_home: XendHome, logged_in, screenshot) -> None:
     port = start_domain(shared_home, "term1")
-    page: Page = page_with(shared_home.admin_token())
+    page: Page = logged_in(shared_home.url)  # the admin, with a PAM password
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text)
             if "Content Security Policy" in message.text and "connect-src" in message.text
             else None)
     page.goto(f"{shared_home.url}/xend/domain/term1")
     terminal = page.locator("#console-terminal")
-    expect(terminal.get_by_role("status")).to_have_text("Not connected")
+    expect(terminal.locator("[data-state]")).to_have_text("Not connected")
     assert console_status(shared_home, port) == "listening"  # a look takes nothing
     terminal.get_by_role("button", name="Connect").click()
-    expect(terminal.get_by_role("status")).to_have_text("Connected")
+    expect(terminal.locator("[data-state]")).to_have_text("Connected")
     rows = terminal.locator(".xterm-rows")
     expect(rows).to_contain_text("Booting simulated Linux")  # what nobody had seen yet
     wait_for(lambda: console_status(shared_home, port) == "connected", what="the attach")
@@ -100,32 +102,38 @@ def test_an_admin_types_on_the_guest_in_the_domain_page_terminal(
     screenshot(page, "terminal")
 
     terminal.get_by_role("button", name="Disconnect").click()
-    expect(terminal.get_by_role("status")).to_have_text("Disconnected")
+    expect(terminal.locator("[data-state]")).to_have_text("Disconnected")
     wait_for(lambda: console_status(shared_home, port) == "listening", what="the detach")
+    terminal.get_by_role("button", name="Connect").click()  # and again, then log out
+    expect(terminal.locator("[data-state]")).to_have_text("Connected")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to xend")).to_be_visible()
+    wait_for(lambda: console_status(shared_home, port) == "listening",
+             what="the terminal gone with the page")
 
 
 def test_a_second_terminal_gets_the_refusal_line(
-        shared_home: XendHome, page_with) -> None:
+        shared_home: XendHome, logged_in) -> None:
     port = start_domain(shared_home, "term2")
     domid = sxp.child_value(shared_home.get_sxp("/xend/domain/term2"), "id")
-    first, second = page_with(shared_home.admin_token()), page_with(shared_home.admin_token())
+    first, second = logged_in(shared_home.url), logged_in(shared_home.url)
     for page in (first, second):
         page.goto(f"{shared_home.url}/xend/domain/term2")
     first.get_by_role("button", name="Connect").click()
-    expect(first.locator("#console-terminal").get_by_role("status")).to_have_text("Connected")
+    expect(first.locator("#console-terminal").locator("[data-state]")).to_have_text("Connected")
     second.get_by_role("button", name="Connect").click()
     expect(second.locator(".xterm-rows")).to_contain_text(
         f"Cannot connect to console {port} on domain {domid}")
-    expect(second.locator("#console-terminal").get_by_role("status")).to_have_text(
+    expect(second.locator("#console-terminal").locator("[data-state]")).to_have_text(
         "Disconnected")
     assert console_status(shared_home, port) == "connected"  # still the first's
 
 
 def test_a_viewer_sees_the_scrollback_and_no_terminal(
-        shared_home: XendHome, page_with, screenshot) -> None:
+        shared_home: XendHome, logged_in, accounts: Accounts, screenshot) -> None:
     port = start_domain(shared_home, "term3")
     wait_for(lambda: b"# " in scrollback(shared_home, port), what="the guest's prompt")
-    page: Page = page_with(viewer_token(shared_home, "eyes"))
+    page: Page = logged_in(shared_home.url, user=accounts.viewer)
     page.goto(f"{shared_home.url}/xend/domain/term3")
     expect(page.get_by_label("Console scrollback")).to_contain_text("Booting simulated Linux")
     expect(page.locator("#console-terminal")).to_have_count(0)

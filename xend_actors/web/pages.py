@@ -19,7 +19,6 @@ from typing import Any
 from werkzeug import Request, Response
 
 from xend_actors import __version__, sxp
-from xend_actors.access.identity import principal_of
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
@@ -171,14 +170,7 @@ def domain_page(view: View) -> dict[str, Any]:
               if _concerns(event, row)][-DOMAIN_EVENTS:]
     return {"domain": row, "config": sxp.pretty(config) if config else None,
             "devices": devices, "scrollback": scrollback, "events": events[::-1],
-            "host": view.request.host.rsplit(":", 1)[0], "terminal": may_attach(view)}
-
-
-def may_attach(view: View) -> bool:
-    """Whether the page shows its console's terminal: to admins only, as the attach
-    refuses anyone else (viewers read the scrollback)."""
-    principal = principal_of(view.request.environ)
-    return principal is not None and principal.is_admin
+            "host": view.request.host.rsplit(":", 1)[0]}
 
 
 def _concerns(event: dict[str, str], row: DomainRow) -> bool:
@@ -222,7 +214,7 @@ def console_page(view: View) -> dict[str, Any]:
         raise XendError(f"{view.request.path} answered no console")
     console = _console(view.value, {})
     return {"console": console, "scrollback": _scrollback(view, console["port"]),
-            "host": view.request.host.rsplit(":", 1)[0], "terminal": may_attach(view)}
+            "host": view.request.host.rsplit(":", 1)[0]}
 
 
 def events_page(view: View) -> dict[str, Any]:
