@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import socket
+import ssl
 import subprocess
 import termios
 import threading
@@ -30,6 +31,7 @@ from tests.support.terminal import (
 )
 from tests.support.xend import XM, Xend
 from xend_actors import sxp
+from xend_actors.hypervisor.sim.guest import FLOOD_LINE
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +65,15 @@ def own_xend(fresh_xend: Callable[..., Xend]) -> Xend:
 def echo_round_trip(term: Terminal | WsTerminal, word: str) -> None:
     term.type(f"echo {word}")
     term.read_until(f"echo {word}\r\n{word}\r\n".encode(), PROMPT)
+
+
+def flood_round_trip(term: Terminal | WsTerminal, size: int) -> None:
+    """The guest's ``flood size`` arrives whole: nothing lost, doubled or out of order."""
+    term.type(f"flood {size}")
+    assert term.read_until(b"\r\n", timeout=30) == f"flood {size}\r\n".encode()
+    text = FLOOD_LINE * (size // len(FLOOD_LINE) + 1)
+    ending = b"\r\n" if size % len(FLOOD_LINE) else b""  # a flood ends its last line
+    assert term.read_until(PROMPT, timeout=60) == text[:size] + ending + PROMPT
 
 
 # --- the console port -----------------------------------------------------------------------
@@ -443,6 +454,7 @@ def test_a_websocket_attach_types_on_the_guest_and_reads_its_replies(api_xend: X
     with ws_terminal(api_xend.home.unix_path, port) as term:
         term.read_until(BANNER, PROMPT)  # what the guest said before anyone was there
         echo_round_trip(term, "hello")
+        flood_round_trip(term, 4 << 20)  # many times every buffer on the way
         info = api_xend.get_sxp(f"/xend/console/{port}")
         assert sxp.child_value(info, "status") == "connected"
         assert sxp.child(info, "connected") == ["connected", "<local>", "0"]  # Unix socket
@@ -609,3 +621,72 @@ def test_with_console_tcp_the_raw_port_and_the_websocket_share_one_client(xend: 
         with ws_terminal(xend.home.unix_path, port) as ws:
             assert ws.read_until(b"\n") == refusal
             assert ws.closed()
+
+
+# --- over TLS: the WebSocket through xend's TLS listener ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_shared(reaper: Reaper) -> Iterator[SharedXend]:
+    shared = SharedXend(reaper, "(xend-tls yes)\n" + API_ONLY)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def tls_xend(tls_shared: SharedXend) -> Iterator[Xend]:
+    """A xend of the module whose TCP port speaks TLS (its self-signed certificate)."""
+    yield tls_shared.take()
+    tls_shared.give_back()
+
+
+def tls_cert(home: XendHome) -> Path:
+    return home.dbroot / "tls" / "cert.pem"
+
+
+def tls_ws(home: XendHome, port: int) -> WsTerminal:
+    """A WebSocket terminal on console ``port`` over xend's TLS port, the certificate
+    verified, with an admin token."""
+    context = ssl.create_default_context(cafile=str(tls_cert(home)))
+    raw = socket.create_connection(("127.0.0.1", home.http_port), timeout=10)
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    return WsTerminal(sock, port, {"Authorization": f"Bearer {home.admin_token()}"},
+                      host=f"127.0.0.1:{home.http_port}")
+
+
+def test_over_tls_the_console_types_and_floods_through_the_websocket(tls_xend: Xend) -> None:
+    port = create(tls_xend, "s1")
+    term = tls_ws(tls_xend.home, port)
+    try:
+        term.read_until(BANNER, PROMPT)
+        echo_round_trip(term, "secure")
+        flood_round_trip(term, 4 << 20)
+        echo_round_trip(term, "after")
+    finally:
+        term.close()
+    wait_for(lambda: status(tls_xend, port) == "listening", what="the TLS client gone")
+
+
+def test_xm_console_over_tls_verifies_xend_and_a_wrong_pin_gets_nothing(
+        tls_xend: Xend) -> None:
+    create(tls_xend, "s2")
+    home = tls_xend.home
+    over_tls = {"XEND": f"https://127.0.0.1:{home.http_port}",
+                "XEND_TOKEN": home.admin_token(), "XEND_CA": str(tls_cert(home))}
+    with xm_on_pty("console", "s2", home=home, env=over_tls) as term:
+        term.read_until(REMOTE_BANNER)
+        term.read_until(PROMPT)
+        term.write(b"echo over-tls\r")
+        term.read_until(b"over-tls\r\n# ")
+        term.write(b"\x1d")
+        assert term.process.wait(timeout=10) == 0
+    assert XM, "the xm script is not installed beside this Python (pip install -e .)"
+    wrong = {**over_tls, "XEND_CA": "", "XEND_FINGERPRINT": "AB" * 32}
+    env = {k: v for k, v in os.environ.items() if k != "XEND"} | wrong
+    done = subprocess.run([XM, "console", "s2"], capture_output=True, text=True, timeout=60,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("Error: the certificate of xend at https://127.0.0.1:")
+    assert done.stderr.count("\n") == 1
+    assert not tls_xend.events.has(f"xend.console.connect ({tls_xend.console_port('s2')} "
+                                   f"127.0.0.1 0)")
