@@ -224,7 +224,7 @@ def main() -> None:
     names = {"raw": "raw TCP console port (baseline)", "tcp": "WebSocket, TCP + token",
              "unix": "WebSocket, Unix socket"}
     print_table(["path", "echo p50 ms", "echo p99 ms", "p50 / raw", "p99 / raw",
-                 "flood MB/s", "flood raw / it"], [
+                 "flood MB/s", "MB/s / raw"], [
         [names[path], ms(path, 0.5), ms(path, 0.99),
          "" if path == "raw" else f"{ratio(path, 0.5):.2f}x",
          "" if path == "raw" else f"{ratio(path, 0.99):.2f}x",

@@ -67,7 +67,7 @@ class Relay:
 
     async def listen(self, host: str | None) -> None:
         """Wait for clients: on the console's TCP port at ``host``, or (None) only those
-        the API brings (``connect``)."""
+        the API brings (``adopt``)."""
         if host is None:
             self.status = Status.LISTENING
             return

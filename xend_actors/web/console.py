@@ -12,12 +12,13 @@ viewers follow a console beside its one interactive client. A closed console's l
 stays readable until its port is used again.
 
 ``GET /xend/console/<port>/attach`` (ours) is the console's terminal: a WebSocket whose
-binary frames carry the console's bytes both ways (``websocket.py``), for admins only,
-and never for a page of another site (its ``Origin`` must be xend's own: a WebSocket is
-not bound by the same-origin policy, so a page elsewhere could otherwise drive a
-console with the browser's session). The WebSocket is one more client of the console
-and follows the original's rules: one client at a time (a second gets the refusal
-line, then the close), and a new client first gets the output nobody saw.
+binary frames carry the console's bytes both ways (the upgrade: ``websocket.py``; the
+frames: ``console/websocket.py``), for admins only, and never for a page of another
+site (its ``Origin`` must be xend's own: a WebSocket is not bound by the same-origin
+policy, so a page elsewhere could otherwise drive a console with whatever credentials
+the browser sends along). The WebSocket is one more client of the console and follows
+the original's rules: one client at a time (a second gets the refusal line, then the
+close), and a new client first gets the output nobody saw.
 """
 
 from __future__ import annotations
