@@ -1,4 +1,6 @@
-"""Domain consoles on the simulated hypervisor: TCP, HTTP, xm, against a real xend + simhv."""
+"""Domain consoles on the simulated hypervisor, against a real xend + simhv: the raw TCP
+ports of ``(console-tcp yes)`` (the tests' homes say so), the WebSocket of the API (the
+default: no TCP port at all), over the Unix socket, TCP and TLS; HTTP; xm."""
 
 from __future__ import annotations
 
