@@ -37,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from tests.support.home import XendHome
 from tests.support.netns import netns_usable
 from tests.support.processes import wait_for
+from tests.support.terminal import WsTerminal
 from tests.support.xend import Xend, run_xm, sim_vm
 from xend_actors import sxp
 from xend_actors.access.tls import Certificate, fingerprint, make_self_signed
@@ -214,7 +215,7 @@ def test_a_wrong_certificate_gets_no_request_and_so_never_the_token(
     assert token.encode() not in b"".join(impostor.received)
 
 
-def test_an_admin_token_drives_create_save_restore_destroy_over_verified_tls(
+def test_an_admin_token_drives_create_console_save_restore_destroy_over_verified_tls(
         shared_home: XendHome, tmp_path: Path) -> None:
     image = str(tmp_path / "tls1.save")
     with XendClient(https(shared_home), token=shared_home.admin_token(),
@@ -222,8 +223,20 @@ def test_an_admin_token_drives_create_save_restore_destroy_over_verified_tls(
         assert client.ssl_context is not None
         assert client.ssl_context.verify_mode is ssl.CERT_REQUIRED
         assert client.ssl_context.check_hostname  # 127.0.0.1 is among its names
-        client.xend_domain_create(sim_vm("tls1"))
+        info = client.xend_domain_create(sim_vm("tls1"))
         client.xend_domain_unpause("tls1")
+        port = int(sxp.child_value(sxp.child(info, "console"), "console_port"))
+        # The console, through the WebSocket on the same verified TLS connection.
+        headers = client.socket_headers()
+        host = headers.pop("Host")
+        term = WsTerminal(client.open_socket(), port, {**headers, "Origin": https(shared_home)},
+                          host=host)
+        try:
+            term.read_until(b"# ", timeout=30)
+            term.type("echo over-tls")
+            assert b"over-tls\r\n" in term.read_until(b"over-tls\r\n")
+        finally:
+            term.close()
         assert client.xend_domain_save("tls1", image) == "0"
         assert "tls1" not in client.xend_domains()
         restored = client.xend_domain_restore(image)
@@ -232,7 +245,7 @@ def test_an_admin_token_drives_create_save_restore_destroy_over_verified_tls(
         client.xend_domain_destroy("tls1", "halt")
         wait_for(lambda: "tls1" not in client.xend_domains(), what="tls1 to go")
     audit = shared_home.logfile.read_text()
-    for op in ("create", "save", "restore", "destroy"):
+    for op in ("create", "unpause", "save", "restore", "destroy"):
         assert f"token tests ran {op}" in audit, op
 
 
