@@ -76,15 +76,19 @@ class Channel:
         return self._decoder.buffered
 
     def receive_bytes(self, size: int) -> bytes:
-        """The next ``size`` of the raw bytes the last message announced."""
+        """The next ``size`` of the raw bytes the last message announced: those read with
+        it, then the rest read from the socket straight into place."""
         self._owed(size)
-        data = bytearray()
-        while len(data) < size:
-            piece = self._decoder.take(size - len(data))
-            if piece:
-                data += piece
-            else:
-                self._fill()
+        taken = self._decoder.take(size)
+        if len(taken) == size:
+            return taken
+        data = bytearray(size)
+        view = memoryview(data)
+        view[:len(taken)] = taken
+        got = len(taken)
+        while got < size:
+            got += self._recv_into(view[got:])
+        self._decoder.skip(size - len(taken))
         return bytes(data)
 
     def receive_into(self, fd: int, size: int) -> None:
@@ -118,15 +122,7 @@ class Channel:
         """``receive_into`` over TLS: OpenSSL reads and decrypts, xend writes the pipe."""
         buffer = memoryview(bytearray(CHUNK))
         while size:
-            try:
-                got = self.sock.recv_into(buffer, min(size, CHUNK))
-            except TimeoutError:
-                raise XfrError(f"{self.peer} sent nothing for {self.timeout:g} s",
-                               Code.ETIMEDOUT) from None
-            except OSError as error:
-                raise self._lost(error) from None
-            if not got:
-                raise XfrError(f"{self.peer} closed the connection")
+            got = self._recv_into(buffer[:min(size, CHUNK)])
             write_all(fd, buffer[:got], self.timeout)
             self._decoder.skip(got)
             size -= got
@@ -171,13 +167,18 @@ class Channel:
             raise XfrError(f"{sentence} for {self.timeout:g} s", Code.ETIMEDOUT)
 
     def _fill(self) -> None:
+        with memoryview(bytearray(CHUNK)) as chunk:
+            self._decoder.feed(chunk[:self._recv_into(chunk)])
+
+    def _recv_into(self, buffer: memoryview) -> int:
+        """Read into ``buffer``, waiting at most ``timeout``; how many bytes came (> 0)."""
         try:
-            chunk = self.sock.recv(CHUNK)
+            got = self.sock.recv_into(buffer)
         except TimeoutError:
             raise XfrError(f"{self.peer} sent nothing for {self.timeout:g} s",
                            Code.ETIMEDOUT) from None
         except OSError as error:
             raise self._lost(error) from None
-        if not chunk:
+        if not got:
             raise XfrError(f"{self.peer} closed the connection")
-        self._decoder.feed(chunk)
+        return got
