@@ -38,6 +38,7 @@ from tests.support.sharing import Reaper
 from tests.support.xend import XM, Xend
 from xend_actors import sxp
 from xend_actors.transfer import xfr
+from xend_actors.transfer.relocation import MAX_CONNECTIONS
 from xend_actors.transfer.xfr import tls
 
 _WHY = netns_usable()
@@ -364,6 +365,13 @@ def test_a_handshake_that_never_finishes_holds_up_nobody(
                                  r"failed: (.*)", home.logfile.read_text()))
     wait_for(lambda: len(failures()) == 2, timeout=10, what="both handshakes logged")
     assert failures() == ["http request", "no answer in time"]
+    # None of them is counted any more: twice as many peers as may be served at once,
+    # one after the other, are each served.
+    for _ in range(2 * MAX_CONNECTIONS):
+        with contextlib.closing(xfr.Channel(tls.connect(files, "127.0.0.1", port, 10),
+                                            "xend", 10)) as peer:
+            peer.send(xfr.Hello())
+            peer.expect_ok("the connection")
     assert home.alive()
 
 

@@ -142,9 +142,10 @@ class Relocation(TracedActor):
                              name=f"relocation {peer[0]}").start()
 
     def _serve(self, sock: socket.socket, address: str) -> None:
+        connection = sock
         try:
-            channel = xfr.Channel(self._secure(sock, address), f"relocation peer {address}",
-                                  IDLE_TIMEOUT)
+            connection = self._secure(sock)
+            channel = xfr.Channel(connection, f"relocation peer {address}", IDLE_TIMEOUT)
             try:
                 refusal = self._refusal(channel, address)
                 if refusal:
@@ -162,11 +163,11 @@ class Relocation(TracedActor):
             log.exception("Migration in from %s failed", address)
         finally:
             with self._lock:
-                self._connections.discard(sock)
+                self._connections.discard(connection)
 
-    def _secure(self, sock: socket.socket, address: str) -> socket.socket:
-        """The connection over TLS once its handshake is done, or as it is without TLS.
-        It stays in ``_connections`` (under ``sock``, which ``on_stop`` shuts down)."""
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        """The connection over TLS once its handshake is done (in ``_connections`` in
+        place of ``sock``, for ``on_stop`` to shut it down), or ``sock`` without TLS."""
         if self._tls is None:
             return sock
         secured = tls.accept(self._tls, sock)
