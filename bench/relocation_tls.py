@@ -11,13 +11,14 @@ the one xend reports in its ``xend.domain.migrate ... ok`` event.
 * sim: a sim guest of 512 MiB (its pages are a pattern, streamed and hashed by both
   xends: the whole cost is xend's and the connection's);
 * qemu: the test guest (``tests/guest/build``, 128 MiB) under tcg, its stream relayed by
-  both xends; skipped without qemu or with ``--no-qemu``.
+  both xends; skipped without qemu.
 
 Ratios are medians of the paired rounds' ratios (TLS / plain), as the host's other load
 slows both sides of a round alike. The aim is at most 1.3x.
 
     python bench/relocation_tls.py            # 9 sim rounds, 5 qemu rounds
     python bench/relocation_tls.py --quick    # 3 and 2
+    python bench/relocation_tls.py --only qemu
 """
 
 from __future__ import annotations
@@ -158,11 +159,13 @@ def report(kind: str, figures: dict[str, list[float]]) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--no-qemu", action="store_true", help="the sim guest only")
+    parser.add_argument("--only", choices=("sim", "qemu"), help="one guest only")
     args = parser.parse_args()
-    kinds = {"sim": 3 if args.quick else 9}
-    if QEMU is not None and not args.no_qemu:
-        kinds["qemu"] = 2 if args.quick else 5
+    kinds = {"sim": 3 if args.quick else 9, "qemu": 2 if args.quick else 5}
+    if QEMU is None:
+        del kinds["qemu"]
+    if args.only:
+        kinds = {args.only: kinds[args.only]}
     folder = Path(tempfile.mkdtemp(prefix="bench-pki-"))
     rows: list[list[str]] = []
     try:

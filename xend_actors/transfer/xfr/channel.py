@@ -22,6 +22,7 @@ from xend_actors.transfer.xfr.pipes import SPLICE_FLAGS, ready, write_all
 from xend_actors.transfer.xfr.tls import failure
 
 CHUNK = 1 << 16  # read from the socket at a time
+TLS_CHUNK = 1 << 18  # decrypted bytes written to a pipe at a time
 
 
 class Channel:
@@ -35,6 +36,10 @@ class Channel:
         self._decoder = Decoder()
         self._tls = isinstance(sock, ssl.SSLSocket)
         sock.settimeout(timeout)
+        # Each message waits for its answer: Nagle's algorithm would hold a small one
+        # back until the peer's delayed ACK of the bytes before it (up to 200 ms).
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
         self.sock.close()
@@ -120,10 +125,14 @@ class Channel:
 
     def _decrypt_into(self, fd: int, size: int) -> None:
         """``receive_into`` over TLS: OpenSSL reads and decrypts, xend writes the pipe."""
-        buffer = memoryview(bytearray(CHUNK))
+        buffer = memoryview(bytearray(min(size, TLS_CHUNK)))
         while size:
-            got = self._recv_into(buffer[:min(size, CHUNK)])
-            write_all(fd, buffer[:got], self.timeout)
+            # A read gives one TLS record (16 KiB at most): gather many for each write.
+            piece = buffer[:min(size, TLS_CHUNK)]
+            got = 0
+            while got < len(piece):
+                got += self._recv_into(piece[got:])
+            write_all(fd, piece, self.timeout)
             self._decoder.skip(got)
             size -= got
 
