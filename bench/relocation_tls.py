@@ -16,8 +16,8 @@ the one xend reports in its ``xend.domain.migrate ... ok`` event.
 Ratios are medians of the paired rounds' ratios (TLS / plain), as the host's other load
 slows both sides of a round alike. The aim is at most 1.3x.
 
-    python bench/relocation_tls.py            # 9 sim rounds, 5 qemu rounds
-    python bench/relocation_tls.py --quick    # 3 and 2
+    python bench/relocation_tls.py            # 9 rounds of each
+    python bench/relocation_tls.py --quick    # 3 rounds of each
     python bench/relocation_tls.py --only qemu
 """
 
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--only", choices=("sim", "qemu"), help="one guest only")
     args = parser.parse_args()
-    kinds = {"sim": 3 if args.quick else 9, "qemu": 2 if args.quick else 5}
+    kinds = {"sim": 3 if args.quick else 9, "qemu": 3 if args.quick else 9}
     if QEMU is None:
         del kinds["qemu"]
     if args.only:
