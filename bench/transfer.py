@@ -67,7 +67,8 @@ def qemu_xends() -> Iterator[list[XendHome]]:
             port = free_port()
             home = new_home("(hypervisor qemu)\n(qemu-accel tcg)\n(xend-relocation-server yes)\n"
                             f"(xend-relocation-port {port})\n"
-                            "(xend-relocation-address 127.0.0.1)\n")
+                            "(xend-relocation-address 127.0.0.1)\n"
+                            "(xend-relocation-tls no)\n")  # relocation_tls.py measures TLS
             homes.append(home)
             started = home.xend("start")
             if started.returncode != 0:

@@ -1,21 +1,27 @@
 """Two test hosts for migrations: two network namespaces joined by a veth pair, a xend in
 each, the destination's relocation server on and its hosts-allow naming the source's
-address. The tests of a module share a pair (``HostPairs``); the tests talk to both
-xends over their Unix sockets and to their consoles from inside their namespaces.
+address. The two xends speak mutual TLS, each with a certificate for its address from
+one test CA (``tests/support/pki.py``), unless a pair is asked for plain TCP. The tests
+of a module share a pair (``HostPairs``); the tests talk to both xends over their Unix
+sockets and to their consoles from inside their namespaces.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import subprocess
 import sys
-from typing import TypeVar
+import tempfile
+from pathlib import Path
+from typing import Generic, TypeVar
 
 import httpx
 
 from tests.support.home import new_home
 from tests.support.netns import SIM_SHELL
+from tests.support.pki import Authority, Issued
 from tests.support.sharing import Reaper
 from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
@@ -23,6 +29,7 @@ from xend_actors.client import XendClient
 
 SUBNET = "10.231.7"
 SOURCE, DESTINATION = f"{SUBNET}.1", f"{SUBNET}.2"
+PLAIN = "(xend-relocation-tls no)\n"
 
 
 class Host:
@@ -30,6 +37,7 @@ class Host:
 
     def __init__(self, address: str, extra: str = "") -> None:
         self.address = address
+        self.tls: Issued | None = None  # the certificate it presents to other xends, if any
         self.ns = f"xm-{secrets.token_hex(4)}"
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         self.ip("link", "set", "lo", "up")
@@ -123,31 +131,48 @@ class Host:
 H = TypeVar("H", bound=Host)
 
 
-class HostPairs:
+Kind = tuple[str, bool]  # a pair's hosts-allow regex, and whether it speaks TLS
+
+
+class HostPairs(Generic[H]):
     """Source and destination hosts joined by a veth, one pair for each ``allow`` (the
-    regex of the destination's ``xend-relocation-hosts-allow``), which the tests of a
-    module share: ``take`` readies a pair for a test, ``give_back`` leaves its xends
-    running with Domain-0 only (a pair that cannot be cleaned is replaced)."""
+    regex of the destination's ``xend-relocation-hosts-allow``) and ``tls`` (mutual TLS
+    with certificates from ``pki``, or plain TCP), which the tests of a module share:
+    ``take`` readies a pair for a test, ``give_back`` leaves its xends running with
+    Domain-0 only (a pair that cannot be cleaned is replaced)."""
 
     def __init__(self, kind: type[H], reaper: Reaper) -> None:
         self.kind = kind
         self.reaper = reaper
-        self.pairs: dict[str, tuple[H, H]] = {}
-        self.taken: list[str] = []
+        self.pairs: dict[Kind, tuple[H, H]] = {}
+        self.taken: list[Kind] = []
+        self.folder = Path(tempfile.mkdtemp(prefix="xend-pki-"))
+        self.pki = Authority(self.folder / "ca")
 
-    def take(self, allow: str = re.escape(SOURCE)) -> tuple[H, H]:
-        if allow not in self.pairs:
-            self.pairs[allow] = self._make(allow)
-        self.taken.append(allow)
-        for host in self.pairs[allow]:
+    def take(self, allow: str = re.escape(SOURCE), tls: bool = True) -> tuple[H, H]:
+        key = (allow, tls)
+        if key not in self.pairs:
+            self.pairs[key] = self._make(allow, tls)
+        self.taken.append(key)
+        for host in self.pairs[key]:
             host.begin()
-        return self.pairs[allow]
+        return self.pairs[key]
 
-    def _make(self, allow: str) -> tuple[H, H]:
-        source = self.kind(SOURCE)
-        destination = self.kind(DESTINATION, "(xend-relocation-server yes)\n"
-                                             f"(xend-relocation-address {DESTINATION})\n"
-                                             + sxp.show(["xend-relocation-hosts-allow", allow]))
+    def _host(self, address: str, tls: bool, extra: str = "") -> H:
+        """A host at ``address``; with ``tls``, presenting a certificate for it (its IP SAN)
+        from ``pki``, files of its own."""
+        if not tls:
+            return self.kind(address, PLAIN + extra)
+        issued = self.pki.issue(f"xend-{address}-{secrets.token_hex(2)}", ips=(address,))
+        host = self.kind(address, issued.relocation_config() + extra)
+        host.tls = issued
+        return host
+
+    def _make(self, allow: str, tls: bool) -> tuple[H, H]:
+        source = self._host(SOURCE, tls)
+        destination = self._host(DESTINATION, tls, "(xend-relocation-server yes)\n"
+                                 f"(xend-relocation-address {DESTINATION})\n"
+                                 + sxp.show(["xend-relocation-hosts-allow", allow]))
         try:
             veth = f"xv{secrets.token_hex(4)}"
             subprocess.run(["ip", "link", "add", f"{veth}a", "netns", source.ns, "type", "veth",
@@ -182,3 +207,4 @@ class HostPairs:
             for host in pair:
                 self.reaper.submit(host.ns, host.tear_down)
         self.pairs.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)

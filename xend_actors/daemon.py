@@ -106,7 +106,8 @@ class Root(TracedActor):
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)
             debug = self._start("debug", DebugServer.start(
                 config, events, self.shutdown, consoles), DebugServerProxy)
-            addresses.append(ask(debug.address(), "the debug server", BARRIER_TIMEOUT))
+            debug_addresses = ask(debug.addresses(), "the debug server", BARRIER_TIMEOUT)
+            addresses += debug_addresses
             if relocation:
                 addresses.append(f"xfr://{relocation}")
         except BaseException:

@@ -153,7 +153,7 @@ def test_hosts_allow_admits_localhost_by_name(xend_home: Callable[..., XendHome]
 def test_port_in_use_fails_start_with_one_clear_line(
     xend_home: Callable[..., XendHome], listener: str
 ) -> None:
-    home = xend_home()
+    home = xend_home("(xend-debug-tcp yes)" if listener == "event_port" else "")
     port = getattr(home, listener)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))

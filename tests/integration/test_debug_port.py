@@ -1,9 +1,18 @@
-"""The debug port (xend-event-port) as a user at a telnet prompt sees it, on a real xend."""
+"""The debug port as a user at a prompt sees it, on a real xend: root on the debug socket
+(``<run-dir>/debug.sock``) for everything; nobody else there, even with the socket's
+mode opened up; TCP (``xend-event-port``) only with ``(xend-debug-tcp yes)``, and then
+only for the harmless requests."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import secrets
+import shutil
 import socket
+import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -17,14 +26,25 @@ pytestmark = pytest.mark.integration
 
 OPS = ["console.disconnect", "debug.controller", "debug.msg", "exit", "help", "info",
        "log.stderr", "pretty", "quit", "sys.inject", "sys.subscribe", "trace"]
+# What a TCP client may not ask, one request each; root may on the socket.
+ROOT_ONLY = {"exit": "(exit)", "trace": "traceon", "log.stderr": "(log.stderr on)",
+             "debug.msg": "(debug.msg on)", "debug.controller": "(debug_controller on)",
+             "sys.inject": "(sys.inject (xend.test.tcp))",
+             "console.disconnect": "(console.disconnect (id 9600))"}
+TCP = "(xend-debug-tcp yes)"
 VM = "(vm (name x) (memory 16) (image (linux (kernel /boot/vmlinuz-sim))))"
 
 
 class DebugPort:
     """One connection to xend's debug port: lines out, SXP forms in, events kept aside."""
 
-    def __init__(self, home: XendHome) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", home.event_port), timeout=10)
+    def __init__(self, home: XendHome, tcp: bool = False) -> None:
+        if tcp:
+            self.sock = socket.create_connection(("127.0.0.1", home.event_port), timeout=10)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10)
+            self.sock.connect(str(home.debug_socket))
         self.parser = sxp.Parser()
         self.events: list[sxp.Value] = []
 
@@ -86,12 +106,13 @@ class DebugPort:
 
 
 @contextlib.contextmanager
-def connections(home: XendHome) -> Iterator[Callable[[], DebugPort]]:
-    """Connections to ``home``'s debug port, each subscribed before it is handed out."""
+def connections(home: XendHome, tcp: bool = False) -> Iterator[Callable[[], DebugPort]]:
+    """Connections to ``home``'s debug socket (or its TCP port), each subscribed before it
+    is handed out."""
     ports: list[DebugPort] = []
 
     def connect() -> DebugPort:
-        port = DebugPort(home)
+        port = DebugPort(home, tcp)
         ports.append(port)
         # Replies come after the subscription to every event is made.
         assert sxp.name(port.request("(pretty)")) == "ok"
@@ -274,7 +295,7 @@ def test_trace_covers_web_threads_and_actors_until_traceoff(
     assert trace_file.stat().st_size == size
 
 
-def test_exit_from_this_host_stops_xend(
+def test_exit_from_root_on_the_socket_stops_xend(
     running_xend: XendHome, own_debug_port: Callable[[], DebugPort],
 ) -> None:
     port = own_debug_port()
@@ -293,3 +314,140 @@ def test_a_client_too_many_is_told_and_closed(
     with contextlib.closing(extra):
         assert err_value(extra.form()) == "too many debug clients (at most 16)"
         assert extra.closed_by_xend()
+
+
+# --- who may use the debug port --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stranger() -> Iterator[str]:
+    """A user of this host who is not root, made for the tests and removed after them."""
+    name = f"xendtest-{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True, capture_output=True)
+
+
+# Run as the stranger: connect to the socket, ask for the worst, print what comes back.
+ATTEMPT = r"""
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(10)
+try:
+    sock.connect(sys.argv[1])
+except OSError as error:
+    print(f"connect: {type(error).__name__}")
+    sys.exit()
+try:
+    sock.sendall(b"(sys.inject (xend.test.stranger))\n(exit)\n")
+except OSError as error:
+    print(f"send: {type(error).__name__}")
+seen = b""
+try:
+    while data := sock.recv(4096):
+        seen += data
+except ConnectionResetError:  # it sent before its refusal came
+    pass
+print(seen.decode().strip())
+"""
+
+
+def attempt_as(user: str, home: XendHome) -> str:
+    """What the stranger ``user`` gets when asking ``home``'s debug socket to stop xend."""
+    python = shutil.which("python3", path="/usr/bin:/bin")  # not root's own, out of reach
+    assert python is not None
+    done = subprocess.run(["runuser", "-u", user, "--", python, "-c", ATTEMPT,
+                           str(home.debug_socket)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def nothing_done(home: XendHome, port: DebugPort) -> None:
+    """xend still runs, and nothing the stranger asked for happened: the first test event
+    on ``port`` (subscribed before the attempt) is the one root injects after it."""
+    assert home.alive()
+    assert port.request("(sys.inject (xend.test.after))") == ["ok"]
+    first = port.form()
+    while not str(first[1]).startswith("xend.test."):
+        first = port.form()
+    assert first[1] == "xend.test.after"
+
+
+def started_line(home: XendHome) -> str:
+    [line] = re.findall(r"Xend Daemon started on (.*)", home.logfile.read_text())
+    return line
+
+
+def test_by_default_only_roots_socket_listens(shared_home: XendHome) -> None:
+    mode = shared_home.debug_socket.stat()
+    assert stat.S_ISSOCK(mode.st_mode) and stat.S_IMODE(mode.st_mode) == 0o600
+    assert mode.st_uid == os.geteuid() == 0
+    assert f"unix://{shared_home.debug_socket}" in started_line(shared_home)
+    assert "tcp://" not in started_line(shared_home)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", shared_home.event_port), timeout=10)
+
+
+def test_a_user_who_is_not_root_cannot_reach_the_socket(
+    shared_home: XendHome, debug_port: Callable[[], DebugPort], stranger: str,
+) -> None:
+    port = debug_port()
+    assert attempt_as(stranger, shared_home) == "connect: PermissionError"
+    nothing_done(shared_home, port)
+
+
+def test_the_socket_refuses_a_user_who_is_not_root_even_when_its_mode_lets_him_in(
+    running_xend: XendHome, own_debug_port: Callable[[], DebugPort], stranger: str,
+) -> None:
+    port = own_debug_port()
+    for folder in (running_xend.root, running_xend.run_dir):
+        folder.chmod(0o711)
+    running_xend.debug_socket.chmod(0o666)
+    uid = int(subprocess.run(["id", "-u", stranger], capture_output=True, text=True,
+                             check=True).stdout)
+    said = attempt_as(stranger, running_xend).splitlines()
+    assert said[-1] == ("(err (type Forbidden) (value 'the debug socket serves only root, "
+                        f"not uid {uid}'))"), said
+    nothing_done(running_xend, port)
+    assert f"Debug port: refused uid {uid}" in running_xend.logfile.read_text()
+
+
+def test_over_tcp_the_harmless_requests_work_and_the_others_need_root_on_the_socket(
+    xend_home: Callable[..., XendHome],
+) -> None:
+    home = xend_home(TCP)
+    home.start()
+    assert started_line(home).endswith(
+        f"unix://{home.debug_socket}, tcp://127.0.0.1:{home.event_port}")
+    with connections(home, tcp=True) as tcp, connections(home) as root:
+        port = tcp()
+        assert port.request("help") == ["ok", OPS]
+        assert port.request("info") == ["ok", ["info"]]
+        assert port.request("(sys.subscribe xend.test.*)") == ["ok"]
+        for op, line in ROOT_ONLY.items():
+            assert err_value(port.request(line)) == (
+                f"{op} needs root over the debug socket {home.debug_socket}; "
+                "it is refused over TCP"), line
+        # Root injects on the socket; the TCP client sees it, and nothing of its own.
+        assert root().request("(sys.inject (xend.test.root))") == ["ok"]
+        assert port.event("xend.test.root")
+        assert port.events == []
+        assert home.alive()
+        assert root().request("(exit)") == ["ok"]
+    wait_for(lambda: home.xend("status").returncode == 3, timeout=60, what="xend to stop")
+
+
+def test_tcp_clients_not_in_hosts_allow_are_refused(
+    xend_home: Callable[..., XendHome],
+) -> None:
+    home = xend_home(TCP + "\n(xend-hosts-allow ^10\\.1\\.2\\.3$)")
+    home.start()
+    port = DebugPort(home, tcp=True)
+    with contextlib.closing(port):
+        assert err_value(port.form()) == "client 127.0.0.1 is not allowed by xend-hosts-allow"
+        assert port.closed_by_xend()
+    with connections(home) as root:
+        assert root().request("help") == ["ok", OPS]

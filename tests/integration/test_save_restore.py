@@ -28,6 +28,13 @@ from xend_actors.transfer.savefile import HEADER
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(scope="module")
+def shared_xend_config() -> str:
+    """Migrations out of the shared xend go over plain TCP: it has no TLS certificates."""
+    return "(xend-relocation-tls no)\n"
+
+
 PROMPT = b"# "
 
 
@@ -259,7 +266,7 @@ def test_a_name_being_migrated_in_is_not_restored_meanwhile(
         xend_home: Callable[..., XendHome], tmp_path: Path) -> None:
     port = free_port()
     home = xend_home("(xend-relocation-server yes)\n(xend-relocation-address 127.0.0.1)\n"
-                     f"(xend-relocation-port {port})\n")
+                     f"(xend-relocation-port {port})\n(xend-relocation-tls no)\n")
     home.start()
     xend = Xend(home)
     image = saved(xend, tmp_path, "twin")

@@ -66,6 +66,10 @@ class XendHome:
         return self.run_dir / "xend.pid"
 
     @property
+    def debug_socket(self) -> Path:
+        return self.run_dir / "debug.sock"
+
+    @property
     def logfile(self) -> Path:
         return self.root / "log" / "xend.log"
 

@@ -7,6 +7,9 @@ xend.tex's ``traceon`` / ``traceoff`` are ``(trace on)`` / ``(trace off)``. Afte
 the line gets one error and the rest of it is skipped; a line longer than
 ``MAX_REQUEST`` bytes gets one error and is skipped. Replies are ``(ok RESULT)``, or
 ``(ok)``, or ``(err (type T) (value V))``.
+
+``ROOT_ONLY`` names the ops that change xend or show its insides: only root over the
+debug socket may ask them; a TCP client (``xend-debug-tcp``) is refused them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ MAX_DEPTH = 32
 
 # Plain-line commands of xend.tex that are not simply an op's name.
 _PLAIN = {"traceon": ("trace", "on"), "traceoff": ("trace", "off")}
+
+# What changes xend or shows its insides, as against reading what any viewer of the HTTP
+# API sees (help, info, events) and the connection's own settings (pretty, quit):
+# exit stops xend; trace writes every call in xend to a file; log.stderr, debug.msg and
+# debug.controller change its logging; sys.inject puts events of any name on the bus
+# (to every subscriber, the event log and the notify URLs); console.disconnect drops
+# another client's console.
+ROOT_ONLY = frozenset({"exit", "trace", "log.stderr", "debug.msg", "debug.controller",
+                       "sys.inject", "console.disconnect"})
 
 
 class RequestReader:
@@ -81,7 +93,6 @@ def normalize(request: sxp.Value) -> list[sxp.Value]:
     if not request or not isinstance(request[0], str):
         raise BadRequest("expected (OP ARG ...) or a plain command such as help")
     return [request[0].replace("_", "."), *request[1:]]
-
 
 
 def on_off(form: list[sxp.Value]) -> bool:

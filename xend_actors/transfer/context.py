@@ -3,8 +3,8 @@ in the store's ``migrate/`` folder and tells its events.
 
 The Transfer actor makes one Context; each TransferSession actor gets it. In it: the
 driver, the DomainTable and event bus proxies, the ``migrate/`` folder, the session
-numbers and ``Moving`` (``moving.py``), which refuses a second transfer of a domain
-while one runs.
+numbers, ``Moving`` (``moving.py``), which refuses a second transfer of a domain
+while one runs, and the ``Dialer`` a migration out connects with (``xfr/tls.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from xend_actors.store import RecordDir
 from xend_actors.transfer import records
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import MigrateRecord, SaveRecord, SessionRecord
+from xend_actors.transfer.xfr.tls import Dialer
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Context:
     sessions: RecordDir
     ids: Iterator[int]
     moving: Moving = field(default_factory=Moving)
+    dialer: Dialer = field(default_factory=Dialer)  # plain TCP, without a config
 
     def session_id(self) -> str:
         """The key of a new session."""

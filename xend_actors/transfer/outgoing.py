@@ -12,6 +12,11 @@ hypervisor's stream is relayed from a pipe over the connection. Either way the s
 is destroyed only once the destination has built and configured the new domain and
 said ``(xfr.xfr.ok NEWID)``; any failure before that leaves the source running
 (``rollback``) and the destination destroys what it built.
+
+The connection is the Context's ``Dialer``'s (``xfr/tls.py``): mutual TLS, the
+destination's certificate checked against the CA and the host dialed; plain TCP with
+``(xend-relocation-tls no)``; refused, saying why, when TLS is on but not configured.
+A connection or handshake that fails comes before anything is done to the domain.
 """
 
 from __future__ import annotations
@@ -75,12 +80,13 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
              info.domid, host, port, live, resource or "unlimited")
     started = time.monotonic()
     try:
-        if isinstance(driver, StreamState):
-            newid, downtime = _send_stream(driver, context.table, info, where, live, resource,
-                                           report, committing)
-        else:
-            newid, downtime = _send_paged(driver, context.table, domain, info, where, live,
-                                          resource, report)
+        with contextlib.closing(_connect(context, host, port)) as channel:
+            if isinstance(driver, StreamState):
+                newid, downtime = _send_stream(driver, context.table, info, channel, live,
+                                               resource, report, committing)
+            else:
+                newid, downtime = _send_paged(driver, context.table, domain, info, channel,
+                                              live, resource, report)
     except Exception as error:
         log.error("Migrating domain %s to %s:%s failed: %s", info.name, host, port, error)
         tell(replace(record, state=SessionState.ERROR))
@@ -96,12 +102,11 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
 
 
 def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProxy,
-                info: DomainInfo, where: tuple[str, int], live: bool, mbit: int,
+                info: DomainInfo, channel: xfr.Channel, live: bool, mbit: int,
                 report: Callable[[Progress], None]) -> tuple[int, float]:
     """Migrate a domain whose state is pages: (its new id, how long it was stopped) once
-    it runs at ``where``."""
+    it runs at the other end of ``channel``."""
     domid = info.domid
-    channel = _connect(*where)
     stop = rollback.Suspension(driver, domain, domid, info.paused)
     destroyed = False
     try:
@@ -133,12 +138,10 @@ def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProx
                             f"confirm it runs: {error}") from None
         stop.undo()
         raise
-    finally:
-        channel.close()
 
 
 def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo,
-                 where: tuple[str, int], live: bool, mbit: int,
+                 channel: xfr.Channel, live: bool, mbit: int,
                  report: Callable[[Progress], None],
                  committing: Callable[[int], None]) -> tuple[int, float]:
     """Migrate a stream driver's domain: the destination makes the machine, the state
@@ -150,7 +153,6 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
     that starts again after dying here destroys it too), so it need not be gone first,
     and the guest is stopped for less."""
     domid = info.domid
-    channel = _connect(*where)
     sent = committed = destroyed = False
     started = time.monotonic()
     try:
@@ -197,8 +199,6 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
             with contextlib.suppress(XendError):
                 driver.resume(domid)
         raise
-    finally:
-        channel.close()
 
 
 def _memory_mb(info: DomainInfo) -> int:
@@ -246,14 +246,9 @@ def _send_state(driver: StreamDriver, domid: int, write: int, pump: Background, 
     return result
 
 
-def _connect(host: str, port: int) -> xfr.Channel:
-    where = f"{host}:{port}"
-    try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-    except OSError as error:
-        raise xfr.XfrError(f"cannot connect to the relocation port {where}: "
-                           f"{error.strerror or error}") from None
-    return xfr.Channel(sock, f"relocation peer {where}", STREAM_TIMEOUT)
+def _connect(context: Context, host: str, port: int) -> xfr.Channel:
+    sock = context.dialer.connect(host, port, CONNECT_TIMEOUT)
+    return xfr.Channel(sock, f"relocation peer {host}:{port}", STREAM_TIMEOUT)
 
 
 def _peer_reason(channel: xfr.Channel, error: xfr.XfrError) -> xfr.XfrError:

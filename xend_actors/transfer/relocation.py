@@ -1,11 +1,16 @@
 """The Relocation actor: the relocation port, where other xends migrate domains in.
 
 It is started by the Transfer actor when ``xend-relocation-server`` is yes and listens
-on ``xend-relocation-address``:``xend-relocation-port``. A peer whose address
-``xend-relocation-hosts-allow`` does not admit (matched as ``xend-hosts-allow`` is)
-gets ``(xfr.err 13 ...)`` and is closed. Each accepted connection is served on a
-thread of its own, so a transfer never holds up another, nor xend's HTTP: it speaks
-the xfr conversation of ``xfr/`` as the destination.
+on ``xend-relocation-address``:``xend-relocation-port``. Each accepted connection is
+served on a thread of its own, so a transfer never holds up another, nor xend's HTTP:
+there its TLS handshake is made (``xfr/tls.py``: the peer's certificate must verify
+against ``xend-relocation-tls-ca``; a handshake that fails or does not finish in a few
+seconds is logged and closed), then it speaks the xfr conversation of ``xfr/`` as the
+destination. A peer whose certificate names none that ``xend-relocation-hosts-allow``
+admits (each matched as ``xend-hosts-allow`` matches an address; an empty list admits
+any certificate the CA signed) gets ``(xfr.err 13 ...)`` and is closed. Without the
+TLS files it does not start, unless ``(xend-relocation-tls no)``: then connections are
+plain TCP, and the peer's address is matched instead, as the original did.
 
 The destination checks the name and the memory before a page flows, takes the pages
 in (the sim's memory is a pattern: the pages are checked against the digest the source
@@ -28,6 +33,7 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, replace
 
@@ -55,6 +61,7 @@ from xend_actors.transfer.records import (
     SessionState,
     Source,
 )
+from xend_actors.transfer.xfr import tls
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class Relocation(TracedActor):
         super().__init__()
         self._patterns = config.relocation_hosts_allow
         self._incoming = incoming
+        self._tls = tls.files(config, "a relocation server (xend-relocation-server yes)")
         address = config.relocation_address or "0.0.0.0"
         try:
             self._listener = socket.create_server((address, config.relocation_port),
@@ -124,30 +132,63 @@ class Relocation(TracedActor):
                 if not busy:
                     self._connections.add(sock)
             if busy:
-                _refuse(sock, xfr.Err(xfr.Code.EIO, "too many migrations at once; try later"))
+                log.warning("Refused a migration from %s: %d at once already", peer[0],
+                            MAX_CONNECTIONS)
+                # Over TLS the refusal could be said only after a handshake: closed.
+                _refuse(sock, None if self._tls else xfr.Err(
+                    xfr.Code.EIO, "too many migrations at once; try later"))
                 continue
             threading.Thread(target=self._serve, args=(sock, peer[0]), daemon=True,
                              name=f"relocation {peer[0]}").start()
 
     def _serve(self, sock: socket.socket, address: str) -> None:
-        channel = xfr.Channel(sock, f"relocation peer {address}", IDLE_TIMEOUT)
+        connection = sock
         try:
-            if not client_allowed(address, self._patterns):
-                log.warning("Refused a migration from %s: not in xend-relocation-hosts-allow",
-                            address)
-                channel.send(xfr.Err(xfr.Code.EACCES, f"{address} is not allowed to migrate "
-                                     "here by xend-relocation-hosts-allow"))
-                return
-            session = f"{INCOMING_PREFIX}{next(self._sessions)}"
-            receive(channel, address, session, self._incoming)
+            connection = self._secure(sock)
+            channel = xfr.Channel(connection, f"relocation peer {address}", IDLE_TIMEOUT)
+            try:
+                refusal = self._refusal(channel, address)
+                if refusal:
+                    log.warning("Refused a migration: %s", refusal)
+                    channel.send(xfr.Err(xfr.Code.EACCES, refusal))
+                    tls.close_gently(channel.sock)
+                    return
+                session = f"{INCOMING_PREFIX}{next(self._sessions)}"
+                receive(channel, address, session, self._incoming)
+            finally:
+                channel.close()
         except XendError as error:
             log.error("Migration in from %s failed: %s", address, error.message)
         except Exception:
             log.exception("Migration in from %s failed", address)
         finally:
             with self._lock:
-                self._connections.discard(sock)
-            channel.close()
+                self._connections.discard(connection)
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        """The connection over TLS once its handshake is done (in ``_connections`` in
+        place of ``sock``, for ``on_stop`` to shut it down), or ``sock`` without TLS."""
+        if self._tls is None:
+            return sock
+        secured = tls.accept(self._tls, sock)
+        with self._lock:
+            self._connections.discard(sock)
+            self._connections.add(secured)
+        return secured
+
+    def _refusal(self, channel: xfr.Channel, address: str) -> str:
+        """Why the peer at ``address`` may not migrate here, or '' if it may."""
+        if not isinstance(channel.sock, ssl.SSLSocket):
+            if client_allowed(address, self._patterns):
+                return ""
+            return f"{address} is not allowed to migrate here by xend-relocation-hosts-allow"
+        names = tls.names(channel.sock.getpeercert() or {})
+        log.info("Relocation peer %s presents a certificate for %s", address,
+                 ", ".join(names) or "no name")
+        if not self._patterns or any(client_allowed(name, self._patterns) for name in names):
+            return ""
+        return (f"{address} is not allowed to migrate here by xend-relocation-hosts-allow: "
+                f"its certificate names {', '.join(names) or 'nothing'}")
 
 
 class RelocationProxy(ActorMemberMixin, pykka.ActorProxy[Relocation]):
@@ -327,7 +368,8 @@ def _unexpected(message: xfr.Message) -> xfr.XfrError:
     return xfr.XfrError(f"unexpected {type(message).__name__} mid-transfer", xfr.Code.EPROTO)
 
 
-def _refuse(sock: socket.socket, error: xfr.Err) -> None:
+def _refuse(sock: socket.socket, error: xfr.Err | None) -> None:
     with contextlib.suppress(OSError), sock:
-        sock.settimeout(1.0)
-        sock.sendall(xfr.encode(error))
+        if error is not None:
+            sock.settimeout(1.0)
+            sock.sendall(xfr.encode(error))

@@ -34,6 +34,7 @@ from xend_actors.transfer.drivers import movable
 from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
 from xend_actors.transfer.relocation import Incoming, Relocation, RelocationProxy
 from xend_actors.transfer.session import TransferSession, TransferSessionProxy
+from xend_actors.transfer.xfr import tls
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class Transfer(TracedActor):
         self._config = config
         self._relocation: pykka.ActorRef[Relocation] | None = None
         self._context = Context(driver, table, events, sessions,
-                                itertools.count(first_session_id(sessions)))
+                                itertools.count(first_session_id(sessions)),
+                                dialer=tls.Dialer() if config is None else tls.dialer(config))
 
     def on_start(self) -> None:
         self._recover()

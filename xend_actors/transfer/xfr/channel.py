@@ -2,7 +2,8 @@
 
 It writes encoded messages and raw bytes to the socket and feeds what it reads to a
 ``Decoder`` (``decoder.py``), which says where each message ends; a stream's pieces go
-between the socket and a pipe by ``splice``. What the bytes mean is ``messages.py``'s.
+between the socket and a pipe by ``splice`` on plain TCP, and through OpenSSL's reads
+and writes over TLS (``tls.py``). What the bytes mean is ``messages.py``'s.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import ssl
 import sys
 import termios
 
@@ -17,8 +19,10 @@ from xend_actors import sxp
 from xend_actors.transfer.xfr.decoder import Decoder
 from xend_actors.transfer.xfr.messages import MAX_DATA, Code, Data, Err, Message, XfrError, encode
 from xend_actors.transfer.xfr.pipes import SPLICE_FLAGS, ready, write_all
+from xend_actors.transfer.xfr.tls import failure
 
 CHUNK = 1 << 16  # read from the socket at a time
+TLS_CHUNK = 1 << 18  # decrypted bytes written to a pipe at a time
 
 
 class Channel:
@@ -30,7 +34,12 @@ class Channel:
         self.peer = peer
         self.timeout = timeout
         self._decoder = Decoder()
+        self._tls = isinstance(sock, ssl.SSLSocket)
         sock.settimeout(timeout)
+        # Each message waits for its answer: Nagle's algorithm would hold a small one
+        # back until the peer's delayed ACK of the bytes before it (up to 200 ms).
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
         self.sock.close()
@@ -45,8 +54,7 @@ class Channel:
             raise XfrError(f"{self.peer} took no data for {self.timeout:g} s",
                            Code.ETIMEDOUT) from None
         except OSError as error:
-            raise XfrError(f"lost the connection to {self.peer}: "
-                           f"{error.strerror or error}") from None
+            raise self._lost(error) from None
 
     def receive(self) -> Message:
         """The next message."""
@@ -73,15 +81,19 @@ class Channel:
         return self._decoder.buffered
 
     def receive_bytes(self, size: int) -> bytes:
-        """The next ``size`` of the raw bytes the last message announced."""
+        """The next ``size`` of the raw bytes the last message announced: those read with
+        it, then the rest read from the socket straight into place."""
         self._owed(size)
-        data = bytearray()
-        while len(data) < size:
-            piece = self._decoder.take(size - len(data))
-            if piece:
-                data += piece
-            else:
-                self._fill()
+        taken = self._decoder.take(size)
+        if len(taken) == size:
+            return taken
+        data = bytearray(size)
+        view = memoryview(data)
+        view[:len(taken)] = taken
+        got = len(taken)
+        while got < size:
+            got += self._recv_into(view[got:])
+        self._decoder.skip(size - len(taken))
         return bytes(data)
 
     def receive_into(self, fd: int, size: int) -> None:
@@ -93,6 +105,9 @@ class Channel:
         if taken:
             write_all(fd, taken, self.timeout)
             size -= len(taken)
+        if self._tls:
+            self._decrypt_into(fd, size)
+            return
         while size:
             self._wait(self.sock, "r", f"{self.peer} sent nothing")
             self._wait(fd, "w", "the reader of the stream took nothing")
@@ -108,15 +123,34 @@ class Channel:
             self._decoder.skip(moved)
             size -= moved
 
+    def _decrypt_into(self, fd: int, size: int) -> None:
+        """``receive_into`` over TLS: OpenSSL reads and decrypts, xend writes the pipe."""
+        buffer = memoryview(bytearray(min(size, TLS_CHUNK)))
+        while size:
+            # A read gives one TLS record (16 KiB at most): gather many for each write.
+            piece = buffer[:min(size, TLS_CHUNK)]
+            got = 0
+            while got < len(piece):
+                got += self._recv_into(piece[got:])
+            write_all(fd, piece, self.timeout)
+            self._decoder.skip(got)
+            size -= got
+
     def send_pipe(self, read: int) -> None:
         """Send what comes out of the pipe ``read`` as ``(xfr.data SIZE)`` pieces until its
-        writers close it (no end marker); the kernel moves the bytes (splice)."""
+        writers close it (no end marker); the kernel moves the bytes (splice), or OpenSSL
+        over TLS."""
         while True:
             ready(read, "r", None)  # the writer's pace: the caller bounds it
             size = min(int.from_bytes(fcntl.ioctl(read, termios.FIONREAD, bytes(4)),
                                       sys.byteorder), MAX_DATA)
             if not size:
                 return  # readable and empty: every writer closed it
+            if self._tls:
+                data = os.read(read, size)  # there are size bytes: it does not wait
+                self.send(Data(len(data)))
+                self.send_bytes(data)
+                continue
             self.send(Data(size))
             while size:
                 try:
@@ -125,9 +159,13 @@ class Channel:
                     self._wait(self.sock, "w", f"{self.peer} took no data")
                     continue
                 except OSError as error:
-                    raise XfrError(f"lost the connection to {self.peer}: "
-                                   f"{error.strerror or error}") from None
+                    raise self._lost(error) from None
                 size -= moved
+
+    def _lost(self, error: OSError) -> XfrError:
+        if isinstance(error, ssl.SSLError):
+            return failure(f"TLS with {self.peer} failed", error)
+        return XfrError(f"lost the connection to {self.peer}: {error.strerror or error}")
 
     def _owed(self, size: int) -> None:
         if size > self._decoder.owed:
@@ -138,14 +176,18 @@ class Channel:
             raise XfrError(f"{sentence} for {self.timeout:g} s", Code.ETIMEDOUT)
 
     def _fill(self) -> None:
+        with memoryview(bytearray(CHUNK)) as chunk:
+            self._decoder.feed(chunk[:self._recv_into(chunk)])
+
+    def _recv_into(self, buffer: memoryview) -> int:
+        """Read into ``buffer``, waiting at most ``timeout``; how many bytes came (> 0)."""
         try:
-            chunk = self.sock.recv(CHUNK)
+            got = self.sock.recv_into(buffer)
         except TimeoutError:
             raise XfrError(f"{self.peer} sent nothing for {self.timeout:g} s",
                            Code.ETIMEDOUT) from None
         except OSError as error:
-            raise XfrError(f"lost the connection to {self.peer}: "
-                           f"{error.strerror or error}") from None
-        if not chunk:
+            raise self._lost(error) from None
+        if not got:
             raise XfrError(f"{self.peer} closed the connection")
-        self._decoder.feed(chunk)
+        return got

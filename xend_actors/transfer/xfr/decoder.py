@@ -27,7 +27,7 @@ class Decoder:
         """Bytes fed that neither a message nor a take has had yet."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes read from the peer, next after those fed before."""
         self._buffer += data
 

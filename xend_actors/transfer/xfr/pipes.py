@@ -34,12 +34,12 @@ def write_all(fd: int, data: bytes | memoryview, timeout: float) -> None:
     XfrError if the reader went away or took nothing for that long."""
     view = memoryview(data)
     while view:
-        if not ready(fd, "w", timeout):
-            raise XfrError(f"the reader of the stream took nothing for {timeout:g} s",
-                           Code.ETIMEDOUT)
         try:
             written = os.write(fd, view)
-        except BlockingIOError:
+        except BlockingIOError:  # full: wait for room
+            if not ready(fd, "w", timeout):
+                raise XfrError(f"the reader of the stream took nothing for {timeout:g} s",
+                               Code.ETIMEDOUT) from None
             continue
         except OSError as error:
             raise XfrError(f"the reader of the stream went away: "
