@@ -39,12 +39,6 @@ def start_domain(home: XendHome, name: str) -> str:
     return str(sxp.child_value(console, "console_port"))
 
 
-def viewer_token(home: XendHome, name: str) -> str:
-    with home.unix_http() as http:
-        made = http.post("/xend/token", data={"op": "create", "name": name, "role": "viewer"})
-    assert made.status_code == 201, made.text
-    return str(sxp.child_value(sxp.parse(made.text), "secret"))
-
 
 def console_status(home: XendHome, port: str) -> str:
     return str(sxp.child_value(home.get_sxp(f"/xend/console/{port}"), "status"))

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.home import XendHome
 from tests.support.users import User, as_user, local_group, local_user
 from tests.support.xend import XM, Xend, run_xm, sim_vm
 from xend_actors import sxp
@@ -55,12 +54,6 @@ def probe(user: User, path: Path, method: str, url: str, **fields: str) -> str:
 def ro_socket() -> Path:
     return Path(f"/tmp/xend-ro-{os.getpid()}") / RO_SOCKET
 
-
-def viewer_token(home: XendHome, name: str) -> str:
-    with home.unix_http() as http:
-        made = http.post("/xend/token", data={"op": "create", "name": name, "role": "viewer"})
-    assert made.status_code == 201, made.text
-    return str(sxp.child_value(sxp.parse(made.text), "secret"))
 
 
 # --- no credentials ------------------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_guessing_tokens_is_refused_a_while_but_others_are_served(
 
 def test_a_viewer_looks_but_changes_nothing(xend: Xend, tmp_path: Path) -> None:
     xend.start_sim("v1")
-    token = viewer_token(xend.home, "look")
+    token = xend.home.new_token("look", "viewer")
     target = tmp_path / "v1.save"
     with xend.home.http(token=token) as http:
         assert http.get("/xend/domain/").status_code == 200
@@ -239,7 +232,7 @@ def test_bad_token_names_are_refused(xend: Xend) -> None:
 
 
 def test_every_op_is_audited_with_who_and_how_it_ended(xend: Xend) -> None:
-    token = viewer_token(xend.home, "auditee")
+    token = xend.home.new_token("auditee", "viewer")
     xend.start_sim("a1")
     with xend.home.http(token=token) as http:
         http.post("/xend/domain/a1", data={"op": "pause"})

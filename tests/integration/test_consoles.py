@@ -534,9 +534,7 @@ def test_a_websocket_from_another_site_is_refused(api_xend: Xend) -> None:
 
 def test_a_viewer_may_read_the_scrollback_but_not_attach(api_xend: Xend) -> None:
     port = create(api_xend, "a7")
-    with api_xend.home.unix_http() as http:
-        made = http.post("/xend/token", data={"op": "create", "name": "eyes", "role": "viewer"})
-    viewer = str(sxp.child_value(sxp.parse(made.text), "secret"))
+    viewer = api_xend.home.new_token("eyes", "viewer")
     code, message = attach_refusal(api_xend.home, port, viewer)
     assert (code, message) == (403, f"token eyes is a viewer: it may not GET "
                                     f"/xend/console/{port}/attach")
@@ -591,9 +589,7 @@ def test_xm_console_uses_the_websocket_over_the_unix_socket(api_xend: Xend) -> N
 
 def test_xm_console_refused_says_why_in_one_line(api_xend: Xend) -> None:
     create(api_xend, "a10")
-    with api_xend.home.unix_http() as http:
-        made = http.post("/xend/token", data={"op": "create", "name": "peek", "role": "viewer"})
-    viewer = str(sxp.child_value(sxp.parse(made.text), "secret"))
+    viewer = api_xend.home.new_token("peek", "viewer")
     env = {**xm_env(api_xend.home), "XEND_TOKEN": viewer}
     assert XM, "the xm script is not installed beside this Python (pip install -e .)"
     done = subprocess.run([XM, "console", "a10"], capture_output=True, text=True, timeout=60,

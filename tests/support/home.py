@@ -181,13 +181,17 @@ class XendHome:
             return "\n" + self.logfile.read_text()[-3000:]
         return ""
 
+    def new_token(self, name: str, role: str = "admin") -> str:
+        """A new API token of this xend, made over its Unix socket: its secret."""
+        with self.unix_http() as http:
+            made = http.post("/xend/token", data={"op": "create", "name": name, "role": role})
+        assert made.status_code == 201, made.text
+        return str(sxp.child_value(sxp.parse(made.text), "secret"))
+
     def admin_token(self) -> str:
-        """An admin API token of this xend (made over the Unix socket the first time)."""
+        """An admin API token of this xend (the same one each time: ``tests``)."""
         if not self._token:
-            with self.unix_http() as http:
-                made = http.post("/xend/token", data={"op": "create", "name": "tests"})
-            assert made.status_code == 201, made.text
-            self._token = str(sxp.child_value(sxp.parse(made.text), "secret"))
+            self._token = self.new_token("tests")
         return self._token
 
     # verify=False: no TLS here, and loading the CA bundle costs a client 40 ms of CPU.
