@@ -18,6 +18,7 @@ import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.access.ratelimit import FailureLimiter
+from xend_actors.access.revocations import Revocations
 from xend_actors.access.sessions import Sessions
 from xend_actors.access.tokens import Tokens
 from xend_actors.actors import ask, proxy_of
@@ -96,8 +97,10 @@ class Root(TracedActor):
                 driver, table, events, store.migrate, config), TransferProxy)
             ask(transfer.ping(), "the transfer actor", BARRIER_TIMEOUT)
             relocation = ask(transfer.start_relocation(), "the transfer actor", BARRIER_TIMEOUT)
-            keys = Keys(Tokens(store.token), Sessions(config.session_lifetime),
-                        FailureLimiter())
+            revocations = Revocations()
+            keys = Keys(Tokens(store.token, revocations),
+                        Sessions(config.session_lifetime, revocations=revocations),
+                        FailureLimiter(), revocations)
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
                                     consoles=consoles, vnets=vnets, transfer=transfer,
                                     keys=keys)

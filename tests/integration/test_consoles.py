@@ -532,6 +532,26 @@ def test_a_websocket_from_another_site_is_refused(api_xend: Xend) -> None:
         term.close()
 
 
+def test_deleting_the_token_drops_the_console_it_holds(api_xend: Xend) -> None:
+    port = create(api_xend, "a12")
+    holder = api_xend.home.new_token("holder")
+    term = tcp_ws(api_xend.home, port, holder)
+    try:
+        term.read_until(BANNER, PROMPT)
+        echo_round_trip(term, "before")
+        with api_xend.home.unix_http() as http:
+            assert http.post("/xend/token/holder", data={"op": "delete"}).status_code == 200
+        assert term.closed(), "the console stayed open after its token was deleted"
+    finally:
+        term.close()
+    wait_for(lambda: status(api_xend, port) == "listening", what="the client dropped")
+    other = tcp_ws(api_xend.home, port)  # the console itself lives on, for others
+    try:
+        echo_round_trip(other, "after")
+    finally:
+        other.close()
+
+
 def test_a_viewer_may_read_the_scrollback_but_not_attach(api_xend: Xend) -> None:
     port = create(api_xend, "a7")
     viewer = api_xend.home.new_token("eyes", "viewer")

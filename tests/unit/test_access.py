@@ -8,6 +8,7 @@ import pytest
 
 from xend_actors.access.identity import Principal, Role, Via
 from xend_actors.access.ratelimit import FailureLimiter
+from xend_actors.access.revocations import Revocations
 from xend_actors.access.sessions import MAX_SESSIONS, Sessions
 from xend_actors.access.tokens import Tokens
 from xend_actors.errors import BadRequest, Conflict, NotFound
@@ -99,3 +100,20 @@ def test_a_client_that_fails_too_often_waits_out_the_window() -> None:
     assert limiter.blocked_for("10.0.0.2") == 0  # others are not held
     clock.now += 30
     assert limiter.blocked_for("10.0.0.1") == 0
+
+
+def test_deleting_a_token_or_closing_a_session_revokes_its_credential(tmp_path: Path) -> None:
+    revoked: list[str] = []
+    revocations = Revocations()
+    revocations.listen(revoked.append)
+    tokens = Tokens(RecordDir(tmp_path), revocations)
+    sessions = Sessions(60, revocations=revocations)
+    token = tokens.principal(tokens.create("ci", Role.ADMIN))
+    session_id = sessions.open(Principal("alice", Role.ADMIN, Via.SESSION))
+    session = sessions.principal(session_id)
+    assert token is not None and session is not None
+    tokens.delete("ci")
+    sessions.close(session_id)
+    sessions.close(session_id)  # already closed: nothing more to revoke
+    assert revoked == [token.credential, session.credential]
+    assert token.credential == "token ci" and session.credential.startswith("session ")

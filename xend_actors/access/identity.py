@@ -10,7 +10,7 @@ one ``Role``; authorization asks only the role, audit names the principal.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -42,6 +42,9 @@ class Principal:
     name: str
     role: Role
     via: Via
+    # The credential that let it in (``token ci``, ``session <id>``): what a revocation
+    # names, so that what it holds open (a console) ends when the credential does.
+    credential: str = field(default="", compare=False)
 
     @property
     def is_admin(self) -> bool:

@@ -14,9 +14,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xend_actors.access.identity import Principal
+from xend_actors.access.revocations import Revocations
 
 COOKIE = "xend_session"
 MAX_SESSIONS = 1024
@@ -32,18 +33,21 @@ class Session:
 class Sessions:
     """Thread-safe: the gate's threads look sessions up while a login adds one."""
 
-    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic,
+                 revocations: Revocations | None = None) -> None:
         self.lifetime = lifetime
         self._clock = clock
+        self._revocations = revocations or Revocations()
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     def open(self, principal: Principal) -> str:
         """A new session for ``principal``; its id, to be sent once as the cookie."""
         session_id = secrets.token_urlsafe(32)
+        key = _digest(session_id)
+        principal = replace(principal, credential=_credential(key))
         with self._lock:
-            self._sessions[_digest(session_id)] = Session(
-                principal, self._clock() + self.lifetime)
+            self._sessions[key] = Session(principal, self._clock() + self.lifetime)
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         return session_id
@@ -65,8 +69,15 @@ class Sessions:
     def close(self, session_id: str) -> None:
         """End the session (a logout); an unknown id is no error."""
         if session_id and len(session_id) <= MAX_ID_LENGTH:
+            key = _digest(session_id)
             with self._lock:
-                self._sessions.pop(_digest(session_id), None)
+                closed = self._sessions.pop(key, None)
+            if closed is not None:
+                self._revocations.revoke(_credential(key))
+
+
+def _credential(key: str) -> str:
+    return f"session {key[:16]}"
 
 
 def _digest(session_id: str) -> str:

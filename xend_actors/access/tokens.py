@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from xend_actors import sxp
 from xend_actors.access.identity import Principal, Role, Via
+from xend_actors.access.revocations import Revocations
 from xend_actors.errors import BadRequest, Conflict, NotFound
 from xend_actors.store import RecordDir
 
@@ -49,8 +50,9 @@ class _Record:
 class Tokens:
     """The tokens of one xend: made, listed, deleted, and checked on every request."""
 
-    def __init__(self, records: RecordDir) -> None:
+    def __init__(self, records: RecordDir, revocations: Revocations | None = None) -> None:
         self._records = records
+        self._revocations = revocations or Revocations()
         self._lock = threading.Lock()
         self._tokens = {name: record for name, value in records.load_all().items()
                         if (record := _from_sxp(value)) is not None}
@@ -76,6 +78,7 @@ class Tokens:
             if self._tokens.pop(name, None) is None:
                 raise NotFound(f"No such token: {name}")
             self._records.delete(name)
+        self._revocations.revoke(_credential(name))
 
     def info(self, name: str) -> TokenInfo:
         with self._lock:
@@ -101,7 +104,11 @@ class Tokens:
         expected = record.digest if record is not None else _digest("")
         if not hmac.compare_digest(_digest(secret), expected) or record is None:
             return None
-        return Principal(name, record.info.role, Via.TOKEN)
+        return Principal(name, record.info.role, Via.TOKEN, _credential(name))
+
+
+def _credential(name: str) -> str:
+    return f"token {name}"
 
 
 def _digest(secret: str) -> str:

@@ -18,7 +18,8 @@ site (its ``Origin`` must be xend's own: a WebSocket is not bound by the same-or
 policy, so a page elsewhere could otherwise drive a console with whatever credentials
 the browser sends along). The WebSocket is one more client of the console and follows
 the original's rules: one client at a time (a second gets the refusal line, then the
-close), and a new client first gets the output nobody saw.
+close), and a new client first gets the output nobody saw. It lasts no longer than the
+credential that opened it: deleting the token, or logging the session out, drops it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -104,6 +106,32 @@ class ConsoleAttachResource(Resource):
 
     def __init__(self, services: Services) -> None:
         self.consoles = services.consoles
+        # Which consoles each credential holds open: a deleted token or a logout drops them.
+        self._held: dict[str, set[int]] = {}
+        self._lock = threading.Lock()
+        if services.keys is not None:
+            services.keys.revocations.listen(self._revoked)
+
+    def _revoked(self, credential: str) -> None:
+        with self._lock:
+            ports = self._held.pop(credential, set())
+        for port in ports:
+            log.info("Console %s: dropping its client, whose %s has ended", port, credential)
+            answer(self.consoles.disconnect(port), "the consoles")
+
+    def _hold(self, credential: str, port: int) -> Callable[[], None]:
+        """Note that ``credential`` holds ``port``; what to call when it lets go."""
+        with self._lock:
+            self._held.setdefault(credential, set()).add(port)
+
+        def let_go() -> None:
+            with self._lock:
+                held = self._held.get(credential, set())
+                held.discard(port)
+                if not held:
+                    self._held.pop(credential, None)
+
+        return let_go
 
     def get(self, request: Request, port: int) -> Response:
         refusal = cross_site_refusal(request)
@@ -120,8 +148,19 @@ class ConsoleAttachResource(Resource):
         who = principal_of(request.environ)
 
         def hand_over(sock: socket.socket, on_end: Callable[[], None]) -> None:
+            credential = who.credential if who is not None else ""
+            if credential:
+                let_go = self._hold(credential, port)
+                on_end = _both(let_go, on_end)
             taken = answer(self.consoles.attach(port, sock, peer, on_end), "the consoles")
             log.info("Console %s: a WebSocket client %s from %s:%s%s", port,
                      who or "nobody known", *peer, "" if taken else ", refused: it has one")
 
         return Upgrade(accept, wire, hand_over)
+
+
+def _both(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        then()
+    return call

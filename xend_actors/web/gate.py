@@ -25,7 +25,7 @@ import os
 import pwd
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import quote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -36,6 +36,7 @@ from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
 from xend_actors.access.identity import ANONYMOUS, ENVIRON_KEY, Principal, Role, Via
 from xend_actors.access.ratelimit import FailureLimiter
+from xend_actors.access.revocations import Revocations
 from xend_actors.access.sessions import COOKIE, Sessions
 from xend_actors.access.tokens import MAX_TOKEN_LENGTH, Tokens
 from xend_actors.config import XendConfig
@@ -74,6 +75,8 @@ class Keys:
     tokens: Tokens
     sessions: Sessions
     limiter: FailureLimiter
+    # Told by the tokens and sessions above when a credential ends (if they were given it).
+    revocations: Revocations = field(default_factory=Revocations)
 
 
 class Gate:
