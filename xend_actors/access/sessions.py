@@ -61,10 +61,11 @@ class Sessions:
             session = self._sessions.get(key)
             if session is None:
                 return None
-            if session.expires <= self._clock():
-                del self._sessions[key]
-                return None
-            return session.principal
+            if session.expires > self._clock():
+                return session.principal
+            del self._sessions[key]
+        self._revocations.revoke(_credential(key))  # what it held open ends with it
+        return None
 
     def close(self, session_id: str) -> None:
         """End the session (a logout); an unknown id is no error."""
