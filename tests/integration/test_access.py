@@ -35,14 +35,19 @@ def shared_xend_config() -> Iterator[str]:
     shutil.rmtree(ro_socket().parent, ignore_errors=True)
 
 
-def probe(user: User, path: Path, method: str, url: str, **fields: str) -> str:
-    """What ``user`` gets asking xend's socket at ``path`` with curl: ``STATUS BODY``, or
-    ``refused: ...`` when the socket does not let the user in."""
+def probe(user: User, where: Path | str, method: str, url: str, *, token: str = "",
+          **fields: str) -> str:
+    """What ``user`` gets asking xend with curl, on its socket at ``where`` or at the
+    ``host:port`` of its TCP port: ``STATUS BODY``, or ``refused: ...`` when the socket
+    does not let the user in."""
     data = [arg for name, value in fields.items()
             for arg in ("--data-urlencode", f"{name}={value}")]
+    reach = (["--unix-socket", str(where), f"http://xend{url}"] if isinstance(where, Path)
+             else [f"http://{where}{url}"])
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
     done = subprocess.run(
-        ["curl", "-sS", "--unix-socket", str(path), "-X", method, "-H",
-         "Accept: application/sxp", *data, "-w", "\n%{http_code}", f"http://xend{url}"],
+        ["curl", "-sS", "-X", method, "-H", "Accept: application/sxp", *auth, *data,
+         "-w", "\n%{http_code}", *reach],
         capture_output=True, text=True, timeout=60, **as_user(user))
     if done.returncode == 7:  # curl: could not connect
         return f"refused: {done.stderr}"
@@ -59,18 +64,56 @@ def ro_socket() -> Path:
 # --- no credentials ------------------------------------------------------------------------------
 
 
-def test_tcp_without_credentials_is_401_and_nothing_runs(xend: Xend, tmp_path: Path) -> None:
-    target = tmp_path / "stolen"
+def test_an_unprivileged_user_on_tcp_without_credentials_gets_401_and_nothing_runs(
+        xend: Xend, outsider: User) -> None:
+    # The issue's probes: a guest given a disk that is a file of root's, and a save file
+    # that xend (root) would write in /etc.
+    secret = Path("/root") / f"xend-probe-{os.getpid()}"
+    secret.write_text("root's own\n")
+    secret.chmod(0o600)
+    target = Path("/etc") / f"xend-probe-{os.getpid()}"
+    xend.start_sim("victim")
+    tcp = f"127.0.0.1:{xend.home.http_port}"
+    try:
+        vm = sim_vm("intruder", ["device", ["vbd", ["uname", f"file:{secret}"],
+                                            ["dev", "sda1"], ["mode", "r"]]])
+        answers = [probe(outsider, tcp, "GET", "/xend/domain/"),
+                   probe(outsider, tcp, "POST", "/xend/domain/", op="create",
+                         config=sxp.show(vm)),
+                   probe(outsider, tcp, "POST", "/xend/domain/victim", op="save",
+                         file=str(target))]
+        for answer in answers:
+            assert answer.startswith("401 (xend.err 'Authentication required"), answer
+        assert "intruder" not in xend.names() and not target.exists()
+        assert "victim" in xend.names()
+    finally:
+        secret.unlink()
+        target.unlink(missing_ok=True)
+
+
+def test_a_viewer_token_in_an_unprivileged_users_hands_runs_nothing(
+        xend: Xend, outsider: User) -> None:
+    xend.start_sim("victim")
+    token = xend.home.new_token("handed", "viewer")
+    tcp = f"127.0.0.1:{xend.home.http_port}"
+    target = Path("/etc") / f"xend-probe-{os.getpid()}"
+    try:
+        looked = probe(outsider, tcp, "GET", "/xend/domain/victim", token=token)
+        saved = probe(outsider, tcp, "POST", "/xend/domain/victim", token=token, op="save",
+                      file=str(target))
+        assert looked.startswith("200 (domain"), looked
+        assert saved.startswith("403 (xend.err 'token handed is a viewer"), saved
+        assert not target.exists() and "victim" in xend.names()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_no_credentials_get_401_with_the_challenge(xend: Xend) -> None:
     with xend.home.http(token="") as http:
-        listing = http.get("/xend/domain/")
-        created = http.post("/xend/domain/", data={
-            "op": "create", "config": sxp.show(sim_vm("intruder"))})
-        saved = http.post("/xend/domain/0", data={"op": "save", "file": str(target)})
-    for reply in (listing, created, saved):
-        assert reply.status_code == 401, reply.text
-        assert reply.headers["WWW-Authenticate"] == 'Bearer realm="xend"'
-        assert sxp.parse(reply.text)[0] == "xend.err"
-    assert "intruder" not in xend.names() and not target.exists()
+        reply = http.get("/xend/domain/")
+    assert reply.status_code == 401, reply.text
+    assert reply.headers["WWW-Authenticate"] == 'Bearer realm="xend"'
+    assert sxp.parse(reply.text)[0] == "xend.err"
 
 
 def test_a_browser_without_credentials_is_sent_to_the_login(xend: Xend) -> None:
