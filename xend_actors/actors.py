@@ -1,25 +1,147 @@
-"""Reaching an actor: its answer within a deadline, or xend's ``Timeout`` (504), never
-pykka's, so a stuck actor is a clear error instead of a hang; and its typed proxy."""
+"""Reaching an actor, and an actor's end: one deadline per request, the one ask helper,
+and the supervision every long-lived actor gets.
+
+A request has one ``Deadline``; each inner ask gets ``deadline.inner()``, which ends a
+margin before its outer one, so an inner wait always gives up first and the outer
+caller learns why (a ``Timeout``, 504) instead of timing out blind. Asks made outside
+any request (start-up, the reaper) use ``ASK_TIMEOUT``.
+
+``ask`` turns pykka's failures into xend's: ``pykka.Timeout`` into ``Timeout`` (504),
+and an actor that stopped before it answered (``pykka.ActorDeadError``) into
+``ActorGone`` (503), never a hang.
+
+``Supervised`` is Erlang's "let it crash": a handler that raises anything but a
+``XendError`` (a bug: the actor's state can no longer be trusted) stops its actor at
+once; its caller and every caller still waiting get ``ActorFailed`` (503) now rather
+than at their timeouts, and the actor's ``on_failure`` tells its parent, which starts a
+new one from the store.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import pykka
 
-from xend_actors.errors import Timeout
+from xend_actors.errors import Timeout, XendError
 
-ASK_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
+
+ASK_TIMEOUT = 30.0  # an ask outside any request: start-up, the reaper, a transfer's steps
+MARGIN = 0.5  # seconds an inner wait leaves its outer one to answer in ...
+MARGIN_SHARE = 0.1  # ... at most this share of a short budget
 
 T = TypeVar("T")
 
 
-def ask(future: pykka.Future[T], what: str = "an actor", timeout: float = ASK_TIMEOUT) -> T:
-    """The answer ``future`` brings within ``timeout`` seconds; what the actor raised."""
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered by (``time.monotonic()``), and its budget then."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def inner(self) -> Deadline:
+        """The deadline of an ask made within this one: it ends a margin earlier."""
+        margin = min(MARGIN, self.seconds * MARGIN_SHARE)
+        return Deadline(self.at - margin, max(0.0, self.remaining() - margin))
+
+
+class ActorGone(XendError):
+    """The actor stopped before it answered (it finished its work, or failed)."""
+
+    status = 503
+
+
+class ActorFailed(XendError):
+    """The actor failed while the request waited on it; a new one took its place."""
+
+    status = 503
+
+
+def ask(future: pykka.Future[T], what: str = "an actor",
+        timeout: float | Deadline = ASK_TIMEOUT) -> T:
+    """The answer ``future`` brings within ``timeout`` (seconds, or what is left of a
+    deadline); what the actor raised."""
+    seconds = timeout.remaining() if isinstance(timeout, Deadline) else timeout
+    budget = timeout.seconds if isinstance(timeout, Deadline) else timeout
     try:
-        return future.get(timeout=timeout)
+        return future.get(timeout=seconds)
     except pykka.Timeout:
-        raise Timeout(f"{what} did not answer within {timeout:g} s") from None
+        raise Timeout(f"{what} did not answer within {budget:.3g} s") from None
+    except pykka.ActorDeadError:
+        raise ActorGone(f"{what} stopped before it answered; try again") from None
+
+
+class Supervised(pykka.ThreadingActor):
+    """An actor that crashes on a bug (see the module's docstring); its subclass's
+    ``on_failure`` tells the parent. ``describe`` names it in its callers' 503."""
+
+    _crashed = False
+    _told = False
+
+    def describe(self) -> str:
+        return str(self.actor_ref)
+
+    # pykka gives a proxy call's exception to its caller and keeps the actor running on
+    # whatever state the exception left; its only hook is here.
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            return super()._handle_receive(message)
+        except (XendError, pykka.ActorDeadError):
+            raise
+        except Exception as error:
+            failure = ActorFailed(f"{self.describe()} failed ({type(error).__name__}: "
+                                  f"{error}) and was restarted; try again")
+            self._crash(error, failure)
+            raise failure from error
+
+    def _crash(self, error: Exception, failure: ActorFailed) -> None:
+        if self._crashed:
+            return
+        self._crashed = True
+        log.error("%s failed; restarting it", self.describe(), exc_info=error)
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        # The callers still waiting: answered now, not at their timeouts. Only this
+        # thread takes from the inbox; pykka's teardown answers the rest (stop requests,
+        # and what comes in after).
+        others = []
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if isinstance(envelope.message, pykka.messages.ProxyCall) and envelope.reply_to:
+                envelope.reply_to.set_exception(exc_info=(ActorFailed, failure, None))
+            else:
+                others.append(envelope)
+        for envelope in others:
+            self.actor_inbox.put(envelope)
+        try:
+            self.on_failure(type(error), error, error.__traceback__)
+        except Exception:
+            log.exception("%s: on_failure failed", self.describe())
+
+    def on_failure(self, exception_type: type[BaseException] | None,
+                   exception_value: BaseException | None,
+                   traceback: TracebackType | None) -> None:
+        """pykka's hook, called from ``_crash`` or by pykka for a told message that
+        raised: the parent is told once."""
+        if not self._told and isinstance(exception_value, Exception):
+            self._told = True
+            self.tell_supervisor(exception_value)
+
+    def tell_supervisor(self, error: Exception) -> None:
+        """Tell the parent this actor died (the subclass's; by default nobody is told)."""
 
 
 P = TypeVar("P")

@@ -98,6 +98,11 @@ class XendConfig:
     hypervisor: Hypervisor = Hypervisor.SIM
     run_dir: Path = Path("/var/run/xend")
     minimum_restart_time: float = 20.0  # seconds
+    # The deadline of one request, per kind of operation (actors.Deadline): seconds.
+    request_timeout: float = 10.0  # a question or a quick change (info, pause, memory)
+    destroy_timeout: float = 30.0  # destroy: devices let go, their scripts run
+    build_timeout: float = 120.0  # create and hot-plug: a process started, scripts run
+    transfer_timeout: float = 600.0  # save, restore, migrate: a whole image moved
     sim_memory_mb: int = 8192  # the simulated host's memory, Domain-0's share included
     sim_cpus: int = 4
     sim_taps: bool = True
@@ -263,6 +268,10 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "hypervisor": ("hypervisor", _hypervisor),
     "xend-run-dir": ("run_dir", _path),
     "minimum-restart-time": ("minimum_restart_time", _seconds),
+    "request-timeout": ("request_timeout", _seconds),
+    "destroy-timeout": ("destroy_timeout", _seconds),
+    "build-timeout": ("build_timeout", _seconds),
+    "transfer-timeout": ("transfer_timeout", _seconds),
     "sim-memory": ("sim_memory_mb", _positive),
     "sim-cpus": ("sim_cpus", _positive),
     "sim-taps": ("sim_taps", _bool),

@@ -20,7 +20,7 @@ from typing import TypeVar
 import pykka
 
 from xend_actors import sxp
-from xend_actors.actors import ask, proxy_of
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask, proxy_of
 from xend_actors.config import XendConfig
 from xend_actors.device.blkif import BlkifController, BlkifProxy
 from xend_actors.device.claims import BlockClaimsProxy
@@ -34,7 +34,7 @@ from xend_actors.hypervisor.ring import messages
 
 log = logging.getLogger(__name__)
 
-DEVICE_TIMEOUT = 90.0  # a device's scripts may take a while (each has its own deadline)
+DEVICE_TIMEOUT = 3 * ASK_TIMEOUT  # outside a request: a device's scripts take a while
 DEVICE_KINDS: dict[str, type[Device]] = {"vbd": VbdConfig, "vif": VifConfig}
 _INFO: dict[type[Device], type[DeviceInfo]] = {VbdConfig: VbdInfo, VifConfig: VifInfo}
 _backend_ports = itertools.count(16)  # dom0's end of each event channel, host-wide
@@ -64,7 +64,8 @@ class DomainDevices:
         self._frontends_up: set[int] = set()  # message types whose frontend said UP
         self._frontend_ports = itertools.count(2)  # port 1 is the control channel
 
-    def attach_all(self, devices: Sequence[Device]) -> tuple[DeviceInfo, ...]:
+    def attach_all(self, devices: Sequence[Device],
+                   deadline: Deadline | None = None) -> tuple[DeviceInfo, ...]:
         """Attach every vbd and vif in order; on failure release them all and raise."""
         counts = {VbdConfig: 0, VifConfig: 0}
         attached: list[DeviceInfo] = []
@@ -74,31 +75,32 @@ class DomainDevices:
                     raise XendError("pci devices cannot be passed through by this hypervisor "
                                     f"driver ({device_text(device)})", status=501)
                 kind = kind_of(device)
-                attached.append(self.attach(counts[kind], device))
+                attached.append(self.attach(counts[kind], device, deadline))
                 counts[kind] += 1
         except XendError:
-            self.release()
+            self.release()  # cleaning up is not the request's: it has its own time
             raise
         return tuple(attached)
 
-    def attach(self, idx: int, device: Device) -> DeviceInfo:
+    def attach(self, idx: int, device: Device, deadline: Deadline | None = None) -> DeviceInfo:
         if isinstance(device, PciConfig):
             raise BadRequest(f"cannot hot-plug {device_text(device)}: only vbd and vif devices")
         if device.backend != 0:
             raise BadRequest(f"{sxp_kind(kind_of(device))}: backend domain {device.backend} "
                              "is not supported: domain 0 runs every backend here")
         if isinstance(device, VbdConfig):
-            return self._ask(self._blkif_controller().attach(idx, device))
-        return self._ask(self._netif_controller().attach(idx, device))
+            return self._ask(self._blkif_controller().attach(idx, device), deadline)
+        return self._ask(self._netif_controller().attach(idx, device), deadline)
 
-    def configure_vif(self, idx: int, vif: VifConfig) -> VifInfo:
-        return self._ask(self._netif_controller().configure(idx, vif))
+    def configure_vif(self, idx: int, vif: VifConfig,
+                      deadline: Deadline | None = None) -> VifInfo:
+        return self._ask(self._netif_controller().configure(idx, vif), deadline)
 
-    def detach(self, kind: type[Device], idx: int) -> None:
+    def detach(self, kind: type[Device], idx: int, deadline: Deadline | None = None) -> None:
         if kind is VbdConfig:
-            self._ask(self._blkif_controller().detach(idx))
+            self._ask(self._blkif_controller().detach(idx), deadline)
         else:
-            self._ask(self._netif_controller().detach(idx))
+            self._ask(self._netif_controller().detach(idx), deadline)
 
     def adopt(self, devices: Sequence[DeviceInfo]) -> None:
         """xend restarted and found the domain alive: its devices known again."""
@@ -109,12 +111,13 @@ class DomainDevices:
         if vifs:
             self._ask(self._netif_controller().adopt(vifs))
 
-    def release(self) -> None:
-        """Let go of every device (the domain is going, or its build failed); never raises."""
+    def release(self, deadline: Deadline | None = None) -> None:
+        """Let go of every device (the domain is going, or its build failed); never raises:
+        a controller that does not answer within the deadline is left to finish alone."""
         for controller in (self._blkif, self._netif):
             if controller is not None:
                 try:
-                    self._ask(controller.release())
+                    self._ask(controller.release(), deadline)
                 except XendError as error:
                     log.warning("Releasing the devices of domain %s: %s", self._domid, error)
         self.stop()
@@ -157,8 +160,9 @@ class DomainDevices:
         return next(_backend_ports), next(self._frontend_ports)
 
     @staticmethod
-    def _ask(future: pykka.Future[T]) -> T:
-        return ask(future, "a device controller", DEVICE_TIMEOUT)
+    def _ask(future: pykka.Future[T], deadline: Deadline | None = None) -> T:
+        return ask(future, "a device controller",
+                   DEVICE_TIMEOUT if deadline is None else deadline.inner())
 
 
 def find_device(devices: Sequence[DeviceInfo], kind: type[Device], idx: int,

@@ -12,6 +12,14 @@ When the domain dies (the table's reaper tells ``exited``) or xend destroys it
 (``destroy``), it is destroyed here: its devices let go, the hypervisor's domain
 destroyed, then restarted per its restart mode (``restart.py``) or forgotten.
 
+Requests bring their deadline (``actors.Deadline``): what the domain asks its device
+controllers gets the inner one, so its own caller hears first why a controller did not
+answer. A second destroy that arrives while one runs waits for it and joins it: it
+finds the domain gone and answers as the first did, without running again.
+
+It is ``Supervised``: a bug in a handler stops it, its callers get 503 at once, its
+controllers stop, and the table starts a new Domain actor from the store's record.
+
 Its console (``console/hub.py``) opens when it is built, is re-attached when it is
 rebuilt on restart, and closes when the domain is gone for good. Its devices are a
 ``DomainDevices`` (``devices.py``); the record keeps each device's info.
@@ -29,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import ask, proxy_of
+from xend_actors.actors import Deadline, Supervised, ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.config import Device, VifConfig
 from xend_actors.device.info import DeviceInfo
@@ -74,7 +82,7 @@ class DomainServices:
     clock: Callable[[], float] = time.time
 
 
-class Domain(TracedActor):
+class Domain(Supervised, TracedActor):
     # Python 3.11 walks every live non-daemon thread on each thread start, which made
     # creates slower as domains grew; Domain threads hold nothing a stop must wait for.
     use_daemon_thread = True
@@ -92,6 +100,7 @@ class Domain(TracedActor):
         self._clock = services.clock
         self._devices: DomainDevices | None = None
         self._proxy: DomainProxy | None = None
+        self._forgotten = False  # gone for good: a late destroy or exit joins, not repeats
 
     def on_start(self) -> None:
         self._devices = DomainDevices(self.domid, lambda: self.record.name,
@@ -107,6 +116,15 @@ class Domain(TracedActor):
 
     def on_stop(self) -> None:
         self._held_devices.stop()
+
+    def describe(self) -> str:
+        return f"the actor of domain {self.record.name} (id {self.domid})"
+
+    def tell_supervisor(self, error: Exception) -> None:
+        """It failed: its controllers stop with it, and the table starts a new one."""
+        if self._devices is not None:
+            self._devices.stop()
+        self._table.domain_failed(self.domid, self.actor_ref)
 
     @property
     def domid(self) -> int:
@@ -132,10 +150,10 @@ class Domain(TracedActor):
 
     # --- building -------------------------------------------------------------------
 
-    def build(self) -> DomainRecord:
+    def build(self, deadline: Deadline | None = None) -> DomainRecord:
         """Load the image into the empty paused domain; on failure destroy it, leave nothing."""
         try:
-            console_port = self._build(self._config())
+            console_port = self._build(self._config(), deadline)
         except Exception as error:
             self._abandon()
             message = error.message if isinstance(error, XendError) else str(error)
@@ -145,12 +163,12 @@ class Domain(TracedActor):
         self._events.publish("xend.domain.create", self._ids())
         return record
 
-    def _build(self, config: DomainConfig) -> int:
+    def _build(self, config: DomainConfig, deadline: Deadline | None = None) -> int:
         """Load the image, attach the devices and open (or re-attach) the console; returns
         the console's port."""
         self._driver.build(self.domid, config.image.image())
-        self.record = replace(self.record,
-                              devices=self._held_devices.attach_all(config.devices))
+        self.record = replace(self.record, devices=self._held_devices.attach_all(
+            config.devices, deadline))
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
         return self._open_console(config)
@@ -253,15 +271,20 @@ class Domain(TracedActor):
 
     # --- its end ----------------------------------------------------------------------
 
-    def destroy(self, reason: ShutdownReason) -> None:
+    def destroy(self, reason: ShutdownReason, deadline: Deadline | None = None) -> None:
         """xend destroys the domain: ``halt`` cancels a restart, ``reboot`` forces one.
-        Returns once it is destroyed (and forgotten, unless it restarts)."""
+        Returns once it is destroyed (and forgotten, unless it restarts); a destroy that
+        waited behind another finds it done and joins it."""
+        if self._forgotten:
+            return
         self._request(reason)
-        self._finish()
+        self._finish(deadline)
 
     def exited(self, reason: ShutdownReason) -> None:
         """The reaper found the domain dead for ``reason``: destroy it, then restart it if
         its mode or xend's last request says so."""
+        if self._forgotten:
+            return
         self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
         config = self.record.config
         restart = config is not None and restart_wanted(config.restart, reason,
@@ -271,14 +294,14 @@ class Domain(TracedActor):
             self._update(restart_state=RestartState.PENDING)
         self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self, deadline: Deadline | None = None) -> None:
         """Destroy the domain in the hypervisor (facts §7.2), then restart or forget it."""
         self._table.finishing(self.domid)  # before the hypervisor can report it gone
         log.info("Destroying domain: name=%s", self.record.name)
         self._events.publish("xend.domain.destroy", self._ids())
         with contextlib.suppress(XendError):  # the destroy below says what is wrong
             self._driver.destroying(self.domid)
-        self._held_devices.release()
+        self._held_devices.release(deadline)
         if self.record.devices:
             self._update(devices=())
         pending = self.record.restart_state is RestartState.PENDING
@@ -301,6 +324,9 @@ class Domain(TracedActor):
     def forget(self) -> None:
         """The domain is gone for good (destroyed here, or behind xend's back, and not to
         restart): close its console, drop its store record, tell the table and stop."""
+        if self._forgotten:
+            return
+        self._forgotten = True
         self._close_console()
         self._records.delete(str(self.domid))
         self._table.gone(self.domid)
@@ -328,35 +354,37 @@ class Domain(TracedActor):
 
     # --- devices ---------------------------------------------------------------------------
 
-    def device_create(self, device: Device) -> DeviceInfo:
+    def device_create(self, device: Device, deadline: Deadline | None = None) -> DeviceInfo:
         """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
         config = self._config()
         kind = kind_of(device)
-        info = self._held_devices.attach(next_idx(self.record.devices, kind), device)
+        info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
+                                         deadline)
         self._update(config=with_device(config, device), devices=(*self.record.devices, info))
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
 
-    def device_configure(self, kind_name: str, idx: int, device: Device) -> DeviceInfo:
+    def device_configure(self, kind_name: str, idx: int, device: Device,
+                         deadline: Deadline | None = None) -> DeviceInfo:
         """Change vif ``idx``'s bridge, script or addresses; a vbd cannot be changed."""
         kind = kind_named(kind_name)
         if kind is not VifConfig or not isinstance(device, VifConfig):
             raise BadRequest(f"{kind_name} {idx}: only a vif's bridge, script and ip can be "
                              "changed; destroy the device and create it anew")
         old = find_device(self.record.devices, VifConfig, idx, self.record.name)
-        info = self._held_devices.configure_vif(idx, device)
+        info = self._held_devices.configure_vif(idx, device, deadline)
         config = without_device(self._config(), VifConfig,
                                 position(self.record.devices, old), device)
         self._update(config=config, devices=tuple(info if d is old else d
                                                   for d in self.record.devices))
         return info
 
-    def device_destroy(self, kind_name: str, idx: int) -> None:
+    def device_destroy(self, kind_name: str, idx: int, deadline: Deadline | None = None) -> None:
         """Unplug device ``idx`` of the kind and drop it from the config."""
         kind = kind_named(kind_name)
         info = find_device(self.record.devices, kind, idx, self.record.name)
         at = position(self.record.devices, info)
-        self._held_devices.detach(kind, idx)
+        self._held_devices.detach(kind, idx, deadline)
         self._update(config=without_device(self._config(), kind, at),
                      devices=tuple(d for d in self.record.devices if d is not info))
         self._events.publish("xend.domain.device.destroy", [*self._ids(), kind_name])

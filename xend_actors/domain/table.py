@@ -13,6 +13,12 @@ that it is ``finishing`` and then ``settled`` (restarted) or ``gone``. It adopts
 it has no record of, and on start recovers every domain from the store (facts §7.5,
 §7.6).
 
+It supervises its Domain actors: one that failed (``actors.Supervised``) tells
+``domain_failed``, and a new one is started from the domain's store record (the table's
+latest if the store has none), given back its devices and console if the domain is
+alive, and handed to the reaper again, which carries on whatever the failed one left
+half done (a dead domain is reaped; a vanished one forgotten).
+
 Decisions on the original's quirks (facts §15):
 - Suspended domains are never reaped; they belong to save and migrate (kept).
 - A domain destroyed by xend emits ``destroy`` and then ``died`` at once, rather
@@ -26,13 +32,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import ask, proxy_of
+from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
@@ -50,7 +56,6 @@ log = logging.getLogger(__name__)
 SAFETY_REFRESH_SECONDS = 5.0  # in case a notification is ever lost
 LISTING_REFRESH_SECONDS = 0.5  # a listing refreshes unless the table just did
 ALL = -1  # domain_changed(ALL): look at every domain, not one
-ASK_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -253,6 +258,33 @@ class DomainTable(TracedActor):
         if entry is not None:
             self._drop(entry)
 
+    def domain_failed(self, domid: int, failed: pykka.ActorRef[Domain]) -> None:
+        """``domid``'s Domain actor ``failed`` (and is stopped): start its successor from
+        the store, then let the reaper look at the domain."""
+        entry = self._entries.get(domid)
+        if entry is None or entry.domain.actor_ref != failed:
+            return  # forgotten meanwhile, or already replaced
+        try:
+            stored = self._records.read(str(domid))
+            record = entry.record if stored is None else from_sxpr(stored)
+        except XendError as error:
+            log.warning("Domain %s: store record unusable (%s); restarting from the table's",
+                        entry.record.name, error)
+            record = entry.record
+        if record.restart_state is RestartState.BOOTING:
+            record = replace(record, restart_state=RestartState.PENDING)  # rebuild it anew
+        entry.record, entry.finishing = record, False
+        entry.domain = proxy_of(Domain.start(record, self._self, self._services), DomainProxy)
+        log.info("Restarted the actor of domain %s (id %s) from its record", record.name,
+                 domid)
+        hv = self._ask(self._hypervisor.domain(domid))
+        if hv is not None and not hv.state.dead:
+            entry.domain.recover()  # its devices and console back; nobody waits on it
+        elif record.restart_state is not None:
+            entry.finishing = True
+            entry.domain.restart()
+        self._self.domain_changed(domid)
+
     def guest_message(self, domid: int, message: Message) -> None:
         """A guest's control message (its frontends' requests): to its Domain actor."""
         entry = self._entries.get(domid)
@@ -341,6 +373,7 @@ class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     finishing = proxy_method(DomainTable.finishing)
     settled = proxy_method(DomainTable.settled)
     gone = proxy_method(DomainTable.gone)
+    domain_failed = proxy_method(DomainTable.domain_failed)
     guest_message = proxy_method(DomainTable.guest_message)
     domain_changed = proxy_method(DomainTable.domain_changed)
     look_again = proxy_method(DomainTable.look_again)

@@ -1,7 +1,10 @@
 """The ``/xend/domain`` resources: create, list and run domains (facts §4.4, §7).
 
 Handlers look a domain up in the DomainTable, then ask its Domain actor, so one
-slow domain never holds up requests about the others.
+slow domain never holds up requests about the others. Each request has one deadline
+(``Services.deadline``, by its kind); the Domain actor gets the inner one, and a request
+past its deadline answers 504 saying where the domain was left and which event tells
+the end.
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ import pykka
 from werkzeug import Request
 
 from xend_actors import sxp
+from xend_actors.actors import ActorGone, Deadline
 from xend_actors.device.config import parse_device
 from xend_actors.device.info import VbdInfo, VifInfo
 from xend_actors.domain.config import parse_domain_config
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
-from xend_actors.errors import BadRequest, NotFound, XendError
+from xend_actors.errors import BadRequest, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams, SchedParams
 from xend_actors.transfer.session import TransferSessionProxy
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Answer, Reply, Resource, op
-from xend_actors.web.services import BUILD_TIMEOUT, TRANSFER_TIMEOUT, Services, answer
+from xend_actors.web.services import OpKind, Services, answer
 
 D = TypeVar("D", VbdInfo, VifInfo)
 
@@ -38,6 +42,7 @@ class DomainDirResource(Resource):
     """``/xend/domain/``: every domain's name (or info with ``detail=1``); create."""
 
     def __init__(self, services: Services) -> None:
+        self.services = services
         self.table = services.table
         self.transfer = services.transfer
 
@@ -49,8 +54,13 @@ class DomainDirResource(Resource):
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
     def create(self, request: Request, config: sxp.Value) -> Reply:
         parsed = parse_domain_config(config)
-        domain = answer(self.table.create(parsed), "the domain table")
-        record = answer(domain.build(), f"building domain {parsed.name}", BUILD_TIMEOUT)
+        deadline = self.services.deadline(OpKind.BUILD)
+        domain = answer(self.table.create(parsed), "the domain table", deadline)
+        with _said_where(f"create of {parsed.name}", deadline,
+                         "it is still being built, or removed if that failed; watch "
+                         "xend.domain.create and xend.domain.died"):
+            record = answer(domain.build(deadline.inner()), f"building domain {parsed.name}",
+                            deadline)
         info = answer(self.table.info(str(record.domid)), "the domain table")
         location = f"{request.host_url}xend/domain/{record.name}"
         return Reply(info, 201, location=location)
@@ -58,7 +68,8 @@ class DomainDirResource(Resource):
     @op("restore", params=(Param("file"),), status=201)
     def restore(self, request: Request, file: str) -> Reply:
         with _transfer_session(self.transfer) as session:
-            info = answer(session.restore(file), "the restore", TRANSFER_TIMEOUT)
+            info = answer(session.restore(file), "the restore",
+                          self.services.deadline(OpKind.TRANSFER))
         return Reply(info, 201, location=f"{request.host_url}xend/domain/{info.name}")
 
 
@@ -66,6 +77,7 @@ class DomainResource(Resource):
     """``/xend/domain/<dom>``: one domain's info and operations."""
 
     def __init__(self, services: Services) -> None:
+        self.services = services
         self.table = services.table
         self.transfer = services.transfer
 
@@ -76,12 +88,12 @@ class DomainResource(Resource):
         return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
 
     def _run(self, dom: str, call: Callable[[DomainProxy], pykka.Future[Any]], *,
-             guest_only: bool = True) -> str:
+             guest_only: bool = True, deadline: Deadline | None = None) -> str:
         """Ask ``dom``'s Domain actor to ``call``; one that went meanwhile is not found."""
         domain = self._domain(dom, guest_only=guest_only)
         try:
-            answer(call(domain), f"domain {dom}")
-        except pykka.ActorDeadError:
+            answer(call(domain), f"domain {dom}", deadline or self.services.deadline())
+        except (pykka.ActorDeadError, ActorGone):
             raise NotFound(f"invalid domain:{dom}") from None
         return "0"
 
@@ -102,13 +114,20 @@ class DomainResource(Resource):
     @op("destroy", params=(Param("reason"),))
     def destroy(self, request: Request, dom: str, reason: str) -> Reply:
         why = reason_named(reason, DESTROY_REASONS)
-        self._run(dom, lambda domain: domain.destroy(why))
+        deadline = self.services.deadline(OpKind.DESTROY)
+        with _said_where(f"destroy of {dom}", deadline, "the domain is still being "
+                         "destroyed; watch xend.domain.died"):
+            self._run(dom, lambda domain: domain.destroy(why, deadline.inner()),
+                      deadline=deadline)
         return Reply("0", location=_parent(request))
 
     @op("save", params=(Param("file"),))
     def save(self, request: Request, dom: str, file: str) -> str:
         with _transfer_session(self.transfer) as session:
-            answer(session.save(dom, file), f"the save of domain {dom}", TRANSFER_TIMEOUT)
+            deadline = self.services.deadline(OpKind.TRANSFER)
+            with _said_where(f"save of {dom}", deadline, "the save goes on; watch "
+                             "xend.domain.save.progress and xend.domain.died"):
+                answer(session.save(dom, file), f"the save of domain {dom}", deadline)
         return "0"
 
     @op("migrate", params=(Param("destination"), optional("live", Kind.INT, default=0),
@@ -116,8 +135,11 @@ class DomainResource(Resource):
     def migrate(self, request: Request, dom: str, destination: str, live: int,
                 resource: int) -> Reply:
         with _transfer_session(self.transfer) as session:
-            url = answer(session.migrate(dom, destination, bool(live), resource),
-                         f"the migration of domain {dom}", TRANSFER_TIMEOUT)
+            deadline = self.services.deadline(OpKind.TRANSFER)
+            with _said_where(f"migration of {dom}", deadline, "the migration goes on; watch "
+                             "xend.domain.migrate.progress and xend.domain.died"):
+                url = answer(session.migrate(dom, destination, bool(live), resource),
+                             f"the migration of domain {dom}", deadline)
         return Reply(url, location=url)
 
     @op("configure", params=(Param("config", Kind.SXPR),))
@@ -192,7 +214,9 @@ class DomainResource(Resource):
     def device_create(self, request: Request, dom: str, config: sxp.Value) -> sxp.Value:
         device = parse_device(config)
         domain = self._domain(dom, guest_only=True)
-        return answer(domain.device_create(device), f"domain {dom}", BUILD_TIMEOUT).sxpr()
+        deadline = self.services.deadline(OpKind.BUILD)
+        return answer(domain.device_create(device, deadline.inner()), f"domain {dom}",
+                      deadline).sxpr()
 
     @op("device_configure", params=(Param("config", Kind.SXPR), *_ints("idx")))
     def device_configure(self, request: Request, dom: str, config: sxp.Value,
@@ -207,15 +231,27 @@ class DomainResource(Resource):
                 config = [*config, ["mac", current[0].mac]]
         device = parse_device(config)
         domain = self._domain(dom, guest_only=True)
-        info = answer(domain.device_configure(kind, idx, device), f"domain {dom}",
-                      BUILD_TIMEOUT)
+        deadline = self.services.deadline(OpKind.BUILD)
+        info = answer(domain.device_configure(kind, idx, device, deadline.inner()),
+                      f"domain {dom}", deadline)
         return info.sxpr()
 
     @op("device_destroy", params=(Param("type"), *_ints("idx")))
     def device_destroy(self, request: Request, dom: str, type: str, idx: int) -> str:
         domain = self._domain(dom, guest_only=True)
-        answer(domain.device_destroy(type, idx), f"domain {dom}", BUILD_TIMEOUT)
+        deadline = self.services.deadline(OpKind.BUILD)
+        answer(domain.device_destroy(type, idx, deadline.inner()), f"domain {dom}", deadline)
         return "None"
+
+
+@contextlib.contextmanager
+def _said_where(what: str, deadline: Deadline, left: str) -> Iterator[None]:
+    """A 504 inside says ``what`` did not finish within ``deadline`` and where it was
+    ``left``: the work goes on after the request ends."""
+    try:
+        yield
+    except Timeout:
+        raise Timeout(f"{what} did not finish in {deadline.seconds:g} s; {left}") from None
 
 
 @contextlib.contextmanager

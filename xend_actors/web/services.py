@@ -1,17 +1,20 @@
 """The parts of xend a web handler may ask: actor proxies, the config, the gate's keys.
 
-Handlers never touch another actor's state; they ask these proxies, always with
-a timeout, so a stuck actor becomes a clear 504 instead of a hung request.
+Handlers never touch another actor's state; they ask these proxies within the
+request's one deadline (``deadline``: from the config, by the kind of operation), and
+pass ``deadline.inner()`` to what the actor asks in turn, so a stuck actor becomes a
+clear 504 instead of a hung request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 import pykka
 
-from xend_actors.actors import ask
+from xend_actors.actors import Deadline, ask
 from xend_actors.config import XendConfig
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.vnets import VnetsProxy
@@ -22,11 +25,18 @@ from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.gate import Keys
 
-ASK_TIMEOUT = 10.0
-BUILD_TIMEOUT = 120.0  # building a domain may start a process and wait for it
-TRANSFER_TIMEOUT = 600.0  # a save or restore writes or reads a whole image
+ASK_TIMEOUT = 10.0  # a request's deadline where no config is at hand (consoles' waits)
 
 T = TypeVar("T")
+
+
+class OpKind(Enum):
+    """What a request does, for its deadline: the config's ``<value>`` option."""
+
+    REQUEST = "request_timeout"  # a question or a quick change
+    DESTROY = "destroy_timeout"
+    BUILD = "build_timeout"  # create, hot-plug
+    TRANSFER = "transfer_timeout"  # save, restore, migrate
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,13 @@ class Services:
     transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
     keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
 
+    def deadline(self, kind: OpKind = OpKind.REQUEST) -> Deadline:
+        """A new request's deadline, from now."""
+        seconds: float = getattr(self.config, kind.value)
+        return Deadline.after(seconds)
 
-def answer(future: pykka.Future[T], what: str, timeout: float = ASK_TIMEOUT) -> T:
+
+def answer(future: pykka.Future[T], what: str,
+           timeout: float | Deadline = ASK_TIMEOUT) -> T:
     """The future's value, or a ``Timeout`` naming ``what`` did not answer."""
     return ask(future, what, timeout)
