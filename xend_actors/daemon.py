@@ -33,7 +33,12 @@ from xend_actors.domain.domain import DomainServices
 from xend_actors.domain.table import DomainTable, DomainTableProxy
 from xend_actors.events.bus import EventBus, EventBusProxy
 from xend_actors.events.notify import Notifier, NotifierProxy
-from xend_actors.hypervisor.actor import Hypervisor, HypervisorProxy, open_driver
+from xend_actors.hypervisor.actor import (
+    Hypervisor,
+    HypervisorProxy,
+    helper_starter,
+    open_driver,
+)
 from xend_actors.logs import setup_logging
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
@@ -80,7 +85,8 @@ class Root(TracedActor):
             log.info("Vnets kept in the store: %d", ask(vnets.recover(), "the vnets",
                                                         BOOT_TIMEOUT))
             driver = open_driver(config)
-            hypervisor = self._start("hypervisor", Hypervisor.start(driver), HypervisorProxy)
+            hypervisor = self._start("hypervisor", Hypervisor.start(
+                driver, helper_starter(config)), HypervisorProxy)
             consoles = self._start("consoles", Consoles.start(config, events), ConsolesProxy)
             ask(network.start_network(), "the network", BOOT_TIMEOUT)
             claims = self._start("claims", BlockClaims.start(), BlockClaimsProxy)

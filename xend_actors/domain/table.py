@@ -17,7 +17,10 @@ It supervises its Domain actors: one that failed (``actors.Supervised``) tells
 ``domain_failed``, and a new one is started from the domain's store record (the table's
 latest if the store has none), given back its devices and console if the domain is
 alive, and handed to the reaper again, which carries on whatever the failed one left
-half done (a dead domain is reaped; a vanished one forgotten).
+half done (a dead domain is reaped; a vanished one forgotten). When the hypervisor's
+helper process dies (``hypervisor_lost``) the reaper waits; once a new one runs
+(``hypervisor_restarted``) every domain the helper took with it has crashed, and its
+Domain actor applies its restart rules.
 
 Decisions on the original's quirks (facts §15):
 - Suspended domains are never reaped; they belong to save and migrate (kept).
@@ -90,6 +93,7 @@ class DomainTable(TracedActor):
         self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
+        self._hv_lost = False  # the hypervisor's helper died: nothing to reap until back
 
     def on_start(self) -> None:
         self._self = proxy_of(self.actor_ref, DomainTableProxy)
@@ -285,6 +289,21 @@ class DomainTable(TracedActor):
             entry.domain.restart()
         self._self.domain_changed(domid)
 
+    def hypervisor_lost(self) -> None:
+        self._hv_lost = True
+
+    def hypervisor_restarted(self) -> None:
+        """A new hypervisor helper runs: the domains the old one had crashed with it."""
+        self._hv_lost = False
+        hv = {d.domid: d for d in self._ask(self._hypervisor.list_domains())}
+        for domid, entry in list(self._entries.items()):
+            if domid != 0 and domid not in hv and entry.record.restart_state is None:
+                log.error("Domain %s (id %s) crashed with the hypervisor", entry.record.name,
+                          domid)
+                entry.finishing, entry.hv = True, None
+                entry.domain.exited(ShutdownReason.CRASH)
+        self._reap(hv)
+
     def guest_message(self, domid: int, message: Message) -> None:
         """A guest's control message (its frontends' requests): to its Domain actor."""
         entry = self._entries.get(domid)
@@ -326,6 +345,8 @@ class DomainTable(TracedActor):
     def _reap(self, hv: dict[int, HvDomain], domids: set[int] | None = None) -> None:
         """Bring the table in line with the hypervisor's ``hv`` for ``domids`` (None: all):
         adopt strangers, forget the vanished, hand the dead to their Domain (facts §7.3)."""
+        if self._hv_lost:
+            return
         for domid in (set(self._entries) | set(hv)) if domids is None else domids:
             entry, snapshot = self._entries.get(domid), hv.get(domid)
             if entry is None:
@@ -374,6 +395,8 @@ class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     settled = proxy_method(DomainTable.settled)
     gone = proxy_method(DomainTable.gone)
     domain_failed = proxy_method(DomainTable.domain_failed)
+    hypervisor_lost = proxy_method(DomainTable.hypervisor_lost)
+    hypervisor_restarted = proxy_method(DomainTable.hypervisor_restarted)
     guest_message = proxy_method(DomainTable.guest_message)
     domain_changed = proxy_method(DomainTable.domain_changed)
     look_again = proxy_method(DomainTable.look_again)

@@ -7,11 +7,20 @@ and the host-wide scheduler knobs. The DomainTable asks it, and never calls the 
 itself; calls about one domain's life are made by that domain's Domain actor (the
 driver is thread-safe), so one slow guest holds up neither this actor nor the table.
 The driver's notifications are told to a ``DomainWatcher`` (the table), never asked.
+
+It supervises the hypervisor's helper process (``xend-simhv``): a helper that dies
+takes its domains with it, so every call fails at once (never hangs) and, within a
+second, a new helper is started, the driver reconnected, and the watcher told
+``hypervisor_lost`` then ``hypervisor_restarted``: its domains crashed, and their
+restart rules apply.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -24,18 +33,33 @@ from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 from xend_actors.trace import TracedActor
 
+log = logging.getLogger(__name__)
+
+MONITOR_SECONDS = 1.0  # how often the helper's connection is looked at
+
+
+def helper_starter(config: XendConfig) -> Callable[[], None] | None:
+    """What starts the configured hypervisor's helper process if none runs; None if it
+    has none (qemu's processes are each one domain's)."""
+    if config.hypervisor is HypervisorKind.SIM:
+        from xend_actors.hypervisor.sim.launch import ensure_simhv
+
+        return lambda: ensure_simhv(
+            config.run_dir / "simhv.sock", memory_mb=config.sim_memory_mb,
+            cpus=config.sim_cpus, log_file=config.logfile.parent / "xend-simhv.log",
+            pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
+    return None
+
 
 def open_driver(config: XendConfig) -> Driver:
     """The configured driver, its hypervisor started if it is not running."""
     if config.hypervisor is HypervisorKind.SIM:
         from xend_actors.hypervisor.sim.driver import SimDriver
-        from xend_actors.hypervisor.sim.launch import ensure_simhv
 
-        socket_path = config.run_dir / "simhv.sock"
-        ensure_simhv(socket_path, memory_mb=config.sim_memory_mb, cpus=config.sim_cpus,
-                     log_file=config.logfile.parent / "xend-simhv.log",
-                     pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
-        return SimDriver(socket_path)
+        start = helper_starter(config)
+        assert start is not None
+        start()
+        return SimDriver(config.run_dir / "simhv.sock")
     if config.hypervisor is HypervisorKind.QEMU:
         from xend_actors.hypervisor.qemu.accel import AccelMode
         from xend_actors.hypervisor.qemu.driver import QemuDriver
@@ -51,18 +75,71 @@ class DomainWatcher(Protocol):
 
     def guest_message(self, domid: int, message: Message) -> object: ...
 
+    def hypervisor_lost(self) -> object: ...
+
+    def hypervisor_restarted(self) -> object: ...
+
+
+@runtime_checkable
+class Reconnecting(Protocol):
+    """A driver whose connection to its helper process can be lost and made anew."""
+
+    @property
+    def lost(self) -> bool: ...
+
+    def reconnect(self) -> None: ...
+
 
 class Hypervisor(TracedActor):
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver,
+                 start_helper: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._driver = driver
+        self._start_helper = start_helper
+        self._watcher: DomainWatcher | None = None
+        self._stopping = threading.Event()
+
+    def on_start(self) -> None:
+        if self._start_helper is not None and isinstance(self._driver, Reconnecting):
+            me = self.actor_ref.proxy()
+            threading.Thread(target=self._monitor, args=(self._driver, me),
+                             name="hypervisor-monitor", daemon=True).start()
 
     def on_stop(self) -> None:
+        self._stopping.set()
         self._driver.close()
+
+    def _monitor(self, driver: Reconnecting, me: HypervisorProxy) -> None:
+        while not self._stopping.wait(MONITOR_SECONDS):
+            if driver.lost:
+                try:
+                    me.revive().get()
+                except pykka.ActorDeadError:
+                    return
+                except XendError as error:
+                    log.error("Starting a new hypervisor helper failed: %s; trying again",
+                              error)
+
+    def revive(self) -> None:
+        """The helper died, and its domains with it: start a new one and reconnect."""
+        driver, start = self._driver, self._start_helper
+        if not isinstance(driver, Reconnecting) or not driver.lost or start is None:
+            return
+        log.error("The hypervisor's helper process died, and its domains with it; "
+                  "starting a new one")
+        if self._watcher is not None:
+            self._watcher.hypervisor_lost()
+        start()
+        driver.reconnect()
+        if self._watcher is not None:
+            self.watch(self._watcher)
+            self._watcher.hypervisor_restarted()
 
     def watch(self, watcher: DomainWatcher) -> None:
         """Tell ``watcher`` each domain change the driver reports (Xen's VIRQ_DOM_EXC) and
         each control message a guest sends."""
+        self._watcher = watcher
+
         def notify(notification: Notification) -> None:
             if isinstance(notification, GuestMessage):
                 watcher.guest_message(notification.domid, notification.message)
@@ -105,6 +182,7 @@ class Hypervisor(TracedActor):
 
 class HypervisorProxy(ActorMemberMixin, pykka.ActorProxy[Hypervisor]):
     watch = proxy_method(Hypervisor.watch)
+    revive = proxy_method(Hypervisor.revive)
     physinfo = proxy_method(Hypervisor.physinfo)
     list_domains = proxy_method(Hypervisor.list_domains)
     domain = proxy_method(Hypervisor.domain)

@@ -3,8 +3,10 @@
 Calls from any number of threads share one connection: a writer lock orders the
 request lines, and a reader thread hands each reply to the caller waiting for its
 id (``rpc.Calls``). Every call has a timeout. When the connection is lost, the calls
-waiting and every later call fail with a HypervisorError that says so. Watching and
-consoles get connections of their own, since they turn a connection into a stream.
+waiting and every later call fail with a HypervisorError that says so, until
+``reconnect`` (xend-simhv died and a new one was started: the Hypervisor actor's).
+Watching and consoles get connections of their own, since they turn a connection into
+a stream.
 """
 
 from __future__ import annotations
@@ -48,7 +50,23 @@ class SimDriver:
         self._closed = False
         self._streams: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
-        self._start(self._read_replies, "simhv-replies")
+        self._start(lambda: self._read_replies(self._sock, self._calls), "simhv-replies")
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection to xend-simhv is gone (it died, or this driver closed)."""
+        return self._calls.lost
+
+    def reconnect(self) -> None:
+        """Calls on a new connection (a new xend-simhv answers); ``watch`` again after."""
+        with self._lock:
+            if self._closed:
+                raise self._lost_error()
+        sock = self._connect()
+        calls: Calls[Wire] = Calls(late=self._late, lost=lambda call: self._lost_error())
+        with self._write_lock:
+            self._sock, self._calls = sock, calls
+        self._start(lambda: self._read_replies(sock, calls), "simhv-replies")
 
     # --- base.Driver ---------------------------------------------------------------
 
@@ -210,20 +228,22 @@ class SimDriver:
     # --- the shared connection ------------------------------------------------------------
 
     def _call(self, call: str, **args: Wire) -> Wire:
-        pending = self._calls.start(call)
+        with self._write_lock:
+            sock, calls = self._sock, self._calls
+        pending = calls.start(call)
         try:
             with self._write_lock:
-                self._sock.sendall(protocol.request(pending.id, call, args))
+                sock.sendall(protocol.request(pending.id, call, args))
         except OSError:
-            self._calls.lose()
-        return self._calls.wait(pending, self.timeout)
+            calls.lose()
+        return calls.wait(pending, self.timeout)
 
-    def _read_replies(self) -> None:
+    def _read_replies(self, sock: socket.socket, calls: Calls[Wire]) -> None:
         try:
-            with self._sock.makefile("rb") as lines:
+            with sock.makefile("rb") as lines:
                 for line in lines:
                     reply = protocol.parse_reply(line)
-                    pending = self._calls.take(reply.id)
+                    pending = calls.take(reply.id)
                     if pending is None:
                         continue  # it was late: its caller has given up
                     if reply.error is None:
@@ -234,7 +254,8 @@ class SimDriver:
             if not self._closed:
                 log.error("Reading from xend-simhv at %s failed: %s", self.socket_path, e)
         finally:
-            self._calls.lose()
+            calls.lose()
+            sock.close()
 
     def _late(self, call: str, seconds: float) -> str:
         return f"xend-simhv at {self.socket_path} did not answer {call} within {seconds:g} s"
