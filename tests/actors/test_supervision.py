@@ -20,6 +20,8 @@ from werkzeug.test import EnvironBuilder
 from tests.actors.xend import InProcessXend, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors.actors import ask
+from xend_actors.device.config import parse_device
+from xend_actors.device.info import VifInfo
 from xend_actors.device.netif import NetifController
 from xend_actors.domain.domain import Domain
 from xend_actors.errors import XendError
@@ -171,3 +173,27 @@ def test_a_failed_domain_actor_answers_its_callers_at_once_and_comes_back(
     ask(domain.destroy(ShutdownReason.HALT))
     xend.wait_event("xend.domain.died", ["f1", str(domid)])
     assert pykka.ActorRegistry.get_by_class(NetifController) == []
+
+
+def test_a_failed_vif_controller_is_replaced_and_keeps_the_domains_vifs(
+        xend: InProcessXend, monkeypatch: pytest.MonkeyPatch) -> None:
+    domid = running(xend, "c1", ["device", ["vif"]])
+    domain = xend.domain("c1")
+    (vif,) = ask(xend.table.devices("c1"))
+    mac = cast(VifInfo, vif).mac
+
+    def broken(self: NetifController, idx: int, vif: Any) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(NetifController, "configure", broken)
+    with pytest.raises(XendError) as failed:
+        ask(domain.device_configure("vif", 0, parse_device(["vif", ["mac", mac]])))
+    assert failed.value.status == 503
+    assert "the vif controller of domain" in failed.value.message
+    monkeypatch.undo()
+    # The domain lives on; a new controller knows vif 0 from the record and unplugs it.
+    assert xend.domain("c1").actor_ref == domain.actor_ref
+    ask(domain.device_destroy("vif", 0))
+    assert ask(xend.table.devices("c1")) == ()
+    ask(domain.destroy(ShutdownReason.HALT))
+    xend.wait_event("xend.domain.died", ["c1", str(domid)])

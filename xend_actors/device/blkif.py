@@ -25,6 +25,7 @@ from collections.abc import Callable
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
+from xend_actors.actors import Supervised
 from xend_actors.config import XendConfig
 from xend_actors.device.claims import BlockClaimsProxy
 from xend_actors.device.config import VbdConfig
@@ -43,7 +44,7 @@ CLAIM_TIMEOUT = 10.0
 BACKEND_DOMID = 0
 
 
-class BlkifController(TracedActor):
+class BlkifController(Supervised, TracedActor):
     use_daemon_thread = True
 
     def __init__(self, domid: int, *, driver: Driver, config: XendConfig,
@@ -59,6 +60,9 @@ class BlkifController(TracedActor):
         self._interface = False  # created in the backend
         self._connected = False
         self._vbds: dict[int, VbdInfo] = {}
+
+    def describe(self) -> str:
+        return f"the vbd controller of domain {self._domid}"
 
     # --- attaching and detaching ------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Protocol
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
+from xend_actors.actors import Supervised
 from xend_actors.config import XendConfig
 from xend_actors.device.config import VifConfig
 from xend_actors.device.info import DeviceInfo, VifInfo
@@ -53,7 +54,7 @@ def link_name(domid: int, idx: int) -> str:
     return f"vif{domid}.{idx}"
 
 
-class NetifController(TracedActor):
+class NetifController(Supervised, TracedActor):
     use_daemon_thread = True
 
     def __init__(self, domid: int, name: str, *, driver: Driver, config: XendConfig,
@@ -69,6 +70,9 @@ class NetifController(TracedActor):
         self._ports = ports
         self._frontend_up = frontend_up
         self._vifs: dict[int, VifInfo] = {}
+
+    def describe(self) -> str:
+        return f"the vif controller of domain {self._domid}"
 
     # --- attaching and detaching ------------------------------------------------------------
 

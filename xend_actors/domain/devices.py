@@ -7,6 +7,10 @@ kind: a BlkifController for vbds and a NetifController for vifs (``device/``). D
 are attached in config order when the domain is built, so a device's ``idx`` is its rank
 among the config's devices of its kind; the frontends' control messages reach the
 controller of their kind through here.
+
+It supervises the controllers (``actors.Supervised``): one that failed is noticed at
+the domain's next use of it, and a new one takes over the devices of its kind the
+domain's record holds (``adopt``, as after a xend restart).
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ class DeviceServices:
 
 class DomainDevices:
     def __init__(self, domid: int, name: Callable[[], str], *, driver: Driver,
-                 services: DeviceServices, owner: Callable[[], DeviceOwner]) -> None:
+                 services: DeviceServices, owner: Callable[[], DeviceOwner],
+                 devices: Callable[[], Sequence[DeviceInfo]] = tuple) -> None:
         self._domid = domid
         self._name = name  # the domain's name now (a configure may change it)
+        self._devices = devices  # the devices the domain's record holds now
         self._driver = driver
         self._services = services
         self._owner = owner  # the Domain actor's proxy, asked for when a netif is made
@@ -114,12 +120,16 @@ class DomainDevices:
     def release(self, deadline: Deadline | None = None) -> None:
         """Let go of every device (the domain is going, or its build failed); never raises:
         a controller that does not answer within the deadline is left to finish alone."""
-        for controller in (self._blkif, self._netif):
-            if controller is not None:
-                try:
-                    self._ask(controller.release(), deadline)
-                except XendError as error:
-                    log.warning("Releasing the devices of domain %s: %s", self._domid, error)
+        held: list[Callable[[], BlkifProxy | NetifProxy]] = []
+        if self._blkif is not None:
+            held.append(self._blkif_controller)  # a failed one's successor, if need be
+        if self._netif is not None:
+            held.append(self._netif_controller)
+        for controller in held:
+            try:
+                self._ask(controller().release(), deadline)
+            except (XendError, pykka.ActorDeadError) as error:
+                log.warning("Releasing the devices of domain %s: %s", self._domid, error)
         self.stop()
         self._frontends_up.clear()
         self._frontend_ports = itertools.count(2)
@@ -135,11 +145,23 @@ class DomainDevices:
         if isinstance(message, messages.BlkifFeDriverStatus | messages.NetifFeDriverStatus):
             self._frontends_up.add(message.type)
         if message.type == messages.MessageType.BLKIF_FE and self._blkif is not None:
-            self._blkif.frontend(message)
+            self._blkif_controller().frontend(message)
         elif message.type == messages.MessageType.NETIF_FE and self._netif is not None:
-            self._netif.frontend(message)
+            self._netif_controller().frontend(message)
+
+    def _failed(self, controller: BlkifProxy | NetifProxy | None, kind: str) -> bool:
+        """Whether ``controller`` is one that failed (and so stopped by itself)."""
+        if controller is None or controller.actor_ref.is_alive():
+            return False
+        log.error("The %s controller of domain %s failed; a new one takes over its devices",
+                  kind, self._domid)
+        return True
 
     def _blkif_controller(self) -> BlkifProxy:
+        if self._failed(self._blkif, "vbd"):
+            self._blkif = None
+            vbds = [d for d in self._devices() if isinstance(d, VbdInfo)]
+            self._ask(self._blkif_controller().adopt(vbds))
         if self._blkif is None:
             self._blkif = proxy_of(BlkifController.start(
                 self._domid, driver=self._driver, config=self._services.config,
@@ -148,6 +170,10 @@ class DomainDevices:
         return self._blkif
 
     def _netif_controller(self) -> NetifProxy:
+        if self._failed(self._netif, "vif"):
+            self._netif = None
+            vifs = [d for d in self._devices() if isinstance(d, VifInfo)]
+            self._ask(self._netif_controller().adopt(vifs))
         if self._netif is None:
             self._netif = proxy_of(NetifController.start(
                 self._domid, self._name(), driver=self._driver, config=self._services.config,

@@ -105,7 +105,8 @@ class Domain(Supervised, TracedActor):
     def on_start(self) -> None:
         self._devices = DomainDevices(self.domid, lambda: self.record.name,
                                       driver=self._driver, services=self._services.devices,
-                                      owner=self._own_proxy)
+                                      owner=self._own_proxy,
+                                      devices=lambda: self.record.devices)
 
     def _own_proxy(self) -> DomainProxy:
         """This actor's proxy, made when first needed: a proxy costs a walk over the

@@ -41,7 +41,7 @@ from typing import TypeVar
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
@@ -145,23 +145,24 @@ class DomainTable(TracedActor):
 
     # --- queries -----------------------------------------------------------------------
 
-    def names(self) -> list[str]:
-        self._refresh_for_listing()
+    def names(self, deadline: Deadline | None = None) -> list[str]:
+        self._refresh_for_listing(deadline)
         return [entry.record.name for entry in self._entries.values()]
 
-    def infos(self) -> list[DomainInfo]:
-        self._refresh_for_listing()
+    def infos(self, deadline: Deadline | None = None) -> list[DomainInfo]:
+        self._refresh_for_listing(deadline)
         now = self._clock()
-        consoles = self._ask(self._consoles.of_domains())
+        consoles = self._ask(self._consoles.of_domains(), deadline)
         return [DomainInfo(e.record, e.hv, consoles.get(domid), now)
                 for domid, e in self._entries.items()]
 
-    def info(self, dom: str) -> DomainInfo:
+    def info(self, dom: str, deadline: Deadline | None = None) -> DomainInfo:
         """One domain's info, its hypervisor state read now rather than at the last refresh."""
         entry = self._lookup(dom)
         if not entry.booting:
-            entry.hv = self._ask(self._hypervisor.domain(entry.record.domid)) or entry.hv
-        console = self._ask(self._consoles.of_domain(entry.record.domid))
+            entry.hv = self._ask(self._hypervisor.domain(entry.record.domid),
+                                 deadline) or entry.hv
+        console = self._ask(self._consoles.of_domain(entry.record.domid), deadline)
         return DomainInfo(entry.record, entry.hv, console, self._clock())
 
     def devices(self, dom: str) -> tuple[DeviceInfo, ...]:
@@ -329,16 +330,16 @@ class DomainTable(TracedActor):
                 hv[domid] = snapshot
         self._reap(hv, changed)
 
-    def refresh(self) -> None:
+    def refresh(self, deadline: Deadline | None = None) -> None:
         """Look at every domain the hypervisor has."""
         self._last_refresh = time.monotonic()
-        self._reap({d.domid: d for d in self._ask(self._hypervisor.list_domains())})
+        self._reap({d.domid: d for d in self._ask(self._hypervisor.list_domains(), deadline)})
 
-    def _refresh_for_listing(self) -> None:
+    def _refresh_for_listing(self, deadline: Deadline | None) -> None:
         """The original refreshed on every listing; the driver's notifications keep the
         table current now, so a listing right after a refresh need not pay for another."""
         if time.monotonic() - self._last_refresh > LISTING_REFRESH_SECONDS:
-            self.refresh()
+            self.refresh(deadline)
 
     # --- reaping ---------------------------------------------------------------------------
 
@@ -375,8 +376,11 @@ class DomainTable(TracedActor):
         entry.domain.exited(reason)
 
     @staticmethod
-    def _ask(future: pykka.Future[T]) -> T:
-        return ask(future, "the hypervisor or a domain", ASK_TIMEOUT)
+    def _ask(future: pykka.Future[T], deadline: Deadline | None = None) -> T:
+        """``future``'s answer within the asker's deadline (the inner one), else within
+        ``ASK_TIMEOUT`` (start-up, the reaper)."""
+        return ask(future, "the hypervisor or a domain",
+                   ASK_TIMEOUT if deadline is None else deadline.inner())
 
 
 class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):

@@ -47,9 +47,10 @@ class DomainDirResource(Resource):
         self.transfer = services.transfer
 
     def get(self, request: Request, **url_args: str) -> Answer:
+        deadline = self.services.deadline()
         if request.args.get("detail", "0") not in ("0", ""):
-            return answer(self.table.infos(), "the domain table")
-        return answer(self.table.names(), "the domain table")
+            return answer(self.table.infos(deadline), "the domain table", deadline)
+        return answer(self.table.names(deadline), "the domain table", deadline)
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
     def create(self, request: Request, config: sxp.Value) -> Reply:
@@ -82,7 +83,8 @@ class DomainResource(Resource):
         self.transfer = services.transfer
 
     def get(self, request: Request, dom: str) -> Answer:
-        return answer(self.table.info(dom), "the domain table")
+        deadline = self.services.deadline()
+        return answer(self.table.info(dom, deadline), "the domain table", deadline)
 
     def _domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
         return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
