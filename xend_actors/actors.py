@@ -11,10 +11,10 @@ and an actor that stopped before it answered (``pykka.ActorDeadError``) into
 ``ActorGone`` (503), never a hang.
 
 ``Supervised`` is Erlang's "let it crash": a handler that raises anything but a
-``XendError`` (a bug: the actor's state can no longer be trusted) stops its actor at
-once; its caller and every caller still waiting get ``ActorFailed`` (503) now rather
-than at their timeouts, and the actor's ``on_failure`` tells its parent, which starts a
-new one from the store.
+``XendError`` or an ``OSError`` (a bug: the actor's state can no longer be trusted)
+stops its actor at once; its caller and every caller still waiting get ``ActorFailed``
+(503) now rather than at their timeouts, and the actor's ``on_failure`` tells its
+parent, which starts a new one from the store.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class Supervised(pykka.ThreadingActor):
     def _handle_receive(self, message: Any) -> Any:
         try:
             return super()._handle_receive(message)
-        except (XendError, pykka.ActorDeadError):
-            raise
+        except (XendError, OSError, pykka.ActorDeadError):
+            raise  # the world failed (bad input, a full disk, a peer gone), not the actor
         except Exception as error:
             failure = ActorFailed(f"{self.describe()} failed ({type(error).__name__}: "
                                   f"{error}) and was restarted; try again")
