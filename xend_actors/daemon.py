@@ -1,7 +1,10 @@
 """The daemon: the Root actor and the life of one xend process.
 
 ``Root`` starts xend's actors in dependency order, each pinged once before the next
-starts (Mopidy's barrier), and stops them in reverse order. ``run`` is the process
+starts (Mopidy's barrier), and stops them in reverse order. It supervises them as an
+OTP supervisor with the one-for-all strategy: they hold each other's proxies, so when
+one dies (pykka stops an actor whose told message raised) Root stops the others and
+boots them all again, from the store, as a restart of xend would. ``run`` is the process
 around it: logging, the pid file, reboot detection, signals, and a ``ready``
 callback that tells whoever launched xend whether it came up.
 """
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 60.0
 BARRIER_TIMEOUT = 10.0  # a ping of an actor just started
 STOP_TIMEOUT = 30.0
+WATCH_SECONDS = 1.0  # how often Root looks at its children
 
 P = TypeVar("P")
 
@@ -68,6 +72,33 @@ class Root(TracedActor):
         self.store = store
         self.shutdown = shutdown  # stops the whole process: the debug port's (exit)
         self._children: list[tuple[str, pykka.ActorRef[Any]]] = []
+        self._stopping = threading.Event()
+
+    def on_start(self) -> None:
+        me = proxy_of(self.actor_ref, RootProxy)
+        threading.Thread(target=self._watch, args=(me,), name="root-watch",
+                         daemon=True).start()
+
+    def _watch(self, me: RootProxy) -> None:
+        while not self._stopping.wait(WATCH_SECONDS):
+            try:
+                me.restart_if_dead().get()
+            except pykka.ActorDeadError:
+                return
+            except Exception:
+                log.exception("Restarting xend's actors failed; xend stops")
+                self.shutdown()
+                return
+
+    def restart_if_dead(self) -> None:
+        """If a child died, stop the others and boot them all again (one for all)."""
+        dead = [name for name, ref in self._children if not ref.is_alive()]
+        if not dead or self._stopping.is_set():
+            return
+        log.error("Actor %s died; restarting all of xend's actors from the store",
+                  ", ".join(dead))
+        self._stop_children()
+        self.boot()
 
     def boot(self) -> list[str]:
         """Start the actors; on any failure stop those already started and raise."""
@@ -126,6 +157,7 @@ class Root(TracedActor):
         return addresses
 
     def on_stop(self) -> None:
+        self._stopping.set()
         self._stop_children()
 
     def _start(self, name: str, ref: pykka.ActorRef[Any], kind: type[P]) -> P:
@@ -144,6 +176,7 @@ class Root(TracedActor):
 
 class RootProxy(ActorMemberMixin, pykka.ActorProxy[Root]):
     boot = proxy_method(Root.boot)
+    restart_if_dead = proxy_method(Root.restart_if_dead)
 
 
 def run(config: XendConfig, *, foreground: bool,

@@ -19,11 +19,12 @@ from werkzeug.test import EnvironBuilder
 
 from tests.actors.xend import InProcessXend, xend_in_process
 from tests.support.processes import wait_for
-from xend_actors.actors import ask
+from xend_actors.actors import ask, proxy_of
 from xend_actors.device.config import parse_device
 from xend_actors.device.info import VifInfo
 from xend_actors.device.netif import NetifController
 from xend_actors.domain.domain import Domain
+from xend_actors.domain.table import DomainTable, DomainTableProxy
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
@@ -172,7 +173,8 @@ def test_a_failed_domain_actor_answers_its_callers_at_once_and_comes_back(
     assert xend.info("f1").paused
     ask(domain.destroy(ShutdownReason.HALT))
     xend.wait_event("xend.domain.died", ["f1", str(domid)])
-    assert pykka.ActorRegistry.get_by_class(NetifController) == []
+    wait_for(lambda: pykka.ActorRegistry.get_by_class(NetifController) == [], 10,
+             "every vif controller to stop")
 
 
 def test_a_failed_vif_controller_is_replaced_and_keeps_the_domains_vifs(
@@ -197,3 +199,25 @@ def test_a_failed_vif_controller_is_replaced_and_keeps_the_domains_vifs(
     assert ask(xend.table.devices("c1")) == ()
     ask(domain.destroy(ShutdownReason.HALT))
     xend.wait_event("xend.domain.died", ["c1", str(domid)])
+
+
+def test_a_top_level_actor_that_dies_brings_all_of_xend_back_from_the_store(
+        xend: InProcessXend) -> None:
+    domid = running(xend, "t1")
+    before = xend.info("t1")
+    old = xend.table.actor_ref
+    xend.table.find.defer("nowhere")  # a told message that raises: pykka stops the table
+    wait_for(lambda: not old.is_alive(), 10, "the table to die")
+
+    def new_table() -> pykka.ActorRef[Any] | None:
+        refs = pykka.ActorRegistry.get_by_class(DomainTable)
+        return refs[0] if len(refs) == 1 and refs[0] != old else None
+
+    ref = wait_for(new_table, 15, "a new table")
+    xend.table = proxy_of(cast(pykka.ActorRef[Any], ref), DomainTableProxy)
+    after = xend.info("t1")
+    assert (after.domid, after.record.config) == (domid, before.record.config)
+    assert after.console is not None and before.console is not None
+    assert after.console.port == before.console.port
+    ask(xend.domain("t1").destroy(ShutdownReason.HALT))
+    assert "t1" not in xend.names()
