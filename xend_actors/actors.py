@@ -85,8 +85,9 @@ def ask(future: pykka.Future[T], what: str = "an actor",
 
 
 class Supervised(pykka.ThreadingActor):
-    """An actor that crashes on a bug (see the module's docstring); its subclass's
-    ``on_failure`` tells the parent. ``describe`` names it in its callers' 503."""
+    """An actor that crashes on a bug (see the module's docstring): pykka's
+    ``on_failure`` calls ``tell_supervisor``, its subclass's way to tell the parent;
+    ``describe`` names it in its callers' 503."""
 
     _crashed = False
     _told = False
