@@ -14,6 +14,10 @@ Decisions:
   cpu_weight finite and > 0, a console port 1..65535, a name at most 64 characters,
   kernel and ramdisk absolute paths. Whether the kernel exists is left to the
   hypervisor driver.
+* A new domain (create, restore, configure: ``check_new_domain``) must have a name a
+  URL carries as it is: letters, digits and ``_ . : + -``, not ``.`` or ``..``. The
+  original's ``/`` made a domain no URL could reach; a record stored with one before
+  is still read. Its maxmem may not be below its memory.
 * Unknown top-level fields, and ``id`` and ``vnet`` (which 2.0.0 never acted on), are
   accepted with a warning in ``DomainConfig.warnings``; vnets are kept as given.
 * A repeated single-valued field: the first one counts, as ``sxp.child_value`` reads.
@@ -44,6 +48,9 @@ from xend_actors.hypervisor.base import LinuxImage
 MAX_NAME_LENGTH = 64
 
 _NAME = re.compile(r"[A-Za-z_.:/+-][A-Za-z0-9_.:/+-]*")
+_URL_NAME = re.compile(r"[A-Za-z_.:+-][A-Za-z0-9_.:+-]*")
+NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + -, "
+             "not starting with a digit, and not . or ..")
 _NATURAL = re.compile(r"[0-9]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -144,6 +151,18 @@ def parse_domain_config(value: sxp.Value) -> DomainConfig:
     )
 
 
+def check_new_domain(config: DomainConfig) -> DomainConfig:
+    """``config`` if a new domain may have it: a name every URL carries and a maxmem not
+    below its memory; else a BadRequest saying why."""
+    name = config.name
+    if not _URL_NAME.fullmatch(name) or name in (".", ".."):
+        raise BadRequest(f"invalid vm name {name!r}: {NAME_RULE}")
+    if config.maxmem_mb is not None and config.maxmem_mb < config.memory_mb:
+        raise BadRequest(f"invalid maxmem: {config.maxmem_mb} MB is less than the "
+                         f"memory, {config.memory_mb} MB")
+    return config
+
+
 def with_device(config: DomainConfig, device: Device) -> DomainConfig:
     """``config`` with ``(device <device>)`` appended, as ``device_create`` records it."""
     return parse_domain_config([*config.sxpr, ["device", device_sxpr(device)]])
@@ -173,7 +192,7 @@ def _name(vm: list) -> str:
     if name is None or name == "":
         raise BadRequest("missing vm name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise BadRequest("invalid vm name")
+        raise BadRequest(f"invalid vm name {shown(name)}: {NAME_RULE}")
     if len(name) > MAX_NAME_LENGTH:
         raise BadRequest(f"invalid vm name: longer than {MAX_NAME_LENGTH} characters")
     return name
