@@ -303,3 +303,22 @@ def test_a_dead_notify_url_is_logged_once_and_its_recovery_too(
     assert "dropped until it answers again" in warnings[0]
     assert any("answering again after" in line and "events were dropped" in line
                for line in about), about
+
+
+def test_headers_uploads_and_sxp_past_their_limits_are_refused(xend: Xend) -> None:
+    many = b"".join(b"X-Pad-%d: 1\r\n" % n for n in range(200))
+    answer = raw(xend, b"GET /xend/ HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    long_line = b"X-Long: " + b"y" * (70 << 10) + b"\r\n"
+    answer = raw(xend, b"GET /xend/ HTTP/1.1\r\nHost: localhost\r\n" + long_line + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    answer = raw(xend, b"GET /xend/?" + b"a" * (70 << 10) + b" HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 414 "), answer[:200]
+
+    upload = {"config": ("vm.sxp", b"(vm " + b"x" * (2 << 20) + b")")}
+    reply = xend.http.post("/xend/domain/", data={"op": "create"}, files=upload)
+    refused(reply, 413)
+    deep = "(" * 100 + ")" * 100
+    assert "nesting deeper than 64" in refused(xend.post("/xend/domain/", op="create",
+                                                          config=deep))
+    assert xend.names() == ["Domain-0"]
