@@ -257,6 +257,8 @@ def _as_peer_failure(error: Exception) -> Exception:
 
 
 def _connect(context: Context, host: str, port: int) -> xfr.Channel:
+    if context.dialer.refusal:  # this host's config, not the peer: no 502
+        raise XendError(context.dialer.refusal)
     sock = context.dialer.connect(host, port, CONNECT_TIMEOUT)
     return xfr.Channel(sock, f"relocation peer {host}:{port}", STREAM_TIMEOUT)
 
