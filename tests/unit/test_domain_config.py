@@ -317,11 +317,15 @@ def assert_config_or_bad_request(value: sxp.Value) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     (vm(name="(name /x)"), f"invalid vm name '/x': {NAME_RULE}"),
-    (vm(name="(name a/b)"), f"invalid vm name 'a/b': {NAME_RULE}"),
+    (vm(name="(name x/)"), f"invalid vm name 'x/': {NAME_RULE}"),
+    (vm(name="(name a//b)"), f"invalid vm name 'a//b': {NAME_RULE}"),
+    (vm(name="(name a/../b)"), f"invalid vm name 'a/../b': {NAME_RULE}"),
     (vm(name="(name .)"), f"invalid vm name '.': {NAME_RULE}"),
     (vm(name="(name ..)"), f"invalid vm name '..': {NAME_RULE}"),
     (vm("(maxmem 10)"), "invalid maxmem: 10 MB is less than the memory, 64 MB"),
     (vm(name="(name a_-.:+Z9)"), None),
+    (vm(name="(name web/1)"), None),
+    (vm(name="(name a./..b)"), None),
     (vm("(maxmem 64)"), None),
     (vm("(maxmem 128)"), None),
 ])

@@ -14,10 +14,11 @@ Decisions:
   cpu_weight finite and > 0, a console port 1..65535, a name at most 64 characters,
   kernel and ramdisk absolute paths. Whether the kernel exists is left to the
   hypervisor driver.
-* A new domain (create, restore, configure: ``check_new_domain``) must have a name a
-  URL carries as it is: letters, digits and ``_ . : + -``, not ``.`` or ``..``. The
-  original's ``/`` made a domain no URL could reach; a record stored with one before
-  is still read. Its maxmem may not be below its memory.
+* A new domain (create, restore, configure: ``check_new_domain``) must have a name
+  its URL carries (``/xend/domain/<path:dom>``): a ``/`` (the original allowed it) only
+  between parts that are neither empty nor ``.`` or ``..``, which a URL would lose or
+  a client resolve away (``/x``, ``x/``, ``a//b``, ``..``). A record stored with such a
+  name before is still read. Its maxmem may not be below its memory.
 * Unknown top-level fields, and ``id`` and ``vnet`` (which 2.0.0 never acted on), are
   accepted with a warning in ``DomainConfig.warnings``; vnets are kept as given.
 * A repeated single-valued field: the first one counts, as ``sxp.child_value`` reads.
@@ -48,9 +49,8 @@ from xend_actors.hypervisor.base import LinuxImage
 MAX_NAME_LENGTH = 64
 
 _NAME = re.compile(r"[A-Za-z_.:/+-][A-Za-z0-9_.:/+-]*")
-_URL_NAME = re.compile(r"[A-Za-z_.:+-][A-Za-z0-9_.:+-]*")
-NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + -, "
-             "not starting with a digit, and not . or ..")
+NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + - /, not "
+             "starting with a digit; a / only between parts that are not empty, . or ..")
 _NATURAL = re.compile(r"[0-9]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -152,10 +152,10 @@ def parse_domain_config(value: sxp.Value) -> DomainConfig:
 
 
 def check_new_domain(config: DomainConfig) -> DomainConfig:
-    """``config`` if a new domain may have it: a name every URL carries and a maxmem not
+    """``config`` if a new domain may have it: a name its URL carries and a maxmem not
     below its memory; else a BadRequest saying why."""
     name = config.name
-    if not _URL_NAME.fullmatch(name) or name in (".", ".."):
+    if any(part in ("", ".", "..") for part in name.split("/")):
         raise BadRequest(f"invalid vm name {name!r}: {NAME_RULE}")
     if config.maxmem_mb is not None and config.maxmem_mb < config.memory_mb:
         raise BadRequest(f"invalid maxmem: {config.maxmem_mb} MB is less than the "
