@@ -12,7 +12,8 @@ Decisions:
   with ``invalid mac``).
 * Stricter than the original: memory and maxmem must be whole numbers ≥ 1, cpu ≥ -1,
   cpu_weight finite and > 0, a console port 1..65535, a name at most 64 characters,
-  kernel and ramdisk absolute paths. Whether the kernel exists is left to the
+  kernel and ramdisk absolute paths of at most ``MAX_PATH``, a command line of at
+  most ``MAX_CMDLINE``. Whether the kernel exists is left to the
   hypervisor driver.
 * A new domain (create, restore, configure: ``check_new_domain``) must have a name
   its URL carries (``/xend/domain/<path:dom>``): a ``/`` (the original allowed it) only
@@ -47,6 +48,8 @@ from xend_actors.errors import BadRequest, NotFound
 from xend_actors.hypervisor.base import LinuxImage
 
 MAX_NAME_LENGTH = 64
+MAX_PATH = 4096  # PATH_MAX
+MAX_CMDLINE = 4096  # the most a Linux kernel takes on any architecture
 
 _NAME = re.compile(r"[A-Za-z_.:/+-][A-Za-z0-9_.:/+-]*")
 NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + - /, not "
@@ -258,8 +261,15 @@ def _image(vm: list) -> LinuxImageConfig:
     ramdisk = text_field(image, "ramdisk")
     if ramdisk and not ramdisk.startswith("/"):
         raise BadRequest(f"ramdisk must be an absolute path: {ramdisk}")
-    return LinuxImageConfig(kernel, ramdisk, text_field(image, "ip"), text_field(image, "root"),
-                            text_field(image, "args"))
+    for what, path in (("kernel", kernel), ("ramdisk", ramdisk)):
+        if len(path) > MAX_PATH:
+            raise BadRequest(f"{what} path longer than {MAX_PATH} characters")
+    config = LinuxImageConfig(kernel, ramdisk, text_field(image, "ip"),
+                              text_field(image, "root"), text_field(image, "args"))
+    if len(config.cmdline) > MAX_CMDLINE:
+        raise BadRequest(f"kernel command line (ip, root and args) longer than "
+                         f"{MAX_CMDLINE} characters")
+    return config
 
 
 def _backend(element: sxp.Value) -> str:
