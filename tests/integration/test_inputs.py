@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.processes import wait_for
-from tests.support.xend import Xend, sim_vm
+from tests.support.xend import Xend, run_xm, sim_vm
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.domain.config import NAME_RULE
@@ -99,6 +99,16 @@ def test_restore_refuses_a_device_a_fifo_a_socket_and_a_symlink_at_once(
     assert xend.names() == names  # nothing restored: not even the save behind the link
     assert rss_kb(xend) < RSS_LIMIT_KB
     assert xend.sessions() == []
+
+
+def test_xm_restore_of_a_fifo_says_why_at_once(xend: Xend, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    done = run_xm(xend.home, "restore", str(fifo))
+    assert time.monotonic() - began < QUICK
+    assert done.returncode == 1
+    assert done.stderr == f"Error: cannot read {fifo}: it is a FIFO, not a save file\n"
 
 
 def test_restore_reads_no_more_than_a_save_file_can_hold(
