@@ -64,6 +64,13 @@ class HypervisorError(XendError):
     status = 500
 
 
+class BadGateway(XendError):
+    """Another host xend talks to refused, broke off or answered nonsense: a relocation
+    peer (HTTP 502). Not the hypervisor's failure, nor xend's."""
+
+    status = 502
+
+
 class Timeout(XendError):
     """A part of xend did not answer in time (HTTP 504)."""
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from xend_actors.errors import XendError
+
 LOG_FORMAT = "[%(asctime)s xend] %(levelname)s (%(module)s:%(lineno)d) %(message)s"
 STDERR_FORMAT = "[xend] %(levelname)s (%(module)s:%(lineno)d) %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -36,6 +38,19 @@ class _Installed:
 _installed = _Installed()
 
 
+class _ExpectedErrors(logging.Filter):
+    """Drops pykka's traceback of an actor's ``XendError`` handed back to its caller (a
+    domain not found, a bad config): the caller answers it, and the web layer logs it in
+    one line. Any other exception, a bug, keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.levelno <= logging.INFO and isinstance(error, XendError))
+
+
+_EXPECTED = _ExpectedErrors()
+
+
 def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = False) -> None:
     """Send every log record at ``level`` or above to ``logfile`` (and stderr if asked).
 
@@ -54,6 +69,7 @@ def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = Fals
     # A logger's own level lets its records past the root's, so quieten them here.
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(_installed.level, logging.INFO))
+    logging.getLogger("pykka").addFilter(_EXPECTED)  # once: a filter set holds it once
     # werkzeug's INFO lines are an access log, one per request: the original's log had
     # none, and at a thousand requests a second they cost more than the request itself.
     logging.getLogger("werkzeug").setLevel(max(_installed.level, logging.WARNING))

@@ -146,7 +146,7 @@ def test_a_save_to_a_bad_place_leaves_the_domain_running(xend: Xend, tmp_path: P
     assert "ok-still" in sh(xend, "s1", "echo ok-still", "ok-still\r\n")
     xend.error(xend.post("/xend/domain/Domain-0", op="save", file=str(tmp_path / "d0")), 409)
     message = xend.error(xend.post("/xend/domain/s1", op="migrate",
-                                   destination="127.0.0.1:1"), 500)
+                                   destination="127.0.0.1:1"), 502)
     assert "cannot connect to the relocation port 127.0.0.1:1" in message
     assert xend.error(xend.post("/xend/domain/s1", op="migrate", destination="h:x"), 400)
     assert "ok-again" in sh(xend, "s1", "echo ok-again", "ok-again\r\n")

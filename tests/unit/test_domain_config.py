@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from xend_actors import sxp
 from xend_actors.device.config import PciConfig, VbdConfig, VifConfig, device_sxpr, parse_device
 from xend_actors.domain.config import (
+    NAME_RULE,
     DomainConfig,
     LinuxImageConfig,
     RestartMode,
+    check_new_domain,
     parse_domain_config,
 )
 from xend_actors.errors import BadRequest
@@ -171,9 +173,9 @@ def test_unknown_fields_are_warned_not_refused() -> None:
     ("vm", "Configuration error: expected (vm ...)"),
     ("(vm (memory 64))", "missing vm name"),
     (vm(name="(name)"), "missing vm name"),
-    (vm(name="(name 1st)"), "invalid vm name"),
-    (vm(name="(name 'a b')"), "invalid vm name"),
-    (vm(name="(name (x))"), "invalid vm name"),
+    (vm(name="(name 1st)"), f"invalid vm name 1st: {NAME_RULE}"),
+    (vm(name="(name 'a b')"), f"invalid vm name a b: {NAME_RULE}"),
+    (vm(name="(name (x))"), f"invalid vm name (x): {NAME_RULE}"),
     (vm(name="(name a_-.:/+Z9)"), None),
     (vm(name=f"(name {'a' * 64})"), None),
     (vm(name=f"(name {'a' * 65})"), "invalid vm name: longer than 64 characters"),
@@ -197,6 +199,10 @@ def test_unknown_fields_are_warned_not_refused() -> None:
     ("(vm (name d) (memory 64))", "missing image"),
     (vm(image="(image (plan9 (kernel /k)))"), "unknown image type: plan9"),
     (vm(image="(image (linux))"), "missing kernel"),
+    (vm(image=f"(image (linux (kernel /{'k' * 4096})))"),
+     "kernel path longer than 4096 characters"),
+    (vm(image=f"(image (linux (kernel /k) (args {'a' * 4096})))"),
+     "kernel command line (ip, root and args) longer than 4096 characters"),
     (vm(image="(image (linux (ramdisk /r)))"), "missing kernel"),
     (vm(image="(image (linux (kernel vmlinuz)))"), "kernel must be an absolute path: vmlinuz"),
     (vm(image="(image (linux (kernel /k) (ramdisk initrd)))"),
@@ -311,3 +317,28 @@ def assert_config_or_bad_request(value: sxp.Value) -> None:
         return
     assert isinstance(config, DomainConfig)
     assert parse_domain_config(config.sxpr) == config  # and what it stores reads back
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (vm(name="(name /x)"), f"invalid vm name '/x': {NAME_RULE}"),
+    (vm(name="(name x/)"), f"invalid vm name 'x/': {NAME_RULE}"),
+    (vm(name="(name a//b)"), f"invalid vm name 'a//b': {NAME_RULE}"),
+    (vm(name="(name a/../b)"), f"invalid vm name 'a/../b': {NAME_RULE}"),
+    (vm(name="(name .)"), f"invalid vm name '.': {NAME_RULE}"),
+    (vm(name="(name ..)"), f"invalid vm name '..': {NAME_RULE}"),
+    (vm("(maxmem 10)"), "invalid maxmem: 10 MB is less than the memory, 64 MB"),
+    (vm(name="(name a_-.:+Z9)"), None),
+    (vm(name="(name web/1)"), None),
+    (vm(name="(name a./..b)"), None),
+    (vm("(maxmem 64)"), None),
+    (vm("(maxmem 128)"), None),
+])
+def test_a_new_domain_needs_a_name_urls_carry_and_maxmem_at_least_memory(
+        text: str, message: str | None) -> None:
+    parsed = parse_domain_config(sxp.parse(text))  # a stored record may have these
+    if message is None:
+        assert check_new_domain(parsed) is parsed
+        return
+    with pytest.raises(BadRequest) as error:
+        check_new_domain(parsed)
+    assert error.value.message == message

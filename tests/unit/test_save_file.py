@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
-from xend_actors.errors import BadRequest
+from xend_actors.errors import BadRequest, Conflict
 from xend_actors.transfer import savefile
 from xend_actors.transfer.savefile import HEADER, MAGIC, SaveImage
 
@@ -84,3 +85,39 @@ def test_bad_targets_are_refused_before_anything_is_written(tmp_path: Path) -> N
         savefile.write(tmp_path, IMAGE)
     with pytest.raises(BadRequest, match="cannot read"):
         savefile.read(tmp_path / "nothing.save")
+
+
+def test_only_a_regular_file_is_read_and_never_through_a_symlink(tmp_path: Path) -> None:
+    good = tmp_path / "good.save"
+    savefile.write(good, IMAGE)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opened without waiting for a writer, then refused
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    for path, why in ((Path("/dev/zero"), "a character device"), (fifo, "a FIFO"),
+                      (tmp_path, "a directory"), (link, "a symbolic link")):
+        with pytest.raises(BadRequest, match=f"cannot read {path}: it is {why}"):
+            savefile.read(path)
+        with pytest.raises(BadRequest, match=f"cannot read {path}: it is {why}"):
+            savefile.Reader(path, "sim")
+    assert savefile.read(good) == IMAGE
+
+
+def test_a_save_replaces_a_save_file_or_an_empty_one_and_nothing_else(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text("not ours")
+    with pytest.raises(Conflict, match="it exists and is not a xend save file"):
+        savefile.write(other, IMAGE)
+    assert other.read_text() == "not ours"
+    link = tmp_path / "link.save"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(BadRequest, match="it is a symbolic link"):
+        savefile.write(link, IMAGE)
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(BadRequest, match="it is a character device"):
+        savefile.check_target(Path("/dev/null"))
+    empty = tmp_path / "empty.save"
+    empty.touch()
+    savefile.write(empty, IMAGE)
+    savefile.write(empty, IMAGE)  # a save file of its own now
+    assert savefile.read(empty) == IMAGE

@@ -9,7 +9,7 @@ from werkzeug.test import Client
 from tests.support.gates import open_gate
 from xend_actors import sxp
 from xend_actors.errors import Conflict
-from xend_actors.web.app import MAX_BODY_BYTES, XendApp
+from xend_actors.web.app import MAX_BODY_BYTES, XendApp, framing_refusal
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op
 
@@ -155,3 +155,32 @@ def test_browser_page_escapes_values(client: Client) -> None:
                                                        "Accept": "text/html"})
     page = reply.get_data(as_text=True)
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_post_to_a_resource_without_ops_is_405() -> None:
+    client = Client(open_gate(XendApp([("/xend/dir/", Resource())])))
+    reply = client.post("/xend/dir/", data={"op": "anything"})
+    assert reply.status_code == 405
+    assert body(reply) == ["xend.err", "Method not allowed: POST to /xend/dir/"]
+
+
+@pytest.mark.parametrize(("environ", "refused"), [
+    ({"CONTENT_LENGTH": "5", "HTTP_TRANSFER_ENCODING": "chunked"}, "both Content-Length"),
+    ({"CONTENT_LENGTH": "5,6"}, "invalid Content-Length"),
+    ({"CONTENT_LENGTH": "-1"}, "invalid Content-Length"),
+    ({"HTTP_TRANSFER_ENCODING": "gzip, chunked"}, "unsupported Transfer-Encoding"),
+    ({"CONTENT_LENGTH": "12"}, None),
+    ({"CONTENT_LENGTH": ""}, None),
+    ({"HTTP_TRANSFER_ENCODING": "Chunked"}, None),
+    ({}, None),
+])
+def test_a_body_of_ambiguous_length_is_refused(environ: dict, refused: str | None) -> None:
+    refusal = framing_refusal(environ)  # type: ignore[arg-type]
+    assert (refusal is None) if refused is None else (refused in (refusal or "")), refusal
+
+
+def test_the_refusal_closes_the_connection(client: Client) -> None:
+    reply = client.post("/xend/thing/a", data="0\r\n\r\n",
+                        headers={"Transfer-Encoding": "chunked", "Content-Length": "5"})
+    assert reply.status_code == 400
+    assert reply.headers["Connection"] == "close"

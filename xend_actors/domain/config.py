@@ -12,8 +12,14 @@ Decisions:
   with ``invalid mac``).
 * Stricter than the original: memory and maxmem must be whole numbers ≥ 1, cpu ≥ -1,
   cpu_weight finite and > 0, a console port 1..65535, a name at most 64 characters,
-  kernel and ramdisk absolute paths. Whether the kernel exists is left to the
+  kernel and ramdisk absolute paths of at most ``MAX_PATH``, a command line of at
+  most ``MAX_CMDLINE``. Whether the kernel exists is left to the
   hypervisor driver.
+* A new domain (create, restore, configure: ``check_new_domain``) must have a name
+  its URL carries (``/xend/domain/<path:dom>``): a ``/`` (the original allowed it) only
+  between parts that are neither empty nor ``.`` or ``..``, which a URL would lose or
+  a client resolve away (``/x``, ``x/``, ``a//b``, ``..``). A record stored with such a
+  name before is still read. Its maxmem may not be below its memory.
 * Unknown top-level fields, and ``id`` and ``vnet`` (which 2.0.0 never acted on), are
   accepted with a warning in ``DomainConfig.warnings``; vnets are kept as given.
 * A repeated single-valued field: the first one counts, as ``sxp.child_value`` reads.
@@ -42,8 +48,12 @@ from xend_actors.errors import BadRequest, NotFound
 from xend_actors.hypervisor.base import LinuxImage
 
 MAX_NAME_LENGTH = 64
+MAX_PATH = 4096  # PATH_MAX
+MAX_CMDLINE = 4096  # the most a Linux kernel takes on any architecture
 
 _NAME = re.compile(r"[A-Za-z_.:/+-][A-Za-z0-9_.:/+-]*")
+NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + - /, not "
+             "starting with a digit; a / only between parts that are not empty, . or ..")
 _NATURAL = re.compile(r"[0-9]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -144,6 +154,18 @@ def parse_domain_config(value: sxp.Value) -> DomainConfig:
     )
 
 
+def check_new_domain(config: DomainConfig) -> DomainConfig:
+    """``config`` if a new domain may have it: a name its URL carries and a maxmem not
+    below its memory; else a BadRequest saying why."""
+    name = config.name
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise BadRequest(f"invalid vm name {name!r}: {NAME_RULE}")
+    if config.maxmem_mb is not None and config.maxmem_mb < config.memory_mb:
+        raise BadRequest(f"invalid maxmem: {config.maxmem_mb} MB is less than the "
+                         f"memory, {config.memory_mb} MB")
+    return config
+
+
 def with_device(config: DomainConfig, device: Device) -> DomainConfig:
     """``config`` with ``(device <device>)`` appended, as ``device_create`` records it."""
     return parse_domain_config([*config.sxpr, ["device", device_sxpr(device)]])
@@ -173,7 +195,7 @@ def _name(vm: list) -> str:
     if name is None or name == "":
         raise BadRequest("missing vm name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise BadRequest("invalid vm name")
+        raise BadRequest(f"invalid vm name {shown(name)}: {NAME_RULE}")
     if len(name) > MAX_NAME_LENGTH:
         raise BadRequest(f"invalid vm name: longer than {MAX_NAME_LENGTH} characters")
     return name
@@ -239,8 +261,15 @@ def _image(vm: list) -> LinuxImageConfig:
     ramdisk = text_field(image, "ramdisk")
     if ramdisk and not ramdisk.startswith("/"):
         raise BadRequest(f"ramdisk must be an absolute path: {ramdisk}")
-    return LinuxImageConfig(kernel, ramdisk, text_field(image, "ip"), text_field(image, "root"),
-                            text_field(image, "args"))
+    for what, path in (("kernel", kernel), ("ramdisk", ramdisk)):
+        if len(path) > MAX_PATH:
+            raise BadRequest(f"{what} path longer than {MAX_PATH} characters")
+    config = LinuxImageConfig(kernel, ramdisk, text_field(image, "ip"),
+                              text_field(image, "root"), text_field(image, "args"))
+    if len(config.cmdline) > MAX_CMDLINE:
+        raise BadRequest(f"kernel command line (ip, root and args) longer than "
+                         f"{MAX_CMDLINE} characters")
+    return config
 
 
 def _backend(element: sxp.Value) -> str:

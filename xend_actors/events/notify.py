@@ -5,8 +5,12 @@ per URL) so they survive a restart, and one delivery thread per URL. It subscrib
 to every event; each is handed to each URL's bounded queue, and that URL's thread
 POSTs them in order, body the event as ``(event (seq N) (time T) (name NAME) (value
 V))``, ``Content-Type: application/sxp``. An event that fails ``ATTEMPTS`` times, or
-finds the queue full, is dropped for that URL and logged; a receiver that must not
-miss one catches up with ``GET /xend/event/?since=N``.
+finds the queue full, is dropped for that URL; a receiver that must not miss one
+catches up with ``GET /xend/event/?since=N``. A URL that fails is logged once and then
+counted as down: its events are dropped without a try until its next retry, which
+backs off from ``DOWN_RETRY`` to ``DOWN_RETRY_MAX`` seconds; when it answers again the
+log says so and how many events it missed. A full queue is logged once too, until it
+drains.
 
 xend only posts where ``xend-hosts-allow`` would let a client in: plain http, to an IP
 address or ``localhost``; names are not looked up, so what was checked is what is
@@ -45,6 +49,8 @@ MAX_URL_LENGTH = 1024
 QUEUE_SIZE = 1000  # events waiting for one URL before new ones are dropped
 ATTEMPTS = 3
 BACKOFF = 0.5  # seconds before the second attempt, doubling for each further one
+DOWN_RETRY = 1.0  # seconds from a URL found down to its next try, doubling each time
+DOWN_RETRY_MAX = 60.0
 POST_TIMEOUT = 5.0
 STOP_TIMEOUT = POST_TIMEOUT + 1.0
 
@@ -135,12 +141,18 @@ class NotifierProxy(ActorMemberMixin, pykka.ActorProxy[Notifier]):
 
 
 class Delivery:
-    """One URL's thread: POSTs its events in order, each a few times at most."""
+    """One URL's thread: POSTs its events in order, each a few times at most, or none
+    while the URL is down and its retry not yet due."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._queue: queue.Queue[Event | None] = queue.Queue(QUEUE_SIZE)
         self._stopping = threading.Event()
+        self._overflow = 0  # events dropped on a full queue since it last drained
+        self._down_since: float | None = None
+        self._missed = 0  # events dropped since the URL went down
+        self._retry_wait = DOWN_RETRY
+        self._retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name=f"notify {url}", daemon=True)
         self._thread.start()
 
@@ -148,8 +160,11 @@ class Delivery:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            log.warning("Notify %s: %d events waiting, event %d (%s) dropped",
-                        self.url, QUEUE_SIZE, event.seq, event.name)
+            self._overflow += 1
+            if self._overflow == 1:
+                log.warning("Notify %s: %d events waiting; new ones are dropped until it "
+                            "catches up (event %d, %s, the first)", self.url, QUEUE_SIZE,
+                            event.seq, event.name)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -166,26 +181,55 @@ class Delivery:
             while not self._stopping.is_set():
                 event = self._queue.get()
                 if event is not None:
-                    self._post(http, event)
+                    self._deliver(http, event)
+                if self._overflow and self._queue.empty():
+                    log.info("Notify %s: caught up; %d events were dropped on a full "
+                             "queue", self.url, self._overflow)
+                    self._overflow = 0
         if not self._queue.empty():
             log.info("Notify %s: stopped with %d events not sent", self.url, self._queue.qsize())
 
-    def _post(self, http: httpx.Client, event: Event) -> None:
+    def _deliver(self, http: httpx.Client, event: Event) -> None:
+        now = time.monotonic()
+        if self._down_since is not None and now < self._retry_at:
+            self._missed += 1
+            return
+        problem = self._post(http, event, 1 if self._down_since is not None else ATTEMPTS)
+        now = time.monotonic()
+        if self._stopping.is_set():
+            return
+        if problem is None:
+            if self._down_since is not None:
+                log.info("Notify %s: answering again after %.0f s; %d events were dropped "
+                         "meanwhile", self.url, now - self._down_since, self._missed)
+                self._down_since, self._missed, self._retry_wait = None, 0, DOWN_RETRY
+            return
+        self._missed += 1
+        if self._down_since is None:
+            log.warning("Notify %s: event %d (%s) dropped after %d attempts: %s; its events "
+                        "are dropped until it answers again, tried at most every %g s",
+                        self.url, event.seq, event.name, ATTEMPTS, problem, DOWN_RETRY_MAX)
+            self._down_since, self._retry_wait = now, DOWN_RETRY
+        else:
+            self._retry_wait = min(self._retry_wait * 2, DOWN_RETRY_MAX)
+        self._retry_at = now + self._retry_wait
+
+    def _post(self, http: httpx.Client, event: Event, attempts: int) -> str | None:
+        """POST ``event``, up to ``attempts`` times; None once it is taken, else why not."""
         body = sxp.show(event.record())
-        problem = ""
-        for attempt in range(ATTEMPTS):
+        problem = "stopping"
+        for attempt in range(attempts):
             if attempt and self._stopping.wait(BACKOFF * 2 ** (attempt - 1)):
-                return
+                break
             try:
                 reply = http.post(self.url, content=body)
             except httpx.HTTPError as error:
                 problem = str(error) or type(error).__name__
                 continue
             if reply.is_success:
-                return
+                return None
             problem = f"HTTP {reply.status_code} {reply.reason_phrase}"
-        log.warning("Notify %s: event %d (%s) dropped after %d attempts: %s",
-                    self.url, event.seq, event.name, ATTEMPTS, problem)
+        return problem
 
 
 def _key(url: str) -> str:

@@ -17,6 +17,8 @@ The connection is the Context's ``Dialer``'s (``xfr/tls.py``): mutual TLS, the
 destination's certificate checked against the CA and the host dialed; plain TCP with
 ``(xend-relocation-tls no)``; refused, saying why, when TLS is on but not configured.
 A connection or handshake that fails comes before anything is done to the domain.
+A peer that refuses the connection, breaks it off or answers nonsense is a 502
+(``BadGateway``), not a failure of this host's hypervisor.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from xend_actors.actors import ASK_TIMEOUT
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
 from xend_actors.domain.table import DomainTableProxy
-from xend_actors.errors import XendError
+from xend_actors.errors import BadGateway, XendError
 from xend_actors.hypervisor.base import StreamProgress, StreamResult, StreamState
 from xend_actors.transfer import rollback, xfr
 from xend_actors.transfer.background import Background
@@ -91,7 +93,7 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
         log.error("Migrating domain %s to %s:%s failed: %s", info.name, host, port, error)
         tell(replace(record, state=SessionState.ERROR))
         context.drop(record)
-        raise failed("migrate", error) from None
+        raise failed("migrate", _as_peer_failure(error)) from None
     duration = time.monotonic() - started
     tell(replace(record, state=SessionState.OK,
                  dst=Destination(host, newid, downtime, duration)))
@@ -246,7 +248,17 @@ def _send_state(driver: StreamDriver, domid: int, write: int, pump: Background, 
     return result
 
 
+def _as_peer_failure(error: Exception) -> Exception:
+    """A broken conversation with the peer (an ``XfrError`` that names no status of its
+    own: refused, closed, garbled) as the 502 it is."""
+    if isinstance(error, xfr.XfrError) and error.status == 500:
+        return BadGateway(error.message)
+    return error
+
+
 def _connect(context: Context, host: str, port: int) -> xfr.Channel:
+    if context.dialer.refusal:  # this host's config, not the peer: no 502
+        raise XendError(context.dialer.refusal)
     sock = context.dialer.connect(host, port, CONNECT_TIMEOUT)
     return xfr.Channel(sock, f"relocation peer {host}:{port}", STREAM_TIMEOUT)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from xend_actors import sxp
 from xend_actors.actors import ask
-from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.base import StreamState
@@ -114,7 +114,7 @@ def _restorable(context: Context, path: Path, info: sxp.Value) -> Iterator[Domai
     vm = sxp.child_value(info, "config")
     if vm is None:
         raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
-    config = parse_domain_config(vm)
+    config = check_new_domain(parse_domain_config(vm))
     with context.moving.held(config.name, "restored"):
         if config.name in ask(context.table.names()):
             raise Conflict(f"Error restoring domain: vm name clash: {config.name}")

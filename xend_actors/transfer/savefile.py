@@ -22,22 +22,31 @@ anything is created, so a truncated, corrupt or foreign file is refused with a
 is written and read by the hypervisor straight from the file (``Writer``, ``Reader``),
 its checksum computed beside it from the page cache, and a restore whose checksum
 fails at the end is undone.
+
+Only a regular file is read, opened without following a symlink and without waiting
+(a FIFO would block forever, a device never end): anything else is refused before a
+byte is read, and no more than the header's sizes, checked against the file's, are
+ever read. A save replaces no file but an earlier save file: not through a symlink,
+not a device, not a file of another kind (``check_target``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import struct
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from xend_actors import sxp
-from xend_actors.errors import BadRequest, XendError
+from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.store import TMP_PREFIX, atomic_write
 
 MAGIC = b"xend-actors-save"
@@ -170,13 +179,30 @@ def _header(raw: _Raw, data: bytes, name: str) -> Header:
 
 
 def check_target(path: Path) -> None:
-    """Refuse a path a save file cannot be written to, before anything is touched."""
+    """Refuse a path a save file cannot be written to, before anything is touched: not
+    absolute, in no directory, or already something other than a save file (a symlink,
+    a directory, a device, a file of another kind), which a save must not replace."""
     if not path.is_absolute():
         raise BadRequest(f"the save file must be an absolute path, got {path}")
     if not path.parent.is_dir():
         raise BadRequest(f"cannot save to {path}: {path.parent} is not a directory")
-    if path.is_dir():
-        raise BadRequest(f"cannot save to {path}: it is a directory")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise BadRequest(f"cannot save to {path}: {_refusal(path, error)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadRequest(f"cannot save to {path}: it is {_kind(mode)}")
+        if os.pread(fd, len(MAGIC), 0) not in (MAGIC, b""):
+            raise Conflict(f"cannot save to {path}: it exists and is not a xend save "
+                           "file; remove it or choose another file")
+    except OSError as error:
+        raise BadRequest(f"cannot save to {path}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
 
 
 def write(path: Path, image: SaveImage) -> None:
@@ -191,17 +217,15 @@ def write(path: Path, image: SaveImage) -> None:
 def read(path: Path, driver: str | None = None) -> SaveImage:
     """The image in the file at ``path``; BadRequest if unreadable or not a good one (or,
     given ``driver``, one another driver wrote)."""
-    _check_source(path)
-    try:
-        with open(path, "rb") as file:
+    with _open_source(path) as file:
+        try:
             size = os.fstat(file.fileno()).st_size
-            if size > HEADER.size + MAX_INFO + MAX_META + MAX_PAYLOAD:
-                head = file.read(HEADER.size + MAX_INFO + MAX_META)
-                parse_header(head, size, str(path), driver, MAX_PAYLOAD)  # says why
-                raise BadRequest(f"{path} is too large to be a save file ({size} bytes)")
-            data = file.read()
-    except OSError as error:
-        raise BadRequest(f"cannot read {path}: {error.strerror or error}") from None
+            head = file.read(HEADER.size + MAX_INFO + MAX_META)
+            # Says why a file is too big: a payload beyond the limit, or trailing bytes.
+            raw = _raw_header(head, size, str(path), driver, MAX_PAYLOAD)
+            data = head + file.read(max(0, raw.end + 1 - len(head)))
+        except OSError as error:
+            raise BadRequest(f"cannot read {path}: {error.strerror or error}") from None
     return decode(data, str(path), driver)
 
 
@@ -211,12 +235,8 @@ class Reader:
     checksum from the page cache (``pread``, so the shared file offset is not moved)."""
 
     def __init__(self, path: Path, driver: str) -> None:
-        _check_source(path)
         self.path = path
-        try:
-            self._file = open(path, "rb")  # noqa: SIM115 -- closed by close()
-        except OSError as error:
-            raise BadRequest(f"cannot read {path}: {error.strerror or error}") from None
+        self._file = _open_source(path)
         try:
             size = os.fstat(self._file.fileno()).st_size
             head = self._file.read(HEADER.size + MAX_INFO + MAX_META)
@@ -332,9 +352,43 @@ class Writer:
         self._tmp.unlink(missing_ok=True)
 
 
-def _check_source(path: Path) -> None:
+def _open_source(path: Path) -> BinaryIO:
+    """The save file at ``path``, open for reading, if it is a regular file reached
+    without a symlink; else a BadRequest saying what it is. A FIFO is opened without
+    waiting for a writer, then refused."""
     if not path.is_absolute():
         raise BadRequest(f"the save file must be an absolute path, got {path}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise BadRequest(f"cannot read {path}: {_refusal(path, error)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadRequest(f"cannot read {path}: it is {_kind(mode)}, "
+                             "not a save file")
+        os.set_blocking(fd, True)  # the hypervisor reads it too
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _refusal(path: Path, error: OSError) -> str:
+    """Why ``path`` could not be opened, in words: a symlink and a socket say so."""
+    if error.errno == errno.ELOOP and path.is_symlink():
+        return "it is a symbolic link; give the path of the file itself"
+    if error.errno == errno.ENXIO:
+        return "it is a socket"
+    return str(error.strerror or error)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _info_bytes(info: sxp.Value) -> bytes:

@@ -6,7 +6,10 @@ with the message as reason phrase and an ``(xend.err '...')`` body, so clients t
 follow the original client rule (facts §4.3) still read the message. Bodies and
 forms have size limits; nothing unbounded is parsed. Requests negotiated as a browser
 go to ``browser.BrowserSite`` (pages, guarded forms); no op runs for a request from
-another site, whoever sends it (``csrf.cross_site_refusal``).
+another site, whoever sends it (``csrf.cross_site_refusal``). A request whose body's
+length is ambiguous (``Content-Length`` with ``Transfer-Encoding``, RFC 9112 §6.1: the
+way requests are smuggled past a proxy) is refused before anything reads it
+(``framing_refusal``). A handled error is one log line; a traceback means a bug.
 
 Authorization is here, once for both ways in: the gate (``gate.py``) has said who the
 client is; ``authorize`` says whether that principal may have what it asks, and every
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 MAX_FORM_PARTS = 64
+_AUDITED = "xend.audited"  # in a request's environ once the audit trail has logged it
 
 
 class XendRequest(Request):
@@ -71,6 +75,13 @@ class XendApp:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        refusal = framing_refusal(environ)
+        if refusal:
+            log.info("%s %s: 400 %s", environ.get("REQUEST_METHOD"),
+                     environ.get("PATH_INFO"), refusal)
+            response = self._error(400, refusal)
+            response.headers["Connection"] = "close"  # its body's end is unknown
+            return response(environ, start_response)
         request = XendRequest(environ)
         return self.respond(request)(environ, start_response)
 
@@ -82,9 +93,9 @@ class XendApp:
             resource, url_args = adapter.match()
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
-            return self._error(error.status, error.message)
+            return self._handled(request, error.status, error.message)
         except HTTPException as error:
-            return self._error(error.code or 500, error.description or error.name)
+            return self._handled(request, error.code or 500, error.description or error.name)
         except Exception:
             log.exception("Internal error serving %s %s", request.method, request.path)
             return self._error(500, "Internal error in xend; see the xend log")
@@ -102,6 +113,8 @@ class XendApp:
                 self.authorize(request, resource)
                 return _as_reply(resource.get(request, **url_args))
         elif request.method == "POST":
+            if not resource.ops:  # a directory with nothing to run, as the original's
+                raise XendError(f"Method not allowed: POST to {request.path}", status=405)
             chosen = self.chosen_op(resource, values)
         else:
             raise XendError(f"Method not allowed: {request.method}", status=405)
@@ -161,6 +174,7 @@ class XendApp:
 
     def _audit(self, who: Principal | None, chosen: Op, request: Request, dom: object,
                status: int, message: str = "") -> None:
+        request.environ[_AUDITED] = True  # its line in the log is the audit's
         self.audit(AuditEntry(who, chosen.name, request.path,
                               None if dom is None else str(dom), status, message))
 
@@ -181,11 +195,34 @@ class XendApp:
         return Response(sxp.show(wire(reply.value)), reply.status, headers,
                         mimetype=SXP_MIMETYPE)
 
+    @classmethod
+    def _handled(cls, request: Request, status: int, message: str) -> Response:
+        """An expected failure's reply, and its one log line (an op's is the audit's)."""
+        if not request.environ.get(_AUDITED):
+            log.info("%s %s: %d %s", request.method, request.path, status,
+                     _reason(message))
+        return cls._error(status, message)
+
     @staticmethod
     def _error(status: int, message: str) -> Response:
         response = Response(sxp.show(["xend.err", message]), mimetype=SXP_MIMETYPE)
         response.status = f"{status} {_reason(message)}"
         return response
+
+
+def framing_refusal(environ: WSGIEnvironment) -> str | None:
+    """Why a request's body cannot be delimited for sure, or None: both a Content-Length
+    and a Transfer-Encoding, a Content-Length that is not one number, or a
+    Transfer-Encoding other than chunked (RFC 9112 §6.1, §6.3)."""
+    length = environ.get("CONTENT_LENGTH")
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    if length is not None and coding is not None:
+        return "Bad request: both Content-Length and Transfer-Encoding are given"
+    if length is not None and not (length.isdigit() and length.isascii()) and length != "":
+        return f"Bad request: invalid Content-Length {length[:40]!r}"
+    if coding is not None and coding.strip().lower() != "chunked":
+        return f"Bad request: unsupported Transfer-Encoding {coding[:40]!r}"
+    return None
 
 
 def _as_reply(result: Reply | Response | Answer) -> Reply | Response:

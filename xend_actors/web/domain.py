@@ -20,7 +20,7 @@ from xend_actors import sxp
 from xend_actors.actors import ActorGone, Deadline
 from xend_actors.device.config import parse_device
 from xend_actors.device.info import VbdInfo, VifInfo
-from xend_actors.domain.config import parse_domain_config
+from xend_actors.domain.config import check_new_domain, parse_domain_config
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
 from xend_actors.errors import BadRequest, NotFound, Timeout, XendError
@@ -54,7 +54,7 @@ class DomainDirResource(Resource):
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
     def create(self, request: Request, config: sxp.Value) -> Reply:
-        parsed = parse_domain_config(config)
+        parsed = check_new_domain(parse_domain_config(config))
         deadline = self.services.deadline(OpKind.BUILD)
         domain = answer(self.table.create(parsed), "the domain table", deadline)
         with _said_where(f"create of {parsed.name}", deadline,
@@ -149,7 +149,7 @@ class DomainResource(Resource):
         vm = sxp.child_value(config, "config") if sxp.name(config) == "domain" else config
         if vm is None:
             raise BadRequest("configure: the domain info has no (config (vm ...))")
-        parsed = parse_domain_config(vm)
+        parsed = check_new_domain(parse_domain_config(vm))
         answer(self._domain(dom).configure(parsed), f"domain {dom}")
         return answer(self.table.info(dom), "the domain table")
 
@@ -273,5 +273,11 @@ def _parent(request: Request) -> str:
 
 
 def _sysrq_key(key: str) -> str:
-    """The key as a character; the original sent its code as an int."""
-    return chr(int(key)) if key.isdigit() and len(key) > 1 else key
+    """The key as a character; the original sent its code as an int. A code that is no
+    printable ASCII character is refused here, before it reaches a domain."""
+    if not (key.isdigit() and key.isascii() and len(key) > 1):
+        return key
+    if len(key) > 3 or not 0x20 < int(key) < 0x7F:
+        raise BadRequest(f"invalid sysrq key code {key[:20]}: a key is one printable "
+                         "ASCII character or its code, 33 to 126")
+    return chr(int(key))
