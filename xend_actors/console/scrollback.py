@@ -152,6 +152,7 @@ class ScrollbackFile:
         part = scrollback.read(self.end)
         if part.first > self.end:  # more than the ring came in between: the rest is lost
             self._first, self.end = part.first, part.first
+            self._write_header()  # the bytes kept so far are no more, before any is overwritten
         size = self._limit + SLACK
         data = memoryview(part.data)
         while data:
