@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,8 @@ def read_routes() -> list[Route]:
 
 
 ROUTES = read_routes()
+# The routes with the most ops (the domains') come up more often than a fair draw would.
+WEIGHTED = [route for route in ROUTES for _ in range(1 + len(route.ops) // 4)]
 URL_PART = re.compile(r"<(?:(\w+):)?(\w+)>")
 
 
@@ -111,6 +114,7 @@ class Findings:
 
     seen: dict[str, str] = field(default_factory=dict)
     examples: int = 0
+    replies: Counter[str] = field(default_factory=Counter)  # kind and status: what ran
 
     def add(self, kind: str, request: str) -> None:
         known = self.seen.get(kind)
@@ -119,6 +123,10 @@ class Findings:
 
     def report(self) -> str:
         return "\n".join(f"- {kind}\n    {request}" for kind, request in sorted(self.seen.items()))
+
+    def coverage(self) -> str:
+        """How many replies of each status each kind of request got."""
+        return "\n".join(f"{count:5} {what}" for what, count in sorted(self.replies.items()))
 
 
 class XendLog:
@@ -209,12 +217,13 @@ class Target:
         """After one request of ``kind`` (method, route, op): its status (None: no reply),
         and what the log says."""
         self.findings.examples += 1
+        self.findings.replies[f"{kind} -> {status}"] += 1
         if problem is not None:
             self.findings.add(f"{problem}: {kind}", request)
         if status is not None and status >= 500 and status not in (501, 503, 504):
             self.findings.add(f"{status} to {kind}", request)
         for trace, message in tracebacks(self.log.new()):
-            self.findings.add(f"traceback: {trace} (after {kind})", f"{request}\n    {message}")
+            self.findings.add(f"traceback: {trace}", f"after {kind}: {request}\n    {message}")
         if self.home.pid() != self.pid:
             self.findings.add("xend is gone", request)
             raise AssertionError(f"xend died after: {request}\n{self.home.log_tail()}")
@@ -224,13 +233,16 @@ class Target:
         assert self.home.pid() == self.pid, "xend was restarted under the fuzz"
         grown = rss(self.pid) - self.rss_before
         assert grown < RSS_GROWTH_LIMIT, f"xend's RSS grew by {grown >> 20} MiB"
+        print(f"\nxend's RSS: {self.rss_before >> 20} MiB before, {rss(self.pid) >> 20} MiB "
+              f"after {self.findings.examples} requests; replies:\n{self.findings.coverage()}")
         assert not self.findings.seen, (
             f"{len(self.findings.seen)} kinds of failure in {self.findings.examples} "
             f"requests:\n{self.findings.report()}")
 
 
 def kind_of(method: str, url: str, fields: tuple[tuple[str, str], ...] = ()) -> str:
-    """A request's method, route and op: what a finding is filed under."""
+    """A request's method, route and op (one it declares, else "other"): what a finding
+    is filed under."""
     path = url.split("?", 1)[0]
     op = dict(fields).get("op") or ""
     if not op:
@@ -242,6 +254,7 @@ def kind_of(method: str, url: str, fields: tuple[tuple[str, str], ...] = ()) -> 
                                      .replace(r"\>", ">").replace(r"\:", ":")) + "$"
         if re.match(pattern, path):
             path = route.template
+            op = op if op in route.ops or not op else "other"
             break
     return f"{method} {path}" + (f" op={op[:30]}" if op else "")
 
@@ -315,6 +328,17 @@ def sxpr_texts(files: Path) -> st.SearchStrategy[str]:
                      st.just("(vm " + "(x y) " * 200_000 + ")"))  # past the body limit
 
 
+WORDS = {  # parameters whose meaningful values random text would seldom hit
+    "reason": ["poweroff", "reboot", "halt", "sysrq", "crash", "suspend"],
+    "key": ["1", "a", "1114112", "9" * 20, "\x00", "ab", ""],
+    "type": ["vbd", "vif", "pci", "console"],
+    "role": ["admin", "viewer", "root"],
+    "vbd": ["0", "769", "2049", "-1"],
+    "vif": ["0", "1", "-1"],
+    "idx": ["0", "769", "1", "-1"],
+}
+
+
 def param_values(param: Param, files: Path) -> st.SearchStrategy[str]:
     if param.name == "file":  # save and restore: only the test's own folder
         return st.sampled_from([str(files / n) for n in ("empty", "junk", "folder", "new.save",
@@ -327,6 +351,9 @@ def param_values(param: Param, files: Path) -> st.SearchStrategy[str]:
                                 "", "http://", "http://127.0.0.1:1/" + "a" * 5000])
     if param.name == "next":
         return st.sampled_from(["/", "//evil.example", "/xend/" + "a" * 3000, "javascript:x"])
+    words = WORDS.get(param.name)
+    if words is not None:
+        return st.one_of(st.sampled_from(words), TEXT)
     if param.kind is Kind.INT:
         return st.one_of(INTS.map(str), TEXT)
     if param.kind is Kind.SXPR:
@@ -344,7 +371,7 @@ def url_part(converter: str | None, name: str, target: Target) -> st.SearchStrat
         return st.one_of(st.just(str(target.port)), INTS.map(str))
     if name == "dom":
         choices = st.sampled_from(["fz", "Domain-0", "0", "1", "nosuch", "%2F", "..", "a" * 300])
-        return st.one_of(choices, TEXT.map(lambda t: quote(t, safe="")))
+        return st.one_of(st.just("fz"), choices, TEXT.map(lambda t: quote(t, safe="")))
     if name == "name":  # a token's or a static file's
         choices = st.sampled_from(["fuzz", "style.css", "nosuch", "..", "%00"])
         return st.one_of(choices, TEXT.map(lambda t: quote(t, safe=""))).filter(
@@ -374,15 +401,16 @@ class Call:
 
 @st.composite
 def calls(draw: st.DrawFn, target: Target) -> Call:
-    route = draw(st.sampled_from(ROUTES))
+    route = draw(st.sampled_from(WEIGHTED))
     path = URL_PART.sub(lambda m: draw(url_part(m.group(1), m.group(2), target)), route.template)
-    method = draw(st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE", "HEAD",
-                                   "OPTIONS", "PATCH"]))
+    method = draw(st.sampled_from(["POST"] * 8 + ["GET"] * 3 + ["PUT", "DELETE", "HEAD",
+                                                                 "OPTIONS", "PATCH"]))
     fields: list[tuple[str, str]] = []
     ops = route.ops
     with_op: bool = bool(ops) or draw(st.booleans())
     if with_op:
-        op = draw(st.one_of(st.sampled_from(sorted(ops) or ["x"]), TEXT)) if ops else draw(TEXT)
+        op = draw(st.sampled_from(sorted(ops) * 4 + [""])) if ops else ""
+        op = op or draw(TEXT)  # an op nobody declared
         if route.template == "/xend/login" and op == "login" and not LONG:
             op = "logon"  # PAM's delay after a wrong password would eat the run's time
         fields.append(("op", op))
@@ -400,8 +428,9 @@ def calls(draw: st.DrawFn, target: Target) -> Call:
     extra = draw(st.lists(st.tuples(TEXT, TEXT), max_size=2))
     fields.extend(extra)
     how = draw(st.sampled_from(["query", "form", "form", "multipart", "raw-body"]))
-    accept = draw(st.sampled_from(["application/sxp", "text/html", "*/*", "",
-                                   "application/json", "text/plain;q=0.1, text/html"]))
+    # Mostly a program's: a browser's request (text/html, */*) must carry a form token.
+    accept = draw(st.sampled_from(["application/sxp"] * 6 + [
+        "text/html", "*/*", "", "application/json", "text/plain;q=0.1, text/html"]))
     return Call(method, path, tuple(fields), how, accept)
 
 
