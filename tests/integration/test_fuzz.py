@@ -626,7 +626,10 @@ def test_no_raw_request_breaks_xend(target: Target) -> None:
         except OSError as error:
             target.check(kind, shown, None, type(error).__name__)
             return
-        target.check(kind, f"{shown} -> {reply[:100]!r}", status)
+        problem = None
+        if status is None and re.match(rb"\S+ \S+ HTTP/1\.[01]$", line):
+            problem = "closed without a status line"
+        target.check(kind, f"{shown} -> {reply[:100]!r}", status, problem)
         if b"Content-Length" in request and b"Transfer-Encoding" in request and \
                 status is not None and status < 400:
             target.findings.add("both Content-Length and Transfer-Encoding accepted", shown)
