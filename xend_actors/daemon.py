@@ -130,6 +130,8 @@ class Root(TracedActor):
             ask(hypervisor.watch(table), "the hypervisor", BARRIER_TIMEOUT)
             count = ask(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
+            # After the recovery: what no recovered console claimed is of dead domains.
+            ask(consoles.prune(), "the consoles", BARRIER_TIMEOUT)
             transfer = self._start("transfer", Transfer.start(
                 driver, table, events, store.migrate, config), TransferProxy)
             ask(transfer.ping(), "the transfer actor", BARRIER_TIMEOUT)

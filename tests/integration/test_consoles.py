@@ -708,3 +708,88 @@ def test_xm_console_over_tls_verifies_xend_and_a_wrong_pin_gets_nothing(
     assert done.stderr.count("\n") == 1
     assert not tls_xend.events.has(f"xend.console.connect ({tls_xend.console_port('s2')} "
                                    f"127.0.0.1 0)")
+
+
+# --- scrollback across xend restarts (issue 15 item 6) -----------------------------------------
+
+MIB = 1 << 20
+
+
+def console_log(xend: Xend, port: int, since: int = 0) -> tuple[bytes, int, int]:
+    """The console's log after ``since``: its bytes, first offset and next offset."""
+    reply = xend.http.get(f"/xend/console/{port}/log", params={"since": since})
+    assert reply.status_code == 200, reply.text
+    return (reply.content, int(reply.headers["x-console-first"]),
+            int(reply.headers["x-console-next"]))
+
+
+def kept_file(xend: Xend, port: int) -> Path:
+    return xend.home.run_dir / "state" / "console" / f"{port}.log"
+
+
+def restart(xend: Xend, how: str) -> None:
+    if how == "restart":
+        assert xend.home.xend("restart").returncode == 0, xend.home.log_tail()
+        xend.reconnect()
+    else:
+        xend.home.kill9()
+        xend.start()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_the_scrollback_survives_xend_restarts_and_a_follower_goes_on(own_xend: Xend,
+                                                                     how: str) -> None:
+    xend = own_xend
+    port = create(xend, "s1")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        echo_round_trip(term, "before-restart")
+    before, first, end = console_log(xend, port)
+    assert before.startswith(BANNER) and b"before-restart" in before
+    assert (first, end) == (0, len(before))
+    restart(xend, how)
+    assert console_log(xend, port) == (before, 0, end)  # the domain page shows it again
+    with terminal(port) as term:
+        echo_round_trip(term, "after-restart")
+    # A follower at ``end`` before the restart gets exactly what came after it.
+    tail, tail_first, tail_next = console_log(xend, port, since=end)
+    assert tail_first == end and tail.startswith(b"echo after-restart")
+    assert b"before-restart" not in tail
+    assert console_log(xend, port) == (before + tail, 0, tail_next)
+
+
+def test_the_kept_scrollback_is_private_bounded_and_the_last_mib(own_xend: Xend) -> None:
+    xend = own_xend
+    port = create(xend, "s2")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        flood_round_trip(term, 3 * MIB)
+    before, first, end = console_log(xend, port)
+    assert len(before) == MIB and first == end - MIB and end > 3 * MIB
+    kept = kept_file(xend, port)
+    assert kept.parent.stat().st_mode & 0o777 == 0o700
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.stat().st_size <= MIB + 128 * 1024  # the ring, a header and some slack
+    xend.home.kill9()
+    xend.start()
+    assert console_log(xend, port) == (before, first, end)
+    assert kept.stat().st_size <= MIB + 128 * 1024
+
+
+def test_the_kept_scrollback_goes_with_its_domain(own_xend: Xend) -> None:
+    xend = own_xend
+    port = create(xend, "s3")
+    with terminal(port) as term:
+        term.read_until(PROMPT)
+        echo_round_trip(term, "soon-gone")
+    assert b"soon-gone" in console_log(xend, port)[0]
+    kept = kept_file(xend, port)
+    assert kept.exists()
+    xend.ok(xend.op("s3", "destroy", reason="halt"))
+    wait_for(lambda: "s3" not in xend.names(), what="the destroyed domain gone")
+    xend.events.wait_line(f"xend.console.close {port}")
+    assert not kept.exists()
+    assert b"soon-gone" in console_log(xend, port)[0]  # the closed console's, in memory
+    restart(xend, "restart")
+    assert xend.http.get(f"/xend/console/{port}/log").status_code == 404
+    assert list(kept.parent.iterdir()) == []

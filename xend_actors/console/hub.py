@@ -15,6 +15,13 @@ found by domain id while their domain lives and by port (their id, see
 ``info.py``) for HTTP. A closed console keeps its scrollback until its port is
 used again; only the last ``CLOSED_KEPT`` closed consoles are kept.
 
+Each open console keeps a copy of its scrollback in ``<run-dir>/state/console``
+(``relay.py``), so a xend restarted (or killed) and reopening the console of a
+domain it recovers shows what the guest printed before. A closed console's copy is
+deleted (its scrollback stays in memory as said above, not across a restart), and
+so is every copy no recovered domain claimed (``prune``). A host reboot empties
+``<run-dir>/state`` (``store.detect_host_reboot``), copies with it.
+
 Clients reach a console through the authenticated API (``attach``: the web hands
 over a connection it has upgraded to a WebSocket, ``websocket.py``); only with
 ``(console-tcp yes)`` does each console also listen on its TCP port, as the
@@ -26,11 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
+import re
 import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pykka
@@ -49,6 +60,7 @@ from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
 log = logging.getLogger(__name__)
 
 CLOSED_KEPT = 64  # each keeps up to a MiB of scrollback
+KEPT_NAME = re.compile(r"([0-9]{1,5})\.log")  # a scrollback's file: ScrollbackFile
 LOOP_TIMEOUT = 10.0
 
 T = TypeVar("T")
@@ -61,6 +73,7 @@ class Consoles(TracedActor):
         self.host = (config.console_address or "0.0.0.0") if config.console_tcp else None
         self.port_base = config.console_port_base
         self._events = events
+        self._keep = _keep_folder(config.run_dir / "state" / "console")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="consoles",
                                         daemon=True)
@@ -112,6 +125,11 @@ class Consoles(TracedActor):
         """The domain is gone for good: close its console, if it has one."""
         self._on_loop(self._close(domid))
 
+    def prune(self) -> int:
+        """xend has recovered its domains: delete every scrollback's file that no open
+        console claimed (their domains died while xend was away); how many."""
+        return self._on_loop(self._prune())
+
     # --- asked by the DomainTable and the web ---------------------------------------------------
 
     def of_domain(self, domid: int) -> ConsoleInfo | None:
@@ -156,8 +174,13 @@ class Consoles(TracedActor):
         held = self._by_port.get(port)
         if held is not None and held.status is not Status.CLOSED:  # a TCP bind would say so
             raise Conflict(f"console port in use: {port}")
-        relay = Relay(port, domid, self._publish)
-        await relay.listen(self.host)
+        relay = Relay(port, domid, self._publish, self._keep)
+        try:
+            await relay.listen(self.host)
+        except BaseException:
+            relay.forget_file()
+            relay.shut()
+            raise
         self._live[domid] = relay
         if port in self._closed:
             self._closed.remove(port)
@@ -174,6 +197,7 @@ class Consoles(TracedActor):
 
     async def _discard(self, domid: int) -> None:
         relay = self._live.pop(domid)
+        relay.forget_file()
         relay.shut()
         del self._by_port[relay.port]
 
@@ -214,6 +238,19 @@ class Consoles(TracedActor):
         part = await relay.read(since, wait)
         return relay.info(), part
 
+    async def _prune(self) -> int:
+        if self._keep is None:
+            return 0
+        claimed = {relay.port for relay in self._live.values()}
+        pruned = 0
+        for name in os.listdir(self._keep):
+            found = KEPT_NAME.fullmatch(name)
+            if found is not None and int(found.group(1)) not in claimed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._keep / name)
+                    pruned += 1
+        return pruned
+
     async def _shut(self) -> None:
         for relay in self._by_port.values():
             relay.shut()
@@ -236,9 +273,25 @@ class Consoles(TracedActor):
             raise Timeout(f"the console loop did not answer within {LOOP_TIMEOUT:g} s") from None
 
 
+def _keep_folder(folder: Path) -> Path | None:
+    """``folder`` made private to xend (0700) for the scrollbacks' files; None (kept in
+    memory only) if it cannot be."""
+    try:
+        for made in (folder.parent, folder):
+            made.mkdir(mode=0o700, exist_ok=True)
+            if made.is_symlink() or not made.is_dir():
+                raise NotADirectoryError(f"not a folder: {made}")
+            os.chmod(made, 0o700)
+    except OSError as error:
+        log.warning("Console scrollbacks are kept in memory only: %s", error)
+        return None
+    return folder
+
+
 class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
     open = proxy_method(Consoles.open)
     close = proxy_method(Consoles.close)
+    prune = proxy_method(Consoles.prune)
     of_domain = proxy_method(Consoles.of_domain)
     of_domains = proxy_method(Consoles.of_domains)
     infos = proxy_method(Consoles.infos)

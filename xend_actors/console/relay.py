@@ -20,6 +20,15 @@ With nobody connected the channel is always read, into the bounded scrollback.
 
 The listener and the client outlive the channel: when a domain restarts, its old
 channel ends and ``attach`` gives the relay the new domain's channel.
+
+Given a folder, the relay keeps a copy of its scrollback there (``ScrollbackFile``)
+and a relay made again for the same console (xend restarted) goes on from it, with
+the same offsets. Output is written a ``FLUSH_DELAY`` after it came, in one batch,
+so a ``kill -9`` loses at most that much of it, and before any read of the log
+answers: a follower (``since=N``) is never given an offset the file does not hold,
+so across any restart it goes on where it was, nothing repeated and nothing
+skipped. A new client after a restart gets only what came after it (what the
+earlier life's clients saw or missed is not known); the log has it all.
 """
 
 from __future__ import annotations
@@ -29,34 +38,47 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from xend_actors import sxp
 from xend_actors.console.info import ConsoleInfo, Status
-from xend_actors.console.scrollback import LogSlice, Scrollback
+from xend_actors.console.scrollback import LogSlice, Scrollback, ScrollbackFile
 from xend_actors.errors import Conflict, XendError
 
 log = logging.getLogger(__name__)
 
 PENDING_LIMIT = 64 * 1024  # what a new client gets of the output nobody saw
 CLOSE_GRACE = 5.0  # seconds a closed console waits for its channel to end
+FLUSH_DELAY = 0.2  # seconds output waits to be written to the scrollback's file
 REFUSAL = "Cannot connect to console {id} on domain {dom}\n"
 
 Publish = Callable[[str, sxp.Value], None]
 
 
 class Relay:
-    def __init__(self, port: int, domid: int, publish: Publish) -> None:
+    def __init__(self, port: int, domid: int, publish: Publish,
+                 keep: Path | None = None) -> None:
         self.port = port
         self.domid = domid
         self.status = Status.NEW
         self.scrollback = Scrollback()
+        self._file: ScrollbackFile | None = None  # the scrollback's copy in ``keep``
+        self._flush: asyncio.TimerHandle | None = None
+        if keep is not None:
+            try:
+                self._file, kept = ScrollbackFile.open(keep, port, domid)
+            except OSError as error:
+                log.warning("Console %s keeps its scrollback in memory only: %s", port, error)
+            else:
+                self.scrollback.resume(kept)
         self._publish = publish
         self._server: asyncio.AbstractServer | None = None
         self._channel: _Channel | None = None
         self._client: Client | None = None
         self._client_full = False  # the client's send buffer is full: the guest waits
         self._channel_full = False  # the guest does not read its input: the client waits
-        self._seen = 0  # the output offset up to which a client has been given the output
+        # The output offset up to which a client has been given the output.
+        self._seen = self.scrollback.end
         self._waiters: list[asyncio.Future[None]] = []  # long polls for more output
 
     def info(self) -> ConsoleInfo:
@@ -112,6 +134,7 @@ class Relay:
             return
         self.status = Status.CLOSED
         self._stop_listening()
+        self.forget_file()
         self._publish("xend.console.close", str(self.port))
         if self._channel is None:
             self._drop_client()
@@ -126,8 +149,13 @@ class Relay:
         self._wake_waiters()
 
     def shut(self) -> None:
-        """xend stops: let go of every socket without a word; the domain lives on."""
+        """xend stops: let go of every socket without a word; the domain lives on, and
+        the scrollback's file keeps all it said."""
         self._stop_listening()
+        self.write_file()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         client, channel = self._client, self._channel
         self._client = self._channel = None
         if client is not None:
@@ -151,7 +179,35 @@ class Relay:
             await asyncio.wait({waiter}, timeout=wait)
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+        self.write_file()  # what a reader is given is on disk: its offsets outlive xend
         return self.scrollback.read(since)
+
+    def write_file(self) -> None:
+        """Write what the scrollback's file lacks, now."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._file is None or self._file.end == self.scrollback.end:
+            return
+        try:
+            self._file.write(self.scrollback)
+        except OSError as error:
+            log.warning("Console %s keeps its scrollback in memory only from now: %s",
+                        self.port, error)
+            self._file.close()
+            self._file = None
+
+    def forget_file(self) -> None:
+        """The console's domain is gone for good (or it never worked): delete its file."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.remove()
+            except OSError as error:
+                log.warning("Cannot remove the scrollback of console %s: %s", self.port, error)
 
     def _stop_listening(self) -> None:
         if self._server is not None:
@@ -189,6 +245,8 @@ class Relay:
         if self._channel is not channel:
             return
         self.scrollback.append(data)
+        if self._file is not None and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.write_file)
         if self._client is not None:
             self._client.send(data)
             self._seen = self.scrollback.end
