@@ -75,6 +75,7 @@ FD_RESERVE = 64  # descriptors no connection may take: xend's own work needs the
 _READER = "xend.reader"  # the environ's key of the request's _PacedReader
 MIN_RATE = 32 * 1024  # bytes a second a client sends its request at, after its grace
 SEND_STALL = 30.0  # seconds a client may take to take what is sent to it
+REFUSALS_REPORTED = 10.0  # seconds between reports of refused connections
 TRIM_INTERVAL = 2.0  # seconds between heap trims, while connections come and go
 
 
@@ -203,9 +204,22 @@ class Admission:
         self._count = 0
         self._closed_since_trim = False
         self._last_trim = time.monotonic()
+        self._refused = 0  # since the last report (only the accepting threads count)
+        self._reported = -REFUSALS_REPORTED
 
     def admit(self, client: Hashable) -> str | None:
         """Why the client's new connection is refused, or None once it is counted."""
+        refusal = self._refusal(client)
+        if refusal is not None:
+            self._refused += 1
+            if (now := time.monotonic()) - self._reported >= REFUSALS_REPORTED:
+                # A flood of refusals is one line a while, not one each.
+                log.warning("%d connection(s) refused since the last report, the latest "
+                            "from %s: %s", self._refused, client, refusal)
+                self._refused, self._reported = 0, now
+        return refusal
+
+    def _refusal(self, client: Hashable) -> str | None:
         if _free_fds() < FD_RESERVE:
             return "xend is short of file descriptors; try again later"
         with self._lock:
@@ -240,7 +254,10 @@ def _free_fds() -> int:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if limit == resource.RLIM_INFINITY:
         return FD_RESERVE
-    return limit - len(os.listdir("/proc/self/fd"))
+    try:
+        return limit - len(os.listdir("/proc/self/fd"))
+    except OSError:  # EMFILE: none free at all
+        return 0
 
 
 def _client_of(connection: socket.socket, address: Any) -> Hashable:
@@ -322,7 +339,6 @@ class _Server(ThreadedWSGIServer):
             return
         refusal = self.admission.admit(client)
         if refusal is not None:
-            log.info("Connection from %s refused: %s", client_address or "unix", refusal)
             _refuse(request, refusal, speak=self.ssl_context is None)
             return
         try:
