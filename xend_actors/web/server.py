@@ -84,6 +84,7 @@ class _TooSlow(TimeoutError, RequestTimeout):
     a 408 to the app (which answers HTTP errors with their code)."""
 
     description = "the request came too slowly; xend stopped waiting for it"
+    response = None  # HTTPException's, whose __init__ OSError's stands in for
 
 
 class _PacedReader(io.RawIOBase):
