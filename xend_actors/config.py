@@ -74,6 +74,10 @@ class XendConfig:
     tls_key: Path | None = None
     hosts_allow: tuple[re.Pattern[str], ...] = ()  # empty = every host may connect
     event_port: int = 8001
+    max_connections: int = 512  # HTTP connections open at once, every door together
+    max_client_connections: int = 128  # ... from one client (an address, or a Unix uid)
+    max_waiting: int = 32  # long-polls and event streams waiting at once, of each kind
+    read_timeout: float = 10.0  # seconds a client may keep xend waiting for its request
     debug_tcp: bool = False  # the debug port on TCP too; else only <run_dir>/debug.sock
     relocation_server: bool = False
     relocation_port: int = 8002
@@ -245,6 +249,10 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-tls-key": ("tls_key", _path),
     "xend-hosts-allow": ("hosts_allow", _patterns),
     "xend-event-port": ("event_port", _port),
+    "xend-max-connections": ("max_connections", _positive),
+    "xend-max-client-connections": ("max_client_connections", _positive),
+    "xend-max-waiting": ("max_waiting", _positive),
+    "xend-read-timeout": ("read_timeout", _seconds),
     "xend-debug-tcp": ("debug_tcp", _bool),
     "xend-relocation-server": ("relocation_server", _bool),
     "xend-relocation-port": ("relocation_port", _port),

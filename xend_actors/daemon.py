@@ -47,6 +47,7 @@ from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
 from xend_actors.transfer.transfer import Transfer, TransferProxy
+from xend_actors.web import memory
 from xend_actors.web.gate import Keys
 from xend_actors.web.routes import make_app
 from xend_actors.web.server import WebServer, WebServerProxy
@@ -184,6 +185,7 @@ class RootProxy(ActorMemberMixin, pykka.ActorProxy[Root]):
 def run(config: XendConfig, *, foreground: bool,
         ready: Callable[[str | None], None] = lambda _error: None) -> int:
     """Run xend until a stop signal; ``ready(None)`` once it serves, ``ready(error)`` if not."""
+    memory.limit_arenas()  # before the threads: each would take an arena of its own
     setup_logging(config.logfile, config.loglevel, to_stderr=foreground)
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -49,6 +49,10 @@ EVERY_OPTION = r"""
 (xend-unix-path /tmp/x/http.sock)
 (xend-hosts-allow '^localhost$ ^10\\.0\\.')
 (xend-event-port 18001)
+(xend-max-connections 100)
+(xend-max-client-connections 10)
+(xend-max-waiting 5)
+(xend-read-timeout 2.5)
 (xend-relocation-server TRUE)
 (xend-relocation-port 18002)
 (xend-relocation-address 10.0.0.1)
@@ -80,6 +84,10 @@ def test_every_option_is_read() -> None:
         unix_path=Path("/tmp/x/http.sock"),
         hosts_allow=(re.compile("^localhost$"), re.compile(r"^10\.0\.")),
         event_port=18001,
+        max_connections=100,
+        max_client_connections=10,
+        max_waiting=5,
+        read_timeout=2.5,
         relocation_server=True,
         relocation_port=18002,
         relocation_address="10.0.0.1",

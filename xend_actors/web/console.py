@@ -35,7 +35,7 @@ from werkzeug import Request, Response
 
 from xend_actors.access.identity import principal_of
 from xend_actors.console.info import Status
-from xend_actors.errors import BadRequest, Conflict, Forbidden, Timeout
+from xend_actors.errors import BadRequest, Conflict, Forbidden, Timeout, XendError
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import Kind, decode, optional
 from xend_actors.web.resource import Answer, Resource, op
@@ -81,6 +81,9 @@ class ConsoleLogResource(Resource):
 
     def __init__(self, services: Services) -> None:
         self.consoles = services.consoles
+        # Waiting requests hold a connection each: their own cap, below the connections'.
+        self._most = services.config.max_waiting
+        self._waiters = threading.BoundedSemaphore(self._most)
 
     def get(self, request: Request, port: int) -> Response:
         args = decode(LOG_PARAMS, request.args)
@@ -89,11 +92,17 @@ class ConsoleLogResource(Resource):
         if since < 0 or wait < 0:
             raise BadRequest("since and wait must not be negative")
         wait = min(wait, MAX_WAIT)
-        future = answer(self.consoles.read(port, since, wait), "the consoles")
+        if wait and not self._waiters.acquire(blocking=False):
+            raise XendError(f"already {self._most} clients waiting for console output; "
+                            "try again later", status=503)
         try:
+            future = answer(self.consoles.read(port, since, wait), "the consoles")
             info, part = future.result(timeout=wait + ASK_TIMEOUT)
         except concurrent.futures.TimeoutError:
             raise Timeout(f"the console on port {port} did not answer") from None
+        finally:
+            if wait:
+                self._waiters.release()
         headers = {"X-Console-First": str(part.first), "X-Console-Next": str(part.next),
                    "X-Console-Status": info.status.value}
         return Response(part.data, 200, headers, mimetype="application/octet-stream")

@@ -26,6 +26,7 @@ import pykka
 from werkzeug import Request, Response
 
 from xend_actors import sxp
+from xend_actors.config import XendConfig
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.events.bus import EventBusProxy, QueueSubscriber
 from xend_actors.events.event import Event
@@ -42,7 +43,7 @@ STREAM_LIFETIME = 600  # seconds a stream lasts at most; the client then resumes
 HEARTBEAT = 15.0  # seconds between keep-alive comments, which find closed streams
 RETRY_MS = 2000  # the reconnection delay a stream asks of its client
 MAX_BATCH = 1000  # events in one reply or one read of the log
-MAX_WATCHERS = 32  # long-polls and streams waiting at once
+MAX_WATCHERS = XendConfig.max_waiting  # long-polls and streams waiting at once, by default
 
 _QUERY = (optional("since", Kind.INT), optional("timeout", Kind.INT))
 _EVENT_NAME = re.compile(r"[^\s()]{1,200}")
@@ -85,7 +86,8 @@ class EventWatch:
 class EventResource(Resource):
     def __init__(self, services: Services) -> None:
         self.events = services.events
-        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self._most = services.config.max_waiting  # below the connection caps (server.py)
+        self._watchers = threading.BoundedSemaphore(self._most)
 
     def get(self, request: Request, **url_args: str) -> Answer | Response:
         query = decode(_QUERY, request.args)
@@ -140,7 +142,7 @@ class EventResource(Resource):
 
     def _take_watcher(self) -> None:
         if not self._watchers.acquire(blocking=False):
-            raise XendError(f"already {MAX_WATCHERS} clients waiting for events; "
+            raise XendError(f"already {self._most} clients waiting for events; "
                             "try again later", status=503)
 
 
