@@ -233,6 +233,13 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _at_least_a_second(text: str) -> float:
+    seconds = _seconds(text)
+    if seconds < 1:
+        raise ValueError(f"expected a number of seconds >= 1, got {text!r}")
+    return seconds
+
+
 _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-port": ("http_port", _port),
     "xend-address": ("http_address", _text),
@@ -252,7 +259,7 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-max-connections": ("max_connections", _positive),
     "xend-max-client-connections": ("max_client_connections", _positive),
     "xend-max-waiting": ("max_waiting", _positive),
-    "xend-read-timeout": ("read_timeout", _seconds),
+    "xend-read-timeout": ("read_timeout", _at_least_a_second),
     "xend-debug-tcp": ("debug_tcp", _bool),
     "xend-relocation-server": ("relocation_server", _bool),
     "xend-relocation-port": ("relocation_port", _port),

@@ -279,3 +279,9 @@ def test_script_path_joins_relative_names_to_the_scripts_dir() -> None:
     config = parse_config("(xend-scripts-dir /opt/scripts)")
     assert config.script_path("vif-bridge") == Path("/opt/scripts/vif-bridge")
     assert config.script_path("/usr/bin/my-vif") == Path("/usr/bin/my-vif")
+
+
+def test_a_read_timeout_below_a_second_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"xend-read-timeout: expected a number of seconds >= 1"):
+        parse_config("(xend-read-timeout 0)")
+    assert parse_config("(xend-read-timeout 2.5)").read_timeout == 2.5
