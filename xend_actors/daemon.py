@@ -6,7 +6,9 @@ OTP supervisor with the one-for-all strategy: they hold each other's proxies, so
 one dies (pykka stops an actor whose told message raised) Root stops the others and
 boots them all again, from the store, as a restart of xend would. ``run`` is the process
 around it: logging, the pid file, reboot detection, signals, and a ``ready``
-callback that tells whoever launched xend whether it came up.
+callback that tells whoever launched xend whether it came up. A start that fails leaves
+nothing running that it started (an xend-simhv it launched is stopped again), and a
+start writes nothing that has not changed, so a full disk does not stop it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ WATCH_SECONDS = 1.0  # how often Root looks at its children
 P = TypeVar("P")
 
 
+def _nothing() -> None:
+    pass
+
+
 class Root(TracedActor):
     """Starts, supervises and stops every other actor of xend."""
 
@@ -104,6 +110,7 @@ class Root(TracedActor):
     def boot(self) -> list[str]:
         """Start the actors; on any failure stop those already started and raise."""
         config, store = self.config, self.store
+        undo_driver = _nothing  # stops a hypervisor this start launched, if it fails
         try:
             events = self._start("events", EventBus.start(store.dbroot / "events"),
                                  EventBusProxy)
@@ -116,7 +123,7 @@ class Root(TracedActor):
             vnets = self._start("vnets", Vnets.start(store.vnet, network, events), VnetsProxy)
             log.info("Vnets kept in the store: %d", ask(vnets.recover(), "the vnets",
                                                         BOOT_TIMEOUT))
-            driver = open_driver(config)
+            driver, undo_driver = open_driver(config)
             hypervisor = self._start("hypervisor", Hypervisor.start(
                 driver, helper_starter(config)), HypervisorProxy)
             consoles = self._start("consoles", Consoles.start(config, events), ConsolesProxy)
@@ -126,8 +133,8 @@ class Root(TracedActor):
                 driver=driver, events=events, consoles=consoles, records=store.domain,
                 devices=DeviceServices(config, claims, network),
                 minimum_restart_time=config.minimum_restart_time)
-            table = self._start("domains", DomainTable.start(hypervisor, consoles, services),
-                                DomainTableProxy)
+            table = self._start("domains", DomainTable.start(hypervisor, consoles, services,
+                                                             store.intent), DomainTableProxy)
             ask(hypervisor.watch(table), "the hypervisor", BARRIER_TIMEOUT)
             count = ask(table.recover(), "the domain table", BOOT_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
@@ -155,6 +162,7 @@ class Root(TracedActor):
                 addresses.append(f"xfr://{relocation}")
         except BaseException:
             self._stop_children()
+            undo_driver()
             raise
         events.publish("xend.start", "0")
         return addresses

@@ -10,12 +10,17 @@ The module also owns reboot detection: ``<dbroot>/lastboot`` holds the host's bo
 identity; when it changes, the runtime state (run dir, transfer sessions) is dropped
 and the configuration (domains, vnets) is kept (DESIGN.md §2, "Two kinds of state").
 
+A write that the file system refuses (full, read-only) raises ``StoreError``: the
+request that wanted it fails with a status that says so (507 for a full disk), the
+previous record is left as it was, and no temp file remains.
+
 A store has one owner (the actor that writes it); nothing here locks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -24,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from xend_actors.errors import XendError
 from xend_actors.sxp import ParseError, Value, parse_all, pretty
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,27 @@ PROC_STAT = Path("/proc/stat")
 # Keys become file names: no separators, no leading dot (which also keeps them apart
 # from temp files), so a key can never reach outside its folder.
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+# What the file system says when the disk, not the request, is at fault: the status a
+# client is answered with (RFC 4918's 507 Insufficient Storage; a read-only store is
+# a service that cannot write now, 503).
+_STORAGE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507, errno.EROFS: 503}
+
+
+class StoreError(XendError):
+    """A store write the file system refused (full, over quota, read-only)."""
+
+    status = 507
+
+
+def storage_failure(error: OSError, what: str) -> StoreError | None:
+    """``error`` as a ``StoreError`` saying that ``what`` could not be written, if it is
+    the disk's fault; None for any other error (a bug, or a file in the way)."""
+    status = _STORAGE_STATUS.get(error.errno or 0)
+    if status is None:
+        return None
+    reason = "the disk is full" if status == 507 else "the store is read-only"
+    return StoreError(f"Cannot write {what}: {reason} ({error.strerror})", status=status)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -75,10 +102,18 @@ class RecordDir:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def write(self, key: str, value: Value) -> None:
-        """Store ``value`` under ``key``, replacing any earlier record atomically."""
+        """Store ``value`` under ``key``, replacing any earlier record atomically; a full
+        or read-only disk raises ``StoreError`` and leaves the earlier record."""
         path = self._path(key)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode())
+        try:
+            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode())
+        except OSError as error:
+            failure = storage_failure(error, f"the store record {path.parent.name}/{key}")
+            if failure is None:
+                raise
+            log.warning("%s", failure.message)
+            raise failure from None
 
     def read(self, key: str) -> Value | None:
         """The record under ``key``; None if there is none or it was corrupt."""
@@ -99,9 +134,17 @@ class RecordDir:
         return values[0]
 
     def delete(self, key: str) -> None:
-        """Remove the record under ``key``, if there is one."""
-        self._path(key).unlink(missing_ok=True)
-        _fsync_dir(self.path)
+        """Remove the record under ``key``, if there is one. A read-only store keeps it,
+        which is only said: what deletes a record is ending something, and must end."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+            _fsync_dir(self.path)
+        except OSError as error:
+            failure = storage_failure(error, f"the store record {self.path.name}/{key}")
+            if failure is None:
+                raise
+            log.warning("Cannot delete the store record %s/%s: %s", self.path.name, key,
+                        error.strerror)
 
     def keys(self) -> list[str]:
         """The keys of all records, sorted; temp files and the corrupt folder are not keys."""
@@ -146,6 +189,7 @@ class Store:
         self.migrate = RecordDir(dbroot / "migrate")
         self.vnet = RecordDir(dbroot / "vnet")
         self.token = RecordDir(dbroot / "token")
+        self.intent = RecordDir(dbroot / "intent")  # domains being made, not yet recorded
 
 
 def host_boot_id(boot_id_file: Path = BOOT_ID_FILE) -> str:
@@ -185,8 +229,10 @@ def detect_host_reboot(store: Store, runtime_dir: Path, boot_id_file: Path = BOO
         for key in store.migrate.keys():  # noqa: SIM118 - a RecordDir, not a dict
             store.migrate.delete(key)
         log.info("Host rebooted since xend last ran: runtime state in %s dropped", runtime_dir)
-    # Recorded only after the clean-up, so a crash half-way repeats it on the next start.
-    atomic_write(lastboot, f"{current}\n".encode())
+    # Recorded only after the clean-up, so a crash half-way repeats it on the next start;
+    # and only when it changed, so a full disk does not stop xend from starting.
+    if previous != current:
+        atomic_write(lastboot, f"{current}\n".encode())
     return rebooted
 
 

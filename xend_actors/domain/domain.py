@@ -58,7 +58,7 @@ from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
 from xend_actors.hypervisor.ring import messages
-from xend_actors.store import RecordDir
+from xend_actors.store import RecordDir, StoreError
 from xend_actors.trace import TracedActor
 
 if TYPE_CHECKING:
@@ -146,6 +146,17 @@ class Domain(Supervised, TracedActor):
         self._table.record_changed(self.record)
         return self.record
 
+    def _note(self, **changes: Any) -> DomainRecord:
+        """``_update`` for what must go on when the store cannot be written (a full
+        disk): shutting down and destroying, which free space rather than need it."""
+        try:
+            return self._update(**changes)
+        except StoreError as error:
+            log.warning("Domain %s goes on without its record updated: %s",
+                        self.record.name, error.message)
+            self._table.record_changed(self.record)
+            return self.record
+
     def save(self) -> None:
         self._records.write(str(self.domid), store_sxpr(self.record, self._clock()))
 
@@ -155,12 +166,13 @@ class Domain(Supervised, TracedActor):
         """Load the image into the empty paused domain; on failure destroy it, leave nothing."""
         try:
             console_port = self._build(self._config(), deadline)
+            # A domain whose record cannot be written (a full disk) is not made at all.
+            record = self._update(start_time=self._clock(), console_port=console_port)
         except Exception as error:
             self._abandon()
             message = error.message if isinstance(error, XendError) else str(error)
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        record = self._update(start_time=self._clock(), console_port=console_port)
         self._events.publish("xend.domain.create", self._ids())
         return record
 
@@ -261,11 +273,11 @@ class Domain(Supervised, TracedActor):
         pending = self.record.restart_state is RestartState.PENDING
         if reason is ShutdownReason.HALT and pending:
             self._events.publish("xend.domain.restart", [*self._ids(), "cancel"])
-            return self._update(shutdown_request=reason, restart_state=None)
+            return self._note(shutdown_request=reason, restart_state=None)
         if reason is ShutdownReason.REBOOT and not pending:
             self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
-            return self._update(shutdown_request=reason, restart_state=RestartState.PENDING)
-        return self._update(shutdown_request=reason)
+            return self._note(shutdown_request=reason, restart_state=RestartState.PENDING)
+        return self._note(shutdown_request=reason)
 
     def suspended(self) -> None:
         self._events.publish("xend.domain.suspended", self._ids())
@@ -304,7 +316,7 @@ class Domain(Supervised, TracedActor):
             self._driver.destroying(self.domid)
         self._held_devices.release(deadline)
         if self.record.devices:
-            self._update(devices=())
+            self._note(devices=())
         pending = self.record.restart_state is RestartState.PENDING
         if not pending:
             self._close_console()  # a restart re-attaches it

@@ -10,8 +10,15 @@ It reaps: the driver's notification (Xen's VIRQ_DOM_EXC) triggers a look at the
 domains that changed, and a listing refreshes as in the original; a dead domain's
 Domain actor is told ``exited`` and takes it from there (facts §7.3), telling the table
 that it is ``finishing`` and then ``settled`` (restarted) or ``gone``. It adopts domains
-it has no record of, and on start recovers every domain from the store (facts §7.5,
-§7.6).
+it has no record of (under the name the hypervisor's domain carries), and on start
+recovers every domain from the store (facts §7.5, §7.6).
+
+No nameless orphans: a new domain (created, restored, migrated in) is first an intent,
+``intent/<key>`` in the store holding its name and config, written before the hypervisor
+is asked; it is dropped once the domain's record is written with its start time (or the
+domain is gone). A xend killed in between finds the intent on its next start: a domain
+of that name fully recorded is kept, a half-made one is destroyed. A name is unique
+across the table, the intents and the hypervisor's own list.
 
 It supervises its Domain actors: one that failed (``actors.Supervised``) tells
 ``domain_failed``, and a new one is started from the domain's store record (the table's
@@ -31,6 +38,7 @@ Decisions on the original's quirks (facts §15):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -52,6 +60,7 @@ from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
 from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.store import RecordDir
+from xend_actors.sxp import Value, child_value
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
@@ -80,12 +89,14 @@ class _Entry:
 
 class DomainTable(TracedActor):
     def __init__(self, hypervisor: HypervisorProxy, consoles: ConsolesProxy,
-                 services: DomainServices) -> None:
+                 services: DomainServices, intents: RecordDir | None = None) -> None:
         super().__init__()
         self._hypervisor = hypervisor
         self._consoles = consoles
         self._services = services
         self._records: RecordDir = services.records
+        self._intents = intents  # None: new domains are not recorded before they exist
+        self._intended: set[str] = set()  # names of domains being made, not yet recorded
         self._events = services.events
         self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
@@ -116,7 +127,9 @@ class DomainTable(TracedActor):
     def recover(self) -> int:
         """Bring back every domain from the store; adopt the rest. Returns how many."""
         hv = {d.domid: d for d in self._ask(self._hypervisor.list_domains())}
-        for key, value in self._records.load_all().items():
+        records = self._records.load_all()
+        self._finish_intents(hv, records)
+        for key, value in records.items():
             try:
                 record = from_sxpr(value)
             except XendError as error:
@@ -142,6 +155,28 @@ class DomainTable(TracedActor):
                 entry.finishing = True
                 entry.domain.restart()
         return len(self._entries)
+
+    def _finish_intents(self, hv: dict[int, HvDomain], records: dict[str, Value]) -> None:
+        """Finish or roll back the new domains a killed xend left half made: one whose
+        record was written with its start time is kept; any other domain of the intended
+        name is destroyed, with its record."""
+        if self._intents is None:
+            return
+        for key, intent in self._intents.load_all().items():
+            name = str(child_value(intent, "name", ""))
+            for domid in [d.domid for d in hv.values() if d.name == name and d.domid != 0]:
+                record = records.get(str(domid))
+                if record is not None and child_value(record, "start_time") is not None:
+                    log.info("Domain %s (id %s) was made before xend stopped; kept",
+                             name, domid)
+                    continue
+                log.warning("Domain %s (id %s) was half made when xend stopped; destroyed",
+                            name, domid)
+                self._ask(self._hypervisor.destroy(domid))
+                del hv[domid]
+                if records.pop(str(domid), None) is not None:
+                    self._records.delete(str(domid))
+            self._intents.delete(key)
 
     # --- queries -----------------------------------------------------------------------
 
@@ -191,16 +226,38 @@ class DomainTable(TracedActor):
         """An empty paused domain with its Domain actor; the caller then asks it to build."""
         for warning in config.warnings:
             log.warning("Domain %s: %s", config.name, warning)
-        if config.name in self._by_name:
-            raise Conflict(f"Error creating domain: vm name clash: {config.name}")
         try:
+            self.intend(config)
             domid = self._ask(self._hypervisor.create(config.name, config.memory_mb,
                                                       cpu=config.cpu))
         except XendError as error:
+            self.unintend(config.name)
             raise XendError(f"Error creating domain: {error.message}",
                             status=error.status) from None
         log.info("Created domain %s (id %s)", config.name, domid)
         return self._add(DomainRecord(domid, config.name, config), None).domain
+
+    def intend(self, config: DomainConfig) -> None:
+        """Hold ``config.name`` for a domain about to be made (created, restored, migrated
+        in) and record the intent before the hypervisor is asked; Conflict if the name is
+        taken here or in the hypervisor, StoreError if the disk will not take it."""
+        name = config.name
+        held = name in self._by_name or name in self._intended or any(
+            d.name == name for d in self._ask(self._hypervisor.list_domains()))
+        if held:
+            raise Conflict(f"vm name clash: {name}")
+        if self._intents is not None:
+            self._intents.write(_intent_key(name),
+                                ["intent", ["name", name], ["config", config.sxpr]])
+        self._intended.add(name)
+
+    def unintend(self, name: str) -> None:
+        """The domain intended as ``name`` is recorded, or was never made: drop the intent."""
+        if name not in self._intended:
+            return
+        self._intended.discard(name)
+        if self._intents is not None:
+            self._intents.delete(_intent_key(name))
 
     def take_in(self, domid: int, name: str) -> DomainProxy:
         """The Domain actor of ``domid``, made outside the table (restored or migrated in)
@@ -220,7 +277,12 @@ class DomainTable(TracedActor):
         return entry
 
     def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
-        record = DomainRecord(hv.domid, name or f"Domain-{hv.domid}")
+        """A domain the table had no record of, under ``name``, else the name its hypervisor
+        domain carries, else (that name taken or none) ``Domain-<id>``."""
+        name = name or hv.name
+        if not name or name in self._by_name or name in self._intended:
+            name = f"Domain-{hv.domid}"
+        record = DomainRecord(hv.domid, name)
         log.info("Adopting domain %s (id %s)", record.name, record.domid)
         entry = self._add(record, hv)
         self._ask(entry.domain.save())
@@ -238,6 +300,8 @@ class DomainTable(TracedActor):
         entry = self._entries.get(record.domid)
         if entry is None:
             return
+        if record.start_time is not None:  # its record is written: made for good
+            self.unintend(record.name)
         if entry.record.name != record.name:  # configured with its own name
             if self._by_name.get(entry.record.name) == record.domid:
                 del self._by_name[entry.record.name]
@@ -262,6 +326,7 @@ class DomainTable(TracedActor):
         entry = self._entries.get(domid)
         if entry is not None:
             self._drop(entry)
+            self.unintend(entry.record.name)
 
     def domain_failed(self, domid: int, failed: pykka.ActorRef[Domain]) -> None:
         """``domid``'s Domain actor ``failed`` (and is stopped): start its successor from
@@ -383,6 +448,11 @@ class DomainTable(TracedActor):
                    ASK_TIMEOUT if deadline is None else deadline.inner())
 
 
+def _intent_key(name: str) -> str:
+    """A store key for the intent of ``name`` (a name may hold what a key may not)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
 class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     """The DomainTable, as its Domain actors, the web and transfers reach it."""
 
@@ -393,6 +463,8 @@ class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     devices = proxy_method(DomainTable.devices)
     find = proxy_method(DomainTable.find)
     create = proxy_method(DomainTable.create)
+    intend = proxy_method(DomainTable.intend)
+    unintend = proxy_method(DomainTable.unintend)
     take_in = proxy_method(DomainTable.take_in)
     record_changed = proxy_method(DomainTable.record_changed)
     finishing = proxy_method(DomainTable.finishing)

@@ -1,6 +1,11 @@
 """The event log: the last events in memory and in ``<dbroot>/events``, one
 ``(event (seq N) (time T) (name NAME) (value V))`` line per event, appended and fsynced,
 and rewritten atomically to the last ``keep`` events when it has grown to twice that.
+
+A log that cannot be written (a full or read-only disk) does not stop the events: they
+are kept in memory as always, counted (``unwritten``), said once in xend's log, and
+written with the next rewrite once the disk takes them again, which is said with the
+count.
 """
 
 from __future__ import annotations
@@ -39,16 +44,21 @@ class EventLog:
         self._bytes = 0
         self._file: BinaryIO | None = None
         self._file_lines = self._file_bytes = 0
+        self.unwritten = 0  # events kept in memory only, since a write failed
         if path is not None:
             self._load(path)
-            self._rewrite(path)
+            try:
+                self._rewrite(path)
+            except OSError as error:  # a full disk must not stop xend from starting
+                self._failed(error, 0)
 
     @property
     def last_seq(self) -> int:
         return self._events[-1][0].seq if self._events else 0
 
     def append(self, events: list[Event]) -> None:
-        """Add ``events`` (numbered after ``last_seq``) and make them durable."""
+        """Add ``events`` (numbered after ``last_seq``) and make them durable if the disk
+        lets it; if not, they are kept in memory and counted in ``unwritten``."""
         lines = [(sxp.show(event.record()) + "\n").encode() for event in events]
         for event, line in zip(events, lines, strict=True):
             self._remember(event, line)
@@ -57,6 +67,10 @@ class EventLog:
         try:
             if self._file is None:
                 self._rewrite(self.path)
+                if self.unwritten:
+                    log.warning("Event log %s written again: %d events were written late",
+                                self.path, self.unwritten)
+                    self.unwritten = 0
                 return
             data = b"".join(lines)
             self._file.write(data)
@@ -66,9 +80,8 @@ class EventLog:
             self._file_bytes += len(data)
             if self._file_lines > 2 * self.keep or self._file_bytes > 2 * self.keep_bytes:
                 self._rewrite(self.path)
-        except OSError:
-            self.close()
-            raise
+        except OSError as error:
+            self._failed(error, len(events))
 
     def since(self, seq: int, limit: int) -> list[Event]:
         """The first ``limit`` events numbered after ``seq`` that are still kept."""
@@ -78,6 +91,15 @@ class EventLog:
                 break
             newer.append(event)
         return newer[::-1][:limit]
+
+    def _failed(self, error: OSError, count: int) -> None:
+        """A write failed: said once, until a write works again; the next append
+        rewrites the file, so a line torn here never has another glued to it."""
+        self.close()
+        if not self.unwritten:
+            log.error("Cannot write the event log %s: %s; events are kept in memory and "
+                      "written when it can be", self.path, error)
+        self.unwritten += count
 
     def close(self) -> None:
         if self._file is not None:

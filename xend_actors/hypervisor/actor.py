@@ -51,20 +51,34 @@ def helper_starter(config: XendConfig) -> Callable[[], None] | None:
     return None
 
 
-def open_driver(config: XendConfig) -> Driver:
-    """The configured driver, its hypervisor started if it is not running."""
+def _nothing() -> None:
+    pass
+
+
+def open_driver(config: XendConfig) -> tuple[Driver, Callable[[], None]]:
+    """The configured driver, its hypervisor started if it is not running; and what stops
+    a hypervisor started here (for a xend whose start then fails; nothing else is)."""
     if config.hypervisor is HypervisorKind.SIM:
         from xend_actors.hypervisor.sim.driver import SimDriver
+        from xend_actors.hypervisor.sim.launch import ensure_simhv, stop_launched
 
-        start = helper_starter(config)
-        assert start is not None
-        start()
-        return SimDriver(config.run_dir / "simhv.sock")
+        socket_path = config.run_dir / "simhv.sock"
+        launched = ensure_simhv(socket_path, memory_mb=config.sim_memory_mb,
+                                cpus=config.sim_cpus,
+                                log_file=config.logfile.parent / "xend-simhv.log",
+                                pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
+        if launched is None:
+            return SimDriver(socket_path), _nothing
+        try:
+            return SimDriver(socket_path), lambda: stop_launched(launched)
+        except BaseException:
+            stop_launched(launched)
+            raise
     if config.hypervisor is HypervisorKind.QEMU:
         from xend_actors.hypervisor.qemu.accel import AccelMode
         from xend_actors.hypervisor.qemu.driver import QemuDriver
 
-        return QemuDriver(config.run_dir, accel=AccelMode(config.qemu_accel))
+        return QemuDriver(config.run_dir, accel=AccelMode(config.qemu_accel)), _nothing
     raise XendError(f"the {config.hypervisor.value} driver is not available yet")
 
 

@@ -1,0 +1,177 @@
+"""A full disk under the store: xend says so (507), keeps what it had, keeps serving, can
+still end domains, starts anyway, and works again once space is back. And a start that
+fails leaves nothing running that it started.
+
+The store (dbroot) is a 2 MiB tmpfs this test mounts, filled by a file and freed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.home import XendHome, leftover_processes
+from tests.support.processes import wait_for
+from tests.support.xend import Xend, sim_vm
+from xend_actors import sxp
+from xend_actors.hypervisor.sim.driver import SimDriver
+from xend_actors.hypervisor.sim.launch import simhv_answers
+
+pytestmark = pytest.mark.integration
+
+FILLER = "filler"
+
+
+class SmallDisk:
+    """A tmpfs of 2 MiB as a xend's dbroot, which the test fills and frees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M,mode=0700", "tmpfs", str(path)],
+                       check=True)
+
+    def fill(self) -> None:
+        """Write a file until the disk says it is full."""
+        with open(self.path / FILLER, "ab", buffering=0) as out:
+            chunk = b"\0" * 4096
+            while True:
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC, error
+                    break
+        # Anything left below a block would still take a small record: none is.
+        with pytest.raises(OSError, match="No space left"):
+            (self.path / "probe").write_bytes(b"x" * 64)
+
+    def free(self) -> None:
+        (self.path / FILLER).unlink()
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture
+def small_disk_xend(xend_home: Callable[..., XendHome]) -> Iterator[tuple[Xend, SmallDisk]]:
+    home = xend_home()
+    disk = SmallDisk(home.dbroot)
+    try:
+        home.start()
+        xend = Xend(home)
+        try:
+            yield xend, disk
+        finally:
+            xend.close()
+    finally:
+        home.stop()
+        home.kill_simhv()
+        disk.unmount()
+
+
+def hv_names(home: XendHome) -> list[str]:
+    """The names of the domains the hypervisor (xend-simhv) holds, asked directly."""
+    driver = SimDriver(home.simhv_socket)
+    try:
+        return sorted(d.name for d in driver.list_domains())
+    finally:
+        driver.close()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp files under ``folder``: what a half-done write would leave."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".tmp-*"))
+
+
+def test_create_on_a_full_disk_is_507_and_leaves_nothing(
+        small_disk_xend: tuple[Xend, SmallDisk]) -> None:
+    xend, disk = small_disk_xend
+    kept_id = sxp.child_value(xend.create(sim_vm("kept")), "id")
+    xend.start_sim("ends-by-shutdown")
+    xend.create(sim_vm("ends-by-destroy"))
+    record = xend.home.dbroot / "domain" / str(kept_id)
+    before = record.read_bytes()
+    disk.fill()
+
+    message = xend.error(xend.post("/xend/domain/", op="create",
+                                   config=sxp.show(sim_vm("lost"))), 507)
+    assert "disk is full" in message
+    assert "lost" not in hv_names(xend.home)
+    assert "lost" not in xend.names()
+    assert record.read_bytes() == before
+    assert leftovers(xend.home.dbroot) == []
+
+    # What frees space works on a full disk.
+    assert xend.op("ends-by-destroy", "destroy", reason="halt").status_code == 200
+    assert xend.op("ends-by-shutdown", "shutdown", reason="poweroff").status_code == 202
+    wait_for(lambda: "ends-by-shutdown" not in xend.names(), what="the domain to shut down")
+    assert hv_names(xend.home) == ["Domain-0", "kept"]
+    assert xend.get("/xend/node").status_code == 200  # still serving
+
+    disk.free()
+    xend.create(sim_vm("lost"))
+    assert hv_names(xend.home) == ["Domain-0", "kept", "lost"]
+    assert sorted(xend.names()) == ["Domain-0", "kept", "lost"]
+
+
+def test_xend_starts_on_a_full_disk_and_keeps_its_domains(
+        small_disk_xend: tuple[Xend, SmallDisk]) -> None:
+    xend, disk = small_disk_xend
+    xend.create(sim_vm("survivor"))
+    records = xend.records()
+    xend.home.stop()
+    disk.fill()
+
+    xend.start()
+    assert sorted(xend.names()) == ["Domain-0", "survivor"]
+    assert xend.records() == records
+    assert xend.error(xend.post("/xend/domain/", op="create",
+                                config=sxp.show(sim_vm("no-room"))), 507)
+    disk.free()
+    xend.create(sim_vm("room"))
+    assert sorted(xend.names()) == ["Domain-0", "room", "survivor"]
+
+
+@contextlib.contextmanager
+def squatting(port: int) -> Iterator[None]:
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        yield
+
+
+def test_a_failed_start_leaves_no_simhv_it_started(xend_home: Callable[..., XendHome]) -> None:
+    home = xend_home()
+    with squatting(home.http_port):
+        started = home.xend("start")
+    assert started.returncode != 0, started.stdout
+    assert not simhv_answers(home.simhv_socket)
+    wait_for(lambda: not [cmd for cmd in leftover_processes().values()
+                          if str(home.root) + "/" in cmd],
+             what="no process of this xend's folder left")
+
+
+def test_a_failed_start_leaves_a_simhv_that_ran_before_alone(
+        xend_home: Callable[..., XendHome]) -> None:
+    home = xend_home()
+    home.start()
+    xend = Xend(home)
+    try:
+        xend.create(sim_vm("older"))
+    finally:
+        xend.close()
+    home.stop()
+    with squatting(home.http_port):
+        started = home.xend("start")
+    assert started.returncode != 0, started.stdout
+    assert simhv_answers(home.simhv_socket)
+    assert hv_names(home) == ["Domain-0", "older"]
+    assert os.path.exists(home.run_dir / "simhv.pid")
