@@ -1,0 +1,107 @@
+"""No nameless orphans: a xend killed half-way through a create finishes or rolls it back
+on its next start, a domain it finds in the hypervisor keeps the name it carries there,
+and no two domains share a name.
+
+A ``kill -9`` between the hypervisor's create and the store write is a window of
+microseconds, so the tests leave the store and the hypervisor as such a kill does: an
+intent in ``<dbroot>/intent`` and a domain made directly in xend-simhv, with the xend
+stopped; then they start xend and look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.home import XendHome
+from tests.support.xend import Xend, sim_vm
+from xend_actors import sxp
+from xend_actors.hypervisor.sim.driver import SimDriver
+from xend_actors.store import RecordDir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stopped_xend(xend_home: Callable[..., XendHome]) -> Iterator[Xend]:
+    """A xend that ran once (its simhv runs on, as Xen outlives xend) and is stopped."""
+    home = xend_home()
+    home.start()
+    xend = Xend(home)
+    yield xend
+    xend.close()
+
+
+def hv(home: XendHome) -> dict[str, int]:
+    """The hypervisor's domains, name → id, asked directly."""
+    driver = SimDriver(home.simhv_socket)
+    try:
+        return {d.name: d.domid for d in driver.list_domains()}
+    finally:
+        driver.close()
+
+
+def made_by_hand(home: XendHome, name: str) -> int:
+    """A paused empty domain called ``name`` in the hypervisor, with no xend asking."""
+    driver = SimDriver(home.simhv_socket)
+    try:
+        return driver.create(name, 32)
+    finally:
+        driver.close()
+
+
+def intent(home: XendHome, name: str) -> None:
+    """The intent a create writes before it asks the hypervisor."""
+    RecordDir(home.dbroot / "intent").write("crash", ["intent", ["name", name],
+                                                      ["config", sim_vm(name)]])
+
+
+def test_a_create_killed_after_the_hypervisor_made_the_domain_is_rolled_back(
+        stopped_xend: Xend) -> None:
+    xend, home = stopped_xend, stopped_xend.home
+    home.stop()
+    intent(home, "half")
+    half = made_by_hand(home, "half")
+
+    xend.start()
+    assert sorted(xend.names()) == ["Domain-0"]  # neither "half" nor "Domain-<id>"
+    assert sorted(hv(home)) == ["Domain-0"]
+    assert not (home.dbroot / "domain" / str(half)).exists()
+    assert list((home.dbroot / "intent").iterdir()) == []
+    xend.create(sim_vm("half"))  # the name is free again, and only once in the hypervisor
+    assert sorted(hv(home)) == ["Domain-0", "half"]
+
+
+def test_a_create_killed_after_its_record_was_written_is_kept(stopped_xend: Xend) -> None:
+    xend, home = stopped_xend, stopped_xend.home
+    domid = sxp.child_value(xend.create(sim_vm("done")), "id")
+    home.stop()
+    intent(home, "done")  # the intent not yet dropped when xend was killed
+
+    xend.start()
+    assert sorted(xend.names()) == ["Domain-0", "done"]
+    assert sxp.child_value(xend.info("done"), "id") == domid
+    assert (home.dbroot / "domain" / str(domid)).exists()
+    assert list((home.dbroot / "intent").iterdir()) == []
+
+
+def test_a_domain_with_no_record_is_adopted_under_its_own_name(stopped_xend: Xend) -> None:
+    xend, home = stopped_xend, stopped_xend.home
+    home.stop()
+    domid = made_by_hand(home, "stranger")
+
+    xend.start()
+    assert sorted(xend.names()) == ["Domain-0", "stranger"]
+    assert sxp.child_value(xend.info("stranger"), "id") == str(domid)
+    message = xend.error(xend.post("/xend/domain/", op="create",
+                                   config=sxp.show(sim_vm("stranger"))), 409)
+    assert "name clash" in message
+    assert list(hv(home).keys()).count("stranger") == 1
+
+
+def test_a_name_the_hypervisor_holds_cannot_be_created_again(stopped_xend: Xend) -> None:
+    xend = stopped_xend
+    made_by_hand(xend.home, "sneaky")  # behind xend's back, before it looked
+    xend.error(xend.post("/xend/domain/", op="create", config=sxp.show(sim_vm("sneaky"))), 409)
+    assert sorted(hv(xend.home)) == ["Domain-0", "sneaky"]
