@@ -280,7 +280,7 @@ class DomainTable(TracedActor):
         """A domain the table had no record of, under ``name``, else the name its hypervisor
         domain carries, else (that name taken or none) ``Domain-<id>``."""
         name = name or hv.name
-        if not name or name in self._by_name or name in self._intended:
+        if not name or name in self._by_name:
             name = f"Domain-{hv.domid}"
         record = DomainRecord(hv.domid, name)
         log.info("Adopting domain %s (id %s)", record.name, record.domid)
@@ -416,7 +416,8 @@ class DomainTable(TracedActor):
         for domid in (set(self._entries) | set(hv)) if domids is None else domids:
             entry, snapshot = self._entries.get(domid), hv.get(domid)
             if entry is None:
-                if snapshot is not None:
+                # one being made (restored, migrated in) is taken in by its maker
+                if snapshot is not None and snapshot.name not in self._intended:
                     self._adopt(snapshot)
                 continue
             if entry.finishing or entry.booting:

@@ -5,16 +5,22 @@ The driver has made the domain paused (from the saved state, or as a machine wai
 for its stream); the DomainTable adopts it under its own name, its Domain actor
 configures it as for any adopted domain (devices, console), its state is loaded if it
 comes only now, and it is unpaused. Until it runs, any failure destroys it again.
+
+Before the driver makes it, the table records the intent (``intended``), as for a
+create: a xend killed before the domain's record is written destroys it on its next
+start, rather than adopting it half made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from xend_actors.actors import ask
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.record import DomainInfo
 from xend_actors.domain.table import DomainTableProxy
+from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.transfer import rollback
 
@@ -23,6 +29,20 @@ CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 
 def _nothing() -> None:
     pass
+
+
+@contextlib.contextmanager
+def intended(table: DomainTableProxy, config: DomainConfig) -> Iterator[None]:
+    """``config.name`` held and recorded as intended while the domain is made and brought
+    up inside (Conflict if the name is taken, here or in the hypervisor); the intent is
+    dropped when the domain's record is written, or here if what runs inside fails."""
+    ask(table.intend(config))
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(XendError):
+            ask(table.unintend(config.name))
+        raise
 
 
 def bring_up(driver: Driver, table: DomainTableProxy, domid: int, config: DomainConfig,

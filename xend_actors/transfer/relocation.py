@@ -51,7 +51,7 @@ from xend_actors.hypervisor.base import StreamState
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback, xfr
-from xend_actors.transfer.bringup import bring_up
+from xend_actors.transfer.bringup import bring_up, intended
 from xend_actors.transfer.drivers import MovableDriver, StreamDriver
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import (
@@ -228,16 +228,17 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
     incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     try:
-        if isinstance(driver, StreamState):
-            domid = driver.prepare_incoming(config.name, offer.meta)
-        else:
-            domid = driver.restore_state(config.name, config.memory_mb,
-                                         _receive_memory(channel, offer))
-        with rollback.discarded_on_failure(driver, incoming.table, domid):
-            made = replace(record, dst=replace(record.dst, domid=domid))
-            incoming.sessions.write(session, records.to_sxpr(made))
-        bring_up(driver, incoming.table, domid, config,
-                 lambda: _hand_over(channel, address, driver, domid, offer))
+        with intended(incoming.table, config):
+            if isinstance(driver, StreamState):
+                domid = driver.prepare_incoming(config.name, offer.meta)
+            else:
+                domid = driver.restore_state(config.name, config.memory_mb,
+                                             _receive_memory(channel, offer))
+            with rollback.discarded_on_failure(driver, incoming.table, domid):
+                made = replace(record, dst=replace(record.dst, domid=domid))
+                incoming.sessions.write(session, records.to_sxpr(made))
+            bring_up(driver, incoming.table, domid, config,
+                     lambda: _hand_over(channel, address, driver, domid, offer))
         channel.send(xfr.OK)
     except BaseException as error:
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)

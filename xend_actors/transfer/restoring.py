@@ -30,7 +30,7 @@ from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.base import StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
-from xend_actors.transfer.bringup import bring_up
+from xend_actors.transfer.bringup import bring_up, intended
 from xend_actors.transfer.context import Context, failed
 from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.progress import Phase, Progress
@@ -54,7 +54,7 @@ def run(context: Context, driver: MovableDriver, path: Path) -> DomainInfo:
 
 def _restore_paged(context: Context, driver: PagedDriver, path: Path,
                    image: savefile.SaveImage, config: DomainConfig) -> DomainInfo:
-    with _restoring(context, path, config):
+    with _restoring(context, path, config), intended(context.table, config):
         began = time.monotonic()
         domid = driver.restore_state(config.name, config.memory_mb, image.payload)
         size = len(image.payload)
@@ -83,7 +83,7 @@ def _restore_stream(context: Context, driver: StreamDriver, path: Path) -> Domai
 def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reader,
                   checking: Background, config: DomainConfig) -> DomainInfo:
     path = reader.path
-    with _restoring(context, path, config) as record:
+    with _restoring(context, path, config) as record, intended(context.table, config):
         domid = driver.prepare_incoming(config.name, reader.header.meta)
         with rollback.discarded_on_failure(driver, context.table, domid):
             context.keep(replace(record, domid=domid))
