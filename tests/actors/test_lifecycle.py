@@ -155,7 +155,7 @@ def test_a_suspended_domain_is_left_alone(xend: InProcessXend) -> None:
 def test_a_domain_xend_does_not_know_is_adopted_and_can_be_configured(
         xend: InProcessXend) -> None:
     domid = xend.host.call(lambda: xend.host.hv.create("stranger", 16))
-    name = f"Domain-{domid}"
+    name = "stranger"  # the name its hypervisor domain carries
     ask(xend.table.refresh())  # what a listing does (the original refreshed on each)
     xend.wait_event("xend.domain.create", [name, str(domid)])
     assert name in xend.names() and xend.info(name).config is None

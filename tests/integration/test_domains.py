@@ -276,19 +276,21 @@ def test_a_domain_that_exited_while_xend_was_down_is_restarted_per_mode(
 
 
 def adopted_stranger(xend: Xend, name: str) -> int:
-    """A domain made behind xend's back, straight in the hypervisor, once xend adopted it."""
+    """A domain made behind xend's back, straight in the hypervisor, once xend adopted it
+    under the name it has there."""
     driver = SimDriver(xend.home.simhv_socket)
     try:
         domid = driver.create(name, 16)
     finally:
         driver.close()
-    wait_for(lambda: f"Domain-{domid}" in xend.names(), what="adoption")
+    wait_for(lambda: name in xend.names(), what="adoption")
     return domid
 
 
 def test_a_domain_xend_does_not_know_is_adopted(xend: Xend) -> None:
     domid = adopted_stranger(xend, "stranger")
-    assert sxp.child(xend.info(f"Domain-{domid}"), "config") is None
+    assert sxp.child_value(xend.info("stranger"), "id") == str(domid)
+    assert sxp.child(xend.info("stranger"), "config") is None
 
 
 # --- bad input: a clear error and nothing left behind -------------------------------------------

@@ -232,8 +232,8 @@ class DomainTable(TracedActor):
                                                       cpu=config.cpu))
         except XendError as error:
             self.unintend(config.name)
-            raise XendError(f"Error creating domain: {error.message}",
-                            status=error.status) from None
+            raise type(error)(f"Error creating domain: {error.message}",
+                              status=error.status) from None
         log.info("Created domain %s (id %s)", config.name, domid)
         return self._add(DomainRecord(domid, config.name, config), None).domain
 
