@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -107,6 +108,10 @@ def test_create_on_a_full_disk_is_507_and_leaves_nothing(
     assert "lost" not in xend.names()
     assert record.read_bytes() == before
     assert leftovers(xend.home.dbroot) == []
+    for _ in range(60):  # enough events (audited ops) to need a new page of the event log
+        assert xend.post("/xend/domain/", op="create",
+                         config=sxp.show(sim_vm("lost"))).status_code == 507
+    assert "Cannot write the event log" in xend.home.logfile.read_text()
 
     # What frees space works on a full disk.
     assert xend.op("ends-by-destroy", "destroy", reason="halt").status_code == 200
@@ -119,6 +124,13 @@ def test_create_on_a_full_disk_is_507_and_leaves_nothing(
     xend.create(sim_vm("lost"))
     assert hv_names(xend.home) == ["Domain-0", "kept", "lost"]
     assert sorted(xend.names()) == ["Domain-0", "kept", "lost"]
+    # The events of the full time were kept, and written once there was room, which the
+    # log says with their number.
+    wait_for(lambda: re.search(r"Event log \S+ written again: [1-9]\d* events were written "
+                               r"late", xend.home.logfile.read_text()), what="the catch-up")
+    logged = (xend.home.dbroot / "events").read_text().splitlines()
+    assert [line for line in logged
+            if "(name xend.domain.destroy) (value (ends-by-destroy" in line]
 
 
 def test_xend_starts_on_a_full_disk_and_keeps_its_domains(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +220,25 @@ def test_notify_url_outside_hosts_allow_is_forbidden() -> None:
 def test_notify_url_malformed(url: str, why: str) -> None:
     with pytest.raises(BadRequest, match=why):
         check_url(url, ())
+
+
+def test_events_that_cannot_be_written_are_counted_kept_and_written_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "db"
+    log = EventLog(folder / "events")
+    log.close()  # the next append rewrites the file ...
+    shutil.rmtree(folder)
+    folder.write_text("a file where the folder was")  # ... which fails, even for root
+    log.append([Event(1, "xend.start", "0", 1.0)])
+    log.append([Event(2, "xend.domain.create", ["vm1", "1"], 2.0)])
+    assert log.unwritten == 2
+    assert [e.seq for e in log.since(0, 10)] == [1, 2]
+    assert len([r for r in caplog.records if "Cannot write the event log" in r.message]) == 1
+
+    folder.unlink()
+    folder.mkdir()
+    log.append([Event(3, "xend.start", "0", 3.0)])
+    log.close()
+    assert log.unwritten == 0
+    assert "2 events were written late" in caplog.text
+    assert [e.seq for e in EventLog(folder / "events").since(0, 10)] == [1, 2, 3]

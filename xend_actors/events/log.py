@@ -10,6 +10,7 @@ count.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -103,8 +104,9 @@ class EventLog:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # the bytes a failed write left in its buffer
+                file.close()
 
     def _remember(self, event: Event, line: bytes) -> None:
         self._events.append((event, line))
