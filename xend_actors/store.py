@@ -66,8 +66,9 @@ def storage_failure(error: OSError, what: str) -> StoreError | None:
     return StoreError(f"Cannot write {what}: {reason} ({error.strerror})", status=status)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old content or the new."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old content or the new;
+    ``sync=False`` for what only has to outlive xend, not the host (no fsync)."""
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=folder)
@@ -76,13 +77,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fchmod(out.fileno(), mode)
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    if sync:
+        _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -95,10 +98,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class RecordDir:
-    """One folder of SXP records, each in a file named by its key."""
+    """One folder of SXP records, each in a file named by its key. ``sync=False``: records
+    that only have to outlive a xend process, not the host, are not fsynced."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sync: bool = True) -> None:
         self.path = path
+        self.sync = sync
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def write(self, key: str, value: Value) -> None:
@@ -107,7 +112,7 @@ class RecordDir:
         path = self._path(key)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode())
+            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode(), sync=self.sync)
         except OSError as error:
             failure = storage_failure(error, f"the store record {path.parent.name}/{key}")
             if failure is None:
@@ -138,7 +143,8 @@ class RecordDir:
         which is only said: what deletes a record is ending something, and must end."""
         try:
             self._path(key).unlink(missing_ok=True)
-            _fsync_dir(self.path)
+            if self.sync:
+                _fsync_dir(self.path)
         except OSError as error:
             failure = storage_failure(error, f"the store record {self.path.name}/{key}")
             if failure is None:
@@ -189,7 +195,9 @@ class Store:
         self.migrate = RecordDir(dbroot / "migrate")
         self.vnet = RecordDir(dbroot / "vnet")
         self.token = RecordDir(dbroot / "token")
-        self.intent = RecordDir(dbroot / "intent")  # domains being made, not yet recorded
+        # Domains being made, not yet recorded: a xend killed half-way must find them; a
+        # host that crashes takes the domains too, so these need no fsync.
+        self.intent = RecordDir(dbroot / "intent", sync=False)
 
 
 def host_boot_id(boot_id_file: Path = BOOT_ID_FILE) -> str:
