@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stopped_xend(xend_home: Callable[..., XendHome]) -> Iterator[Xend]:
-    """A xend that ran once (its simhv runs on, as Xen outlives xend) and is stopped."""
+def own_xend(xend_home: Callable[..., XendHome]) -> Iterator[Xend]:
+    """A running xend of the test's own; its simhv runs on when it is stopped, as Xen
+    outlives xend."""
     home = xend_home()
     home.start()
     xend = Xend(home)
@@ -58,8 +59,8 @@ def intent(home: XendHome, name: str) -> None:
 
 
 def test_a_create_killed_after_the_hypervisor_made_the_domain_is_rolled_back(
-        stopped_xend: Xend) -> None:
-    xend, home = stopped_xend, stopped_xend.home
+        own_xend: Xend) -> None:
+    xend, home = own_xend, own_xend.home
     home.stop()
     intent(home, "half")
     half = made_by_hand(home, "half")
@@ -73,8 +74,8 @@ def test_a_create_killed_after_the_hypervisor_made_the_domain_is_rolled_back(
     assert sorted(hv(home)) == ["Domain-0", "half"]
 
 
-def test_a_create_killed_after_its_record_was_written_is_kept(stopped_xend: Xend) -> None:
-    xend, home = stopped_xend, stopped_xend.home
+def test_a_create_killed_after_its_record_was_written_is_kept(own_xend: Xend) -> None:
+    xend, home = own_xend, own_xend.home
     domid = sxp.child_value(xend.create(sim_vm("done")), "id")
     home.stop()
     intent(home, "done")  # the intent not yet dropped when xend was killed
@@ -86,8 +87,8 @@ def test_a_create_killed_after_its_record_was_written_is_kept(stopped_xend: Xend
     assert list((home.dbroot / "intent").iterdir()) == []
 
 
-def test_a_domain_with_no_record_is_adopted_under_its_own_name(stopped_xend: Xend) -> None:
-    xend, home = stopped_xend, stopped_xend.home
+def test_a_domain_with_no_record_is_adopted_under_its_own_name(own_xend: Xend) -> None:
+    xend, home = own_xend, own_xend.home
     home.stop()
     domid = made_by_hand(home, "stranger")
 
@@ -100,8 +101,8 @@ def test_a_domain_with_no_record_is_adopted_under_its_own_name(stopped_xend: Xen
     assert list(hv(home).keys()).count("stranger") == 1
 
 
-def test_a_name_the_hypervisor_holds_cannot_be_created_again(stopped_xend: Xend) -> None:
-    xend = stopped_xend
+def test_a_name_the_hypervisor_holds_cannot_be_created_again(own_xend: Xend) -> None:
+    xend = own_xend
     made_by_hand(xend.home, "sneaky")  # behind xend's back, before it looked
     xend.error(xend.post("/xend/domain/", op="create", config=sxp.show(sim_vm("sneaky"))), 409)
     assert sorted(hv(xend.home)) == ["Domain-0", "sneaky"]
