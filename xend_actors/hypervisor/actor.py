@@ -18,6 +18,7 @@ restart rules apply.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -42,13 +43,21 @@ def helper_starter(config: XendConfig) -> Callable[[], None] | None:
     """What starts the configured hypervisor's helper process if none runs; None if it
     has none (qemu's processes are each one domain's)."""
     if config.hypervisor is HypervisorKind.SIM:
-        from xend_actors.hypervisor.sim.launch import ensure_simhv
-
-        return lambda: ensure_simhv(
-            config.run_dir / "simhv.sock", memory_mb=config.sim_memory_mb,
-            cpus=config.sim_cpus, log_file=config.logfile.parent / "xend-simhv.log",
-            pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
+        def start() -> None:
+            _ensure_simhv(config)
+        return start
     return None
+
+
+def _ensure_simhv(config: XendConfig) -> subprocess.Popen[bytes] | None:
+    """An xend-simhv answering on the run dir's socket: the one started now, or None if
+    one ran already."""
+    from xend_actors.hypervisor.sim.launch import ensure_simhv
+
+    return ensure_simhv(
+        config.run_dir / "simhv.sock", memory_mb=config.sim_memory_mb,
+        cpus=config.sim_cpus, log_file=config.logfile.parent / "xend-simhv.log",
+        pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
 
 
 def _nothing() -> None:
@@ -60,13 +69,10 @@ def open_driver(config: XendConfig) -> tuple[Driver, Callable[[], None]]:
     a hypervisor started here (for a xend whose start then fails; nothing else is)."""
     if config.hypervisor is HypervisorKind.SIM:
         from xend_actors.hypervisor.sim.driver import SimDriver
-        from xend_actors.hypervisor.sim.launch import ensure_simhv, stop_launched
+        from xend_actors.hypervisor.sim.launch import stop_launched
 
+        launched = _ensure_simhv(config)
         socket_path = config.run_dir / "simhv.sock"
-        launched = ensure_simhv(socket_path, memory_mb=config.sim_memory_mb,
-                                cpus=config.sim_cpus,
-                                log_file=config.logfile.parent / "xend-simhv.log",
-                                pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
         if launched is None:
             return SimDriver(socket_path), _nothing
         try:
