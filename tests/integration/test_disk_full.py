@@ -187,3 +187,16 @@ def test_a_failed_start_leaves_a_simhv_that_ran_before_alone(
     assert simhv_answers(home.simhv_socket)
     assert hv_names(home) == ["Domain-0", "older"]
     assert os.path.exists(home.run_dir / "simhv.pid")
+
+
+def test_a_domain_reboots_on_a_full_disk(small_disk_xend: tuple[Xend, SmallDisk]) -> None:
+    xend, disk = small_disk_xend
+    domid = sxp.child_value(xend.start_sim("rebooter"), "id")
+    disk.fill()
+    assert xend.op("rebooter", "shutdown", reason="reboot").status_code == 202
+    xend.events.wait_line(f"xend.domain.restart (rebooter {domid} success)")
+    wait_for(lambda: xend.state("rebooter") not in ("", "--p--"), what="it to run again")
+    assert hv_names(xend.home) == ["Domain-0", "rebooter"]
+    disk.free()
+    assert xend.op("rebooter", "destroy", reason="halt").status_code == 200
+    assert xend.records() == ["0"]

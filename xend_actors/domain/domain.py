@@ -148,7 +148,8 @@ class Domain(Supervised, TracedActor):
 
     def _note(self, **changes: Any) -> DomainRecord:
         """``_update`` for what must go on when the store cannot be written (a full
-        disk): shutting down and destroying, which free space rather than need it."""
+        disk): a domain's own life (shut down, destroyed, restarted) is not held up by
+        the store; its record is written again with the next change that can be."""
         try:
             return self._update(**changes)
         except StoreError as error:
@@ -304,7 +305,7 @@ class Domain(Supervised, TracedActor):
                                                         self.record.shutdown_request)
         if restart and self.record.restart_state is not RestartState.PENDING:
             self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
-            self._update(restart_state=RestartState.PENDING)
+            self._note(restart_state=RestartState.PENDING)
         self._finish()
 
     def _finish(self, deadline: Deadline | None = None) -> None:
@@ -349,7 +350,7 @@ class Domain(Supervised, TracedActor):
     def restart(self) -> None:
         """Rebuild the domain with the same name, id and start time, then unpause it."""
         config = self._config()
-        self._update(restart_state=RestartState.BOOTING, restart_time=self._clock())
+        self._note(restart_state=RestartState.BOOTING, restart_time=self._clock())
         self._events.publish("xend.domain.restart", [*self._ids(), "begin"])
         log.info("Restarting domain: id=%s name=%s", self.domid, self.record.name)
         try:
@@ -361,7 +362,7 @@ class Domain(Supervised, TracedActor):
             self._events.publish("xend.domain.restart", [*self._ids(), "fail"])
             self._abandon()
             return
-        self._update(restart_state=None, shutdown_request=None)
+        self._note(restart_state=None, shutdown_request=None)
         self._table.settled(self.domid)
         self._events.publish("xend.domain.restart", [*self._ids(), "success"])
 
