@@ -24,6 +24,7 @@ from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
 from xend_actors.hypervisor.sim.driver import SimDriver
 from xend_actors.hypervisor.sim.launch import simhv_answers
+from xend_actors.store import RecordDir, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,23 @@ def test_a_domain_reboots_on_a_full_disk(small_disk_xend: tuple[Xend, SmallDisk]
     disk.free()
     assert xend.op("rebooter", "destroy", reason="halt").status_code == 200
     assert xend.records() == ["0"]
+
+
+def test_a_read_only_store_refuses_writes_with_503_and_keeps_its_records(
+        tmp_path: Path) -> None:
+    # xend's own store cannot be remounted read-only while its event log is open, so the
+    # store is looked at alone here: the same RecordDir every record goes through.
+    disk = SmallDisk(tmp_path / "db")
+    try:
+        records = RecordDir(disk.path / "domain")
+        records.write("1", ["domain", ["name", "kept"]])
+        before = (disk.path / "domain" / "1").read_bytes()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk.path)], check=True)
+        with pytest.raises(StoreError, match="read-only") as refused:
+            records.write("1", ["domain", ["name", "changed"]])
+        assert refused.value.status == 503
+        records.delete("1")  # what ends something must end: only said in the log
+        assert (disk.path / "domain" / "1").read_bytes() == before
+        assert leftovers(disk.path) == []
+    finally:
+        disk.unmount()
