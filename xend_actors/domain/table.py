@@ -228,12 +228,14 @@ class DomainTable(TracedActor):
             log.warning("Domain %s: %s", config.name, warning)
         try:
             self.intend(config)
+        except XendError as error:
+            raise _creating(error) from None
+        try:
             domid = self._ask(self._hypervisor.create(config.name, config.memory_mb,
                                                       cpu=config.cpu))
         except XendError as error:
             self.unintend(config.name)
-            raise type(error)(f"Error creating domain: {error.message}",
-                              status=error.status) from None
+            raise _creating(error) from None
         log.info("Created domain %s (id %s)", config.name, domid)
         return self._add(DomainRecord(domid, config.name, config), None).domain
 
@@ -447,6 +449,11 @@ class DomainTable(TracedActor):
         ``ASK_TIMEOUT`` (start-up, the reaper)."""
         return ask(future, "the hypervisor or a domain",
                    ASK_TIMEOUT if deadline is None else deadline.inner())
+
+
+def _creating(error: XendError) -> XendError:
+    """``error`` as a create's failure, of the same kind (its status kept)."""
+    return type(error)(f"Error creating domain: {error.message}", status=error.status)
 
 
 def _intent_key(name: str) -> str:
