@@ -221,3 +221,20 @@ def test_a_read_only_store_refuses_writes_with_503_and_keeps_its_records(
         assert leftovers(disk.path) == []
     finally:
         disk.unmount()
+
+
+def test_a_save_to_a_full_disk_is_507_and_the_domain_keeps_running(
+        xend: Xend, tmp_path: Path) -> None:
+    disk = SmallDisk(tmp_path / "saves")
+    try:
+        xend.start_sim("s1")
+        disk.fill()
+        target = disk.path / "s1.save"
+        message = xend.error(xend.op("s1", "save", file=str(target)), 507)
+        assert "the disk is full" in message, message
+        assert "s1" in xend.names() and "p" not in xend.state("s1")
+        assert not target.exists()
+        # No temp file left ("probe" is fill's own proof that the disk is full).
+        assert sorted(p.name for p in disk.path.iterdir()) == sorted([FILLER, "probe"])
+    finally:
+        disk.unmount()

@@ -47,7 +47,7 @@ from typing import BinaryIO
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Conflict, XendError
-from xend_actors.store import TMP_PREFIX, atomic_write
+from xend_actors.store import TMP_PREFIX, atomic_write, storage_failure
 
 MAGIC = b"xend-actors-save"
 FORMAT_VERSION = 2
@@ -205,13 +205,19 @@ def check_target(path: Path) -> None:
         os.close(fd)
 
 
+def _cannot_write(path: Path, error: OSError) -> XendError:
+    """A failed write of a save file: 507 when the disk is full, as for the store."""
+    return storage_failure(error, str(path)) or XendError(
+        f"cannot write {path}: {error.strerror or error}")
+
+
 def write(path: Path, image: SaveImage) -> None:
     """Write ``image`` to ``path`` atomically: complete and fsynced, or not there at all."""
     check_target(path)
     try:
         atomic_write(path, encode(image))
     except OSError as error:
-        raise XendError(f"cannot write {path}: {error.strerror or error}") from None
+        raise _cannot_write(path, error) from None
 
 
 def read(path: Path, driver: str | None = None) -> SaveImage:
@@ -296,7 +302,7 @@ class Writer:
             self._file.write(bytes(HEADER.size) + self._info + meta)
         except OSError as error:
             self.abort()
-            raise XendError(f"cannot write {path}: {error.strerror or error}") from None
+            raise _cannot_write(path, error) from None
 
     def fileno(self) -> int:
         """The temp file, its offset where the payload goes."""
@@ -343,7 +349,7 @@ class Writer:
                 os.close(fd)
         except OSError as error:
             self.abort()
-            raise XendError(f"cannot write {self.path}: {error.strerror or error}") from None
+            raise _cannot_write(self.path, error) from None
 
     def abort(self) -> None:
         """Leave no file behind."""
