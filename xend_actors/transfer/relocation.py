@@ -44,7 +44,7 @@ from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
 from xend_actors.actors import ask
 from xend_actors.config import XendConfig
-from xend_actors.domain.config import DomainConfig, parse_domain_config
+from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import Conflict, XendError
 from xend_actors.hypervisor.base import StreamState
@@ -310,7 +310,7 @@ def _check_offer(offer: xfr.Xfr, incoming: Incoming) -> DomainConfig:
     if vm is None:
         raise xfr.XfrError("the domain info holds no (config (vm ...))", xfr.Code.EINVAL)
     try:
-        config = parse_domain_config(vm)
+        config = check_new_domain(parse_domain_config(vm))
     except XendError as error:
         raise xfr.XfrError(f"bad domain config: {error.message}", xfr.Code.EINVAL) from None
     kind = incoming.driver.kind
