@@ -292,9 +292,12 @@ class DomainTable(TracedActor):
         return entry
 
     def _drop(self, entry: _Entry) -> None:
+        """Forget the entry, and its intent if it never got as far as its record (a failed
+        build whose domain the reaper saw vanish before its Domain said ``gone``)."""
         self._entries.pop(entry.record.domid, None)
         if self._by_name.get(entry.record.name) == entry.record.domid:
             del self._by_name[entry.record.name]
+        self.unintend(entry.record.name)
 
     # --- told by Domain actors and the hypervisor -----------------------------------------
 
@@ -328,7 +331,6 @@ class DomainTable(TracedActor):
         entry = self._entries.get(domid)
         if entry is not None:
             self._drop(entry)
-            self.unintend(entry.record.name)
 
     def domain_failed(self, domid: int, failed: pykka.ActorRef[Domain]) -> None:
         """``domid``'s Domain actor ``failed`` (and is stopped): start its successor from

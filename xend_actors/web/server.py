@@ -204,6 +204,7 @@ class Admission:
         self._open: Counter[Hashable] = Counter()
         self._count = 0
         self._closed_since_trim = False
+        self._trim_again = True  # the next trim is followed by one more, an interval later
         self._last_trim = time.monotonic()
         self._refused = 0  # since the last report (only the accepting threads count)
         self._reported = -REFUSALS_REPORTED
@@ -239,15 +240,19 @@ class Admission:
             self._open[client] -= 1
             if not self._open[client]:
                 del self._open[client]
-            self._closed_since_trim = True
+            self._closed_since_trim = self._trim_again = True
 
     def tick(self) -> None:
-        """Trims the heap now and then while connections close (a server loop's poll)."""
+        """Trims the heap now and then while connections close (a server loop's poll), and
+        once more an interval after the last close: a finished request's thread frees its
+        memory a little after its connection is released."""
         now = time.monotonic()
         with self._lock:
             if not self._closed_since_trim or now - self._last_trim < TRIM_INTERVAL:
                 return
-            self._closed_since_trim, self._last_trim = False, now
+            self._closed_since_trim = self._trim_again
+            self._trim_again = not self._trim_again
+            self._last_trim = now
         memory.trim()
 
 
