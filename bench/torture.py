@@ -29,7 +29,10 @@ and is checked:
 * a reply 500 that is not a failure of the xend's own hypervisor (README keeps 500
   for those), or a request that hangs past its timeout, is a violation too.
 
-It prints rounds, operations, restarts survived and every violation; exit status 1 if any.
+It prints rounds, operations, restarts survived and every violation (grouped by kind, with
+examples); exit status 1 if any. ``--seed`` fixes what each client and killer chooses;
+the interleaving is the machine's. Not checked: taps and bridge ports (the sim makes
+none here, ``(sim-taps no)``); ``--qemu`` is not built yet.
 
     python bench/torture.py --minutes 10 --clients 6 --domains 8 --seed 15
 """
