@@ -102,7 +102,7 @@ class Ledger:
 
 
 def kind_of(text: str) -> str:
-    text = re.sub(r"^round \d+: |\[[ab]\] ", "", text)
+    text = re.sub(r"^round \d+: |\[[ab]\] ", "", text.partition("; last ops:")[0])
     text = re.sub(r"^\w+ tt-\d+ over \w+ answered", "a request answered", text)
     text = re.sub(r"^xm \w+ tt-\d+:", "xm:", text)
     return re.sub(r"tt-\d+|/tmp/[^\s')]+|\d+(\.\d+)?", "#", text)
@@ -198,6 +198,7 @@ class Slot:
     hot_vbd: bool | None = False  # a hot-plugged vbd sdb listed (None: unknown)
     vbd_idx: str = ""  # its index
     saves: list[Path] = field(default_factory=list)  # acknowledged save files
+    history: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=4))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ack(self, where: str | None, gone_from: str | None = None) -> None:
@@ -310,8 +311,9 @@ class Torture:
         self.slots = [Slot(f"tt-{n:02d}", work / f"disk-{n:02d}.img")
                       for n in range(args.domains)]
         for slot in self.slots:
-            with open(slot.disk, "wb") as disk:
-                disk.truncate(1 << 20)
+            for file in (slot.disk, Path(f"{slot.disk}.sdb")):
+                with open(file, "wb") as disk:
+                    disk.truncate(1 << 20)
         (work / "saves").mkdir()
         self.stop = threading.Event()
         self.filler: Path | None = None
@@ -383,7 +385,27 @@ class Torture:
     def transport(self, rng: random.Random) -> str:
         return rng.choices(("unix", "tcp", "xm"), (5, 4, 1))[0]
 
+    def locate(self, slot: Slot) -> str | None:
+        """Where the name is now, asking both xends (a name is per host: the run must not
+        make a second one on the other xend itself); UNKNOWN if one does not answer."""
+        found = None
+        for site in self.sites:
+            try:
+                with site.unix(timeout=10) as http:
+                    status = http.get(f"/xend/domain/{slot.name}").status_code
+            except httpx.HTTPError:
+                return UNKNOWN
+            if status == 200:
+                found = site.label
+            elif status != 404:
+                return UNKNOWN
+        return found
+
     def operate(self, runner: Runner, rng: random.Random, slot: Slot, op: str) -> None:
+        if op in ("create", "restore") and slot.where in (None, UNKNOWN):
+            slot.where = self.locate(slot)
+            if slot.where == UNKNOWN:
+                return
         where = slot.where if slot.where not in (None, UNKNOWN) else rng.choice("ab")
         site = self.site(where)
         other = self.site("b" if where == "a" else "a")
@@ -394,8 +416,12 @@ class Torture:
 
         def request(fields: dict[str, str], xm_args: tuple[str, ...], url: str = path) -> Outcome:
             if how == "xm" and xm_args:
-                return runner.xm(site, what, *xm_args)
-            return runner.http(site, what, url, fields, "unix" if how == "xm" else how)
+                done = runner.xm(site, what, *xm_args)
+            else:
+                done = runner.http(site, what, url, fields, "unix" if how == "xm" else how)
+            slot.history.append(f"{time.strftime('%H:%M:%S')} {op} on {site.label} via {how}: "
+                                f"{done.text[:50]}")
+            return done
 
         if op == "create":
             if slot.where not in (None, UNKNOWN) and rng.random() < 0.7:
@@ -456,7 +482,7 @@ class Torture:
                 if done.acked:
                     slot.hot_vbd = False
             else:
-                device = sxp.show(["vbd", ["uname", f"file:{slot.disk}"], ["dev", "sdb"],
+                device = sxp.show(["vbd", ["uname", f"file:{slot.disk}.sdb"], ["dev", "sdb"],
                                    ["mode", "w!"]])
                 done = request({"op": "device_create", "config": device}, ())
                 if done.acked:
@@ -539,6 +565,8 @@ class Torture:
     # --- the killers ---
 
     def killer(self, storm: bool, rng: random.Random, fill_disk: bool) -> None:
+        if self.args.kill_every <= 0:  # calm: the instrument's own baseline, no faults
+            return
         began = time.monotonic()
         while not self.stop.is_set():
             pause = rng.uniform(1, 3) if storm else rng.uniform(0.5, 1.5) * self.args.kill_every
@@ -582,6 +610,8 @@ class Torture:
 
     def round(self, number: int, seconds: float) -> None:
         kinds = ["normal", "storm"] + (["disk-full"] if self.mounted is not None else [])
+        if self.args.kill_every <= 0:
+            kinds = ["calm"]
         kind = kinds[number % len(kinds)]
         print(f"round {number}: {kind}, {seconds:.0f} s", flush=True)
         self.stop.clear()
@@ -645,19 +675,21 @@ class Torture:
                     and not self.site(slot.where).death_since(slot.name, slot.since):
                 missing.append(f"{slot.name} acknowledged on xend {slot.where} at "
                                f"{time.strftime('%H:%M:%S', time.localtime(slot.since))} "
-                               "is not there and no death of it was published")
+                               "is not there and no death of it was published; "
+                               f"{self.story(slot.name)}")
             domain = next((d for d in views[slot.where][0]
                            if sxp.child_value(d, "name") == slot.name), None) \
                 if slot.where in ("a", "b") else None
             if domain is not None and slot.hot_vbd is not None \
+                    and "p" not in str(sxp.child_value(domain, "state")) \
                     and (hot_vbd(domain) is not None) != slot.hot_vbd:
                 missing.append(f"{slot.name}: a hot-plugged vbd sdb was acknowledged "
                                f"{'added' if slot.hot_vbd else 'removed'}, yet it is "
-                               f"{'not ' if slot.hot_vbd else ''}listed")
+                               f"{'not ' if slot.hot_vbd else ''}listed; {self.story(slot.name)}")
             if slot.gone_from in ("a", "b") and slot.where != slot.gone_from \
                     and slot.name in names[slot.gone_from]:
                 missing.append(f"{slot.name} acknowledged gone from xend {slot.gone_from} "
-                               "is still listed there")
+                               f"is still listed there; {self.story(slot.name)}")
         return missing
 
     def check(self, number: int) -> None:
@@ -738,8 +770,14 @@ class Torture:
                                 f"{store[domid]}")
         for domid, name in sorted(store.items()):
             if domid not in hv_ids:
-                problems.append(f"store record domain/{domid} ({name}) without a domain")
+                problems.append(f"store record domain/{domid} ({name}) without a domain; "
+                                f"{self.story(name)}")
         return problems
+
+    def story(self, name: str) -> str:
+        """The last operations on a name, for a violation's description."""
+        slot = next((s for s in self.slots if s.name == name), None)
+        return f"last ops: {list(slot.history)}" if slot is not None else ""
 
     def name_problems(self, views: dict[str, tuple]) -> list[str]:
         problems = []
@@ -753,7 +791,8 @@ class Torture:
                     problems.append(f"[{label}] domain {domid} adopted nameless as {name}")
         for name, where in seen.items():
             if len(where) > 1 and name != "Domain-0":  # each xend has its own Domain-0
-                problems.append(f"name {name} held by {len(where)} domains: {', '.join(where)}")
+                problems.append(f"name {name} held by {len(where)} domains: {', '.join(where)}; "
+                                f"{self.story(name)}")
         return problems
 
     def orphans(self, site: Site, listed: list[sxp.Value]) -> list[str]:
@@ -897,7 +936,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--domains", type=int, default=8)
-    parser.add_argument("--kill-every", type=float, default=10, help="seconds between kills")
+    parser.add_argument("--kill-every", type=float, default=10,
+                        help="seconds between kills (0: no faults at all, a calm baseline)")
     parser.add_argument("--round-seconds", type=float, default=30)
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--no-disk-full", dest="disk_full", action="store_false",
