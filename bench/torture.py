@@ -84,12 +84,15 @@ class Ledger:
         self.lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter()
         self.violations: list[str] = []
+        self.round = 0
 
     def count(self, key: str, n: int = 1) -> None:
         with self.lock:
             self.counts[key] += n
 
     def violation(self, text: str) -> None:
+        if not text.startswith("round "):
+            text = f"round {self.round}: {text}"
         with self.lock:
             self.violations.append(text)
             first = self.kinds()[kind_of(text)] == 1
@@ -614,6 +617,7 @@ class Torture:
             kinds = ["calm"]
         kind = kinds[number % len(kinds)]
         print(f"round {number}: {kind}, {seconds:.0f} s", flush=True)
+        self.ledger.round = number
         self.stop.clear()
         threads = [threading.Thread(target=self.client, args=(n, random.Random(self.rng.random())),
                                     daemon=True) for n in range(self.args.clients)]

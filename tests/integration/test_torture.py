@@ -18,12 +18,13 @@ TORTURE = Path(__file__).resolve().parents[2] / "bench" / "torture.py"
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 15 not fixed on main yet: a killed xend-simhv is never restarted (every request "
-    "then answers 500 'lost the connection to xend-simhv' until xend is restarted) and the "
-    "domains it held vanish without a published death; a migration whose peer refuses, "
-    "vanishes or cannot build the domain answers 500; a kill -9 mid-migration leaves a "
-    "name on both xends; store records outlive their domains; a full dbroot answers 500 "
-    "(ENOSPC)"))
+    "issue 15 not fixed on main yet (found on main 8e67cf1): domains adopted nameless "
+    "(Domain-NN) after a kill -9; a killed xend-simhv is never restarted; on a full dbroot "
+    "create, destroy and shutdown answer 500 'Internal error', restore 500 ENOSPC and "
+    "`xend start` fails with ENOSPC; a migration whose peer refuses, vanishes or cannot "
+    "build the domain answers 500; store records outlive their domains and xend lists "
+    "domains the hypervisor no longer has; hot-plug answers 500 from the sim backends "
+    "('Interface already exists', 'Interface not found', 'Non-specific error')"))
 def test_two_minutes_of_torture_find_no_violation() -> None:
     disk_full = [] if os.geteuid() == 0 else ["--no-disk-full"]  # a tmpfs dbroot needs root
     run = subprocess.run(
