@@ -950,6 +950,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.qemu:
         parser.error("--qemu is not built yet: the sim driver only")
+    # A SIGTERM (a CI timeout) ends the run through its cleanup: xends, simhvs, the tmpfs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     work = Path(tempfile.mkdtemp(prefix="torture-"))
     try:
         status = Torture(args, work).run()
