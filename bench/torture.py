@@ -447,6 +447,7 @@ class Torture:
                            "/xend/domain/")
             if done.acked:
                 slot.ack(site.label)
+                slot.hot_vbd = None  # the devices are the saved domain's, whichever they were
             elif not done.refused:
                 slot.unknown()
             return

@@ -18,13 +18,10 @@ TORTURE = Path(__file__).resolve().parents[2] / "bench" / "torture.py"
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 15 not fixed on main yet (found on main 8e67cf1): domains adopted nameless "
-    "(Domain-NN) after a kill -9; a killed xend-simhv is never restarted; on a full dbroot "
-    "create, destroy and shutdown answer 500 'Internal error', restore 500 ENOSPC and "
-    "`xend start` fails with ENOSPC; a migration whose peer refuses, vanishes or cannot "
-    "build the domain answers 500; store records outlive their domains and xend lists "
-    "domains the hypervisor no longer has; hot-plug answers 500 from the sim backends "
-    "('Interface already exists', 'Interface not found', 'Non-specific error')"))
+    "issue 15 not all fixed on main a2ad000: store records left behind by domains that are "
+    "gone (dbroot/domain/N without a domain, even with no faults); hot-plug answers 500 "
+    "from the sim backends ('Non-specific error', 'Interface not found'); a migration "
+    "whose peer xend is killed after the hand-over answers 500 'did not confirm it runs'"))
 def test_two_minutes_of_torture_find_no_violation() -> None:
     disk_full = [] if os.geteuid() == 0 else ["--no-disk-full"]  # a tmpfs dbroot needs root
     run = subprocess.run(
