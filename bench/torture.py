@@ -21,7 +21,8 @@ and is checked:
 * the store (``dbroot/domain/*``) matches xend's list and the hypervisor's (xend-simhv's
   own list, asked over its socket);
 * no orphan: one xend-simhv per xend, no listening console port without its domain, no
-  temporary file left by a save, no transfer session (``dbroot/migrate/``);
+  temporary file left by a save, no transfer session (``dbroot/migrate/``) and no
+  create intent (``dbroot/intent/``);
 * event numbers have no gap or repeat, as the long-polls saw them and in the log;
 * no two domains share a name (in one xend or across both) and none is nameless
   (``Domain-NNN`` other than ``Domain-0``);
@@ -819,6 +820,9 @@ class Torture:
         sessions = sorted(p.name for p in (site.home.dbroot / "migrate").glob("*"))
         if sessions:
             problems.append(f"transfer sessions left in dbroot/migrate: {sessions}")
+        intents = sorted(p.name for p in (site.home.dbroot / "intent").glob("*"))
+        if intents:
+            problems.append(f"create intents left in dbroot/intent: {intents}")
         strays = [p.name for p in (site.home.dbroot / "domain").glob("*")
                   if not p.name.isdigit()]
         strays += [p.name for p in (self.work / "saves").glob("*") if not
