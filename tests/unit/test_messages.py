@@ -264,9 +264,14 @@ def test_check_raises_naming_device_and_status():
     with pytest.raises(XendError) as info:
         check(response, "vbd sda1 of domain 5")
     assert str(info.value) == "vbd sda1 of domain 5: blkif backend says: VBD already exists"
-    assert info.value.status == 500
-    with pytest.raises(XendError, match=r"^vif 5\.0: netif backend says: Could not map domain"):
+    assert info.value.status == 409  # there already: the client's conflict, not a failure
+    with pytest.raises(XendError) as gone:
+        check(NetifBeConnect(5, 0, 1, 2, 3, status=3), "vif 5.0")
+    assert gone.value.status == 404
+    with pytest.raises(XendError, match=r"^vif 5\.0: netif backend says: Could not map domain") \
+            as failed:
         check(NetifBeConnect(5, 0, 1, 2, 3, status=6), "vif 5.0")
+    assert failed.value.status == 500
     with pytest.raises(XendError, match="domain 3: memory request failed with status 1"):
         check(MemRequest(100, 1), "domain 3")
 

@@ -136,8 +136,8 @@ def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProx
         return reply.newid, time.monotonic() - stopped
     except BaseException as error:
         if destroyed:
-            raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
-                            f"confirm it runs: {error}") from None
+            raise BadGateway(f"domain {domid} was handed over but {channel.peer} did not "
+                             f"confirm it runs: {error}") from None
         stop.undo()
         raise
 
@@ -195,8 +195,8 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
         if committed:
             if not destroyed:
                 rollback.discard(driver, table, domid)
-            raise XendError(f"domain {domid} was handed over but {channel.peer} did not "
-                            f"confirm it runs: {error}") from None
+            raise BadGateway(f"domain {domid} was handed over but {channel.peer} did not "
+                             f"confirm it runs: {error}") from None
         if sent and not info.paused:
             with contextlib.suppress(XendError):
                 driver.resume(domid)

@@ -451,6 +451,12 @@ def unpack(frame: bytes) -> tuple[int, Message]:
 _BACKENDS = {BlkifStatus: "blkif backend", NetifStatus: "netif backend"}
 
 
+# What a backend's answer means to the client that asked: a device or interface that is
+# there already (409) or not there (404, e.g. its domain is going) is no hypervisor failure.
+_HTTP_STATUS = {"INTERFACE_EXISTS": 409, "VBD_EXISTS": 409, "INTERFACE_CONNECTED": 409,
+                "INTERFACE_NOT_FOUND": 404, "VBD_NOT_FOUND": 404, "EXTENT_NOT_FOUND": 404}
+
+
 def check(response: Message, device: str) -> None:
     """Raise XendError naming ``device`` and the status if a response is not OK.
 
@@ -460,7 +466,8 @@ def check(response: Message, device: str) -> None:
     status = getattr(response, "status", None)
     if isinstance(status, BlkifStatus | NetifStatus):
         if status != 0:
-            raise XendError(f"{device}: {_BACKENDS[type(status)]} says: {status.text}")
+            raise XendError(f"{device}: {_BACKENDS[type(status)]} says: {status.text}",
+                            status=_HTTP_STATUS.get(status.name, 500))
     elif isinstance(response, MemRequest) and response.status != 0:
         raise XendError(f"{device}: memory request failed with status {response.status}")
 
