@@ -221,3 +221,16 @@ def test_a_top_level_actor_that_dies_brings_all_of_xend_back_from_the_store(
     assert after.console.port == before.console.port
     ask(xend.domain("t1").destroy(ShutdownReason.HALT))
     assert "t1" not in xend.names()
+
+
+def test_a_request_queued_behind_a_destroy_does_not_write_the_record_back(
+        xend: InProcessXend) -> None:
+    domid = running(xend, "q1")
+    domain = xend.domain("q1")
+    destroyed = domain.destroy(ShutdownReason.HALT)
+    late = domain.shutdown(ShutdownReason.POWEROFF)  # in the inbox before the actor's stop
+    ask(destroyed)
+    with pytest.raises((XendError, pykka.ActorDeadError)):
+        ask(late)
+    xend.wait_event("xend.domain.died", ["q1", str(domid)])
+    assert not (xend.config.dbroot / "domain" / str(domid)).exists()

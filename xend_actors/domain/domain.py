@@ -140,7 +140,10 @@ class Domain(Supervised, TracedActor):
         return [self.record.name, str(self.domid)]
 
     def _update(self, **changes: Any) -> DomainRecord:
-        """Replace the record, persist it, then tell the table."""
+        """Replace the record, persist it, then tell the table. Never once the domain is
+        forgotten: a request queued behind its end would write its record back."""
+        if self._forgotten:
+            raise NotFound(f"domain {self.record.name} is gone")
         self.record = replace(self.record, **changes)
         self.save()
         self._table.record_changed(self.record)
