@@ -234,3 +234,15 @@ def test_a_request_queued_behind_a_destroy_does_not_write_the_record_back(
         ask(late)
     xend.wait_event("xend.domain.died", ["q1", str(domid)])
     assert not (xend.config.dbroot / "domain" / str(domid)).exists()
+
+
+def test_a_hot_plug_on_a_domain_gone_meanwhile_is_404_not_a_backend_failure(
+        xend: InProcessXend, monkeypatch: pytest.MonkeyPatch) -> None:
+    domid = running(xend, "h1")
+    # The table has not looked yet (as when a save or a destroy elsewhere just ended it).
+    monkeypatch.setattr(DomainTable, "_reap", lambda self, hv, domids=None: None)
+    xend.host.call(lambda: xend.host.hv.destroy(domid))
+    with pytest.raises(XendError) as refused:
+        ask(xend.domain("h1").device_create(parse_device(["vif"])))
+    assert refused.value.status == 404
+    assert refused.value.message.startswith("domain h1 is gone: ")

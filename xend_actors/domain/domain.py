@@ -375,11 +375,27 @@ class Domain(Supervised, TracedActor):
         """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
         config = self._config()
         kind = kind_of(device)
-        info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
-                                         deadline)
+        try:
+            info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
+                                             deadline)
+        except XendError as error:
+            self._gone_meanwhile(error)
+            raise
         self._update(config=with_device(config, device), devices=(*self.record.devices, info))
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
+
+    def _gone_meanwhile(self, error: XendError) -> None:
+        """A backend's failure because the hypervisor no longer has the domain (it was
+        saved, migrated or destroyed while the request waited) is the domain's absence."""
+        if error.status < 500:
+            return
+        try:
+            self._driver.domain(self.domid)
+        except NotFound:
+            raise NotFound(f"domain {self.record.name} is gone: {error.message}") from None
+        except XendError:
+            pass
 
     def device_configure(self, kind_name: str, idx: int, device: Device,
                          deadline: Deadline | None = None) -> DeviceInfo:
