@@ -454,7 +454,7 @@ _BACKENDS = {BlkifStatus: "blkif backend", NetifStatus: "netif backend"}
 # What a backend's answer means to the client that asked: a device or interface that is
 # there already (409) or not there (404, e.g. its domain is going) is no hypervisor failure.
 _HTTP_STATUS = {"INTERFACE_EXISTS": 409, "VBD_EXISTS": 409, "INTERFACE_CONNECTED": 409,
-                "INTERFACE_NOT_FOUND": 404, "VBD_NOT_FOUND": 404, "EXTENT_NOT_FOUND": 404}
+                "INTERFACE_NOT_FOUND": 404, "VBD_NOT_FOUND": 404}
 
 
 def check(response: Message, device: str) -> None:
