@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +18,9 @@ from xend_actors.web.gate import Door, Gate, Keys
 
 
 def new_keys(folder: Path | None = None) -> Keys:
-    folder = folder or Path(tempfile.mkdtemp(prefix="xend-keys-"))
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="xend-keys-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the tests leave no trace
     return Keys(Tokens(RecordDir(folder / "token")), Sessions(3600.0), FailureLimiter())
 
 
