@@ -76,7 +76,8 @@ def test_fingerprints_agree_with_the_der_bytes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("pin", ["ab" * 32, "AB:" * 31 + "AB", " ".join(["AB"] * 32)])
 def test_the_client_takes_a_fingerprint_in_any_case_with_or_without_colons(pin: str) -> None:
-    XendClient("https://127.0.0.1:1", fingerprint=pin)  # no connection before a request
+    client = XendClient("https://127.0.0.1:1", fingerprint=pin)  # no connection yet
+    assert client._pin == "AB:" * 31 + "AB"  # the form xend status prints, to compare with
 
 
 @pytest.mark.parametrize("pin", ["AB:CD", "ZZ" * 32, "AB" * 33])
