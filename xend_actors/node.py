@@ -1,7 +1,9 @@
 """What the node is: the host's identity and size, as ``GET /xend/node/`` reports it.
 
 The uname fields come from the host; cores, clock and memory are the hypervisor's
-physinfo (facts §4.4), which its driver reports.
+physinfo (facts §4.4), which its driver reports. ``events_unwritten`` (ours) counts the
+events the event log could not write to disk (a full or read-only disk): they are
+kept in memory and written once the disk takes them again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class NodeInfo:
     version: str
     machine: str
     phys: PhysInfo
+    events_unwritten: int = 0  # events kept in memory only: the disk refused them
 
     def sxpr(self) -> sxp.Value:
         hypervisor = [["hypervisor", self.phys.hypervisor]] if self.phys.hypervisor else []
@@ -50,10 +53,11 @@ class NodeInfo:
             ["memory", str(self.phys.memory_mb)],
             ["free_memory", str(self.phys.free_memory_mb)],
             *hypervisor,
+            ["events_unwritten", str(self.events_unwritten)],
         ]
 
 
-def node_info(phys: PhysInfo) -> NodeInfo:
+def node_info(phys: PhysInfo, events_unwritten: int = 0) -> NodeInfo:
     uname = os.uname()
     return NodeInfo(uname.sysname, uname.nodename, uname.release, uname.version,
-                    uname.machine, phys)
+                    uname.machine, phys, events_unwritten)

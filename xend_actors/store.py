@@ -240,7 +240,11 @@ def detect_host_reboot(store: Store, runtime_dir: Path, boot_id_file: Path = BOO
     # Recorded only after the clean-up, so a crash half-way repeats it on the next start;
     # and only when it changed, so a full disk does not stop xend from starting.
     if previous != current:
-        atomic_write(lastboot, f"{current}\n".encode())
+        try:
+            atomic_write(lastboot, f"{current}\n".encode())
+        except OSError as error:  # a first start on a full disk: start anyway
+            log.warning("Cannot record this boot in %s (%s): a host reboot before it is "
+                        "recorded will not be noticed", lastboot, error)
     return rebooted
 
 

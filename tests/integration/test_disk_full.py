@@ -113,6 +113,8 @@ def test_create_on_a_full_disk_is_507_and_leaves_nothing(
         assert xend.post("/xend/domain/", op="create",
                          config=sxp.show(sim_vm("lost"))).status_code == 507
     assert "Cannot write the event log" in xend.home.logfile.read_text()
+    # ... and the node says how many events wait for the disk.
+    assert int(sxp.child_value(xend.get_sxp("/xend/node"), "events_unwritten")) > 0
 
     # What frees space works on a full disk.
     assert xend.op("ends-by-destroy", "destroy", reason="halt").status_code == 200
@@ -129,6 +131,7 @@ def test_create_on_a_full_disk_is_507_and_leaves_nothing(
     # log says with their number.
     wait_for(lambda: re.search(r"Event log \S+ written again: [1-9]\d* events were written "
                                r"late", xend.home.logfile.read_text()), what="the catch-up")
+    assert sxp.child_value(xend.get_sxp("/xend/node"), "events_unwritten") == "0"
     logged = (xend.home.dbroot / "events").read_text().splitlines()
     assert [line for line in logged
             if "(name xend.domain.destroy) (value (ends-by-destroy" in line]
@@ -150,6 +153,28 @@ def test_xend_starts_on_a_full_disk_and_keeps_its_domains(
     disk.free()
     xend.create(sim_vm("room"))
     assert sorted(xend.names()) == ["Domain-0", "room", "survivor"]
+
+
+def test_xend_starts_for_the_first_time_on_a_full_disk(xend_home: Callable[..., XendHome]) -> None:
+    home = xend_home()
+    disk = SmallDisk(home.dbroot)
+    try:
+        disk.fill()
+        home.start()
+        xend = Xend(home)
+        try:
+            assert xend.names() == ["Domain-0"]
+            assert xend.error(xend.post("/xend/domain/", op="create",
+                                        config=sxp.show(sim_vm("no-room"))), 507)
+            disk.free()
+            xend.create(sim_vm("room"))
+            assert sorted(xend.names()) == ["Domain-0", "room"]
+        finally:
+            xend.close()
+    finally:
+        home.stop()
+        home.kill_simhv()
+        disk.unmount()
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
 from xend_actors.hypervisor.ring.messages import Message
-from xend_actors.store import RecordDir
+from xend_actors.store import RecordDir, StoreError
 from xend_actors.sxp import Value, child_value
 from xend_actors.trace import TracedActor
 
@@ -287,7 +287,11 @@ class DomainTable(TracedActor):
         record = DomainRecord(hv.domid, name)
         log.info("Adopting domain %s (id %s)", record.name, record.domid)
         entry = self._add(record, hv)
-        self._ask(entry.domain.save())
+        try:
+            self._ask(entry.domain.save())
+        except StoreError as error:  # a full disk: the domain is served all the same
+            log.warning("Domain %s is adopted without a record: %s; it is written with "
+                        "its next change", record.name, error.message)
         self._events.publish("xend.domain.create", [record.name, str(record.domid)])
         return entry
 

@@ -101,6 +101,10 @@ class EventBus(TracedActor):
         """The number of the last event published."""
         return self._seq
 
+    def unwritten(self) -> int:
+        """How many events are kept in memory only, since the disk refused them."""
+        return self._log.unwritten
+
     def since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Up to ``limit`` delivered events numbered after ``seq``, oldest first.
 
@@ -146,3 +150,4 @@ class EventBusProxy(ActorMemberMixin, pykka.ActorProxy[EventBus]):
     unsubscribe = proxy_method(EventBus.unsubscribe)
     last_seq = proxy_method(EventBus.last_seq)
     since = proxy_method(EventBus.since)
+    unwritten = proxy_method(EventBus.unwritten)

@@ -24,9 +24,11 @@ class NodeResource(Resource):
     def __init__(self, services: Services) -> None:
         self.hypervisor = services.hypervisor
         self.notifier = services.notifier
+        self.events = services.events
 
     def get(self, request: Request, **url_args: str) -> sxp.Value:
-        return node_info(answer(self.hypervisor.physinfo(), "the hypervisor")).sxpr()
+        phys = answer(self.hypervisor.physinfo(), "the hypervisor")
+        return node_info(phys, answer(self.events.unwritten(), "the event bus")).sxpr()
 
     @op("shutdown", "reboot")
     def host_power(self, request: Request) -> None:
