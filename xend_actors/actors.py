@@ -58,6 +58,12 @@ class Deadline:
         return Deadline(self.at - margin, max(0.0, self.remaining() - margin))
 
 
+def within(deadline: Deadline | None, cap: float) -> Deadline:
+    """A wait of at most ``cap`` seconds that ends before ``deadline`` (if any) does."""
+    inner = None if deadline is None else deadline.inner()
+    return inner if inner is not None and inner.remaining() <= cap else Deadline.after(cap)
+
+
 class ActorGone(XendError):
     """The actor stopped before it answered (it finished its work, or failed)."""
 
@@ -84,6 +90,14 @@ def ask(future: pykka.Future[T], what: str = "an actor",
         raise ActorGone(f"{what} stopped before it answered; try again") from None
 
 
+def is_bug(error: BaseException) -> bool:
+    """Whether ``error`` is a bug (the state it leaves cannot be trusted), not the world
+    failing (bad input, a full disk, a peer or an actor gone): what crashes a
+    ``Supervised`` actor."""
+    return isinstance(error, Exception) and not isinstance(
+        error, (XendError, OSError, pykka.ActorDeadError))
+
+
 class Supervised(pykka.ThreadingActor):
     """An actor that crashes on a bug (see the module's docstring): pykka's
     ``on_failure`` calls ``tell_supervisor``, its subclass's way to tell the parent;
@@ -91,6 +105,7 @@ class Supervised(pykka.ThreadingActor):
 
     _crashed = False
     _told = False
+    recovery = "was restarted"  # what its parent does once it failed, for its callers
 
     def describe(self) -> str:
         return str(self.actor_ref)
@@ -100,11 +115,11 @@ class Supervised(pykka.ThreadingActor):
     def _handle_receive(self, message: Any) -> Any:
         try:
             return super()._handle_receive(message)
-        except (XendError, OSError, pykka.ActorDeadError):
-            raise  # the world failed (bad input, a full disk, a peer gone), not the actor
         except Exception as error:
+            if not is_bug(error):
+                raise  # the world failed, not the actor
             failure = ActorFailed(f"{self.describe()} failed ({type(error).__name__}: "
-                                  f"{error}) and was restarted; try again")
+                                  f"{error}) and {self.recovery}; try again")
             self._crash(error, failure)
             raise failure from error
 
@@ -112,7 +127,7 @@ class Supervised(pykka.ThreadingActor):
         if self._crashed:
             return
         self._crashed = True
-        log.error("%s failed; restarting it", self.describe(), exc_info=error)
+        log.error("%s failed; its %s", self.describe(), "parent puts it right", exc_info=error)
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         # The callers still waiting: answered now, not at their timeouts. Only this

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import Supervised
+from xend_actors.actors import Deadline, Supervised, ask, within
 from xend_actors.config import XendConfig
 from xend_actors.device.claims import BlockClaimsProxy
 from xend_actors.device.config import VbdConfig
@@ -66,8 +66,9 @@ class BlkifController(Supervised, TracedActor):
 
     # --- attaching and detaching ------------------------------------------------------------
 
-    def attach(self, idx: int, vbd: VbdConfig) -> VbdInfo:
-        """Attach ``vbd`` as device ``idx``; XendError (nothing left behind) if it fails."""
+    def attach(self, idx: int, vbd: VbdConfig, deadline: Deadline | None = None) -> VbdInfo:
+        """Attach ``vbd`` as device ``idx``, each wait ending before ``deadline``;
+        XendError (nothing left behind) if it fails."""
         if idx in self._vbds:
             raise Conflict(f"domain {self._domid} already has vbd {idx}")
         what = f"vbd {vbd.dev} ({vbd.uname})"
@@ -78,8 +79,8 @@ class BlkifController(Supervised, TracedActor):
         try:
             bound = bind(self._config, vbd.uname)
             undo.append(lambda: unbind(self._config, bound, vbd.uname))
-            self._claims.claim(bound.node, self._domid, vbd.writable,
-                               not vbd.shared_ok).get(timeout=CLAIM_TIMEOUT)
+            ask(self._claims.claim(bound.node, self._domid, vbd.writable, not vbd.shared_ok),
+                "the block claims", within(deadline, CLAIM_TIMEOUT))
             undo.append(lambda: self._claims.release(bound.node, self._domid, vbd.writable))
             device = self._driver.attach_backing(bound.node, readonly=not vbd.writable)
             undo.append(lambda: self._driver.detach_backing(device))

@@ -26,12 +26,12 @@ from typing import Protocol
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import Supervised
+from xend_actors.actors import Deadline, Supervised, ask, within
 from xend_actors.config import XendConfig
 from xend_actors.device.config import VifConfig
 from xend_actors.device.info import DeviceInfo, VifInfo
 from xend_actors.device.network import NetworkProxy
-from xend_actors.device.scripts import run_script
+from xend_actors.device.scripts import SCRIPT_TIMEOUT, run_script
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.hypervisor.ring import messages as m
@@ -76,8 +76,9 @@ class NetifController(Supervised, TracedActor):
 
     # --- attaching and detaching ------------------------------------------------------------
 
-    def attach(self, idx: int, vif: VifConfig) -> VifInfo:
-        """Attach ``vif`` as vif ``idx``; XendError (nothing left behind) if it fails."""
+    def attach(self, idx: int, vif: VifConfig, deadline: Deadline | None = None) -> VifInfo:
+        """Attach ``vif`` as vif ``idx``, each wait ending before ``deadline``; XendError
+        (nothing left behind) if it fails."""
         if idx in self._vifs:
             raise Conflict(f"domain {self._domid} already has vif {idx}")
         link = link_name(self._domid, idx)
@@ -87,8 +88,9 @@ class NetifController(Supervised, TracedActor):
         self._send(m.NetifBeCreate(self._domid, idx, vif.mac), what)
         try:
             if vif.vifname:
-                self._network.rename_link(link, vif.vifname).get(timeout=RENAME_TIMEOUT)
-            self._script("up", info)
+                ask(self._network.rename_link(link, vif.vifname), "the network",
+                    within(deadline, RENAME_TIMEOUT))
+            self._script("up", info, deadline)
         except Exception as error:
             self._take_down(info, script=False)
             if isinstance(error, XendError):
@@ -99,7 +101,7 @@ class NetifController(Supervised, TracedActor):
             self._to_frontend(info, m.InterfaceStatus.DISCONNECTED)
         return info
 
-    def configure(self, idx: int, vif: VifConfig) -> VifInfo:
+    def configure(self, idx: int, vif: VifConfig, deadline: Deadline | None = None) -> VifInfo:
         """Change the bridge, script or addresses of vif ``idx`` (not its mac): the old
         script takes it down, the new one brings it up."""
         old = self._info(idx)
@@ -107,9 +109,9 @@ class NetifController(Supervised, TracedActor):
             raise Conflict(f"vif {idx}: the mac cannot be changed ({old.mac})")
         new = replace(old, bridge=vif.bridge or self._config.vif_bridge,
                       script=vif.script or self._config.vif_script, ips=vif.ips)
-        self._script("down", old)
+        self._script("down", old, deadline)
         try:
-            self._script("up", new)
+            self._script("up", new, deadline)
         except XendError:
             self._script("up", old)
             raise
@@ -188,14 +190,15 @@ class NetifController(Supervised, TracedActor):
     def _send(self, message: m.Message, what: str) -> None:
         m.check(self._driver.send_control(BACKEND_DOMID, message), what)
 
-    def _script(self, op: str, info: VifInfo) -> None:
+    def _script(self, op: str, info: VifInfo, deadline: Deadline | None = None) -> None:
         words = [op, f"vif={info.link}", f"domain={self._name}", f"mac={info.mac}",
                  f"bridge={info.bridge}",
                  f"antispoof={'yes' if self._config.vif_antispoof else 'no'}"]
         if info.ips:
             words.append(f"ip={' '.join(info.ips)}")
         run_script(self._config, info.script, words,
-                   what=f"vif {info.idx} ({info.link}): vif script {info.script} {op}")
+                   what=f"vif {info.idx} ({info.link}): vif script {info.script} {op}",
+                   timeout=within(deadline, SCRIPT_TIMEOUT).remaining())
 
     def _take_down(self, info: VifInfo, *, script: bool) -> None:
         """Script down (if it ran), disconnect, destroy; failures are logged."""

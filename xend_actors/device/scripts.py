@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xend_actors.config import XendConfig
-from xend_actors.errors import XendError
+from xend_actors.errors import Timeout, XendError
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,22 @@ def find_script(config: XendConfig, name: str) -> Path:
 
 
 def run_script(config: XendConfig, name: str, args: Sequence[str], *,
-               what: str) -> list[str]:
-    """Run script ``name`` with ``args``; its output lines. ``what`` names the job in errors."""
+               what: str, timeout: float = SCRIPT_TIMEOUT) -> list[str]:
+    """Run script ``name`` with ``args`` for at most ``timeout`` s; its output lines.
+    ``what`` names the job in errors."""
     path = find_script(config, name)
     argv = [*_interpreter(path), str(path), *args]
     env = {**os.environ, "XEND_RUN_DIR": str(config.run_dir)}
     log.debug("Running %s", argv)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT,
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=env, check=False)
     except FileNotFoundError:
         raise XendError(f"{what}: script {path} not found") from None
     except PermissionError:
         raise XendError(f"{what}: script {path} is not executable") from None
     except subprocess.TimeoutExpired:
-        raise XendError(f"{what}: script {path} did not finish in {SCRIPT_TIMEOUT:g} s") from None
+        raise Timeout(f"{what}: script {path} did not finish in {timeout:.3g} s") from None
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         why = lines[-1] if lines else f"exit status {done.returncode}"

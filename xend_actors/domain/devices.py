@@ -95,12 +95,15 @@ class DomainDevices:
             raise BadRequest(f"{sxp_kind(kind_of(device))}: backend domain {device.backend} "
                              "is not supported: domain 0 runs every backend here")
         if isinstance(device, VbdConfig):
-            return self._ask(self._blkif_controller().attach(idx, device), deadline)
-        return self._ask(self._netif_controller().attach(idx, device), deadline)
+            return self._ask(self._blkif_controller().attach(idx, device, _inner(deadline)),
+                             deadline)
+        return self._ask(self._netif_controller().attach(idx, device, _inner(deadline)),
+                         deadline)
 
     def configure_vif(self, idx: int, vif: VifConfig,
                       deadline: Deadline | None = None) -> VifInfo:
-        return self._ask(self._netif_controller().configure(idx, vif), deadline)
+        return self._ask(self._netif_controller().configure(idx, vif, _inner(deadline)),
+                         deadline)
 
     def detach(self, kind: type[Device], idx: int, deadline: Deadline | None = None) -> None:
         if kind is VbdConfig:
@@ -189,6 +192,12 @@ class DomainDevices:
     def _ask(future: pykka.Future[T], deadline: Deadline | None = None) -> T:
         return ask(future, "a device controller",
                    DEVICE_TIMEOUT if deadline is None else deadline.inner())
+
+
+def _inner(deadline: Deadline | None) -> Deadline | None:
+    """What a controller is given of ``deadline``: the ask to it ends then too, so its
+    own waits (``actors.within``) end a margin before."""
+    return None if deadline is None else deadline.inner()
 
 
 def find_device(devices: Sequence[DeviceInfo], kind: type[Device], idx: int,

@@ -222,14 +222,16 @@ class Domain(Supervised, TracedActor):
         self._table.gone(self.domid)
         self.stop()  # pykka's: stops after this message, without waiting
 
-    def configure(self, config: DomainConfig) -> DomainRecord:
-        """Give an adopted bare domain its configuration (restore and migration)."""
+    def configure(self, config: DomainConfig, deadline: Deadline | None = None) -> DomainRecord:
+        """Give an adopted bare domain its configuration (restore and migration), its
+        devices attached within ``deadline``."""
         if self.record.config is not None:
             raise Conflict(f"Domain already configured: {self.domid}")
         self.record = replace(self.record, config=config, name=config.name)
         try:
             self.record = replace(self.record,
-                                  devices=self._held_devices.attach_all(config.devices))
+                                  devices=self._held_devices.attach_all(config.devices,
+                                                                        deadline))
             console_port = self._open_console(config)
         except XendError:
             self._held_devices.release()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from xend_actors.actors import ask
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.record import DomainInfo
 from xend_actors.domain.table import DomainTableProxy
@@ -26,17 +26,17 @@ from xend_actors.transfer import rollback
 
 CONFIGURE_TIMEOUT = 120.0  # attaching devices may run scripts
 
-
 def _nothing() -> None:
     pass
 
 
 @contextlib.contextmanager
-def intended(table: DomainTableProxy, config: DomainConfig) -> Iterator[None]:
+def intended(table: DomainTableProxy, config: DomainConfig,
+             deadline: Deadline) -> Iterator[None]:
     """``config.name`` held and recorded as intended while the domain is made and brought
     up inside (Conflict if the name is taken, here or in the hypervisor); the intent is
     dropped when the domain's record is written, or here if what runs inside fails."""
-    ask(table.intend(config))
+    ask(table.intend(config), "the domain table", deadline)
     try:
         yield
     except BaseException:
@@ -46,13 +46,18 @@ def intended(table: DomainTableProxy, config: DomainConfig) -> Iterator[None]:
 
 
 def bring_up(driver: Driver, table: DomainTableProxy, domid: int, config: DomainConfig,
+             inner: Callable[[float], Deadline],
              load: Callable[[], None] = _nothing) -> DomainInfo:
     """Domain ``domid``, just made by ``driver``, adopted as ``config.name``, configured,
     ``load``-ed (its state, or a migration's commit) and unpaused; its info once it runs.
-    On any failure before it runs it is destroyed (``rollback.discard``)."""
+    A step that takes at most ``cap`` s waits until ``inner(cap)``: the transfer's
+    deadline for it (``Context.inner``). On any failure before it runs it is destroyed
+    (``rollback.discard``)."""
+    what = f"domain {domid}"
     with rollback.discarded_on_failure(driver, table, domid):
-        domain = ask(table.take_in(domid, config.name))
-        ask(domain.configure(config), timeout=CONFIGURE_TIMEOUT)
+        domain = ask(table.take_in(domid, config.name), "the domain table", inner(ASK_TIMEOUT))
+        configuring = inner(CONFIGURE_TIMEOUT)
+        ask(domain.configure(config, configuring.inner()), what, configuring)
         load()
-        ask(domain.unpause())
-    return ask(table.info(str(domid)))
+        ask(domain.unpause(), what, inner(ASK_TIMEOUT))
+    return ask(table.info(str(domid)), "the domain table", inner(ASK_TIMEOUT))

@@ -1,17 +1,22 @@
 """What every transfer session shares (``Context``), and how a session keeps its record
-in the store's ``migrate/`` folder and tells its events.
+in the store's ``migrate/`` folder, holds names, tells its events and bounds its waits.
 
-The Transfer actor makes one Context; each TransferSession actor gets it. In it: the
-driver, the DomainTable and event bus proxies, the ``migrate/`` folder, the session
-numbers, ``Moving`` (``moving.py``), which refuses a second transfer of a domain
-while one runs, and the ``Dialer`` a migration out connects with (``xfr/tls.py``).
+The Transfer actor makes one Context; each TransferSession actor gets its own copy
+(``for_session``) sharing the driver, the DomainTable and event bus proxies, the
+``migrate/`` folder, the session numbers, ``Moving`` (``moving.py``), which refuses a
+second transfer of a domain while one runs, and the ``Dialer`` a migration out connects
+with (``xfr/tls.py``). Its own are the request's ``Deadline`` and what it holds now:
+the records it keeps and the names it holds. A session that ends on a bug leaves both
+(``Leftovers``) for the Transfer actor to put back, as a restarted xend would.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from xend_actors.actors import ASK_TIMEOUT, Deadline, is_bug, within
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import XendError
 from xend_actors.events.bus import EventBusProxy
@@ -21,6 +26,16 @@ from xend_actors.transfer import records
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import MigrateRecord, SaveRecord, SessionRecord
 from xend_actors.transfer.xfr.tls import Dialer
+
+MIN_WAIT = 0.01  # seconds
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a session that died held: its records' keys and the names it held."""
+
+    records: tuple[str, ...]
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,46 @@ class Context:
     ids: Iterator[int]
     moving: Moving = field(default_factory=Moving)
     dialer: Dialer = field(default_factory=Dialer)  # plain TCP, without a config
+    deadline: Deadline | None = None  # the request's; None: outside any (ASK_TIMEOUT)
+    kept: set[str] = field(default_factory=set)  # this session's records in the store
+    held: set[str] = field(default_factory=set)  # and the names it holds
+
+    def for_session(self, deadline: Deadline | None = None) -> Context:
+        """This context as one session's: its request's deadline, nothing held yet."""
+        return replace(self, deadline=deadline, kept=set(), held=set())
+
+    def inner(self, cap: float = ASK_TIMEOUT) -> Deadline:
+        """The deadline of one wait of this session: at most ``cap`` seconds, and over
+        before the request's own (``Deadline.inner``) while the request waits. Once the
+        request was answered (504: the transfer goes on, as it said), each wait has its
+        ``cap``."""
+        waiting = self.deadline is not None and self.deadline.inner().remaining() > 0
+        return within(self.deadline if waiting else None, cap)
+
+    def seconds(self, cap: float) -> float:
+        """``inner(cap)`` as seconds for a socket or a join: never 0 (non-blocking)."""
+        return max(self.inner(cap).remaining(), MIN_WAIT)
+
+    def leftovers(self) -> Leftovers:
+        return Leftovers(tuple(sorted(self.kept)), tuple(sorted(self.held)))
+
+    @contextlib.contextmanager
+    def holding(self, name: str, doing: str) -> Iterator[None]:
+        """Domain ``name`` held (``Moving``) while ``doing`` it inside; a bug leaves it
+        held for the Transfer actor to release once it put back what the session left."""
+        self.moving.take(name, doing)
+        self.held.add(name)
+        try:
+            yield
+        except BaseException as error:
+            if not is_bug(error):
+                self.release(name)
+            raise
+        self.release(name)
+
+    def release(self, name: str) -> None:
+        self.held.discard(name)
+        self.moving.release(name)
 
     def session_id(self) -> str:
         """The key of a new session."""
@@ -39,17 +94,32 @@ class Context:
 
     def keep(self, record: SessionRecord) -> None:
         """Keep ``record`` in the store while its transfer runs (``drop`` ends it)."""
+        self.kept.add(record.id)
         self.sessions.write(record.id, records.to_sxpr(record))
 
     def announce(self, event: str, name: str, domid: int,
                  record: SaveRecord | MigrateRecord) -> None:
         """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
         value = records.to_sxpr(record)
+        self.kept.add(record.id)
         self.sessions.write(record.id, value)
         self.events.publish(event, [name, str(domid), record.state.value, value])
 
     def drop(self, record: SessionRecord) -> None:
         self.sessions.delete(record.id)
+        self.kept.discard(record.id)
+
+    @contextlib.contextmanager
+    def dropped_after(self, record: SessionRecord) -> Iterator[None]:
+        """``record`` dropped once the work inside ends, unless a bug ended it: then it
+        stays, for the Transfer actor to put back what it says."""
+        try:
+            yield
+        except BaseException as error:
+            if not is_bug(error):
+                self.drop(record)
+            raise
+        self.drop(record)
 
 
 def first_session_id(sessions: RecordDir) -> int:
@@ -58,8 +128,13 @@ def first_session_id(sessions: RecordDir) -> int:
     return 1 + max((int(k) for k in keys if k.isdigit()), default=0)
 
 
-def failed(what: str, error: Exception) -> XendError:
-    """A session's failure as its caller sees it: ``save failed: why``."""
+def failed(what: str, error: Exception, left: str = "") -> Exception:
+    """A session's failure as its caller sees it: ``save failed: why``, and for a wait
+    that ran out of time (504) where it ``left`` the domain; a bug as it is, for the
+    session to crash on."""
+    if is_bug(error):
+        return error
     if isinstance(error, XendError):
-        return XendError(f"{what} failed: {error.message}", status=error.status)
+        where = f"; {left}" if left and error.status == 504 else ""
+        return XendError(f"{what} failed: {error.message}{where}", status=error.status)
     return XendError(f"{what} failed: {error}")

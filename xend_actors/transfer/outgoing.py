@@ -31,10 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from xend_actors.actors import ASK_TIMEOUT
+from xend_actors.actors import ASK_TIMEOUT, is_bug
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
-from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import BadGateway, XendError
 from xend_actors.hypervisor.base import StreamProgress, StreamResult, StreamState
 from xend_actors.transfer import rollback, xfr
@@ -84,16 +83,19 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
     try:
         with contextlib.closing(_connect(context, host, port)) as channel:
             if isinstance(driver, StreamState):
-                newid, downtime = _send_stream(driver, context.table, info, channel, live,
+                newid, downtime = _send_stream(context, driver, info, channel, live,
                                                resource, report, committing)
             else:
-                newid, downtime = _send_paged(driver, context.table, domain, info, channel,
+                newid, downtime = _send_paged(context, driver, domain, info, channel,
                                               live, resource, report)
     except Exception as error:
         log.error("Migrating domain %s to %s:%s failed: %s", info.name, host, port, error)
         tell(replace(record, state=SessionState.ERROR))
+        if is_bug(error):
+            raise  # the record stays: the Transfer actor puts back what it says
         context.drop(record)
-        raise failed("migrate", _as_peer_failure(error)) from None
+        raise failed("migrate", _as_peer_failure(error),
+                     rollback.left(driver, info.domid)) from None
     duration = time.monotonic() - started
     tell(replace(record, state=SessionState.OK,
                  dst=Destination(host, newid, downtime, duration)))
@@ -103,7 +105,7 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
     return f"http://{host}:{port}/xend/domain/{newid}"
 
 
-def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProxy,
+def _send_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
                 info: DomainInfo, channel: xfr.Channel, live: bool, mbit: int,
                 report: Callable[[Progress], None]) -> tuple[int, float]:
     """Migrate a domain whose state is pages: (its new id, how long it was stopped) once
@@ -120,16 +122,16 @@ def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProx
         try:
             pages = sender.precopy() if live else range(sender.pages)
             stopped = time.monotonic()
-            stop.suspend()
+            stop.suspend(context.inner(rollback.SUSPEND_TIMEOUT))
             if not live:
                 driver.dirty_pages(domid)  # all pages go: the log starts afresh
             sender.stopcopy(pages)
         except xfr.XfrError as error:
             raise _peer_reason(channel, error) from None
-        channel.sock.settimeout(BUILD_TIMEOUT)
+        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))
         reply = _built(channel, "could not build the domain")
         # From here there is no way back: the destination runs it on our commit.
-        rollback.destroy(table, domid)
+        rollback.destroy(context.table, domid)
         destroyed = True
         channel.send(xfr.OK)
         channel.expect_ok("the commit")
@@ -142,7 +144,7 @@ def _send_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProx
         raise
 
 
-def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo,
+def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
                  channel: xfr.Channel, live: bool, mbit: int,
                  report: Callable[[Progress], None],
                  committing: Callable[[int], None]) -> tuple[int, float]:
@@ -162,9 +164,9 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
         channel.expect_ok("the connection")
         channel.send(xfr.Xfr(domid, info.sxpr(), _memory_mb(info) << 20, live, driver.kind,
                              driver.describe(domid)))
-        channel.sock.settimeout(BUILD_TIMEOUT)  # it makes the machine
+        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))  # it makes the machine
         channel.expect_ok(f"domain {info.name}")
-        channel.sock.settimeout(STREAM_TIMEOUT)
+        channel.sock.settimeout(context.seconds(STREAM_TIMEOUT))
 
         def progress(step: StreamProgress) -> None:
             report(Progress.since(started, Phase.STOPCOPY if step.stopped else Phase.PRECOPY,
@@ -180,7 +182,7 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
         sent = True
         channel.send(xfr.Data(0))
         report(Progress.since(started, Phase.COMMIT, result.sent, result.sent))
-        channel.sock.settimeout(BUILD_TIMEOUT)
+        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))
         reply = _built(channel, "could not load the domain")
         # From here there is no way back: the destination runs it on our commit.
         committing(reply.newid)
@@ -188,13 +190,13 @@ def _send_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
         channel.send(xfr.OK)
         channel.expect_ok("the commit")
         downtime = time.monotonic() - result.stopped_at
-        rollback.destroy(table, domid)
+        rollback.destroy(context.table, domid)
         destroyed = True
         return reply.newid, downtime
     except BaseException as error:
         if committed:
             if not destroyed:
-                rollback.discard(driver, table, domid)
+                rollback.discard(driver, context.table, domid)
             raise BadGateway(f"domain {domid} was handed over but {channel.peer} did not "
                              f"confirm it runs: {error}") from None
         if sent and not info.paused:
@@ -259,7 +261,7 @@ def _as_peer_failure(error: Exception) -> Exception:
 def _connect(context: Context, host: str, port: int) -> xfr.Channel:
     if context.dialer.refusal:  # this host's config, not the peer: no 502
         raise XendError(context.dialer.refusal)
-    sock = context.dialer.connect(host, port, CONNECT_TIMEOUT)
+    sock = context.dialer.connect(host, port, context.seconds(CONNECT_TIMEOUT))
     return xfr.Channel(sock, f"relocation peer {host}:{port}", STREAM_TIMEOUT)
 
 

@@ -45,7 +45,7 @@ class SaveRecord:
 class RestoreRecord:
     id: str
     file: str
-    domid: int | None = None  # a stream driver's domain, made before its state comes
+    domid: int | None = None  # the domain once made (a stream's before its state comes)
 
 
 @dataclass(frozen=True)

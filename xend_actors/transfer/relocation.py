@@ -42,7 +42,7 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
-from xend_actors.actors import ask
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask
 from xend_actors.config import XendConfig
 from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.table import DomainTableProxy
@@ -228,7 +228,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
     incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     try:
-        with intended(incoming.table, config):
+        with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT)):
             if isinstance(driver, StreamState):
                 domid = driver.prepare_incoming(config.name, offer.meta)
             else:
@@ -237,7 +237,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
             with rollback.discarded_on_failure(driver, incoming.table, domid):
                 made = replace(record, dst=replace(record.dst, domid=domid))
                 incoming.sessions.write(session, records.to_sxpr(made))
-            bring_up(driver, incoming.table, domid, config,
+            bring_up(driver, incoming.table, domid, config, Deadline.after,
                      lambda: _hand_over(channel, address, driver, domid, offer))
         channel.send(xfr.OK)
     except BaseException as error:

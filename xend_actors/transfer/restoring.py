@@ -54,12 +54,15 @@ def run(context: Context, driver: MovableDriver, path: Path) -> DomainInfo:
 
 def _restore_paged(context: Context, driver: PagedDriver, path: Path,
                    image: savefile.SaveImage, config: DomainConfig) -> DomainInfo:
-    with _restoring(context, path, config), intended(context.table, config):
+    with (_restoring(context, path, config) as record,
+          intended(context.table, config, context.inner())):
         began = time.monotonic()
         domid = driver.restore_state(config.name, config.memory_mb, image.payload)
+        with rollback.discarded_on_failure(driver, context.table, domid):
+            context.keep(replace(record, domid=domid))  # what to destroy if all else fails
         size = len(image.payload)
         _progress(context, config.name, domid, Progress.since(began, Phase.RESTORE, size, size))
-        info = bring_up(driver, context.table, domid, config)
+        info = bring_up(driver, context.table, domid, config, context.inner)
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
 
@@ -76,14 +79,15 @@ def _restore_stream(context: Context, driver: StreamDriver, path: Path) -> Domai
             return _restore_from(context, driver, reader, checking, config)
     finally:
         with contextlib.suppress(BaseException):  # done with the file before it closes
-            checking.finish(STREAM_TIMEOUT)
+            checking.finish(STREAM_TIMEOUT)  # after the restore: its own wait
         reader.close()
 
 
 def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reader,
                   checking: Background, config: DomainConfig) -> DomainInfo:
     path = reader.path
-    with _restoring(context, path, config) as record, intended(context.table, config):
+    with (_restoring(context, path, config) as record,
+          intended(context.table, config, context.inner())):
         domid = driver.prepare_incoming(config.name, reader.header.meta)
         with rollback.discarded_on_failure(driver, context.table, domid):
             context.keep(replace(record, domid=domid))
@@ -96,13 +100,13 @@ def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reade
                                                 reader.header, loaded), "restore-progress")
             try:
                 driver.receive_state(domid, fd)
-                checking.finish(STREAM_TIMEOUT)
-                driver.wait_received(domid, STREAM_TIMEOUT)
+                checking.finish(context.seconds(STREAM_TIMEOUT))
+                driver.wait_received(domid, context.seconds(STREAM_TIMEOUT))
             finally:
                 loaded.set()
                 watcher.finish(STREAM_TIMEOUT)
 
-        info = bring_up(driver, context.table, domid, config, load)
+        info = bring_up(driver, context.table, domid, config, context.inner, load)
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
 
@@ -115,8 +119,8 @@ def _restorable(context: Context, path: Path, info: sxp.Value) -> Iterator[Domai
     if vm is None:
         raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
     config = check_new_domain(parse_domain_config(vm))
-    with context.moving.held(config.name, "restored"):
-        if config.name in ask(context.table.names()):
+    with context.holding(config.name, "restored"):
+        if config.name in ask(context.table.names(), "the domain table", context.inner()):
             raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
         yield config
 
@@ -127,13 +131,12 @@ def _restoring(context: Context, path: Path, config: DomainConfig) -> Iterator[R
     record = RestoreRecord(context.session_id(), str(path))
     context.keep(record)
     log.info("Restoring domain %s from %s", config.name, path)
-    try:
-        yield record
-    except Exception as error:
-        log.error("Restoring from %s failed: %s", path, error)
-        raise failed("restore", error) from None
-    finally:
-        context.drop(record)
+    with context.dropped_after(record):
+        try:
+            yield record
+        except Exception as error:
+            log.error("Restoring from %s failed: %s", path, error)
+            raise failed("restore", error, "nothing was restored") from None
 
 
 def _watch(context: Context, name: str, domid: int, fd: int, header: savefile.Header,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pykka
 
-from xend_actors.actors import ask
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import NotFound, Timeout, XendError
@@ -43,16 +43,18 @@ class Suspension:
         self._was_paused = was_paused
         self._paused = self._suspend_asked = False
 
-    def suspend(self) -> None:
-        ask(self._domain.pause())
+    def suspend(self, deadline: Deadline) -> None:
+        """Suspended within ``deadline`` (the transfer's wait for it), else Timeout."""
+        what = f"domain {self._domid}"
+        ask(self._domain.pause(), what, deadline)
         self._paused = True
-        ask(self._domain.shutdown(ShutdownReason.SUSPEND))
+        ask(self._domain.shutdown(ShutdownReason.SUSPEND), what, deadline)
         self._suspend_asked = True
         # The request waits in the paused guest's ring; it must run to act on it, and
         # acts on it before anything typed since.
-        ask(self._domain.unpause())
+        ask(self._domain.unpause(), what, deadline)
         self._paused = False
-        wait_suspended(self._driver, self._domid)
+        wait_suspended(self._driver, self._domid, deadline)
 
     def undo(self) -> None:
         """The domain as it was before ``suspend``, as far as it got."""
@@ -64,9 +66,9 @@ class Suspension:
             _quietly(self._domain.unpause())
 
 
-def wait_suspended(driver: Driver, domid: int) -> None:
-    """Returns once the hypervisor reports ``domid`` shut down for suspend."""
-    deadline = time.monotonic() + SUSPEND_TIMEOUT
+def wait_suspended(driver: Driver, domid: int, deadline: Deadline) -> None:
+    """Returns once the hypervisor reports ``domid`` shut down for suspend; Timeout once
+    ``deadline`` passed."""
     while True:
         try:
             hv = driver.domain(domid)
@@ -76,8 +78,8 @@ def wait_suspended(driver: Driver, domid: int) -> None:
             return
         if hv.state.dead:
             raise XendError("Domain died")
-        if time.monotonic() > deadline:
-            raise Timeout(f"domain {domid} did not suspend within {SUSPEND_TIMEOUT:g} s")
+        if deadline.remaining() <= 0:
+            raise Timeout(f"domain {domid} did not suspend within {deadline.seconds:.3g} s")
         time.sleep(POLL_SECONDS)
 
 
@@ -95,9 +97,23 @@ def resume(driver: Driver, domid: int, was_paused: bool = False) -> None:
 
 
 def destroy(table: DomainTableProxy, domid: int) -> None:
-    """Destroy domain ``domid`` for good (it was saved, or it runs elsewhere now)."""
-    domain = ask(table.find(str(domid), guest_only=True))
-    ask(domain.destroy(ShutdownReason.HALT))
+    """Destroy domain ``domid`` for good (it was saved, or it runs elsewhere now). Its
+    wait is its own, not the request's: a destroy goes on past a wait cut short, and a
+    transfer waits for the step it cannot undo."""
+    deadline = Deadline.after(ASK_TIMEOUT)
+    domain = ask(table.find(str(domid), guest_only=True), "the domain table", deadline)
+    ask(domain.destroy(ShutdownReason.HALT, deadline.inner()), f"domain {domid}", deadline)
+
+
+def left(driver: Driver, domid: int) -> str:
+    """Where a failed transfer left domain ``domid``, as its 504 says it."""
+    try:
+        state = driver.domain(domid).state
+    except XendError:
+        return f"domain {domid} is gone"
+    if state.dead:
+        return f"domain {domid} is stopped"
+    return f"domain {domid} is {'paused' if state.paused else 'running'}"
 
 
 def discard(driver: Driver, table: DomainTableProxy, domid: int) -> None:

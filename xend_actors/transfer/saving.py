@@ -23,7 +23,6 @@ from pathlib import Path
 
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
-from xend_actors.domain.table import DomainTableProxy
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import StreamProgress, StreamState
 from xend_actors.transfer import rollback, savefile
@@ -57,34 +56,33 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
 
     context.announce(EVENT, info.name, info.domid, record)
     log.info("Saving domain %s (id %s) to %s", info.name, info.domid, path)
-    try:
-        if isinstance(driver, StreamState):
-            _save_stream(driver, context.table, info, path, report)
-        else:
-            _save_paged(driver, context.table, domain, info, path)
-            size = path.stat().st_size
-            report(StreamProgress(True, size, size))
-    except Exception as error:
-        log.error("Saving domain %s to %s failed: %s", info.name, path, error)
-        context.announce(EVENT, info.name, info.domid, replace(record, state=SessionState.ERROR))
-        raise failed("save", error) from None
-    else:
+    with context.dropped_after(record):
+        try:
+            if isinstance(driver, StreamState):
+                _save_stream(context, driver, info, path, report)
+            else:
+                _save_paged(context, driver, domain, info, path)
+                size = path.stat().st_size
+                report(StreamProgress(True, size, size))
+        except Exception as error:
+            log.error("Saving domain %s to %s failed: %s", info.name, path, error)
+            context.announce(EVENT, info.name, info.domid,
+                             replace(record, state=SessionState.ERROR))
+            raise failed("save", error, rollback.left(driver, info.domid)) from None
         context.announce(EVENT, info.name, info.domid, replace(record, state=SessionState.OK))
         log.info("Saved domain %s to %s", info.name, path)
-    finally:
-        context.drop(record)
 
 
-def _save_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProxy,
+def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
                 info: DomainInfo, path: Path) -> None:
     stop = rollback.Suspension(driver, domain, info.domid, info.paused)
     written = False
     try:
-        stop.suspend()
+        stop.suspend(context.inner(rollback.SUSPEND_TIMEOUT))
         state = driver.save_state(info.domid)
         savefile.write(path, savefile.SaveImage(info.sxpr(), state))
         written = True
-        rollback.destroy(table, info.domid)
+        rollback.destroy(context.table, info.domid)
     except BaseException:
         if written:
             path.unlink(missing_ok=True)
@@ -92,7 +90,7 @@ def _save_paged(driver: PagedDriver, table: DomainTableProxy, domain: DomainProx
         raise
 
 
-def _save_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo, path: Path,
+def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path: Path,
                  report: Callable[[StreamProgress], None]) -> None:
     """The hypervisor writes the state straight into the file while a thread hashes it;
     the domain is destroyed once the file is complete and fsynced."""
@@ -106,11 +104,11 @@ def _save_stream(driver: StreamDriver, table: DomainTableProxy, info: DomainInfo
             driver.send_state(domid, writer.fileno(), live=False, mbit=0, progress=report)
         finally:
             done.set()
-            follower.finish(STREAM_TIMEOUT)
+            follower.finish(context.seconds(STREAM_TIMEOUT))
         sent = True
         writer.commit()
         committed = True
-        rollback.destroy(table, domid)
+        rollback.destroy(context.table, domid)
     except BaseException:
         if committed:
             path.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ transfer of a domain while one runs (409).
 
 This actor keeps what outlives a session: a xend that starts again after dying
 mid-transfer puts back what a session left in the store's ``migrate/`` folder
-(``_recover``, the records read by ``records.py``), and the Relocation actor
+(``_recover``, the records read by ``records.py``). It supervises the sessions: one
+that a bug ended tells it what it left (``session_failed``), which it puts back the
+same way at once, then frees the names the session held. The Relocation actor
 (``relocation.py``), which takes migrations in when ``xend-relocation-server`` is on,
 is started and stopped by it. None of the DomainTable or Domain actors ever asks it.
 """
@@ -29,7 +31,7 @@ from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback
-from xend_actors.transfer.context import Context, first_session_id
+from xend_actors.transfer.context import Context, Leftovers, first_session_id
 from xend_actors.transfer.drivers import movable
 from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
 from xend_actors.transfer.relocation import Incoming, Relocation, RelocationProxy
@@ -75,19 +77,32 @@ class Transfer(TracedActor):
         or a migration out runs on (it would have been destroyed had it got away); one
         half-migrated in, or half-restored, is destroyed."""
         for key, value in self._sessions.load_all().items():
-            try:
-                self._put_back(records.from_sxpr(value))
-            except ValueError as error:
-                log.error("Transfer session %s cannot be put back: %s", key, error)
-            log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
-            self._sessions.delete(key)
+            self._put_back_session(key, value)
+
+    def session_failed(self, left: Leftovers) -> None:
+        """A session a bug ended left ``left``: put back what its records say, as a
+        restarted xend would, then free the names it held."""
+        for key in left.records:
+            value = self._sessions.read(key)
+            if value is not None:
+                self._put_back_session(key, value)
+        for name in left.names:
+            self._context.moving.release(name)
+
+    def _put_back_session(self, key: str, value: sxp.Value) -> None:
+        try:
+            self._put_back(records.from_sxpr(value))
+        except ValueError as error:
+            log.error("Transfer session %s cannot be put back: %s", key, error)
+        log.warning("Transfer session %s was interrupted: %s", key, sxp.show(value))
+        self._sessions.delete(key)
 
     def _put_back(self, record: records.SessionRecord) -> None:
         match record:
             case SaveRecord(domid=domid, paused=paused):
                 rollback.resume(self._driver, domid, bool(paused))
             case RestoreRecord(domid=int(domid)):
-                # a stream driver's, made before its state came
+                # made, not yet running (a stream driver's before its state came)
                 rollback.discard(self._driver, self._table, domid)
             case MigrateRecord(dst=dst) if record.incoming:
                 if dst.domid is not None:
@@ -105,10 +120,13 @@ class Transfer(TracedActor):
     def session(self) -> TransferSessionProxy:
         """A new TransferSession actor for one save, restore or migration; the caller
         stops it when that is done."""
-        return proxy_of(TransferSession.start(self._context), TransferSessionProxy)
+        supervisor = proxy_of(self.actor_ref, TransferProxy)
+        return proxy_of(TransferSession.start(self._context, supervisor.session_failed),
+                        TransferSessionProxy)
 
 
 class TransferProxy(ActorMemberMixin, pykka.ActorProxy[Transfer]):
     start_relocation = proxy_method(Transfer.start_relocation)
     ping = proxy_method(Transfer.ping)
     session = proxy_method(Transfer.session)
+    session_failed = proxy_method(Transfer.session_failed)

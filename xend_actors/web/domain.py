@@ -69,8 +69,8 @@ class DomainDirResource(Resource):
     @op("restore", params=(Param("file"),), status=201)
     def restore(self, request: Request, file: str) -> Reply:
         with _transfer_session(self.transfer) as session:
-            info = answer(session.restore(file), "the restore",
-                          self.services.deadline(OpKind.TRANSFER))
+            deadline = self.services.deadline(OpKind.TRANSFER)
+            info = answer(session.restore(file, deadline.inner()), "the restore", deadline)
         return Reply(info, 201, location=f"{request.host_url}xend/domain/{info.name}")
 
 
@@ -129,7 +129,8 @@ class DomainResource(Resource):
             deadline = self.services.deadline(OpKind.TRANSFER)
             with _said_where(f"save of {dom}", deadline, "the save goes on; watch "
                              "xend.domain.save.progress and xend.domain.died"):
-                answer(session.save(dom, file), f"the save of domain {dom}", deadline)
+                answer(session.save(dom, file, deadline.inner()), f"the save of domain {dom}",
+                       deadline)
         return "0"
 
     @op("migrate", params=(Param("destination"), optional("live", Kind.INT, default=0),
@@ -140,7 +141,8 @@ class DomainResource(Resource):
             deadline = self.services.deadline(OpKind.TRANSFER)
             with _said_where(f"migration of {dom}", deadline, "the migration goes on; watch "
                              "xend.domain.migrate.progress and xend.domain.died"):
-                url = answer(session.migrate(dom, destination, bool(live), resource),
+                url = answer(session.migrate(dom, destination, bool(live), resource,
+                                             deadline.inner()),
                              f"the migration of domain {dom}", deadline)
         return Reply(url, location=url)
 
