@@ -59,9 +59,13 @@ class Deadline:
 
 
 def within(deadline: Deadline | None, cap: float) -> Deadline:
-    """A wait of at most ``cap`` seconds that ends before ``deadline`` (if any) does."""
+    """A wait of at most ``cap`` seconds that ends before ``deadline`` (if any) does while
+    its request waits. Past it, the request was answered (504, saying the work goes on:
+    a slow create, a save) and each wait has its ``cap`` again."""
     inner = None if deadline is None else deadline.inner()
-    return inner if inner is not None and inner.remaining() <= cap else Deadline.after(cap)
+    if inner is None or inner.remaining() <= 0:
+        return Deadline.after(cap)
+    return inner if inner.remaining() <= cap else Deadline.after(cap)
 
 
 class ActorGone(XendError):

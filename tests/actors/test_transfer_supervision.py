@@ -1,8 +1,9 @@
 """Transfer sessions under supervision and within their request's deadline, in-process:
 a session a bug ends answers at once (503) and the Transfer actor puts back what it left
 as a restarted xend would; a step that runs out of the request's time fails inside it
-and says where the domain was left; a save that outlives its request (504) goes on to
-its end, visible in the events, and a retry of it is refused, not run twice.
+and says where the domain was left, as does a controller's hung script; a save or a
+create that outlives its request (504) goes on to its end, visible in the events, and a
+retry of it is refused, not run twice.
 
 Faults are injected by patching a function or the sim driver for one test; the web's
 domain handlers are called as a request would.
@@ -19,7 +20,7 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from tests.actors.test_supervision import HELD, Gate, running
-from tests.actors.xend import InProcessXend, _only, xend_in_process
+from tests.actors.xend import KERNEL, InProcessXend, _only, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors.actors import ask, proxy_of
 from xend_actors.errors import XendError
@@ -193,3 +194,37 @@ def test_a_hung_vif_script_ends_inside_the_hot_plugs_deadline(tmp_path: Path) ->
         assert took < 2.0, f"the 504 came after {took:.1f} s"
         assert ask(xend.table.devices("hp1")) == ()
         assert xend.domain("hp1") is not None
+
+
+def test_a_slow_create_reports_progress_and_its_retry_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = Gate()
+    build = SimDriver.build
+    monkeypatch.setattr(SimDriver, "build",
+                        lambda self, d, image: (gate.hold(), build(self, d, image))[1])
+    config = ["vm", ["name", "cr1"], ["memory", "32"], ["image", ["linux", ["kernel", KERNEL]]],
+              ["device", ["vif"]]]
+    with xend_in_process("(build-timeout 2)\n") as xend:
+        create = DomainDirResource(services(xend)).create
+        request = EnvironBuilder(path="/xend/domain/", method="POST").get_request()
+        try:
+            with pytest.raises(XendError) as timeout:
+                create(request, config)
+            assert timeout.value.status == 504
+            assert timeout.value.message.startswith("create of cr1 did not finish in 2 s; "
+                                                    "it is still being built")
+            # A retry is refused: the name is the first create's, not a second domain.
+            with pytest.raises(XendError) as again:
+                create(request, config)
+            assert again.value.status == 409
+        finally:
+            gate.go.set()
+        # The first create ends after its request did; its steps came as events.
+        created = wait_for(lambda: [v for v in xend.events_named("xend.domain.create")
+                                    if v[0] == "cr1"], HELD, "the create to end")
+        domid = cast(list[Any], created)[0][1]
+        phases = [v[2] for v in xend.events_named("xend.domain.create.progress")]
+        assert phases == [["progress", ["phase", p]] for p in ("loaded", "devices", "console")]
+        assert [v[:2] for v in xend.events_named("xend.domain.create.progress")] == [
+            ["cr1", domid]] * 3
+        assert xend.names().count("cr1") == 1

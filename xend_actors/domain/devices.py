@@ -24,7 +24,7 @@ from typing import TypeVar
 import pykka
 
 from xend_actors import sxp
-from xend_actors.actors import ASK_TIMEOUT, Deadline, ask, proxy_of
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask, proxy_of, within
 from xend_actors.config import XendConfig
 from xend_actors.device.blkif import BlkifController, BlkifProxy
 from xend_actors.device.claims import BlockClaimsProxy
@@ -190,8 +190,7 @@ class DomainDevices:
 
     @staticmethod
     def _ask(future: pykka.Future[T], deadline: Deadline | None = None) -> T:
-        return ask(future, "a device controller",
-                   DEVICE_TIMEOUT if deadline is None else deadline.inner())
+        return ask(future, "a device controller", within(deadline, DEVICE_TIMEOUT))
 
 
 def _inner(deadline: Deadline | None) -> Deadline | None:

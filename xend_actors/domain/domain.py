@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -65,6 +66,17 @@ if TYPE_CHECKING:
     from xend_actors.domain.table import DomainTableProxy
 
 log = logging.getLogger(__name__)
+
+CREATE_EVENT = "xend.domain.create"
+
+
+class BuildPhase(Enum):
+    """How far a build got: ``(progress (phase P))`` of ``xend.domain.create.progress``."""
+
+    LOADED = "loaded"  # the image is loaded (a qemu guest: its machine launched)
+    DEVICES = "devices"  # its vbds and vifs attached
+    CONSOLE = "console"  # its console open; ``xend.domain.create`` follows
+
 
 CONSOLE_TIMEOUT = 30.0  # opening a console waits for the hypervisor's console channel
 
@@ -177,18 +189,27 @@ class Domain(Supervised, TracedActor):
             message = error.message if isinstance(error, XendError) else str(error)
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        self._events.publish("xend.domain.create", self._ids())
+        self._events.publish(CREATE_EVENT, self._ids())
         return record
 
     def _build(self, config: DomainConfig, deadline: Deadline | None = None) -> int:
         """Load the image, attach the devices and open (or re-attach) the console; returns
-        the console's port."""
+        the console's port. Each step done is a ``xend.domain.create.progress`` event, so
+        a client whose request timed out (a qemu guest can take seconds) can follow it."""
         self._driver.build(self.domid, config.image.image())
+        self._progress(BuildPhase.LOADED)
         self.record = replace(self.record, devices=self._held_devices.attach_all(
             config.devices, deadline))
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
-        return self._open_console(config)
+        self._progress(BuildPhase.DEVICES)
+        port = self._open_console(config)
+        self._progress(BuildPhase.CONSOLE)
+        return port
+
+    def _progress(self, phase: BuildPhase) -> None:
+        self._events.publish(f"{CREATE_EVENT}.progress",
+                             [*self._ids(), ["progress", ["phase", phase.value]]])
 
     def _open_console(self, config: DomainConfig) -> int:
         port = self.record.console_port or config.console_port

@@ -60,8 +60,7 @@ class Context:
         before the request's own (``Deadline.inner``) while the request waits. Once the
         request was answered (504: the transfer goes on, as it said), each wait has its
         ``cap``."""
-        waiting = self.deadline is not None and self.deadline.inner().remaining() > 0
-        return within(self.deadline if waiting else None, cap)
+        return within(self.deadline, cap)
 
     def seconds(self, cap: float) -> float:
         """``inner(cap)`` as seconds for a socket or a join: never 0 (non-blocking)."""
