@@ -1,9 +1,9 @@
 """Transfer sessions under supervision and within their request's deadline, in-process:
-a session a bug ends answers at once (503) and the Transfer actor puts back what it left
-as a restarted xend would; a step that runs out of the request's time fails inside it
-and says where the domain was left, as does a controller's hung script; a save or a
-create that outlives its request (504) goes on to its end, visible in the events, and a
-retry of it is refused, not run twice.
+a session (or a migration in) a bug ends answers at once (503) and the Transfer actor
+puts back what it left as a restarted xend would; a step that runs out of the
+request's time fails inside it and says where the domain was left, as does a
+controller's hung script; a save or a create that outlives its request (504) goes on to
+its end, visible in the events, and a retry of it is refused, not run twice.
 
 Faults are injected by patching a function or the sim driver for one test; the web's
 domain handlers are called as a request would.
@@ -11,6 +11,8 @@ domain handlers are called as a request would.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +23,13 @@ from werkzeug.test import EnvironBuilder
 
 from tests.actors.test_supervision import HELD, Gate, running
 from tests.actors.xend import KERNEL, InProcessXend, _only, xend_in_process
+from tests.support.ports import free_port_base
 from tests.support.processes import wait_for
 from xend_actors.actors import ask, proxy_of
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
-from xend_actors.transfer import restoring, rollback, savefile
+from xend_actors.transfer import relocation, restoring, rollback, savefile, xfr
 from xend_actors.transfer.transfer import Transfer, TransferProxy
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.services import Services
@@ -228,3 +231,41 @@ def test_a_slow_create_reports_progress_and_its_retry_is_refused(
         assert [v[:2] for v in xend.events_named("xend.domain.create.progress")] == [
             ["cr1", domid]] * 3
         assert xend.names().count("cr1") == 1
+
+
+def offer(port: int, name: str) -> xfr.Channel:
+    """A source that offers domain ``name`` (32 MiB) at the relocation port; the channel
+    once the destination said yes to the offer (else XfrError saying why)."""
+    channel = xfr.Channel(socket.create_connection(("127.0.0.1", port), timeout=10),
+                          "the destination", 10)
+    channel.send(xfr.Hello())
+    channel.expect_ok("the hello")
+    vm = ["vm", ["name", name], ["memory", "32"], ["image", ["linux", ["kernel", KERNEL]]]]
+    channel.send(xfr.Xfr(7, ["domain", ["name", name], ["config", vm]], 32 << 20, False))
+    channel.expect_ok("the offer")
+    return channel
+
+
+def test_a_migration_in_a_bug_ends_leaves_no_domain_and_frees_the_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port_base()
+    # The pages are taken as read and the domain made from them at once; then the bug.
+    monkeypatch.setattr(relocation, "_receive_memory", lambda channel, offer: b"")
+    monkeypatch.setattr(SimDriver, "restore_state",
+                        lambda self, name, memory_mb, state: self.create(name, memory_mb))
+    monkeypatch.setattr(relocation, "bring_up", bug)
+    with xend_in_process(f"(xend-relocation-server yes)\n(xend-relocation-tls no)\n"
+                         f"(xend-relocation-address 127.0.0.1)\n"
+                         f"(xend-relocation-port {port})\n") as xend:
+        # The destination gives up on the connection: it closes it.
+        with contextlib.closing(offer(port, "mi1")) as channel, pytest.raises(XendError):
+            channel.receive()
+        # The half-made domain is destroyed, the session's record deleted ...
+        wait_for(lambda: "mi1" not in xend.host.call(
+            lambda: [d.name for d in xend.host.hv.list_domains()]), 10,
+            "the half-migrated domain to go")
+        wait_for(lambda: sessions_left(xend) == [], 10, "the session record to go")
+        assert "mi1" not in xend.names()
+        # ... and the name is free: the next offer of it is taken.
+        monkeypatch.undo()
+        offer(port, "mi1").close()

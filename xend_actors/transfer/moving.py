@@ -8,9 +8,7 @@ migration in.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 
 from xend_actors.errors import Conflict
 
@@ -30,11 +28,3 @@ class Moving:
     def release(self, name: str) -> None:
         with self._lock:
             self._held.pop(name, None)
-
-    @contextlib.contextmanager
-    def held(self, name: str, doing: str) -> Iterator[None]:
-        self.take(name, doing)
-        try:
-            yield
-        finally:
-            self.release(name)

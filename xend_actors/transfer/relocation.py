@@ -35,6 +35,7 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pykka
@@ -42,7 +43,7 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
-from xend_actors.actors import ASK_TIMEOUT, Deadline, ask
+from xend_actors.actors import ASK_TIMEOUT, Deadline, ask, is_bug
 from xend_actors.config import XendConfig
 from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.table import DomainTableProxy
@@ -52,6 +53,7 @@ from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback, xfr
 from xend_actors.transfer.bringup import bring_up, intended
+from xend_actors.transfer.context import Leftovers
 from xend_actors.transfer.drivers import MovableDriver, StreamDriver
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import (
@@ -79,6 +81,7 @@ class Incoming:
     table: DomainTableProxy
     sessions: RecordDir
     moving: Moving  # the transfer sessions' own: one name is moved by one at a time
+    failed: Callable[[Leftovers], object]  # told what a migration in a bug ended left
 
 
 class Relocation(TracedActor):
@@ -214,8 +217,14 @@ def receive(channel: xfr.Channel, address: str, session: str, incoming: Incoming
         raise
     try:
         return _take_in(channel, address, session, incoming, offer, config)
-    finally:
-        incoming.moving.release(config.name)
+    except BaseException as error:
+        if is_bug(error):
+            # What it made cannot be trusted to be undone here: the Transfer actor
+            # puts back what the record says, then frees the name.
+            incoming.failed(Leftovers((session,), (config.name,)))
+        else:
+            incoming.moving.release(config.name)
+        raise
 
 
 def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incoming,
@@ -227,6 +236,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
     incoming.sessions.write(session, records.to_sxpr(record))
     log.info("Migrating domain %s in from %s", config.name, address)
+    bug = False
     try:
         with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT)):
             if isinstance(driver, StreamState):
@@ -241,6 +251,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                      lambda: _hand_over(channel, address, driver, domid, offer))
         channel.send(xfr.OK)
     except BaseException as error:
+        bug = is_bug(error)
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
                                              or error.code == xfr.Code.EPROTO):
             code = error.code if isinstance(error, xfr.XfrError) else xfr.Code.EIO
@@ -248,9 +259,10 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                 channel.send(xfr.Err(code, error.message))
         raise
     finally:
-        # The name first: whoever sees the session gone may take the name at once.
-        incoming.moving.release(config.name)
-        incoming.sessions.delete(session)
+        if not bug:  # else ``receive`` hands both to the Transfer actor
+            # The name first: whoever sees the session gone may take the name at once.
+            incoming.moving.release(config.name)
+            incoming.sessions.delete(session)
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
 

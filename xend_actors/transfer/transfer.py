@@ -68,7 +68,8 @@ class Transfer(TracedActor):
         if self._config is None or not self._config.relocation_server:
             return ""
         incoming = Incoming(movable(self._driver, "migration"), self._table, self._sessions,
-                            self._context.moving)
+                            self._context.moving,
+                            proxy_of(self.actor_ref, TransferProxy).session_failed)
         self._relocation = Relocation.start(self._config, incoming)
         return ask(proxy_of(self._relocation, RelocationProxy).address())
 
@@ -80,8 +81,8 @@ class Transfer(TracedActor):
             self._put_back_session(key, value)
 
     def session_failed(self, left: Leftovers) -> None:
-        """A session a bug ended left ``left``: put back what its records say, as a
-        restarted xend would, then free the names it held."""
+        """A session (or a migration in) a bug ended left ``left``: put back what its
+        records say, as a restarted xend would, then free the names it held."""
         for key in left.records:
             value = self._sessions.read(key)
             if value is not None:
