@@ -13,7 +13,7 @@ the records it keeps and the names it holds. A session that ends on a bug leaves
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from xend_actors.actors import ASK_TIMEOUT, Deadline, is_bug, within
@@ -127,13 +127,13 @@ def first_session_id(sessions: RecordDir) -> int:
     return 1 + max((int(k) for k in keys if k.isdigit()), default=0)
 
 
-def failed(what: str, error: Exception, left: str = "") -> Exception:
+def failed(what: str, error: Exception, left: Callable[[], str] | None = None) -> Exception:
     """A session's failure as its caller sees it: ``save failed: why``, and for a wait
-    that ran out of time (504) where it ``left`` the domain; a bug as it is, for the
+    that ran out of time (504) where it ``left()`` the domain; a bug as it is, for the
     session to crash on."""
     if is_bug(error):
         return error
     if isinstance(error, XendError):
-        where = f"; {left}" if left and error.status == 504 else ""
+        where = f"; {left()}" if left is not None and error.status == 504 else ""
         return XendError(f"{what} failed: {error.message}{where}", status=error.status)
     return XendError(f"{what} failed: {error}")

@@ -95,7 +95,7 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
             raise  # the record stays: the Transfer actor puts back what it says
         context.drop(record)
         raise failed("migrate", _as_peer_failure(error),
-                     rollback.left(driver, info.domid)) from None
+                     lambda: rollback.left(driver, info.domid)) from None
     duration = time.monotonic() - started
     tell(replace(record, state=SessionState.OK,
                  dst=Destination(host, newid, downtime, duration)))

@@ -136,7 +136,7 @@ def _restoring(context: Context, path: Path, config: DomainConfig) -> Iterator[R
             yield record
         except Exception as error:
             log.error("Restoring from %s failed: %s", path, error)
-            raise failed("restore", error, "nothing was restored") from None
+            raise failed("restore", error, lambda: "nothing was restored") from None
 
 
 def _watch(context: Context, name: str, domid: int, fd: int, header: savefile.Header,

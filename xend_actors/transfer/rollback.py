@@ -109,8 +109,10 @@ def left(driver: Driver, domid: int) -> str:
     """Where a failed transfer left domain ``domid``, as its 504 says it."""
     try:
         state = driver.domain(domid).state
-    except XendError:
+    except NotFound:
         return f"domain {domid} is gone"
+    except (XendError, OSError) as error:
+        return f"domain {domid} is in a state the hypervisor did not say ({error})"
     if state.dead:
         return f"domain {domid} is stopped"
     return f"domain {domid} is {'paused' if state.paused else 'running'}"

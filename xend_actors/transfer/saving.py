@@ -68,7 +68,7 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
             log.error("Saving domain %s to %s failed: %s", info.name, path, error)
             context.announce(EVENT, info.name, info.domid,
                              replace(record, state=SessionState.ERROR))
-            raise failed("save", error, rollback.left(driver, info.domid)) from None
+            raise failed("save", error, lambda: rollback.left(driver, info.domid)) from None
         context.announce(EVENT, info.name, info.domid, replace(record, state=SessionState.OK))
         log.info("Saved domain %s to %s", info.name, path)
 
