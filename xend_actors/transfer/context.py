@@ -27,6 +27,7 @@ from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import MigrateRecord, SaveRecord, SessionRecord
 from xend_actors.transfer.xfr.tls import Dialer
 
+STREAM_TIMEOUT = 30.0  # the most the hypervisor or the peer may take to move the next bytes
 MIN_WAIT = 0.01  # seconds
 
 

@@ -39,7 +39,7 @@ from xend_actors.hypervisor.base import StreamProgress, StreamResult, StreamStat
 from xend_actors.transfer import rollback, xfr
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.bringup import CONFIGURE_TIMEOUT
-from xend_actors.transfer.context import Context, failed
+from xend_actors.transfer.context import STREAM_TIMEOUT, Context, failed
 from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.pages import Sender
 from xend_actors.transfer.progress import Phase, Progress
@@ -48,7 +48,6 @@ from xend_actors.transfer.records import Destination, MigrateRecord, SessionStat
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-STREAM_TIMEOUT = 30.0  # the most the destination may take to take the next bytes
 BUILD_TIMEOUT = CONFIGURE_TIMEOUT + ASK_TIMEOUT  # the destination builds the domain
 EVENT = "xend.domain.migrate"
 

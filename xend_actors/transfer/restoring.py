@@ -31,7 +31,7 @@ from xend_actors.hypervisor.base import StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.bringup import bring_up, intended
-from xend_actors.transfer.context import Context, failed
+from xend_actors.transfer.context import STREAM_TIMEOUT, Context, failed
 from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.progress import Phase, Progress
 from xend_actors.transfer.records import RestoreRecord
@@ -39,7 +39,6 @@ from xend_actors.transfer.records import RestoreRecord
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.1
-STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
 EVENT = "xend.domain.restore.progress"
 
 

@@ -27,14 +27,13 @@ from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import StreamProgress, StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
-from xend_actors.transfer.context import Context, failed
+from xend_actors.transfer.context import STREAM_TIMEOUT, Context, failed
 from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.progress import Phase, Progress
 from xend_actors.transfer.records import SaveRecord, SessionState
 
 log = logging.getLogger(__name__)
 
-STREAM_TIMEOUT = 30.0  # the most the hypervisor may take to move the next bytes
 EVENT = "xend.domain.save"
 
 
