@@ -17,13 +17,15 @@ context, for whoever opens its own connection to the same xend (a console WebSoc
 It follows the original client rule (facts §4.3): 200, 201 and 202 are success and
 204 is no data; an ``application/sxp`` body is parsed and an ``(xend.err msg)``
 value raised as ``XendError(msg)``; any other status raises with its reason phrase
-(or the body's message when it carries one). It always asks for SXP: httpx sends a
-User-Agent, which without the Accept header would make xend answer HTML.
+(or the body's message when it carries one). It always asks for SXP, whatever other
+headers a request carries (a User-Agent without that Accept header gets HTML).
+
+Its HTTP is ``client_http``: the standard library's ``http.client``, on kept-alive
+connections; no HTTP library to import makes a whole xm command a few tens of ms.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -36,9 +38,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
 from xend_actors import sxp
+from xend_actors.client_http import Connections, Reply, TransportError, Upload
 from xend_actors.errors import XendError
 from xend_actors.events.event import Event
 
@@ -81,7 +82,7 @@ class XendClient:
         self._ca = ca or os.environ.get("XEND_CA") or None
         self._pin = _pin(fingerprint or os.environ.get("XEND_FINGERPRINT") or None)
         self._ssl_context: ssl.SSLContext | None = None
-        self._client: httpx.Client | None = None
+        self._connections: Connections | None = None
         if unix_path is not None:
             self.where = f"unix://{unix_path}"
         else:
@@ -101,23 +102,23 @@ class XendClient:
         return self._ssl_context
 
     @property
-    def _http(self) -> httpx.Client:
+    def _http(self) -> Connections:
         """The connection pool, made on first use (with TLS, after the pin is checked)."""
-        if self._client is None:
+        if self._connections is None:
             if self.unix_path is not None:
-                # verify=False: no TLS here; httpx would load the CA bundle (~30 ms of CPU).
-                transport = httpx.HTTPTransport(uds=str(self.unix_path), verify=False)
-                self._client = httpx.Client(base_url="http://xend", transport=transport,
-                                            headers=self._headers, timeout=self._timeout)
+                self._connections = Connections(unix_path=str(self.unix_path),
+                                                headers=self._headers, timeout=self._timeout)
             else:
-                self._client = httpx.Client(base_url=self.where, headers=self._headers,
-                                            timeout=self._timeout,
-                                            verify=self.ssl_context or False)
-        return self._client
+                where = urlsplit(self.where)
+                self._connections = Connections(
+                    host=where.hostname or "localhost",
+                    port=where.port or (443 if self._tls else 80), context=self.ssl_context,
+                    headers=self._headers, timeout=self._timeout)
+        return self._connections
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._connections is not None:
+            self._connections.close()
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._pin is None:
@@ -149,7 +150,7 @@ class XendClient:
                             "is xend running?") from None
 
     # A console's WebSocket is a protocol of its own on a connection of its own: these
-    # give it what httpx would use for a request.
+    # give it what a request would use.
     def open_socket(self, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
         """A new socket connected to xend the way this client reaches it: its Unix
         socket, or TCP to the server, under TLS as ``ssl_context`` says (verified, the
@@ -203,21 +204,21 @@ class XendClient:
         """POST ``op`` to ``path``; a ``Path`` parameter is uploaded as a file (multipart)."""
         fields = {"op": op, **_stringify({k: v for k, v in params.items()
                                           if not isinstance(v, Path)})}
-        files = {k: (str(v), v.read_bytes(), "application/octet-stream")
+        files = {k: Upload(str(v), v.read_bytes())
                  for k, v in params.items() if isinstance(v, Path)}
         # POST strips a trailing slash, GET of a directory keeps it (facts §4.4).
         return self._send("POST", path.rstrip("/"), data=fields, files=files or None)
 
-    def _send(self, method: str, path: str, **kwargs: object) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         return _value(self._request(method, path, **kwargs))
 
-    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> Reply:
         try:
-            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]  # httpx's own
-        except httpx.TransportError as error:
+            return self._http.request(method, path, **kwargs)
+        except TransportError as error:
             raise self._unreachable(error) from None
 
-    def _unreachable(self, error: httpx.TransportError) -> XendError:
+    def _unreachable(self, error: TransportError) -> XendError:
         cause: BaseException | None = error
         while cause is not None and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
@@ -366,8 +367,7 @@ class XendClient:
         try:
             with self._http.stream("GET", self.url("event") + "/", headers=headers,
                                    params={"timeout": str(timeout)},
-                                   timeout=httpx.Timeout(TIMEOUT, read=timeout + TIMEOUT)
-                                   ) as reply:
+                                   timeout=timeout + TIMEOUT) as reply:
                 if reply.status_code != 200:
                     raise XendError(f"the event stream answered {reply.status_code}")
                 on_open()
@@ -384,7 +384,7 @@ class XendClient:
                     elif not line and name:
                         yield Event(seq, name, value, time.time())
                         name = ""
-        except httpx.TransportError as error:
+        except TransportError as error:
             raise self._unreachable(error) from None
 
     def xend_node_notify(self, url: str) -> sxp.Value:
@@ -467,11 +467,13 @@ def _pin(fingerprint: str | None) -> str | None:
 
 
 def _fingerprint(pem: str) -> str:
+    import hashlib  # only with a pin: every other xm command would pay its import
+
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
     return ":".join(f"{byte:02X}" for byte in digest)
 
 
-def _value(reply: httpx.Response) -> sxp.Value | str | None:
+def _value(reply: Reply) -> sxp.Value | str | None:
     """The reply's value by the client rule; an error reply raises ``XendError``."""
     if reply.status_code == 204:
         return None
@@ -484,7 +486,7 @@ def _value(reply: httpx.Response) -> sxp.Value | str | None:
     return value
 
 
-def _body(reply: httpx.Response) -> sxp.Value | str:
+def _body(reply: Reply) -> sxp.Value | str:
     if reply.headers.get("content-type", "").split(";")[0].strip() != sxp.MIME_TYPE:
         return reply.text
     try:

@@ -2,9 +2,9 @@
 
 A part is a top-level module or package of ``xend_actors``. A part may import itself and
 the parts of lower layers, never a higher layer nor another part of its own layer. The
-client side (``client``, ``xm``) stands apart: it may import only itself and the shared
-values below, so ``xm`` never loads the daemon. Imports inside functions and under
-``TYPE_CHECKING`` count too.
+client side (``client``, ``client_http``, ``xm``) stands apart: it may import only itself
+and the shared values below, so ``xm`` never loads the daemon. Imports inside functions
+and under ``TYPE_CHECKING`` count too.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"daemon"},
     {"cli"},
 ]
-CLIENT_SIDE = {"client", "xm"}
+CLIENT_SIDE = {"client", "client_http", "xm"}
 # What the client side shares with the daemon: values, no actors, no I/O.
 SHARED_VALUES = {"xend_actors", "xend_actors.sxp", "xend_actors.errors", "xend_actors.mac",
                  "xend_actors.events", "xend_actors.events.event"}
