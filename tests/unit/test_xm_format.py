@@ -8,7 +8,7 @@ import pytest
 from xend_actors import sxp
 from xend_actors.xm.domain import list_table, shutdown_reason
 from xend_actors.xm.host import info_text
-from xend_actors.xm.main import help_text, main, resolve, xm
+from xend_actors.xm.main import COMMAND_MODULES, help_text, main, resolve
 
 DOMAIN0 = sxp.parse("(domain (id 0) (name Domain-0) (memory 251) (maxmem 4096)"
                     " (state r----) (cpu 0) (cpu_time 172.2114) (devices))")
@@ -61,12 +61,12 @@ def test_info_is_one_padded_line_per_field() -> None:
     ("bvt_", "bvt_ctxallow"), ("dmesg", "dmesg"), ("domn", "domname"),
 ])
 def test_a_unique_prefix_names_its_command(typed: str, command: str) -> None:
-    assert resolve(typed, xm.commands) == command
+    assert resolve(typed, COMMAND_MODULES) == command
 
 
 @pytest.mark.parametrize("typed", ["l", "d", "dom", "p", "", "lists", "frob"])
 def test_ambiguous_and_unknown_names_resolve_to_nothing(typed: str) -> None:
-    assert resolve(typed, xm.commands) is None
+    assert resolve(typed, COMMAND_MODULES) is None
 
 
 def test_unknown_or_ambiguous_command_is_an_error_with_a_hint(
@@ -100,6 +100,16 @@ def test_help_lists_commands_by_group(capsys: pytest.CaptureFixture[str]) -> Non
     for argv in ([], ["help"], ["-h"], ["he"]):
         assert main(argv) == 0
         assert capsys.readouterr().out == text
+
+
+def test_every_command_help_lists_runs_by_its_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """xm finds a command without importing every module: what help lists is what runs."""
+    listed = [line.split()[0] for line in help_text().splitlines()[1:-1]
+              if line and not line.endswith(":")]
+    assert sorted(listed) == sorted(COMMAND_MODULES)
+    for name in listed:
+        assert main([name, "-h"]) == 0
+        assert f"Usage: xm {name} " in capsys.readouterr().out
 
 
 def test_help_on_a_command_and_its_h_switch_agree(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,7 +72,7 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
     say(f"Started domain {name}" + (f", console on port {port}" if port else ""))
     if console_autoconnect:
         root = ctx.find_root().command
-        console = root.commands.get("console") if isinstance(root, click.Group) else None
+        console = root.get_command(ctx, "console") if isinstance(root, click.Group) else None
         if console is None:
             raise click.ClickException("Console autoconnect is not available yet "
                                        f"(no xm console); domain {name} was created")
@@ -91,3 +91,5 @@ def start(client: XendClient, name: str) -> None:
             failure += f"; destroying it failed too: {also.message}"
         raise click.ClickException(failure) from None
 
+
+COMMANDS = (create,)
