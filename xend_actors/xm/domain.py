@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import click
 
@@ -20,14 +21,30 @@ WAIT_TIMEOUT = 300.0  # seconds `xm shutdown -w` waits before giving up
 
 def list_row(info: sxp.Value) -> str:
     """One ``xm list`` line for a domain info SXP."""
-    def field(name: str, default: str) -> str:
-        return str(sxp.child_value(info, name, default))
+    kids = first_children(info)
 
-    console = sxp.child(info, "console")
+    def field(name: str, default: str) -> str:  # sxp.child_value(info, name, default)
+        kid = kids.get(name)
+        if kid is None:
+            return default
+        # A string second is no attribute list: it is the value, found without a copy.
+        return str(kid[1] if len(kid) > 1 and isinstance(kid[1], str) else sxp.child0(kid, default))
+
+    console = kids.get("console")
     port = str(sxp.child_value(console, "console_port", "")) if console else ""
     cpu_time = float(field("cpu_time", "0"))
     return (f"{field('name', '??'):<16} {field('id', '-1'):>3}  {field('memory', '0'):>7}  "
             f"{field('cpu', '0'):>3}  {field('state', '??'):>5}  {cpu_time:7.1f}    {port:>4}")
+
+
+def first_children(element: sxp.Value) -> dict[str, Any]:
+    """The first child element of each name, by name: ``sxp.child`` for every name in one
+    pass (a row wants eight, and ``xm list`` may have thousands of rows)."""
+    found: dict[str, Any] = {}
+    for kid in sxp.children(element):
+        if isinstance(kid, list | tuple) and kid and isinstance(kid[0], str):
+            found.setdefault(kid[0], kid)
+    return found
 
 
 def list_table(infos: Iterable[sxp.Value]) -> str:
