@@ -20,8 +20,8 @@ value raised as ``XendError(msg)``; any other status raises with its reason phra
 (or the body's message when it carries one). It always asks for SXP, whatever other
 headers a request carries (a User-Agent without that Accept header gets HTML).
 
-Its HTTP is ``client_http``: the standard library's ``http.client``, on kept-alive
-connections; no HTTP library to import makes a whole xm command a few tens of ms.
+Its HTTP is ``client_http``: the standard library's ``http.client`` on kept-alive
+connections, so that a whole xm command takes tens of milliseconds, not hundreds.
 """
 
 from __future__ import annotations
