@@ -176,7 +176,9 @@ def main() -> None:
     which = variants(baseline_tree)
     print(f"load average before: {load_average()}", flush=True)
 
-    with running_xend() as home, XendClient(unix_path=home.unix_path) as xend:
+    # No console TCP ports: 1000 of them would race with whatever else runs here.
+    with running_xend("(console-tcp no)\n") as home, \
+            XendClient(unix_path=home.unix_path) as xend:
         create_guest(xend, 1)
         guest = guest_name(1)
         small = xm_cases(home, settings.runs, 1, which, [
