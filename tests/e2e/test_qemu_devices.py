@@ -355,3 +355,33 @@ def test_a_guest_that_lost_a_vif_is_saved_and_restored_with_its_other_vif_workin
     vifs = sxp.parse(netns_host.post("/xend/domain/qa", op="vifs"))
     assert [sxp.child_value(v, "mac") for v in vifs] == ["aa:00:00:00:88:32"]
     assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
+
+
+def test_a_paused_guest_s_vif_is_refused_and_kept_with_its_tap_until_it_runs(
+        netns_host: Host) -> None:
+    # Found by bench/torture.py --qemu: the destroy answered 200 and forgot the vif while
+    # its tap stayed on the bridge, and every later vif of that number was refused with
+    # "Interface already exists".
+    a = netns_host.create("qp", "10.88.0.41", "aa:00:00:00:88:41")
+    netns_host.sh(a, "echo READY-$((1))", "READY-1")
+    tap = f"vif{a}.0"
+
+    def ports() -> str:
+        return subprocess.run(["ip", "-n", netns_host.ns, "-o", "link", "show", "master",
+                               "xen-br0"], capture_output=True, text=True).stdout
+
+    netns_host.post("/xend/domain/qp", op="pause")
+    reply = netns_host.xend.op("qp", "device_destroy", type="vif", idx="0")
+    assert reply.status_code == 409, reply.text
+    assert "paused" in reply.text and "unpause it first" in reply.text
+    vifs = sxp.parse(netns_host.post("/xend/domain/qp", op="vifs"))
+    assert [sxp.child_value(v, "mac") for v in vifs] == ["aa:00:00:00:88:41"]
+    assert tap in ports()
+
+    netns_host.post("/xend/domain/qp", op="unpause")
+    netns_host.post("/xend/domain/qp", op="device_destroy", type="vif", idx="0")
+    wait_for(lambda: tap not in ports(), 30, f"{tap} gone from the bridge")
+    assert sxp.parse(netns_host.post("/xend/domain/qp", op="vifs")) == []
+    again = netns_host.post("/xend/domain/qp", op="device_create", config="(vif)")
+    assert sxp.child_value(sxp.parse(again), "idx") == "0"
+    wait_for(lambda: tap in ports(), 30, f"{tap} on the bridge again")

@@ -119,9 +119,21 @@ class NetifController(Supervised, TracedActor):
         return new
 
     def detach(self, idx: int) -> None:
+        """Take vif ``idx`` away. A backend that refuses (qemu's paused guest cannot let
+        go of its nic) leaves it attached as it was, and the refusal is the answer: a vif
+        forgotten here would leave its tap behind, and its number unusable."""
         info = self._info(idx)
+        what = f"vif {idx}"
+        self._run_logged(lambda: self._script("down", info))
+        try:
+            self._send(m.NetifBeDisconnect(self._domid, idx), what)
+            self._send(m.NetifBeDestroy(self._domid, idx), what)
+        except XendError as error:
+            if error.status != 404:  # the backend has it still
+                self._run_logged(lambda: self._script("up", info))
+                raise
+            log.warning("Domain %s: %s", self._domid, error.message)  # gone already
         del self._vifs[idx]
-        self._take_down(info, script=True)
         if self._frontend_up:
             self._to_frontend(info, m.InterfaceStatus.CLOSED)
 
@@ -209,10 +221,13 @@ class NetifController(Supervised, TracedActor):
         steps.append(lambda: self._send(m.NetifBeDisconnect(self._domid, info.idx), what))
         steps.append(lambda: self._send(m.NetifBeDestroy(self._domid, info.idx), what))
         for step in steps:
-            try:
-                step()
-            except XendError as error:
-                log.warning("Domain %s: %s", self._domid, error.message)
+            self._run_logged(step)
+
+    def _run_logged(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except XendError as error:
+            log.warning("Domain %s: %s", self._domid, error.message)
 
 
 class NetifProxy(ActorMemberMixin, pykka.ActorProxy[NetifController]):
