@@ -49,30 +49,29 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from common import proc_status, sxp
+from torture_hv import Hypervisor, QemuHv, SimHv
 
-from tests.support.home import XendHome, new_home
+from tests.support.home import XendHome
 from tests.support.ports import CONSOLE_SPAN, free_port
 from tests.support.processes import process_gone, wait_gone
-from tests.support.xend import SIM_KERNEL, XM
-from xend_actors.hypervisor.sim.driver import SimDriver
+from tests.support.xend import XM
 
 OP_TIMEOUT = 60.0  # a request not answered in this long hangs: a violation
 SETTLE = 30.0  # how long a quiet xend may take to reach what its acknowledged ops said
 DISK_MB = 4
 DEATHS = ("xend.domain.died", "xend.domain.exit", "xend.domain.destroy")
 NAMELESS = re.compile(r"Domain-\d+")
+HV_FAILURE_WORDS = ["xend-simhv", "Domain died"]  # --qemu adds its own
 
 
 # --- what the run found ---------------------------------------------------------------------
@@ -118,10 +117,12 @@ def kind_of(text: str) -> str:
 class Site:
     """One xend of the two: its home, a lock around kills and starts, its events."""
 
-    def __init__(self, label: str, home: XendHome, relocation_port: int, ledger: Ledger) -> None:
+    def __init__(self, label: str, home: XendHome, relocation_port: int, ledger: Ledger,
+                 address: str = "127.0.0.1") -> None:
         self.label = label
         self.home = home
         self.relocation_port = relocation_port
+        self.address = address  # where the other xend reaches its relocation server
         self.ledger = ledger
         self.lock = threading.Lock()  # one kill or start at a time
         self.token = ""
@@ -212,18 +213,11 @@ class Slot:
         self.where, self.gone_from, self.hot_vbd = UNKNOWN, None, None
 
 
-def vm_config(slot: Slot) -> sxp.Value:
-    return ["vm", ["name", slot.name], ["memory", "16"],
-            ["image", ["linux", ["kernel", SIM_KERNEL]]],
-            ["device", ["vif"]],
-            ["device", ["vbd", ["uname", f"file:{slot.disk}"], ["dev", "sda1"], ["mode", "w!"]]]]
-
-
 def hypervisor_failure(text: str) -> bool:
     """Whether a 500's message is a failure of this xend's own hypervisor (README: 500 is
     for those); a relocation peer's failure, a full disk or an internal error is not."""
     return ("relocation" not in text and "Internal error" not in text
-            and ("xend-simhv" in text or "Domain died" in text))
+            and any(word in text for word in HV_FAILURE_WORDS))
 
 
 # --- one operation --------------------------------------------------------------------------
@@ -258,6 +252,9 @@ class Runner:
                 if site.label not in self.unix_clients:
                     self.unix_clients[site.label] = site.unix()
                 reply = self.unix_clients[site.label].post(path, data=fields)
+            elif transport == "unix-close":  # a new connection, closed after the reply
+                with site.unix() as client:
+                    reply = client.post(path, data=fields, headers={"Connection": "close"})
             else:
                 with site.tcp() as client:
                     reply = client.post(path, data=fields)
@@ -284,6 +281,8 @@ class Runner:
     def xm(self, site: Site, what: str, *args: str) -> Outcome:
         assert XM
         env = {**os.environ, "XEND": f"127.0.0.1:{site.home.http_port}", "XEND_TOKEN": site.token}
+        if site.address != "127.0.0.1":  # xend in a namespace: its Unix socket
+            env = {**os.environ, "XEND_UNIX_PATH": str(site.home.unix_path)}
         try:
             done = subprocess.run([XM, *args], capture_output=True, text=True, env=env,
                                   timeout=OP_TIMEOUT + 30, stdin=subprocess.DEVNULL)
@@ -299,15 +298,13 @@ class Runner:
 
 # --- the clients ------------------------------------------------------------------------------
 
-OPS = ("create", "create", "destroy", "pause", "unpause", "shutdown", "reboot", "save",
-       "restore", "migrate", "vbd", "vif", "console")
-
 
 class Torture:
     """The whole run: two sites, the slots, the clients, the killers and the checks."""
 
-    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+    def __init__(self, args: argparse.Namespace, work: Path, hv: Hypervisor | None = None) -> None:
         self.args = args
+        self.hv: Hypervisor = hv or SimHv()  # the hypervisor's processes and list
         self.work = work
         self.ledger = Ledger()
         self.rng = random.Random(args.seed)
@@ -329,11 +326,8 @@ class Torture:
     def set_up(self) -> None:
         for label in ("a", "b"):
             port = free_port()
-            home = new_home("(sim-memory 8192)\n(xend-relocation-server yes)\n"
-                            f"(xend-relocation-port {port})\n"
-                            "(xend-relocation-address 127.0.0.1)\n"
-                            "(xend-relocation-tls no)\n")
-            site = Site(label, home, port, self.ledger)
+            home = self.hv.home(label, port)
+            site = Site(label, home, port, self.ledger, self.hv.address(label))
             self.sites.append(site)
             if label == "a" and self.args.disk_full:
                 home.dbroot.mkdir(parents=True, exist_ok=True)
@@ -354,7 +348,7 @@ class Torture:
         for site in self.sites:
             with contextlib.suppress(Exception):
                 site.home.stop()
-            site.home.kill_simhv()
+            self.hv.tear_down(site)
         if self.mounted is not None:
             subprocess.run(["umount", "-l", str(self.mounted)], check=False)
         time.sleep(0.5)
@@ -365,7 +359,11 @@ class Torture:
                                       f"{pid} {cmdline}")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            if self.args.keep_logs:  # xend's log, to look into what the run found
+                shutil.copytree(site.home.logfile.parent, Path(self.args.keep_logs) / site.label,
+                                dirs_exist_ok=True)
             shutil.rmtree(site.home.root, ignore_errors=True)
+        self.hv.close()
 
     def site(self, label: str) -> Site:
         return next(s for s in self.sites if s.label == label)
@@ -377,7 +375,7 @@ class Torture:
         try:
             while not self.stop.is_set():
                 slot = rng.choice(self.slots)
-                op = rng.choice(OPS)
+                op = rng.choice(self.hv.ops)
                 with slot.lock:
                     if self.stop.is_set():
                         break
@@ -387,7 +385,7 @@ class Torture:
             runner.close()
 
     def transport(self, rng: random.Random) -> str:
-        return rng.choices(("unix", "tcp", "xm"), (5, 4, 1))[0]
+        return rng.choices(*self.hv.transports)[0]
 
     def locate(self, slot: Slot) -> str | None:
         """Where the name is now, asking both xends (a name is per host: the run must not
@@ -431,8 +429,9 @@ class Torture:
             if slot.where not in (None, UNKNOWN) and rng.random() < 0.7:
                 return
             config = self.work / f"{name}.sxp"
-            config.write_text(sxp.show(vm_config(slot)))
-            done = request({"op": "create", "config": sxp.show(vm_config(slot))},
+            vm = sxp.show(self.hv.vm_config(name, slot.disk, self.slots.index(slot)))
+            config.write_text(vm)
+            done = request({"op": "create", "config": vm},
                            ("create", str(config)), "/xend/domain/")
             if done.acked:
                 slot.ack(site.label)
@@ -475,8 +474,9 @@ class Torture:
             if done.acked:
                 slot.ack(None, site.label)
                 slot.saves.append(file)
+                self.prune_saves(slot)
         elif op == "migrate":
-            destination = f"127.0.0.1:{other.relocation_port}"
+            destination = f"{other.address}:{other.relocation_port}"
             done = request({"op": "migrate", "destination": destination,
                             "live": str(rng.randint(0, 1))}, ("migrate", name, destination))
             if done.acked:
@@ -505,10 +505,20 @@ class Torture:
                 if idx is not None:
                     request({"op": "device_destroy", "type": "vif", "idx": str(idx)}, ())
             return
+        elif op == "sched":  # a cpu weight: the qemu driver gives its qemu a cgroup
+            done = request({"op": "cpu_bvt_set", "mcuadv": str(rng.choice((5, 10, 20))),
+                            "warpback": "0", "warpvalue": "0", "warpl": "0", "warpu": "0"}, ())
+            return
         else:
             return
         if not done.acked and not done.refused:
             slot.unknown()
+
+    def prune_saves(self, slot: Slot) -> None:
+        """Only the last few save files of a name are kept (a qemu one is 90 MiB)."""
+        while self.hv.keep_saves and len(slot.saves) > self.hv.keep_saves:
+            with contextlib.suppress(OSError):
+                slot.saves.pop(0).unlink()
 
     def poke_console(self, site: Site, name: str) -> None:
         """A console client: connect to the domain's raw port, type a line, read a bit."""
@@ -519,12 +529,12 @@ class Torture:
                 return
             info = sxp.parse(reply.text)
             port = int(sxp.child_value(sxp.child(info, "console"), "console_port"))
-            with socket.create_connection(("127.0.0.1", port), timeout=3) as con:
+            with self.hv.connect(site, port) as con:
                 con.sendall(b"\n")
                 con.recv(4096)
             self.ledger.count("console pokes")
-        except (OSError, httpx.HTTPError, ValueError, TypeError):
-            self.ledger.count("console errors")
+        except (OSError, httpx.HTTPError, ValueError, TypeError) as error:
+            self.ledger.count(f"console errors ({type(error).__name__})")
 
     # --- events ---
 
@@ -581,8 +591,8 @@ class Torture:
                 self.fill_disk()
             site = rng.choice(self.sites) if rng.random() < 0.3 else self.sites[0]
             if rng.random() < 0.2:
-                if site.kill_simhv():
-                    self.ledger.count("simhv kills")
+                if self.hv.kill_one(site, rng):
+                    self.ledger.count(f"{self.hv.name} kills")
                 continue
             if site.kill9():
                 self.ledger.count("xend kills")
@@ -639,7 +649,7 @@ class Torture:
                                       f"{OP_TIMEOUT * 2 + 30:.0f} s after the round ended")
         self.free_disk()
         for site in self.sites:
-            if site.simhv_dead():
+            if self.hv.helper_dead(site):
                 self.ledger.violation(f"round {number}: [{site.label}] xend runs on without its "
                                       "xend-simhv (killed in the round): nothing restarted it")
                 site.kill9()
@@ -656,14 +666,7 @@ class Torture:
         with site.unix(timeout=OP_TIMEOUT) as http:
             reply = http.get("/xend/domain/", params={"detail": 1})
         listed = sxp.parse(reply.text) if reply.status_code == 200 else []
-        try:
-            driver = SimDriver(site.home.simhv_socket)
-            try:
-                hv = [(d.domid, d.name) for d in driver.list_domains()]
-            finally:
-                driver.close()
-        except Exception as error:  # a dead simhv is a finding, not a crash
-            hv = [(-1, f"unreachable: {error}")]
+        hv = self.hv.domains(site)
         store = {}
         for record in (site.home.dbroot / "domain").glob("*"):
             with contextlib.suppress(OSError, ValueError, sxp.ParseError):
@@ -802,17 +805,14 @@ class Torture:
         return problems
 
     def orphans(self, site: Site, listed: list[sxp.Value]) -> list[str]:
-        problems = []
-        simhvs = [pid for pid, cmd in self.processes_of(site).items() if "xend-simhv" in cmd]
-        if len(simhvs) != 1:
-            problems.append(f"{len(simhvs)} xend-simhv processes (want 1): {simhvs}")
+        problems = self.hv.orphans(site, self.processes_of(site), listed)
         ports = set()
         for domain in listed:
             console = sxp.child(domain, "console")
             if console is not None:
                 ports.add(int(sxp.child_value(console, "console_port")))
         base = site.home.console_port_base
-        listening = {port for port in listening_ports() if base <= port < base + CONSOLE_SPAN}
+        listening = {port for port in self.hv.listening(site) if base <= port < base + CONSOLE_SPAN}
         for port in sorted(listening - ports):
             problems.append(f"console port {port} listening with no domain of it")
         for port in sorted(ports - listening):
@@ -904,8 +904,8 @@ class Torture:
         print(f"\n{counts['rounds']} rounds in {seconds / 60:.1f} min, seed {self.args.seed}, "
               f"{self.args.clients} clients, {self.args.domains} domains")
         print(f"operations {counts['operations']}, xend kill -9 {counts['xend kills']}, "
-              f"restarts survived {counts['restarts survived']}, simhv kills "
-              f"{counts['simhv kills']}, disk fills {counts['disk fills']}")
+              f"restarts survived {counts['restarts survived']}, {self.hv.name} kills "
+              f"{counts[self.hv.name + ' kills']}, disk fills {counts['disk fills']}")
         print("replies: " + ", ".join(f"{key} {value}" for key, value in sorted(counts.items())
                                       if key.startswith(("status", "xm exit", "transport",
                                                          "console", "long"))))
@@ -932,14 +932,6 @@ def hot_vbd(domain: sxp.Value) -> str | None:
     return None
 
 
-def listening_ports() -> Iterator[int]:
-    """The TCP ports something listens on (IPv4), from /proc/net/tcp."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A":
-            yield int(fields[1].rsplit(":", 1)[1], 16)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -951,16 +943,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--no-disk-full", dest="disk_full", action="store_false",
                         help="no tmpfs dbroot (it needs root)")
-    parser.add_argument("--qemu", action="store_true", help="not built yet")
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy each xend's log folder here")
+    parser.add_argument("--qemu", action="store_true",
+                        help="xend's qemu driver with real guests (keep --domains small: "
+                             "each is a TCG guest of 128 MiB)")
     args = parser.parse_args()
-    if args.qemu:
-        parser.error("--qemu is not built yet: the sim driver only")
     # A SIGTERM (a CI timeout) ends the run through its cleanup: xends, simhvs, the tmpfs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     work = Path(tempfile.mkdtemp(prefix="torture-"))
+    hv: Hypervisor = QemuHv() if args.qemu else SimHv()
+    HV_FAILURE_WORDS[:] = hv.failure_words
     try:
-        status = Torture(args, work).run()
+        status = Torture(args, work, hv).run()
     finally:
+        hv.close()
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(status)
 
