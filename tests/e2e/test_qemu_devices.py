@@ -1,6 +1,7 @@
 """Devices of real guests under qemu through a real xend: a hot-added vbd is the guest's
 /dev/vdX, its data outlives a restart of the domain, mode r is read-only; vifs are taps on
-the bridge, two guests ping each other, and a guest that takes another address is cut off.
+the bridge, two guests ping each other, a guest that takes another address is cut off, and
+a paused guest's vif is refused (409) and kept, tap and all, until the guest runs.
 
 The network test runs xend (and so its qemus and their taps) in a network namespace of
 its own and reaches the consoles from inside it.
