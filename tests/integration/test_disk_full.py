@@ -137,6 +137,28 @@ def test_create_on_a_full_disk_is_507_and_leaves_nothing(
             if "(name xend.domain.destroy) (value (ends-by-destroy" in line]
 
 
+def test_a_device_create_on_a_full_disk_is_507_and_leaves_no_device(
+        small_disk_xend: tuple[Xend, SmallDisk]) -> None:
+    # Found by bench/torture.py --qemu: the 507 came back, yet the vif was plugged and
+    # listed, and lost at the next xend start (its tap left on the bridge).
+    xend, disk = small_disk_xend
+    xend.create(sim_vm("plugged", ["device", ["vif"]]))
+    record = xend.home.dbroot / "domain" / str(xend.domid("plugged"))
+    before = record.read_bytes()
+    disk.fill()
+
+    message = xend.error(xend.op("plugged", "device_create", config="(vif)"), 507)
+    assert "disk is full" in message
+    assert [sxp.child_value(v, "idx") for v in xend.get_sxp(
+        "/xend/domain/plugged", op="vifs")] == ["0"]
+    assert record.read_bytes() == before
+
+    disk.free()
+    reply = xend.op("plugged", "device_create", config="(vif)")
+    assert reply.status_code == 200, reply.text
+    assert sxp.child_value(sxp.parse(reply.text), "idx") == "1"
+
+
 def test_xend_starts_on_a_full_disk_and_keeps_its_domains(
         small_disk_xend: tuple[Xend, SmallDisk]) -> None:
     xend, disk = small_disk_xend

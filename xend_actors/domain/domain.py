@@ -404,7 +404,21 @@ class Domain(Supervised, TracedActor):
         except XendError as error:
             self._gone_meanwhile(error)
             raise
-        self._update(config=with_device(config, device), devices=(*self.record.devices, info))
+        before = self.record
+        try:
+            self._update(config=with_device(config, device), devices=(*before.devices, info))
+        except StoreError:
+            # Not recorded (a full disk): unplugged again, or a next xend would adopt the
+            # domain without it and its backend (a tap) be left behind.
+            self.record = before
+            try:
+                self._held_devices.detach(kind, info.idx, deadline)
+            except XendError as error:  # still plugged: known, so that it can go later
+                log.warning("Domain %s keeps %s %s, which it could not unplug: %s",
+                            before.name, sxp_kind(kind), info.idx, error.message)
+                self._note(config=with_device(config, device),
+                           devices=(*before.devices, info))
+            raise
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
 
