@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -386,3 +387,31 @@ def test_a_paused_guest_s_vif_is_refused_and_kept_with_its_tap_until_it_runs(
     again = netns_host.post("/xend/domain/qp", op="device_create", config="(vif)")
     assert sxp.child_value(sxp.parse(again), "idx") == "0"
     wait_for(lambda: tap in ports(), 30, f"{tap} on the bridge again")
+
+
+def test_a_guest_that_shuts_down_while_xend_waits_for_its_disk_ends_the_wait_at_once(
+        qemu: QemuXend, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: the unplug waited its whole timeout for a guest
+    # that had powered off (and the domain's end with it), then answered 500.
+    xend = qemu
+    qs = sxp.child_value(xend.create_vm(
+        "qs", ["device", sxp.parse(vbd(image(tmp_path, "deaf.img"), "sda1", "w"))],
+        args="acpiphp.disable=1"), "id")
+    replies: list[httpx.Response] = []
+    unplugging = threading.Thread(target=lambda: replies.append(
+        xend.op("qs", "device_destroy", type="vbd", idx="0")))
+    with console(xend.console_port("qs")) as con:
+        booted(con)
+        unplugging.start()
+        try:
+            wait_for(lambda: f"Domain {qs}: unplugging vbd-" in xend.home.logfile.read_text(),
+                     what="the unplug under way")
+            con.type("poweroff -f")
+            began = time.monotonic()
+            unplugging.join(60)
+            took = time.monotonic() - began
+        finally:
+            unplugging.join(60)
+    assert replies and replies[0].status_code == 200, replies
+    assert took < 10, f"the unplug went on {took:.1f} s after the guest powered off"
+    wait_for(lambda: "qs" not in xend.names(), what="the powered-off domain to go")

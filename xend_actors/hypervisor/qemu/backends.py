@@ -273,6 +273,8 @@ class QemuBackends:
             start = time.monotonic()
             asked = start
             while device in _peripherals(guest):
+                if not guest.runs():  # it ended meanwhile: the device goes with its qemu
+                    return True
                 now = time.monotonic()
                 if now - start > UNPLUG_TIMEOUT:
                     log.error("Domain %s did not let go of %s within %g s", domid, device,
