@@ -41,7 +41,7 @@ from xend_actors.hypervisor.base import (
     StreamResult,
 )
 from xend_actors.hypervisor.checks import check_cpu, check_create, check_memory_free
-from xend_actors.hypervisor.qemu import cgroup, host, transfer
+from xend_actors.hypervisor.qemu import cgroup, host, process, transfer
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.accel import (
     AccelChoice,
@@ -436,7 +436,12 @@ class QemuDriver:
                 log.warning("Left %s alone: its state is unreadable (%s)", folder, error)
                 continue
             if st.boot != boot or not st.built:
-                # From before the host rebooted, or never built: nothing runs for it.
+                # From before the host rebooted, or never built: nothing runs for it,
+                # unless a xend was killed between launching its qemu and recording it.
+                if st.boot == boot:
+                    for pid in process.kill_unrecorded(paths):
+                        log.warning("Killed qemu %s of domain %s, launched but never "
+                                    "recorded (xend stopped meanwhile)", pid, st.domid)
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
             guest = self._guest_for(st, paths)

@@ -208,6 +208,23 @@ def stop_launched(process: subprocess.Popen[bytes], timeout: float = 5.0) -> Non
         process.wait(timeout=timeout)
 
 
+def kill_unrecorded(paths: DomainPaths, timeout: float = 5.0) -> list[int]:
+    """SIGKILL every qemu whose command line names this folder's QMP socket: one a xend
+    launched and was killed before it recorded it. The pids killed."""
+    mark = f"path={paths.qmp},".encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "cmdline").read_bytes():
+                started = start_time(int(entry.name))
+                if started is not None:
+                    kill(int(entry.name), started, None, timeout)
+                    killed.append(int(entry.name))
+    return killed
+
+
 def kill(pid: int, started: int, process: subprocess.Popen[bytes] | None,
          timeout: float = 5.0) -> None:
     """SIGKILL the process if it is still the one that started at ``started``; wait for it."""
