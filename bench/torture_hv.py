@@ -137,7 +137,10 @@ class SimHv:
                                             f"{simhvs}"]
 
     def listening(self, site: SiteLike) -> set[int]:
-        return set(listening_ports(Path("/proc/net/tcp")))
+        """The ports xend's own process listens on (the host's would count another
+        process's listener on a port past the console span as the console's)."""
+        pid = site.home.pid()
+        return set(listening_ports(Path("/proc/net/tcp"), owner=pid)) if pid else set()
 
     def connect(self, site: SiteLike, port: int) -> socket.socket:
         return socket.create_connection(("127.0.0.1", port), timeout=3)
@@ -156,12 +159,22 @@ def _simhv_pid(home: XendHome) -> int | None:
         return None
 
 
-def listening_ports(table: Path) -> Iterator[int]:
-    """The TCP ports something listens on (IPv4), from a /proc net table."""
+def listening_ports(table: Path, owner: int | None = None) -> Iterator[int]:
+    """The TCP ports something listens on (IPv4), from a /proc net table; with ``owner``,
+    only those of that process's sockets."""
+    inodes: set[str] | None = None
+    if owner is not None:
+        inodes = set()
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{owner}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
     with contextlib.suppress(OSError):
         for line in table.read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A":
+            if fields[3] == "0A" and (inodes is None or fields[9] in inodes):  # 0A: LISTEN
                 yield int(fields[1].rsplit(":", 1)[1], 16)
 
 
