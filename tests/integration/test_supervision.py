@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.support.processes import wait_for
 from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
+from xend_actors.hypervisor.sim.driver import SimDriver
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +57,70 @@ def test_a_killed_simhv_crashes_its_domains_per_their_restart_rules(
     xend.create(sim_vm("after"), unpause=True)
     xend.ok(xend.op("after", "destroy", reason="halt"))
     assert sorted(xend.names()) == ["Domain-0", "keep"]
+
+
+def hypervisor_names(xend: Xend) -> dict[int, str]:
+    """What the hypervisor itself holds: domain id → name."""
+    driver = SimDriver(xend.home.simhv_socket)
+    try:
+        return {d.domid: d.name for d in driver.list_domains()}
+    finally:
+        driver.close()
+
+
+def test_a_domain_whose_reboot_was_pending_when_simhv_died_is_restarted_not_left_listed(
+        fresh_xend: Callable[..., Xend]) -> None:
+    xend = fresh_xend()
+    # Paused, the guest cannot act on the reboot asked of it: its restart stays pending.
+    domid = int(sxp.child_value(xend.create(sim_vm("pending", ["restart", "never"]),
+                                            unpause=True), "id"))
+    xend.ok(xend.op("pending", "pause"))
+    xend.events.mark()
+    xend.ok(xend.op("pending", "shutdown", reason="reboot"), 202)
+    xend.events.wait_line(f"xend.domain.restart (pending {domid} schedule)")
+    xend.home.kill_simhv()
+    # It crashed with the helper; the reboot asked of it restarts it on the new one (before,
+    # it stayed in xend's list and the store, and in no hypervisor, until destroyed).
+    xend.events.wait_line(f"xend.domain.exit (pending {domid} crash)")
+    xend.events.wait_line(f"xend.domain.restart (pending {domid} success)")
+    wait_for(lambda: hypervisor_names(xend).get(domid) == "pending",
+             what="the domain rebuilt in the new hypervisor")
+    assert sorted(xend.names()) == ["Domain-0", "pending"]
+    assert xend.records() == ["0", str(domid)]
+    assert "p" not in xend.state("pending")
+
+
+def test_a_new_simhv_gives_no_crashed_domain_id_again(fresh_xend: Callable[..., Xend]) -> None:
+    """Ids only grow, as Xen's: a domain made right after the helper died never gets the id
+    of a crashed one whose end (its record, its console port, its devices) xend may still be
+    handling."""
+    xend = fresh_xend()
+    ids = [int(sxp.child_value(xend.create(sim_vm(f"old{i}"), unpause=True), "id"))
+           for i in range(2)]
+    xend.events.mark()
+    xend.home.kill_simhv()
+    for i, domid in enumerate(ids):
+        xend.events.wait_line(f"xend.domain.died (old{i} {domid})")
+    new = int(sxp.child_value(xend.create(sim_vm("new"), unpause=True), "id"))
+    assert new > max(ids)
+    assert sorted(xend.names()) == ["Domain-0", "new"]
+    assert hypervisor_names(xend) == {0: "Domain-0", new: "new"}
+
+
+def test_a_save_that_finds_the_domain_rebooting_is_409_and_the_domain_restarts(
+        fresh_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    """The domain acting on a reboot asked before the save is its own doing, not a failure
+    of the hypervisor (500): 409, no file, the domain restarted and listed."""
+    xend = fresh_xend()
+    domid = int(sxp.child_value(xend.create(sim_vm("busy", ["restart", "never"]),
+                                            unpause=True), "id"))
+    xend.ok(xend.op("busy", "pause"))
+    xend.events.mark()
+    xend.ok(xend.op("busy", "shutdown", reason="reboot"), 202)  # waits in the paused guest
+    target = tmp_path / "busy.save"
+    message = xend.error(xend.op("busy", "save", file=str(target)), 409)
+    assert message == "save failed: Domain died"
+    xend.events.wait_line(f"xend.domain.restart (busy {domid} success)")
+    assert not target.exists()
+    assert sorted(xend.names()) == ["Domain-0", "busy"]
+    assert hypervisor_names(xend).get(domid) == "busy"

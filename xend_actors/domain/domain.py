@@ -113,6 +113,7 @@ class Domain(Supervised, TracedActor):
         self._devices: DomainDevices | None = None
         self._proxy: DomainProxy | None = None
         self._forgotten = False  # gone for good: a late destroy or exit joins, not repeats
+        self._restart_scheduled = False  # ``restart`` is told and not yet run
 
     def on_start(self) -> None:
         self._devices = DomainDevices(self.domid, lambda: self.record.name,
@@ -334,6 +335,27 @@ class Domain(Supervised, TracedActor):
             self._note(restart_state=RestartState.PENDING)
         self._finish()
 
+    def crashed_with_hypervisor(self) -> None:
+        """The hypervisor's helper died and a new one runs without the domain: it crashed,
+        whatever was being done to it (a destroy the lost connection broke off, a pending
+        reboot), and its restart rules apply. Unless it is already handled: forgotten, a
+        restart already scheduled, or rebuilt on the new helper meanwhile (its ids are
+        new, so a domain of this id is this one)."""
+        if self._forgotten or self._restart_scheduled:
+            return
+        try:
+            self._driver.domain(self.domid)
+        except NotFound:
+            pass
+        except XendError as error:  # lost again: crashed all the same
+            log.warning("Domain %s: %s", self.record.name, error.message)
+        else:
+            self._table.settled(self.domid)
+            return
+        log.error("Domain %s (id %s) crashed with the hypervisor", self.record.name,
+                  self.domid)
+        self.exited(ShutdownReason.CRASH)
+
     def _finish(self, deadline: Deadline | None = None) -> None:
         """Destroy the domain in the hypervisor (facts §7.2), then restart or forget it."""
         self._table.finishing(self.domid)  # before the hypervisor can report it gone
@@ -359,6 +381,7 @@ class Domain(Supervised, TracedActor):
         else:
             log.info("Scheduling restart for domain: name=%s id=%s", self.record.name,
                      self.domid)
+            self._restart_scheduled = True
             self._own_proxy().restart()  # after this message: its caller need not wait
 
     def forget(self) -> None:
@@ -375,6 +398,7 @@ class Domain(Supervised, TracedActor):
 
     def restart(self) -> None:
         """Rebuild the domain with the same name, id and start time, then unpause it."""
+        self._restart_scheduled = False
         config = self._config()
         self._note(restart_state=RestartState.BOOTING, restart_time=self._clock())
         self._events.publish("xend.domain.restart", [*self._ids(), "begin"])
@@ -497,6 +521,7 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
     suspended = proxy_method(Domain.suspended)
     destroy = proxy_method(Domain.destroy)
     exited = proxy_method(Domain.exited)
+    crashed_with_hypervisor = proxy_method(Domain.crashed_with_hypervisor)
     forget = proxy_method(Domain.forget)
     restart = proxy_method(Domain.restart)
     device_create = proxy_method(Domain.device_create)

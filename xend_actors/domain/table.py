@@ -371,11 +371,12 @@ class DomainTable(TracedActor):
         self._hv_lost = False
         hv = {d.domid: d for d in self._ask(self._hypervisor.list_domains())}
         for domid, entry in list(self._entries.items()):
-            if domid != 0 and domid not in hv and entry.record.restart_state is None:
-                log.error("Domain %s (id %s) crashed with the hypervisor", entry.record.name,
-                          domid)
+            # Every one, whatever it was doing: one whose restart was pending or whose
+            # destroy the lost connection broke off would otherwise wait forever. Its
+            # Domain actor knows whether it is still at it (``crashed_with_hypervisor``).
+            if domid != 0 and domid not in hv:
                 entry.finishing, entry.hv = True, None
-                entry.domain.exited(ShutdownReason.CRASH)
+                entry.domain.crashed_with_hypervisor()
         self._reap(hv)
 
     def guest_message(self, domid: int, message: Message) -> None:

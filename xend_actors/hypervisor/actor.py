@@ -12,7 +12,9 @@ It supervises the hypervisor's helper process (``xend-simhv``): a helper that di
 takes its domains with it, so every call fails at once (never hangs) and, within a
 second, a new helper is started, the driver reconnected, and the watcher told
 ``hypervisor_lost`` then ``hypervisor_restarted``: its domains crashed, and their
-restart rules apply.
+restart rules apply. The new helper gives ids past the highest this actor has seen, as
+Xen's ids only grow: a new domain never takes the id of a crashed one whose end xend is
+still handling (its record, its console port, its restart with the same id).
 """
 
 from __future__ import annotations
@@ -39,17 +41,19 @@ log = logging.getLogger(__name__)
 MONITOR_SECONDS = 1.0  # how often the helper's connection is looked at
 
 
-def helper_starter(config: XendConfig) -> Callable[[], None] | None:
-    """What starts the configured hypervisor's helper process if none runs; None if it
-    has none (qemu's processes are each one domain's)."""
+def helper_starter(config: XendConfig) -> Callable[[int], None] | None:
+    """What starts the configured hypervisor's helper process if none runs, giving ids
+    from the one it is passed; None if it has none (qemu's processes are each one
+    domain's)."""
     if config.hypervisor is HypervisorKind.SIM:
-        def start() -> None:
-            _ensure_simhv(config)
+        def start(first_domid: int) -> None:
+            _ensure_simhv(config, first_domid)
         return start
     return None
 
 
-def _ensure_simhv(config: XendConfig) -> subprocess.Popen[bytes] | None:
+def _ensure_simhv(config: XendConfig,
+                  first_domid: int = 1) -> subprocess.Popen[bytes] | None:
     """An xend-simhv answering on the run dir's socket: the one started now, or None if
     one ran already."""
     from xend_actors.hypervisor.sim.launch import ensure_simhv
@@ -57,7 +61,7 @@ def _ensure_simhv(config: XendConfig) -> subprocess.Popen[bytes] | None:
     return ensure_simhv(
         config.run_dir / "simhv.sock", memory_mb=config.sim_memory_mb,
         cpus=config.sim_cpus, log_file=config.logfile.parent / "xend-simhv.log",
-        pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps)
+        pid_file=config.run_dir / "simhv.pid", taps=config.sim_taps, first_domid=first_domid)
 
 
 def _nothing() -> None:
@@ -112,10 +116,11 @@ class Reconnecting(Protocol):
 
 class Hypervisor(TracedActor):
     def __init__(self, driver: Driver,
-                 start_helper: Callable[[], None] | None = None) -> None:
+                 start_helper: Callable[[int], None] | None = None) -> None:
         super().__init__()
         self._driver = driver
         self._start_helper = start_helper
+        self._highest_domid = 0  # of every domain seen: a new helper gives ids past it
         self._watcher: DomainWatcher | None = None
         self._stopping = threading.Event()
 
@@ -149,7 +154,7 @@ class Hypervisor(TracedActor):
                   "starting a new one")
         if self._watcher is not None:
             self._watcher.hypervisor_lost()
-        start()
+        start(self._highest_domid + 1)
         driver.reconnect()
         if self._watcher is not None:
             self.watch(self._watcher)
@@ -172,19 +177,28 @@ class Hypervisor(TracedActor):
         return self._driver.physinfo()
 
     def list_domains(self) -> list[HvDomain]:
-        return self._driver.list_domains()
+        domains = self._driver.list_domains()
+        self._seen(*(d.domid for d in domains))
+        return domains
 
     def domain(self, domid: int) -> HvDomain | None:
         """Domain ``domid`` now; None if the hypervisor has none (a usual answer, not an
         error: the domain may have just gone)."""
         try:
-            return self._driver.domain(domid)
+            found = self._driver.domain(domid)
         except NotFound:
             return None
+        self._seen(domid)
+        return found
 
     def create(self, name: str, memory_mb: int, *, cpu: int = -1) -> int:
         """A new empty, paused domain; its id."""
-        return self._driver.create(name, memory_mb, cpu=cpu)
+        domid = self._driver.create(name, memory_mb, cpu=cpu)
+        self._seen(domid)
+        return domid
+
+    def _seen(self, *domids: int) -> None:
+        self._highest_domid = max(self._highest_domid, *domids)
 
     def destroy(self, domid: int) -> None:
         """Destroy a domain no Domain actor has (half built by a xend that died)."""

@@ -27,17 +27,19 @@ STOP_TIMEOUT = 10.0
 
 
 def ensure_simhv(socket_path: Path, *, memory_mb: int, cpus: int, log_file: Path,
-                 pid_file: Path, taps: bool = False,
+                 pid_file: Path, taps: bool = False, first_domid: int = 1,
                  timeout: float = 10.0) -> subprocess.Popen[bytes] | None:
     """Make sure an xend-simhv answers on ``socket_path``; start one if none does.
-    Returns the process it started, None if one was running already."""
+    Returns the process it started, None if one was running already; a new one gives
+    domain ids from ``first_domid`` on."""
     if simhv_answers(socket_path):
         return None
     socket_path, log_file, pid_file = (p.absolute() for p in (socket_path, log_file, pid_file))
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [*simhv_command(), "--socket", str(socket_path), "--memory", str(memory_mb),
-               "--cpus", str(cpus), "--pid-file", str(pid_file), *(["--taps"] if taps else [])]
+               "--cpus", str(cpus), "--pid-file", str(pid_file), "--first-domid",
+               str(first_domid), *(["--taps"] if taps else [])]
     process = detached.start(command, log_file)
     outcome = detached.wait_until(process, lambda: simhv_answers(socket_path),
                                   timeout=timeout, poll=POLL_INTERVAL)

@@ -84,7 +84,8 @@ def _state(running: bool, blocked: bool, paused: bool, shutdown: bool,
 
 class SimHypervisor:
     def __init__(self, memory_mb: int, cpus: int, clock: Clock, *,
-                 shutdown_delay: float = 0.03, taps: bool = False) -> None:
+                 shutdown_delay: float = 0.03, taps: bool = False,
+                 first_domid: int = 1) -> None:
         if memory_mb <= DOM0_MEMORY_MB:
             raise BadRequest(f"the simulated host needs more than {DOM0_MEMORY_MB} MiB of "
                              f"memory (Domain-0 alone has {DOM0_MEMORY_MB} MiB), got {memory_mb}")
@@ -112,7 +113,9 @@ class SimHypervisor:
         self._listeners: list[Callable[[int], None]] = []
         self._dmesg: deque[str] = deque()
         self._dmesg_size = 0
-        self._next_domid = 1
+        # A helper started again after one died begins past the ids xend still knows,
+        # so a new domain never takes the id of one whose end xend is still handling.
+        self._next_domid = first_domid if 0 < first_domid < DOMID_FIRST_RESERVED else 1
         self._host_cpu = Meter(clock, rate=IDLE_LOAD)
         dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, 0,
                        paused=False)

@@ -181,10 +181,11 @@ class Connection(asyncio.Protocol):
 
 
 async def serve(socket_path: Path, *, memory_mb: int, cpus: int,
-                shutdown_delay: float, taps: bool = False) -> None:
+                shutdown_delay: float, taps: bool = False, first_domid: int = 1) -> None:
     """Serve a new simulated host on ``socket_path`` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    hv = SimHypervisor(memory_mb, cpus, loop, shutdown_delay=shutdown_delay, taps=taps)
+    hv = SimHypervisor(memory_mb, cpus, loop, shutdown_delay=shutdown_delay, taps=taps,
+                       first_domid=first_domid)
     server = SimServer(hv)
     _remove_stale_socket(socket_path)
     listener = await loop.create_unix_server(server.connection, str(socket_path))
@@ -235,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="how long a guest takes to shut down when asked (default 0.03)")
     parser.add_argument("--taps", action="store_true",
                         help="give each vif a real tap device vifD.N (needs CAP_NET_ADMIN)")
+    parser.add_argument("--first-domid", type=int, default=1, metavar="ID",
+                        help="the first domain id to give (default 1)")
     return parser
 
 
@@ -251,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         asyncio.run(serve(options.socket, memory_mb=options.memory, cpus=options.cpus,
-                          shutdown_delay=options.shutdown_delay, taps=options.taps))
+                          shutdown_delay=options.shutdown_delay, taps=options.taps,
+                          first_domid=options.first_domid))
     except XendError as e:
         log.error("%s", e.message)
         return 1
