@@ -22,7 +22,7 @@ import pykka
 from xend_actors.actors import ASK_TIMEOUT, Deadline, ask
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.table import DomainTableProxy
-from xend_actors.errors import NotFound, Timeout, XendError
+from xend_actors.errors import Conflict, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import Driver, ShutdownReason, StreamState
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,18 @@ class Suspension:
 
 def wait_suspended(driver: Driver, domid: int, deadline: Deadline) -> None:
     """Returns once the hypervisor reports ``domid`` shut down for suspend; Timeout once
-    ``deadline`` passed."""
+    ``deadline`` passed; Conflict (409) if it died, rebooted or crashed meanwhile: the
+    domain's own doing, not the hypervisor failing (its restart rules apply to it as to
+    any other exit)."""
     while True:
         try:
             hv = driver.domain(domid)
         except NotFound:
-            raise XendError("Domain died") from None
+            raise Conflict("Domain died") from None
         if hv.state.shutdown and hv.shutdown_reason is ShutdownReason.SUSPEND:
             return
         if hv.state.dead:
-            raise XendError("Domain died")
+            raise Conflict("Domain died")
         if deadline.remaining() <= 0:
             raise Timeout(f"domain {domid} did not suspend within {deadline.seconds:.3g} s")
         time.sleep(POLL_SECONDS)
