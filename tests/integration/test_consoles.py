@@ -248,6 +248,31 @@ def test_consoles_come_back_on_the_same_ports_after_xend_restarts(own_xend: Xend
             echo_round_trip(term, f"{name}-back")
 
 
+def test_a_recovered_console_whose_port_is_busy_serves_the_api_and_listens_once_free(
+        own_xend: Xend) -> None:
+    """xend killed, its console's port taken meanwhile: the domain keeps its console (its
+    scrollback, the API's clients) rather than losing it, and the console listens on its
+    port as soon as the port is free again."""
+    xend = own_xend
+    port = create(xend, "squat", ["console", str(xend.home.console_port_base + 20)])
+    wait_for(lambda: BANNER in xend.http.get(f"/xend/console/{port}/log").content,
+             what="the guest's banner")
+    xend.home.kill9()
+    with socket.create_server(("127.0.0.1", port)):  # someone else takes the port
+        xend.start()
+        pid = xend.home.pid()
+        assert pid is not None
+        assert xend.consoles() == [str(port)]
+        assert status(xend, port) == "listening"
+        assert BANNER in xend.http.get(f"/xend/console/{port}/log").content
+        assert port not in listening_tcp_ports(pid)  # the squatter has it
+    # Free again: the console takes its port within a few retries.
+    wait_for(lambda: port in listening_tcp_ports(pid), timeout=20,
+             what="the console listening on its port again")
+    with terminal(port) as term:
+        echo_round_trip(term, "after-squat")
+
+
 # --- scrollback for viewers -------------------------------------------------------------------
 
 

@@ -99,14 +99,17 @@ class Consoles(TracedActor):
 
     # --- asked by Domain actors ----------------------------------------------------------------
 
-    def open(self, domid: int, channel: socket.socket, port: int | None = None) -> ConsoleInfo:
+    def open(self, domid: int, channel: socket.socket, port: int | None = None, *,
+             running: bool = False) -> ConsoleInfo:
         """Open domain ``domid``'s console on ``port`` (default: the base plus the id) and
         attach it to ``channel``, the domain's console channel (the Domain actor opened it;
         the console owns it from here); a console the domain already has is only
-        re-attached (after a restart, the channel is the new domain's)."""
+        re-attached (after a restart, the channel is the new domain's). A new domain's
+        console whose TCP port is busy fails its build (Conflict); a ``running`` one's
+        (recovered, restored, migrated in) opens without it and tries it again."""
         port = port or self.port_base + domid
         try:
-            created = self._on_loop(self._listen(domid, port))
+            created = self._on_loop(self._listen(domid, port, running))
         except BaseException:
             channel.close()
             raise
@@ -167,7 +170,7 @@ class Consoles(TracedActor):
 
     # --- on the loop ------------------------------------------------------------------------------
 
-    async def _listen(self, domid: int, port: int) -> bool:
+    async def _listen(self, domid: int, port: int, retry: bool) -> bool:
         """Make the domain's console listen unless it does; whether it is new."""
         if domid in self._live:
             return False
@@ -176,7 +179,7 @@ class Consoles(TracedActor):
             raise Conflict(f"console port in use: {port}")
         relay = Relay(port, domid, self._publish, self._keep)
         try:
-            await relay.listen(self.host)
+            await relay.listen(self.host, retry=retry)
         except BaseException:
             relay.forget_file()
             relay.shut()

@@ -21,6 +21,11 @@ With nobody connected the channel is always read, into the bounded scrollback.
 The listener and the client outlive the channel: when a domain restarts, its old
 channel ends and ``attach`` gives the relay the new domain's channel.
 
+A console whose domain already runs (recovered by a restarted xend, restored, migrated
+in) is not given up for a busy TCP port: it serves the API's clients and keeps its
+scrollback at once, says why its port does not listen (a warning, and ``tcp`` false in
+its info), and tries the port again every ``LISTEN_RETRY`` s until it listens.
+
 Given a folder, the relay keeps a copy of its scrollback there (``ScrollbackFile``)
 and a relay made again for the same console (xend restarted) goes on from it, with
 the same offsets. Output is written a ``FLUSH_DELAY`` after it came, in one batch,
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 
 PENDING_LIMIT = 64 * 1024  # what a new client gets of the output nobody saw
 CLOSE_GRACE = 5.0  # seconds a closed console waits for its channel to end
+LISTEN_RETRY = 2.0  # seconds between tries of a console's busy TCP port
 FLUSH_DELAY = 0.2  # seconds output waits to be written to the scrollback's file
 REFUSAL = "Cannot connect to console {id} on domain {dom}\n"
 
@@ -73,6 +79,8 @@ class Relay:
                 self.scrollback.resume(kept)
         self._publish = publish
         self._server: asyncio.AbstractServer | None = None
+        self._retry: asyncio.TimerHandle | None = None  # the next try of a busy port
+        self._shut = False  # xend stops: its sockets are let go
         self._channel: _Channel | None = None
         self._client: Client | None = None
         self._client_full = False  # the client's send buffer is full: the guest waits
@@ -87,12 +95,24 @@ class Relay:
 
     # --- life ----------------------------------------------------------------------------
 
-    async def listen(self, host: str | None) -> None:
+    async def listen(self, host: str | None, *, retry: bool = False) -> None:
         """Wait for clients: on the console's TCP port at ``host``, or (None) only those
-        the API brings (``adopt``)."""
-        if host is None:
-            self.status = Status.LISTENING
-            return
+        the API brings (``adopt``). A port that cannot be had is an error, unless
+        ``retry``: then the console serves the API's clients now and tries the port
+        again until it listens."""
+        if host is not None:
+            try:
+                await self._serve_tcp(host)
+            except XendError as error:
+                if not retry:
+                    raise
+                log.warning("Console %s of domain %s does not listen on its TCP port: %s; "
+                            "trying again every %g s", self.port, self.domid, error.message,
+                            LISTEN_RETRY)
+                self._try_later(host)
+        self.status = Status.LISTENING
+
+    async def _serve_tcp(self, host: str) -> None:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(lambda: Client(self), host, self.port)
@@ -101,7 +121,31 @@ class Relay:
                 raise Conflict(f"console port in use: {self.port}") from None
             raise XendError(f"cannot listen on console port {self.port}: "
                             f"{error.strerror or error}") from None
-        self.status = Status.LISTENING
+
+    def _try_later(self, host: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._retry = loop.call_later(
+            LISTEN_RETRY, lambda: loop.create_task(self._try_again(host)))
+
+    async def _try_again(self, host: str) -> None:
+        self._retry = None
+        if self._ended:
+            return
+        try:
+            await self._serve_tcp(host)
+        except XendError:
+            if not self._ended:
+                self._try_later(host)
+            return
+        if self._ended:  # closed or shut while the port was being had
+            self._stop_listening()
+        else:
+            log.info("Console %s of domain %s listens on its TCP port now", self.port,
+                     self.domid)
+
+    @property
+    def _ended(self) -> bool:
+        return self.status is Status.CLOSED or self._shut
 
     async def attach(self, channel: socket.socket) -> None:
         """Relay the console channel ``channel`` from now on, in place of any earlier one."""
@@ -151,6 +195,7 @@ class Relay:
     def shut(self) -> None:
         """xend stops: let go of every socket without a word; the domain lives on, and
         the scrollback's file keeps all it said."""
+        self._shut = True
         self._stop_listening()
         self.write_file()
         if self._file is not None:
@@ -210,6 +255,9 @@ class Relay:
                 log.warning("Cannot remove the scrollback of console %s: %s", self.port, error)
 
     def _stop_listening(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -212,11 +212,13 @@ class Domain(Supervised, TracedActor):
         self._events.publish(f"{CREATE_EVENT}.progress",
                              [*self._ids(), ["progress", ["phase", phase.value]]])
 
-    def _open_console(self, config: DomainConfig) -> int:
+    def _open_console(self, config: DomainConfig, *, running: bool = False) -> int:
+        """Open (or re-attach) the console; a ``running`` domain's (recovered, restored,
+        migrated in) is not failed by a busy TCP port: it listens once the port is free."""
         port = self.record.console_port or config.console_port
         channel = self._driver.open_console(self.domid)
-        info = ask(self._consoles.open(self.domid, channel, port), "the consoles",
-                   CONSOLE_TIMEOUT)
+        info = ask(self._consoles.open(self.domid, channel, port, running=running),
+                   "the consoles", CONSOLE_TIMEOUT)
         return info.port
 
     def _close_console(self) -> None:
@@ -254,7 +256,7 @@ class Domain(Supervised, TracedActor):
             self.record = replace(self.record,
                                   devices=self._held_devices.attach_all(config.devices,
                                                                         deadline))
-            console_port = self._open_console(config)
+            console_port = self._open_console(config, running=True)
         except XendError:
             self._held_devices.release()
             self.record = replace(self.record, config=None, devices=())
@@ -271,7 +273,7 @@ class Domain(Supervised, TracedActor):
         except XendError as error:
             log.error("Domain %s recovered without its devices: %s", self.record.name, error)
         try:
-            console_port = self._open_console(self.record.config)
+            console_port = self._open_console(self.record.config, running=True)
         except XendError as error:
             log.error("Domain %s recovered without its console: %s", self.record.name, error)
             return
