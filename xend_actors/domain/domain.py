@@ -294,6 +294,10 @@ class Domain(Supervised, TracedActor):
         """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
         if reason is ShutdownReason.SYSRQ and len(key) != 1:
             raise BadRequest("sysrq needs a key: one character")
+        if reason is ShutdownReason.SUSPEND and self.record.restart_state is not None:
+            # The guest acts on the reboot first and is rebuilt: it would never suspend,
+            # and a save or migration would wait for it in vain.
+            raise Conflict(f"domain {self.record.name} is rebooting: it cannot be suspended")
         record = self._request(reason)
         self._events.publish("xend.domain.shutdown", [*self._ids(), reason.value])
         self._driver.shutdown(self.domid, reason, key)
