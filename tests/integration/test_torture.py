@@ -17,11 +17,6 @@ pytestmark = pytest.mark.integration
 TORTURE = Path(__file__).resolve().parents[2] / "bench" / "torture.py"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 15 is not all fixed: a longer run still finds, now and then, a domain that xend "
-    "lists after xend-simhv was killed and restarted though the new simhv does not hold it "
-    "(and its store record), and a console port of a listed domain not listening after a "
-    "restart; two-minute runs on main pass"))
 def test_two_minutes_of_torture_find_no_violation() -> None:
     disk_full = [] if os.geteuid() == 0 else ["--no-disk-full"]  # a tmpfs dbroot needs root
     run = subprocess.run(
