@@ -206,7 +206,8 @@ class Slot:
     name: str
     disk: Path
     where: str | None = None  # a site's label, None (absent) or UNKNOWN
-    since: float = 0.0  # when the last acknowledgement came
+    since: float = 0.0  # when the last acknowledged operation was sent
+    began: float = 0.0  # when the operation under way was sent
     gone_from: str | None = None  # a site the last acknowledged op took it away from
     hot_vbd: bool | None = False  # a hot-plugged vbd sdb listed (None: unknown)
     vbd_idx: str = ""  # its index
@@ -215,7 +216,9 @@ class Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ack(self, where: str | None, gone_from: str | None = None) -> None:
-        self.where, self.gone_from, self.since = where, gone_from, time.time()
+        # Since the operation was sent, not since its reply: the domain may end on its
+        # new site before a slow reply (a migration's) comes back.
+        self.where, self.gone_from, self.since = where, gone_from, self.began
 
     def unknown(self) -> None:
         self.where, self.gone_from, self.hot_vbd = UNKNOWN, None, None
@@ -413,6 +416,7 @@ class Torture:
         return found
 
     def operate(self, runner: Runner, rng: random.Random, slot: Slot, op: str) -> None:
+        slot.began = time.time()
         if op in ("create", "restore") and slot.where in (None, UNKNOWN):
             slot.where = self.locate(slot)
             if slot.where == UNKNOWN:
@@ -692,8 +696,8 @@ class Torture:
         for slot in self.slots:
             if slot.where in ("a", "b") and slot.name not in names[slot.where] \
                     and not self.site(slot.where).death_since(slot.name, slot.since):
-                missing.append(f"{slot.name} acknowledged on xend {slot.where} at "
-                               f"{time.strftime('%H:%M:%S', time.localtime(slot.since))} "
+                missing.append(f"{slot.name} acknowledged on xend {slot.where} (asked at "
+                               f"{time.strftime('%H:%M:%S', time.localtime(slot.since))}) "
                                "is not there and no death of it was published; "
                                f"{self.story(slot.name)}")
             domain = next((d for d in views[slot.where][0]
