@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -285,3 +286,71 @@ def test_a_save_to_a_full_disk_is_507_and_the_domain_keeps_running(
         assert sorted(p.name for p in disk.path.iterdir()) == sorted([FILLER, "probe"])
     finally:
         disk.unmount()
+
+
+@contextlib.contextmanager
+def peer_that_fills(disk: SmallDisk) -> Iterator[int]:
+    """A relocation "peer" on loopback that, once a migration connects, fills ``disk`` (so
+    the session's record was written, but no later one can be) and hangs up; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                disk.fill()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        server.join(timeout=10)
+
+
+def test_a_migration_the_disk_fills_under_leaves_no_session(
+        xend_home: Callable[..., XendHome]) -> None:
+    # Found by bench/torture.py --qemu: the migration answered 507 (its error state could
+    # not be written) and left migrate/N behind in state begin.
+    home = xend_home("(xend-relocation-tls no)")
+    disk = SmallDisk(home.dbroot)
+    try:
+        home.start()
+        xend = Xend(home)
+        try:
+            xend.start_sim("mover")
+            with peer_that_fills(disk) as port:
+                reply = xend.op("mover", "migrate", destination=f"127.0.0.1:{port}")
+            # The peer's hang-up is the failure (a bad gateway), not the disk.
+            message = xend.error(reply, 502)
+            assert "migrate failed" in message, message
+            assert sorted(p.name for p in (home.dbroot / "migrate").iterdir()) == []
+            assert xend.state("mover") in ("-b---", "r----")
+            assert xend.op("mover", "pause").status_code == 200  # not held by a transfer
+            assert any(" error (migrate " in e for e in xend.events.lines()
+                       if e.startswith("xend.domain.migrate (mover "))
+        finally:
+            xend.close()
+    finally:
+        home.stop()
+        home.kill_simhv()
+        disk.unmount()
+
+
+def test_a_save_the_disk_fills_under_leaves_no_session(
+        small_disk_xend: tuple[Xend, SmallDisk]) -> None:
+    # One block free: the session's record takes it, then the save file finds the disk
+    # full, and the record's error state cannot be written either.
+    xend, disk = small_disk_xend
+    xend.start_sim("saver")
+    disk.fill()
+    filler = disk.path / FILLER
+    os.truncate(filler, filler.stat().st_size - 4096)
+    target = disk.path / "saves" / "saver.save"
+    target.parent.mkdir()
+    message = xend.error(xend.op("saver", "save", file=str(target)), 507)
+    assert "save failed" in message, message
+    assert sorted(p.name for p in (xend.home.dbroot / "migrate").iterdir()) == []
+    assert xend.state("saver") in ("-b---", "r----")
+    assert not target.exists()
+    assert xend.op("saver", "pause").status_code == 200  # not held by a transfer

@@ -105,6 +105,18 @@ class Context:
         self.sessions.write(record.id, value)
         self.events.publish(event, [name, str(domid), record.state.value, value])
 
+    def conclude(self, event: str, name: str, domid: int, record: SaveRecord | MigrateRecord,
+                 *, keep: bool = False) -> None:
+        """End ``record``'s session: drop it, unless ``keep`` (a bug ended it: the Transfer
+        actor puts back what it said last), and publish its last state (ok or error).
+        That state is told, not written: the record would go at once, and a xend that
+        died in between would put back the same from the state before. So a full disk,
+        which refuses a write but not a delete, leaves no session behind."""
+        if not keep:
+            self.drop(record)
+        self.events.publish(event, [name, str(domid), record.state.value,
+                                    records.to_sxpr(record)])
+
     def drop(self, record: SessionRecord) -> None:
         self.sessions.delete(record.id)
         self.kept.discard(record.id)

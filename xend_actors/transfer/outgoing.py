@@ -89,16 +89,17 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
                                               live, resource, report)
     except Exception as error:
         log.error("Migrating domain %s to %s:%s failed: %s", info.name, host, port, error)
-        tell(replace(record, state=SessionState.ERROR))
+        # a bug leaves the record: the Transfer actor puts back what it says
+        context.conclude(EVENT, info.name, info.domid,
+                         replace(record, state=SessionState.ERROR), keep=is_bug(error))
         if is_bug(error):
-            raise  # the record stays: the Transfer actor puts back what it says
-        context.drop(record)
+            raise
         raise failed("migrate", _as_peer_failure(error),
                      lambda: rollback.left(driver, info.domid)) from None
     duration = time.monotonic() - started
-    tell(replace(record, state=SessionState.OK,
-                 dst=Destination(host, newid, downtime, duration)))
-    context.drop(record)
+    context.conclude(EVENT, info.name, info.domid,
+                     replace(record, state=SessionState.OK,
+                             dst=Destination(host, newid, downtime, duration)))
     log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
              "for %.3f s", info.name, host, port, newid, duration, downtime)
     return f"http://{host}:{port}/xend/domain/{newid}"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from xend_actors.actors import is_bug
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
@@ -55,21 +56,21 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
 
     context.announce(EVENT, info.name, info.domid, record)
     log.info("Saving domain %s (id %s) to %s", info.name, info.domid, path)
-    with context.dropped_after(record):
-        try:
-            if isinstance(driver, StreamState):
-                _save_stream(context, driver, info, path, report)
-            else:
-                _save_paged(context, driver, domain, info, path)
-                size = path.stat().st_size
-                report(StreamProgress(True, size, size))
-        except Exception as error:
-            log.error("Saving domain %s to %s failed: %s", info.name, path, error)
-            context.announce(EVENT, info.name, info.domid,
-                             replace(record, state=SessionState.ERROR))
-            raise failed("save", error, lambda: rollback.left(driver, info.domid)) from None
-        context.announce(EVENT, info.name, info.domid, replace(record, state=SessionState.OK))
-        log.info("Saved domain %s to %s", info.name, path)
+    try:
+        if isinstance(driver, StreamState):
+            _save_stream(context, driver, info, path, report)
+        else:
+            _save_paged(context, driver, domain, info, path)
+            size = path.stat().st_size
+            report(StreamProgress(True, size, size))
+    except Exception as error:
+        log.error("Saving domain %s to %s failed: %s", info.name, path, error)
+        # a bug leaves the record: the Transfer actor puts back what it says
+        context.conclude(EVENT, info.name, info.domid,
+                         replace(record, state=SessionState.ERROR), keep=is_bug(error))
+        raise failed("save", error, lambda: rollback.left(driver, info.domid)) from None
+    context.conclude(EVENT, info.name, info.domid, replace(record, state=SessionState.OK))
+    log.info("Saved domain %s to %s", info.name, path)
 
 
 def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
