@@ -82,7 +82,8 @@ class BlkifController(Supervised, TracedActor):
             ask(self._claims.claim(bound.node, self._domid, vbd.writable, not vbd.shared_ok),
                 "the block claims", within(deadline, CLAIM_TIMEOUT))
             undo.append(lambda: self._claims.release(bound.node, self._domid, vbd.writable))
-            device = self._driver.attach_backing(bound.node, readonly=not vbd.writable)
+            device = self._driver.attach_backing(bound.node, readonly=not vbd.writable,
+                                                 shared=vbd.shared_ok)
             undo.append(lambda: self._driver.detach_backing(device))
             new_interface = not self._interface
             if new_interface:

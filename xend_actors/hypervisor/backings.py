@@ -21,6 +21,7 @@ class Backing:
     device: int
     path: str
     readonly: bool
+    shared: bool = False  # mode w!: other guests may use it too
 
     def size(self) -> int:
         """Its size in bytes now; 0 if it cannot be opened."""
@@ -35,7 +36,7 @@ class Backings:
     def __init__(self) -> None:
         self._by_device: dict[int, Backing] = {}
 
-    def attach(self, path: str, readonly: bool) -> int:
+    def attach(self, path: str, readonly: bool, shared: bool = False) -> int:
         """Check ``path`` opens as asked and number it; its device number."""
         what = f"cannot attach {path}"
         if not path or not os.path.isabs(path):
@@ -52,7 +53,7 @@ class Backings:
                        if LOOP_MAJOR << 8 | n not in self._by_device), None)
         if device is None:
             raise Conflict(f"{what}: all {MAX_BACKINGS} backing devices are in use")
-        self._by_device[device] = Backing(device, path, readonly)
+        self._by_device[device] = Backing(device, path, readonly, shared)
         return device
 
     def get(self, device: int) -> Backing | None:

@@ -275,9 +275,11 @@ class Driver(Protocol):
         """
         ...
 
-    def attach_backing(self, path: str, readonly: bool = False) -> int:
+    def attach_backing(self, path: str, readonly: bool = False, shared: bool = False) -> int:
         """Make a host file or block device available to the block backend (Xen's
-        ``losetup`` of ``file:``); returns its device number for vbd extents."""
+        ``losetup`` of ``file:``); returns its device number for vbd extents. ``shared``
+        (mode ``w!``): the user lets other guests use it too, so a backend that locks
+        its images leaves this one unlocked."""
         ...
 
     def detach_backing(self, device: int) -> None: ...

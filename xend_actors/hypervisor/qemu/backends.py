@@ -6,10 +6,11 @@ are qemu's own and the guest's drivers are virtio, so this module stands in for 
 keeping xend's controllers (``device/blkif.py``, ``device/netif.py``) unchanged:
 
 * block: an interface is a record; ``BlkifBeVbdGrow`` with a backing (``attach_backing``,
-  a host file or block device) becomes ``blockdev-add`` (raw, read-only for mode r) and
+  a host file or block device) becomes ``blockdev-add`` (raw, read-only for mode r,
+  without qemu's image lock for mode w!, which shares the image knowingly) and
   ``device_add virtio-blk-pci`` on the frontend domain's qemu, so the guest sees a
   ``/dev/vdX``; ``BlkifBeVbdDestroy`` is ``device_del`` (waited for until the guest lets
-  go) and ``blockdev-del``.
+  go) and ``blockdev-del``. An image another qemu holds locked is a 409 (``Conflict``).
 * network: ``NetifBeCreate`` is ``netdev_add tap`` with ``ifname vif<domid>.<n>`` (qemu
   makes the tap, which goes with it) and ``device_add virtio-net-pci`` with the vif's
   MAC; destroy undoes both.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -66,8 +68,8 @@ class QemuBackends:
 
     # --- backings --------------------------------------------------------------------------
 
-    def attach_backing(self, path: str, readonly: bool) -> int:
-        return self._backings.attach(path, readonly)
+    def attach_backing(self, path: str, readonly: bool, shared: bool = False) -> int:
+        return self._backings.attach(path, readonly, shared)
 
     def detach_backing(self, device: int) -> None:
         self._backings.detach(device)
@@ -172,10 +174,13 @@ class QemuBackends:
         if guest is None:
             return m.BlkifStatus.MAPPING_ERROR
         node, readonly = _node(msg.vdevice), vbd.readonly or backing.readonly
+        file: dict[str, Any] = {"driver": "file", "filename": backing.path,
+                                "read-only": readonly}
+        if backing.shared:  # w!: the user shares it knowingly, qemu's lock would refuse
+            file["locking"] = "off"
         try:
-            guest.execute("blockdev-add", {
-                "driver": "raw", "node-name": node, "read-only": readonly,
-                "file": {"driver": "file", "filename": backing.path, "read-only": readonly}})
+            guest.execute("blockdev-add", {"driver": "raw", "node-name": node,
+                                           "read-only": readonly, "file": file})
             try:
                 guest.execute("device_add", {"driver": "virtio-blk-pci", "drive": node,
                                              "id": node, **guest.slot_arguments(node)})
@@ -185,6 +190,9 @@ class QemuBackends:
         except XendError as error:
             log.error("Domain %s: plugging %s into qemu failed: %s", msg.domid, backing.path,
                       error.message)
+            if _LOCKED.search(error.message):
+                raise Conflict(f"disk {backing.path} is in use by another guest (a qemu "
+                               "holds the image's lock); mode w! shares it") from None
             return m.BlkifStatus.ERROR
         self._vbds[(msg.domid, msg.vdevice)] = replace(vbd, plugged=True)
         return m.BlkifStatus.OKAY
@@ -299,6 +307,10 @@ class QemuBackends:
             log.error("Domain %s: unplugging %s failed: %s", domid, device, error.message)
             return False
         return True
+
+
+# qemu's words when another process holds the image's lock (image locking, qemu 2.10+)
+_LOCKED = re.compile(r'Failed to get (shared )?"[^"]+" lock')
 
 
 def _peripherals(guest: QemuGuest) -> set[str]:

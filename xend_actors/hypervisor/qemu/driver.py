@@ -316,9 +316,9 @@ class QemuDriver:
         with self._device_lock(getattr(message, "domid", domid) if backend else domid):
             return self._backends.handle(domid, message)
 
-    def attach_backing(self, path: str, readonly: bool = False) -> int:
+    def attach_backing(self, path: str, readonly: bool = False, shared: bool = False) -> int:
         with self._backings_lock:
-            return self._backends.attach_backing(path, readonly)
+            return self._backends.attach_backing(path, readonly, shared)
 
     def detach_backing(self, device: int) -> None:
         with self._backings_lock:

@@ -203,8 +203,9 @@ class SimDriver:
                                   f"({type(answer).__name__})")
         return answer
 
-    def attach_backing(self, path: str, readonly: bool = False) -> int:
-        """Attach a host file or device as a sim block device; its number for extents."""
+    def attach_backing(self, path: str, readonly: bool = False, shared: bool = False) -> int:
+        """Attach a host file or device as a sim block device; its number for extents
+        (the sim locks no image: ``shared`` changes nothing)."""
         return self._call("attach_backing", path=path, readonly=readonly)
 
     def detach_backing(self, device: int) -> None:
