@@ -455,3 +455,59 @@ def test_a_disk_another_qemu_holds_is_a_409(qemu: QemuXend, tmp_path: Path) -> N
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+# A vif script whose "up" kills its domain's qemu (as the torture run did, at random) and
+# then fails as vif-bridge does when the tap went with it.
+QEMU_KILLER = '''#!/usr/bin/env python3
+import json, os, signal, sys, time
+from pathlib import Path
+args = dict(word.split("=", 1) for word in sys.argv[2:] if "=" in word)
+if sys.argv[1] != "up":
+    sys.exit(0)
+domid = args["vif"][len("vif"):].split(".")[0]
+state = Path(os.environ["XEND_RUN_DIR"]) / "qemu" / domid / "state.json"
+pid = json.loads(state.read_text())["pid"]
+os.kill(pid, signal.SIGKILL)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+            break
+    except FileNotFoundError:
+        break
+    time.sleep(0.02)
+sys.exit(f"vif-killer: no such network device {args['vif']}")
+'''
+
+
+@pytest.fixture
+def qemu_killer(tmp_path: Path) -> Path:
+    script = tmp_path / "vif-killer"
+    script.write_text(QEMU_KILLER)
+    script.chmod(0o755)
+    return script
+
+
+def test_a_qemu_that_dies_during_a_create_is_said_so(qemu: QemuXend, qemu_killer: Path) -> None:
+    # Found by bench/torture.py --qemu: the 500 said "no such network device vifN.0".
+    xend = qemu
+    config = vm(xend.guest, "qc", ["device", ["vif", ["script", str(qemu_killer)]]])
+    reply = xend.post("/xend/domain/", op="create", config=sxp.show(config))
+    message = xend.error(reply, 500)  # the hypervisor's failure, as README says
+    assert "the qemu process of domain qc died while the domain was built" in message, message
+    assert "qc" not in xend.names()
+
+
+def test_a_hot_plug_into_a_restarting_domain_is_a_409(qemu: QemuXend, qemu_killer: Path) -> None:
+    # Found by bench/torture.py --qemu: a vif plugged while the domain's reboot was under
+    # way (its qemu gone) answered 500 "netif backend says: Non-specific error".
+    xend = qemu
+    domid = int(sxp.child_value(xend.create_vm("qr", start=False), "id"))
+    xend.do("qr", "shutdown", reason="reboot")  # pending: the paused guest cannot act on it
+    reply = xend.op("qr", "device_create", config=sxp.show(["vif", ["script",
+                                                                   str(qemu_killer)]]))
+    message = xend.error(reply, 409)
+    assert "domain qr is restarting; try again once it runs" in message, message
+    restarted(xend, "qr", domid)
+    assert xend.get_sxp("/xend/domain/qr", op="vifs") == []

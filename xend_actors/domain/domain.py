@@ -55,7 +55,7 @@ from xend_actors.domain.devices import (
 )
 from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
 from xend_actors.domain.restart import restart_wanted, restarting_too_fast
-from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, XendError
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
 from xend_actors.hypervisor.ring import messages
@@ -186,12 +186,32 @@ class Domain(Supervised, TracedActor):
             # A domain whose record cannot be written (a full disk) is not made at all.
             record = self._update(start_time=self._clock(), console_port=console_port)
         except Exception as error:
-            self._abandon()
             message = error.message if isinstance(error, XendError) else str(error)
+            died = self._died_while_built()  # asked before it is destroyed below
+            self._abandon()
+            if died is not None:
+                raise HypervisorError(f"Error creating domain: {died} (then: {message})") \
+                    from None
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
         self._events.publish(CREATE_EVENT, self._ids())
         return record
+
+    def _died_while_built(self) -> str | None:
+        """What to say if the hypervisor lost the domain while xend built it; None if it
+        did not. A guest that never ran cannot crash by itself: its hypervisor's process
+        for it died (a qemu), and whatever failed then (a vif script that found no tap)
+        only followed from that."""
+        try:
+            hv = self._driver.domain(self.domid)
+        except NotFound:
+            return f"domain {self.record.name} vanished from the hypervisor while it was built"
+        except XendError:
+            return None
+        if not hv.state.crashed:
+            return None
+        return (f"the {self._driver.kind} process of domain {self.record.name} died while "
+                "the domain was built")
 
     def _build(self, config: DomainConfig, deadline: Deadline | None = None) -> int:
         """Load the image, attach the devices and open (or re-attach) the console; returns
@@ -432,7 +452,7 @@ class Domain(Supervised, TracedActor):
             info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
                                              deadline)
         except XendError as error:
-            self._gone_meanwhile(error)
+            self._not_running(error)
             raise
         before = self.record
         try:
@@ -452,17 +472,30 @@ class Domain(Supervised, TracedActor):
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
 
-    def _gone_meanwhile(self, error: XendError) -> None:
-        """A backend's failure because the hypervisor no longer has the domain (it was
-        saved, migrated or destroyed while the request waited) is the domain's absence."""
+    def _not_running(self, error: XendError) -> None:
+        """A backend's failure while the domain is not running says so: it restarts (409:
+        a reboot is under way, its old qemu or guest gone), it shut down (409), it crashed
+        (500, a true one: its hypervisor's process died), or the hypervisor no longer has
+        it (404: saved, migrated or destroyed while the request waited)."""
         if error.status < 500:
             return
+        name = self.record.name
+        if self.record.restart_state is not None:
+            raise Conflict(f"domain {name} is restarting; try again once it runs "
+                           f"({error.message})")
         try:
-            self._driver.domain(self.domid)
+            hv = self._driver.domain(self.domid)
         except NotFound:
-            raise NotFound(f"domain {self.record.name} is gone: {error.message}") from None
+            raise NotFound(f"domain {name} is gone: {error.message}") from None
         except XendError:
-            pass
+            return
+        if hv.state.crashed:
+            raise HypervisorError(f"domain {name} crashed (its {self._driver.kind} process "
+                                  f"died?): {error.message}")
+        if hv.state.dead:
+            why = hv.shutdown_reason.value if hv.shutdown_reason is not None else "shut down"
+            raise Conflict(f"domain {name} has shut down ({why}); it takes no devices: "
+                           f"{error.message}")
 
     def device_configure(self, kind_name: str, idx: int, device: Device,
                          deadline: Deadline | None = None) -> DeviceInfo:

@@ -113,6 +113,8 @@ class QemuGuest:
             st, paused_flag, threads = self._state, self._paused, self._vcpu_threads
             balloon, dying = self._balloon_kb, self._destroying
         ended = st.exit
+        if ended is None and st.built and not dying and not process.alive(st.pid, st.started):
+            ended = Reason.CRASH  # its qemu exited; the monitor's reader has yet to say so
         paused = paused_flag and ended is None
         runs = st.built and not paused and ended is None
         busy = runs and any(process.thread_running(st.pid, tid) for tid in threads)
@@ -278,7 +280,8 @@ class QemuGuest:
         with self._lock:
             return (self._state.built and self._state.exit is None and not self._destroying
                     and not self._going and not self.state_sent and self._qmp is not None
-                    and not self._qmp.closed)
+                    and not self._qmp.closed
+                    and process.alive(self._state.pid, self._state.started))
 
     def execute(self, command: str, arguments: dict | None = None,
                 fd: int | None = None) -> Any:
