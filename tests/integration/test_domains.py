@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -401,3 +402,41 @@ def test_configure_gives_an_adopted_domain_its_config(xend: Xend) -> None:
     again = xend.op("restored", "configure", config=sxp.show(info))
     assert again.status_code == 409
     assert f"Domain already configured: {domid}" in sxp.parse(again.text)[1]
+
+
+# A vif script whose "down" hangs the first time (until RELEASE exists), so that a test
+# can kill xend while a domain's end is under way; later calls do nothing.
+SLOW_DOWN = '''#!/bin/sh
+[ "$1" = down ] || exit 0
+here=$(dirname "$0")
+[ -e "$here/once" ] && exit 0
+touch "$here/once"
+i=0
+while [ ! -e "$here/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+'''
+
+
+def test_a_crash_is_reported_once_though_xend_is_killed_while_it_ends(
+        sim_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: one crash, two xend.domain.exit events, once before
+    # and once after a restart of xend killed between the report and the domain's end.
+    xend = sim_xend()
+    script = tmp_path / "vif-slow-down"
+    script.write_text(SLOW_DOWN)
+    script.chmod(0o755)
+    domid = sxp.child_value(xend.create(vm("crasher", 32, ["restart", "never"],
+                                           ["device", ["vif", ["script", str(script)]]])), "id")
+    xend.op("crasher", "unpause")
+    exit_line = f"(name xend.domain.exit) (value (crasher {domid} crash))"
+    try:
+        assert xend.op("crasher", "shutdown", reason="sysrq", key="c").status_code == 202
+        wait_for(lambda: (tmp_path / "once").exists(), what="the domain's end under way")
+        xend.events.wait_line(f"xend.domain.exit (crasher {domid} crash)")
+        xend.home.kill9()
+    finally:
+        (tmp_path / "release").touch()
+    xend.start()
+    wait_for(lambda: "crasher" not in xend.names(), what="the crashed domain to end")
+    logged = (xend.home.dbroot / "events").read_text().splitlines()
+    assert [line for line in logged if exit_line in line] != []
+    assert len([line for line in logged if exit_line in line]) == 1, logged[-40:]

@@ -352,13 +352,22 @@ class Domain(Supervised, TracedActor):
         its mode or xend's last request says so."""
         if self._forgotten:
             return
-        self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
         config = self.record.config
         restart = config is not None and restart_wanted(config.restart, reason,
                                                         self.record.shutdown_request)
-        if restart and self.record.restart_state is not RestartState.PENDING:
+        schedule = restart and self.record.restart_state is not RestartState.PENDING
+        reported = self.record.ending  # by a xend stopped before the domain's end
+        # Recorded before it is told, so that a xend stopped after telling does not tell
+        # again: the next one finishes the end without a word.
+        changes: dict[str, Any] = {} if reported else {"ending": True}
+        if schedule:
+            changes["restart_state"] = RestartState.PENDING
+        if changes:
+            self._note(**changes)
+        if not reported:
+            self._events.publish("xend.domain.exit", [*self._ids(), reason.value])
+        if schedule:
             self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
-            self._note(restart_state=RestartState.PENDING)
         self._finish()
 
     def crashed_with_hypervisor(self) -> None:
@@ -426,7 +435,7 @@ class Domain(Supervised, TracedActor):
         """Rebuild the domain with the same name, id and start time, then unpause it."""
         self._restart_scheduled = False
         config = self._config()
-        self._note(restart_state=RestartState.BOOTING, restart_time=self._clock())
+        self._note(restart_state=RestartState.BOOTING, restart_time=self._clock(), ending=False)
         self._events.publish("xend.domain.restart", [*self._ids(), "begin"])
         log.info("Restarting domain: id=%s name=%s", self.domid, self.record.name)
         try:

@@ -40,6 +40,7 @@ class DomainRecord:
     shutdown_request: ShutdownReason | None = None  # what xend last asked the guest
     console_port: int | None = None  # kept in the store: the console comes back on it
     devices: tuple[DeviceInfo, ...] = ()  # attached now, in the order they were attached
+    ending: bool = False  # its end was reported (exit): a next xend finishes it, silently
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
             console_port=_int(sxp.child_value(sxp.child(value, "console"), "console_port")),
             devices=tuple(device_info_from_sxpr(device)
                           for device in sxp.children(sxp.child(value, "devices"))),
+            ending=sxp.child_value(value, "ending") == "yes",
         )
     except (TypeError, ValueError) as error:
         raise BadRequest(f"bad domain record: {error}") from None
@@ -142,6 +144,8 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
     value = _info_sxpr(record, None, now, console)
     if record.shutdown_request is not None:
         value.append(["shutdown_request", record.shutdown_request.value])
+    if record.ending:
+        value.append(["ending", "yes"])
     return value
 
 
