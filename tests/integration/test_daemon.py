@@ -20,7 +20,7 @@ from xend_actors import sxp
 pytestmark = pytest.mark.integration
 
 NODE_FIELDS = ["system", "host", "release", "version", "machine", "cores",
-               "hyperthreads_per_core", "cpu_mhz", "memory", "free_memory"]
+               "hyperthreads_per_core", "cpu_mhz", "memory", "free_memory", "events_unwritten"]
 
 
 def test_start_reports_pid_and_status_sees_it(xend_home: Callable[..., XendHome]) -> None:
