@@ -63,20 +63,28 @@ class SmallDisk:
 
 
 @pytest.fixture
-def small_disk_xend(xend_home: Callable[..., XendHome]) -> Iterator[tuple[Xend, SmallDisk]]:
+def small_disk_home(xend_home: Callable[..., XendHome]) -> Iterator[tuple[XendHome, SmallDisk]]:
+    """A xend's home whose dbroot is a small disk; xend is not started yet."""
     home = xend_home()
     disk = SmallDisk(home.dbroot)
     try:
-        home.start()
-        xend = Xend(home)
-        try:
-            yield xend, disk
-        finally:
-            xend.close()
+        yield home, disk
     finally:
         home.stop()
         home.kill_simhv()
         disk.unmount()
+
+
+@pytest.fixture
+def small_disk_xend(
+        small_disk_home: tuple[XendHome, SmallDisk]) -> Iterator[tuple[Xend, SmallDisk]]:
+    home, disk = small_disk_home
+    home.start()
+    xend = Xend(home)
+    try:
+        yield xend, disk
+    finally:
+        xend.close()
 
 
 def hv_names(home: XendHome) -> list[str]:
@@ -178,26 +186,21 @@ def test_xend_starts_on_a_full_disk_and_keeps_its_domains(
     assert sorted(xend.names()) == ["Domain-0", "room", "survivor"]
 
 
-def test_xend_starts_for_the_first_time_on_a_full_disk(xend_home: Callable[..., XendHome]) -> None:
-    home = xend_home()
-    disk = SmallDisk(home.dbroot)
+def test_xend_starts_for_the_first_time_on_a_full_disk(
+        small_disk_home: tuple[XendHome, SmallDisk]) -> None:
+    home, disk = small_disk_home
+    disk.fill()
+    home.start()
+    xend = Xend(home)
     try:
-        disk.fill()
-        home.start()
-        xend = Xend(home)
-        try:
-            assert xend.names() == ["Domain-0"]
-            assert xend.error(xend.post("/xend/domain/", op="create",
-                                        config=sxp.show(sim_vm("no-room"))), 507)
-            disk.free()
-            xend.create(sim_vm("room"))
-            assert sorted(xend.names()) == ["Domain-0", "room"]
-        finally:
-            xend.close()
+        assert xend.names() == ["Domain-0"]
+        assert xend.error(xend.post("/xend/domain/", op="create",
+                                    config=sxp.show(sim_vm("no-room"))), 507)
+        disk.free()
+        xend.create(sim_vm("room"))
+        assert sorted(xend.names()) == ["Domain-0", "room"]
     finally:
-        home.stop()
-        home.kill_simhv()
-        disk.unmount()
+        xend.close()
 
 
 @contextlib.contextmanager
