@@ -41,12 +41,18 @@ class PidFile:
     def acquire(self) -> None:
         """Lock the file and write our pid; a running xend makes this a Conflict."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Conflict(f"xend is already running (pid {self.running_pid()})") from None
+            # The holder we waited on may have removed the file as it let go: then this
+            # lock is on a file nobody can find, and the path is created again.
+            if _same_file(fd, self.path):
+                break
             os.close(fd)
-            raise Conflict(f"xend is already running (pid {self.running_pid()})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)
@@ -67,3 +73,13 @@ class PidFile:
     def __exit__(self, kind: type | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

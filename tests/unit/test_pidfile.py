@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -47,3 +48,32 @@ def test_a_locked_file_is_running_and_refuses_a_second_owner(tmp_path: Path) -> 
         holder.stdin.close()
         holder.wait(timeout=10)
     assert PidFile(path).running_pid() is None
+
+
+def test_an_owner_that_lets_go_as_another_starts_leaves_it_a_file_that_names_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race a kill storm met: the new owner opened the file, then the old one removed
+    # it and let go, then the new one took the lock, on a file nobody can find any more.
+    path = tmp_path / "xend.pid"
+    old = PidFile(path)
+    old.acquire()
+    real_flock = fcntl.flock
+    let_go = []
+
+    def flock_after_the_old_owner_let_go(fd: int, operation: int) -> None:
+        if not let_go:
+            let_go.append(True)
+            old.release()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_old_owner_let_go)
+    new = PidFile(path)
+    new.acquire()
+    monkeypatch.undo()
+    try:
+        assert path.read_text() == f"{os.getpid()}\n"
+        assert new.running_pid() == os.getpid()
+        with pytest.raises(Conflict):
+            PidFile(path).acquire()
+    finally:
+        new.release()
