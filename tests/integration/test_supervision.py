@@ -130,3 +130,18 @@ def test_a_save_of_a_domain_with_a_reboot_pending_is_409_and_the_domain_reboots(
     xend.events.wait_line(f"xend.domain.restart (busy {domid} success)")
     assert sorted(xend.names()) == ["Domain-0", "busy"]
     assert hypervisor_names(xend).get(domid) == "busy"
+
+
+def test_a_domain_that_ended_while_xend_was_away_is_reported_dead_when_it_starts(
+        fresh_xend: Callable[..., Xend]) -> None:
+    """Whoever follows the events learns that the domain is gone, as if xend had watched:
+    its helper died (and the domain with it) while xend was stopped."""
+    xend = fresh_xend()
+    domid = sxp.child_value(xend.create(sim_vm("away"), unpause=True), "id")
+    seen = xend.events.mark()
+    xend.home.stop()
+    xend.home.kill_simhv()
+    xend.start()
+    xend.events.wait_line(f"xend.domain.died (away {domid})", since=seen)
+    assert xend.names() == ["Domain-0"]
+    assert xend.records() == ["0"]

@@ -146,8 +146,10 @@ class DomainTable(TracedActor):
                     self._ask(entry.domain.recover())
                 log.info("Recovered domain %s (id %s)", record.name, record.domid)
             else:
+                # It ended while no xend watched: said now, as its Domain would have.
                 log.info("Domain %s (id %s) is gone; record dropped", record.name, record.domid)
                 self._records.delete(key)
+                self._events.publish("xend.domain.died", [record.name, str(record.domid)])
         self._reap(hv)
         for entry in list(self._entries.values()):
             if entry.hv is None and entry.record.restart_state is not None:
