@@ -5,6 +5,7 @@ default: no TCP port at all), over the Unix socket, TCP and TLS; HTTP; xm."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pty
 import select
@@ -248,6 +249,16 @@ def test_consoles_come_back_on_the_same_ports_after_xend_restarts(own_xend: Xend
             echo_round_trip(term, f"{name}-back")
 
 
+def squat(port: int) -> socket.socket | None:
+    """A listener on ``port`` (someone else taking it), or None while it is not free."""
+    try:
+        return socket.create_server(("127.0.0.1", port))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        return None
+
+
 def test_a_recovered_console_whose_port_is_busy_serves_the_api_and_listens_once_free(
         own_xend: Xend) -> None:
     """xend killed, its console's port taken meanwhile: the domain keeps its console (its
@@ -258,7 +269,9 @@ def test_a_recovered_console_whose_port_is_busy_serves_the_api_and_listens_once_
     wait_for(lambda: BANNER in xend.http.get(f"/xend/console/{port}/log").content,
              what="the guest's banner")
     xend.home.kill9()
-    with socket.create_server(("127.0.0.1", port)):  # someone else takes the port
+    squatter = wait_for(lambda: squat(port), what=f"port {port} to be free to take")
+    assert isinstance(squatter, socket.socket)
+    with squatter:
         xend.start()
         pid = xend.home.pid()
         assert pid is not None
