@@ -285,13 +285,21 @@ class Domain(Supervised, TracedActor):
 
     def recover(self) -> None:
         """xend restarted and found the domain alive: its devices known again, its console
-        back on the same port."""
-        if self.record.config is None:
-            return
+        back on the same port. What a stopped xend left half done is finished: a hot-plug
+        is undone (it was never acknowledged), a destroy carried through (its devices may
+        be half released: a vif off its bridge)."""
         try:
             self._held_devices.adopt(self.record.devices)
         except XendError as error:
             log.error("Domain %s recovered without its devices: %s", self.record.name, error)
+        if self.record.ending:
+            log.warning("Domain %s was being destroyed when xend stopped; destroying it",
+                        self.record.name)
+            self._finish()
+            return
+        if self.record.config is None:
+            return
+        self._undo_plugging(self.record.config)
         try:
             console_port = self._open_console(self.record.config, running=True)
         except XendError as error:
@@ -299,6 +307,26 @@ class Domain(Supervised, TracedActor):
             return
         if console_port != self.record.console_port:
             self._update(console_port=console_port)
+
+    def _undo_plugging(self, config: DomainConfig) -> None:
+        device = self.record.plugging
+        if device is None:
+            return
+        kind = kind_of(device)
+        idx = next_idx(self.record.devices, kind)
+        log.warning("Domain %s: undoing the hot-plug of %s %s that xend was making when it "
+                    "stopped", self.record.name, sxp_kind(kind), idx)
+        try:
+            kept = self._held_devices.undo(idx, device)
+        except XendError as error:
+            log.error("Domain %s: undoing the hot-plug of %s %s failed: %s",
+                      self.record.name, sxp_kind(kind), idx, error.message)
+            kept = None
+        if kept is None:
+            self._note(plugging=None)
+        else:  # plugged for good: known, so that it can go later
+            self._note(plugging=None, config=with_device(config, device),
+                       devices=(*self.record.devices, kept))
 
     # --- running --------------------------------------------------------------------
 
@@ -398,6 +426,8 @@ class Domain(Supervised, TracedActor):
         self._events.publish("xend.domain.destroy", self._ids())
         with contextlib.suppress(XendError):  # the destroy below says what is wrong
             self._driver.destroying(self.domid)
+        if not self.record.ending:  # a xend stopped from here on finishes it at its start
+            self._note(ending=True)
         self._held_devices.release(deadline)
         if self.record.devices:
             self._note(devices=())
@@ -457,26 +487,28 @@ class Domain(Supervised, TracedActor):
         """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
         config = self._config()
         kind = kind_of(device)
+        before = self._update(plugging=device)  # the intent: a xend stopped midway undoes it
         try:
             info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
                                              deadline)
         except XendError as error:
+            self._note(plugging=None)
             self._not_running(error)
             raise
-        before = self.record
         try:
-            self._update(config=with_device(config, device), devices=(*before.devices, info))
+            self._update(config=with_device(config, device), devices=(*before.devices, info),
+                         plugging=None)
         except StoreError:
             # Not recorded (a full disk): unplugged again, or a next xend would adopt the
             # domain without it and its backend (a tap) be left behind.
-            self.record = before
+            self.record = replace(before, plugging=None)
             try:
                 self._held_devices.detach(kind, info.idx, deadline)
             except XendError as error:  # still plugged: known, so that it can go later
                 log.warning("Domain %s keeps %s %s, which it could not unplug: %s",
                             before.name, sxp_kind(kind), info.idx, error.message)
                 self._note(config=with_device(config, device),
-                           devices=(*before.devices, info))
+                           devices=(*before.devices, info), plugging=None)
             raise
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
