@@ -299,7 +299,9 @@ class Domain(Supervised, TracedActor):
             return
         if self.record.config is None:
             return
-        self._undo_plugging(self.record.config)
+        if self.record.plugging is not None:
+            # Next, not now: a guest can take seconds to let go, and xend's start waits here.
+            self._own_proxy().undo_plugging()
         try:
             console_port = self._open_console(self.record.config, running=True)
         except XendError as error:
@@ -308,9 +310,10 @@ class Domain(Supervised, TracedActor):
         if console_port != self.record.console_port:
             self._update(console_port=console_port)
 
-    def _undo_plugging(self, config: DomainConfig) -> None:
-        device = self.record.plugging
-        if device is None:
+    def undo_plugging(self) -> None:
+        """Undo the hot-plug a stopped xend left unfinished (``recover``)."""
+        device, config = self.record.plugging, self.record.config
+        if device is None or config is None or self._forgotten:
             return
         kind = kind_of(device)
         idx = next_idx(self.record.devices, kind)
@@ -595,6 +598,7 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
     build = proxy_method(Domain.build)
     configure = proxy_method(Domain.configure)
     recover = proxy_method(Domain.recover)
+    undo_plugging = proxy_method(Domain.undo_plugging)
     pause = proxy_method(Domain.pause)
     unpause = proxy_method(Domain.unpause)
     shutdown = proxy_method(Domain.shutdown)
