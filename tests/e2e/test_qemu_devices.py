@@ -424,6 +424,34 @@ def test_a_hot_plug_cut_off_by_a_kill_9_is_undone_at_the_next_start(
     wait_for(lambda: tap in bridge_ports(netns_host), 30, f"{tap} on the bridge again")
 
 
+def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
+        netns_host: Host, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed after a device_destroy's vif script took
+    # the vif off the bridge; the next xend listed the vif, with no tap on the bridge.
+    holder = Holder(tmp_path)
+    a = netns_host.create("qu", "10.88.0.71", "aa:00:00:00:88:71")
+    netns_host.post("/xend/domain/qu", op="device_create",
+                    config=f"(vif (mac aa:00:00:00:88:72) (script {holder.script}))")
+    tap = f"vif{a}.1"
+    wait_for(lambda: tap in bridge_ports(netns_host), 30, "the second vif bridged")
+    holder.hold("down")
+    request = in_background(lambda: netns_host.xend.op("qu", "device_destroy", type="vif",
+                                                       idx="1"))
+    try:
+        holder.wait_held()
+        assert tap not in bridge_ports(netns_host)  # off the bridge, still listed
+        netns_host.home.kill9()
+    finally:
+        holder.let_go()
+    request.join(30)
+
+    netns_host.start()
+    wait_for(lambda: tap not in links(netns_host), 30, f"{tap} gone")
+    vifs = sxp.parse(netns_host.post("/xend/domain/qu", op="vifs"))
+    assert [sxp.child_value(v, "mac") for v in vifs] == ["aa:00:00:00:88:71"]
+    assert f"vif{a}.0" in bridge_ports(netns_host)
+
+
 def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
         netns_host: Host, tmp_path: Path) -> None:
     # Found by bench/torture.py --qemu: xend killed after a vif's script took it off the

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.holding import Holder, in_background
 from tests.support.home import XendHome
+from tests.support.processes import wait_for
 from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
 from xend_actors.hypervisor.sim.driver import SimDriver
@@ -160,3 +161,23 @@ def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
     assert "de" not in hv(xend.home)
     assert "Domain de was being destroyed when xend stopped; destroying it" in \
         xend.home.logfile.read_text()
+
+
+def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
+        own_xend: Xend, tmp_path: Path) -> None:
+    xend, holder = own_xend, Holder(tmp_path)
+    xend.start_sim("du", ["vif", ["mac", "aa:00:00:00:77:04"]],
+                   ["vif", ["mac", "aa:00:00:00:77:05"], ["script", str(holder.script)]])
+    holder.hold("down")
+    request = in_background(lambda: xend.op("du", "device_destroy", type="vif", idx="1"))
+    try:
+        holder.wait_held()
+        xend.home.kill9()
+    finally:
+        holder.let_go()
+    request.join(30)
+
+    xend.start()
+    wait_for(lambda: macs(xend, "du") == ["aa:00:00:00:77:04"], 30, "the vif destroyed")
+    again = xend.ok(xend.op("du", "device_create", config="(vif (mac aa:00:00:00:77:05))"))
+    assert sxp.child_value(again, "idx") == "1"

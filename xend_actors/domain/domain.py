@@ -40,8 +40,8 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.actors import Deadline, Supervised, ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
-from xend_actors.device.config import Device, VifConfig
-from xend_actors.device.info import DeviceInfo
+from xend_actors.device.config import Device, VbdConfig, VifConfig
+from xend_actors.device.info import DeviceInfo, VbdInfo
 from xend_actors.domain.config import DomainConfig, with_device, without_device
 from xend_actors.domain.devices import (
     DeviceServices,
@@ -299,9 +299,9 @@ class Domain(Supervised, TracedActor):
             return
         if self.record.config is None:
             return
-        if self.record.plugging is not None:
+        if self.record.plugging is not None or self.record.unplugging is not None:
             # Next, not now: a guest can take seconds to let go, and xend's start waits here.
-            self._own_proxy().undo_plugging()
+            self._own_proxy().finish_device_work()
         try:
             console_port = self._open_console(self.record.config, running=True)
         except XendError as error:
@@ -310,10 +310,27 @@ class Domain(Supervised, TracedActor):
         if console_port != self.record.console_port:
             self._update(console_port=console_port)
 
-    def undo_plugging(self) -> None:
-        """Undo the hot-plug a stopped xend left unfinished (``recover``)."""
+    def finish_device_work(self) -> None:
+        """Undo the hot-plug, or carry through the device_destroy, that a stopped xend
+        left unfinished (``recover``)."""
+        if self._forgotten:
+            return
+        self._undo_plugging()
+        unplugging = self.record.unplugging
+        if unplugging is None:
+            return
+        kind = sxp_kind(VbdConfig if isinstance(unplugging, VbdInfo) else VifConfig)
+        log.warning("Domain %s: finishing the destroy of %s %s that xend was making when "
+                    "it stopped", self.record.name, kind, unplugging.idx)
+        try:
+            self.device_destroy(kind, unplugging.idx)  # refused (a paused guest): kept, up
+        except XendError as error:
+            log.warning("Domain %s keeps %s %s: %s", self.record.name, kind, unplugging.idx,
+                        error.message)
+
+    def _undo_plugging(self) -> None:
         device, config = self.record.plugging, self.record.config
-        if device is None or config is None or self._forgotten:
+        if device is None or config is None:
             return
         kind = kind_of(device)
         idx = next_idx(self.record.devices, kind)
@@ -561,9 +578,15 @@ class Domain(Supervised, TracedActor):
         kind = kind_named(kind_name)
         info = find_device(self.record.devices, kind, idx, self.record.name)
         at = position(self.record.devices, info)
-        self._held_devices.detach(kind, idx, deadline)
+        self._update(unplugging=info)  # the intent: a xend stopped midway carries it through
+        try:
+            self._held_devices.detach(kind, idx, deadline)
+        except XendError:
+            self._note(unplugging=None)  # refused: the device is as it was
+            raise
         self._update(config=without_device(self._config(), kind, at),
-                     devices=tuple(d for d in self.record.devices if d is not info))
+                     devices=tuple(d for d in self.record.devices if d is not info),
+                     unplugging=None)
         self._events.publish("xend.domain.device.destroy", [*self._ids(), kind_name])
 
     def device_changed(self, info: DeviceInfo) -> None:
@@ -598,7 +621,7 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
     build = proxy_method(Domain.build)
     configure = proxy_method(Domain.configure)
     recover = proxy_method(Domain.recover)
-    undo_plugging = proxy_method(Domain.undo_plugging)
+    finish_device_work = proxy_method(Domain.finish_device_work)
     pause = proxy_method(Domain.pause)
     unpause = proxy_method(Domain.unpause)
     shutdown = proxy_method(Domain.shutdown)

@@ -44,6 +44,7 @@ class DomainRecord:
     # Intents, written before the backend or the hypervisor is asked, so that a xend
     # stopped midway finishes or undoes the work at its next start (``Domain.recover``):
     plugging: Device | None = None  # a hot-plug under way (its idx: the next of its kind)
+    unplugging: DeviceInfo | None = None  # a device_destroy under way
     # Being destroyed (its devices may be half released), or its exit reported: a next
     # xend finishes the end, silently.
     ending: bool = False
@@ -137,6 +138,7 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
             devices=tuple(device_info_from_sxpr(device)
                           for device in sxp.children(sxp.child(value, "devices"))),
             plugging=_device(sxp.child_value(value, "plugging")),
+            unplugging=_device_info(sxp.child_value(value, "unplugging")),
             ending=sxp.child_value(value, "ending") == "yes",
         )
     except (TypeError, ValueError) as error:
@@ -153,6 +155,8 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
         value.append(["shutdown_request", record.shutdown_request.value])
     if record.plugging is not None:
         value.append(["plugging", device_sxpr(record.plugging)])
+    if record.unplugging is not None:
+        value.append(["unplugging", record.unplugging.sxpr()])
     if record.ending:
         value.append(["ending", "yes"])
     return value
@@ -160,6 +164,10 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
 
 def _device(value: sxp.Value | None) -> Device | None:
     return None if value is None else parse_device(value)
+
+
+def _device_info(value: sxp.Value | None) -> DeviceInfo | None:
+    return None if value is None else device_info_from_sxpr(value)
 
 
 def _float(text: object) -> float | None:
