@@ -1,7 +1,8 @@
 """Devices of real guests under qemu through a real xend: a hot-added vbd is the guest's
 /dev/vdX, its data outlives a restart of the domain, mode r is read-only; vifs are taps on
 the bridge, two guests ping each other, a guest that takes another address is cut off, and
-a paused guest's vif is refused (409) and kept, tap and all, until the guest runs.
+a paused guest's vif is refused (409) and kept, tap and all, until the guest runs; a
+hot-plug or a destroy cut off by a kill -9 of xend is undone or finished by the next xend.
 
 The network test runs xend (and so its qemus and their taps) in a network namespace of
 its own and reaches the consoles from inside it.
@@ -29,8 +30,10 @@ from tests.e2e.qemu import (
     QemuXend,
     booted,
     console,
+    process_gone,
     vm,
 )
+from tests.support.holding import Holder, in_background
 from tests.support.home import XendHome, new_home
 from tests.support.netns import netns_usable
 from tests.support.processes import wait_for
@@ -388,6 +391,107 @@ def test_a_paused_guest_s_vif_is_refused_and_kept_with_its_tap_until_it_runs(
     again = netns_host.post("/xend/domain/qp", op="device_create", config="(vif)")
     assert sxp.child_value(sxp.parse(again), "idx") == "0"
     wait_for(lambda: tap in ports(), 30, f"{tap} on the bridge again")
+
+
+def test_a_hot_plug_cut_off_by_a_kill_9_is_undone_at_the_next_start(
+        netns_host: Host, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed after the vif's tap was on the bridge but
+    # before the domain's record said so; the next xend adopted the domain without it, the
+    # tap stayed, and every later vif of that number was refused "Interface already exists".
+    holder = Holder(tmp_path)
+    a = netns_host.create("qh", "10.88.0.51", "aa:00:00:00:88:51")
+    tap = f"vif{a}.1"
+    holder.hold("up")
+    request = in_background(lambda: netns_host.xend.op(
+        "qh", "device_create", config=f"(vif (mac aa:00:00:00:88:52) (script {holder.script}))"))
+    try:
+        holder.wait_held()
+        assert tap in bridge_ports(netns_host)  # plugged, on the bridge, not recorded
+        netns_host.home.kill9()
+    finally:
+        holder.let_go()
+    request.join(30)
+
+    netns_host.start()
+    wait_for(lambda: tap not in links(netns_host), 30, f"{tap} gone")
+    vifs = sxp.parse(netns_host.post("/xend/domain/qh", op="vifs"))
+    assert [sxp.child_value(v, "mac") for v in vifs] == ["aa:00:00:00:88:51"]
+    assert "undoing the hot-plug of vif 1 that xend was making when it stopped" in \
+        netns_host.home.logfile.read_text()
+    again = netns_host.post("/xend/domain/qh", op="device_create",
+                            config="(vif (mac aa:00:00:00:88:52))")
+    assert sxp.child_value(sxp.parse(again), "idx") == "1"
+    wait_for(lambda: tap in bridge_ports(netns_host), 30, f"{tap} on the bridge again")
+
+
+def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
+        netns_host: Host, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed after a device_destroy's vif script took
+    # the vif off the bridge; the next xend listed the vif, with no tap on the bridge.
+    holder = Holder(tmp_path)
+    a = netns_host.create("qu", "10.88.0.71", "aa:00:00:00:88:71")
+    netns_host.post("/xend/domain/qu", op="device_create",
+                    config=f"(vif (mac aa:00:00:00:88:72) (script {holder.script}))")
+    tap = f"vif{a}.1"
+    wait_for(lambda: tap in bridge_ports(netns_host), 30, "the second vif bridged")
+    holder.hold("down")
+    request = in_background(lambda: netns_host.xend.op("qu", "device_destroy", type="vif",
+                                                       idx="1"))
+    try:
+        holder.wait_held()
+        assert tap not in bridge_ports(netns_host)  # off the bridge, still listed
+        netns_host.home.kill9()
+    finally:
+        holder.let_go()
+    request.join(30)
+
+    netns_host.start()
+    wait_for(lambda: tap not in links(netns_host), 30, f"{tap} gone")
+    # the record follows a moment after the tap goes (qemu's netdev_del)
+    wait_for(lambda: [sxp.child_value(v, "mac") for v in sxp.parse(netns_host.post(
+        "/xend/domain/qu", op="vifs"))] == ["aa:00:00:00:88:71"], 30, "the vif dropped")
+    assert f"vif{a}.0" in bridge_ports(netns_host)
+
+
+def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
+        netns_host: Host, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed after a vif's script took it off the
+    # bridge but before the qemu ended; the next xend adopted the domain as running, its
+    # guest cut off from the network.
+    holder = Holder(tmp_path)
+    a = netns_host.create("qe", "10.88.0.61", "aa:00:00:00:88:61")
+    netns_host.post("/xend/domain/qe", op="device_create",
+                    config=f"(vif (mac aa:00:00:00:88:62) (script {holder.script}))")
+    wait_for(lambda: f"vif{a}.1" in bridge_ports(netns_host), 30, "the second vif bridged")
+    pid = netns_host.xend.qemu_pid(a)
+    holder.hold("down")
+    request = in_background(lambda: netns_host.xend.op("qe", "destroy", reason="halt"))
+    try:
+        holder.wait_held()
+        assert f"vif{a}.1" not in bridge_ports(netns_host)  # taken off the bridge
+        assert not process_gone(pid)  # the qemu not ended yet
+        netns_host.home.kill9()
+    finally:
+        holder.let_go()
+    request.join(30)
+
+    netns_host.start()
+    wait_for(lambda: process_gone(pid), 30, "the qemu ended")
+    assert "qe" not in netns_host.xend.names()
+    assert not {f"vif{a}.0", f"vif{a}.1"} & set(links(netns_host).split())
+    assert "Domain qe was being destroyed when xend stopped; destroying it" in \
+        netns_host.home.logfile.read_text()
+
+
+def links(host: Host) -> str:
+    """The names of the links in the host's namespace, one a line."""
+    return subprocess.run(["ip", "-n", host.ns, "-o", "link", "show"], capture_output=True,
+                          text=True).stdout.replace("@", ": ").replace(":", " ")
+
+
+def bridge_ports(host: Host) -> str:
+    return subprocess.run(["ip", "-n", host.ns, "-o", "link", "show", "master", "xen-br0"],
+                          capture_output=True, text=True).stdout
 
 
 def test_a_guest_that_shuts_down_while_xend_waits_for_its_disk_ends_the_wait_at_once(

@@ -210,6 +210,22 @@ def test_a_qemu_launched_but_not_recorded_when_xend_was_killed_is_killed_at_its_
         xend.home.logfile.read_text()
 
 
+def test_a_run_dir_folder_whose_state_was_never_written_is_removed_at_the_start(
+    qemu_xend: Callable[..., QemuXend],
+) -> None:
+    # Found by bench/torture.py --qemu: a xend killed between making a new domain's folder
+    # and writing its state left the folder, which every later start left alone.
+    xend = qemu_xend()  # of its own: it is killed
+    xend.home.kill9()
+    folder = xend.home.run_dir / "qemu" / "77"
+    folder.mkdir(mode=0o700)
+
+    xend.start()
+    assert not folder.exists()
+    assert f"Removed {folder}: a create cut off before its state was written" in \
+        xend.home.logfile.read_text()
+
+
 def test_a_kernel_that_cannot_be_read_fails_the_create_and_leaves_nothing(
     qemu: QemuXend, guest: Guest,
 ) -> None:

@@ -13,6 +13,7 @@ to the domain's block frontend:
 * the frontend's handshake: DRIVER_STATUS UP → interface status DISCONNECTED;
   INTERFACE_CONNECT → an event-channel pair, ``BlkifBeConnect``, then CONNECTED.
 * detach: ``BlkifBeVbdDestroy``, then the backing, the claim and the script binding go.
+  ``undo`` takes out of the backend a vbd whose hot-plug a stopped xend left unfinished.
 * release (the domain is being destroyed): every vbd detached, then
   ``BlkifBeDisconnect`` and ``BlkifBeDestroy``; failures are logged, not raised.
 """
@@ -117,6 +118,21 @@ class BlkifController(Supervised, TracedActor):
         if self._connected and self._frontend_up:
             self._to_frontend(m.InterfaceStatus.CHANGED)
 
+    def undo(self, vbd: VbdConfig) -> None:
+        """A hot-plug of ``vbd`` that a stopped xend left unfinished: out of the backend if
+        it got there, with the interface if no other vbd has it (the claims and backings
+        were the stopped xend's). Raises if the backend keeps it (a paused guest)."""
+        steps: list[m.Message] = [m.BlkifBeVbdDestroy(self._domid, HANDLE, vdevice(vbd.dev))]
+        if not self._vbds:
+            steps.append(m.BlkifBeDestroy(self._domid, HANDLE))
+        for message in steps:
+            try:
+                self._send(message, f"vbd {vbd.dev} ({vbd.uname})")
+            except XendError as error:
+                if error.status != 404:  # 404: it never got there
+                    raise
+        self._interface = self._connected = bool(self._vbds)
+
     def adopt(self, infos: list[VbdInfo]) -> None:
         """xend restarted: the backend still has these vbds, connected; claim them again."""
         for info in infos:
@@ -210,6 +226,7 @@ class BlkifController(Supervised, TracedActor):
 class BlkifProxy(ActorMemberMixin, pykka.ActorProxy[BlkifController]):
     attach = proxy_method(BlkifController.attach)
     detach = proxy_method(BlkifController.detach)
+    undo = proxy_method(BlkifController.undo)
     adopt = proxy_method(BlkifController.adopt)
     release = proxy_method(BlkifController.release)
     infos = proxy_method(BlkifController.infos)

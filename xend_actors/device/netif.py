@@ -13,7 +13,8 @@ to the domain's network frontend:
   pair, ``NetifBeConnect``, then CONNECTED with the frontend's port. The pair shows in
   the vif's info; its owner is told.
 * detach and release: the vif script ``down``, ``NetifBeDisconnect``, ``NetifBeDestroy``,
-  and the frontend is told CLOSED.
+  and the frontend is told CLOSED. ``undo`` detaches a vif whose hot-plug a stopped xend
+  left unfinished (the domain's record holds it as an intent).
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ class NetifController(Supervised, TracedActor):
             raise Conflict(f"domain {self._domid} already has vif {idx}")
         link = link_name(self._domid, idx)
         what = f"vif {idx} ({link})"
-        info = VifInfo(idx, vif.mac, vif.vifname or link, vif.bridge or self._config.vif_bridge,
-                       vif.script or self._config.vif_script, vif.ips, vif.vifname)
+        info = self._new_info(idx, vif)
         self._send(m.NetifBeCreate(self._domid, idx, vif.mac), what)
         try:
             if vif.vifname:
@@ -136,6 +136,19 @@ class NetifController(Supervised, TracedActor):
         del self._vifs[idx]
         if self._frontend_up:
             self._to_frontend(info, m.InterfaceStatus.CLOSED)
+
+    def undo(self, idx: int, vif: VifConfig) -> VifInfo | None:
+        """A hot-plug of ``vif`` as vif ``idx`` that a stopped xend left unfinished: take
+        down what it got to (its script's work, the backend's link, qemu's tap). The vif's
+        info if the backend keeps it (a paused guest cannot let go): the domain's then."""
+        self._vifs[idx] = info = self._new_info(idx, vif)
+        try:
+            self.detach(idx)  # a link never made is a 404: gone already
+        except XendError as error:
+            log.warning("Domain %s keeps vif %s, which a stopped xend was plugging: %s",
+                        self._domid, idx, error.message)
+            return info
+        return None
 
     def adopt(self, infos: list[VifInfo]) -> None:
         """xend restarted: the backend still has these vifs, connected."""
@@ -193,6 +206,11 @@ class NetifController(Supervised, TracedActor):
 
     # --- inside -----------------------------------------------------------------------------
 
+    def _new_info(self, idx: int, vif: VifConfig) -> VifInfo:
+        link = link_name(self._domid, idx)
+        return VifInfo(idx, vif.mac, vif.vifname or link, vif.bridge or self._config.vif_bridge,
+                       vif.script or self._config.vif_script, vif.ips, vif.vifname)
+
     def _info(self, idx: int) -> VifInfo:
         info = self._vifs.get(idx)
         if info is None:
@@ -234,6 +252,7 @@ class NetifProxy(ActorMemberMixin, pykka.ActorProxy[NetifController]):
     attach = proxy_method(NetifController.attach)
     configure = proxy_method(NetifController.configure)
     detach = proxy_method(NetifController.detach)
+    undo = proxy_method(NetifController.undo)
     adopt = proxy_method(NetifController.adopt)
     release = proxy_method(NetifController.release)
     infos = proxy_method(NetifController.infos)

@@ -120,6 +120,16 @@ class DomainDevices:
         if vifs:
             self._ask(self._netif_controller().adopt(vifs))
 
+    def undo(self, idx: int, device: Device) -> DeviceInfo | None:
+        """Take out of the backend what a hot-plug of ``device`` as ``idx``, cut off by a
+        xend stop, got to; the device's info if the backend keeps it (the domain's then)."""
+        if isinstance(device, VbdConfig):
+            self._ask(self._blkif_controller().undo(device))
+            return None
+        if isinstance(device, VifConfig):
+            return self._ask(self._netif_controller().undo(idx, device))
+        return None  # a pci device is refused before any backend is asked
+
     def release(self, deadline: Deadline | None = None) -> None:
         """Let go of every device (the domain is going, or its build failed); never raises:
         a controller that does not answer within the deadline is left to finish alone."""

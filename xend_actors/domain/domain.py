@@ -40,8 +40,8 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from xend_actors.actors import Deadline, Supervised, ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
-from xend_actors.device.config import Device, VifConfig
-from xend_actors.device.info import DeviceInfo
+from xend_actors.device.config import Device, VbdConfig, VifConfig
+from xend_actors.device.info import DeviceInfo, VbdInfo
 from xend_actors.domain.config import DomainConfig, with_device, without_device
 from xend_actors.domain.devices import (
     DeviceServices,
@@ -285,13 +285,23 @@ class Domain(Supervised, TracedActor):
 
     def recover(self) -> None:
         """xend restarted and found the domain alive: its devices known again, its console
-        back on the same port."""
-        if self.record.config is None:
-            return
+        back on the same port. What a stopped xend left half done is finished: a hot-plug
+        is undone (it was never acknowledged), a destroy carried through (its devices may
+        be half released: a vif off its bridge)."""
         try:
             self._held_devices.adopt(self.record.devices)
         except XendError as error:
             log.error("Domain %s recovered without its devices: %s", self.record.name, error)
+        if self.record.ending:
+            log.warning("Domain %s was being destroyed when xend stopped; destroying it",
+                        self.record.name)
+            self._finish()
+            return
+        if self.record.config is None:
+            return
+        if self.record.plugging is not None or self.record.unplugging is not None:
+            # Next, not now: a guest can take seconds to let go, and xend's start waits here.
+            self._own_proxy().finish_device_work()
         try:
             console_port = self._open_console(self.record.config, running=True)
         except XendError as error:
@@ -299,6 +309,44 @@ class Domain(Supervised, TracedActor):
             return
         if console_port != self.record.console_port:
             self._update(console_port=console_port)
+
+    def finish_device_work(self) -> None:
+        """Undo the hot-plug, or carry through the device_destroy, that a stopped xend
+        left unfinished (``recover``)."""
+        if self._forgotten:
+            return
+        self._undo_plugging()
+        unplugging = self.record.unplugging
+        if unplugging is None:
+            return
+        kind = sxp_kind(VbdConfig if isinstance(unplugging, VbdInfo) else VifConfig)
+        log.warning("Domain %s: finishing the destroy of %s %s that xend was making when "
+                    "it stopped", self.record.name, kind, unplugging.idx)
+        try:
+            self.device_destroy(kind, unplugging.idx)  # refused (a paused guest): kept, up
+        except XendError as error:
+            log.warning("Domain %s keeps %s %s: %s", self.record.name, kind, unplugging.idx,
+                        error.message)
+
+    def _undo_plugging(self) -> None:
+        device, config = self.record.plugging, self.record.config
+        if device is None or config is None:
+            return
+        kind = kind_of(device)
+        idx = next_idx(self.record.devices, kind)
+        log.warning("Domain %s: undoing the hot-plug of %s %s that xend was making when it "
+                    "stopped", self.record.name, sxp_kind(kind), idx)
+        try:
+            kept = self._held_devices.undo(idx, device)
+        except XendError as error:
+            log.error("Domain %s: undoing the hot-plug of %s %s failed: %s",
+                      self.record.name, sxp_kind(kind), idx, error.message)
+            kept = None
+        if kept is None:
+            self._note(plugging=None)
+        else:  # plugged for good: known, so that it can go later
+            self._note(plugging=None, config=with_device(config, device),
+                       devices=(*self.record.devices, kept))
 
     # --- running --------------------------------------------------------------------
 
@@ -398,6 +446,8 @@ class Domain(Supervised, TracedActor):
         self._events.publish("xend.domain.destroy", self._ids())
         with contextlib.suppress(XendError):  # the destroy below says what is wrong
             self._driver.destroying(self.domid)
+        if not self.record.ending:  # a xend stopped from here on finishes it at its start
+            self._note(ending=True)
         self._held_devices.release(deadline)
         if self.record.devices:
             self._note(devices=())
@@ -457,26 +507,28 @@ class Domain(Supervised, TracedActor):
         """Hot-plug ``device`` and add it to the config; nothing changes if it fails."""
         config = self._config()
         kind = kind_of(device)
+        before = self._update(plugging=device)  # the intent: a xend stopped midway undoes it
         try:
             info = self._held_devices.attach(next_idx(self.record.devices, kind), device,
                                              deadline)
         except XendError as error:
+            self._note(plugging=None)
             self._not_running(error)
             raise
-        before = self.record
         try:
-            self._update(config=with_device(config, device), devices=(*before.devices, info))
+            self._update(config=with_device(config, device), devices=(*before.devices, info),
+                         plugging=None)
         except StoreError:
             # Not recorded (a full disk): unplugged again, or a next xend would adopt the
             # domain without it and its backend (a tap) be left behind.
-            self.record = before
+            self.record = replace(before, plugging=None)
             try:
                 self._held_devices.detach(kind, info.idx, deadline)
             except XendError as error:  # still plugged: known, so that it can go later
                 log.warning("Domain %s keeps %s %s, which it could not unplug: %s",
                             before.name, sxp_kind(kind), info.idx, error.message)
                 self._note(config=with_device(config, device),
-                           devices=(*before.devices, info))
+                           devices=(*before.devices, info), plugging=None)
             raise
         self._events.publish("xend.domain.device.create", [*self._ids(), sxp_kind(kind)])
         return info
@@ -526,9 +578,15 @@ class Domain(Supervised, TracedActor):
         kind = kind_named(kind_name)
         info = find_device(self.record.devices, kind, idx, self.record.name)
         at = position(self.record.devices, info)
-        self._held_devices.detach(kind, idx, deadline)
+        self._update(unplugging=info)  # the intent: a xend stopped midway carries it through
+        try:
+            self._held_devices.detach(kind, idx, deadline)
+        except XendError:
+            self._note(unplugging=None)  # refused: the device is as it was
+            raise
         self._update(config=without_device(self._config(), kind, at),
-                     devices=tuple(d for d in self.record.devices if d is not info))
+                     devices=tuple(d for d in self.record.devices if d is not info),
+                     unplugging=None)
         self._events.publish("xend.domain.device.destroy", [*self._ids(), kind_name])
 
     def device_changed(self, info: DeviceInfo) -> None:
@@ -563,6 +621,7 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
     build = proxy_method(Domain.build)
     configure = proxy_method(Domain.configure)
     recover = proxy_method(Domain.recover)
+    finish_device_work = proxy_method(Domain.finish_device_work)
     pause = proxy_method(Domain.pause)
     unpause = proxy_method(Domain.unpause)
     shutdown = proxy_method(Domain.shutdown)

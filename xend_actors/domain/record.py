@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from xend_actors import sxp
 from xend_actors.console.info import ConsoleInfo
+from xend_actors.device.config import Device, device_sxpr, parse_device
 from xend_actors.device.info import DeviceInfo, device_info_from_sxpr
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.errors import BadRequest
@@ -40,7 +41,13 @@ class DomainRecord:
     shutdown_request: ShutdownReason | None = None  # what xend last asked the guest
     console_port: int | None = None  # kept in the store: the console comes back on it
     devices: tuple[DeviceInfo, ...] = ()  # attached now, in the order they were attached
-    ending: bool = False  # its end was reported (exit): a next xend finishes it, silently
+    # Intents, written before the backend or the hypervisor is asked, so that a xend
+    # stopped midway finishes or undoes the work at its next start (``Domain.recover``):
+    plugging: Device | None = None  # a hot-plug under way (its idx: the next of its kind)
+    unplugging: DeviceInfo | None = None  # a device_destroy under way
+    # Being destroyed (its devices may be half released), or its exit reported: a next
+    # xend finishes the end, silently.
+    ending: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
             console_port=_int(sxp.child_value(sxp.child(value, "console"), "console_port")),
             devices=tuple(device_info_from_sxpr(device)
                           for device in sxp.children(sxp.child(value, "devices"))),
+            plugging=_device(sxp.child_value(value, "plugging")),
+            unplugging=_device_info(sxp.child_value(value, "unplugging")),
             ending=sxp.child_value(value, "ending") == "yes",
         )
     except (TypeError, ValueError) as error:
@@ -144,9 +153,21 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
     value = _info_sxpr(record, None, now, console)
     if record.shutdown_request is not None:
         value.append(["shutdown_request", record.shutdown_request.value])
+    if record.plugging is not None:
+        value.append(["plugging", device_sxpr(record.plugging)])
+    if record.unplugging is not None:
+        value.append(["unplugging", record.unplugging.sxpr()])
     if record.ending:
         value.append(["ending", "yes"])
     return value
+
+
+def _device(value: sxp.Value | None) -> Device | None:
+    return None if value is None else parse_device(value)
+
+
+def _device_info(value: sxp.Value | None) -> DeviceInfo | None:
+    return None if value is None else device_info_from_sxpr(value)
 
 
 def _float(text: object) -> float | None:

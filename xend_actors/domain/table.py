@@ -143,6 +143,7 @@ class DomainTable(TracedActor):
             if record.domid in hv or record.restart_state is not None:
                 entry = self._add(record, hv.get(record.domid))
                 if entry.hv is not None:
+                    entry.finishing = record.ending  # its Domain finishes destroying it
                     self._ask(entry.domain.recover())
                 log.info("Recovered domain %s (id %s)", record.name, record.domid)
             else:
@@ -359,6 +360,7 @@ class DomainTable(TracedActor):
                  domid)
         hv = self._ask(self._hypervisor.domain(domid))
         if hv is not None and not hv.state.dead:
+            entry.finishing = record.ending  # its Domain finishes destroying it
             entry.domain.recover()  # its devices and console back; nobody waits on it
         elif record.restart_state is not None:
             entry.finishing = True

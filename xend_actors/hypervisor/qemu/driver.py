@@ -432,6 +432,13 @@ class QemuDriver:
             paths = DomainPaths(folder)
             try:
                 st = runtime.load(paths.state)
+            except FileNotFoundError:
+                # A create cut off between making the folder and writing its state (written
+                # atomically, before any qemu is launched): nothing runs for it.
+                log.warning("Removed %s: a create cut off before its state was written",
+                            folder)
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
             except (OSError, ValueError) as error:
                 log.warning("Left %s alone: its state is unreadable (%s)", folder, error)
                 continue
