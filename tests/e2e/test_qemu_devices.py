@@ -33,7 +33,7 @@ from tests.e2e.qemu import (
     process_gone,
     vm,
 )
-from tests.support.holding import Holder, in_background
+from tests.support.holding import Holder
 from tests.support.home import XendHome, new_home
 from tests.support.netns import netns_usable
 from tests.support.processes import wait_for
@@ -401,16 +401,13 @@ def test_a_hot_plug_cut_off_by_a_kill_9_is_undone_at_the_next_start(
     holder = Holder(tmp_path)
     a = netns_host.create("qh", "10.88.0.51", "aa:00:00:00:88:51")
     tap = f"vif{a}.1"
-    holder.hold("up")
-    request = in_background(lambda: netns_host.xend.op(
-        "qh", "device_create", config=f"(vif (mac aa:00:00:00:88:52) (script {holder.script}))"))
-    try:
-        holder.wait_held()
-        assert tap in bridge_ports(netns_host)  # plugged, on the bridge, not recorded
-        netns_host.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    plug = f"(vif (mac aa:00:00:00:88:52) (script {holder.script}))"
+
+    def plugged_not_recorded() -> None:
+        assert tap in bridge_ports(netns_host)
+
+    holder.kill_during("up", lambda: netns_host.xend.op("qh", "device_create", config=plug),
+                       netns_host.home.kill9, plugged_not_recorded)
 
     netns_host.start()
     wait_for(lambda: tap not in links(netns_host), 30, f"{tap} gone")
@@ -434,16 +431,12 @@ def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
                     config=f"(vif (mac aa:00:00:00:88:72) (script {holder.script}))")
     tap = f"vif{a}.1"
     wait_for(lambda: tap in bridge_ports(netns_host), 30, "the second vif bridged")
-    holder.hold("down")
-    request = in_background(lambda: netns_host.xend.op("qu", "device_destroy", type="vif",
-                                                       idx="1"))
-    try:
-        holder.wait_held()
-        assert tap not in bridge_ports(netns_host)  # off the bridge, still listed
-        netns_host.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    def off_the_bridge_still_listed() -> None:
+        assert tap not in bridge_ports(netns_host)
+
+    holder.kill_during("down", lambda: netns_host.xend.op("qu", "device_destroy", type="vif",
+                                                          idx="1"),
+                       netns_host.home.kill9, off_the_bridge_still_listed)
 
     netns_host.start()
     wait_for(lambda: tap not in links(netns_host), 30, f"{tap} gone")
@@ -464,16 +457,12 @@ def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
                     config=f"(vif (mac aa:00:00:00:88:62) (script {holder.script}))")
     wait_for(lambda: f"vif{a}.1" in bridge_ports(netns_host), 30, "the second vif bridged")
     pid = netns_host.xend.qemu_pid(a)
-    holder.hold("down")
-    request = in_background(lambda: netns_host.xend.op("qe", "destroy", reason="halt"))
-    try:
-        holder.wait_held()
-        assert f"vif{a}.1" not in bridge_ports(netns_host)  # taken off the bridge
-        assert not process_gone(pid)  # the qemu not ended yet
-        netns_host.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    def off_the_bridge_qemu_running() -> None:
+        assert f"vif{a}.1" not in bridge_ports(netns_host)
+        assert not process_gone(pid)
+
+    holder.kill_during("down", lambda: netns_host.xend.op("qe", "destroy", reason="halt"),
+                       netns_host.home.kill9, off_the_bridge_qemu_running)
 
     netns_host.start()
     wait_for(lambda: process_gone(pid), 30, "the qemu ended")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.holding import Holder, in_background
+from tests.support.holding import Holder
 from tests.support.home import XendHome
 from tests.support.processes import wait_for
 from tests.support.xend import Xend, sim_vm
@@ -125,15 +125,9 @@ def test_a_hot_plug_cut_off_by_a_kill_9_is_undone_and_its_number_free_again(
     # and every later vif of that number was refused "Interface already exists".
     xend, holder = own_xend, Holder(tmp_path)
     xend.start_sim("hp", ["vif", ["mac", "aa:00:00:00:77:01"]])
-    holder.hold("up")
-    request = in_background(lambda: xend.op(
-        "hp", "device_create", config=f"(vif (mac aa:00:00:00:77:02) (script {holder.script}))"))
-    try:
-        holder.wait_held()
-        xend.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    plug = f"(vif (mac aa:00:00:00:77:02) (script {holder.script}))"
+    holder.kill_during("up", lambda: xend.op("hp", "device_create", config=plug),
+                       xend.home.kill9)
 
     xend.start()
     assert macs(xend, "hp") == ["aa:00:00:00:77:01"]
@@ -146,14 +140,7 @@ def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
         own_xend: Xend, tmp_path: Path) -> None:
     xend, holder = own_xend, Holder(tmp_path)
     xend.start_sim("de", ["vif", ["mac", "aa:00:00:00:77:03"], ["script", str(holder.script)]])
-    holder.hold("down")
-    request = in_background(lambda: xend.op("de", "destroy", reason="halt"))
-    try:
-        holder.wait_held()
-        xend.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    holder.kill_during("down", lambda: xend.op("de", "destroy", reason="halt"), xend.home.kill9)
     assert "de" in hv(xend.home)  # its vif released, the domain not yet destroyed
 
     xend.start()
@@ -168,14 +155,8 @@ def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
     xend, holder = own_xend, Holder(tmp_path)
     xend.start_sim("du", ["vif", ["mac", "aa:00:00:00:77:04"]],
                    ["vif", ["mac", "aa:00:00:00:77:05"], ["script", str(holder.script)]])
-    holder.hold("down")
-    request = in_background(lambda: xend.op("du", "device_destroy", type="vif", idx="1"))
-    try:
-        holder.wait_held()
-        xend.home.kill9()
-    finally:
-        holder.let_go()
-    request.join(30)
+    holder.kill_during("down", lambda: xend.op("du", "device_destroy", type="vif", idx="1"),
+                       xend.home.kill9)
 
     xend.start()
     wait_for(lambda: macs(xend, "du") == ["aa:00:00:00:77:04"], 30, "the vif destroyed")

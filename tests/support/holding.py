@@ -59,6 +59,21 @@ class Holder:
             self.held.unlink()
 
 
+    def kill_during(self, op: str, request: Callable[[], object], kill: Callable[[], None],
+                    check: Callable[[], None] = lambda: None) -> None:
+        """Send ``request`` aside and ``kill`` xend while the script's next ``op`` holds,
+        after ``check`` (what the test asserts of that moment)."""
+        self.hold(op)
+        sent = in_background(request)
+        try:
+            self.wait_held()
+            check()
+            kill()
+        finally:
+            self.let_go()
+        sent.join(30)
+
+
 def in_background(request: Callable[[], object]) -> threading.Thread:
     """A request whose answer never comes (its xend is killed): sent aside, ignored."""
     def run() -> None:
