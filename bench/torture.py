@@ -161,24 +161,6 @@ class Site:
             wait_gone(pid, 10)
             return True
 
-    def kill_simhv(self) -> bool:
-        try:
-            pid = int((self.home.run_dir / "simhv.pid").read_text())
-        except (OSError, ValueError):
-            return False
-        if process_gone(pid):
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_gone(pid, 10)
-        return True
-
-    def simhv_dead(self) -> bool:
-        try:
-            return process_gone(int((self.home.run_dir / "simhv.pid").read_text()))
-        except (OSError, ValueError):
-            return True
-
     def unix(self, timeout: float = OP_TIMEOUT) -> httpx.Client:
         return self.home.unix_http(timeout=timeout)
 

@@ -86,10 +86,10 @@ class SimHv:
     """xend-simhv: one process per xend; the run on 127.0.0.1."""
 
     name = "simhv"
-    ops = ("create", "create", "destroy", "pause", "unpause", "shutdown", "reboot", "save",
-           "restore", "migrate", "vbd", "vif", "console")
-    transports = (("unix", "tcp", "xm"), (5, 4, 1))
-    failure_words = ("xend-simhv", "Domain died")
+    ops: tuple[str, ...] = ("create", "create", "destroy", "pause", "unpause", "shutdown",
+                            "reboot", "save", "restore", "migrate", "vbd", "vif", "console")
+    transports: tuple[tuple[str, ...], tuple[int, ...]] = (("unix", "tcp", "xm"), (5, 4, 1))
+    failure_words: tuple[str, ...] = ("xend-simhv", "Domain died")
     keep_saves = 0
 
     def home(self, label: str, relocation_port: int) -> XendHome:
@@ -185,12 +185,13 @@ class QemuHv:
     """xend's qemu driver, each xend in a network namespace of its own."""
 
     name = "qemu"
-    ops = ("create", "create", "destroy", "pause", "unpause", "shutdown", "reboot", "save",
-           "restore", "migrate", "vbd", "vif", "console", "console", "sched")
+    ops: tuple[str, ...] = ("create", "create", "destroy", "pause", "unpause", "shutdown",
+                            "reboot", "save", "restore", "migrate", "vbd", "vif", "console",
+                            "console", "sched")
     # No TCP client: xend listens inside its namespace (its Unix socket is reachable).
-    transports = (("unix", "unix-close", "xm"), (5, 4, 1))
+    transports: tuple[tuple[str, ...], tuple[int, ...]] = (("unix", "unix-close", "xm"), (5, 4, 1))
     # A host without a cgroup cpu controller cannot weigh a qemu: the hypervisor's 500.
-    failure_words = ("qemu", "Domain died", "no cgroup cpu controller")
+    failure_words: tuple[str, ...] = ("qemu", "Domain died", "no cgroup cpu controller")
     keep_saves = 2  # 90 MiB each
 
     def __init__(self) -> None:
