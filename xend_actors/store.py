@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -66,12 +67,19 @@ def storage_failure(error: OSError, what: str) -> StoreError | None:
     return StoreError(f"Cannot write {what}: {reason} ({error.strerror})", status=status)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = True,
+                 tmp: Path | None = None) -> None:
     """Replace ``path`` with ``data`` so that readers see the old content or the new;
-    ``sync=False`` for what only has to outlive xend, not the host (no fsync)."""
+    ``sync=False`` for what only has to outlive xend, not the host (no fsync). The data
+    goes through a temp file beside ``path``: ``tmp`` if given (a name a record already
+    holds, so that a xend killed meanwhile can remove it), made afresh, never reused."""
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=folder)
+    if tmp is None:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=folder)
+        tmp = Path(tmp_name)
+    else:
+        fd = create_new(tmp)
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), mode)
@@ -86,6 +94,26 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = Tru
         raise
     if sync:
         _fsync_dir(folder)
+
+
+def partial_path(path: Path) -> Path:
+    """A fresh temp name beside ``path`` for what becomes ``path`` once it is whole."""
+    return path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(6)}"
+
+
+def is_partial_of(tmp: Path, path: Path) -> bool:
+    """Whether ``tmp`` is a name ``partial_path(path)`` gives: so only such a file is ever
+    removed on a record's word."""
+    return (tmp.parent == path.parent
+            and re.fullmatch(re.escape(f"{TMP_PREFIX}{path.name}.") + "[0-9a-f]{12}",
+                             tmp.name) is not None)
+
+
+def create_new(path: Path, mode: int = 0o600) -> int:
+    """A new file at ``path`` opened for reading and writing; FileExistsError if there is
+    anything there, a symlink included."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   mode)
 
 
 def _fsync_dir(folder: Path) -> None:

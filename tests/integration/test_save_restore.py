@@ -210,17 +210,26 @@ def test_a_restored_domain_gets_its_disk_back(xend: Xend, tmp_path: Path) -> Non
     assert sxp.child_value(vbd_now, "uname") == f"file:{disk}"
 
 
-def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on(own_xend: Xend) -> None:
+def test_a_save_interrupted_by_a_xend_restart_lets_the_domain_run_on_and_leaves_no_file(
+        own_xend: Xend, tmp_path: Path) -> None:
     xend = own_xend
     start(xend, "s1")
     domid = str(sxp.child_value(xend.info("s1"), "id"))
     xend.ok(xend.post("/xend/domain/s1", op="shutdown", reason="suspend"), 202)
     wait_for(lambda: sxp.child_value(xend.info("s1"), "state") == "---s-", what="suspended")
     assert xend.home.xend("stop").returncode == 0
+    # As a xend killed while the image was written leaves them: the session and the
+    # image's half-written temp file (beside a file of the user's it must not touch).
+    half = tmp_path / ".tmp-x.save.0123456789ab"
+    half.write_bytes(b"half an image")
+    theirs = tmp_path / ".tmp-x.save.mine"
+    theirs.write_bytes(b"not xend's")
     session = xend.home.dbroot / "migrate" / "4"
-    session.write_text(f"(save (id 4) (state begin) (domain {domid}) (file /tmp/x.save))\n")
+    session.write_text(f"(save (id 4) (state begin) (domain {domid}) "
+                       f"(file {tmp_path}/x.save) (partial {half}))\n")
     xend.start()
     assert not session.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]
     assert "runs-again" in sh(xend, "s1", "echo runs-again", "runs-again\r\n")
 
 

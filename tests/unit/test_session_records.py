@@ -21,6 +21,8 @@ EXACT: list[tuple[records.SessionRecord, str]] = [
      "(save (id 1) (state begin) (domain 5) (file /tmp/s1.save))"),
     (SaveRecord("12", SessionState.ERROR, 5, "/srv/a b.save", paused=True),
      "(save (id 12) (state error) (domain 5) (file '/srv/a b.save') (paused 1))"),
+    (SaveRecord("13", SessionState.BEGIN, 5, "/srv/a.save", partial="/srv/.tmp-a.save.0a1b"),
+     "(save (id 13) (state begin) (domain 5) (file /srv/a.save) (partial /srv/.tmp-a.save.0a1b))"),
     (RestoreRecord("2", "/tmp/s1.save"), "(restore (id 2) (file /tmp/s1.save))"),
     (RestoreRecord("2", "/tmp/s1.save", 7), "(restore (id 2) (file /tmp/s1.save) (domain 7))"),
     (MigrateRecord("3", SessionState.BEGIN, True, Source("a", 5), Destination("b"), 0),
@@ -57,8 +59,10 @@ def test_times_keep_three_decimals_and_read_back_to_the_same_text() -> None:
 
 
 def test_a_migration_in_is_told_by_its_key() -> None:
-    assert records.from_sxpr(sxp.parse(EXACT[-1][1])).incoming
-    assert not records.from_sxpr(sxp.parse(EXACT[4][1])).incoming
+    migrations = [records.from_sxpr(sxp.parse(text)) for _, text in EXACT
+                  if text.startswith("(migrate")]
+    assert [m.incoming for m in migrations if isinstance(m, MigrateRecord)] == [
+        False, False, False, True]
 
 
 @pytest.mark.parametrize("text", [

@@ -100,10 +100,10 @@ class Context:
     def announce(self, event: str, name: str, domid: int,
                  record: SaveRecord | MigrateRecord) -> None:
         """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
-        value = records.to_sxpr(record)
         self.kept.add(record.id)
-        self.sessions.write(record.id, value)
-        self.events.publish(event, [name, str(domid), record.state.value, value])
+        self.sessions.write(record.id, records.to_sxpr(record))
+        self.events.publish(event, [name, str(domid), record.state.value,
+                                    records.told(record)])
 
     def conclude(self, event: str, name: str, domid: int, record: SaveRecord | MigrateRecord,
                  *, keep: bool = False) -> None:
@@ -115,7 +115,7 @@ class Context:
         if not keep:
             self.drop(record)
         self.events.publish(event, [name, str(domid), record.state.value,
-                                    records.to_sxpr(record)])
+                                    records.told(record)])
 
     def drop(self, record: SessionRecord) -> None:
         self.sessions.delete(record.id)

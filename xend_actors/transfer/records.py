@@ -4,10 +4,11 @@
 A save, a restore, a migration out and a migration in (its key starts ``in-``) each
 keep one record, rewritten as the transfer goes on and deleted when it ends; a xend
 that starts again after dying mid-transfer reads what is left (``Transfer._recover``).
-The same SXP is the session in the ``xend.domain.save`` and ``xend.domain.migrate``
-events. ``to_sxpr`` and ``from_sxpr`` are the one place that SXP is written and read::
+The same SXP, less a save's temp file (``told``), is the session in the
+``xend.domain.save`` and ``xend.domain.migrate`` events. ``to_sxpr`` and ``from_sxpr``
+are the one place that SXP is written and read::
 
-    (save (id N) (state S) (domain D) (file F) [(paused 0|1)])
+    (save (id N) (state S) (domain D) (file F) [(paused 0|1)] [(partial TEMPFILE)])
     (restore (id N) (file F) [(domain D)])
     (migrate (id N) (state S) (live 0|1) [(resource MBIT)] [(paused 0|1)]
              (src (host H) (domain D)) (dst (host H) [(domain D) (downtime S) (duration S)]))
@@ -15,7 +16,7 @@ events. ``to_sxpr`` and ``from_sxpr`` are the one place that SXP is written and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -39,6 +40,7 @@ class SaveRecord:
     domid: int
     file: str
     paused: bool | None = None  # a stream driver's: was the guest paused before the save
+    partial: str | None = None  # the temp file the image is written to until it is whole
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,10 @@ SessionRecord = SaveRecord | RestoreRecord | MigrateRecord
 def to_sxpr(record: SessionRecord) -> sxp.Value:
     """The record as the store keeps it and the events carry it."""
     match record:
-        case SaveRecord(key, state, domid, file, paused):
+        case SaveRecord(key, state, domid, file, paused, partial):
             return ["save", ["id", key], ["state", state.value], ["domain", str(domid)],
-                    ["file", file], *_paused(paused)]
+                    ["file", file], *_paused(paused),
+                    *([["partial", partial]] if partial is not None else [])]
         case RestoreRecord(key, file, domid):
             return ["restore", ["id", key], ["file", file],
                     *([["domain", str(domid)]] if domid is not None else [])]
@@ -98,12 +101,19 @@ def to_sxpr(record: SessionRecord) -> sxp.Value:
     raise TypeError(f"not a session record: {record!r}")
 
 
+def told(record: SessionRecord) -> sxp.Value:
+    """The record as the events carry it: without a save's temp file, which only a xend
+    starting again needs."""
+    return to_sxpr(replace(record, partial=None) if isinstance(record, SaveRecord) else record)
+
+
 def from_sxpr(value: sxp.Value) -> SessionRecord:
     """The record ``value`` holds; ValueError if it is none or malformed."""
     match sxp.name(value):
         case "save":
             return SaveRecord(_text(value, "id"), _state(value), _int(value, "domain"),
-                              _text(value, "file"), _flag(value, "paused"))
+                              _text(value, "file"), _flag(value, "paused"),
+                              _optional_text(value, "partial"))
         case "restore":
             return RestoreRecord(_text(value, "id"), _text(value, "file"),
                                  _optional_int(value, "domain"))

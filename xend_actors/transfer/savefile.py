@@ -38,7 +38,6 @@ import hashlib
 import os
 import stat
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from typing import BinaryIO
 
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Conflict, XendError
-from xend_actors.store import TMP_PREFIX, atomic_write, storage_failure
+from xend_actors.store import atomic_write, create_new, storage_failure
 
 MAGIC = b"xend-actors-save"
 FORMAT_VERSION = 2
@@ -211,11 +210,13 @@ def _cannot_write(path: Path, error: OSError) -> XendError:
         f"cannot write {path}: {error.strerror or error}")
 
 
-def write(path: Path, image: SaveImage) -> None:
-    """Write ``image`` to ``path`` atomically: complete and fsynced, or not there at all."""
+def write(path: Path, image: SaveImage, partial: Path | None = None) -> None:
+    """Write ``image`` to ``path`` atomically: complete and fsynced, or not there at all.
+    It goes through a temp file beside it: ``partial`` if given (``store.partial_path``),
+    which must not exist."""
     check_target(path)
     try:
-        atomic_write(path, encode(image))
+        atomic_write(path, encode(image), tmp=partial)
     except OSError as error:
         raise _cannot_write(path, error) from None
 
@@ -279,26 +280,30 @@ class Reader:
 
 
 class Writer:
-    """A save file written as a stream: a temp file beside ``path`` that becomes ``path``
-    only once it is complete and fsynced (``commit``), or is removed (``abort``). The
-    payload is written to ``fileno()`` from its offset (by another process, even) while
-    ``follow`` hashes what has landed, from the page cache."""
+    """A save file written as a stream: a temp file beside ``path`` (``partial``, made
+    here: ``store.partial_path``) that becomes ``path`` only once it is complete and
+    fsynced (``commit``), or is removed (``abort``). The payload is written to
+    ``fileno()`` from its offset (by another process, even) while ``follow`` hashes what
+    has landed, from the page cache."""
 
-    def __init__(self, path: Path, info: sxp.Value, driver: str, meta: bytes) -> None:
+    def __init__(self, path: Path, info: sxp.Value, driver: str, meta: bytes,
+                 partial: Path) -> None:
         check_target(path)
         self.path = path
         self._info = _info_bytes(info)
         self._meta = meta
         self._driver = driver
         _check_meta(meta)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-        self._tmp = Path(tmp)
+        try:
+            fd = create_new(partial)
+        except OSError as error:
+            raise _cannot_write(path, error) from None
+        self._tmp = partial
         self._file = os.fdopen(fd, "w+b", buffering=0)
         self._digest = hashlib.sha256(self._info + meta)
         self._start = HEADER.size + len(self._info) + len(meta)
         self._hashed = self._start
         try:
-            os.fchmod(fd, 0o600)
             self._file.write(bytes(HEADER.size) + self._info + meta)
         except OSError as error:
             self.abort()

@@ -26,6 +26,7 @@ from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
 from xend_actors.hypervisor.base import StreamProgress, StreamState
+from xend_actors.store import partial_path
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.context import STREAM_TIMEOUT, Context, failed
@@ -45,8 +46,11 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
     # again after it died mid-save knows whether to let the guest run (a sim guest's
     # suspend says it by itself).
     paused = info.paused if isinstance(driver, StreamState) else None
+    # The image's temp file is named before it is made, so that a xend killed while it is
+    # written removes it when it starts again.
+    partial = partial_path(path)
     record = SaveRecord(context.session_id(), SessionState.BEGIN, info.domid, str(path),
-                        paused)
+                        paused, str(partial))
     started = time.monotonic()
 
     def report(step: StreamProgress) -> None:
@@ -58,9 +62,9 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
     log.info("Saving domain %s (id %s) to %s", info.name, info.domid, path)
     try:
         if isinstance(driver, StreamState):
-            _save_stream(context, driver, info, path, report)
+            _save_stream(context, driver, info, path, partial, report)
         else:
-            _save_paged(context, driver, domain, info, path)
+            _save_paged(context, driver, domain, info, path, partial)
             size = path.stat().st_size
             report(StreamProgress(True, size, size))
     except Exception as error:
@@ -74,13 +78,13 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
 
 
 def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
-                info: DomainInfo, path: Path) -> None:
+                info: DomainInfo, path: Path, partial: Path) -> None:
     stop = rollback.Suspension(driver, domain, info.domid, info.paused)
     written = False
     try:
         stop.suspend(context.inner(rollback.SUSPEND_TIMEOUT))
         state = driver.save_state(info.domid)
-        savefile.write(path, savefile.SaveImage(info.sxpr(), state))
+        savefile.write(path, savefile.SaveImage(info.sxpr(), state), partial)
         written = True
         rollback.destroy(context.table, info.domid)
     except BaseException:
@@ -91,11 +95,11 @@ def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
 
 
 def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path: Path,
-                 report: Callable[[StreamProgress], None]) -> None:
+                 partial: Path, report: Callable[[StreamProgress], None]) -> None:
     """The hypervisor writes the state straight into the file while a thread hashes it;
     the domain is destroyed once the file is complete and fsynced."""
     domid = info.domid
-    writer = savefile.Writer(path, info.sxpr(), driver.kind, driver.describe(domid))
+    writer = savefile.Writer(path, info.sxpr(), driver.kind, driver.describe(domid), partial)
     sent = committed = False
     done = threading.Event()
     follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -28,7 +29,7 @@ from xend_actors.config import XendConfig
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver
-from xend_actors.store import RecordDir
+from xend_actors.store import RecordDir, is_partial_of
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback
 from xend_actors.transfer.context import Context, Leftovers, first_session_id
@@ -101,6 +102,7 @@ class Transfer(TracedActor):
     def _put_back(self, record: records.SessionRecord) -> None:
         match record:
             case SaveRecord(domid=domid, paused=paused):
+                _remove_partial(record)
                 rollback.resume(self._driver, domid, bool(paused))
             case RestoreRecord(domid=int(domid)):
                 # made, not yet running (a stream driver's before its state came)
@@ -124,6 +126,16 @@ class Transfer(TracedActor):
         supervisor = proxy_of(self.actor_ref, TransferProxy)
         return proxy_of(TransferSession.start(self._context, supervisor.session_failed),
                         TransferSessionProxy)
+
+
+def _remove_partial(record: SaveRecord) -> None:
+    """The half-written image of a save that was cut off, if the record names one."""
+    if record.partial is None or not is_partial_of(Path(record.partial), Path(record.file)):
+        return
+    try:
+        Path(record.partial).unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("Cannot remove the half-written save file %s: %s", record.partial, error)
 
 
 class TransferProxy(ActorMemberMixin, pykka.ActorProxy[Transfer]):
