@@ -16,8 +16,9 @@ from tests.support.processes import wait_for
 from xend_actors import sxp
 from xend_actors.actors import ask
 from xend_actors.domain.config import parse_domain_config
-from xend_actors.errors import Conflict, NotFound
+from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import ShutdownReason
+from xend_actors.hypervisor.sim.driver import SimDriver
 
 
 @pytest.fixture
@@ -128,6 +129,26 @@ def test_destroy_with_reboot_restarts(xend: InProcessXend) -> None:
     ask(xend.domain("dr").destroy(ShutdownReason.REBOOT))
     xend.wait_event("xend.domain.restart", ["dr", str(domid), "success"])
     assert xend.info("dr").domid == domid
+
+
+def test_a_domain_whose_destroy_was_cut_off_cannot_be_rebooted_back(
+        xend: InProcessXend, monkeypatch: pytest.MonkeyPatch) -> None:
+    domid = running(xend, "cut", ["restart", "always"])
+
+    def lost(self: SimDriver, domid: int) -> None:
+        raise XendError("lost the connection to xend-simhv")
+
+    monkeypatch.setattr(SimDriver, "destroy", lost)
+    with pytest.raises(XendError, match="lost the connection"):
+        ask(xend.domain("cut").destroy(ShutdownReason.HALT))
+    with pytest.raises(Conflict, match="domain cut is being destroyed"):
+        ask(xend.domain("cut").shutdown(ShutdownReason.REBOOT))
+    with pytest.raises(Conflict, match="domain cut is being destroyed"):
+        ask(xend.domain("cut").destroy(ShutdownReason.REBOOT))
+    monkeypatch.undo()
+    ask(xend.domain("cut").destroy(ShutdownReason.HALT))  # a retry finishes it
+    xend.wait_event("xend.domain.died", ["cut", str(domid)])
+    assert ["cut", str(domid), "schedule"] not in xend.events_named("xend.domain.restart")
 
 
 def test_a_crash_loop_meets_the_minimum_restart_time() -> None:

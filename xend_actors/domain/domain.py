@@ -373,6 +373,10 @@ class Domain(Supervised, TracedActor):
 
     def _request(self, reason: ShutdownReason) -> DomainRecord:
         pending = self.record.restart_state is RestartState.PENDING
+        if self.record.ending and not pending and reason is not ShutdownReason.HALT:
+            # Its destroy was cut off (the hypervisor's helper lost, say): it is to end,
+            # and nothing may bring it back, as a reboot would.
+            raise Conflict(f"domain {self.record.name} is being destroyed")
         if reason is ShutdownReason.HALT and pending:
             self._events.publish("xend.domain.restart", [*self._ids(), "cancel"])
             return self._note(shutdown_request=reason, restart_state=None)
