@@ -446,6 +446,36 @@ def test_a_device_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
     assert f"vif{a}.0" in bridge_ports(netns_host)
 
 
+def test_a_vif_change_cut_off_by_a_kill_9_is_put_back_at_the_next_start(
+        netns_host: Host, tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed between a device_configure's down and
+    # up scripts; the next xend listed the vif as it was, its tap off the bridge.
+    holder = Holder(tmp_path)
+    a = netns_host.create("qc", "10.88.0.81", "aa:00:00:00:88:81")
+    netns_host.post("/xend/domain/qc", op="device_create",
+                    config=f"(vif (mac aa:00:00:00:88:82) (script {holder.script}))")
+    tap = f"vif{a}.1"
+    wait_for(lambda: tap in bridge_ports(netns_host), 30, "the second vif bridged")
+    change = f"(vif (mac aa:00:00:00:88:82) (script {holder.script}) (ip 10.88.0.99))"
+
+    def off_the_bridge() -> None:
+        assert tap not in bridge_ports(netns_host)
+
+    holder.kill_during("down", lambda: netns_host.xend.op("qc", "device_configure",
+                                                          config=change, idx="1"),
+                       netns_host.home.kill9, off_the_bridge)
+
+    netns_host.start()
+    wait_for(lambda: tap in bridge_ports(netns_host), 30, f"{tap} on the bridge again")
+    vifs = sxp.parse(netns_host.post("/xend/domain/qc", op="vifs"))
+    assert [sxp.child_value(v, "ip") for v in vifs] == ["10.88.0.81", None]  # as it was
+    assert "putting vif 1 back as it was" in netns_host.home.logfile.read_text()
+    changed = sxp.parse(netns_host.post("/xend/domain/qc", op="device_configure",
+                                        config=change, idx="1"))
+    assert sxp.child_value(changed, "ip") == "10.88.0.99"
+    assert tap in bridge_ports(netns_host)
+
+
 def test_a_destroy_cut_off_by_a_kill_9_is_finished_at_the_next_start(
         netns_host: Host, tmp_path: Path) -> None:
     # Found by bench/torture.py --qemu: xend killed after a vif's script took it off the

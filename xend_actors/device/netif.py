@@ -107,8 +107,7 @@ class NetifController(Supervised, TracedActor):
         old = self._info(idx)
         if vif.mac != old.mac:
             raise Conflict(f"vif {idx}: the mac cannot be changed ({old.mac})")
-        new = replace(old, bridge=vif.bridge or self._config.vif_bridge,
-                      script=vif.script or self._config.vif_script, ips=vif.ips)
+        new = self._changed(old, vif)
         self._script("down", old, deadline)
         try:
             self._script("up", new, deadline)
@@ -117,6 +116,18 @@ class NetifController(Supervised, TracedActor):
             raise
         self._vifs[idx] = new
         return new
+
+    def undo_change(self, idx: int, vif: VifConfig, deadline: Deadline | None = None) -> None:
+        """A change of vif ``idx`` to ``vif`` that a stopped xend left unfinished: whatever
+        the new script got to taken down, the vif brought up again as it was."""
+        old = self._info(idx)
+        new = self._changed(old, vif)
+        self._run_logged(lambda: self._script("down", new, deadline))
+        self._script("up", old, deadline)
+
+    def _changed(self, old: VifInfo, vif: VifConfig) -> VifInfo:
+        return replace(old, bridge=vif.bridge or self._config.vif_bridge,
+                       script=vif.script or self._config.vif_script, ips=vif.ips)
 
     def detach(self, idx: int) -> None:
         """Take vif ``idx`` away. A backend that refuses (qemu's paused guest cannot let
@@ -253,6 +264,7 @@ class NetifProxy(ActorMemberMixin, pykka.ActorProxy[NetifController]):
     configure = proxy_method(NetifController.configure)
     detach = proxy_method(NetifController.detach)
     undo = proxy_method(NetifController.undo)
+    undo_change = proxy_method(NetifController.undo_change)
     adopt = proxy_method(NetifController.adopt)
     release = proxy_method(NetifController.release)
     infos = proxy_method(NetifController.infos)

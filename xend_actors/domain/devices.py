@@ -105,6 +105,10 @@ class DomainDevices:
         return self._ask(self._netif_controller().configure(idx, vif, _inner(deadline)),
                          deadline)
 
+    def undo_vif_change(self, idx: int, vif: VifConfig,
+                        deadline: Deadline | None = None) -> None:
+        self._ask(self._netif_controller().undo_change(idx, vif, _inner(deadline)), deadline)
+
     def detach(self, kind: type[Device], idx: int, deadline: Deadline | None = None) -> None:
         if kind is VbdConfig:
             self._ask(self._blkif_controller().detach(idx), deadline)

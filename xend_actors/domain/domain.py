@@ -53,7 +53,7 @@ from xend_actors.domain.devices import (
     position,
     sxp_kind,
 )
-from xend_actors.domain.record import DomainRecord, RestartState, store_sxpr
+from xend_actors.domain.record import DomainRecord, RestartState, VifChange, store_sxpr
 from xend_actors.domain.restart import restart_wanted, restarting_too_fast
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, XendError
 from xend_actors.events.bus import EventBusProxy
@@ -286,8 +286,8 @@ class Domain(Supervised, TracedActor):
     def recover(self) -> None:
         """xend restarted and found the domain alive: its devices known again, its console
         back on the same port. What a stopped xend left half done is finished: a hot-plug
-        is undone (it was never acknowledged), a destroy carried through (its devices may
-        be half released: a vif off its bridge)."""
+        or a vif's change is undone (it was never acknowledged), a destroy carried through
+        (its devices may be half released: a vif off its bridge)."""
         try:
             self._held_devices.adopt(self.record.devices)
         except XendError as error:
@@ -299,7 +299,8 @@ class Domain(Supervised, TracedActor):
             return
         if self.record.config is None:
             return
-        if self.record.plugging is not None or self.record.unplugging is not None:
+        if (self.record.plugging, self.record.unplugging,
+                self.record.configuring) != (None, None, None):
             # Next, not now: a guest can take seconds to let go, and xend's start waits here.
             self._own_proxy().finish_device_work()
         try:
@@ -311,11 +312,12 @@ class Domain(Supervised, TracedActor):
             self._update(console_port=console_port)
 
     def finish_device_work(self) -> None:
-        """Undo the hot-plug, or carry through the device_destroy, that a stopped xend
-        left unfinished (``recover``)."""
+        """Undo the hot-plug or the vif's change, or carry through the device_destroy,
+        that a stopped xend left unfinished (``recover``)."""
         if self._forgotten:
             return
         self._undo_plugging()
+        self._undo_configuring()
         unplugging = self.record.unplugging
         if unplugging is None:
             return
@@ -327,6 +329,19 @@ class Domain(Supervised, TracedActor):
         except XendError as error:
             log.warning("Domain %s keeps %s %s: %s", self.record.name, kind, unplugging.idx,
                         error.message)
+
+    def _undo_configuring(self, deadline: Deadline | None = None) -> None:
+        change = self.record.configuring
+        if change is None:
+            return
+        log.warning("Domain %s: putting vif %s back as it was before the change xend was "
+                    "making to it", self.record.name, change.idx)
+        try:
+            self._held_devices.undo_vif_change(change.idx, change.vif, deadline)
+        except XendError as error:
+            log.error("Domain %s: putting vif %s back failed: %s", self.record.name,
+                      change.idx, error.message)
+        self._note(configuring=None)
 
     def _undo_plugging(self) -> None:
         device, config = self.record.plugging, self.record.config
@@ -570,11 +585,23 @@ class Domain(Supervised, TracedActor):
             raise BadRequest(f"{kind_name} {idx}: only a vif's bridge, script and ip can be "
                              "changed; destroy the device and create it anew")
         old = find_device(self.record.devices, VifConfig, idx, self.record.name)
-        info = self._held_devices.configure_vif(idx, device, deadline)
+        # the intent: a xend stopped midway puts the vif back as it was
+        self._update(configuring=VifChange(idx, device))
+        try:
+            info = self._held_devices.configure_vif(idx, device, deadline)
+        except XendError:
+            self._note(configuring=None)  # the controller put it back as it was
+            raise
         config = without_device(self._config(), VifConfig,
                                 position(self.record.devices, old), device)
-        self._update(config=config, devices=tuple(info if d is old else d
-                                                  for d in self.record.devices))
+        try:
+            self._update(config=config, devices=tuple(info if d is old else d
+                                                      for d in self.record.devices),
+                         configuring=None)
+        except StoreError:
+            # Not recorded (a full disk): put back as the record says, as a next xend would.
+            self._undo_configuring(deadline)
+            raise
         return info
 
     def device_destroy(self, kind_name: str, idx: int, deadline: Deadline | None = None) -> None:

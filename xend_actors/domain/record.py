@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from xend_actors import sxp
 from xend_actors.console.info import ConsoleInfo
-from xend_actors.device.config import Device, device_sxpr, parse_device
+from xend_actors.device.config import Device, VifConfig, device_sxpr, parse_device
 from xend_actors.device.info import DeviceInfo, device_info_from_sxpr
 from xend_actors.domain.config import DomainConfig, parse_domain_config
 from xend_actors.errors import BadRequest
@@ -28,6 +28,17 @@ E = TypeVar("E", bound=Enum)
 class RestartState(Enum):
     PENDING = "pending"  # a restart will follow the domain's exit
     BOOTING = "booting"  # the domain is being rebuilt
+
+
+@dataclass(frozen=True)
+class VifChange:
+    """A vif's ``device_configure`` under way: vif ``idx`` to become ``vif``."""
+
+    idx: int
+    vif: VifConfig
+
+    def sxpr(self) -> sxp.Value:
+        return ["configuring", str(self.idx), device_sxpr(self.vif)]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class DomainRecord:
     # stopped midway finishes or undoes the work at its next start (``Domain.recover``):
     plugging: Device | None = None  # a hot-plug under way (its idx: the next of its kind)
     unplugging: DeviceInfo | None = None  # a device_destroy under way
+    configuring: VifChange | None = None  # a vif's device_configure under way
     # Being destroyed (its devices may be half released), or its exit reported: a next
     # xend finishes the end, silently.
     ending: bool = False
@@ -139,6 +151,7 @@ def from_sxpr(value: sxp.Value) -> DomainRecord:
                           for device in sxp.children(sxp.child(value, "devices"))),
             plugging=_device(sxp.child_value(value, "plugging")),
             unplugging=_device_info(sxp.child_value(value, "unplugging")),
+            configuring=_vif_change(sxp.child(value, "configuring")),
             ending=sxp.child_value(value, "ending") == "yes",
         )
     except (TypeError, ValueError) as error:
@@ -157,6 +170,8 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
         value.append(["plugging", device_sxpr(record.plugging)])
     if record.unplugging is not None:
         value.append(["unplugging", record.unplugging.sxpr()])
+    if record.configuring is not None:
+        value.append(record.configuring.sxpr())
     if record.ending:
         value.append(["ending", "yes"])
     return value
@@ -164,6 +179,17 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
 
 def _device(value: sxp.Value | None) -> Device | None:
     return None if value is None else parse_device(value)
+
+
+def _vif_change(value: sxp.Value | None) -> VifChange | None:
+    if value is None:
+        return None
+    match value:
+        case ["configuring", str(idx), list(config)] if idx.isdigit():
+            vif = parse_device(config)
+            if isinstance(vif, VifConfig):
+                return VifChange(int(idx), vif)
+    raise ValueError(f"not a vif change: {sxp.show(value)[:80]}")
 
 
 def _device_info(value: sxp.Value | None) -> DeviceInfo | None:
