@@ -39,6 +39,8 @@ from tests.support.netns import netns_usable
 from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from xend_actors import sxp
+from xend_actors.device.vbd import vdevice
+from xend_actors.hypervisor.qemu.qmp import Qmp
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(QEMU is None,
@@ -112,6 +114,32 @@ def test_a_xend_killed_and_started_again_still_unplugs_what_it_plugged(
         reply = xend.op("qk", "device_destroy", type="vbd", idx="0")
         assert reply.status_code == 200, reply.text
         con.run("while [ -b /dev/vda ]; do sleep 0.2; done; echo GONE-$((2))", rb"GONE-2", 30)
+
+
+def test_a_disk_node_a_killed_xend_left_without_its_device_is_dropped_at_the_next_start(
+        qemu_xend: Callable[..., QemuXend], tmp_path: Path) -> None:
+    # Found by bench/torture.py --qemu: xend killed between qemu's blockdev-add and its
+    # device_add; the node stayed, and every later plug of that vbd was refused.
+    xend = qemu_xend()  # of its own: it is killed
+    disk = image(tmp_path, "disk.img")
+    domid = int(sxp.child_value(xend.create_vm("qn"), "id"))
+    with console(xend.console_port("qn")) as con:
+        booted(con)
+    xend.home.kill9()
+    monitor = Qmp.connect(xend.home.run_dir / "qemu" / str(domid) / "qmp.sock")
+    try:  # what the killed xend got to
+        monitor.execute("blockdev-add", {"driver": "raw", "node-name": f"vbd-{vdevice('sda1')}",
+                                         "file": {"driver": "file", "filename": str(disk)}})
+    finally:
+        monitor.close()
+    xend.start()
+    reply = xend.op("qn", "device_create", config=vbd(disk, "sda1", "w"))
+    assert reply.status_code == 200, reply.text
+    assert f"deleting disk node vbd-{vdevice('sda1')}, which a stopped xend was plugging" in \
+        xend.home.logfile.read_text()
+    with console(xend.console_port("qn")) as con:
+        con.run("until [ -b /dev/vda ]; do sleep 0.2; done; echo HAVE-$((1))-VDA",
+                rb"HAVE-1-VDA", 30)
 
 
 def test_a_guest_slow_to_let_go_of_a_disk_holds_up_no_other_domain(

@@ -113,6 +113,21 @@ class QemuBackends:
                 self._vbds[(domid, int(number))] = _Vbd(readonly=False, plugged=True)
             elif kind == "nic" and number.isdigit():
                 self._netifs[(domid, int(number))] = ""
+        self._drop_unplugged_nodes(domid, guest, names)
+
+    def _drop_unplugged_nodes(self, domid: int, guest: QemuGuest, devices: set[str]) -> None:
+        """A disk node with no device on it: a plug a killed xend cut off between the two
+        (``_vbd_grow``). Left, it would refuse every later plug of that vbd by name."""
+        try:
+            nodes = {node.get("node-name", "") for node in
+                     guest.execute("query-named-block-nodes", {"flat": True})}
+            for node in sorted(n for n in nodes if _NODE.fullmatch(n) and n not in devices):
+                log.warning("Domain %s: deleting disk node %s, which a stopped xend was "
+                            "plugging", domid, node)
+                guest.execute("blockdev-del", {"node-name": node})
+        except XendError as error:
+            log.warning("Domain %s: cannot look for half-plugged disks: %s", domid,
+                        error.message)
 
     def domain_gone(self, domid: int) -> None:
         # Other domains' device work goes on meanwhile: look at copies (list() takes one
@@ -319,6 +334,9 @@ def _peripherals(guest: QemuGuest) -> set[str]:
 
 def _node(vdevice: int) -> str:
     return f"vbd-{vdevice}"
+
+
+_NODE = re.compile(r"vbd-\d+")  # the names ``_node`` gives
 
 
 _BACKEND: dict[type, Callable[[QemuBackends, Any], Any]] = {
