@@ -206,6 +206,25 @@ def test_a_hung_vif_script_ends_inside_the_hot_plugs_deadline(tmp_path: Path) ->
         assert xend.domain("hp1") is not None
 
 
+def test_a_hung_block_script_ends_inside_the_hot_plugs_deadline(tmp_path: Path) -> None:
+    slow = tmp_path / "block-slow"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    with xend_in_process(f"(build-timeout 2)\n(block-slow {slow})\n") as xend:
+        running(xend, "hp2")
+        request = EnvironBuilder(path="/xend/domain/hp2", method="POST").get_request()
+        started = time.monotonic()
+        with pytest.raises(XendError) as timeout:
+            DomainResource(services(xend)).device_create(
+                request, "hp2", ["vbd", ["uname", "slow:vol1"], ["dev", "sda1"], ["mode", "w"]])
+        took = time.monotonic() - started
+        assert timeout.value.status == 504  # it used to wait the script's own 60 s
+        assert f"block script {slow} bind: script {slow} did not finish in" in \
+            timeout.value.message
+        assert took < 2.0, f"the 504 came after {took:.1f} s"
+        assert ask(xend.table.devices("hp2")) == ()
+
+
 def test_a_slow_create_reports_progress_and_its_retry_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     gate = Gate()

@@ -78,7 +78,7 @@ class BlkifController(Supervised, TracedActor):
             raise Conflict(f"{what}: domain {self._domid} already has a vbd {vbd.dev}")
         undo: list[Callable[[], object]] = []
         try:
-            bound = bind(self._config, vbd.uname)
+            bound = bind(self._config, vbd.uname, deadline)
             undo.append(lambda: unbind(self._config, bound, vbd.uname))
             ask(self._claims.claim(bound.node, self._domid, vbd.writable, not vbd.shared_ok),
                 "the block claims", within(deadline, CLAIM_TIMEOUT))

@@ -15,8 +15,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from xend_actors.actors import Deadline, within
 from xend_actors.config import XendConfig
-from xend_actors.device.scripts import run_script
+from xend_actors.device.scripts import SCRIPT_TIMEOUT, run_script
 from xend_actors.errors import BadRequest, XendError
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,17 @@ class BoundNode:
     script: str = ""
 
 
-def bind(config: XendConfig, uname: str) -> BoundNode:
-    """The node for ``uname``, running its block script if it has one."""
+def bind(config: XendConfig, uname: str, deadline: Deadline | None = None) -> BoundNode:
+    """The node for ``uname``, running its block script if it has one (within
+    ``deadline``, its request's)."""
     kind, sep, params = uname.partition(":")
     if not sep or not params:
         raise BadRequest(f"vbd: invalid uname {uname!r}: expected TYPE:PARAMS")
     script = config.block_scripts.get(kind, "")
     if script:
         lines = run_script(config, script, ["bind", *params.split(":")],
-                           what=f"vbd {uname}: block script {script} bind")
+                           what=f"vbd {uname}: block script {script} bind",
+                           timeout=within(deadline, SCRIPT_TIMEOUT).remaining())
         node = lines[0].strip() if lines else ""
         if not node:
             raise XendError(f"vbd {uname}: block script {script} named no device")
