@@ -20,6 +20,7 @@ from werkzeug.test import EnvironBuilder
 from tests.actors.xend import InProcessXend, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors.actors import ask, proxy_of
+from xend_actors.debug.server import DebugServer
 from xend_actors.device.config import parse_device
 from xend_actors.device.info import VifInfo
 from xend_actors.device.netif import NetifController
@@ -213,7 +214,12 @@ def test_a_top_level_actor_that_dies_brings_all_of_xend_back_from_the_store(
         refs = pykka.ActorRegistry.get_by_class(DomainTable)
         return refs[0] if len(refs) == 1 and refs[0] != old else None
 
+    old_debug = pykka.ActorRegistry.get_by_class(DebugServer)
     ref = wait_for(new_table, 15, "a new table")
+    # Back once all of xend has started again (the table recovers before the doors
+    # open, and the debug port opens last): what a client sees.
+    wait_for(lambda: [r for r in pykka.ActorRegistry.get_by_class(DebugServer)
+                      if r not in old_debug], 15, "xend started again")
     xend.table = proxy_of(cast(pykka.ActorRef[Any], ref), DomainTableProxy)
     after = xend.info("t1")
     assert (after.domid, after.record.config) == (domid, before.record.config)
