@@ -20,7 +20,9 @@ A store has one owner (the actor that writes it); nothing here locks.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import logging
 import os
 import re
@@ -28,6 +30,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xend_actors.errors import XendError
@@ -114,6 +117,26 @@ def create_new(path: Path, mode: int = 0o600) -> int:
     anything there, a symlink included."""
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                    mode)
+
+
+_FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    function = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return function
+
+
+def reserve(fd: int, offset: int, length: int) -> bool:
+    """Allocate ``length`` bytes of the file ``fd`` from ``offset`` on without changing
+    its size (Linux's ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``), so that appends into
+    them cannot fail for want of space; False if the disk has no room (or the system
+    no such call). The standard library's ``posix_fallocate`` would grow the file."""
+    fallocate = _fallocate()
+    return fallocate is not None and fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -2,10 +2,13 @@
 ``(event (seq N) (time T) (name NAME) (value V))`` line per event, appended and fsynced,
 and rewritten atomically to the last ``keep`` events when it has grown to twice that.
 
-A log that cannot be written (a full or read-only disk) does not stop the events: they
-are kept in memory as always, counted (``unwritten``), said once in xend's log, and
-written with the next rewrite once the disk takes them again, which is said with the
-count.
+A full disk does not lose events: the file keeps ``reserve`` bytes allocated past its
+end (``store.reserve``), into which appends go when the disk has no room left, so the
+events of a full time are durable as any others, up to a few thousand of them. Past
+that (or on a read-only disk) the events are kept in memory as always, counted
+(``unwritten``), said once in xend's log, and written as soon as the disk takes them
+again, which is said with the count. A failed append is cut off the file at once, so
+a torn line never has another glued to it.
 """
 
 from __future__ import annotations
@@ -19,37 +22,41 @@ from typing import BinaryIO
 
 from xend_actors import sxp
 from xend_actors.events.event import Event
-from xend_actors.store import atomic_write
+from xend_actors.store import atomic_write, reserve
 
 log = logging.getLogger(__name__)
 
 KEEP = 10_000  # events kept in the log, and in memory for ``since``
 KEEP_BYTES = 8 << 20  # ... and at most this many bytes of them (injected events can be big)
+RESERVE = 256 << 10  # bytes allocated ahead of the appends: ~1500 events on a full disk
 
 
 class EventLog:
     """The last events in memory and, given a path, in an append-only file.
 
     Both hold at most ``keep`` events and ``keep_bytes`` of records (the newest event
-    always stays). On opening, the file is read, unreadable lines are skipped, and it
-    is rewritten, so that a line torn by a crash never has another glued to it; after
-    a failed write the next append rewrites it for the same reason.
+    always stays). On opening, the file is read and unreadable lines are skipped; a
+    last line torn by a crash is cut off (which takes no space), so that no line is
+    ever glued to it.
     """
 
     def __init__(self, path: Path | None = None, keep: int = KEEP,
-                 keep_bytes: int = KEEP_BYTES) -> None:
+                 keep_bytes: int = KEEP_BYTES, reserve: int = RESERVE) -> None:
         self.path = path
         self.keep = keep
         self.keep_bytes = keep_bytes
+        self.reserve = reserve
         self._events: deque[tuple[Event, bytes]] = deque()
         self._bytes = 0
         self._file: BinaryIO | None = None
         self._file_lines = self._file_bytes = 0
+        self._reserved_to = 0  # the file's space is allocated up to here
+        self._durable = 0  # the number of the last event in the file
+        self._compact_lines, self._compact_bytes = 2 * keep, 2 * keep_bytes
         self.unwritten = 0  # events kept in memory only, since a write failed
         if path is not None:
-            self._load(path)
             try:
-                self._rewrite(path)
+                self._open(path)
             except OSError as error:  # a full disk must not stop xend from starting
                 self._failed(error, 0)
 
@@ -68,21 +75,50 @@ class EventLog:
         try:
             if self._file is None:
                 self._rewrite(self.path)
-                if self.unwritten:
-                    log.warning("Event log %s written again: %d events were written late",
-                                self.path, self.unwritten)
-                    self.unwritten = 0
-                return
-            data = b"".join(lines)
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file_lines += len(lines)
-            self._file_bytes += len(data)
-            if self._file_lines > 2 * self.keep or self._file_bytes > 2 * self.keep_bytes:
-                self._rewrite(self.path)
+            else:
+                self._append_pending(self._file)
         except OSError as error:
             self._failed(error, len(events))
+            return
+        if self.unwritten:
+            log.warning("Event log %s written again: %d events were written late",
+                        self.path, self.unwritten)
+            self.unwritten = 0
+        if self._file_lines > self._compact_lines or self._file_bytes > self._compact_bytes:
+            self._compact(self.path)
+
+    def _append_pending(self, file: BinaryIO) -> None:
+        """Append every event kept that the file lacks (those a failure held back too)."""
+        pending = [line for event, line in self._events if event.seq > self._durable]
+        data = b"".join(pending)
+        try:
+            rest = memoryview(data)
+            while rest:  # unbuffered: nothing of a failed write is left to go out later
+                rest = rest[os.write(file.fileno(), rest):]
+            os.fsync(file.fileno())
+        except OSError:
+            # What got through is cut off, so the next append starts on a line of its own.
+            os.ftruncate(file.fileno(), self._file_bytes)
+            raise
+        self._durable = self.last_seq
+        self._file_lines += len(pending)
+        self._file_bytes += len(data)
+        self._reserve_ahead(file)
+
+    def _reserve_ahead(self, file: BinaryIO) -> None:
+        if self._reserved_to - self._file_bytes < self.reserve // 2 and \
+                reserve(file.fileno(), self._file_bytes, self.reserve):
+            self._reserved_to = self._file_bytes + self.reserve
+
+    def _compact(self, path: Path) -> None:
+        """Rewrite the file to the events kept; on a full disk the file grows on, and
+        this is tried again after another tenth of ``keep``."""
+        try:
+            self._rewrite(path)
+        except OSError as error:  # the old file stays open, whole
+            log.warning("Cannot compact the event log %s: %s", path, error)
+            self._compact_lines = self._file_lines + max(1, self.keep // 10)
+            self._compact_bytes = self._file_bytes + max(1, self.keep_bytes // 10)
 
     def since(self, seq: int, limit: int) -> list[Event]:
         """The first ``limit`` events numbered after ``seq`` that are still kept."""
@@ -94,9 +130,11 @@ class EventLog:
         return newer[::-1][:limit]
 
     def _failed(self, error: OSError, count: int) -> None:
-        """A write failed: said once, until a write works again; the next append
-        rewrites the file, so a line torn here never has another glued to it."""
-        self.close()
+        """A write failed: said once, until a write works again. The file, cut back to
+        its last whole line, takes the events held back with the next append; a file
+        that could not be opened or cut back is rewritten whole by it."""
+        if self._file is not None and os.fstat(self._file.fileno()).st_size != self._file_bytes:
+            self.close()
         if not self.unwritten:
             log.error("Cannot write the event log %s: %s; events are kept in memory and "
                       "written when it can be", self.path, error)
@@ -105,7 +143,7 @@ class EventLog:
     def close(self) -> None:
         if self._file is not None:
             file, self._file = self._file, None
-            with contextlib.suppress(OSError):  # the bytes a failed write left in its buffer
+            with contextlib.suppress(OSError):
                 file.close()
 
     def _remember(self, event: Event, line: bytes) -> None:
@@ -116,11 +154,27 @@ class EventLog:
         ):
             self._bytes -= len(self._events.popleft()[1])
 
-    def _load(self, path: Path) -> None:
+    def _open(self, path: Path) -> None:
+        """Read the file's events, cut off a torn last line, and append from its end; a
+        missing file is made."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
+            self._rewrite(path)
             return
+        whole = data[:data.rfind(b"\n") + 1]
+        skipped = self._load(path, whole)
+        if len(whole) != len(data):
+            os.truncate(path, len(whole))
+        self._file = path.open("ab", buffering=0)
+        self._file_lines, self._file_bytes = whole.count(b"\n"), len(whole)
+        self._durable = self.last_seq
+        self._reserve_ahead(self._file)
+        if skipped:
+            self._compact(path)  # so they are said once
+
+    def _load(self, path: Path, data: bytes) -> int:
+        """Keep the events of the lines in ``data``; the number of lines skipped."""
         skipped = 0
         for line in data.split(b"\n"):
             if not line:
@@ -136,11 +190,16 @@ class EventLog:
             self._remember(event, line + b"\n")
         if skipped:
             log.warning("Event log %s: %d unreadable lines skipped", path, skipped)
+        return skipped
 
     def _rewrite(self, path: Path) -> None:
         """Replace the file with the events kept, atomically, and append to it from now."""
         data = b"".join(line for _event, line in self._events)
         atomic_write(path, data)
         self.close()
-        self._file = path.open("ab")
+        self._file = path.open("ab", buffering=0)
         self._file_lines, self._file_bytes = len(self._events), len(data)
+        self._durable = self.last_seq
+        self._reserved_to = 0
+        self._reserve_ahead(self._file)
+        self._compact_lines, self._compact_bytes = 2 * self.keep, 2 * self.keep_bytes
