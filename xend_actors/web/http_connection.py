@@ -17,8 +17,10 @@ reply to a request whose body was not all read is followed by the close.
 
 A Unix peer's uid is in the environ for the gate (``PEER_UID``); the socket is under
 ``werkzeug.socket`` for a WebSocket to take over (``websocket.py``): such a connection
-never comes back (``respond`` says close). HTTP/1.0 requests are answered and closed
-(h11 keeps only HTTP/1.1 connections alive), as the original Xen 2.0 ``xm`` expects.
+never comes back (``respond`` says close). A 503 (xend past one of its bounds) closes
+the connection too: the client is to go away, not to wait on it. HTTP/1.0 requests are
+answered and closed (h11 keeps only HTTP/1.1 connections alive), as the original Xen 2.0
+``xm`` expects.
 """
 
 from __future__ import annotations
@@ -449,6 +451,8 @@ class _Reply:
         code, _, reason = status.partition(" ")
         self._status = (int(code), reason.encode("latin-1", "replace"))
         self._headers = headers
+        if self._status[0] == 503:  # xend is past a bound: the client is to go, not wait
+            self._headers = [*headers, ("Connection", "close")]
         return self.write
 
     def write(self, data: bytes) -> None:
