@@ -113,7 +113,7 @@ class HttpConnection:
         self._phase = _Phase.HANDSHAKE if tls is not None else _Phase.FIRST
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._pace = _Pace(read_timeout)
-        self._head = 0  # bytes of the head received, for the 414
+        self._head = bytearray()  # the head's first bytes, for the 414
         self._request: h11.Request | None = None
         self._body: list[bytes] | None = None  # read before the app runs
         self._peer_uid: int | None = None
@@ -218,8 +218,9 @@ class HttpConnection:
                     return Step.READ
                 continue
             if isinstance(event, h11.Request):
-                if len(event.headers) > MAX_HEADERS:
-                    self._refuse(431, "Request Header Fields Too Large", "too many headers")
+                refusal = _too_large(event)
+                if refusal is not None:
+                    self._refuse(*refusal)
                     return Step.CLOSE
                 self._request = event
                 if not self._buffers(event):
@@ -249,8 +250,8 @@ class HttpConnection:
                 self._pace = _Pace(self.read_timeout)  # the idle wait was not its
             self._phase = _Phase.HEAD
         self._pace.received += len(data)
-        if self._request is None:
-            self._head += len(data)
+        if self._request is None and len(self._head) <= MAX_HEAD:
+            self._head += data[:MAX_HEAD + 1 - len(self._head)]
         self._h11.receive_data(data)
         return True
 
@@ -264,16 +265,12 @@ class HttpConnection:
 
     def _refuse_malformed(self, error: h11.RemoteProtocolError) -> None:
         status = error.error_status_hint
-        if status == 431 and self._request is None and self._head > MAX_HEAD:
-            # The head overflowed: a line too long for a URL, or headers too large.
-            status = 414 if self._first_line_overflowed() else 431
+        if self._request is None and b"\n" not in self._head[:MAX_HEAD + 1] and \
+                len(self._head) > MAX_HEAD:
+            status = 414  # the request line alone is past the limit: its URL
         reason = {400: "Bad Request", 414: "URI Too Long",
                   431: "Request Header Fields Too Large", 501: "Not Implemented"}
         self._refuse(status, reason.get(status, "Bad Request"), f"Bad request: {error}")
-
-    def _first_line_overflowed(self) -> bool:
-        data, _ = self._h11.trailing_data
-        return b"\n" not in data[:MAX_HEAD]
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         log.info("%s: %d %s", self._address[0], status, message)
@@ -364,7 +361,7 @@ class HttpConnection:
         if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
             return False
         self._h11.start_next_cycle()
-        self._request, self._body, self._head = None, None, 0
+        self._request, self._body, self._head = None, None, bytearray()
         self._phase = _Phase.IDLE
         self.sock.setblocking(False)
         return True
@@ -408,6 +405,17 @@ class HttpConnection:
             self.sock.settimeout(SEND_STALL)
         self._pace.received += len(data)
         self._h11.receive_data(data)
+
+
+def _too_large(request: h11.Request) -> tuple[int, str, str] | None:
+    """Why a request's head is refused though h11 took it whole (as http.server would)."""
+    if len(request.target) > MAX_HEAD:
+        return 414, "URI Too Long", "the URL is too long"
+    if len(request.headers) > MAX_HEADERS:
+        return 431, "Request Header Fields Too Large", "too many headers"
+    if any(len(name) + len(value) > MAX_HEAD for name, value in request.headers):
+        return 431, "Request Header Fields Too Large", "a header line is too long"
+    return None
 
 
 class _Body(io.RawIOBase):
