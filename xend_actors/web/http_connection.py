@@ -29,6 +29,7 @@ import contextlib
 import enum
 import io
 import logging
+import selectors
 import socket
 import ssl
 import sys
@@ -103,6 +104,7 @@ class HttpConnection:
                  tls: ssl.SSLContext | None, read_timeout: float,
                  server: tuple[str, int]) -> None:
         self.sock = sock
+        self.fd = sock.fileno()  # the same under TLS, whose socket replaces this one
         self.client = client
         self.read_timeout = read_timeout
         self._tls = tls
@@ -166,14 +168,16 @@ class HttpConnection:
 
     # --- reading a request, never blocking --------------------------------------------
 
-    def advance(self) -> Step:
-        """Read what has come, and say what is next."""
+    def advance(self, readable: bool = True) -> Step:
+        """Read what has come, and say what is next; ``readable`` false: the socket is
+        not known to have bytes (a reply was just sent), so it is read only if TLS holds
+        some already (a plain socket's bytes wake the loop's selector at once)."""
         try:
             if self._phase is _Phase.HANDSHAKE:
                 step = self._handshake()
                 if step is not None:
                     return step
-            return self._read_request()
+            return self._read_request(readable)
         except h11.RemoteProtocolError as error:
             self._refuse_malformed(error)
             return Step.CLOSE
@@ -210,12 +214,13 @@ class HttpConnection:
         self._parked = time.monotonic()
         return None
 
-    def _read_request(self) -> Step:
+    def _read_request(self, readable: bool) -> Step:
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
-                if self._h11.their_state is h11.DONE or not self._receive():
+                if not (readable or _pending(self.sock)) or not self._receive():
                     return Step.READ
+                readable = True
                 continue
             if isinstance(event, h11.Request):
                 refusal = _too_large(event)
@@ -227,8 +232,8 @@ class HttpConnection:
                     return Step.REQUEST
                 self._body = []
                 if self._h11.client_is_waiting_for_100_continue:
-                    self._send(self._h11.send(h11.InformationalResponse(status_code=100,
-                                                                        headers=[])))
+                    self.send_all(self._h11.send(h11.InformationalResponse(
+                        status_code=100, headers=[])) or b"")
             elif isinstance(event, h11.Data):
                 assert self._body is not None
                 self._body.append(bytes(event.data))
@@ -285,7 +290,6 @@ class HttpConnection:
         target = request.target.decode("latin-1")
         url = urlsplit(target)
         path = f"/{url.netloc}{url.path}" if not url.scheme and url.netloc else url.path
-        self.sock.settimeout(SEND_STALL)
         body: io.RawIOBase | io.BytesIO
         body = io.BytesIO(b"".join(self._body)) if self._body is not None else _Body(self)
         environ: WSGIEnvironment = {
@@ -363,21 +367,26 @@ class HttpConnection:
         self._h11.start_next_cycle()
         self._request, self._body, self._head = None, None, bytearray()
         self._phase = _Phase.IDLE
-        self.sock.setblocking(False)
         return True
 
-    def _send(self, data: bytes | None) -> None:
-        if data:
-            self.sock.settimeout(SEND_STALL)
+    def send_all(self, data: bytes) -> None:
+        """Send ``data`` on the non-blocking socket, waiting for room at most
+        ``SEND_STALL`` seconds in all."""
+        view = memoryview(data)
+        deadline = 0.0
+        while view:
             try:
-                self.sock.sendall(data)
-            finally:
-                self.sock.setblocking(False)
-
-    def send_blocking(self, data: bytes) -> None:
-        if data:
-            self.sock.settimeout(SEND_STALL)
-            self.sock.sendall(data)
+                view = view[self.sock.send(view):]
+                continue
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+            now = time.monotonic()
+            deadline = deadline or now + SEND_STALL
+            if now >= deadline:
+                raise TimeoutError(f"the client took nothing for {SEND_STALL:g} s")
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.sock, selectors.EVENT_WRITE)
+                selector.select(deadline - now)
 
     def read_body(self, size: int) -> bytes:
         """Up to ``size`` bytes of the body, at the client's pace (blocking); b"" at its
@@ -402,9 +411,14 @@ class HttpConnection:
             raise _TooSlow(f"no request within {self._pace.grace:g} s") from None
         finally:
             self._pace.waited += time.monotonic() - started
-            self.sock.settimeout(SEND_STALL)
+            self.sock.setblocking(False)
         self._pace.received += len(data)
         self._h11.receive_data(data)
+
+
+def _pending(sock: socket.socket) -> int:
+    """Bytes TLS has decrypted already: no selector sees them."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _too_large(request: h11.Request) -> tuple[int, str, str] | None:
@@ -468,11 +482,11 @@ class _Reply:
             return
         head = self._head()
         body = (self._h11.send(h11.Data(data=data)) or b"") if data else b""
-        self._connection.send_blocking(head + body)
+        self._connection.send_all(head + body)
 
     def finish(self) -> None:
         head = self._head()
-        self._connection.send_blocking(head + (self._h11.send(h11.EndOfMessage()) or b""))
+        self._connection.send_all(head + (self._h11.send(h11.EndOfMessage()) or b""))
 
     def _head(self) -> bytes:
         if self.started:

@@ -1,6 +1,6 @@
 """The connections' loop: one selector thread for every listener and every waiting connection.
 
-A connection waits here, holding no thread, whenever it waits for its client: a new
+A connection waits here (an epoll), holding no thread, whenever it waits for its client: a new
 one for its first bytes (or its TLS handshake's next flight), one with half a request
 for the rest, a kept-alive one for its next request. When bytes come it goes to a
 worker (``Workers``, ``xend-http-workers`` threads at most, a bounded queue after),
@@ -17,10 +17,9 @@ the admission caps, or a request past every bound, gets a 503 at once.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -60,6 +59,10 @@ class Limits:
 
 
 class ConnectionLoop:
+    """The loop's connections are in one epoll, each armed for one event at a time
+    (``EPOLLONESHOT``): a worker that gives a connection back re-arms it itself, so a
+    kept-alive request costs the loop one wake-up, and nothing is registered anew."""
+
     def __init__(self, listeners: list[Listener], admission: Admission, workers: Workers,
                  limits: Limits, lingers: Callable[[WSGIEnvironment], bool]) -> None:
         self._listeners = listeners
@@ -68,33 +71,31 @@ class ConnectionLoop:
         self._limits = limits
         self._lingers = lingers
         self._lingering = threading.BoundedSemaphore(limits.lingering)
-        self._selector = selectors.DefaultSelector()
-        self._wake, self._waker = socket.socketpair()
+        self._epoll = select.epoll()
+        self._wake, self._waker = socket.socketpair()  # for the stop
         self._wake.setblocking(False)
         self._waker.setblocking(False)
-        self._returned: collections.deque[tuple[HttpConnection, Listener, Step]] = \
-            collections.deque()
-        self._waiting: dict[HttpConnection, Listener] = {}
+        self._lock = threading.Lock()
+        self._fds: dict[int, HttpConnection] = {}  # every open connection, by descriptor
+        self._waiting: dict[HttpConnection, Listener] = {}  # armed: the loop's until an event
         self._stopping = False
 
     def run(self) -> None:
         """The loop, on its own thread, until ``stop``."""
-        selector = self._selector
-        for listener in self._listeners:
+        listeners = {listener.sock.fileno(): listener for listener in self._listeners}
+        for fd, listener in listeners.items():
             listener.sock.setblocking(False)
-            selector.register(listener.sock, selectors.EVENT_READ, listener)
-        selector.register(self._wake, selectors.EVENT_READ, None)
+            self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(self._wake.fileno(), select.EPOLLIN)
         checked = time.monotonic()
         try:
             while not self._stopping:
                 timeout = DEADLINES_CHECKED if self._waiting else POLL
-                for key, _ in selector.select(timeout):
-                    if key.data is None:
-                        self._take_returned()
-                    elif isinstance(key.data, Listener):
-                        self._accept(key.data)
-                    else:
-                        self._dispatch(key.fileobj)  # type: ignore[arg-type]
+                for fd, _ in self._epoll.poll(timeout):
+                    if fd in listeners:
+                        self._accept(listeners[fd])
+                    elif (connection := self._fds.get(fd)) is not None:
+                        self._dispatch(connection)
                 if (now := time.monotonic()) - checked >= DEADLINES_CHECKED:
                     checked = now
                     self._expire(now)
@@ -107,7 +108,8 @@ class ConnectionLoop:
         being answered is answered, and its connection closed."""
         self._stopping = True
         self._workers.stop()
-        self._wakeup()
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
 
     # --- on the loop's thread ---------------------------------------------------------
 
@@ -137,59 +139,74 @@ class ConnectionLoop:
                 sock.close()
                 self._admission.release(client)
                 continue
-            self._wait(connection, listener, Step.READ, time.monotonic())
+            with self._lock:
+                self._fds[connection.fd] = connection
+            self._wait(connection, listener, Step.READ, register=True)
 
-    def _wait(self, connection: HttpConnection, listener: Listener, step: Step,
-              now: float) -> None:
-        connection.park(now)
-        events = selectors.EVENT_WRITE if step is Step.WRITE else selectors.EVENT_READ
-        try:
-            self._selector.register(connection.sock, events, connection)
-        except (OSError, ValueError):  # closed meanwhile
-            self._close(connection)
+    def _dispatch(self, connection: HttpConnection) -> None:
+        with self._lock:
+            listener = self._waiting.pop(connection, None)
+        if listener is None:  # not armed: an event from before its close
             return
-        self._waiting[connection] = listener
-
-    def _dispatch(self, sock: socket.socket) -> None:
-        key = self._selector.unregister(sock)
-        connection: HttpConnection = key.data
-        listener = self._waiting.pop(connection)
         connection.unpark(time.monotonic())
         if not self._workers.submit(lambda: self._serve(connection, listener)):
             self._refuse(connection, listener)
 
-    def _take_returned(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self._wake.recv(4096):
-                pass
-        now = time.monotonic()
-        while self._returned:
-            connection, listener, step = self._returned.popleft()
-            if self._stopping:
-                self._close(connection)
-            else:
-                self._wait(connection, listener, step, now)
-
     def _expire(self, now: float) -> None:
         keepalive = self._limits.keepalive
-        due = [connection for connection in self._waiting
-               if connection.deadline(keepalive) <= now]
+        with self._lock:
+            due = [connection for connection in self._waiting
+                   if connection.deadline(keepalive) <= now]
+            for connection in due:
+                del self._waiting[connection]
         for connection in due:
-            self._selector.unregister(connection.sock)
-            del self._waiting[connection]
+            self._forget(connection)
             connection.expire()
             self._admission.release(connection.client)
 
     def _close_all(self) -> None:
-        for connection in list(self._waiting):
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(connection.sock)
+        with self._lock:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for connection in waiting:
             self._close(connection)
-        self._waiting.clear()
-        while self._returned:
-            self._close(self._returned.popleft()[0])
-        self._selector.close()
+        self._epoll.close()
         self._wake.close()
+
+    # --- on either --------------------------------------------------------------------
+
+    def _wait(self, connection: HttpConnection, listener: Listener, step: Step,
+              register: bool = False) -> None:
+        """The connection waits in the loop for its client (``step``: to read or write)."""
+        events = select.EPOLLONESHOT | (
+            select.EPOLLOUT if step is Step.WRITE else select.EPOLLIN)
+        with self._lock:
+            if self._stopping:
+                closing = True
+            else:
+                closing = False
+                connection.park(time.monotonic())
+                self._waiting[connection] = listener
+        if closing:
+            self._close(connection)
+            return
+        try:
+            if register:
+                self._epoll.register(connection.fd, events)
+            else:
+                self._epoll.modify(connection.fd, events)
+        except (OSError, ValueError):  # closed meanwhile, or the loop's epoll is
+            with self._lock:
+                self._waiting.pop(connection, None)
+            self._close(connection)
+
+    def _forget(self, connection: HttpConnection) -> None:
+        """Out of the epoll and the table, before its descriptor is closed (and reused)."""
+        with self._lock:
+            if self._fds.get(connection.fd) is connection:
+                del self._fds[connection.fd]
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(connection.fd)
 
     # --- on a worker ------------------------------------------------------------------
 
@@ -206,15 +223,14 @@ class ConnectionLoop:
                     return
                 keep = connection.respond(listener.app, environ, keep=not self._stopping)
                 environ = None
-                step = connection.advance() if keep else Step.CLOSE
+                step = connection.advance(readable=False) if keep else Step.CLOSE
         except Exception:
             log.exception("HTTP connection failed")
             step = Step.CLOSE
-        if step is Step.CLOSE or self._stopping:
+        if step is Step.CLOSE:
             self._close(connection)
-            return
-        self._returned.append((connection, listener, step))
-        self._wakeup()
+        else:
+            self._wait(connection, listener, step)
 
     def _linger(self, connection: HttpConnection, listener: Listener,
                 environ: WSGIEnvironment) -> None:
@@ -242,9 +258,6 @@ class ConnectionLoop:
         self._close(connection)
 
     def _close(self, connection: HttpConnection) -> None:
+        self._forget(connection)
         connection.close()
         self._admission.release(connection.client)
-
-    def _wakeup(self) -> None:
-        with contextlib.suppress(OSError):  # full: a wake-up is on its way already
-            self._waker.send(b"\0")
