@@ -325,3 +325,18 @@ def test_a_kept_alive_connection_over_tcp_with_http_client(xend: Xend) -> None:
         assert connection.sock is sock
     finally:
         connection.close()
+
+
+def test_xend_client_outlives_the_keepalive_timeout(fresh_xend: Callable[..., Xend]) -> None:
+    """xm's client reuses its connection, and after xend closed it idle opens another."""
+    xend = fresh_xend("(xend-keepalive-timeout 1)\n")
+    with XendClient(unix_path=xend.home.unix_path) as client:
+        client.xend()
+        [kept] = client._http._idle
+        sock = kept.sock
+        client.xend_node()
+        assert [connection.sock for connection in client._http._idle] == [sock]
+        assert sock is not None
+        with sock.dup() as probe:
+            _closed_within(probe, 5)  # xend closed it
+        assert sxp.name(client.xend_node()) == "node"
