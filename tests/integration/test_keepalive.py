@@ -340,3 +340,28 @@ def test_xend_client_outlives_the_keepalive_timeout(fresh_xend: Callable[..., Xe
         with sock.dup() as probe:
             _closed_within(probe, 5)  # xend closed it
         assert sxp.name(client.xend_node()) == "node"
+
+
+def test_a_client_that_expects_100_continue_is_told_to_go_on_or_refused_at_once(
+        xend: Xend) -> None:
+    """A small body is asked for (100 Continue); one past the app's limit is refused
+    before the client sends it, and the connection closed."""
+
+    def head(length: int) -> bytes:
+        return (b"POST /xend/event/ HTTP/1.1\r\nHost: xend\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n" % length)
+
+    body = urlencode({"op": "inject", "event": "(probe.continue 1)"}).encode()
+    with _unix(xend.home) as sock:
+        sock.sendall(head(len(body)))
+        replies = _Replies(sock)
+        while b"\r\n\r\n" not in replies.buffer:
+            replies.buffer += replies._more()
+        assert replies.buffer.startswith(b"HTTP/1.1 100 "), replies.buffer[:100]
+        replies.buffer = replies.buffer.partition(b"\r\n\r\n")[2]
+        sock.sendall(body)
+        assert replies.next()[0] == 200
+        sock.sendall(head(2 << 20))
+        assert replies.next()[0] == 413
+        _closed_within(sock, 5)

@@ -391,6 +391,9 @@ class HttpConnection:
     def read_body(self, size: int) -> bytes:
         """Up to ``size`` bytes of the body, at the client's pace (blocking); b"" at its
         end. ``_TooSlow`` once its budget is spent."""
+        if self._h11.client_is_waiting_for_100_continue:
+            self.send_all(self._h11.send(h11.InformationalResponse(
+                status_code=100, headers=[])) or b"")
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
