@@ -45,8 +45,7 @@ from xend_actors.web.workers import Workers
 
 log = logging.getLogger(__name__)
 
-# What a stop of xend waits for the loop's thread, at most: it stops at once when woken.
-SHUTDOWN_POLL = 0.05
+STOP_WAIT = 5.0  # seconds a stop waits for the loop's thread (woken, it ends at once)
 _UNIX_SERVER = ("xend", 80)  # the server name a Unix socket's environ tells
 
 
@@ -145,7 +144,7 @@ class WebServer(TracedActor):
     def on_stop(self) -> None:
         self._loop.stop()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=STOP_WAIT)
         self._close()
 
     def addresses(self) -> list[str]:
