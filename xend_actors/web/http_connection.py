@@ -130,10 +130,6 @@ class HttpConnection:
 
     # --- the waits: the loop's selector -----------------------------------------------
 
-    @property
-    def idle(self) -> bool:
-        return self._phase is _Phase.IDLE
-
     def park(self, now: float) -> None:
         """The loop's selector now waits for this connection."""
         self._parked = now

@@ -2,15 +2,19 @@
 
 A thread is started only when a task finds none idle, so an idle xend keeps only the
 threads its last burst needed; a task past the backlog is refused (``submit`` says so)
-rather than given a thread of its own.
+rather than given a thread of its own. A thread started before tracing was turned on
+traces itself from its next task (``trace.py``: each thread sets its own).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 from collections.abc import Callable
+
+from xend_actors import trace
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class Workers:
                     self._threads -= 1
                     return
                 self._tasks.popleft()
+            if trace.is_on() and sys.gettrace() is None:
+                trace.trace_this_thread()
             try:
                 task()
             except Exception:
