@@ -177,6 +177,16 @@ def test_the_original_xm_s_http_1_0_habits_still_drive_a_domain(xend: Xend) -> N
     assert status == 200 and "old" in sxp.parse(listing)
 
 
+def test_an_http_1_1_request_without_host_is_served_as_before(xend: Xend) -> None:
+    """h11 would refuse it (RFC 9112 §3.2); werkzeug's server took it, so xend does."""
+    with _unix(xend.home) as sock:
+        replies = _Replies(sock)
+        sock.sendall(b"GET /xend/ HTTP/1.1\r\n\r\nGET /xend/node/ HTTP/1.1\r\n\r\n")
+        assert [replies.next()[0] for _ in range(2)] == [200, 200]
+        sock.sendall(b"GET /xend/node/ HTTP/1.1\r\nHost: xend\r\n\r\n")
+        assert replies.next()[0] == 200
+
+
 def test_connection_close_is_honoured(xend: Xend) -> None:
     with _unix(xend.home) as sock:
         sock.sendall(_get("/xend/", extra="Connection: close\r\n"))

@@ -58,6 +58,7 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds a client has to finish its TLS handshake
 SERVER_SOFTWARE = "xend-actors"
 _TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte a TLS client sends
 _PLAIN_REFUSAL = "xend speaks HTTPS on this port: use an https:// URL"
+_NO_HOST = "Missing mandatory Host: header"  # h11's words
 _READER = "xend.reader"  # the environ's key of the request's pace (a _Pace)
 
 
@@ -115,7 +116,8 @@ class HttpConnection:
         self._phase = _Phase.HANDSHAKE if tls is not None else _Phase.FIRST
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._pace = _Pace(read_timeout)
-        self._head = bytearray()  # the head's first bytes, for the 414
+        self._head = bytearray()  # the head's bytes as they came (to MAX_HEAD + 1)
+        self._hostless = False  # the request came without a Host; h11 was given one
         self._request: h11.Request | None = None
         self._body: list[bytes] | None = None  # read before the app runs
         self._peer_uid: int | None = None
@@ -175,6 +177,8 @@ class HttpConnection:
                     return step
             return self._read_request(readable)
         except h11.RemoteProtocolError as error:
+            if self._host_supplied(error):
+                return self.advance(readable=False)
             self._refuse_malformed(error)
             return Step.CLOSE
         except OSError as error:
@@ -264,6 +268,19 @@ class HttpConnection:
             return False
         return not lengths or (lengths[0].isdigit() and int(lengths[0]) <= BUFFERED)
 
+    def _host_supplied(self, error: h11.RemoteProtocolError) -> bool:
+        """Whether an HTTP/1.1 request h11 refused for want of a Host (RFC 9112 §3.2) is
+        read again with an empty one (which the environ leaves out): werkzeug's server
+        took such requests, and xend's clients may have come to rely on it."""
+        if str(error) != _NO_HOST or self._hostless or self._request is not None or \
+                len(self._head) > MAX_HEAD or (line_end := self._head.find(b"\n")) < 0:
+            return False
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._h11.receive_data(bytes(self._head[:line_end + 1]) + b"Host: \r\n"
+                               + bytes(self._head[line_end + 1:]))
+        self._hostless = True
+        return True
+
     def _refuse_malformed(self, error: h11.RemoteProtocolError) -> None:
         status = error.error_status_hint
         if self._request is None and b"\n" not in self._head[:MAX_HEAD + 1] and \
@@ -326,6 +343,8 @@ class HttpConnection:
             environ["wsgi.input_terminated"] = True  # h11 has taken the chunking off
         if url.scheme and url.netloc:
             environ["HTTP_HOST"] = url.netloc
+        if self._hostless and not environ.get("HTTP_HOST"):
+            environ.pop("HTTP_HOST", None)
         if self._peer_uid is not None:
             environ[PEER_UID] = self._peer_uid
         return environ
@@ -361,7 +380,8 @@ class HttpConnection:
         if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
             return False
         self._h11.start_next_cycle()
-        self._request, self._body, self._head = None, None, bytearray()
+        self._request, self._body, self._hostless = None, None, False
+        self._head = bytearray(self._h11.trailing_data[0][:MAX_HEAD + 1])  # pipelined
         self._phase = _Phase.IDLE
         return True
 
