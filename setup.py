@@ -15,6 +15,7 @@ setup(
         "python-pam>=2.0,<3",
         "simple-websocket>=1.0,<2",
         "werkzeug>=3.0,<4",
+        "h11>=0.14,<1",  # the HTTP server's protocol (web/http_connection.py)
         "pyroute2>=0.9,<0.10",
         "python-daemon>=3.0,<4",
         "jinja2>=3.1,<4",

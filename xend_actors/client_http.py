@@ -6,7 +6,9 @@ start-up (50 to 120 ms). ``Connections`` is a small pool
 to xend's Unix socket, or to TCP with or without TLS (the caller's ``ssl.SSLContext``,
 already verified or pinned): a connection goes back to the pool once its reply is read,
 and is dropped when xend has closed it meanwhile. Any failure to reach xend or to read
-its reply is a ``TransportError`` whose ``__cause__`` is the original error.
+its reply is a ``TransportError`` whose ``__cause__`` is the original error. A request
+that finds its kept-alive connection closed by xend (its ``xend-keepalive-timeout``)
+before any reply goes once more on a new connection.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from urllib.parse import urlencode
 FORM = "application/x-www-form-urlencoded"
 # How a multipart field's name or filename is quoted (the HTML5 form encoding, as httpx).
 _QUOTED = {ord('"'): "%22", ord("\\"): "\\\\", **{c: f"%{c:02X}" for c in range(0x20)}}
+
+
+# How a kept-alive connection xend closed meanwhile fails a request, before any reply.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class TransportError(Exception):
@@ -119,15 +125,24 @@ class Connections:
         """Send one request and read its whole reply; ``data`` is a form (multipart when
         there are ``files``); ``timeout`` (s) replaces the client's for each read."""
         connection = self._take()
-        try:
-            reply = self._send(connection, method, path, params, data, files, timeout)
-            content = reply.read()
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
-            raise TransportError(str(error) or type(error).__name__) from error
-        except BaseException:
-            connection.close()
-            raise
+        for reused in (connection.sock is not None, False):
+            try:
+                reply = self._send(connection, method, path, params, data, files, timeout)
+                content = reply.read()
+                break
+            except _CLOSED_WHILE_IDLE as error:
+                connection.close()
+                if not reused:
+                    raise TransportError(str(error) or type(error).__name__) from error
+                # xend closed it idle (its keep-alive timeout) as the request went: it
+                # never saw the request, which goes again on a new connection.
+                connection = self._new()
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                raise TransportError(str(error) or type(error).__name__) from error
+            except BaseException:
+                connection.close()
+                raise
         if timeout is not None and connection.sock is not None:
             connection.sock.settimeout(self._timeout)
         self._give_back(connection)

@@ -78,6 +78,8 @@ class XendConfig:
     max_client_connections: int = 128  # ... from one client (an address, or a Unix uid)
     max_waiting: int = 32  # long-polls and event streams waiting at once, of each kind
     read_timeout: float = 10.0  # seconds a client may keep xend waiting for its request
+    keepalive_timeout: float = 15.0  # seconds an idle kept-alive HTTP connection is kept
+    http_workers: int = 16  # threads answering HTTP requests (waiting ones apart)
     debug_tcp: bool = False  # the debug port on TCP too; else only <run_dir>/debug.sock
     relocation_server: bool = False
     relocation_port: int = 8002
@@ -260,6 +262,8 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-max-client-connections": ("max_client_connections", _positive),
     "xend-max-waiting": ("max_waiting", _positive),
     "xend-read-timeout": ("read_timeout", _at_least_a_second),
+    "xend-keepalive-timeout": ("keepalive_timeout", _at_least_a_second),
+    "xend-http-workers": ("http_workers", _positive),
     "xend-debug-tcp": ("debug_tcp", _bool),
     "xend-relocation-server": ("relocation_server", _bool),
     "xend-relocation-port": ("relocation_port", _port),

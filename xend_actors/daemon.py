@@ -51,7 +51,7 @@ from xend_actors.trace import TracedActor
 from xend_actors.transfer.transfer import Transfer, TransferProxy
 from xend_actors.web import memory
 from xend_actors.web.gate import Keys
-from xend_actors.web.routes import make_app
+from xend_actors.web.routes import lingers, make_app
 from xend_actors.web.server import WebServer, WebServerProxy
 from xend_actors.web.services import Services
 
@@ -151,8 +151,8 @@ class Root(TracedActor):
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
                                     consoles=consoles, vnets=vnets, transfer=transfer,
                                     keys=keys)
-            web = self._start("web", WebServer.start(config, make_app(web_services), keys),
-                              WebServerProxy)
+            web = self._start("web", WebServer.start(
+                config, make_app(web_services), keys, lingers), WebServerProxy)
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)
             debug = self._start("debug", DebugServer.start(
                 config, events, self.shutdown, consoles), DebugServerProxy)

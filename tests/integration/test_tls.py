@@ -43,7 +43,7 @@ from xend_actors import sxp
 from xend_actors.access.tls import Certificate, fingerprint, make_self_signed
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError
-from xend_actors.web.server import HANDSHAKE_TIMEOUT
+from xend_actors.web.http_connection import HANDSHAKE_TIMEOUT
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
 from typing import ClassVar
+from wsgiref.types import WSGIEnvironment
 
 from werkzeug import Request, Response
 
@@ -40,12 +42,14 @@ from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import Kind, decode, optional
 from xend_actors.web.resource import Answer, Resource, op
 from xend_actors.web.services import ASK_TIMEOUT, Services, answer
-from xend_actors.web.websocket import Upgrade, connection_socket, handshake
+from xend_actors.web.websocket import Upgrade, connection_socket, handshake, upgrades
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 60
 LOG_PARAMS = (optional("since", Kind.INT, 0), optional("wait", Kind.INT, 0))
+_LOG_WAIT = re.compile(r"(?:^|&)wait=0*[1-9]")
+_CONSOLE_PATH = re.compile(r"/xend/console/\d+/(log|attach)/?")
 
 
 class ConsoleDirResource(Resource):
@@ -173,3 +177,14 @@ def _both(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], N
         first()
         then()
     return call
+
+
+def waits(environ: WSGIEnvironment) -> bool:
+    """Whether a request may wait by design: a log long-poll (``wait``) or a terminal
+    (a WebSocket): the server answers it on a thread of its own, never a worker."""
+    found = _CONSOLE_PATH.fullmatch(environ.get("PATH_INFO", ""))
+    if found is None:
+        return False
+    if found.group(1) == "log":
+        return _LOG_WAIT.search(environ.get("QUERY_STRING", "")) is not None
+    return upgrades(environ)

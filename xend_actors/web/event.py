@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from wsgiref.types import WSGIEnvironment
 
 import pykka
 from werkzeug import Request, Response
@@ -144,6 +145,14 @@ class EventResource(Resource):
         if not self._watchers.acquire(blocking=False):
             raise XendError(f"already {self._most} clients waiting for events; "
                             "try again later", status=503)
+
+
+def waits(environ: WSGIEnvironment) -> bool:
+    """Whether a request may wait for events (a long-poll or a stream): the server answers
+    it on a thread of its own, never a worker (``http_loop``)."""
+    return environ.get("PATH_INFO", "").rstrip("/") == "/xend/event" and (
+        "since=" in environ.get("QUERY_STRING", "")
+        or SSE_MIMETYPE in environ.get("HTTP_ACCEPT", ""))
 
 
 def _number(value: object) -> int | None:

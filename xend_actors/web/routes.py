@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from wsgiref.types import WSGIEnvironment
+
 from werkzeug.routing import Rule
 
+from xend_actors.web import console, event
 from xend_actors.web.app import XendApp
 from xend_actors.web.audit import Audit
 from xend_actors.web.browser import BrowserSite
@@ -72,3 +75,9 @@ def make_app(services: Services) -> XendApp:
     # stays, so that a request without the upgrade gets the attach's own clear 400.
     app.url_map.add(Rule(ATTACH, endpoint=attach, websocket=True))
     return app
+
+
+def lingers(environ: WSGIEnvironment) -> bool:
+    """Whether a request may wait by design (each resource knows its own): the server
+    answers such a one on a thread of its own, so that it never holds up short ones."""
+    return event.waits(environ) or console.waits(environ)

@@ -80,6 +80,12 @@ def _has_token(value: str, token: str) -> bool:
     return token in (part.strip().lower() for part in value[:1000].split(","))
 
 
+def upgrades(environ: WSGIEnvironment) -> bool:
+    """Whether a request asks for a WebSocket (whose connection is then never a plain
+    HTTP one again)."""
+    return _has_token(environ.get("HTTP_UPGRADE", ""), "websocket")
+
+
 def connection_socket(request: Request) -> socket.socket:
     """The socket under ``request``, which a WebSocket takes over."""
     sock = request.environ.get("werkzeug.socket")
