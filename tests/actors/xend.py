@@ -89,6 +89,7 @@ class InProcessXend:
         self._ref = Root.start(self.config, Store(self.config.dbroot))
         ask(proxy_of(self._ref, RootProxy).boot(), "xend start-up", 30)
         self.table = proxy_of(_only(DomainTable), DomainTableProxy)
+        self.view = ask(self.table.view())
         self.events = proxy_of(_only(EventBus), EventBusProxy)
         self._events = QueueSubscriber()
         ask(self.events.subscribe(self._events, "*"))
