@@ -78,3 +78,13 @@ def test_the_view_finds_by_name_then_id_and_lists_in_order() -> None:
     assert every == sxp.show([i.sxpr() for i in infos])
     names, shown_names = view.names()
     assert names == ["web 1", "7"] and shown_names == sxp.show(names)
+
+
+@pytest.mark.parametrize("value", [0.0, 12.0, -3.0, 12.5, 1e-07, 123456789012345.0,
+                                   1 / 3, 86400.123456789, 2.5e20])
+def test_a_moving_value_is_shown_as_sxp_shows_it(value: float) -> None:
+    start = 1000.0
+    record = replace(RECORDS[1], start_time=start)
+    shown = Listed(record, replace(RUNNING, cpu_time=value)).show(None, start + value)
+    assert f"(cpu_time {sxp.show(value)})" in shown
+    assert f"(up_time {sxp.show(start + value - start)})" in shown
