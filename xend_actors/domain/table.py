@@ -42,7 +42,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
@@ -102,7 +102,8 @@ class DomainTable(TracedActor):
         self._events = services.events
         self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
-        self._by_name: dict[str, int] = {}
+        # Replaced, never changed in place (``_name``): each snapshot shares it uncopied.
+        self._by_name: Mapping[str, int] = MappingProxyType({})
         self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
@@ -171,8 +172,7 @@ class DomainTable(TracedActor):
                 self._listed[domid] = Listed(entry.record, entry.hv)
         self._dirty.clear()
         # Copied (at C speed) so the snapshot never changes under a reader.
-        self._view.publish(Snapshot(MappingProxyType(dict(self._listed)),
-                                    MappingProxyType(dict(self._by_name))))
+        self._view.publish(Snapshot(MappingProxyType(dict(self._listed)), self._by_name))
 
     # --- start-up ---------------------------------------------------------------------
 
@@ -251,10 +251,11 @@ class DomainTable(TracedActor):
         """One domain's info, its hypervisor state read now rather than at the last refresh."""
         entry = self._lookup(dom)
         if not entry.booting:
-            entry.hv = self._ask(self._hypervisor.domain(entry.record.domid),
-                                 deadline) or entry.hv
-            self._mark(entry.record.domid)
-            self._publish()
+            hv = self._ask(self._hypervisor.domain(entry.record.domid), deadline) or entry.hv
+            if hv != entry.hv:
+                entry.hv = hv
+                self._mark(entry.record.domid)
+                self._publish()
         console = self._ask(self._consoles.of_domain(entry.record.domid), deadline)
         return DomainInfo(entry.record, entry.hv, console, self._clock())
 
@@ -336,9 +337,20 @@ class DomainTable(TracedActor):
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
         domain = proxy_of(Domain.start(record, self._self, self._services), DomainProxy)
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
-        self._by_name[record.name] = record.domid
+        self._name(record.name, record.domid)
         self._mark(record.domid)
         return entry
+
+    def _name(self, name: str, domid: int | None, old: str | None = None) -> None:
+        """``name`` is ``domid``'s from now (None: nobody's), and ``old`` no longer is."""
+        names = dict(self._by_name)
+        if old is not None and names.get(old) == domid:
+            del names[old]
+        if domid is None:
+            names.pop(name, None)
+        else:
+            names[name] = domid
+        self._by_name = MappingProxyType(names)
 
     def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
         """A domain the table had no record of, under ``name``, else the name its hypervisor
@@ -363,7 +375,7 @@ class DomainTable(TracedActor):
         build whose domain the reaper saw vanish before its Domain said ``gone``)."""
         self._entries.pop(entry.record.domid, None)
         if self._by_name.get(entry.record.name) == entry.record.domid:
-            del self._by_name[entry.record.name]
+            self._name(entry.record.name, None)
         self._mark(entry.record.domid)
         self.unintend(entry.record.name)
 
@@ -376,9 +388,7 @@ class DomainTable(TracedActor):
         if record.start_time is not None:  # its record is written: made for good
             self.unintend(record.name)
         if entry.record.name != record.name:  # configured with its own name
-            if self._by_name.get(entry.record.name) == record.domid:
-                del self._by_name[entry.record.name]
-            self._by_name[record.name] = record.domid
+            self._name(record.name, record.domid, old=entry.record.name)
         entry.record = record
         self._mark(record.domid)
         self._publish()
