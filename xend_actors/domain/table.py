@@ -1,8 +1,10 @@
 """The DomainTable actor: which domains exist (the original XendDomain).
 
 It owns the set of domains and their names, and keeps each domain's latest record
-(told by its Domain actor) beside the hypervisor's latest snapshot, so listing a
-thousand domains is one hypervisor call and no actor round trips. It never calls the
+(told by its Domain actor) beside the hypervisor's latest snapshot. It publishes them
+whole after each message that changed a domain (``domain/view.py``), so the web reads a
+domain's info, the names and every info without asking it; events a read would
+contradict go out through it (``announce``), after the snapshot that shows them. It never calls the
 driver: snapshots and new domains come from the Hypervisor actor, and everything that
 acts on one domain (building, destroying, restarting) is that domain's Domain actor's.
 
