@@ -98,6 +98,7 @@ def measure(root: Path, guests: int) -> dict[str, Any]:
             raise RuntimeError(f"{name} is not in its own info")
         return {
             "root": str(root), "guests": guests, "create_s": created,
+            "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "info": _timed(unix, f"/xend/domain/{name}", ONE_INFO_RUNS, pid, cpu_seconds),
             "list": _timed(unix, "/xend/domain/", LIST_RUNS, pid, cpu_seconds),
             "detail": _timed(unix, "/xend/domain/?detail=1", DETAIL_RUNS, pid, cpu_seconds),
@@ -213,7 +214,9 @@ def main() -> None:
             line += f"   (aim <= {aim:g} ms)"
         print(line)
     for root, result in results.items():
-        print(f"{root}: {result['guests']} creates took {result['create_s']:.1f} s")
+        print(f"{root}: {result['guests']} creates took {result['create_s']:.1f} s; xend "
+              f"then had {result['fds']} open descriptors (the HTTP server's admission "
+              "lists them on each connection)")
     print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
