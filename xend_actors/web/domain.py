@@ -54,9 +54,9 @@ class DomainDirResource(Resource):
         view = self.services.view
         if request.args.get("detail", "0") not in ("0", ""):
             infos, shown = view.infos()
-            return Reply(list(infos), shown=shown)
+            return Reply(infos, shown=shown)
         names, shown = view.names()
-        return Reply(list(names), shown=shown)
+        return Reply(names, shown=shown)
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
     def create(self, request: Request, config: sxp.Value) -> Reply:
