@@ -137,6 +137,7 @@ class Root(TracedActor):
                                                              store.intent), DomainTableProxy)
             ask(hypervisor.watch(table), "the hypervisor", BARRIER_TIMEOUT)
             count = ask(table.recover(), "the domain table", BOOT_TIMEOUT)
+            view = ask(table.view(), "the domain table", BARRIER_TIMEOUT)
             log.info("Domains recovered or adopted: %d", count)
             # After the recovery: what no recovered console claimed is of dead domains.
             ask(consoles.prune(), "the consoles", BARRIER_TIMEOUT)
@@ -149,7 +150,8 @@ class Root(TracedActor):
                         Sessions(config.session_lifetime, revocations=revocations),
                         FailureLimiter(), revocations)
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
-                                    consoles=consoles, vnets=vnets, transfer=transfer,
+                                    consoles=consoles, vnets=vnets, view=view,
+                                    transfer=transfer,
                                     keys=keys)
             web = self._start("web", WebServer.start(
                 config, make_app(web_services), keys, lingers), WebServerProxy)

@@ -57,7 +57,8 @@ def web(xend: InProcessXend) -> DomainResource:
     """The ``/xend/domain/<dom>`` handlers on this xend (what they ask is the table's)."""
     return DomainResource(Services(xend.config, xend.events, hypervisor=cast(Any, None),
                                    table=xend.table, notifier=cast(Any, None),
-                                   consoles=cast(Any, None), vnets=cast(Any, None)))
+                                   consoles=cast(Any, None), vnets=cast(Any, None),
+                                   view=xend.view))
 
 
 def web_destroy(xend: InProcessXend, dom: str) -> Any:

@@ -46,7 +46,8 @@ def xend() -> Iterator[InProcessXend]:
 def services(xend: InProcessXend) -> Services:
     return Services(xend.config, xend.events, hypervisor=cast(Any, None), table=xend.table,
                     notifier=cast(Any, None), consoles=cast(Any, None),
-                    vnets=cast(Any, None), transfer=proxy_of(_only(Transfer), TransferProxy))
+                    vnets=cast(Any, None), view=xend.view,
+                    transfer=proxy_of(_only(Transfer), TransferProxy))
 
 
 def web_save(xend: InProcessXend, dom: str, file: Path) -> Any:

@@ -89,6 +89,7 @@ class InProcessXend:
         self._ref = Root.start(self.config, Store(self.config.dbroot))
         ask(proxy_of(self._ref, RootProxy).boot(), "xend start-up", 30)
         self.table = proxy_of(_only(DomainTable), DomainTableProxy)
+        self.view = ask(self.table.view())
         self.events = proxy_of(_only(EventBus), EventBusProxy)
         self._events = QueueSubscriber()
         ask(self.events.subscribe(self._events, "*"))
@@ -173,8 +174,9 @@ def _only(kind: type[pykka.Actor]) -> pykka.ActorRef[Any]:
 
 
 @contextlib.contextmanager
-def xend_in_process(extra: str = "") -> Iterator[InProcessXend]:
-    """A started in-process xend with the test defaults; stopped and removed afterwards."""
+def xend_in_process(extra: str = "", memory_mb: int = 8192) -> Iterator[InProcessXend]:
+    """A started in-process xend with the test defaults, on a host of ``memory_mb``;
+    stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="xend-ip-"))
     run_dir = root / "run"
     run_dir.mkdir(mode=0o700)
@@ -183,7 +185,7 @@ def xend_in_process(extra: str = "") -> Iterator[InProcessXend]:
         f"(console-port-base {free_port_base(span=32)})\n(console-address 127.0.0.1)\n"
         f"(xend-run-dir {run_dir})\n(dbroot {root / 'db'})\n(logfile {root / 'xend.log'})\n"
         "(vif-bridge null)\n(sim-taps no)\n")
-    host = SimHost(run_dir / "simhv.sock")
+    host = SimHost(run_dir / "simhv.sock", memory_mb)
     xend = InProcessXend(root, config, host)
     try:
         xend.start()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -52,6 +53,7 @@ from xend_actors.config import XendConfig
 from xend_actors.console.info import ConsoleInfo, Status
 from xend_actors.console.relay import Relay
 from xend_actors.console.scrollback import LogSlice
+from xend_actors.console.view import ConsoleView, ShownConsole
 from xend_actors.console.websocket import WebSocketClient
 from xend_actors.errors import Conflict, NotFound, Timeout
 from xend_actors.events.bus import EventBusProxy
@@ -81,6 +83,8 @@ class Consoles(TracedActor):
         self._live: dict[int, Relay] = {}  # by domain id
         self._by_port: dict[int, Relay] = {}  # live and closed
         self._closed: deque[int] = deque()  # ports of closed consoles, oldest first
+        self._shown: dict[int, ShownConsole] = {}  # the live consoles' infos, by domain id
+        self._view = ConsoleView()
 
     def on_start(self) -> None:
         self._thread.start()
@@ -135,6 +139,10 @@ class Consoles(TracedActor):
 
     # --- asked by the DomainTable and the web ---------------------------------------------------
 
+    def view(self) -> ConsoleView:
+        """The view the web reads the live consoles' infos from, without asking."""
+        return self._view
+
     def of_domain(self, domid: int) -> ConsoleInfo | None:
         return self._on_loop(self._of_domain(domid))
 
@@ -177,7 +185,7 @@ class Consoles(TracedActor):
         held = self._by_port.get(port)
         if held is not None and held.status is not Status.CLOSED:  # a TCP bind would say so
             raise Conflict(f"console port in use: {port}")
-        relay = Relay(port, domid, self._publish, self._keep)
+        relay = Relay(port, domid, functools.partial(self._relay_said, domid), self._keep)
         try:
             await relay.listen(self.host, retry=retry)
         except BaseException:
@@ -185,6 +193,7 @@ class Consoles(TracedActor):
             relay.shut()
             raise
         self._live[domid] = relay
+        self._show(domid)
         if port in self._closed:
             self._closed.remove(port)
         self._by_port[port] = relay
@@ -196,10 +205,12 @@ class Consoles(TracedActor):
             channel.close()
             raise NotFound(f"domain {domid} has no console")
         await relay.attach(channel)
+        self._show(domid)
         return relay.info()
 
     async def _discard(self, domid: int) -> None:
         relay = self._live.pop(domid)
+        self._show(domid)
         relay.forget_file()
         relay.shut()
         del self._by_port[relay.port]
@@ -208,6 +219,7 @@ class Consoles(TracedActor):
         relay = self._live.pop(domid, None)
         if relay is None:
             return
+        self._show(domid)
         relay.close()
         self._closed.append(relay.port)
         while len(self._closed) > CLOSED_KEPT:
@@ -267,6 +279,21 @@ class Consoles(TracedActor):
     def _publish(self, name: str, value: sxp.Value) -> None:
         self._events.publish(name, value)
 
+    def _relay_said(self, domid: int, name: str, value: sxp.Value) -> None:
+        """A relay's event (a client came or went, it closed): its info changed, and the
+        view shows it before the event is out."""
+        self._show(domid)
+        self._publish(name, value)
+
+    def _show(self, domid: int) -> None:
+        """Publish the view with ``domid``'s console as it is now (on the loop)."""
+        relay = self._live.get(domid)
+        if relay is None:
+            self._shown.pop(domid, None)
+        else:
+            self._shown[domid] = ShownConsole.of(relay.info())
+        self._view.publish(dict(self._shown))
+
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(work, self._loop)
         try:
@@ -295,6 +322,7 @@ class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
     open = proxy_method(Consoles.open)
     close = proxy_method(Consoles.close)
     prune = proxy_method(Consoles.prune)
+    view = proxy_method(Consoles.view)
     of_domain = proxy_method(Consoles.of_domain)
     of_domains = proxy_method(Consoles.of_domains)
     infos = proxy_method(Consoles.infos)

@@ -57,7 +57,7 @@ from xend_actors.domain.record import DomainRecord, RestartState, VifChange, sto
 from xend_actors.domain.restart import restart_wanted, restarting_too_fast
 from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, XendError
 from xend_actors.events.bus import EventBusProxy
-from xend_actors.hypervisor.base import Driver, SchedParams, ShutdownReason
+from xend_actors.hypervisor.base import Driver, HvDomain, SchedParams, ShutdownReason
 from xend_actors.hypervisor.ring import messages
 from xend_actors.store import RecordDir, StoreError
 from xend_actors.trace import TracedActor
@@ -194,7 +194,7 @@ class Domain(Supervised, TracedActor):
                     from None
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        self._events.publish(CREATE_EVENT, self._ids())
+        self._table.announce(CREATE_EVENT, self._ids())
         return record
 
     def _died_while_built(self) -> str | None:
@@ -367,11 +367,26 @@ class Domain(Supervised, TracedActor):
 
     def pause(self) -> None:
         self._driver.pause(self.domid)
-        self._events.publish("xend.domain.pause", self._ids())
+        self._tell_reading()
+        self._table.announce("xend.domain.pause", self._ids())
 
     def unpause(self) -> None:
         self._driver.unpause(self.domid)
-        self._events.publish("xend.domain.unpause", self._ids())
+        self._tell_reading()
+        self._table.announce("xend.domain.unpause", self._ids())
+
+    def _tell_reading(self) -> None:
+        """Tell the table the hypervisor's reading of the domain after a change made
+        here, so its info shows the change before the reply or the event does."""
+        hv = self._reading()
+        if hv is not None:
+            self._table.state_changed(hv)
+
+    def _reading(self) -> HvDomain | None:
+        try:
+            return self._driver.domain(self.domid)
+        except XendError:
+            return None  # gone, or the helper lost: the table hears of that from the driver
 
     def shutdown(self, reason: ShutdownReason, key: str = "") -> DomainRecord:
         """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
@@ -452,7 +467,7 @@ class Domain(Supervised, TracedActor):
         except XendError as error:  # lost again: crashed all the same
             log.warning("Domain %s: %s", self.record.name, error.message)
         else:
-            self._table.settled(self.domid)
+            self._table.settled(self.domid, self._reading())
             return
         log.error("Domain %s (id %s) crashed with the hypervisor", self.record.name,
                   self.domid)
@@ -497,7 +512,7 @@ class Domain(Supervised, TracedActor):
         self._close_console()
         self._records.delete(str(self.domid))
         self._table.gone(self.domid)
-        self._events.publish("xend.domain.died", self._ids())
+        self._table.announce("xend.domain.died", self._ids())
         self.stop()  # pykka's: stops after this message, without waiting
 
     def restart(self) -> None:
@@ -517,8 +532,8 @@ class Domain(Supervised, TracedActor):
             self._abandon()
             return
         self._note(restart_state=None, shutdown_request=None)
-        self._table.settled(self.domid)
-        self._events.publish("xend.domain.restart", [*self._ids(), "success"])
+        self._table.settled(self.domid, self._reading())
+        self._table.announce("xend.domain.restart", [*self._ids(), "success"])
 
     # --- devices ---------------------------------------------------------------------------
 
@@ -634,12 +649,15 @@ class Domain(Supervised, TracedActor):
 
     def set_maxmem(self, memory_mb: int) -> None:
         self._driver.set_maxmem(self.domid, _positive("memory", memory_mb))
+        self._tell_reading()
 
     def set_memory_target(self, target_mb: int) -> None:
         self._driver.set_memory_target(self.domid, _positive("target", target_mb))
+        self._tell_reading()
 
     def pincpu(self, cpu: int) -> None:
         self._driver.pincpu(self.domid, cpu)
+        self._tell_reading()
 
     def set_sched(self, params: SchedParams) -> None:
         self._driver.set_sched(self.domid, params)

@@ -101,11 +101,11 @@ class DomainInfo:
 
     def sxpr(self) -> sxp.Value:
         """The domain info reply of facts §4.5, fields in the original's order."""
-        return _info_sxpr(self.record, self.hv, self.now,
+        return info_sxpr(self.record, self.hv, self.now,
                           self.console.sxpr() if self.console is not None else None)
 
 
-def _info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
+def info_sxpr(record: DomainRecord, hv: HvDomain | None, now: float,
                console: sxp.Value | None) -> list[Any]:
     info: list = ["domain", ["id", str(record.domid)], ["name", record.name]]
     if hv is not None:
@@ -163,7 +163,7 @@ def store_sxpr(record: DomainRecord, now: float) -> sxp.Value:
     keeps only the port: its status belongs to the running xend."""
     console = None if record.console_port is None else [
         "console", ["console_port", str(record.console_port)]]
-    value = _info_sxpr(record, None, now, console)
+    value = info_sxpr(record, None, now, console)
     if record.shutdown_request is not None:
         value.append(["shutdown_request", record.shutdown_request.value])
     if record.plugging is not None:

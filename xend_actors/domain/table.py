@@ -1,8 +1,10 @@
 """The DomainTable actor: which domains exist (the original XendDomain).
 
 It owns the set of domains and their names, and keeps each domain's latest record
-(told by its Domain actor) beside the hypervisor's latest snapshot, so listing a
-thousand domains is one hypervisor call and no actor round trips. It never calls the
+(told by its Domain actor) beside the hypervisor's latest snapshot. It publishes them
+whole after each message that changed a domain (``domain/view.py``), so the web reads a
+domain's info, the names and every info without asking it; events a read would
+contradict go out through it (``announce``), after the snapshot that shows them. It never calls the
 driver: snapshots and new domains come from the Hypervisor actor, and everything that
 acts on one domain (building, destroying, restarting) is that domain's Domain actor's.
 
@@ -42,8 +44,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import TypeVar
 
 import pykka
@@ -55,6 +58,7 @@ from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import Domain, DomainProxy, DomainServices
 from xend_actors.domain.record import DomainInfo, DomainRecord, RestartState, from_sxpr
+from xend_actors.domain.view import READING_AGE, Listed, Snapshot, TableView
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
@@ -100,14 +104,20 @@ class DomainTable(TracedActor):
         self._events = services.events
         self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
-        self._by_name: dict[str, int] = {}
+        # Replaced, never changed in place (``_name``): each snapshot shares it uncopied.
+        self._by_name: Mapping[str, int] = MappingProxyType({})
         self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
         self._hv_lost = False  # the hypervisor's helper died: nothing to reap until back
+        # What the web reads without asking: the entries' records and readings, swapped
+        # in whole (``_publish``) at the end of each message that changed any.
+        self._listed: dict[int, Listed] = {}
+        self._dirty: set[int] = set()  # domains changed since the last snapshot
 
     def on_start(self) -> None:
         self._self = proxy_of(self.actor_ref, DomainTableProxy)
+        self._view = TableView(self._ask(self._consoles.view()), self._clock)
         threading.Thread(target=self._safety_refresh, name="refresh", daemon=True).start()
 
     def on_stop(self) -> None:
@@ -116,11 +126,55 @@ class DomainTable(TracedActor):
             entry.domain.actor_ref.stop(block=False)
 
     def _safety_refresh(self) -> None:
-        while not self._stopping.wait(SAFETY_REFRESH_SECONDS):
+        """Look at every domain now and then, in case a notification is lost; about every
+        ``READING_AGE`` s while the web reads the domains, so their cpu_time moves."""
+        last = time.monotonic()
+        while not self._stopping.wait(READING_AGE):
+            now = time.monotonic()
+            if now - last < SAFETY_REFRESH_SECONDS and not self._view.read_lately(READING_AGE):
+                continue
+            last = now
             try:
                 self._self.domain_changed(ALL)
             except pykka.ActorDeadError:
                 return
+
+    # --- the snapshot the web reads ---------------------------------------------------
+
+    def view(self) -> TableView:
+        """The view the web reads domains from without asking this actor."""
+        return self._view
+
+    def sync(self) -> None:
+        """Answers once all that was told to the table before is in its snapshot: the web
+        asks it after a change, so the client's next read sees the change."""
+        self._publish()
+
+    def announce(self, name: str, value: Value) -> None:
+        """Publish a Domain's event once the snapshot shows what it says (told after
+        the change, so anyone who hears it and reads finds the domain as it says)."""
+        self._publish()
+        self._events.publish(name, value)
+
+    def _mark(self, domid: int) -> None:
+        self._dirty.add(domid)
+
+    def _publish(self) -> None:
+        """Swap in a new snapshot if any domain changed since the last."""
+        if not self._dirty:
+            return
+        for domid in self._dirty:
+            entry = self._entries.get(domid)
+            before = self._listed.get(domid)
+            if entry is None:
+                self._listed.pop(domid, None)
+            elif before is not None and before.record is entry.record:
+                self._listed[domid] = before.moved(entry.hv)
+            else:
+                self._listed[domid] = Listed(entry.record, entry.hv)
+        self._dirty.clear()
+        # Copied (at C speed) so the snapshot never changes under a reader.
+        self._view.publish(Snapshot(MappingProxyType(dict(self._listed)), self._by_name))
 
     # --- start-up ---------------------------------------------------------------------
 
@@ -157,6 +211,7 @@ class DomainTable(TracedActor):
                 # its restart was interrupted: no minimum restart time to wait for
                 entry.finishing = True
                 entry.domain.restart()
+        self._publish()
         return len(self._entries)
 
     def _finish_intents(self, hv: dict[int, HvDomain], records: dict[str, Value]) -> None:
@@ -198,8 +253,11 @@ class DomainTable(TracedActor):
         """One domain's info, its hypervisor state read now rather than at the last refresh."""
         entry = self._lookup(dom)
         if not entry.booting:
-            entry.hv = self._ask(self._hypervisor.domain(entry.record.domid),
-                                 deadline) or entry.hv
+            hv = self._ask(self._hypervisor.domain(entry.record.domid), deadline) or entry.hv
+            if hv != entry.hv:
+                entry.hv = hv
+                self._mark(entry.record.domid)
+                self._publish()
         console = self._ask(self._consoles.of_domain(entry.record.domid), deadline)
         return DomainInfo(entry.record, entry.hv, console, self._clock())
 
@@ -240,7 +298,9 @@ class DomainTable(TracedActor):
             self.unintend(config.name)
             raise _creating(error) from None
         log.info("Created domain %s (id %s)", config.name, domid)
-        return self._add(DomainRecord(domid, config.name, config), None).domain
+        entry = self._add(DomainRecord(domid, config.name, config), None)
+        self._publish()
+        return entry.domain
 
     def intend(self, config: DomainConfig) -> None:
         """Hold ``config.name`` for a domain about to be made (created, restored, migrated
@@ -273,13 +333,26 @@ class DomainTable(TracedActor):
             if hv is None:
                 raise NotFound(f"no domain {domid}")
             entry = self._adopt(hv, name)
+        self._publish()
         return entry.domain
 
     def _add(self, record: DomainRecord, hv: HvDomain | None) -> _Entry:
         domain = proxy_of(Domain.start(record, self._self, self._services), DomainProxy)
         entry = self._entries[record.domid] = _Entry(domain, record, hv)
-        self._by_name[record.name] = record.domid
+        self._name(record.name, record.domid)
+        self._mark(record.domid)
         return entry
+
+    def _name(self, name: str, domid: int | None, old: str | None = None) -> None:
+        """``name`` is ``domid``'s from now (None: nobody's), and ``old`` no longer is."""
+        names = dict(self._by_name)
+        if old is not None and names.get(old) == domid:
+            del names[old]
+        if domid is None:
+            names.pop(name, None)
+        else:
+            names[name] = domid
+        self._by_name = MappingProxyType(names)
 
     def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
         """A domain the table had no record of, under ``name``, else the name its hypervisor
@@ -290,6 +363,7 @@ class DomainTable(TracedActor):
         record = DomainRecord(hv.domid, name)
         log.info("Adopting domain %s (id %s)", record.name, record.domid)
         entry = self._add(record, hv)
+        self._publish()  # before its create event
         try:
             self._ask(entry.domain.save())
         except StoreError as error:  # a full disk: the domain is served all the same
@@ -303,7 +377,8 @@ class DomainTable(TracedActor):
         build whose domain the reaper saw vanish before its Domain said ``gone``)."""
         self._entries.pop(entry.record.domid, None)
         if self._by_name.get(entry.record.name) == entry.record.domid:
-            del self._by_name[entry.record.name]
+            self._name(entry.record.name, None)
+        self._mark(entry.record.domid)
         self.unintend(entry.record.name)
 
     # --- told by Domain actors and the hypervisor -----------------------------------------
@@ -315,10 +390,10 @@ class DomainTable(TracedActor):
         if record.start_time is not None:  # its record is written: made for good
             self.unintend(record.name)
         if entry.record.name != record.name:  # configured with its own name
-            if self._by_name.get(entry.record.name) == record.domid:
-                del self._by_name[entry.record.name]
-            self._by_name[record.name] = record.domid
+            self._name(record.name, record.domid, old=entry.record.name)
         entry.record = record
+        self._mark(record.domid)
+        self._publish()
 
     def finishing(self, domid: int) -> None:
         """Its Domain actor is destroying the domain; it tells ``settled`` or ``gone``."""
@@ -326,18 +401,32 @@ class DomainTable(TracedActor):
         if entry is not None:
             entry.finishing = True
             entry.hv = None
+            self._mark(domid)
+            self._publish()
 
-    def settled(self, domid: int) -> None:
-        """The domain was restarted: it is the reaper's again."""
+    def settled(self, domid: int, hv: HvDomain | None = None) -> None:
+        """The domain was restarted (``hv``: the hypervisor's reading of it since): it is
+        the reaper's again."""
         entry = self._entries.get(domid)
         if entry is not None:
             entry.finishing = entry.suspended_reported = False
+            if hv is not None:
+                entry.hv = hv
+                self._mark(domid)
+                self._publish()
+
+    def state_changed(self, hv: HvDomain) -> None:
+        """A Domain changed its domain in the hypervisor (paused it, set its memory):
+        ``hv`` is the reading since, shown at once rather than at the driver's
+        notification (which a reply to the change may beat)."""
+        self._reap({hv.domid: hv}, {hv.domid})
 
     def gone(self, domid: int) -> None:
         """A Domain forgot its domain (destroyed, or its build or restart failed)."""
         entry = self._entries.get(domid)
         if entry is not None:
             self._drop(entry)
+            self._publish()
 
     def domain_failed(self, domid: int, failed: pykka.ActorRef[Domain]) -> None:
         """``domid``'s Domain actor ``failed`` (and is stopped): start its successor from
@@ -355,6 +444,7 @@ class DomainTable(TracedActor):
         if record.restart_state is RestartState.BOOTING:
             record = replace(record, restart_state=RestartState.PENDING)  # rebuild it anew
         entry.record, entry.finishing = record, False
+        self._mark(domid)
         entry.domain = proxy_of(Domain.start(record, self._self, self._services), DomainProxy)
         log.info("Restarted the actor of domain %s (id %s) from its record", record.name,
                  domid)
@@ -365,6 +455,7 @@ class DomainTable(TracedActor):
         elif record.restart_state is not None:
             entry.finishing = True
             entry.domain.restart()
+        self._publish()
         self._self.domain_changed(domid)
 
     def hypervisor_lost(self) -> None:
@@ -380,6 +471,7 @@ class DomainTable(TracedActor):
             # Domain actor knows whether it is still at it (``crashed_with_hypervisor``).
             if domid != 0 and domid not in hv:
                 entry.finishing, entry.hv = True, None
+                self._mark(domid)
                 entry.domain.crashed_with_hypervisor()
         self._reap(hv)
 
@@ -426,6 +518,12 @@ class DomainTable(TracedActor):
         adopt strangers, forget the vanished, hand the dead to their Domain (facts §7.3)."""
         if self._hv_lost:
             return
+        try:
+            self._reap_all(hv, domids)
+        finally:
+            self._publish()
+
+    def _reap_all(self, hv: dict[int, HvDomain], domids: set[int] | None) -> None:
         for domid in (set(self._entries) | set(hv)) if domids is None else domids:
             entry, snapshot = self._entries.get(domid), hv.get(domid)
             if entry is None:
@@ -435,7 +533,9 @@ class DomainTable(TracedActor):
                 continue
             if entry.finishing or entry.booting:
                 continue  # its Domain actor is at it
-            entry.hv = snapshot
+            if entry.hv != snapshot:
+                entry.hv = snapshot
+                self._mark(domid)
             if snapshot is None and entry.record.restart_state is None:
                 self._drop(entry)
                 entry.domain.forget()
@@ -488,6 +588,10 @@ class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     record_changed = proxy_method(DomainTable.record_changed)
     finishing = proxy_method(DomainTable.finishing)
     settled = proxy_method(DomainTable.settled)
+    state_changed = proxy_method(DomainTable.state_changed)
+    view = proxy_method(DomainTable.view)
+    sync = proxy_method(DomainTable.sync)
+    announce = proxy_method(DomainTable.announce)
     gone = proxy_method(DomainTable.gone)
     domain_failed = proxy_method(DomainTable.domain_failed)
     hypervisor_lost = proxy_method(DomainTable.hypervisor_lost)

@@ -184,7 +184,7 @@ class XendApp:
         args = decode(chosen.params, values)
         reply = _as_reply(chosen.handler(resource, request, **url_args, **args))
         if isinstance(reply, Reply) and reply.status == 200 and chosen.status != 200:
-            reply = Reply(reply.value, chosen.status, reply.location, reply.text)
+            reply = Reply(reply.value, chosen.status, reply.location, reply.text, reply.shown)
         return reply
 
     @staticmethod
@@ -192,8 +192,8 @@ class XendApp:
         headers = {"Location": reply.location} if reply.location else {}
         if reply.text:
             return Response(str(reply.value), reply.status, headers, mimetype="text/plain")
-        return Response(sxp.show(wire(reply.value)), reply.status, headers,
-                        mimetype=SXP_MIMETYPE)
+        shown = reply.shown if reply.shown is not None else sxp.show(wire(reply.value))
+        return Response(shown, reply.status, headers, mimetype=SXP_MIMETYPE)
 
     @classmethod
     def _handled(cls, request: Request, status: int, message: str) -> Response:

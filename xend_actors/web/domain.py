@@ -1,7 +1,11 @@
 """The ``/xend/domain`` resources: create, list and run domains (facts §4.4, §7).
 
-Handlers look a domain up in the DomainTable, then ask its Domain actor, so one
-slow domain never holds up requests about the others. Each request has one deadline
+Reads (a domain's info, the list, every info) are answered from the table's current
+snapshot (``domain/view.py``) on the request's own thread, asking no actor, with each
+domain's SXP text kept until the domain changes. A change looks the domain up in the
+DomainTable, then asks its Domain actor, so one slow domain never holds up requests
+about the others; before its reply the table is asked to ``sync``, so the client's
+next read shows the change. Each request has one deadline
 (``Services.deadline``, by its kind); the Domain actor gets the inner one, and a request
 past its deadline answers 504 saying where the domain was left and which event tells
 the end.
@@ -46,11 +50,13 @@ class DomainDirResource(Resource):
         self.table = services.table
         self.transfer = services.transfer
 
-    def get(self, request: Request, **url_args: str) -> Answer:
-        deadline = self.services.deadline()
+    def get(self, request: Request, **url_args: str) -> Reply:
+        view = self.services.view
         if request.args.get("detail", "0") not in ("0", ""):
-            return answer(self.table.infos(deadline), "the domain table", deadline)
-        return answer(self.table.names(deadline), "the domain table", deadline)
+            infos, shown = view.infos()
+            return Reply(infos, shown=shown)
+        names, shown = view.names()
+        return Reply(names, shown=shown)
 
     @op("create", params=(Param("config", Kind.SXPR),), status=201)
     def create(self, request: Request, config: sxp.Value) -> Reply:
@@ -82,9 +88,13 @@ class DomainResource(Resource):
         self.table = services.table
         self.transfer = services.transfer
 
-    def get(self, request: Request, dom: str) -> Answer:
-        deadline = self.services.deadline()
-        return answer(self.table.info(dom, deadline), "the domain table", deadline)
+    def get(self, request: Request, dom: str) -> Reply:
+        info, shown = self.services.view.info(dom)
+        return Reply(info, shown=shown)
+
+    def _synced(self) -> None:
+        """What was just changed is in the table's snapshot: the next read shows it."""
+        answer(self.table.sync(), "the domain table")
 
     def _domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
         return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
@@ -97,6 +107,7 @@ class DomainResource(Resource):
             answer(call(domain), f"domain {dom}", deadline or self.services.deadline())
         except (pykka.ActorDeadError, ActorGone):
             raise NotFound(f"invalid domain:{dom}") from None
+        self._synced()
         return "0"
 
     @op("pause")
@@ -131,6 +142,7 @@ class DomainResource(Resource):
                              "xend.domain.save.progress and xend.domain.died"):
                 answer(session.save(dom, file, deadline.inner()), f"the save of domain {dom}",
                        deadline)
+        self._synced()
         return "0"
 
     @op("migrate", params=(Param("destination"), optional("live", Kind.INT, default=0),
@@ -144,6 +156,7 @@ class DomainResource(Resource):
                 url = answer(session.migrate(dom, destination, bool(live), resource,
                                              deadline.inner()),
                              f"the migration of domain {dom}", deadline)
+        self._synced()
         return Reply(url, location=url)
 
     @op("configure", params=(Param("config", Kind.SXPR),))
@@ -219,8 +232,10 @@ class DomainResource(Resource):
         device = parse_device(config)
         domain = self._domain(dom, guest_only=True)
         deadline = self.services.deadline(OpKind.BUILD)
-        return answer(domain.device_create(device, deadline.inner()), f"domain {dom}",
-                      deadline).sxpr()
+        info = answer(domain.device_create(device, deadline.inner()), f"domain {dom}",
+                      deadline)
+        self._synced()
+        return info.sxpr()
 
     @op("device_configure", params=(Param("config", Kind.SXPR), *_ints("idx")))
     def device_configure(self, request: Request, dom: str, config: sxp.Value,
@@ -238,6 +253,7 @@ class DomainResource(Resource):
         deadline = self.services.deadline(OpKind.BUILD)
         info = answer(domain.device_configure(kind, idx, device, deadline.inner()),
                       f"domain {dom}", deadline)
+        self._synced()
         return info.sxpr()
 
     @op("device_destroy", params=(Param("type"), *_ints("idx")))
@@ -245,6 +261,7 @@ class DomainResource(Resource):
         domain = self._domain(dom, guest_only=True)
         deadline = self.services.deadline(OpKind.BUILD)
         answer(domain.device_destroy(type, idx, deadline.inner()), f"domain {dom}", deadline)
+        self._synced()
         return "None"
 
 

@@ -49,6 +49,7 @@ class Reply:
     status: int = 200
     location: str | None = None
     text: bool = False  # raw text/plain for programs too (dmesg, the log)
+    shown: str | None = None  # ``value``'s SXP already shown (kept by its owner): sent as is
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from xend_actors.config import XendConfig
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.vnets import VnetsProxy
 from xend_actors.domain.table import DomainTableProxy
+from xend_actors.domain.view import TableView
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.notify import NotifierProxy
 from xend_actors.hypervisor.actor import HypervisorProxy
@@ -48,6 +49,7 @@ class Services:
     notifier: NotifierProxy
     consoles: ConsolesProxy
     vnets: VnetsProxy
+    view: TableView  # the domains as the table last published them: read, never asked
     transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
     keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
 
