@@ -29,6 +29,7 @@ from xend_actors.web import memory
 log = logging.getLogger(__name__)
 
 FD_RESERVE = 64  # descriptors no connection may take: xend's own work needs them
+FD_COUNT_INTERVAL = 0.5  # seconds a count of the free descriptors is trusted, when many
 REFUSALS_REPORTED = 10.0  # seconds between reports of refused connections
 TRIM_INTERVAL = 2.0  # seconds between heap trims, while connections come and go
 
@@ -49,6 +50,7 @@ class Admission:
         self._last_trim = time.monotonic()
         self._refused = 0  # since the last report (only the accepting thread counts)
         self._reported = -REFUSALS_REPORTED
+        self._fds = _FreeFds()
 
     def admit(self, client: Hashable) -> str | None:
         """Why the client's new connection is refused, or None once it is counted."""
@@ -63,7 +65,7 @@ class Admission:
         return refusal
 
     def _refusal(self, client: Hashable) -> str | None:
-        if _free_fds() < FD_RESERVE:
+        if self._fds.short():
             return "xend is short of file descriptors; try again later"
         with self._lock:
             if self._count >= self.total:
@@ -95,6 +97,26 @@ class Admission:
             self._trim_again = not self._trim_again
             self._last_trim = now
         memory.trim()
+
+
+class _FreeFds:
+    """Whether fewer than ``FD_RESERVE`` descriptors are free. Counting them lists
+    /proc/self/fd, which costs a millisecond at a few thousand (a xend of 1000 domains),
+    so a count is trusted for ``FD_COUNT_INTERVAL`` less one for each connection since,
+    while it is far from the reserve; near it, they are counted each time."""
+
+    def __init__(self) -> None:
+        self._free = 0
+        self._counted = -FD_COUNT_INTERVAL
+        self._since = 0
+
+    def short(self) -> bool:
+        now = time.monotonic()
+        self._since += 1
+        if now - self._counted > FD_COUNT_INTERVAL or \
+                self._free - self._since < 4 * FD_RESERVE:
+            self._free, self._counted, self._since = _free_fds(), now, 0
+        return self._free - self._since < FD_RESERVE
 
 
 def _free_fds() -> int:
