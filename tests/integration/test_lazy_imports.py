@@ -2,10 +2,11 @@
 
 A xend on the sim with the tests' default config, serving domains, must not hold the
 libraries only some xends need: cryptography (TLS), jinja2 (the pages), PAM (logins),
-pyroute2 (netlink: vnets, vif renames), httpx (not used in the daemon at all) and the
-qemu driver. Each is loaded when first used and then works: a page renders, a TLS
-listener gets its self-signed certificate and its fingerprint, a notify URL gets its
-POSTs (on the standard library's http.client). The modules are read from the running
+pyroute2 (netlink: vnets, vif renames), httpx (not used in the daemon at all), the
+qemu driver, and the transfer sessions and relocation. Each is loaded when first used
+and then works: a page renders, a TLS listener gets its self-signed certificate and its
+fingerprint, a notify URL gets its POSTs (on the standard library's http.client), a
+save and a restore bring the domain back. The modules are read from the running
 xend through its debug socket (``(sys.modules)``).
 """
 
@@ -17,6 +18,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +30,8 @@ from xend_actors import sxp
 pytestmark = pytest.mark.integration
 
 NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx",
-                "xend_actors.hypervisor.qemu")
+                "xend_actors.hypervisor.qemu", "xend_actors.transfer.session",
+                "xend_actors.transfer.relocation")
 BROWSER = {"Accept": "text/html", "User-Agent": "Mozilla/5.0"}
 VIF = ["vif", ["mac", "aa:00:00:00:00:16"]]
 
@@ -90,7 +93,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_a_serving_sim_xend_has_not_loaded_what_it_did_not_use(
-    fresh_xend: Callable[..., Xend], receiver: Receiver,
+    fresh_xend: Callable[..., Xend], receiver: Receiver, tmp_path: Path,
 ) -> None:
     xend = fresh_xend()
     xend.start_sim("lazy1", VIF)
@@ -114,6 +117,15 @@ def test_a_serving_sim_xend_has_not_loaded_what_it_did_not_use(
     wait_for(lambda: {"xend.domain.pause", "xend.domain.unpause"} <= set(receiver.names()),
              what="the pause and unpause POSTed to the notify URL")
     assert not loaded(modules(xend.home), "httpx")
+
+    # The first save loads the transfer sessions; the domain comes back from its file.
+    image = tmp_path / "lazy1.save"
+    assert xend.ok(xend.op("lazy1", "save", file=str(image))) == "0"
+    assert "lazy1" not in xend.names()
+    restored = xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
+    assert sxp.child_value(restored, "name") == "lazy1"
+    assert "p" not in xend.state("lazy1")
+    assert loaded(modules(xend.home), "xend_actors.transfer.session")
 
 
 def test_a_tls_listener_makes_its_certificate_when_xend_starts_with_it(
