@@ -25,12 +25,13 @@ from xend_actors import sxp
 pytestmark = pytest.mark.integration
 
 OPS = ["console.disconnect", "debug.controller", "debug.msg", "exit", "help", "info",
-       "log.stderr", "pretty", "quit", "sys.inject", "sys.subscribe", "trace"]
+       "log.stderr", "pretty", "quit", "sys.inject", "sys.modules", "sys.subscribe", "trace"]
 # What a TCP client may not ask, one request each; root may on the socket.
 ROOT_ONLY = {"exit": "(exit)", "trace": "traceon", "log.stderr": "(log.stderr on)",
              "debug.msg": "(debug.msg on)", "debug.controller": "(debug_controller on)",
              "sys.inject": "(sys.inject (xend.test.tcp))",
-             "console.disconnect": "(console.disconnect (id 9600))"}
+             "console.disconnect": "(console.disconnect (id 9600))",
+             "sys.modules": "(sys.modules)"}
 TCP = "(xend-debug-tcp yes)"
 VM = "(vm (name x) (memory 16) (image (linux (kernel /boot/vmlinuz-sim))))"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from xend_actors import sxp
 from xend_actors.device.vnets import parse_vnet_config, vnet_sxpr
 from xend_actors.errors import BadRequest
-from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet
+from xend_actors.netscripts.vnet_spec import MAX_VNI, VXLAN_PORT, Vnet
 
 EXAMPLES = Path(__file__).parents[1] / "data" / "reference-examples"
 

@@ -30,8 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import pam
-
 from xend_actors.access.identity import Principal, Role, Via
 from xend_actors.access.ratelimit import FailureLimiter
 from xend_actors.errors import TooManyRequests, XendError
@@ -52,6 +50,8 @@ Check = Callable[[str, str], bool]  # user, password → whether PAM accepts the
 
 def pam_check(service: str = SERVICE) -> Check:
     def check(user: str, password: str) -> bool:
+        import pam  # at the first login: a xend whose clients use tokens never loads PAM
+
         # One handle per check: a pam.pam() must not be shared between threads. No
         # setcred: a login here starts no process, so there are no credentials to set.
         return bool(pam.pam().authenticate(user, password, service=service,

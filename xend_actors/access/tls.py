@@ -19,16 +19,15 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from xend_actors.access.hosts import is_local
 from xend_actors.config import TlsMode, XendConfig
 from xend_actors.errors import XendError
 from xend_actors.store import atomic_write
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +105,13 @@ def make_self_signed(where: Certificate, address: str) -> None:
     are kept: clients pin the certificate's fingerprint)."""
     if where.cert.exists() and where.key.exists():
         return
+    # Here and in fingerprint, not at the top: cryptography (50 modules, some 10 MiB) is
+    # needed only for TLS, and a xend serving plain HTTP never loads it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"xend on {host}"[:64])])
@@ -141,6 +147,8 @@ def make_self_signed(where: Certificate, address: str) -> None:
 def _names(host: str, address: str) -> list[x509.GeneralName]:
     """The certificate's subject alternative names: loopback, this host's name and the
     listener's address (an IP or a name; '' is every address and names none)."""
+    from cryptography import x509  # as in make_self_signed, its only caller
+
     names: list[x509.GeneralName] = []
     for name in dict.fromkeys((*LOCAL_NAMES, host, address)):
         if not name or name in ("0.0.0.0", "::"):
@@ -154,6 +162,9 @@ def _names(host: str, address: str) -> list[x509.GeneralName]:
 
 def fingerprint(pem: bytes) -> str:
     """The SHA-256 fingerprint of the (first) certificate in ``pem``, as ``AA:BB:...``."""
+    from cryptography import x509  # see make_self_signed
+    from cryptography.hazmat.primitives import hashes
+
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as error:

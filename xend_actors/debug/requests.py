@@ -28,9 +28,9 @@ _PLAIN = {"traceon": ("trace", "on"), "traceoff": ("trace", "off")}
 # exit stops xend; trace writes every call in xend to a file; log.stderr, debug.msg and
 # debug.controller change its logging; sys.inject puts events of any name on the bus
 # (to every subscriber, the event log and the notify URLs); console.disconnect drops
-# another client's console.
+# another client's console; sys.modules lists the modules xend has imported.
 ROOT_ONLY = frozenset({"exit", "trace", "log.stderr", "debug.msg", "debug.controller",
-                       "sys.inject", "console.disconnect"})
+                       "sys.inject", "console.disconnect", "sys.modules"})
 
 
 class RequestReader:

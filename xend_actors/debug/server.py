@@ -42,6 +42,7 @@ import queue
 import socket
 import stat
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +276,11 @@ class _Client:
         if not isinstance(event, list) or not event or not isinstance(event[0], str):
             raise BadRequest("expected (sys.inject (NAME ...))")
         self._context.events.publish(event[0], event)
+
+    @_op("sys.modules")
+    def _modules(self, form: list[sxp.Value]) -> sxp.Value:
+        # What xend has imported: what it loads lazily shows here once used.
+        return sorted(sys.modules.copy())
 
     @_op("trace")
     def _trace(self, form: list[sxp.Value]) -> None:

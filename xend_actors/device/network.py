@@ -15,18 +15,20 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from xend_actors.config import XendConfig
 from xend_actors.device.scripts import run_script
 from xend_actors.errors import BadRequest, XendError
 from xend_actors.netscripts.names import valid_ifname
-from xend_actors.netscripts.vnet import Vnet, vnet_down, vnet_up
+from xend_actors.netscripts.vnet_spec import Vnet
 from xend_actors.trace import TracedActor
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Network(TracedActor):
         """Rename link ``old`` to ``new`` (it is brought down for it, as Linux requires)."""
         if not valid_ifname(new):
             raise BadRequest(f"invalid vifname {new!r}")
+        from pyroute2.netlink.exceptions import NetlinkError  # see _netlink
+
         ipr = self._netlink()
         try:
             index = ipr.link_lookup(ifname=old)
@@ -71,15 +75,23 @@ class Network(TracedActor):
 
     def vnet_up(self, vnet: Vnet) -> None:
         """Make the vnet's bridge and VXLAN device, or check the ones there fit."""
+        from xend_actors.netscripts import vnet as links  # see _netlink
+
         with _about(vnet):
-            vnet_up(self._netlink(), vnet)
+            links.vnet_up(self._netlink(), vnet)
 
     def vnet_down(self, vnet: Vnet) -> list[str]:
         """Remove the links the vnet made; the ports its bridge still had."""
+        from xend_actors.netscripts import vnet as links  # see _netlink
+
         with _about(vnet):
-            return vnet_down(self._netlink(), vnet)
+            return links.vnet_down(self._netlink(), vnet)
 
     def _netlink(self) -> IPRoute:
+        # pyroute2 (over 160 modules, some 12 MiB) is imported at the first netlink call,
+        # not at start: a xend whose vifs need no rename and that has no vnet makes none.
+        from pyroute2 import IPRoute
+
         if self._ipr is None:
             self._ipr = IPRoute()
         return self._ipr
@@ -95,6 +107,8 @@ class NetworkProxy(ActorMemberMixin, pykka.ActorProxy[Network]):
 @contextlib.contextmanager
 def _about(vnet: Vnet) -> Iterator[None]:
     """A netlink failure no step named becomes an error naming the vnet."""
+    from pyroute2.netlink.exceptions import NetlinkError  # _about runs around a netlink call
+
     try:
         yield
     except (OSError, NetlinkError) as error:

@@ -42,7 +42,7 @@ from xend_actors.device.network import NetworkProxy
 from xend_actors.errors import BadRequest, Conflict, NotFound, XendError
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.netscripts.names import valid_ifname
-from xend_actors.netscripts.vnet import MAX_VNI, VXLAN_PORT, Vnet
+from xend_actors.netscripts.vnet_spec import MAX_VNI, VXLAN_PORT, Vnet
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 

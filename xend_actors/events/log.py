@@ -46,7 +46,9 @@ class EventLog:
         self.keep = keep
         self.keep_bytes = keep_bytes
         self.reserve = reserve
-        self._events: deque[tuple[Event, bytes]] = deque()
+        # Each kept as its number and its line, parsed again when asked for: an Event with
+        # its parsed value takes five times the memory, 13 MiB for a full window.
+        self._events: deque[tuple[int, bytes]] = deque()
         self._bytes = 0
         self._file: BinaryIO | None = None
         self._file_lines = self._file_bytes = 0
@@ -62,7 +64,7 @@ class EventLog:
 
     @property
     def last_seq(self) -> int:
-        return self._events[-1][0].seq if self._events else 0
+        return self._events[-1][0] if self._events else 0
 
     def append(self, events: list[Event]) -> None:
         """Add ``events`` (numbered after ``last_seq``) and make them durable if the disk
@@ -89,7 +91,7 @@ class EventLog:
 
     def _append_pending(self, file: BinaryIO) -> None:
         """Append every event kept that the file lacks (those a failure held back too)."""
-        pending = [line for event, line in self._events if event.seq > self._durable]
+        pending = [line for seq, line in self._events if seq > self._durable]
         data = b"".join(pending)
         try:
             rest = memoryview(data)
@@ -123,11 +125,11 @@ class EventLog:
     def since(self, seq: int, limit: int) -> list[Event]:
         """The first ``limit`` events numbered after ``seq`` that are still kept."""
         newer = []
-        for event, _line in reversed(self._events):
-            if event.seq <= seq:
+        for number, line in reversed(self._events):
+            if number <= seq:
                 break
-            newer.append(event)
-        return newer[::-1][:limit]
+            newer.append(line)
+        return [_event_of(line) for line in newer[::-1][:limit]]
 
     def _failed(self, error: OSError, count: int) -> None:
         """A write failed: said once, until a write works again. The file, cut back to
@@ -147,7 +149,7 @@ class EventLog:
                 file.close()
 
     def _remember(self, event: Event, line: bytes) -> None:
-        self._events.append((event, line))
+        self._events.append((event.seq, line))
         self._bytes += len(line)
         while len(self._events) > 1 and (
             len(self._events) > self.keep or self._bytes > self.keep_bytes
@@ -180,7 +182,7 @@ class EventLog:
             if not line:
                 continue
             try:
-                event = Event.from_record(sxp.parse(line, max_size=len(line)))
+                event = _event_of(line)
             except (sxp.ParseError, ValueError):
                 skipped += 1
                 continue
@@ -194,7 +196,7 @@ class EventLog:
 
     def _rewrite(self, path: Path) -> None:
         """Replace the file with the events kept, atomically, and append to it from now."""
-        data = b"".join(line for _event, line in self._events)
+        data = b"".join(line for _seq, line in self._events)
         atomic_write(path, data)
         self.close()
         self._file = path.open("ab", buffering=0)
@@ -203,3 +205,9 @@ class EventLog:
         self._reserved_to = 0
         self._reserve_ahead(self._file)
         self._compact_lines, self._compact_bytes = 2 * self.keep, 2 * self.keep_bytes
+
+
+def _event_of(line: bytes) -> Event:
+    """The event of a logged line; ParseError or ValueError if it is not one. Its value
+    was bounded when it was first parsed or made; the record adds two levels around it."""
+    return Event.from_record(sxp.parse(line, max_size=len(line), max_depth=sxp.MAX_DEPTH + 2))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import ipaddress
 import logging
 import queue
@@ -31,7 +32,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
@@ -175,13 +175,11 @@ class Delivery:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        # trust_env=False: a proxy from the environment must not see events for loopback.
-        with httpx.Client(timeout=POST_TIMEOUT, trust_env=False,
-                          headers={"Content-Type": sxp.MIME_TYPE}) as http:
+        with contextlib.closing(Poster(self.url)) as poster:
             while not self._stopping.is_set():
                 event = self._queue.get()
                 if event is not None:
-                    self._deliver(http, event)
+                    self._deliver(poster, event)
                 if self._overflow and self._queue.empty():
                     log.info("Notify %s: caught up; %d events were dropped on a full "
                              "queue", self.url, self._overflow)
@@ -189,12 +187,12 @@ class Delivery:
         if not self._queue.empty():
             log.info("Notify %s: stopped with %d events not sent", self.url, self._queue.qsize())
 
-    def _deliver(self, http: httpx.Client, event: Event) -> None:
+    def _deliver(self, poster: Poster, event: Event) -> None:
         now = time.monotonic()
         if self._down_since is not None and now < self._retry_at:
             self._missed += 1
             return
-        problem = self._post(http, event, 1 if self._down_since is not None else ATTEMPTS)
+        problem = self._post(poster, event, 1 if self._down_since is not None else ATTEMPTS)
         now = time.monotonic()
         if self._stopping.is_set():
             return
@@ -214,22 +212,59 @@ class Delivery:
             self._retry_wait = min(self._retry_wait * 2, DOWN_RETRY_MAX)
         self._retry_at = now + self._retry_wait
 
-    def _post(self, http: httpx.Client, event: Event, attempts: int) -> str | None:
+    def _post(self, poster: Poster, event: Event, attempts: int) -> str | None:
         """POST ``event``, up to ``attempts`` times; None once it is taken, else why not."""
-        body = sxp.show(event.record())
+        body = sxp.show(event.record()).encode()
         problem = "stopping"
         for attempt in range(attempts):
             if attempt and self._stopping.wait(BACKOFF * 2 ** (attempt - 1)):
                 break
             try:
-                reply = http.post(self.url, content=body)
-            except httpx.HTTPError as error:
+                status, reason = poster.post(body)
+            except (OSError, http.client.HTTPException) as error:
                 problem = str(error) or type(error).__name__
                 continue
-            if reply.is_success:
+            if 200 <= status < 300:
                 return None
-            problem = f"HTTP {reply.status_code} {reply.reason_phrase}"
+            problem = f"HTTP {status} {reason}"
         return problem
+
+
+class Poster:
+    """POSTs to one URL on a kept-alive connection (the standard library's: no proxy from
+    the environment sees events meant for loopback, and no HTTP library is loaded)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # The port always given: http.client would read an IPv6 address's last group as one.
+        self._connection = http.client.HTTPConnection(
+            parts.hostname or "", parts.port or 80, timeout=POST_TIMEOUT)
+
+    def post(self, body: bytes) -> tuple[int, str]:
+        """The status and reason of POSTing ``body``; OSError or HTTPException if none came."""
+        reused = self._connection.sock is not None
+        try:
+            return self._exchange(body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The receiver closed the kept-alive connection while it was idle: a new one.
+            return self._exchange(body)
+
+    def _exchange(self, body: bytes) -> tuple[int, str]:
+        try:
+            self._connection.request("POST", self._path, body,
+                                     {"Content-Type": sxp.MIME_TYPE})
+            reply = self._connection.getresponse()
+            reply.read()
+        except BaseException:
+            self._connection.close()
+            raise
+        return reply.status, reply.reason
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def _key(url: str) -> str:

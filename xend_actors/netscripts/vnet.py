@@ -23,7 +23,6 @@ import errno
 import ipaddress
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -32,30 +31,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from xend_actors.errors import BadRequest, Conflict, XendError
 
 from .bridge import _index, _is_up, _kind, _link
+from .vnet_spec import ALIAS_PREFIX, Vnet
 
-VXLAN_PORT = 4789  # IANA's; the kernel's own default is still Linux's old 8472
-MAX_VNI = (1 << 24) - 1
 ALL_ZERO_MAC = "00:00:00:00:00:00"
-ALIAS_PREFIX = "xend vnet "
-
-
-@dataclass(frozen=True)
-class Vnet:
-    """One vnet as the kernel gets it; addresses are in ``ipaddress``'s canonical text."""
-
-    id: int  # also the VXLAN network identifier (VNI)
-    bridge: str
-    vnetif: str  # the VXLAN device
-    port: int = VXLAN_PORT  # UDP destination port of the tunnel
-    peers: tuple[str, ...] = ()  # unicast addresses of the other hosts
-    group: str | None = None  # a multicast group that reaches the other hosts
-    dev: str | None = None  # the underlay device the tunnel is bound to
-    local: str | None = None  # the source address of the tunnel
-
-    @property
-    def alias(self) -> str:
-        """The alias that marks a link as made for this vnet."""
-        return f"{ALIAS_PREFIX}{self.id}"
 
 
 def vnet_up(ipr: IPRoute, vnet: Vnet) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -35,9 +36,11 @@ from xend_actors.transfer import records, rollback
 from xend_actors.transfer.context import Context, Leftovers, first_session_id
 from xend_actors.transfer.drivers import movable
 from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
-from xend_actors.transfer.relocation import Incoming, Relocation, RelocationProxy
-from xend_actors.transfer.session import TransferSession, TransferSessionProxy
 from xend_actors.transfer.xfr import tls
+
+if TYPE_CHECKING:
+    from xend_actors.transfer.relocation import Relocation
+    from xend_actors.transfer.session import TransferSessionProxy
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ class Transfer(TracedActor):
         A driver that moves no domain state cannot (501)."""
         if self._config is None or not self._config.relocation_server:
             return ""
+        # Here and in session: what moves a domain is loaded when one first moves.
+        from xend_actors.transfer.relocation import Incoming, Relocation, RelocationProxy
+
         incoming = Incoming(movable(self._driver, "migration"), self._table, self._sessions,
                             self._context.moving,
                             proxy_of(self.actor_ref, TransferProxy).session_failed)
@@ -123,6 +129,8 @@ class Transfer(TracedActor):
     def session(self) -> TransferSessionProxy:
         """A new TransferSession actor for one save, restore or migration; the caller
         stops it when that is done."""
+        from xend_actors.transfer.session import TransferSession, TransferSessionProxy
+
         supervisor = proxy_of(self.actor_ref, TransferProxy)
         return proxy_of(TransferSession.start(self._context, supervisor.session_failed),
                         TransferSessionProxy)

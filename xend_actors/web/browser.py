@@ -17,13 +17,13 @@ by the app like any other client's (403), and shown on its own page.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug import Request, Response
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
@@ -40,6 +40,8 @@ from xend_actors.web.resource import Answer, Reply, Resource
 from xend_actors.web.services import Services, answer
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from xend_actors.web.app import XendApp
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,18 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # pages carry the form token
 }
 
-_templates = Environment(
-    loader=PackageLoader("xend_actors.web", "templates"),
-    autoescape=select_autoescape(default=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+@functools.cache
+def _templates() -> Environment:
+    # Made at the first page: jinja2 is for browsers, and most clients of xend are not.
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("xend_actors.web", "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 class BrowserSite:
@@ -176,7 +184,7 @@ class BrowserSite:
         principal = principal_of(request.environ)
         if principal is not None and principal.via is Via.OPEN:
             principal = None  # (xend-http-auth no): nobody to name, as in the original
-        html = _templates.get_template(template).render(
+        html = _templates().get_template(template).render(
             crumbs=breadcrumb(request.path), path=request.path,
             csrf_field=FIELD, csrf_token=self.guard.token(cookie),
             principal=principal, may_act=may_act(request), **extra, **context)

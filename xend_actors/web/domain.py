@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 from werkzeug import Request
@@ -29,11 +29,13 @@ from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
 from xend_actors.errors import BadRequest, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams, SchedParams
-from xend_actors.transfer.session import TransferSessionProxy
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Answer, Reply, Resource, op
 from xend_actors.web.services import OpKind, Services, answer
+
+if TYPE_CHECKING:
+    from xend_actors.transfer.session import TransferSessionProxy
 
 D = TypeVar("D", VbdInfo, VifInfo)
 
