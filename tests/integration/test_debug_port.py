@@ -283,11 +283,12 @@ def test_trace_covers_web_threads_and_actors_until_traceoff(
     with shared_home.unix_http() as client:
         assert client.get("/xend/domain/").status_code == 200
         assert client.get("/xend/domain/nosuch").status_code == 404
+        assert client.get("/xend/node/").status_code == 200  # asks the Hypervisor actor
     assert port.request("traceoff") == ["ok"]
     lines = trace_file.read_text().splitlines()
     assert any("] xend_actors.web." in line for line in lines)
-    assert any(line.split("] ")[1].startswith("xend_actors.domain.table:")
-               and "[DomainTable-" in line for line in lines)
+    assert any(line.split("] ")[1].startswith("xend_actors.hypervisor.actor:")
+               and "[Hypervisor-" in line for line in lines)
     assert any("exception NotFound" in line for line in lines)
     size = trace_file.stat().st_size
     with shared_home.unix_http() as client:
