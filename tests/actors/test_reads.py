@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.actors.xend import KERNEL, InProcessXend, xend_in_process
+from tests.actors.xend import KERNEL, Gate, InProcessXend, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors import sxp
 from xend_actors.actors import ask
@@ -27,7 +27,6 @@ from xend_actors.errors import NotFound, XendError
 from xend_actors.hypervisor.base import LinuxImage, ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
 
-HELD = 30.0  # how long a held step waits for the test to let it go
 QUICK = 5.0  # a read must answer well within this while the table is held
 
 
@@ -65,18 +64,6 @@ def without_moving(info: sxp.Value) -> sxp.Value:
     """``info`` without the values that move by themselves between two reads."""
     assert isinstance(info, list)
     return [item for item in info if sxp.name(item) not in ("up_time", "cpu_time")]
-
-
-class Gate:
-    """A step that waits, once entered, until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def hold(self) -> None:
-        self.entered.set()
-        self.go.wait(HELD)
 
 
 def test_reads_answer_while_the_table_is_held_busy(

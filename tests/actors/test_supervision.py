@@ -8,7 +8,6 @@ Domain actor) for one test; the web's domain handlers are called as a request wo
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -17,7 +16,7 @@ import pykka
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from tests.actors.xend import InProcessXend, xend_in_process
+from tests.actors.xend import HELD, Gate, InProcessXend, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors.actors import ask, proxy_of
 from xend_actors.debug.server import DebugServer
@@ -32,25 +31,11 @@ from xend_actors.hypervisor.sim.driver import SimDriver
 from xend_actors.web.domain import DomainResource
 from xend_actors.web.services import Services
 
-HELD = 30.0  # how long an injected fault holds its step: far past every deadline here
-
 
 @pytest.fixture
 def xend() -> Iterator[InProcessXend]:
     with xend_in_process("(destroy-timeout 2)\n") as started:
         yield started
-
-
-class Gate:
-    """A step that waits, once entered, until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-
-    def hold(self) -> None:
-        self.entered.set()
-        self.go.wait(HELD)
 
 
 def web(xend: InProcessXend) -> DomainResource:

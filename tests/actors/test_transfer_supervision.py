@@ -21,8 +21,8 @@ from typing import Any, cast
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from tests.actors.test_supervision import HELD, Gate, running
-from tests.actors.xend import KERNEL, InProcessXend, _only, xend_in_process
+from tests.actors.test_supervision import running
+from tests.actors.xend import HELD, KERNEL, Gate, InProcessXend, _only, xend_in_process
 from tests.support.ports import free_port_base
 from tests.support.processes import wait_for
 from xend_actors.actors import ask, proxy_of

@@ -194,3 +194,18 @@ def xend_in_process(extra: str = "", memory_mb: int = 8192) -> Iterator[InProces
         xend.stop()
         host.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+HELD = 30.0  # how long a held step waits for the test to let it go: past every deadline here
+
+
+class Gate:
+    """A step that waits, once entered, until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def hold(self) -> None:
+        self.entered.set()
+        self.go.wait(HELD)
