@@ -91,7 +91,7 @@ class EventLog:
 
     def _append_pending(self, file: BinaryIO) -> None:
         """Append every event kept that the file lacks (those a failure held back too)."""
-        pending = [line for seq, line in self._events if seq > self._durable]
+        pending = self._pending()
         data = b"".join(pending)
         try:
             rest = memoryview(data)
@@ -106,6 +106,17 @@ class EventLog:
         self._file_lines += len(pending)
         self._file_bytes += len(data)
         self._reserve_ahead(file)
+
+    def _pending(self) -> list[bytes]:
+        """The lines of the events past ``_durable``, oldest first: taken from the newest
+        end, so an append costs the same however many events are kept."""
+        pending = []
+        for seq, line in reversed(self._events):
+            if seq <= self._durable:
+                break
+            pending.append(line)
+        pending.reverse()
+        return pending
 
     def _reserve_ahead(self, file: BinaryIO) -> None:
         if self._reserved_to - self._file_bytes < self.reserve // 2 and \
