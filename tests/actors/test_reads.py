@@ -73,9 +73,9 @@ def test_reads_answer_while_the_table_is_held_busy(
     client.xend_domain_create(vm("r1"))
     client.xend_domain_unpause("r1")
     gate = Gate()
-    list_domains = SimDriver.list_domains
-    monkeypatch.setattr(SimDriver, "list_domains",
-                        lambda self: (gate.hold(), list_domains(self))[1])
+    named = SimDriver.has_domain_named
+    monkeypatch.setattr(SimDriver, "has_domain_named",
+                        lambda self, name: (gate.hold(), named(self, name))[1])
     creating = threading.Thread(target=lambda: _create_quietly(xend, "r2"), daemon=True)
     creating.start()
     try:

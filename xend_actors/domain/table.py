@@ -307,8 +307,8 @@ class DomainTable(TracedActor):
         in) and record the intent before the hypervisor is asked; Conflict if the name is
         taken here or in the hypervisor, StoreError if the disk will not take it."""
         name = config.name
-        held = name in self._by_name or name in self._intended or any(
-            d.name == name for d in self._ask(self._hypervisor.list_domains()))
+        held = name in self._by_name or name in self._intended or \
+            self._ask(self._hypervisor.name_taken(name))
         if held:
             raise Conflict(f"vm name clash: {name}")
         if self._intents is not None:

@@ -114,6 +114,13 @@ class Reconnecting(Protocol):
     def reconnect(self) -> None: ...
 
 
+@runtime_checkable
+class NameIndex(Protocol):
+    """A driver that tells whether a domain has a name without listing every domain."""
+
+    def has_domain_named(self, name: str) -> bool: ...
+
+
 class Hypervisor(TracedActor):
     def __init__(self, driver: Driver,
                  start_helper: Callable[[int], None] | None = None) -> None:
@@ -181,6 +188,12 @@ class Hypervisor(TracedActor):
         self._seen(*(d.domid for d in domains))
         return domains
 
+    def name_taken(self, name: str) -> bool:
+        """Whether a domain of the hypervisor's is called ``name``."""
+        if isinstance(self._driver, NameIndex):
+            return self._driver.has_domain_named(name)
+        return any(domain.name == name for domain in self._driver.list_domains())
+
     def domain(self, domid: int) -> HvDomain | None:
         """Domain ``domid`` now; None if the hypervisor has none (a usual answer, not an
         error: the domain may have just gone)."""
@@ -220,6 +233,7 @@ class HypervisorProxy(ActorMemberMixin, pykka.ActorProxy[Hypervisor]):
     physinfo = proxy_method(Hypervisor.physinfo)
     list_domains = proxy_method(Hypervisor.list_domains)
     domain = proxy_method(Hypervisor.domain)
+    name_taken = proxy_method(Hypervisor.name_taken)
     create = proxy_method(Hypervisor.create)
     destroy = proxy_method(Hypervisor.destroy)
     dmesg = proxy_method(Hypervisor.dmesg)

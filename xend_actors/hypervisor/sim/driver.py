@@ -79,6 +79,12 @@ class SimDriver:
     def domain(self, domid: int) -> HvDomain:
         return protocol.domain_from_wire(self._call("domain", domid=domid))
 
+    def has_domain_named(self, name: str) -> bool:
+        try:
+            return bool(self._call("named", name=name))
+        except BadRequest:  # a xend-simhv from before the call, still running its domains
+            return any(domain.name == name for domain in self.list_domains())
+
     def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
                domid: int | None = None) -> int:
         return self._call("create", name=name, memory_mb=memory_mb, vcpus=vcpus, cpu=cpu,

@@ -12,7 +12,7 @@ running/blocked toggles of a guest at work.
 from __future__ import annotations
 
 import functools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -120,6 +120,7 @@ class SimHypervisor:
         dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, 0,
                        paused=False)
         self._domains: dict[int, _Domain] = {0: dom0}
+        self._names: Counter[str] = Counter([DOM0_NAME])  # the sim lets two share a name
         self._used_kb = dom0.memory_kb
         self._log(f"Xen version 2.0 (xend-simhv): {memory_mb} MiB of memory, {cpus} cpus")
         self._log(f"domain 0 created: {DOM0_NAME}, {DOM0_MEMORY_MB} MiB")
@@ -143,6 +144,10 @@ class SimHypervisor:
 
     def domain(self, domid: int) -> HvDomain:
         return self._info(self._domain(domid))
+
+    def has_domain_named(self, name: str) -> bool:
+        """Whether a domain is called ``name``, without listing them all."""
+        return name in self._names
 
     def dmesg(self, clear: bool = False) -> str:
         text = "".join(self._dmesg)
@@ -182,6 +187,7 @@ class SimHypervisor:
                           send=partial(self._from_guest, domid),
                           transmit=partial(self.net.transmit, domid))
         self._domains[domid] = dom
+        self._names[name] += 1
         self._used_kb += dom.memory_kb
         self._log(f"domain {domid} created: {name}, {memory_mb} MiB")
         return domid
@@ -213,6 +219,7 @@ class SimHypervisor:
     def destroy(self, domid: int) -> None:
         dom = self._not_dom0(domid, "destroy")
         del self._domains[domid]
+        self._names -= Counter([dom.name])
         self._used_kb -= dom.memory_kb
         if dom.guest is not None:
             dom.guest.kill()

@@ -23,6 +23,7 @@ The calls and their args (results are ``null`` unless given)::
                                               memory_mb, free_memory_mb}
     list                                   → [domain, ...] in domid order
     domain {domid}                         → domain
+    named {name}                           → whether a domain is called name
     create {name, memory_mb, vcpus, cpu, domid|null} → domid
     build {domid, kernel, ramdisk, cmdline}
     pause / unpause / destroy {domid}
