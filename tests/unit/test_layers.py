@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xend_actors"
 
 LAYERS: list[set[str]] = [
     {"__init__", "errors"},
-    {"sxp"},
+    {"sxp", "layered"},
     {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors"},
     {"access"},
     {"events"},

@@ -57,6 +57,7 @@ from xend_actors.console.view import ConsoleView, ShownConsole
 from xend_actors.console.websocket import WebSocketClient
 from xend_actors.errors import Conflict, NotFound, Timeout
 from xend_actors.events.bus import EventBusProxy
+from xend_actors.layered import Layered
 from xend_actors.trace import SetTrace, TracedActor, trace_this_thread
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Consoles(TracedActor):
         self._by_port: dict[int, Relay] = {}  # live and closed
         self._closed: deque[int] = deque()  # ports of closed consoles, oldest first
         self._shown: dict[int, ShownConsole] = {}  # the live consoles' infos, by domain id
+        self._published: Layered[int, ShownConsole] = Layered()  # ... as the view has them
         self._view = ConsoleView()
 
     def on_start(self) -> None:
@@ -292,7 +294,8 @@ class Consoles(TracedActor):
             self._shown.pop(domid, None)
         else:
             self._shown[domid] = ShownConsole.of(relay.info())
-        self._view.publish(dict(self._shown))
+        self._published = self._published.updated(self._shown, (domid,))
+        self._view.publish(self._published)
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(work, self._loop)

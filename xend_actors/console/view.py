@@ -33,6 +33,7 @@ class ConsoleView:
     def current(self) -> Mapping[int, ShownConsole]:
         return self._current
 
-    def publish(self, consoles: dict[int, ShownConsole]) -> None:
-        """The Consoles' loop only: ``consoles`` is the view's from now on, never changed."""
-        self._current = MappingProxyType(consoles)
+    def publish(self, consoles: Mapping[int, ShownConsole]) -> None:
+        """The Consoles' loop only: ``consoles`` is the view's from now on, never changed
+        (a ``Layered``, or a dict no one keeps)."""
+        self._current = consoles

@@ -44,9 +44,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import TypeVar
 
 import pykka
@@ -63,6 +62,7 @@ from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
 from xend_actors.hypervisor.ring.messages import Message
+from xend_actors.layered import Layered
 from xend_actors.store import RecordDir, StoreError
 from xend_actors.sxp import Value, child_value
 from xend_actors.trace import TracedActor
@@ -104,8 +104,10 @@ class DomainTable(TracedActor):
         self._events = services.events
         self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
-        # Replaced, never changed in place (``_name``): each snapshot shares it uncopied.
-        self._by_name: Mapping[str, int] = MappingProxyType({})
+        # Each name's domain id; published (``_name``) as ``_by_name``, which each
+        # snapshot shares uncopied, and the table looks names up in too.
+        self._names: dict[str, int] = {}
+        self._by_name: Layered[str, int] = Layered()
         self._changed: set[int] = set()  # domains the driver said changed, not yet looked at
         self._last_refresh = -LISTING_REFRESH_SECONDS
         self._stopping = threading.Event()
@@ -113,6 +115,7 @@ class DomainTable(TracedActor):
         # What the web reads without asking: the entries' records and readings, swapped
         # in whole (``_publish``) at the end of each message that changed any.
         self._listed: dict[int, Listed] = {}
+        self._published: Layered[int, Listed] = Layered()  # _listed, as last published
         self._dirty: set[int] = set()  # domains changed since the last snapshot
 
     def on_start(self) -> None:
@@ -172,9 +175,10 @@ class DomainTable(TracedActor):
                 self._listed[domid] = before.moved(entry.hv)
             else:
                 self._listed[domid] = Listed(entry.record, entry.hv)
+        # Its changes layered on the last (never changed under a reader), not a copy.
+        self._published = self._published.updated(self._listed, self._dirty)
         self._dirty.clear()
-        # Copied (at C speed) so the snapshot never changes under a reader.
-        self._view.publish(Snapshot(MappingProxyType(dict(self._listed)), self._by_name))
+        self._view.publish(Snapshot(self._published, self._by_name))
 
     # --- start-up ---------------------------------------------------------------------
 
@@ -345,14 +349,16 @@ class DomainTable(TracedActor):
 
     def _name(self, name: str, domid: int | None, old: str | None = None) -> None:
         """``name`` is ``domid``'s from now (None: nobody's), and ``old`` no longer is."""
-        names = dict(self._by_name)
+        names = self._names
+        changed = [name]
         if old is not None and names.get(old) == domid:
             del names[old]
+            changed.append(old)
         if domid is None:
             names.pop(name, None)
         else:
             names[name] = domid
-        self._by_name = MappingProxyType(names)
+        self._by_name = self._by_name.updated(names, changed)
 
     def _adopt(self, hv: HvDomain, name: str = "") -> _Entry:
         """A domain the table had no record of, under ``name``, else the name its hypervisor
