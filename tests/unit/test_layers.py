@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xend_actors"
 LAYERS: list[set[str]] = [
     {"__init__", "errors"},
     {"sxp", "layered"},
-    {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors"},
+    {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors",
+     "limits"},
     {"access"},
     {"events"},
     {"hypervisor", "netscripts"},

@@ -63,6 +63,7 @@ from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
 from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.layered import Layered
+from xend_actors.limits import no_room_for_domain
 from xend_actors.store import RecordDir, StoreError
 from xend_actors.sxp import Value, child_value
 from xend_actors.trace import TracedActor
@@ -309,8 +310,12 @@ class DomainTable(TracedActor):
     def intend(self, config: DomainConfig) -> None:
         """Hold ``config.name`` for a domain about to be made (created, restored, migrated
         in) and record the intent before the hypervisor is asked; Conflict if the name is
-        taken here or in the hypervisor, StoreError if the disk will not take it."""
+        taken here or in the hypervisor, StoreError if the disk will not take it, 503 if
+        xend may not open the files or threads one more domain needs (``limits``)."""
         name = config.name
+        full = no_room_for_domain(len(self._entries) + len(self._intended))
+        if full is not None:
+            raise XendError(f"no room for domain {name}: {full}", status=503)
         held = name in self._by_name or name in self._intended or \
             self._ask(self._hypervisor.name_taken(name))
         if held:

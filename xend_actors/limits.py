@@ -1,0 +1,84 @@
+"""What the host lets xend hold: open files and threads, as a domain needs them.
+
+Each domain costs xend a thread (its Domain actor) and open files (its console's
+channel and scrollback file on the sim; more on qemu), so 10,000 domains need some
+20,000 files, the usual hard limit here, and 10,000 of the host's task ids
+(``kernel.pid_max`` is often 32,768, shared by every process). ``raise_open_files``
+lifts xend's own limit at start (root may raise its hard limit, up to
+``fs.nr_open``); ``no_room_for_domain`` says why a new domain would not fit, so a
+create is refused whole, with a message saying which limit to raise, before anything
+is made, rather than failing half way for want of a file or a thread.
+
+The check is cheap while far from the limits (an estimate from the number of
+domains, and one small read of ``/proc/loadavg``); near the file limit it counts the
+open files themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OPEN_FILES = 65536  # what xend raises its open-file limit to, if it may
+FILES_PER_DOMAIN = 4  # at most, on any driver (the sim takes 2)
+FILES_SPARE = 1024  # for connections, transfers, the store, the logs
+TASKS_SPARE = 512  # task ids left to the rest of the host
+_NR_OPEN = Path("/proc/sys/fs/nr_open")
+_PID_MAX = Path("/proc/sys/kernel/pid_max")
+_THREADS_MAX = Path("/proc/sys/kernel/threads-max")
+_LOADAVG = Path("/proc/loadavg")
+_FDS = Path("/proc/self/fd")
+
+
+def raise_open_files(want: int = OPEN_FILES) -> int:
+    """Raise this process's open-file limit towards ``want``; the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            ceiling = int(_NR_OPEN.read_text())
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, ceiling),) * 2)
+            return min(want, ceiling)
+        except (OSError, ValueError):  # not root: up to the hard limit only
+            pass
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def no_room_for_domain(domains: int) -> str | None:
+    """Why one more domain would not fit beside ``domains``; None if it would."""
+    files, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Far from the limit (a spare's worth beside what the domains may hold), uncounted.
+    if files != resource.RLIM_INFINITY and \
+            (domains + 1) * FILES_PER_DOMAIN + 2 * FILES_SPARE > files:
+        in_use = len(os.listdir(_FDS))  # near it: the real count
+        if in_use + FILES_PER_DOMAIN + FILES_SPARE > files:
+            return (f"xend has {in_use} files open of the {files} it may (ulimit -n), "
+                    f"with {domains} domains: raise the limit to hold more")
+    tasks = _tasks_max()
+    running = _tasks_running()
+    if tasks is not None and running is not None and running + 1 + TASKS_SPARE > tasks:
+        return (f"the host runs {running} threads of the {tasks} it may "
+                "(kernel.pid_max, kernel.threads-max): each domain takes one of xend's")
+    return None
+
+
+def _tasks_max() -> int | None:
+    try:
+        return min(int(_PID_MAX.read_text()), int(_THREADS_MAX.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _tasks_running() -> int | None:
+    """Every thread of the host now (the fourth field of ``/proc/loadavg``)."""
+    try:
+        return int(_LOADAVG.read_text().split()[3].partition("/")[2])
+    except (OSError, ValueError, IndexError):
+        return None
