@@ -102,6 +102,16 @@ def test_new_domains_get_ids_from_1_upward_skipping_ids_in_use(hv: SimHypervisor
     assert [d.domid for d in hv.list_domains()] == [0, 1, 2, 3]
 
 
+def test_whether_a_name_is_taken_follows_creates_and_destroys(hv: SimHypervisor) -> None:
+    assert hv.has_domain_named("Domain-0")
+    assert not hv.has_domain_named("a")
+    first, second = hv.create("a", 64), hv.create("a", 64)  # the sim lets two share it
+    hv.destroy(first)
+    assert hv.has_domain_named("a")
+    hv.destroy(second)
+    assert not hv.has_domain_named("a")
+
+
 def test_a_requested_id_in_use_or_out_of_range_is_refused(hv: SimHypervisor) -> None:
     hv.create("a", 64, domid=7)
     with pytest.raises(Conflict, match="domain id 7 is in use"):
