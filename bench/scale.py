@@ -1,140 +1,266 @@
-"""Creating 1000 domains through xend: create latency, memory, threads and ``xm list``.
+"""Growing a sim xend to thousands of domains: creates, listings, memory and threads by decade.
 
-Guests are created one after another through XendClient over xend's Unix socket.
-Each figure stands beside its own baseline from the same run: the creates at the
-start (few domains) against those at the end, in wall time and in xend's own CPU
-time; xend's and xend-simhv's RSS and threads before against after; ``xm list``
-with Domain-0 alone in the table against with every guest beside it.
+One xend (the sim driver, its default settings: no TCP console ports) is grown one
+domain at a time, each created and unpaused through the HTTP API as a client that keeps
+its connection open would (``POST /xend/domain/ op=create``, then ``op=unpause``, over
+xend's Unix socket). At 10, 100, 1000, 10,000 domains (and at ``--max``) it measures:
 
-    python bench/scale.py            # 1000 guests
-    python bench/scale.py --quick    # 100 guests, a short smoke run
+* create + unpause: the median and p90 wall time of the next ``--sample`` of them, and
+  xend's own CPU time per create (``/proc/<pid>/stat``);
+* the whole ``xm list`` command (median of 3), and ``GET /xend/domain/?detail=1``,
+  every domain's info in one request (median of 3);
+* xend's RSS, threads and open files, and xend-simhv's RSS.
+
+Each figure stands beside the same one at 10 domains (the issue's aim: creates stay
+flat, within 1.2x), and beside the same run of an older checkout's xend (``--base``,
+default /work/base, run by its own ``.venv``: in it a create lists every domain to check
+the name and the event log scans all it keeps). Each tree is measured by its own Python
+in a child process (``--measure``), one after the other, on a machine others share:
+look at the ratios, and at the load printed.
+
+    python bench/scale.py                        # to 2000 domains, this tree and /work/base
+    python bench/scale.py --max 10000 --base ''  # to 10,000, this tree only
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import urllib.parse
+from pathlib import Path
+from typing import Any
 
-from common import (
-    XendClient,
-    XendHome,
-    cpu_seconds,
-    create_guest,
-    load_average,
-    percentile,
-    print_table,
-    proc_status,
-    read_pid,
-    running_xend,
-)
-
-XM = shutil.which("xm", path=os.path.dirname(sys.executable))
-VIRSH_LIST_MS = 300  # `virsh list --all` with 1000 domains on these machines; not measured here
+HERE = Path(__file__).resolve().parents[1]
+GUEST_MB = 16
+KERNEL = "/boot/vmlinuz-sim"
+DECADES = (10, 100, 1000, 10_000)
+AIM_CREATE_MS = 3.0
+AIM_FLAT = 1.2
+XM_RUNS = DETAIL_RUNS = 3
 
 
-@dataclass(frozen=True)
-class Settings:
-    guests: int
-    window: int  # creates in each latency window, at the start and at the end
-    xm_runs: int
-    max_seconds: float  # for all the creates, whatever the count
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 on xend's Unix socket, kept open between requests (opened again if the
+    server closes it, as an older xend's does after each request)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=120)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(120)
+        self.sock.connect(self._path)
 
 
-FULL = Settings(guests=1000, window=50, xm_runs=5, max_seconds=900.0)
-QUICK = Settings(guests=100, window=10, xm_runs=3, max_seconds=120.0)
+def _request(connection: _UnixConnection, method: str, url: str,
+             form: dict[str, str] | None = None) -> bytes:
+    body = urllib.parse.urlencode(form) if form is not None else None
+    headers = {"Accept": "application/sxp"}
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    connection.request(method, url, body, headers)
+    reply = connection.getresponse()
+    data = reply.read()
+    if reply.status >= 300:
+        raise RuntimeError(f"{method} {url}: {reply.status} {data[:300]!r}")
+    return data
 
 
-def xm_list_ms(home: XendHome, runs: int, guests: int) -> float:
-    """The median wall time of the whole ``xm list`` command, in ms."""
-    env = {**os.environ, "XEND": f"127.0.0.1:{home.http_port}"}
+def _config(name: str) -> str:
+    return (f"(vm (name {name}) (memory {GUEST_MB}) "
+            f"(image (linux (kernel {KERNEL}) (root '/dev/sda1 ro'))))")
+
+
+def _create(connection: _UnixConnection, number: int) -> float:
+    """Create and unpause domain ``number``; the seconds both took."""
+    name = f"scale-{number:05d}"
+    began = time.perf_counter()
+    _request(connection, "POST", "/xend/domain/", {"op": "create", "config": _config(name)})
+    _request(connection, "POST", f"/xend/domain/{name}", {"op": "unpause"})
+    return time.perf_counter() - began
+
+
+def _status(pid: int) -> dict[str, int]:
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            figures[key] = int(value.split()[0])
+    return figures
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _xm_list_ms(root: Path, unix: str, domains: int) -> float:
+    env = {**os.environ, "XEND_UNIX_PATH": unix}
     times = []
-    for _ in range(runs):
+    for _ in range(XM_RUNS):
         began = time.perf_counter()
-        done = subprocess.run([XM, "list"], capture_output=True, text=True, env=env,
-                              timeout=120, stdin=subprocess.DEVNULL)
+        done = subprocess.run([str(root / ".venv/bin/xm"), "list"], capture_output=True,
+                              text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
         times.append(time.perf_counter() - began)
         if done.returncode != 0:
             raise RuntimeError(f"xm list failed: {done.stderr.strip()}")
         rows = len(done.stdout.splitlines()) - 1  # the header
-        if rows != guests + 1:  # and Domain-0
-            raise RuntimeError(f"xm list shows {rows} domains, not {guests + 1}")
+        if rows != domains + 1:  # and Domain-0
+            raise RuntimeError(f"xm list shows {rows} domains, not {domains + 1}")
     return 1000 * statistics.median(times)
+
+
+def _detail_ms(connection: _UnixConnection) -> float:
+    times = []
+    for _ in range(DETAIL_RUNS):
+        began = time.perf_counter()
+        _request(connection, "GET", "/xend/domain/?detail=1")
+        times.append(time.perf_counter() - began)
+    return 1000 * statistics.median(times)
+
+
+def _new_home(root: Path, extra: str) -> Any:
+    """The tree's own test home (a folder with a config, a run dir and a store)."""
+    try:
+        from tests.support.home import new_home
+    except ImportError:  # an older tree: one support module
+        from tests.support import new_home  # type: ignore[attr-defined,no-redef]
+    return new_home(extra)
+
+
+def measure(root: Path, most: int, sample: int) -> None:
+    """In the child: grow ``root``'s xend to ``most`` domains; a JSON line per decade."""
+    sys.path[:0] = [str(root)]
+    points = sorted({n for n in DECADES if n <= most} | {most})
+    memory = 2048 + GUEST_MB * (most + sample * len(points))
+    extra = f"(sim-memory {memory})\n(loglevel INFO)\n"
+    if "console-tcp" in (root / "xend_actors/config.py").read_text():
+        extra += "(console-tcp no)\n"  # the default; the tests' homes say yes
+    home = _new_home(root, extra)
+    try:
+        started = home.xend("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"xend did not start: {started.stderr.strip()}")
+        pid = int(home.pid_file.read_text().split()[0])
+        simhv = int((home.run_dir / "simhv.pid").read_text().split()[0])
+        unix = str(home.unix_path)
+        connection = _UnixConnection(unix)
+        made = 0
+        for point in points:
+            try:
+                while made < point:
+                    _create(connection, made)
+                    made += 1
+                cpu_before = _cpu(pid)
+                latencies = [_create(connection, made + i) for i in range(sample)]
+                made += sample
+                cpu = (_cpu(pid) - cpu_before) / sample
+            except (RuntimeError, OSError, http.client.HTTPException) as error:
+                print(json.dumps({"point": point, "made": made, "error": str(error)}),
+                      flush=True)
+                return
+            status, simhv_status = _status(pid), _status(simhv)
+            print(json.dumps({
+                "point": point, "made": made,
+                "p50": 1000 * statistics.median(latencies),
+                "p90": 1000 * sorted(latencies)[int(0.9 * (len(latencies) - 1))],
+                "cpu": 1000 * cpu,
+                "xm_list": _xm_list_ms(root, unix, made),
+                "detail": _detail_ms(connection),
+                "rss": status["VmRSS"] / 1024, "threads": status["Threads"],
+                "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                "simhv_rss": simhv_status["VmRSS"] / 1024,
+            }), flush=True)
+        connection.close()
+    finally:
+        home.xend("stop", timeout=600)
+        home.kill_simhv()
+        shutil.rmtree(home.root, ignore_errors=True)
+
+
+def _run(root: Path, most: int, sample: int) -> list[dict[str, Any]]:
+    """``root``'s figures, measured by its own Python; each line shown as it comes."""
+    python = root / ".venv/bin/python"
+    child = subprocess.Popen(
+        [str(python), str(HERE / "bench/scale.py"), "--measure", str(root),
+         "--max", str(most), "--sample", str(sample)],
+        stdout=subprocess.PIPE, text=True, cwd=root)
+    assert child.stdout is not None
+    results = []
+    for line in child.stdout:
+        result = json.loads(line)
+        results.append(result)
+        shown = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
+        print(f"  {root.name}: {shown}", flush=True)
+    if child.wait() != 0:
+        print(f"  {root.name}: the measuring process failed ({child.returncode})")
+    return results
+
+
+def _cell(result: dict[str, Any] | None, key: str, form: str = "{:.1f}") -> str:
+    if result is None or key not in result:
+        return "-"
+    return form.format(result[key])
+
+
+def _ratio(result: dict[str, Any] | None, first: dict[str, Any] | None, key: str) -> str:
+    if result is None or first is None or key not in result or key not in first:
+        return "-"
+    return f"{result[key] / first[key]:.2f}x"
+
+
+def _table(title: str, results: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    header = ["domains", "create p50 ms", "x@10", "p90 ms", "xend CPU ms", "x@10",
+              "xm list ms", "detail=1 ms", "RSS MiB", "threads", "fds", "simhv MiB"]
+    rows = []
+    first = results[0] if results and "p50" in results[0] else None
+    for result in results:
+        if "error" in result:
+            rows.append([f"{result['made']}", f"failed: {result['error'][:90]}"]
+                        + [""] * (len(header) - 2))
+            continue
+        rows.append([f"{result['point']:,}", _cell(result, "p50"), _ratio(result, first, "p50"),
+                     _cell(result, "p90"), _cell(result, "cpu"), _ratio(result, first, "cpu"),
+                     _cell(result, "xm_list", "{:.0f}"), _cell(result, "detail", "{:.0f}"),
+                     _cell(result, "rss"), _cell(result, "threads", "{}"),
+                     _cell(result, "fds", "{}"), _cell(result, "simhv_rss")])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 guests, a short smoke run")
-    settings = QUICK if parser.parse_args().quick else FULL
-    if XM is None:
-        sys.exit("the xm script is not installed beside this Python (pip install -e .)")
-    print(f"load average before: {load_average()}", flush=True)
-
-    with running_xend() as home, XendClient(unix_path=home.unix_path) as xend:
-        xend_pid = read_pid(home.pid_file)
-        simhv_pid = read_pid(home.run_dir / "simhv.pid")
-        xend_before, simhv_before = proc_status(xend_pid), proc_status(simhv_pid)
-        xm_first = xm_list_ms(home, settings.xm_runs, guests=0)
-
-        print(f"creating {settings.guests} guests ...", flush=True)
-        latencies: list[float] = []
-        cpu = [cpu_seconds(xend_pid)]  # xend's CPU time before each create and after the last
-        deadline = time.monotonic() + settings.max_seconds
-        for number in range(1, settings.guests + 1):
-            latencies.append(create_guest(xend, number))
-            cpu.append(cpu_seconds(xend_pid))
-            if number % 100 == 0:
-                print(f"  {number} created", flush=True)
-            if time.monotonic() > deadline:
-                print(f"  stopped after {settings.max_seconds:g} s", flush=True)
-                break
-        created = len(latencies)
-
-        xend_after, simhv_after = proc_status(xend_pid), proc_status(simhv_pid)
-        xm_last = xm_list_ms(home, settings.xm_runs, guests=created)
-
-    print(f"load average after: {load_average()}")
-    window = settings.window
-    first, last = latencies[:window], latencies[-window:]
-    early, late = 1000 * percentile(first, 0.5), 1000 * percentile(last, 0.5)
-    cpu_early = 1000 * (cpu[window] - cpu[0]) / window
-    cpu_late = 1000 * (cpu[-1] - cpu[-1 - window]) / window
-    windows = f"#1-#{window} vs #{created - window + 1}-#{created}"
-    rss_per_guest = (xend_after["VmRSS"] - xend_before["VmRSS"]) / created
-    threads_per_guest = (xend_after["Threads"] - xend_before["Threads"]) / created
-    simhv_per_guest = (simhv_after["VmRSS"] - simhv_before["VmRSS"]) / created
-
-    print()
-    print(f"{created} guests of 16 MiB created one after another through xend "
-          f"(HTTP over its Unix socket), on top of Domain-0.")
-    print()
-    print_table(["figure", "baseline", "measured", "ratio / change", "aim"], [
-        ["total create time", "", f"{sum(latencies):.1f} s",
-         f"{1000 * sum(latencies) / created:.1f} ms a create", ""],
-        [f"create p50: {windows}", f"{early:.1f} ms", f"{late:.1f} ms",
-         f"{late / early:.2f}x", "<= 1.2x"],
-        [f"create p90: {windows}", f"{1000 * percentile(first, 0.9):.1f} ms",
-         f"{1000 * percentile(last, 0.9):.1f} ms",
-         f"{percentile(last, 0.9) / percentile(first, 0.9):.2f}x", ""],
-        [f"xend CPU a create: {windows}", f"{cpu_early:.1f} ms", f"{cpu_late:.1f} ms",
-         f"{cpu_late / cpu_early:.2f}x", ""],
-        ["xend RSS: start vs end", f"{xend_before['VmRSS']:,} KiB",
-         f"{xend_after['VmRSS']:,} KiB", f"+{rss_per_guest:.0f} KiB a guest", "<= 150 KiB"],
-        ["xend threads: start vs end", str(xend_before["Threads"]),
-         str(xend_after["Threads"]), f"+{threads_per_guest:.2f} a guest", ""],
-        ["xend-simhv RSS: start vs end", f"{simhv_before['VmRSS']:,} KiB",
-         f"{simhv_after['VmRSS']:,} KiB", f"+{simhv_per_guest:.0f} KiB a guest", ""],
-        [f"xm list, median of {settings.xm_runs}: 1 vs {created + 1} domains",
-         f"{xm_first:.0f} ms", f"{xm_last:.0f} ms", f"{xm_last / xm_first:.2f}x",
-         f"< {VIRSH_LIST_MS} ms"],
-    ])
-    print(f"(reference, NOT measured here: `virsh list --all` takes about {VIRSH_LIST_MS} ms "
-          "for 1000 domains on these machines.)")
+    parser.add_argument("--max", type=int, default=2000, help="domains to grow to (2000)")
+    parser.add_argument("--sample", type=int, default=50,
+                        help="creates timed at each decade (50)")
+    parser.add_argument("--base", default="/work/base",
+                        help="an older checkout with its own .venv ('' for none)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(Path(args.measure), args.max, args.sample)
+        return
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    trees = [HERE] + ([Path(args.base)] if args.base else [])
+    results = {tree: _run(tree, args.max, args.sample) for tree in trees}
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for tree in trees:
+        _table(f"{tree} ({len(results[tree]) and results[tree][-1].get('made', 0)} domains, "
+               f"create + unpause of {GUEST_MB} MiB sim guests over a kept-alive connection)",
+               results[tree])
+    print(f"\naims: create + unpause <= {AIM_CREATE_MS:g} ms, within {AIM_FLAT:g}x of the "
+          "figure at 10 domains up to 10,000")
 
 
 if __name__ == "__main__":
