@@ -1,8 +1,9 @@
 """What the host lets xend hold: open files and threads, as a domain needs them.
 
 Each domain costs xend a thread (its Domain actor) and open files (its console's
-channel and scrollback file on the sim; more on qemu), so 10,000 domains need some
-20,000 files, the usual hard limit here, and 10,000 of the host's task ids
+channel on the sim; more on qemu), so 10,000 domains need some 10,000 files (the usual
+hard limit here is 20,000, which a container's root may not raise), and 10,000 of the
+host's task ids
 (``kernel.pid_max`` is often 32,768, shared by every process). ``raise_open_files``
 lifts xend's own limit at start (root may raise its hard limit, up to
 ``fs.nr_open``); ``no_room_for_domain`` says why a new domain would not fit, so a
@@ -24,7 +25,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OPEN_FILES = 65536  # what xend raises its open-file limit to, if it may
-FILES_PER_DOMAIN = 4  # at most, on any driver (the sim takes 2)
+FILES_PER_DOMAIN = 4  # at most, on any driver (the sim takes 1)
 FILES_SPARE = 1024  # for connections, transfers, the store, the logs
 TASKS_SPARE = 512  # task ids left to the rest of the host
 _NR_OPEN = Path("/proc/sys/fs/nr_open")
