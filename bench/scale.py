@@ -224,10 +224,9 @@ def _table(title: str, results: list[dict[str, Any]]) -> None:
               "xm list ms", "detail=1 ms", "RSS MiB", "threads", "fds", "simhv MiB"]
     rows = []
     first = results[0] if results and "p50" in results[0] else None
+    failed = [result for result in results if "error" in result]
     for result in results:
         if "error" in result:
-            rows.append([f"{result['made']}", f"failed: {result['error'][:90]}"]
-                        + [""] * (len(header) - 2))
             continue
         rows.append([f"{result['point']:,}", _cell(result, "p50"), _ratio(result, first, "p50"),
                      _cell(result, "p90"), _cell(result, "cpu"), _ratio(result, first, "cpu"),
@@ -237,6 +236,8 @@ def _table(title: str, results: list[dict[str, Any]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    for result in failed:
+        print(f"stopped at {result['made']:,} domains: {result['error']}")
 
 
 def main() -> None:
