@@ -10,6 +10,7 @@ import socket
 import threading
 from pathlib import Path
 
+from xend_actors import sxp
 from xend_actors.client import XendClient
 
 REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: application/sxp\r\n"
@@ -71,4 +72,32 @@ def test_requests_share_a_connection_until_the_server_closes_it(tmp_path: Path) 
         stop.set()
         close_idle.set()
         thread.join(5)
+        listener.close()
+
+
+def test_a_reply_larger_than_a_request_may_be_is_read(tmp_path: Path) -> None:
+    """Every domain's info at 10,000 domains is some 4 MiB: past ``sxp.MAX_SIZE``,
+    which bounds what xend is sent, not what it answers."""
+    path = tmp_path / "xend.sock"
+    domains = [["domain", ["name", f"d{n:05d}"], ["memory", "16"]] for n in range(60_000)]
+    body = sxp.show(domains).encode()
+    assert len(body) > sxp.MAX_SIZE
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            read_request(connection)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/sxp\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with XendClient(unix_path=path) as client:
+            assert client.xend_domains(detail=True) == domains
+    finally:
+        thread.join(timeout=10)
         listener.close()
