@@ -8,13 +8,15 @@ EventBus as they come.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.actors.xend import InProcessXend, xend_in_process
+from tests.actors.xend import Gate, InProcessXend, xend_in_process
 from tests.support.processes import wait_for
 from xend_actors import sxp
 from xend_actors.actors import ask
+from xend_actors.device.config import VifConfig
 from xend_actors.domain.config import parse_domain_config
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import ShutdownReason
@@ -149,6 +151,33 @@ def test_a_domain_whose_destroy_was_cut_off_cannot_be_rebooted_back(
     ask(xend.domain("cut").destroy(ShutdownReason.HALT))  # a retry finishes it
     xend.wait_event("xend.domain.died", ["cut", str(domid)])
     assert ["cut", str(domid), "schedule"] not in xend.events_named("xend.domain.restart")
+
+
+def test_a_request_queued_behind_a_failed_restart_does_not_write_its_record_back(
+        xend: InProcessXend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by bench/torture.py: a hot-plug queued behind a restart that failed wrote the
+    # abandoned domain's record back; the next xend rebuilt it beside a new domain made
+    # under its name meanwhile, two domains of one name.
+    domid = running(xend, "rf", ["restart", "always"])
+    gate, create = Gate(), SimDriver.create
+
+    def lost_on_restart(self: SimDriver, name: str, memory_mb: int, **kwargs: Any) -> int:
+        if kwargs.get("domid") is not None:  # the restart's
+            gate.hold()
+            raise XendError("lost the connection to xend-simhv")
+        return create(self, name, memory_mb, **kwargs)
+
+    monkeypatch.setattr(SimDriver, "create", lost_on_restart)
+    domain = xend.domain("rf")
+    ask(domain.shutdown(ShutdownReason.REBOOT))
+    assert gate.entered.wait(10)
+    queued = domain.device_create(VifConfig("aa:00:00:00:99:01"))
+    gate.go.set()
+    xend.wait_event("xend.domain.restart", ["rf", str(domid), "fail"])
+    with pytest.raises(NotFound, match="domain rf is gone"):
+        queued.get(timeout=10)
+    assert not (xend.root / "db" / "domain" / str(domid)).exists()
+    running(xend, "rf")  # the name is free
 
 
 def test_a_crash_loop_meets_the_minimum_restart_time() -> None:

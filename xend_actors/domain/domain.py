@@ -254,6 +254,10 @@ class Domain(Supervised, TracedActor):
 
     def _abandon(self) -> None:
         """Undo a failed build: destroy the domain, forget it, stop."""
+        # Forgotten at once: a request queued behind this one (a hot-plug, say) must not
+        # write the record back before the stop, or a next xend would rebuild the domain
+        # beside the one made under its name meanwhile.
+        self._forgotten = True
         with contextlib.suppress(XendError):
             self._driver.destroying(self.domid)
         self._held_devices.release()
