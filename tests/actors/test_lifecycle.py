@@ -8,6 +8,7 @@ EventBus as they come.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ from xend_actors import sxp
 from xend_actors.actors import ask
 from xend_actors.device.config import VifConfig
 from xend_actors.domain.config import parse_domain_config
+from xend_actors.domain.record import RestartState, store_sxpr
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.base import ShutdownReason
 from xend_actors.hypervisor.sim.driver import SimDriver
+from xend_actors.store import Store
 
 
 @pytest.fixture
@@ -178,6 +181,23 @@ def test_a_request_queued_behind_a_failed_restart_does_not_write_its_record_back
         queued.get(timeout=10)
     assert not (xend.root / "db" / "domain" / str(domid)).exists()
     running(xend, "rf")  # the name is free
+
+
+def test_a_domain_to_restart_gives_way_to_one_made_under_its_name_meanwhile(
+        xend: InProcessXend) -> None:
+    # As a killed xend can leave the store: a record of a domain to restart, gone from the
+    # hypervisor, beside a live domain of the same name made after it.
+    live = running(xend, "dup")
+    record = xend.info("dup").record
+    xend.stop()
+    stale = live + 100
+    Store(xend.config.dbroot).domain.write(str(stale), store_sxpr(
+        replace(record, domid=stale, restart_state=RestartState.PENDING), 0.0))
+    xend.start()
+    assert xend.names().count("dup") == 1
+    assert xend.info("dup").domid == live
+    xend.wait_event("xend.domain.died", ["dup", str(stale)])
+    assert not (xend.config.dbroot / "domain" / str(stale)).exists()
 
 
 def test_a_crash_loop_meets_the_minimum_restart_time() -> None:

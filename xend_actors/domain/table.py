@@ -188,12 +188,23 @@ class DomainTable(TracedActor):
         hv = {d.domid: d for d in self._ask(self._hypervisor.list_domains())}
         records = self._records.load_all()
         self._finish_intents(hv, records)
+        parsed = []
         for key, value in records.items():
             try:
-                record = from_sxpr(value)
+                parsed.append((key, from_sxpr(value)))
             except XendError as error:
                 log.warning("Store record domain/%s is unusable (%s); dropped", key, error)
                 self._records.delete(key)
+        # The domains the hypervisor has first: they hold their names, and a domain that
+        # was to restart gives way to one made under its name meanwhile.
+        parsed.sort(key=lambda item: item[1].domid not in hv)
+        for key, record in parsed:
+            if record.domid not in hv and record.name in self._by_name:
+                log.warning("Domain %s (id %s) was to restart, but domain %s has its name; "
+                            "record dropped", record.name, record.domid,
+                            self._by_name.get(record.name))
+                self._records.delete(key)
+                self._events.publish("xend.domain.died", [record.name, str(record.domid)])
                 continue
             if record.restart_state is RestartState.BOOTING and record.domid in hv:
                 # xend died while rebuilding it: throw the half-built domain away, retry.
