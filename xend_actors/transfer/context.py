@@ -92,16 +92,17 @@ class Context:
         """The key of a new session."""
         return str(next(self.ids))
 
-    def keep(self, record: SessionRecord) -> None:
-        """Keep ``record`` in the store while its transfer runs (``drop`` ends it)."""
+    def keep(self, record: SessionRecord, *, durable: bool = True) -> None:
+        """Keep ``record`` in the store while its transfer runs (``drop`` ends it);
+        not ``durable``: written for a xend that starts again, not fsynced for a host
+        that does (what it is about does not outlive the host)."""
         self.kept.add(record.id)
-        self.sessions.write(record.id, records.to_sxpr(record))
+        self.sessions.write(record.id, records.to_sxpr(record), sync=durable)
 
     def announce(self, event: str, name: str, domid: int,
-                 record: SaveRecord | MigrateRecord) -> None:
+                 record: SaveRecord | MigrateRecord, *, durable: bool = True) -> None:
         """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
-        self.kept.add(record.id)
-        self.sessions.write(record.id, records.to_sxpr(record))
+        self.keep(record, durable=durable)
         self.events.publish(event, [name, str(domid), record.state.value,
                                     records.told(record)])
 
