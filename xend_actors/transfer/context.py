@@ -92,17 +92,16 @@ class Context:
         """The key of a new session."""
         return str(next(self.ids))
 
-    def keep(self, record: SessionRecord, *, durable: bool = True) -> None:
-        """Keep ``record`` in the store while its transfer runs (``drop`` ends it);
-        not ``durable``: written for a xend that starts again, not fsynced for a host
-        that does (what it is about does not outlive the host)."""
+    def keep(self, record: SessionRecord) -> None:
+        """Keep ``record`` in the store while its transfer runs (``drop`` ends it),
+        fsynced only if it is ``records.durable``."""
         self.kept.add(record.id)
-        self.sessions.write(record.id, records.to_sxpr(record), sync=durable)
+        self.sessions.write(record.id, records.to_sxpr(record), sync=records.durable(record))
 
     def announce(self, event: str, name: str, domid: int,
-                 record: SaveRecord | MigrateRecord, *, durable: bool = True) -> None:
+                 record: SaveRecord | MigrateRecord) -> None:
         """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
-        self.keep(record, durable=durable)
+        self.keep(record)
         self.events.publish(event, [name, str(domid), record.state.value,
                                     records.told(record)])
 
@@ -119,7 +118,7 @@ class Context:
                                     records.told(record)])
 
     def drop(self, record: SessionRecord) -> None:
-        self.sessions.delete(record.id)
+        self.sessions.delete(record.id, sync=records.durable(record))
         self.kept.discard(record.id)
 
     @contextlib.contextmanager

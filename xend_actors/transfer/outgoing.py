@@ -65,8 +65,8 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
                            Source(socket.gethostname(), info.domid), Destination(host),
                            resource, paused)
 
-    def tell(version: MigrateRecord, durable: bool = True) -> None:
-        context.announce(EVENT, info.name, info.domid, version, durable=durable)
+    def tell(version: MigrateRecord) -> None:
+        context.announce(EVENT, info.name, info.domid, version)
 
     def report(progress: Progress) -> None:
         context.events.publish(f"{EVENT}.progress",
@@ -74,12 +74,12 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
 
     def committing(newid: int | None) -> None:
         """Recorded as committing (handed over once the new id is known); told once
-        it is. Unsynced: the guest's qemu does not outlive the host either."""
+        it is."""
         version = replace(record, state=SessionState.COMMIT, dst=Destination(host, newid))
         if newid is None:
-            context.keep(version, durable=False)
+            context.keep(version)
         else:
-            tell(version, durable=False)
+            tell(version)
 
     tell(record)
     log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", info.name,

@@ -237,7 +237,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                            Source(address, offer.domid), Destination(socket.gethostname()))
     if not isinstance(driver, StreamState):
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
-    incoming.sessions.write(session, records.to_sxpr(record))
+    incoming.sessions.write(session, records.to_sxpr(record), sync=records.durable(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     bug = False
     try:
@@ -249,12 +249,13 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                                              _receive_memory(channel, offer))
             with rollback.discarded_on_failure(driver, incoming.table, domid):
                 made = replace(record, dst=replace(record.dst, domid=domid))
-                incoming.sessions.write(session, records.to_sxpr(made))
+                incoming.sessions.write(session, records.to_sxpr(made),
+                                        sync=records.durable(made))
             bring_up(driver, incoming.table, domid, config, Deadline.after,
                      lambda: _hand_over(channel, address, driver, domid, offer))
         if isinstance(driver, StreamState):
             # It runs: a xend that starts again keeps it (the record would destroy it).
-            incoming.sessions.delete(session, sync=False)
+            incoming.sessions.delete(session, sync=records.durable(record))
             _confirm(channel, address, domid)
         else:
             channel.send(xfr.OK)
@@ -270,7 +271,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         if not bug:  # else ``receive`` hands both to the Transfer actor
             # The name first: whoever sees the session gone may take the name at once.
             incoming.moving.release(config.name)
-            incoming.sessions.delete(session)
+            incoming.sessions.delete(session, sync=records.durable(record))
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
 
