@@ -95,11 +95,22 @@ def console_prompt(xend: XendClient, name: str) -> None:
         read_until(con, PROMPT)
 
 
-def migrate_downtime(home: XendHome, name: str) -> float:
-    """The downtime of the last migration of ``name`` out of ``home``'s xend."""
-    events = re.findall(rf"EVENT> xend\.domain\.migrate \({name} \d+ ok .*\(downtime ([0-9.]+)\)",
-                        home.logfile.read_text())
-    return float(events[-1])
+def migrate_downtimes(home: XendHome, name: str) -> list[float]:
+    """The downtimes of the migrations of ``name`` out of ``home``'s xend so far."""
+    return [float(d) for d in re.findall(
+        rf"EVENT> xend\.domain\.migrate \({name} \d+ ok .*\(downtime ([0-9.]+)\)",
+        home.logfile.read_text())]
+
+
+def migrate_downtime(home: XendHome, name: str, before: int) -> float:
+    """The downtime of the migration of ``name`` out of ``home``'s xend after the
+    ``before`` earlier ones (its event is logged just after the reply)."""
+    deadline = time.monotonic() + 10
+    while len(downtimes := migrate_downtimes(home, name)) <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("xend logged no xend.domain.migrate ok event")
+        time.sleep(0.01)
+    return downtimes[before]
 
 
 # --- bare qemu --------------------------------------------------------------------------------
@@ -324,11 +335,13 @@ def run() -> None:
             there = 1 - here
             for side in order:
                 if side == "xend":
+                    before = len(migrate_downtimes(homes[here], name))
                     began = time.perf_counter()
                     xends[here].xend_domain_migrate(
                         name, f"127.0.0.1:{relocation_port(homes[there])}", live=1)
                     figures["xend migrate"].append(time.perf_counter() - began)
-                    figures["xend downtime"].append(migrate_downtime(homes[here], name))
+                    figures["xend downtime"].append(migrate_downtime(homes[here], name,
+                                                                     before))
                 else:
                     took, downtime, process, qmp = bare_migrate(
                         qmp, process, bare_dirs[1 - bare_here], guest)
