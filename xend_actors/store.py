@@ -157,13 +157,15 @@ class RecordDir:
         self.sync = sync
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def write(self, key: str, value: Value) -> None:
+    def write(self, key: str, value: Value, *, sync: bool = True) -> None:
         """Store ``value`` under ``key``, replacing any earlier record atomically; a full
-        or read-only disk raises ``StoreError`` and leaves the earlier record."""
+        or read-only disk raises ``StoreError`` and leaves the earlier record. ``sync``
+        False: this record need not outlive the host, whatever the folder's."""
         path = self._path(key)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode(), sync=self.sync)
+            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode(),
+                         sync=self.sync and sync)
         except OSError as error:
             failure = storage_failure(error, f"the store record {path.parent.name}/{key}")
             if failure is None:
@@ -189,12 +191,13 @@ class RecordDir:
             return None
         return values[0]
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, sync: bool = True) -> None:
         """Remove the record under ``key``, if there is one. A read-only store keeps it,
-        which is only said: what deletes a record is ending something, and must end."""
+        which is only said: what deletes a record is ending something, and must end.
+        ``sync`` False: a record back after the host crashed would do no harm."""
         try:
             self._path(key).unlink(missing_ok=True)
-            if self.sync:
+            if self.sync and sync:
                 _fsync_dir(self.path)
         except OSError as error:
             failure = storage_failure(error, f"the store record {self.path.name}/{key}")

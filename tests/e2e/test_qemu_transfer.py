@@ -9,13 +9,16 @@ its console at the destination with its shell state, and the source keeps no tra
 qemu, no domain, no session, no run-dir folder). A destination killed mid-way (the
 stream throttled so it lasts) leaves the guest running at the source; a source xend
 killed mid-way runs its stopped guest again when it starts; a peer the destination does
-not allow and a name it has are refused.
+not allow and a name it has are refused. Once the whole stream has gone, the guest may
+run at the destination: the source runs it again only if the destination says it
+failed, and stays paused if the destination goes without a word.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +45,7 @@ from tests.support.netns import netns_usable
 from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from xend_actors import sxp
-from xend_actors.transfer import savefile
+from xend_actors.transfer import savefile, xfr
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(QEMU is None,
@@ -362,3 +365,69 @@ def test_a_source_xend_killed_mid_way_runs_its_stopped_guest_again_when_it_start
     assert source.sessions() == []
     assert sxp.child_value(source.info("q6"), "state") in ("-b---", "r----")
     assert source.sh("q6", "echo $MARK-again") == "back-42-again"
+
+
+# --- the end of the stream: the destination may run the guest from there --------------------
+
+
+class ScriptedDestination:
+    """A relocation port on 127.0.0.1 (plain TCP) that takes a qemu domain's whole
+    stream, then ends as ``then`` says: ``"refuse"`` answers ``(xfr.err ...)`` (it
+    failed and made nothing run), ``"vanish"`` closes without a word."""
+
+    def __init__(self, then: str) -> None:
+        self.then = then
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.got: list[int] = []  # bytes of state taken, once its end came (a guest
+        # just launched has little but zero pages: a megabyte or so)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        sock, _ = self.listener.accept()
+        channel = xfr.Channel(sock, "the source", 60)
+        try:
+            assert isinstance(channel.receive(), xfr.Hello)
+            channel.send(xfr.OK)
+            assert isinstance(channel.receive(), xfr.Xfr)
+            channel.send(xfr.OK)  # "the machine is made": the stream may come
+            total = 0
+            while (piece := channel.receive()) != xfr.Data(0):
+                assert isinstance(piece, xfr.Data), piece
+                total += len(channel.receive_bytes(piece.size))
+            self.got.append(total)
+            if self.then == "refuse":
+                channel.send(xfr.Err(xfr.Code.EIO, "qemu could not load it"))
+                channel.receive()  # until the source hangs up
+        except xfr.XfrError:
+            pass
+        finally:
+            channel.close()
+            self.listener.close()
+
+
+@pytest.mark.parametrize("then", ["refuse", "vanish"])
+def test_after_the_whole_stream_the_source_runs_again_only_if_the_destination_says_it_failed(
+        qemu_xend: Callable[..., QemuXend], then: str) -> None:
+    """Once its whole state has gone, the guest may run at the destination: a
+    destination that says it failed gets the guest running again at the source; one
+    that goes without a word leaves it paused there, neither run nor destroyed, so it
+    runs at most once and is not lost."""
+    xend = qemu_xend("(qemu-accel tcg)\n(xend-relocation-tls no)\n")
+    xend.create_vm("e1")
+    assert xend.state("e1") in ("r----", "-b---")
+    peer = ScriptedDestination(then)
+    reply = xend.op("e1", "migrate", destination=f"127.0.0.1:{peer.port}", live="1")
+    peer.thread.join(timeout=60)
+    assert peer.got and peer.got[0] > 0, "the destination took the whole stream, to its end"
+    assert reply.status_code == 502, reply.text
+    assert xend.sessions() == []
+    if then == "refuse":
+        assert "could not load the domain: qemu could not load it" in reply.text
+        wait_for(lambda: xend.state("e1") in ("r----", "-b---"), what="e1 running again")
+    else:
+        assert re.search(r"domain \d+ stays paused here: .* has all of its state but did "
+                         r"not say whether it runs it", reply.text), reply.text
+        assert xend.state("e1") == "--p--"
+        assert len(qemu_pids(xend.home.run_dir)) == 1

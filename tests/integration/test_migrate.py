@@ -224,6 +224,33 @@ def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
     assert destination.names() == ["Domain-0"]
 
 
+
+def test_a_migration_cut_off_after_its_whole_state_went_keeps_the_guest_paused(
+        hosts: Callable[..., tuple[Host, Host]]) -> None:
+    """A stream driver's migration records itself committing before the end of the
+    stream goes; from then on the destination may run the guest. A source xend killed
+    before the destination's answer may not run it again, nor destroy the one copy
+    there may be: it stays paused. Killed after the answer (the new id recorded), the
+    guest runs at the destination: the source's copy is destroyed."""
+    source, _destination = hosts()
+    doubt = source.start_guest("m11")
+    gone = source.start_guest("m12")
+    for name in ("m11", "m12"):
+        assert source.post(f"/xend/domain/{name}", op="pause").status_code == 200
+    source.kill_xend()
+    for key, domid, dst in (("5", doubt, ""), ("6", gone, " (domain 7)")):
+        (source.home.dbroot / "migrate" / key).write_text(
+            f"(migrate (id {key}) (state commit) (live 1) (resource 0) (paused 0) "
+            f"(src (host a) (domain {domid})) (dst (host {DESTINATION}){dst}))\n")
+    source.start()
+    assert source.sessions() == []
+    assert "m12" not in source.names()
+    assert sxp.child_value(source.info("m11"), "state") == "--p--"
+    assert re.search(rf"Domain {doubt} stays paused: its migration to {re.escape(DESTINATION)} "
+                     "was cut off once all of its state had gone",
+                     source.home.logfile.read_text())
+
+
 # --- mutual TLS ------------------------------------------------------------------------
 
 

@@ -81,3 +81,11 @@ def test_a_migration_in_is_told_by_its_key() -> None:
 def test_a_malformed_record_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         records.from_sxpr(sxp.parse(text))
+
+
+def test_only_a_save_record_must_outlive_the_host() -> None:
+    """A save's record names its half-written file, which a host crash leaves on disk;
+    the others name moving domains, which it ends."""
+    durable = [records.durable(record) for record, _ in EXACT]
+    assert durable == [isinstance(record, SaveRecord) for record, _ in EXACT]
+    assert any(durable) and not all(durable)

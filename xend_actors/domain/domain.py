@@ -152,30 +152,33 @@ class Domain(Supervised, TracedActor):
     def _ids(self) -> list[str]:
         return [self.record.name, str(self.domid)]
 
-    def _update(self, **changes: Any) -> DomainRecord:
-        """Replace the record, persist it, then tell the table. Never once the domain is
-        forgotten: a request queued behind its end would write its record back."""
+    def _update(self, *, durable: bool = True, **changes: Any) -> DomainRecord:
+        """Replace the record, persist it (not ``durable``: not fsynced, for what is read
+        only while the domain lives, which a host crash ends), then tell the table.
+        Never once the domain is forgotten: a request queued behind its end would write
+        its record back."""
         if self._forgotten:
             raise NotFound(f"domain {self.record.name} is gone")
         self.record = replace(self.record, **changes)
-        self.save()
+        self.save(durable)
         self._table.record_changed(self.record)
         return self.record
 
-    def _note(self, **changes: Any) -> DomainRecord:
+    def _note(self, *, durable: bool = True, **changes: Any) -> DomainRecord:
         """``_update`` for what must go on when the store cannot be written (a full
         disk): a domain's own life (shut down, destroyed, restarted) is not held up by
         the store; its record is written again with the next change that can be."""
         try:
-            return self._update(**changes)
+            return self._update(durable=durable, **changes)
         except StoreError as error:
             log.warning("Domain %s goes on without its record updated: %s",
                         self.record.name, error.message)
             self._table.record_changed(self.record)
             return self.record
 
-    def save(self) -> None:
-        self._records.write(str(self.domid), store_sxpr(self.record, self._clock()))
+    def save(self, durable: bool = True) -> None:
+        self._records.write(str(self.domid), store_sxpr(self.record, self._clock()),
+                            sync=durable)
 
     # --- building -------------------------------------------------------------------
 
@@ -417,7 +420,8 @@ class Domain(Supervised, TracedActor):
         if reason is ShutdownReason.REBOOT and not pending:
             self._events.publish("xend.domain.restart", [*self._ids(), "schedule"])
             return self._note(shutdown_request=reason, restart_state=RestartState.PENDING)
-        return self._note(shutdown_request=reason)
+        # Read when the domain ends (``exited``): of no use once a host crash ended it.
+        return self._note(shutdown_request=reason, durable=False)
 
     def suspended(self) -> None:
         self._events.publish("xend.domain.suspended", self._ids())
@@ -485,10 +489,11 @@ class Domain(Supervised, TracedActor):
         with contextlib.suppress(XendError):  # the destroy below says what is wrong
             self._driver.destroying(self.domid)
         if not self.record.ending:  # a xend stopped from here on finishes it at its start
-            self._note(ending=True)
+            # Read only of a domain that lives (``recover``): no fsync for a host crash.
+            self._note(ending=True, durable=False)
         self._held_devices.release(deadline)
         if self.record.devices:
-            self._note(devices=())
+            self._note(devices=(), durable=False)  # read only while it lives, as above
         pending = self.record.restart_state is RestartState.PENDING
         if not pending:
             self._close_console()  # a restart re-attaches it

@@ -47,9 +47,9 @@ def intended(table: DomainTableProxy, config: DomainConfig,
 
 def bring_up(driver: Driver, table: DomainTableProxy, domid: int, config: DomainConfig,
              inner: Callable[[float], Deadline],
-             load: Callable[[], None] = _nothing) -> DomainInfo:
+             load: Callable[[], None] = _nothing) -> None:
     """Domain ``domid``, just made by ``driver``, adopted as ``config.name``, configured,
-    ``load``-ed (its state, or a migration's commit) and unpaused; its info once it runs.
+    ``load``-ed (its state, or a migration's commit) and unpaused; returns once it runs.
     A step that takes at most ``cap`` s waits until ``inner(cap)``: the transfer's
     deadline for it (``Context.inner``). On any failure before it runs it is destroyed
     (``rollback.discard``)."""
@@ -60,4 +60,8 @@ def bring_up(driver: Driver, table: DomainTableProxy, domid: int, config: Domain
         ask(domain.configure(config, configuring.inner()), what, configuring)
         load()
         ask(domain.unpause(), what, inner(ASK_TIMEOUT))
-    return ask(table.info(str(domid)), "the domain table", inner(ASK_TIMEOUT))
+
+
+def running(table: DomainTableProxy, domid: int, deadline: Deadline) -> DomainInfo:
+    """The info of domain ``domid``, brought up: a restore's answer."""
+    return ask(table.info(str(domid)), "the domain table", deadline)

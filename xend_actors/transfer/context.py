@@ -93,15 +93,15 @@ class Context:
         return str(next(self.ids))
 
     def keep(self, record: SessionRecord) -> None:
-        """Keep ``record`` in the store while its transfer runs (``drop`` ends it)."""
+        """Keep ``record`` in the store while its transfer runs (``drop`` ends it),
+        fsynced only if it is ``records.durable``."""
         self.kept.add(record.id)
-        self.sessions.write(record.id, records.to_sxpr(record))
+        self.sessions.write(record.id, records.to_sxpr(record), sync=records.durable(record))
 
     def announce(self, event: str, name: str, domid: int,
                  record: SaveRecord | MigrateRecord) -> None:
         """Keep ``record`` and publish it: ``(NAME ID STATE RECORD)``."""
-        self.kept.add(record.id)
-        self.sessions.write(record.id, records.to_sxpr(record))
+        self.keep(record)
         self.events.publish(event, [name, str(domid), record.state.value,
                                     records.told(record)])
 
@@ -118,7 +118,7 @@ class Context:
                                     records.told(record)])
 
     def drop(self, record: SessionRecord) -> None:
-        self.sessions.delete(record.id)
+        self.sessions.delete(record.id, sync=records.durable(record))
         self.kept.discard(record.id)
 
     @contextlib.contextmanager

@@ -72,8 +72,14 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
         context.events.publish(f"{EVENT}.progress",
                                [info.name, str(info.domid), progress.sxpr()])
 
-    def committing(newid: int) -> None:
-        tell(replace(record, state=SessionState.COMMIT, dst=Destination(host, newid)))
+    def committing(newid: int | None) -> None:
+        """Recorded as committing (handed over once the new id is known); told once
+        it is."""
+        version = replace(record, state=SessionState.COMMIT, dst=Destination(host, newid))
+        if newid is None:
+            context.keep(version)
+        else:
+            tell(version)
 
     tell(record)
     log.info("Migrating domain %s (id %s) to %s:%s, live %s, %s Mbit/s", info.name,
@@ -129,7 +135,7 @@ def _send_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
         except xfr.XfrError as error:
             raise _peer_reason(channel, error) from None
         channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))
-        reply = _built(channel, "could not build the domain")
+        reply = _built(channel, channel.receive(), "could not build the domain")
         # From here there is no way back: the destination runs it on our commit.
         rollback.destroy(context.table, domid)
         destroyed = True
@@ -147,17 +153,23 @@ def _send_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
 def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
                  channel: xfr.Channel, live: bool, mbit: int,
                  report: Callable[[Progress], None],
-                 committing: Callable[[int], None]) -> tuple[int, float]:
+                 committing: Callable[[int | None], None]) -> tuple[int, float]:
     """Migrate a stream driver's domain: the destination makes the machine, the state
     flows over the connection; (its new id, how long it was stopped) once it runs.
 
-    Once the destination has all of the state, ``committing`` records the session as
-    committing before the commit goes, and the source is destroyed once the destination
-    runs the guest (or failed to say so): the stopped source can no longer run (a xend
-    that starts again after dying here destroys it too), so it need not be gone first,
-    and the guest is stopped for less."""
+    The destination runs the guest as soon as all of its state is in and loaded, then
+    says ``(xfr.xfr.ok NEWID)``; the source, stopped since the last of its state went,
+    is destroyed on that word, so the guest is stopped only while its state moves, not
+    for a handshake. Before the end of the stream nothing can run at the destination:
+    any failure runs the source again. The end (``(xfr.data 0)``) goes once the session
+    is recorded as committing (with no new id: ``committing(None)``); from then on the
+    destination may run the guest, so the source runs again only if the destination
+    says it failed (``(xfr.err ...)``: it destroyed what it made, unrun). Without a word
+    either way (the connection lost, the peer silent) the source stays stopped, neither
+    run nor destroyed, for its owner to decide: never running at both ends, never lost.
+    """
     domid = info.domid
-    sent = committed = destroyed = False
+    sent = ended = refused = False
     started = time.monotonic()
     try:
         channel.send(xfr.Hello())
@@ -180,29 +192,33 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
         except xfr.XfrError as error:
             raise _peer_reason(channel, error) from None
         sent = True
+        committing(None)  # before the end goes: a xend that dies from here never runs it
+        ended = True
         channel.send(xfr.Data(0))
         report(Progress.since(started, Phase.COMMIT, result.sent, result.sent))
-        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))
-        reply = _built(channel, "could not load the domain")
-        # From here there is no way back: the destination runs it on our commit.
-        committing(reply.newid)
-        committed = True
-        channel.send(xfr.OK)
-        channel.expect_ok("the commit")
-        downtime = time.monotonic() - result.stopped_at
-        rollback.destroy(context.table, domid)
-        destroyed = True
-        return reply.newid, downtime
+        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))  # it loads and runs it
+        answer = channel.receive()
+        refused = isinstance(answer, xfr.Err)
+        reply = _built(channel, answer, "could not load the domain")
     except BaseException as error:
-        if committed:
-            if not destroyed:
-                rollback.discard(driver, context.table, domid)
-            raise BadGateway(f"domain {domid} was handed over but {channel.peer} did not "
-                             f"confirm it runs: {error}") from None
+        if ended and not refused:
+            if is_bug(error):
+                raise  # the Transfer actor puts back what the record says: the same
+            raise BadGateway(f"domain {domid} stays paused here: {channel.peer} has all of "
+                             f"its state but did not say whether it runs it ({error}); "
+                             "unpause it here only if it does not run there") from None
         if sent and not info.paused:
             with contextlib.suppress(XendError):
                 driver.resume(domid)
         raise
+    downtime = time.monotonic() - result.stopped_at
+    committing(reply.newid)  # it runs there: a xend that dies from here destroys it
+    with contextlib.suppress(XendError):
+        channel.send(xfr.OK)
+    rollback.discard(driver, context.table, domid)
+    with contextlib.suppress(XendError):  # the peer's last word: the guest runs there
+        channel.expect_ok("the commit")
+    return reply.newid, downtime
 
 
 def _memory_mb(info: DomainInfo) -> int:
@@ -212,9 +228,9 @@ def _memory_mb(info: DomainInfo) -> int:
     return info.config.memory_mb if info.config is not None else 0
 
 
-def _built(channel: xfr.Channel, failure: str) -> xfr.XfrOk:
-    """The destination's answer to the state: ``(xfr.xfr.ok NEWID)``, else XfrError."""
-    reply = channel.receive()
+def _built(channel: xfr.Channel, reply: xfr.Message, failure: str) -> xfr.XfrOk:
+    """The destination's answer to the state, ``reply``: ``(xfr.xfr.ok NEWID)``, else
+    XfrError."""
     if isinstance(reply, xfr.Err):
         raise xfr.XfrError(f"{channel.peer} {failure}: {reply.reason or reply.code}",
                            reply.code)

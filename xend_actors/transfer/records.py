@@ -82,6 +82,14 @@ class MigrateRecord:
 SessionRecord = SaveRecord | RestoreRecord | MigrateRecord
 
 
+def durable(record: SessionRecord) -> bool:
+    """Whether ``record`` must outlive a crash of the host (fsynced when written and
+    deleted): only a save's, whose half-written file outlives it too. The others are
+    about domains that are moving, which a host crash ends: they need only outlive a
+    xend process (a record back after a crash names a domain that is no more)."""
+    return isinstance(record, SaveRecord)
+
+
 def to_sxpr(record: SessionRecord) -> sxp.Value:
     """The record as the store keeps it and the events carry it."""
     match record:

@@ -19,10 +19,13 @@ paused from the final state and brings it up as a restore does (``bringup``: ado
 configured, devices and console), answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on
 the source's commit. Whatever breaks before that destroys what it built. A stream
 driver's domain (qemu) is made and configured before the offer is answered, then its
-state is copied from the connection into a pipe the hypervisor loads from; the rest is
-the same. While it runs, the transfer is recorded as ``migrate/in-N`` in the store, so a
-xend killed mid-way destroys the half-built domain when it starts again (``Transfer``
-reads the record).
+state is copied from the connection into a pipe the hypervisor loads from, and it runs
+as soon as the stream's end has come and the hypervisor has loaded all of it; only then
+is the source told ``(xfr.xfr.ok NEWID)``, and it destroys its stopped copy on that word
+(``outgoing._send_stream`` says why that is safe). While it is made, the transfer is
+recorded as ``migrate/in-N`` in the store, so a xend killed mid-way destroys the
+half-built domain when it starts again (``Transfer`` reads the record); the record goes
+once the domain runs.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from xend_actors.transfer.xfr import tls
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 30.0  # the most a peer may stay silent mid-transfer
-COMMIT_TIMEOUT = 60.0  # the source destroys its domain before it commits
+COMMIT_TIMEOUT = 60.0  # a sim source destroys its domain before it commits
 MAX_CONNECTIONS = 8
 MAX_ROUNDS = 8  # a source may send the memory at most this many times over
 
@@ -234,7 +237,7 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                            Source(address, offer.domid), Destination(socket.gethostname()))
     if not isinstance(driver, StreamState):
         channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
-    incoming.sessions.write(session, records.to_sxpr(record))
+    incoming.sessions.write(session, records.to_sxpr(record), sync=records.durable(record))
     log.info("Migrating domain %s in from %s", config.name, address)
     bug = False
     try:
@@ -246,10 +249,16 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                                              _receive_memory(channel, offer))
             with rollback.discarded_on_failure(driver, incoming.table, domid):
                 made = replace(record, dst=replace(record.dst, domid=domid))
-                incoming.sessions.write(session, records.to_sxpr(made))
+                incoming.sessions.write(session, records.to_sxpr(made),
+                                        sync=records.durable(made))
             bring_up(driver, incoming.table, domid, config, Deadline.after,
                      lambda: _hand_over(channel, address, driver, domid, offer))
-        channel.send(xfr.OK)
+        if isinstance(driver, StreamState):
+            # It runs: a xend that starts again keeps it (the record would destroy it).
+            incoming.sessions.delete(session, sync=records.durable(record))
+            _confirm(channel, address, domid)
+        else:
+            channel.send(xfr.OK)
     except BaseException as error:
         bug = is_bug(error)
         if isinstance(error, XendError) and (not isinstance(error, xfr.XfrError)
@@ -262,20 +271,37 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
         if not bug:  # else ``receive`` hands both to the Transfer actor
             # The name first: whoever sees the session gone may take the name at once.
             incoming.moving.release(config.name)
-            incoming.sessions.delete(session)
+            incoming.sessions.delete(session, sync=records.durable(record))
     log.info("Domain %s migrated in from %s as domain %s", config.name, address, domid)
     return domid
 
 
 def _hand_over(channel: xfr.Channel, address: str, driver: MovableDriver, domid: int,
                offer: xfr.Xfr) -> None:
-    """The built and configured domain's state loaded (a stream's comes only now), the
-    source told its new id, and its commit awaited: then the domain may run here."""
+    """The built and configured domain's state loaded: then the domain may run here. A
+    stream's comes only now, and it runs as soon as it is all in (``_confirm`` tells the
+    source after). Pages came before: the source is told the new id, destroys its own,
+    and the domain runs here on its commit."""
     if isinstance(driver, StreamState):
         _load_stream(channel, address, driver, domid, offer)
+        return
     channel.send(xfr.XfrOk(domid))
     channel.sock.settimeout(COMMIT_TIMEOUT)
     channel.expect_ok("the commit")
+
+
+def _confirm(channel: xfr.Channel, address: str, domid: int) -> None:
+    """Tell the source that the stream driver's domain ``domid`` runs here, so it destroys
+    its stopped copy, and hear its last word. The guest runs here whatever is said: a
+    source that does not hear it keeps its copy stopped, neither run nor destroyed."""
+    try:
+        channel.send(xfr.XfrOk(domid))
+        channel.sock.settimeout(COMMIT_TIMEOUT)
+        channel.expect_ok("the commit")
+        channel.send(xfr.OK)
+    except XendError as error:
+        log.warning("Domain %s runs here, but its source at %s may not know it: %s", domid,
+                    address, error.message)
 
 
 def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int,

@@ -30,7 +30,7 @@ from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.base import StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
-from xend_actors.transfer.bringup import bring_up, intended
+from xend_actors.transfer.bringup import bring_up, intended, running
 from xend_actors.transfer.context import STREAM_TIMEOUT, Context, failed
 from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.progress import Phase, Progress
@@ -61,7 +61,8 @@ def _restore_paged(context: Context, driver: PagedDriver, path: Path,
             context.keep(replace(record, domid=domid))  # what to destroy if all else fails
         size = len(image.payload)
         _progress(context, config.name, domid, Progress.since(began, Phase.RESTORE, size, size))
-        info = bring_up(driver, context.table, domid, config, context.inner)
+        bring_up(driver, context.table, domid, config, context.inner)
+        info = running(context.table, domid, context.inner())
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
 
@@ -105,7 +106,8 @@ def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reade
                 loaded.set()
                 watcher.finish(STREAM_TIMEOUT)
 
-        info = bring_up(driver, context.table, domid, config, context.inner, load)
+        bring_up(driver, context.table, domid, config, context.inner, load)
+        info = running(context.table, domid, context.inner())
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
 

@@ -332,6 +332,14 @@ class Writer:
             else:
                 done.wait(0.002)  # caught up with the writer: let it get ahead
 
+    def sync_payload(self) -> None:
+        """Send what was written so far on its way to the disk, beside ``follow``'s
+        hashing of its last part: ``commit``'s own fsync is then left the header."""
+        try:
+            os.fdatasync(self._file.fileno())
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
+
     def commit(self) -> None:
         """The header in place, the file fsynced and renamed to ``path``."""
         size = os.fstat(self._file.fileno()).st_size

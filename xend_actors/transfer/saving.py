@@ -96,19 +96,26 @@ def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
 
 def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path: Path,
                  partial: Path, report: Callable[[StreamProgress], None]) -> None:
-    """The hypervisor writes the state straight into the file while a thread hashes it;
-    the domain is destroyed once the file is complete and fsynced."""
+    """The hypervisor writes the state straight into the file while a thread hashes it
+    (and once it is all written, another sends it to the disk while the hash catches
+    up); the domain is destroyed once the file is complete and fsynced."""
     domid = info.domid
     writer = savefile.Writer(path, info.sxpr(), driver.kind, driver.describe(domid), partial)
     sent = committed = False
     done = threading.Event()
     follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
+    syncing: Background | None = None
     try:
         try:
             driver.send_state(domid, writer.fileno(), live=False, mbit=0, progress=report)
+            syncing = Background(writer.sync_payload, "save-sync")
         finally:
             done.set()
-            follower.finish(context.seconds(STREAM_TIMEOUT))
+            try:
+                follower.finish(context.seconds(STREAM_TIMEOUT))
+            finally:
+                if syncing is not None:
+                    syncing.finish(context.seconds(STREAM_TIMEOUT))
         sent = True
         writer.commit()
         committed = True

@@ -35,7 +35,13 @@ from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback
 from xend_actors.transfer.context import Context, Leftovers, first_session_id
 from xend_actors.transfer.drivers import movable
-from xend_actors.transfer.records import MigrateRecord, RestoreRecord, SaveRecord, SessionState
+from xend_actors.transfer.records import (
+    Destination,
+    MigrateRecord,
+    RestoreRecord,
+    SaveRecord,
+    SessionState,
+)
 from xend_actors.transfer.xfr import tls
 
 if TYPE_CHECKING:
@@ -82,8 +88,10 @@ class Transfer(TracedActor):
 
     def _recover(self) -> None:
         """Sessions left by a xend that stopped mid-transfer: a domain suspended for a save
-        or a migration out runs on (it would have been destroyed had it got away); one
-        half-migrated in, or half-restored, is destroyed."""
+        or a migration out runs on (it would have been destroyed had it got away), one
+        handed over is destroyed, one whose whole state went unanswered stays paused (it
+        may run at the destination); one half-migrated in, or half-restored, is
+        destroyed."""
         for key, value in self._sessions.load_all().items():
             self._put_back_session(key, value)
 
@@ -116,6 +124,11 @@ class Transfer(TracedActor):
             case MigrateRecord(dst=dst) if record.incoming:
                 if dst.domid is not None:
                     rollback.discard(self._driver, self._table, dst.domid)
+            case MigrateRecord(state=SessionState.COMMIT, src=src, dst=Destination(domid=None)):
+                # its whole state went, no word back: it may run at the destination
+                log.error("Domain %s stays paused: its migration to %s was cut off once "
+                          "all of its state had gone; unpause it only if it does not run "
+                          "there", src.domid, record.dst.host)
             case MigrateRecord(state=SessionState.COMMIT, src=src):
                 # handed over: it runs at the destination
                 rollback.discard(self._driver, self._table, src.domid)

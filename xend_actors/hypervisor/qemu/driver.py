@@ -366,7 +366,9 @@ class QemuDriver:
             domid = self._next_domid
             self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else 1
             if domid not in self._guests:
-                atomic_write(self._next_domid_file, f"{self._next_domid}\n".encode())
+                # For a xend that starts again; after a host crash any id will do.
+                atomic_write(self._next_domid_file, f"{self._next_domid}\n".encode(),
+                             sync=False)
                 return domid
         raise HypervisorError(f"{what}: every domain id is in use")
 

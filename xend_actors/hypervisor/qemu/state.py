@@ -3,7 +3,8 @@
 One JSON file per domain, ``<run-dir>/qemu/<domid>/state.json``, written atomically
 whenever it changes: what the domain was created with, which qemu process runs it,
 how it ended (once qemu said so) and the scheduling xend gave it. The host's boot id is
-in it too: a state from an earlier boot names processes that are long gone.
+in it too: a state from an earlier boot names processes that are long gone. So it need
+only outlive a xend process, never a host crash: it is not fsynced.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class DomainState:
 
 
 def save(path: Path, state: DomainState) -> None:
-    atomic_write(path, json.dumps(_to_json(state), indent=1).encode() + b"\n")
+    atomic_write(path, json.dumps(_to_json(state), indent=1).encode() + b"\n", sync=False)
 
 
 def load(path: Path) -> DomainState:

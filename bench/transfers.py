@@ -1,10 +1,11 @@
-"""Saving, restoring and live-migrating a real guest through xend, beside the same
-operations done with bare QMP on a bare qemu.
+"""Save, restore, destroy and live migration of a real guest through xend, beside the
+same operations done with bare QMP on a bare qemu, in one sitting.
 
 Two xends run the qemu driver, each a relocation server on 127.0.0.1, so a guest can go
 back and forth between them; the test guest comes from ``tests/guest/build``. Beside
-them a bare qemu runs the same guest with xend's own command line (``process.py``). In
-each round, alternating which side goes first:
+them bare qemus run the same guest with xend's own command line (``process.py``). Each
+round does every operation both ways, the order of the two sides rotating from round
+to round, so the host's other load falls on both alike:
 
 * save: ``op=save`` to xend (its image has the header, info and SHA-256, is fsynced,
   and the domain is destroyed), beside bare QMP ``stop``, ``migrate fd:`` into a file
@@ -12,20 +13,19 @@ each round, alternating which side goes first:
 * restore: ``op=restore`` until xend answers (the guest runs with its devices and
   console), beside launching qemu with ``-incoming defer``, ``migrate-incoming fd:`` from
   the file and ``cont``;
+* destroy: ``op=destroy`` of a running domain until xend answers, beside QMP ``quit``
+  until the bare qemu has exited;
 * live migration: ``op=migrate live=1`` from one xend to the other (the destination
   launches its qemu, the stream passes both xends), beside launching a destination qemu
-  and ``migrate tcp:`` between the two qemus, then ``cont`` and ``quit``. Downtime: xend
-  reports it in its ``xend.domain.migrate ... ok`` event (the guest stopped until the
-  destination confirmed it runs); bare, qemu's own ``downtime`` plus the time from
-  ``completed`` to the destination's ``cont``.
+  and ``migrate tcp:`` between the two qemus on loopback, then ``cont`` and ``quit``.
+  Downtime: xend reports it in its ``xend.domain.migrate ... ok`` event (from the
+  source's stop until the destination said it runs the guest); bare, qemu's own
+  ``downtime`` plus the time from ``completed`` to the destination's ``cont``.
 
 Ratios (and differences) are medians of the paired rounds' ratios (and differences).
-The xend side does what bare QMP does not: the SHA-256 of the image (beside qemu, but
-on a 2-cpu host it competes with it), the atomic rename, the session and event
-records, the domain's devices and console, and relaying the stream through both xends.
 
-    python bench/transfer.py            # 5 rounds
-    python bench/transfer.py --quick    # 2 rounds
+    python bench/transfers.py            # 4 rounds (~3 minutes)
+    python bench/transfers.py --rounds 8
 """
 
 from __future__ import annotations
@@ -95,11 +95,22 @@ def console_prompt(xend: XendClient, name: str) -> None:
         read_until(con, PROMPT)
 
 
-def migrate_downtime(home: XendHome, name: str) -> float:
-    """The downtime of the last migration of ``name`` out of ``home``'s xend."""
-    events = re.findall(rf"EVENT> xend\.domain\.migrate \({name} \d+ ok .*\(downtime ([0-9.]+)\)",
-                        home.logfile.read_text())
-    return float(events[-1])
+def migrate_downtimes(home: XendHome, name: str) -> list[float]:
+    """The downtimes of the migrations of ``name`` out of ``home``'s xend so far."""
+    return [float(d) for d in re.findall(
+        rf"EVENT> xend\.domain\.migrate \({name} \d+ ok .*\(downtime ([0-9.]+)\)",
+        home.logfile.read_text())]
+
+
+def migrate_downtime(home: XendHome, name: str, before: int) -> float:
+    """The downtime of the migration of ``name`` out of ``home``'s xend after the
+    ``before`` earlier ones (its event is logged just after the reply)."""
+    deadline = time.monotonic() + 10
+    while len(downtimes := migrate_downtimes(home, name)) <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("xend logged no xend.domain.migrate ok event")
+        time.sleep(0.01)
+    return downtimes[before]
 
 
 # --- bare qemu --------------------------------------------------------------------------------
@@ -251,59 +262,97 @@ def main() -> None:
         kill_bare()
 
 
+def bare_destroy(folder: Path, guest: Guest) -> float:
+    """Seconds from QMP ``quit`` until a running bare qemu has exited."""
+    process, qmp = launch_bare(folder, guest, incoming=False)
+    qmp.call("cont")
+    began = time.perf_counter()
+    qmp.quit(process)
+    return time.perf_counter() - began
+
+
+def xend_destroy(xend: XendClient, work: Path, guest: Guest) -> float:
+    """Seconds of ``op=destroy`` of a running domain, until xend answers."""
+    xend.xend_domain_create(sxp.parse(vm_file(work, guest, "doomed").read_text()))
+    xend.xend_domain_unpause("doomed")
+    began = time.perf_counter()
+    xend.xend_domain_destroy("doomed", "halt")
+    return time.perf_counter() - began
+
+
+KEYS = ("save", "restore", "destroy", "migrate", "downtime")
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    rounds = 2 if parser.parse_args().quick else 5
+    parser.add_argument("--rounds", type=int, default=4, help="paired rounds (default 4)")
+    rounds = parser.parse_args().rounds
     guest = build_guest()
-    figures: dict[str, list[float]] = {k: [] for k in (
-        "xend save", "bare save", "xend restore", "bare restore", "xend migrate",
-        "bare migrate", "xend downtime", "bare downtime")}
-    work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+    figures: dict[str, list[float]] = {f"{side} {k}": [] for k in KEYS
+                                       for side in ("xend", "bare")}
+    work = Path(tempfile.mkdtemp(prefix="bench-transfers-"))
     with qemu_xends() as homes, XendClient(unix_path=homes[0].unix_path) as first, \
             XendClient(unix_path=homes[1].unix_path) as second:
         xends = [first, second]
         name = "mover"
-        first.xend_domain_create(sxp.parse(vm_file(work, Guest(guest.kernel, guest.ramdisk),
-                                                   name).read_text()))
+        first.xend_domain_create(sxp.parse(vm_file(work, guest, name).read_text()))
         first.xend_domain_unpause(name)
         console_prompt(first, name)
         bare_dirs = [work / "bare-a", work / "bare-b"]
         process, qmp = launch_bare(bare_dirs[0], guest, incoming=False)
         qmp.call("cont")
         bare_prompt_on(bare_dirs[0])
-        print(f"{rounds} rounds of save, restore and live migration each way ...", flush=True)
+        print(f"{rounds} rounds of save, restore, destroy and live migration each way ...",
+              flush=True)
         here, bare_here = 0, 0
         for round_ in range(rounds):
+            order = ("xend", "bare") if round_ % 2 == 0 else ("bare", "xend")
             image, bare_image = work / "xend.save", work / "bare.save"
-            for side in ("xend", "bare") if round_ % 2 == 0 else ("bare", "xend"):
+            for side in order:
                 if side == "xend":
                     began = time.perf_counter()
                     xends[here].xend_domain_save(name, str(image))
                     figures["xend save"].append(time.perf_counter() - began)
                 else:
                     figures["bare save"].append(bare_save(qmp, process, bare_image))
-            began = time.perf_counter()
-            xends[here].xend_domain_restore(str(image))
-            figures["xend restore"].append(time.perf_counter() - began)
-            took, process, qmp = bare_restore(bare_dirs[bare_here], guest, bare_image)
-            figures["bare restore"].append(took)
+            for side in order:
+                if side == "xend":
+                    began = time.perf_counter()
+                    xends[here].xend_domain_restore(str(image))
+                    figures["xend restore"].append(time.perf_counter() - began)
+                else:
+                    took, process, qmp = bare_restore(bare_dirs[bare_here], guest, bare_image)
+                    figures["bare restore"].append(took)
             console_prompt(xends[here], name)
             bare_prompt_on(bare_dirs[bare_here])
 
+            for side in order:
+                if side == "xend":
+                    figures["xend destroy"].append(xend_destroy(xends[here], work, guest))
+                else:
+                    figures["bare destroy"].append(bare_destroy(work / "bare-doomed", guest))
+
             there = 1 - here
-            began = time.perf_counter()
-            xends[here].xend_domain_migrate(name, f"127.0.0.1:{relocation_port(homes[there])}",
-                                            live=1)
-            figures["xend migrate"].append(time.perf_counter() - began)
-            figures["xend downtime"].append(migrate_downtime(homes[here], name))
-            took, downtime, process, qmp = bare_migrate(qmp, process, bare_dirs[1 - bare_here],
-                                                        guest)
-            figures["bare migrate"].append(took)
-            figures["bare downtime"].append(downtime)
+            for side in order:
+                if side == "xend":
+                    before = len(migrate_downtimes(homes[here], name))
+                    began = time.perf_counter()
+                    xends[here].xend_domain_migrate(
+                        name, f"127.0.0.1:{relocation_port(homes[there])}", live=1)
+                    figures["xend migrate"].append(time.perf_counter() - began)
+                    figures["xend downtime"].append(migrate_downtime(homes[here], name,
+                                                                     before))
+                else:
+                    took, downtime, process, qmp = bare_migrate(
+                        qmp, process, bare_dirs[1 - bare_here], guest)
+                    figures["bare migrate"].append(took)
+                    figures["bare downtime"].append(downtime)
             here, bare_here = there, 1 - bare_here
             console_prompt(xends[here], name)
             bare_prompt_on(bare_dirs[bare_here])
+            print(f"  round {round_ + 1}: " + ", ".join(
+                f"{k} {1000 * figures[f'xend {k}'][-1]:.0f}/{1000 * figures[f'bare {k}'][-1]:.0f}"
+                for k in KEYS) + " ms (xend/bare)", flush=True)
         qmp.quit(process)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -322,14 +371,11 @@ def run() -> None:
     print(f"A {MEMORY_MB} MiB test guest under tcg, {rounds} paired rounds, medians in ms "
           f"({os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}).")
     print()
-    print_table(["path", "save", "restore", "live migrate", "downtime"], [
-        ["bare qemu, raw QMP (baseline)", s("bare save"), s("bare restore"),
-         s("bare migrate"), s("bare downtime")],
-        ["through xend", s("xend save"), s("xend restore"), s("xend migrate"),
-         s("xend downtime")],
-        ["xend / bare", ratio("save"), ratio("restore"), ratio("migrate"), ratio("downtime")],
-        ["xend - bare, ms", extra("save"), extra("restore"), extra("migrate"),
-         extra("downtime")],
+    print_table(["path", *KEYS], [
+        ["bare qemu, raw QMP (baseline)", *(s(f"bare {k}") for k in KEYS)],
+        ["through xend", *(s(f"xend {k}") for k in KEYS)],
+        ["xend / bare", *(ratio(k) for k in KEYS)],
+        ["xend - bare, ms", *(extra(k) for k in KEYS)],
     ])
 
 
