@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 OPEN_FILES = 65536  # what xend raises its open-file limit to, if it may
 FILES_PER_DOMAIN = 4  # at most, on any driver (the sim takes 1)
-FILES_SPARE = 1024  # for connections, transfers, the store, the logs
+# Files kept for xend's own work (the store, transfers, the logs, notify deliveries),
+# which no domain or connection may take: the web's admission keeps the same reserve.
+FILES_SPARE = 64
 TASKS_SPARE = 512  # task ids left to the rest of the host
 _NR_OPEN = Path("/proc/sys/fs/nr_open")
 _PID_MAX = Path("/proc/sys/kernel/pid_max")

@@ -24,11 +24,12 @@ from collections.abc import Hashable
 from typing import Any
 
 from xend_actors import sxp
+from xend_actors.limits import FILES_SPARE
 from xend_actors.web import memory
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 64  # descriptors no connection may take: xend's own work needs them
+FD_RESERVE = FILES_SPARE  # descriptors no connection may take: xend's own work needs them
 FD_COUNT_INTERVAL = 0.5  # seconds a count of the free descriptors is trusted, when many
 REFUSALS_REPORTED = 10.0  # seconds between reports of refused connections
 TRIM_INTERVAL = 2.0  # seconds between heap trims, while connections come and go
