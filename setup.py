@@ -19,11 +19,11 @@ setup(
         "pyroute2>=0.9,<0.10",
         "python-daemon>=3.0,<4",
         "jinja2>=3.1,<4",
-        "httpx>=0.27,<1",
         "click>=8.1,<9",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",
+                 "httpx>=0.27,<1",  # the tests' and benchmarks' HTTP client
                  "mypy>=2.4,<3", "playwright>=1.40,<2"],
     },
     entry_points={
