@@ -13,7 +13,7 @@ setup(
         "pykka>=4.0,<5",
         "cryptography>=38",
         "python-pam>=2.0,<3",
-        "simple-websocket>=1.0,<2",
+        "wsproto>=1.2,<2",  # the consoles' WebSockets (web/websocket.py, xm console)
         "werkzeug>=3.0,<4",
         "h11>=0.14,<1",  # the HTTP server's protocol (web/http_connection.py)
         "pyroute2>=0.9,<0.10",
