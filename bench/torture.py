@@ -721,7 +721,11 @@ class Torture:
                              for site in self.sites) and not self.name_problems(views)
             # A domain dying on its own (a guest's poweroff) takes its taps down before it
             # leaves the list: what is left over counts once the xends had time to settle.
-            settled = not any(self.orphans(site, views[site.label][0]) for site in self.sites)
+            # Reported as found here, beside the list they were found against (a domain
+            # that ends after this look would leave its closed console beside a stale list).
+            orphans = {site.label: self.orphans(site, views[site.label][0])
+                       for site in self.sites}
+            settled = not any(orphans.values())
             if (not missing and consistent and settled) or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -730,7 +734,7 @@ class Torture:
         for site in self.sites:
             for text in self.store_problems(site, views[site.label]):
                 self.ledger.violation(f"round {number}: [{site.label}] {text}")
-            for text in self.orphans(site, views[site.label][0]):
+            for text in orphans[site.label]:
                 self.ledger.violation(f"round {number}: [{site.label}] {text}")
         for text in self.name_problems(views):
             self.ledger.violation(f"round {number}: {text}")
