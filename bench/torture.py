@@ -717,8 +717,9 @@ class Torture:
                 self.read_events(site)
             views = {site.label: self.view(site) for site in self.sites}
             missing = self.expected_missing(views)
-            consistent = all(self.store_problems(site, views[site.label]) == []
-                             for site in self.sites) and not self.name_problems(views)
+            stored = {site.label: self.store_problems(site, views[site.label])
+                      for site in self.sites}
+            consistent = not any(stored.values()) and not self.name_problems(views)
             # A domain dying on its own (a guest's poweroff) takes its taps down before it
             # leaves the list: what is left over counts once the xends had time to settle.
             # Reported as found here, beside the list they were found against (a domain
@@ -732,7 +733,7 @@ class Torture:
         for text in missing:
             self.ledger.violation(f"round {number}: {text}")
         for site in self.sites:
-            for text in self.store_problems(site, views[site.label]):
+            for text in stored[site.label]:
                 self.ledger.violation(f"round {number}: [{site.label}] {text}")
             for text in orphans[site.label]:
                 self.ledger.violation(f"round {number}: [{site.label}] {text}")
