@@ -21,7 +21,7 @@ on all alike; a first round warms caches and is not counted. Figures are medians
 the rounds; the ratio is xend's median over the baseline's. Memory and threads are read
 once, after setting up (idle: before any domain exists).
 
-    python bench/compare.py                      # 1000 sim domains, 7 rounds
+    python bench/compare.py                      # 1000 sim domains, 15 rounds
     python bench/compare.py --quick              # 100 sim domains, 3 rounds
     python bench/compare.py --only xm-pause info # some rows (keys: --help)
 """
@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class Settings:
     creates: int
 
 
-FULL = Settings(domains=1000, rounds=7, xm_runs=3, pauses=50, infos=300, details=5, creates=20)
+FULL = Settings(domains=1000, rounds=15, xm_runs=3, pauses=50, infos=300, details=5, creates=20)
 QUICK = Settings(domains=100, rounds=3, xm_runs=2, pauses=20, infos=100, details=3, creates=10)
 
 
@@ -184,14 +185,14 @@ def rows(domains: int) -> list[Row]:
     ]
 
 
-def timed_ms(key: str, runs: int, act: Callable[[], object], per: float = 1) -> Turn:
-    """A turn of ``runs`` calls of ``act``: the milliseconds of each, divided by ``per``."""
+def timed_ms(key: str, runs: int, act: Callable[[], object]) -> Turn:
+    """A turn of ``runs`` calls of ``act``: the milliseconds of each."""
     def turn() -> Figures:
         times = []
         for _ in range(runs):
             began = time.perf_counter()
             act()
-            times.append((time.perf_counter() - began) * 1000 / per)
+            times.append((time.perf_counter() - began) * 1000)
         return {key: times}
     return turn
 
@@ -355,8 +356,8 @@ class QemuSide:
         return sxp.parse(vm_file(self.work, self.guest, name).read_text())
 
     def xend_create(self) -> Figures:
-        took = once_ms("xend create", lambda: self.xends[0].xend_domain_create(
-            self.config("fresh")))()
+        config = self.config("fresh")
+        took = once_ms("xend create", lambda: self.xends[0].xend_domain_create(config))()
         self.xends[0].xend_domain_destroy("fresh", "halt")
         return took
 
@@ -438,14 +439,21 @@ def shown(value: float, unit: str) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
+def rounds_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number of rounds, at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="row keys: " + " ".join(row.key for row in rows(FULL.domains)))
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.fill("rows (--only): " + " ".join(row.key for row in rows(FULL.domains)),
+                             break_on_hyphens=False))
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK.domains} sim domains, {QUICK.rounds} rounds, fewer "
                              "samples a round; no qemu rows if qemu is missing")
-    parser.add_argument("--rounds", type=int, help="rounds counted (default "
+    parser.add_argument("--rounds", type=rounds_count, metavar="N", help="rounds counted (default "
                         f"{FULL.rounds}, --quick {QUICK.rounds})")
     parser.add_argument("--only", nargs="+", metavar="ROW", help="just these rows")
     args = parser.parse_args()
@@ -486,10 +494,12 @@ def main() -> None:
             print(f"  round {round_ or 'warm-up'} done at "
                   f"{time.monotonic() - began:.0f} s", flush=True)
     print()
-    print(f"issue 16's table, xend beside its baseline in one sitting: {settings.rounds} "
-          f"rounds after a warm-up, the variants' order rotating each round; medians; "
-          f"{settings.domains} sim domains (memory and threads read once, after setting "
-          f"up); qemu rows: the {MEMORY_MB} MiB test guest, tcg")
+    qemu = (f"; qemu rows: the {MEMORY_MB} MiB test guest, tcg"
+            if any(row.qemu for row in chosen) else "")
+    print(f"issue 16's table, xend beside its baseline in one sitting. Rounds: "
+          f"{settings.rounds} after a warm-up, the variants' order rotating each round; "
+          f"medians; {settings.domains} sim domains (memory and threads read once, after "
+          f"setting up){qemu}")
     print(f"{os.cpu_count()} cpus; load average before {load_before}, after {load_average()}; "
           f"{time.monotonic() - began:.0f} s in all")
     if skipped:
@@ -502,6 +512,7 @@ def main() -> None:
         table.append([row.measure, shown(base, row.unit), shown(xend, row.unit),
                       f"{xend / base:.2f}x", row.aim.text, row.aim.met(base, xend), row.what])
     print_table(["measure", "baseline", "xend", "ratio", "aim", "met", "the baseline"], table)
+
 
 if __name__ == "__main__":
     main()
