@@ -20,8 +20,9 @@ value raised as ``XendError(msg)``; any other status raises with its reason phra
 (or the body's message when it carries one). It always asks for SXP, whatever other
 headers a request carries (a User-Agent without that Accept header gets HTML).
 
-Its HTTP is ``client_http``: the standard library's ``http.client`` on kept-alive
-connections, so that a whole xm command takes tens of milliseconds, not hundreds.
+Its HTTP is ``client_http``: HTTP/1.1 on kept-alive connections over the socket module
+alone, and ``ssl`` imported only over TLS, so that a whole xm command takes tens of
+milliseconds, not hundreds.
 """
 
 from __future__ import annotations
@@ -29,22 +30,25 @@ from __future__ import annotations
 import os
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from xend_actors import sxp
 from xend_actors.client_http import Connections, Reply, TransportError, Upload
 from xend_actors.errors import XendError
-from xend_actors.events.event import Event
+
+if TYPE_CHECKING:
+    import ssl
+    from pathlib import Path
+
+    from xend_actors.events.event import Event
 
 DEFAULT_SERVER = "localhost:8000"
-DEFAULT_UNIX_PATH = Path("/var/run/xend/xend.sock")
+DEFAULT_UNIX_PATH = "/var/run/xend/xend.sock"
 DEFAULT_ROOT = "/xend/"
 TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
@@ -65,7 +69,7 @@ class ConsoleLog:
 class XendClient:
     """One connection pool to one xend; the ``xend_*`` methods name its URLs."""
 
-    def __init__(self, server: str | None = None, *, unix_path: Path | None = None,
+    def __init__(self, server: str | None = None, *, unix_path: str | Path | None = None,
                  root: str | None = None, timeout: float = TIMEOUT,
                  token: str | None = None, ca: str | Path | None = None,
                  fingerprint: str | None = None) -> None:
@@ -77,8 +81,8 @@ class XendClient:
         self._timeout = timeout
         server = server or os.environ.get("XEND") or None
         if server is None and unix_path is None:
-            unix_path = Path(os.environ.get("XEND_UNIX_PATH") or DEFAULT_UNIX_PATH)
-        self.unix_path = unix_path
+            unix_path = os.environ.get("XEND_UNIX_PATH") or DEFAULT_UNIX_PATH
+        self.unix_path = None if unix_path is None else os.fspath(unix_path)
         self._ca = ca or os.environ.get("XEND_CA") or None
         self._pin = _pin(fingerprint or os.environ.get("XEND_FINGERPRINT") or None)
         self._ssl_context: ssl.SSLContext | None = None
@@ -106,7 +110,7 @@ class XendClient:
         """The connection pool, made on first use (with TLS, after the pin is checked)."""
         if self._connections is None:
             if self.unix_path is not None:
-                self._connections = Connections(unix_path=str(self.unix_path),
+                self._connections = Connections(unix_path=self.unix_path,
                                                 headers=self._headers, timeout=self._timeout)
             else:
                 where = urlsplit(self.where)
@@ -121,6 +125,8 @@ class XendClient:
             self._connections.close()
 
     def _tls_context(self) -> ssl.SSLContext:
+        import ssl  # only over TLS: it is a sixth of a plain xm command's start-up
+
         if self._pin is None:
             try:
                 return ssl.create_default_context(cafile=str(self._ca) if self._ca else None)
@@ -141,6 +147,8 @@ class XendClient:
 
     def _peer_certificate(self) -> str:
         """The certificate xend presents, unverified: only its fingerprint is looked at."""
+        import ssl
+
         parts = urlsplit(self.where)
         address = (parts.hostname or "localhost", parts.port or 443)
         try:
@@ -159,7 +167,7 @@ class XendClient:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(timeout)
-                sock.connect(str(self.unix_path))
+                sock.connect(self.unix_path)
             except BaseException:
                 sock.close()
                 raise
@@ -202,10 +210,11 @@ class XendClient:
 
     def post(self, path: str, op: str, **params: object) -> Any:
         """POST ``op`` to ``path``; a ``Path`` parameter is uploaded as a file (multipart)."""
+        # os.PathLike, not pathlib.Path: xm's commands that never upload skip its import.
         fields = {"op": op, **_stringify({k: v for k, v in params.items()
-                                          if not isinstance(v, Path)})}
-        files = {k: Upload(str(v), v.read_bytes())
-                 for k, v in params.items() if isinstance(v, Path)}
+                                          if not isinstance(v, os.PathLike)})}
+        files = {k: Upload(os.fspath(v), _read(v))
+                 for k, v in params.items() if isinstance(v, os.PathLike)}
         # POST strips a trailing slash, GET of a directory keeps it (facts §4.4).
         return self._send("POST", path.rstrip("/"), data=fields, files=files or None)
 
@@ -219,16 +228,19 @@ class XendClient:
             raise self._unreachable(error) from None
 
     def _unreachable(self, error: TransportError) -> XendError:
-        cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, ssl.SSLError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return XendError(f"the certificate of xend at {self.where} cannot be verified "
-                             f"({cause.verify_message}); give its CA with XEND_CA or pin it "
-                             "with XEND_FINGERPRINT")
-        if cause is not None:
-            return XendError(f"TLS with xend at {self.where} failed ({cause.reason or cause}); "
-                             "does it speak https?")
+        if self._tls:
+            import ssl  # imported already, by the context
+
+            cause: BaseException | None = error
+            while cause is not None and not isinstance(cause, ssl.SSLError):
+                cause = cause.__cause__ or cause.__context__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return XendError(f"the certificate of xend at {self.where} cannot be verified "
+                                 f"({cause.verify_message}); give its CA with XEND_CA or pin "
+                                 "it with XEND_FINGERPRINT")
+            if isinstance(cause, ssl.SSLError):
+                return XendError(f"TLS with xend at {self.where} failed "
+                                 f"({cause.reason or cause}); does it speak https?")
         return XendError(f"Error connecting to xend at {self.where}: {error}; "
                          "is xend running?")
 
@@ -363,6 +375,8 @@ class XendClient:
         """The events from the next one on, as they come (ours: the Server-Sent Events
         stream); ``on_open`` is called once xend has accepted the stream. Ends after
         ``timeout`` seconds."""
+        from xend_actors.events.event import Event  # only here: xm's commands skip it
+
         headers = {"Accept": "text/event-stream"}
         try:
             with self._http.stream("GET", self.url("event") + "/", headers=headers,
@@ -468,6 +482,7 @@ def _pin(fingerprint: str | None) -> str | None:
 
 def _fingerprint(pem: str) -> str:
     import hashlib  # only with a pin: every other xm command would pay its import
+    import ssl
 
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
     return ":".join(f"{byte:02X}" for byte in digest)
@@ -495,6 +510,11 @@ def _body(reply: Reply) -> sxp.Value | str:
         return sxp.parse(reply.content, max_size=max(len(reply.content), sxp.MAX_SIZE))
     except sxp.ParseError as error:
         raise XendError(f"xend sent a reply that does not parse: {error}") from None
+
+
+def _read(path: os.PathLike[str]) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _stringify(params: dict[str, object]) -> dict[str, str]:

@@ -16,7 +16,6 @@ import inspect
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import click
 
@@ -80,21 +79,21 @@ class XmGroup(click.Group):
               help="Reach xend over TCP at this address, with TLS if it says https:// "
                    "(env XEND); needs a token.")
 @click.option("--unix", "unix_path", envvar="XEND_UNIX_PATH", metavar="PATH",
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=click.Path(dir_okay=False),
               help="Reach xend on this Unix socket (env XEND_UNIX_PATH; the default is "
                    "/var/run/xend/xend.sock).")
 @click.option("--token", envvar="XEND_TOKEN", metavar="TOKEN",
               help="The API token to send over TCP (env XEND_TOKEN).")
 @click.option("--ca", envvar="XEND_CA", metavar="PATH",
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=click.Path(dir_okay=False),
               help="Verify xend's TLS certificate against this CA bundle, or xend's "
                    "self-signed certificate itself (env XEND_CA; default: the system's CAs).")
 @click.option("--fingerprint", envvar="XEND_FINGERPRINT", metavar="SHA256",
               help="Trust only the TLS certificate with this SHA-256 fingerprint, as "
                    "'xend status' prints it (env XEND_FINGERPRINT).")
 @click.pass_context
-def xm(ctx: click.Context, server: str | None, unix_path: Path | None,
-       token: str | None, ca: Path | None, fingerprint: str | None) -> None:
+def xm(ctx: click.Context, server: str | None, unix_path: str | None,
+       token: str | None, ca: str | None, fingerprint: str | None) -> None:
     """Control xend and its domains."""
     # The one place that decides which xend xm talks to.
     ctx.obj = ctx.with_resource(XendClient(server, unix_path=unix_path, token=token, ca=ca,
