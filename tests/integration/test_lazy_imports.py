@@ -1,4 +1,5 @@
-"""What a started xend has not loaded until it is used (issue 16: idle memory).
+"""What a started xend, or an xm command, has not loaded until it is used (issue 16).
+
 
 A xend on the sim with the tests' default config, serving domains, must not hold the
 libraries only some xends need: cryptography (TLS), jinja2 (the pages), PAM (logins),
@@ -8,14 +9,23 @@ and then works: a page renders, a TLS listener gets its self-signed certificate 
 fingerprint, a notify URL gets its POSTs (on the standard library's http.client), a
 save and a restore bring the domain back. The modules are read from the running
 xend through its debug socket (``(sys.modules)``).
+
+An xm command that makes one request (issue 16: a whole command in tens of
+milliseconds) loads neither ``ssl`` nor ``http.client`` and the ``email`` package it
+brings, nor pathlib, nor any HTTP library, nor the modules of other commands: each was
+a few milliseconds of every command. Its modules are those the installed script's
+process holds when it exits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +34,7 @@ import pytest
 
 from tests.support.home import XendHome
 from tests.support.processes import wait_for
-from tests.support.xend import Xend
+from tests.support.xend import XM, Xend
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
@@ -32,6 +42,14 @@ pytestmark = pytest.mark.integration
 NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx",
                 "xend_actors.hypervisor.qemu", "xend_actors.transfer.session",
                 "xend_actors.transfer.relocation")
+NOT_IN_XM = ("ssl", "_ssl", "http", "email", "pathlib", "hashlib", "h11", "httpx", "wsproto",
+             "jinja2", "werkzeug", "pykka", "xend_actors.events", "xend_actors.xm.create",
+             "xend_actors.xm.configfile", "xend_actors.xm.console")
+# Runs the installed xm script as its own process would, then writes the modules it held.
+XM_MODULES = ("import atexit, runpy, sys\n"
+              "out, sys.argv = sys.argv[1], sys.argv[2:]\n"
+              "atexit.register(lambda: open(out, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 BROWSER = {"Accept": "text/html", "User-Agent": "Mozilla/5.0"}
 VIF = ["vif", ["mac", "aa:00:00:00:00:16"]]
 
@@ -142,3 +160,35 @@ def test_a_tls_listener_makes_its_certificate_when_xend_starts_with_it(
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(served)).hexdigest().upper()
     assert f"SHA-256 fingerprint: {':'.join(digest[i:i + 2] for i in range(0, 64, 2))}" \
         in status.stdout
+
+
+def xm_modules(tmp_path: Path, reach: dict[str, str], *args: str) -> tuple[str, set[str]]:
+    """What ``xm ARGS`` printed, and the modules its process held when it exited."""
+    assert XM is not None
+    out = tmp_path / "modules"
+    env = {k: v for k, v in os.environ.items() if k not in ("XEND", "XEND_UNIX_PATH")}
+    done = subprocess.run([sys.executable, "-c", XM_MODULES, str(out), XM, *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          env={**env, **reach})
+    assert done.returncode == 0, done.stderr
+    return done.stdout, set(out.read_text().split())
+
+
+def test_an_xm_command_loads_only_what_its_one_request_needs(
+    fresh_xend: Callable[..., Xend], tmp_path: Path,
+) -> None:
+    xend = fresh_xend()
+    xend.start_sim("lazy2")
+    home = xend.home
+    unix = {"XEND_UNIX_PATH": str(home.unix_path)}
+    tcp = {"XEND": f"127.0.0.1:{home.http_port}", "XEND_TOKEN": home.admin_token()}
+    for reach, args in ((unix, ("list",)), (tcp, ("list",)), (unix, ("pause", "lazy2")),
+                        (tcp, ("unpause", "lazy2"))):
+        printed, held = xm_modules(tmp_path, reach, *args)
+        assert [name for name in NOT_IN_XM if loaded(held, name)] == [], args
+        # The command's own module, and no other command's.
+        assert sorted(name for name in held if name.startswith("xend_actors.xm.")) \
+            == ["xend_actors.xm.domain", "xend_actors.xm.main"], args
+        if args == ("list",):
+            assert "lazy2" in printed and "Domain-0" in printed
+    assert "p" not in xend.state("lazy2")  # paused over the socket, unpaused over TCP
