@@ -159,9 +159,12 @@ class _Head:
 
 def _read_head(connection: _Connection, method: str) -> _Head:
     """The next final reply's head (a 1xx before it is skipped)."""
+    interim = False
     while True:
         line = connection.readline()
         if not line:
+            if interim:  # xend has seen the request
+                raise TransportError("xend closed the connection")
             raise _ClosedWhileIdle("xend closed the connection")
         version, _, rest = line.rstrip(b"\r\n").decode("latin-1").partition(" ")
         code, _, reason = rest.partition(" ")
@@ -171,6 +174,7 @@ def _read_head(connection: _Connection, method: str) -> _Head:
         status = int(code)
         if not 100 <= status < 200:
             break
+        interim = True
     keep_alive = version == "HTTP/1.1" and "close" not in _tokens(headers, "connection")
     coding = _tokens(headers, "transfer-encoding")
     if method == "HEAD" or status in (204, 304):
