@@ -51,6 +51,7 @@ from common import XendClient, print_table, sxp
 from tests.support.home import XendHome, new_home
 from tests.support.ports import free_port
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec, qemu_argv
+from xend_actors.hypervisor.qemu.transfer import DOWNTIME_LIMIT_MS
 
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
 TIMEOUT = 120.0
@@ -233,7 +234,8 @@ def bare_migrate(qmp: Qmp, process: subprocess.Popen[bytes], folder: Path,
     new_process, new = launch_bare(folder, guest, incoming=True)
     port = free_port()
     new.call("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
-    qmp.call("migrate-set-parameters", **{"max-bandwidth": 10 << 30, "downtime-limit": 300})
+    qmp.call("migrate-set-parameters", **{"max-bandwidth": 10 << 30,
+                                               "downtime-limit": DOWNTIME_LIMIT_MS})
     qmp.call("migrate", uri=f"tcp:127.0.0.1:{port}")
     qmp.wait_migration()
     completed = time.perf_counter()

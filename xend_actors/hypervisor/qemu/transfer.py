@@ -30,7 +30,14 @@ from xend_actors.hypervisor.qemu.guest import NIC_PREFIX, QemuGuest, mac_key
 
 MIGRATE_FD = "xend-migrate"
 UNLIMITED = 10 << 30  # bytes/s; qemu's own default of 128 MiB/s would slow a save
-DOWNTIME_LIMIT_MS = 300  # qemu's default, said out loud
+# The guest is stopped for the last part once qemu reckons it goes within the limit. At
+# qemu's default (300 ms) that is at its first reckoning, a tenth of a second into the
+# first pass, so most of the memory went while the guest was stopped; a tight limit lets
+# the first pass finish live. A guest that dirties its memory faster than the tight
+# limit allows gets the default after a few passes, so every migration ends.
+DOWNTIME_LIMIT_MS = 20
+DOWNTIME_LIMIT_LATER_MS = 300  # qemu's own default
+TIGHT_PASSES = 3  # passes over the memory under the tight limit
 STALL_TIMEOUT = 30.0  # the most a stream may go without a byte moving
 POLL = 0.25  # between looks at query-migrate when qemu says nothing
 META_VERSION = 1
@@ -109,7 +116,7 @@ def send(guest: QemuGuest, fd: int, *, live: bool, mbit: int,
         guest.execute("getfd", {"fdname": MIGRATE_FD}, fd=fd)
         guest.migration_changed.clear()
         guest.execute("migrate", {"uri": f"fd:{MIGRATE_FD}"})
-        info = _follow(guest, progress)
+        info = _follow(guest, progress, loosen=live)
     except BaseException:
         if was_running:
             _cancel_and_run(guest)
@@ -120,8 +127,10 @@ def send(guest: QemuGuest, fd: int, *, live: bool, mbit: int,
     return StreamResult(stopped_at, int(info.get("ram", {}).get("transferred", 0)))
 
 
-def _follow(guest: QemuGuest, progress: Callable[[StreamProgress], None]) -> dict[str, Any]:
-    """Watch the outgoing migration until it completes; its last query-migrate."""
+def _follow(guest: QemuGuest, progress: Callable[[StreamProgress], None], *,
+            loosen: bool) -> dict[str, Any]:
+    """Watch the outgoing migration until it completes; its last query-migrate. When
+    ``loosen``, the downtime limit goes up to qemu's default after ``TIGHT_PASSES``."""
     moved, moved_at = -1, time.monotonic()
     while True:
         guest.migration_changed.wait(POLL)
@@ -130,6 +139,11 @@ def _follow(guest: QemuGuest, progress: Callable[[StreamProgress], None]) -> dic
         status = info.get("status", "")
         ram = info.get("ram", {})
         sent = int(ram.get("transferred", 0))
+        if loosen and status == "active" and int(ram.get("dirty-sync-count", 0)) > TIGHT_PASSES:
+            loosen = False
+            with contextlib.suppress(XendError):  # it may have ended meanwhile
+                guest.execute("migrate-set-parameters",
+                              {"downtime-limit": DOWNTIME_LIMIT_LATER_MS})
         progress(StreamProgress(guest.is_paused(), sent,
                                 max(int(ram.get("total", 0)), sent + int(ram.get("remaining", 0)))))
         if status == "completed":
