@@ -91,10 +91,15 @@ class Qmp:
         return self._calls.lost
 
     def execute(self, command: str, arguments: Mapping[str, Any] | None = None,
-                timeout: float | None = None, fd: int | None = None) -> Any:
+                timeout: float | None = None, fd: int | None = None,
+                until: threading.Event | None = None) -> Any:
         """Run ``command``; its ``return`` value, or QmpError with qemu's reason. ``fd``
-        goes along with the command (SCM_RIGHTS), as ``getfd`` wants it."""
+        goes along with the command (SCM_RIGHTS), as ``getfd`` wants it. Given ``until``
+        (an event's handler sets it: the command's effect, said before its answer), None
+        once it is set if the answer has not come by then."""
         call = self._calls.start(command)
+        if until is not None:
+            call.future.add_done_callback(lambda _: until.set())
         data = qmp_protocol.command(command, arguments, call.id)
         try:
             with self._write_lock:
@@ -107,7 +112,15 @@ class Qmp:
                     self._sock.sendall(data[sent:])
         except OSError:
             self.close()
-        return self._calls.wait(call, self.timeout if timeout is None else timeout)
+        seconds = self.timeout if timeout is None else timeout
+        if until is None:
+            return self._calls.wait(call, seconds)
+        if not until.wait(seconds):
+            self._calls.take(call.id)
+            raise Timeout(self._late(command, seconds))
+        if not call.future.done():
+            return None  # the answer is left to the reader, for nobody
+        return call.future.result()
 
     def close(self) -> None:
         """Let go of the connection (qemu keeps running); wakes every waiting caller."""
