@@ -196,3 +196,43 @@ def test_a_socket_that_does_not_greet_as_qmp_is_refused(folder: Path) -> None:
             Qmp.connect(monitor.path, timeout=WAIT)
     finally:
         monitor.close()
+
+
+def test_a_command_waited_until_its_event_returns_on_the_event_and_the_late_answer_is_dropped(
+        monitor: Monitor, folder: Path) -> None:
+    resumed = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.name == "RESUME":
+            resumed.set()
+
+    with contextlib.closing(Qmp.connect(monitor.path, timeout=WAIT, on_event=on_event)) as qmp:
+        with ThreadPoolExecutor(1) as pool:
+            cont = pool.submit(qmp.execute, "cont", until=resumed)
+            command = monitor.next_command()
+            monitor.send({"event": "RESUME", "data": {},
+                          "timestamp": {"seconds": 1, "microseconds": 0}})
+            assert cont.result(WAIT) is None  # before qemu answers
+            monitor.send({"return": {}, "id": command["id"]})
+        # The dropped answer is no one's: the next command gets its own.
+        with ThreadPoolExecutor(1) as pool:
+            status = pool.submit(qmp.execute, "query-status")
+            command = monitor.next_command()
+            monitor.send({"return": {"status": "running"}, "id": command["id"]})
+            assert status.result(WAIT) == {"status": "running"}
+
+
+def test_a_command_waited_until_an_event_that_never_comes_gets_its_answer_or_error(
+        qmp: Qmp, monitor: Monitor) -> None:
+    never = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        cont = pool.submit(qmp.execute, "cont", until=never)
+        command = monitor.next_command()
+        monitor.send({"error": {"class": "GenericError", "desc": "it has shut down"},
+                      "id": command["id"]})
+        with pytest.raises(QmpError, match="it has shut down"):
+            cont.result(WAIT)
+        late = pool.submit(qmp.execute, "cont", timeout=0.05, until=threading.Event())
+        monitor.next_command()
+        with pytest.raises(Timeout, match=r"did not answer cont within 0\.05 s"):
+            late.result(WAIT)
