@@ -156,6 +156,28 @@ def test_a_restored_guest_gets_its_devices_back_in_the_slots_they_had(
         con.run("head -c 15 /dev/vdb; echo; echo READ-$((3))", rb"DISK-second.img\s+READ-3")
 
 
+def test_a_disk_plugged_in_after_the_create_is_plugged_in_again_before_the_state_loads(
+        qemu: QemuXend, tmp_path: Path) -> None:
+    """A domain created without devices loads its state while it is configured; one that
+    got a disk since has it in its config, so the disk is plugged in first."""
+    xend = qemu
+    xend.create_vm("s5")
+    added = disk(tmp_path, "added.img")
+    with console(xend.console_port("s5")) as con:
+        booted(con)
+        config = sxp.show(["vbd", ["uname", f"file:{added}"], ["dev", "sda1"], ["mode", "w"]])
+        created = xend.op("s5", "device_create", config=config)
+        assert created.status_code == 200, created.text + xend.home.log_tail()
+        con.run("until [ -b /dev/vda ]; do sleep 0.2; done; echo PLUGGED-$((5))", rb"PLUGGED-5",
+                30)
+    image = tmp_path / "s5.save"
+    assert xend.op("s5", "save", file=str(image)).status_code == 200
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    assert reply.status_code == 201, reply.text + xend.home.log_tail()
+    with console(xend.console_port("s5")) as con:
+        con.run("head -c 14 /dev/vda; echo; echo READ-$((5))", rb"DISK-added.img\s+READ-5")
+
+
 def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
         qemu: QemuXend, tmp_path: Path) -> None:
     xend = qemu

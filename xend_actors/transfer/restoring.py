@@ -7,8 +7,10 @@ paused and ``bringup`` adopts, configures and unpauses it. The restore is record
 
 A sim image (``PagedDriver``) is read whole and its state handed to the driver. A
 qemu image (``StreamDriver``) is too big to hold: the machine its meta describes is
-made and configured first, then the hypervisor loads the state straight from the file
-while a thread hashes it beside, and the guest runs only if the checksum matches.
+made and configured first (a domain without devices is configured while its state
+loads: nothing needs plugging in before it), then the hypervisor loads the state
+straight from the file while a thread hashes it beside, and the guest runs only if the
+checksum matches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from xend_actors import sxp
 from xend_actors.actors import ask
 from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.record import DomainInfo
-from xend_actors.errors import BadRequest, Conflict
+from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.hypervisor.base import StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
@@ -92,21 +94,36 @@ def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reade
         with rollback.discarded_on_failure(driver, context.table, domid):
             context.keep(replace(record, domid=domid))
 
-        def load() -> None:
-            # The hypervisor loads the state straight from the file; a bad checksum
-            # wins over what it makes of bad bytes.
-            fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
-            watcher = Background(lambda: _watch(context, config.name, domid, fd,
-                                                reader.header, loaded), "restore-progress")
-            try:
-                driver.receive_state(domid, fd)
-                checking.finish(context.seconds(STREAM_TIMEOUT))
-                driver.wait_received(domid, context.seconds(STREAM_TIMEOUT))
-            finally:
-                loaded.set()
-                watcher.finish(STREAM_TIMEOUT)
+        # The hypervisor loads the state straight from the file; a bad checksum wins over
+        # what it makes of bad bytes. With no device to plug in first, the state comes
+        # in while the domain is adopted and its console made.
+        fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
+        early = not config.devices
+        watcher = Background(lambda: _watch(context, config.name, domid, fd, reader.header,
+                                            loaded), "restore-progress")
+        try:
+            if early:
+                with rollback.discarded_on_failure(driver, context.table, domid):
+                    driver.receive_state(domid, fd)
 
-        bring_up(driver, context.table, domid, config, context.inner, load)
+            def load() -> None:
+                try:
+                    if not early:
+                        driver.receive_state(domid, fd)
+                    checking.finish(context.seconds(STREAM_TIMEOUT))
+                    driver.wait_received(domid, context.seconds(STREAM_TIMEOUT))
+                finally:
+                    loaded.set()
+
+            try:
+                bring_up(driver, context.table, domid, config, context.inner, load)
+            except XendError:
+                if early:  # qemu may have choked on bad bytes before load() looked
+                    checking.finish(context.seconds(STREAM_TIMEOUT))
+                raise
+        finally:
+            loaded.set()
+            watcher.finish(STREAM_TIMEOUT)
         info = running(context.table, domid, context.inner())
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
