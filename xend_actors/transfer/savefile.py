@@ -57,10 +57,6 @@ MAX_META = 1 << 20
 MAX_PAYLOAD = 256 << 20  # held in memory: the sim's state
 MAX_STREAM = 1 << 40  # streamed: a qemu guest's memory
 CHUNK = 1 << 20
-# Unhashed bytes at the end of a streamed save worth a sync of their own beside the hash:
-# below it the hash is done first, and the commit's one fsync sends it all (two syncs
-# cost a journal commit more).
-HASH_LAG = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -336,14 +332,9 @@ class Writer:
             else:
                 done.wait(0.002)  # caught up with the writer: let it get ahead
 
-    def unhashed(self) -> int:
-        """Bytes written that ``follow`` has not hashed yet."""
-        return os.fstat(self._file.fileno()).st_size - self._hashed
-
     def sync_payload(self) -> None:
         """Send what was written so far on its way to the disk, beside ``follow``'s
-        hashing of its last part (when it lags: ``HASH_LAG``): ``commit``'s own fsync
-        is then left the header."""
+        hashing of its last part: ``commit``'s own fsync is then left the header."""
         try:
             os.fdatasync(self._file.fileno())
         except OSError as error:

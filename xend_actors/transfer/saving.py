@@ -97,9 +97,8 @@ def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
 def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path: Path,
                  partial: Path, report: Callable[[StreamProgress], None]) -> None:
     """The hypervisor writes the state straight into the file while a thread hashes it
-    (and if the hash lags behind once it is all written, another sends it to the disk
-    while the hash catches up; else the commit's one fsync does); the domain is
-    destroyed once the file is complete and fsynced."""
+    (and once it is all written, another sends it to the disk while the hash catches
+    up); the domain is destroyed once the file is complete and fsynced."""
     domid = info.domid
     writer = savefile.Writer(path, info.sxpr(), driver.kind, driver.describe(domid), partial)
     sent = committed = False
@@ -109,8 +108,7 @@ def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path:
     try:
         try:
             driver.send_state(domid, writer.fileno(), live=False, mbit=0, progress=report)
-            if writer.unhashed() > savefile.HASH_LAG:
-                syncing = Background(writer.sync_payload, "save-sync")
+            syncing = Background(writer.sync_payload, "save-sync")
         finally:
             done.set()
             try:
