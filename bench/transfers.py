@@ -17,7 +17,8 @@ to round, so the host's other load falls on both alike:
   until the bare qemu has exited;
 * live migration: ``op=migrate live=1`` from one xend to the other (the destination
   launches its qemu, the stream passes both xends), beside launching a destination qemu
-  and ``migrate tcp:`` between the two qemus on loopback, then ``cont`` and ``quit``.
+  and ``migrate tcp:`` between the two qemus on loopback (under xend's own downtime
+  limit, ``transfer.DOWNTIME_LIMIT_MS``), then ``cont`` and ``quit``.
   Downtime: xend reports it in its ``xend.domain.migrate ... ok`` event (from the
   source's stop until the destination said it runs the guest); bare, qemu's own
   ``downtime`` plus the time from ``completed`` to the destination's ``cont``.
