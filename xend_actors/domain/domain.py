@@ -372,15 +372,16 @@ class Domain(Supervised, TracedActor):
 
     # --- running --------------------------------------------------------------------
 
-    def pause(self) -> None:
+    def pause(self) -> pykka.Future[None]:
+        """Pause it; the answer is the table's to the announcement, done once its
+        snapshot shows the domain paused (the web waits on it before it replies)."""
         self._driver.pause(self.domid)
-        self._tell_reading()
-        self._table.announce("xend.domain.pause", self._ids())
+        return self._table.announce("xend.domain.pause", self._ids(), self._reading())
 
-    def unpause(self) -> None:
+    def unpause(self) -> pykka.Future[None]:
+        """Let it run; the answer is as ``pause``'s."""
         self._driver.unpause(self.domid)
-        self._tell_reading()
-        self._table.announce("xend.domain.unpause", self._ids())
+        return self._table.announce("xend.domain.unpause", self._ids(), self._reading())
 
     def _tell_reading(self) -> None:
         """Tell the table the hypervisor's reading of the domain after a change made

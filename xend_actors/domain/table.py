@@ -57,7 +57,7 @@ from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import Domain, DomainProxy, DomainServices
 from xend_actors.domain.record import DomainInfo, DomainRecord, RestartState, from_sxpr
-from xend_actors.domain.view import READING_AGE, Listed, Snapshot, TableView
+from xend_actors.domain.view import HOST_REFUSAL, READING_AGE, Listed, Snapshot, TableView
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
@@ -154,9 +154,12 @@ class DomainTable(TracedActor):
         asks it after a change, so the client's next read sees the change."""
         self._publish()
 
-    def announce(self, name: str, value: Value) -> None:
+    def announce(self, name: str, value: Value, reading: HvDomain | None = None) -> None:
         """Publish a Domain's event once the snapshot shows what it says (told after
-        the change, so anyone who hears it and reads finds the domain as it says)."""
+        the change, so anyone who hears it and reads finds the domain as it says);
+        ``reading``: the hypervisor's since the change, taken in first (``state_changed``)."""
+        if reading is not None:
+            self.state_changed(reading)
         self._publish()
         self._events.publish(name, value)
 
@@ -172,10 +175,11 @@ class DomainTable(TracedActor):
             before = self._listed.get(domid)
             if entry is None:
                 self._listed.pop(domid, None)
-            elif before is not None and before.record is entry.record:
+            elif before is not None and before.record is entry.record and \
+                    before.domain is entry.domain:
                 self._listed[domid] = before.moved(entry.hv)
             else:
-                self._listed[domid] = Listed(entry.record, entry.hv)
+                self._listed[domid] = Listed(entry.record, entry.hv, entry.domain)
         # Its changes layered on the last (never changed under a reader), not a copy.
         self._published = self._published.updated(self._listed, self._dirty)
         self._dirty.clear()
@@ -285,7 +289,7 @@ class DomainTable(TracedActor):
         """The Domain actor of ``dom`` (a name, else an id); ``guest_only`` refuses Domain-0."""
         entry = self._lookup(dom)
         if guest_only and entry.record.domid == 0:
-            raise Conflict("Domain-0 is the host: it cannot be paused, shut down or destroyed")
+            raise Conflict(HOST_REFUSAL)
         return entry.domain
 
     def _lookup(self, dom: str) -> _Entry:

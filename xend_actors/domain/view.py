@@ -23,13 +23,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from xend_actors import sxp
 from xend_actors.console.view import ConsoleView, ShownConsole
 from xend_actors.domain.record import DomainInfo, DomainRecord, info_sxpr
-from xend_actors.errors import NotFound
+from xend_actors.errors import Conflict, NotFound
 from xend_actors.hypervisor.base import HvDomain
 
+if TYPE_CHECKING:
+    from xend_actors.domain.domain import DomainProxy
+
+HOST_REFUSAL = "Domain-0 is the host: it cannot be paused, shut down or destroyed"
 READING_AGE = 1.0  # s: how old a cpu_time may be while the domains are being read
 
 # Where the values made at read time go in a domain's shown pieces.
@@ -40,10 +45,12 @@ Piece = str | tuple[str]  # shown text, or (the name of a value made at read tim
 
 @dataclass(frozen=True)
 class Listed:
-    """One domain in a snapshot: its record and the hypervisor's last reading."""
+    """One domain in a snapshot: its record, the hypervisor's last reading, and its
+    Domain actor (whom the web asks to change it, without asking the table who it is)."""
 
     record: DomainRecord
     hv: HvDomain | None
+    domain: DomainProxy | None = None
     # The pieces of its shown info, made by the first reader; shared with the next
     # Listed of the same domain when only its cpu_time moved.
     _shown: list[tuple[Piece, ...]] = field(default_factory=list, compare=False, repr=False)
@@ -55,7 +62,7 @@ class Listed:
         """This domain with a new reading; its shown pieces kept if only cpu_time moved."""
         same = hv is not None and self.hv is not None and \
             replace(hv, cpu_time=self.hv.cpu_time) == self.hv
-        return Listed(self.record, hv, self._shown if same else [])
+        return Listed(self.record, hv, self.domain, self._shown if same else [])
 
     def show(self, console: ShownConsole | None, now: float) -> str:
         """``sxp.show(self.info(console, now).sxpr())``, from the kept pieces."""
@@ -117,6 +124,16 @@ class Snapshot:
             raise NotFound(f"invalid domain:{dom}")
         return listed
 
+    def domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
+        """The Domain actor of ``dom`` (as ``DomainTable.find``); ``guest_only`` refuses
+        Domain-0."""
+        listed = self.find(dom)
+        if guest_only and listed.record.domid == 0:
+            raise Conflict(HOST_REFUSAL)
+        if listed.domain is None:
+            raise NotFound(f"invalid domain:{dom}")
+        return listed.domain
+
     def __iter__(self) -> Iterator[Listed]:
         return iter(self.by_id.values())
 
@@ -170,6 +187,10 @@ class TableView:
             infos.append(listed.info(console, now))
             shown.append(listed.show(console, now))
         return infos, "(" + " ".join(shown) + ")"
+
+    def domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
+        """``dom``'s Domain actor, to ask for a change (``Snapshot.domain``)."""
+        return self._current.domain(dom, guest_only=guest_only)
 
     def names(self) -> tuple[list[str], str]:
         snapshot = self._current

@@ -2,10 +2,11 @@
 
 Reads (a domain's info, the list, every info) are answered from the table's current
 snapshot (``domain/view.py``) on the request's own thread, asking no actor, with each
-domain's SXP text kept until the domain changes. A change looks the domain up in the
-DomainTable, then asks its Domain actor, so one slow domain never holds up requests
-about the others; before its reply the table is asked to ``sync``, so the client's
-next read shows the change. Each request has one deadline
+domain's SXP text kept until the domain changes. A change finds the domain's Domain
+actor in that snapshot too and asks it, so one slow domain never holds up requests
+about the others; before its reply the client's next read is made to show the change:
+a pause or unpause waits for the table's answer to the Domain's announcement of it,
+anything else asks the table to ``sync``. Each request has one deadline
 (``Services.deadline``, by its kind); the Domain actor gets the inner one, and a request
 past its deadline answers 504 saying where the domain was left and which event tells
 the end.
@@ -99,17 +100,21 @@ class DomainResource(Resource):
         answer(self.table.sync(), "the domain table")
 
     def _domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
-        return answer(self.table.find(dom, guest_only=guest_only), "the domain table")
+        """``dom``'s Domain actor, from the table's snapshot (no actor asked)."""
+        return self.services.view.domain(dom, guest_only=guest_only)
 
     def _run(self, dom: str, call: Callable[[DomainProxy], pykka.Future[Any]], *,
              guest_only: bool = True, deadline: Deadline | None = None) -> str:
         """Ask ``dom``'s Domain actor to ``call``; one that went meanwhile is not found."""
         domain = self._domain(dom, guest_only=guest_only)
         try:
-            answer(call(domain), f"domain {dom}", deadline or self.services.deadline())
+            done = answer(call(domain), f"domain {dom}", deadline or self.services.deadline())
         except (pykka.ActorDeadError, ActorGone):
             raise NotFound(f"invalid domain:{dom}") from None
-        self._synced()
+        if isinstance(done, pykka.Future):  # the table's answer to the change's announcement
+            answer(done, "the domain table")
+        else:
+            self._synced()
         return "0"
 
     @op("pause")
