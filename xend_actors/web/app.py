@@ -18,6 +18,7 @@ op run is written to the audit trail (``audit.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 from werkzeug import Request, Response
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, MapAdapter, Rule
 
 from xend_actors import sxp
 from xend_actors.access.identity import Principal, principal_of
@@ -89,8 +90,8 @@ class XendApp:
         if wants_html(request):
             return self.site.respond(self, request)
         try:
-            adapter = self.url_map.bind_to_environ(request.environ)
-            resource, url_args = adapter.match()
+            resource, url_args = self._adapter.match(
+                request.path, request.method, websocket=_upgrades(request.environ))
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
             return self._handled(request, error.status, error.message)
@@ -102,6 +103,14 @@ class XendApp:
         if isinstance(reply, Response):
             return reply  # a stream the resource made itself (the event stream)
         return self._render(reply)
+
+    @functools.cached_property
+    def _adapter(self) -> MapAdapter:
+        """The routes, bound once (at the first request, once every rule is added): a
+        match needs only the path, the method and whether it is a WebSocket upgrade,
+        which ``bind_to_environ`` would work out anew for each request with the host
+        (no route here redirects, so the host is never used)."""
+        return self.url_map.bind("xend")
 
     def _dispatch(self, request: Request, resource: Resource,
                   url_args: Mapping[str, Any]) -> Reply | Response:
@@ -223,6 +232,14 @@ def framing_refusal(environ: WSGIEnvironment) -> str | None:
     if coding is not None and coding.strip().lower() != "chunked":
         return f"Bad request: unsupported Transfer-Encoding {coding[:40]!r}"
     return None
+
+
+def _upgrades(environ: WSGIEnvironment) -> bool:
+    """Whether the request asks for a WebSocket (as werkzeug's ``bind_to_environ`` says)."""
+    upgrade = environ.get("HTTP_UPGRADE")
+    return upgrade is not None and upgrade.lower() == "websocket" and any(
+        part.strip(" \t") == "upgrade"
+        for part in environ.get("HTTP_CONNECTION", "").lower().split(","))
 
 
 def _as_reply(result: Reply | Response | Answer) -> Reply | Response:

@@ -93,6 +93,12 @@ class Gate:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         environ.pop(ENVIRON_KEY, None)
+        if self.door is not Door.TCP:  # known by the socket alone: no request to read
+            try:
+                environ[ENVIRON_KEY] = self._local(environ)
+            except XendError as error:
+                return _refusal(error)(environ, start_response)
+            return self.app(environ, start_response)
         request = Request(environ)
         try:
             principal = self.principal(request)
@@ -106,10 +112,8 @@ class Gate:
 
     def principal(self, request: Request) -> Principal | None:
         """Who sent ``request``; None when it carries no credentials at all."""
-        if self.door is Door.UNIX:
-            return self._unix_admin(request.environ.get(PEER_UID))
-        if self.door is Door.UNIX_RO:
-            return Principal(str(request.environ.get(PEER_UID, "?")), Role.VIEWER, Via.UNIX_RO)
+        if self.door is not Door.TCP:
+            return self._local(request.environ)
         address = request.remote_addr or ""
         if not client_allowed(address, self.config.hosts_allow):
             raise Forbidden(f"client {address} is not allowed by xend-hosts-allow")
@@ -123,6 +127,12 @@ class Gate:
             # An expired or unknown cookie is no credentials: the browser logs in again.
             return self.keys.sessions.principal(session)
         return None
+
+    def _local(self, environ: WSGIEnvironment) -> Principal:
+        """Who is on the other end of a Unix socket: by its uid, whatever it sends."""
+        if self.door is Door.UNIX_RO:
+            return Principal(str(environ.get(PEER_UID, "?")), Role.VIEWER, Via.UNIX_RO)
+        return self._unix_admin(environ.get(PEER_UID))
 
     def _unix_admin(self, uid: object) -> Principal:
         if not isinstance(uid, int):
