@@ -35,6 +35,7 @@ from xend_actors.web.workers import Workers
 log = logging.getLogger(__name__)
 
 POLL = 0.5  # seconds the loop sleeps at most: the heap trim's tick
+NEXT_SOON = 0.002  # seconds a worker waits for a kept-alive client's next request itself
 DEADLINES_CHECKED = 0.1  # seconds between looks at the waiting connections' deadlines
 ACCEPTED_AT_ONCE = 64  # connections accepted from one listener before looking elsewhere
 _BUSY = "xend is busy; try again later"
@@ -224,6 +225,8 @@ class ConnectionLoop:
                 keep = connection.respond(listener.app, environ, keep=not self._stopping)
                 environ = None
                 step = connection.advance(readable=False) if keep else Step.CLOSE
+                if step is Step.READ and self._next_soon(connection):
+                    step = connection.advance()
         except Exception:
             log.exception("HTTP connection failed")
             step = Step.CLOSE
@@ -231,6 +234,13 @@ class ConnectionLoop:
             self._close(connection)
         else:
             self._wait(connection, listener, step)
+
+    def _next_soon(self, connection: HttpConnection) -> bool:
+        """Whether the client's next bytes came within ``NEXT_SOON`` (or it closed), waited
+        for on this worker while no other task wants it: a client sending one request
+        after another (xm's, a program's) is answered without the two hand-offs through
+        the loop (its wake-up, then a worker's)."""
+        return not self._stopping and self._workers.linger(connection.fd, NEXT_SOON)
 
     def _linger(self, connection: HttpConnection, listener: Listener,
                 environ: WSGIEnvironment) -> None:
