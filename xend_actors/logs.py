@@ -51,6 +51,28 @@ class _ExpectedErrors(logging.Filter):
 _EXPECTED = _ExpectedErrors()
 
 
+class _RotatingLog(RotatingFileHandler):
+    """The log file, each record formatted once: the standard handler formats it for
+    its size check and again to write it (two of a line's three formattings; the
+    ``emit`` runs under the handler's lock, so the one kept is this record's)."""
+
+    _last: tuple[logging.LogRecord, str] | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        last = self._last
+        if last is not None and last[0] is record:
+            return last[1]
+        text = super().format(record)
+        self._last = (record, text)
+        return text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        finally:
+            self._last = None  # not keeping the record (and its arguments) alive
+
+
 def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = False) -> None:
     """Send every log record at ``level`` or above to ``logfile`` (and stderr if asked).
 
@@ -75,7 +97,7 @@ def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = Fals
     logging.getLogger("werkzeug").setLevel(max(_installed.level, logging.WARNING))
 
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(
+    handler = _RotatingLog(
         logfile, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
     )
     handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
