@@ -165,11 +165,8 @@ def log_tail(paths: DomainPaths) -> str:
 
 def _stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (field 3 on), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rpartition(")")[2].split()
+    text = _read_proc(f"/proc/{pid}/stat")
+    return None if text is None else text.rpartition(")")[2].split()
 
 
 def start_time(pid: int) -> int | None:
@@ -194,11 +191,23 @@ def cpu_seconds(pid: int) -> float:
 
 def thread_running(pid: int, tid: int) -> bool:
     """Whether thread ``tid`` of ``pid`` is on a cpu or waiting for one (state R)."""
+    text = _read_proc(f"/proc/{pid}/task/{tid}/stat")
+    return text is not None and text.rpartition(")")[2].split()[0] == "R"
+
+
+def _read_proc(path: str) -> str | None:
+    """A small /proc file's text, None if it is gone. Plain system calls: a domain's
+    reading (every pause and unpause, every look at it) reads three of these."""
     try:
-        text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
-    return text.rpartition(")")[2].split()[0] == "R"
+        return None
+    try:
+        return os.read(fd, 4096).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def stop_launched(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
