@@ -155,9 +155,12 @@ def test_a_failed_domain_actor_answers_its_callers_at_once_and_comes_back(
         domid, "f1", before.record.config, before.console.port)
     assert [d.sxpr() for d in ask(xend.table.devices("f1"))] == [
         d.sxpr() for d in before.record.devices]
+    # The web finds the new actor in the table's snapshot, and answers once a read
+    # shows the pause.
+    pause = EnvironBuilder(path="/xend/domain/f1", method="POST").get_request()
+    assert web(xend).pause(pause, "f1") == "0"
+    assert xend.view.info("f1")[0].paused
     domain = xend.domain("f1")
-    ask(domain.pause())
-    assert xend.info("f1").paused
     ask(domain.destroy(ShutdownReason.HALT))
     xend.wait_event("xend.domain.died", ["f1", str(domid)])
     wait_for(lambda: pykka.ActorRegistry.get_by_class(NetifController) == [], 10,

@@ -230,6 +230,24 @@ def test_idle_kept_alive_connections_hold_no_thread(fresh_xend: Callable[..., Xe
             assert _Replies(sock).next()[0] == 200
 
 
+def test_one_worker_serves_a_kept_alive_client_and_another_in_turn(
+        fresh_xend: Callable[..., Xend]) -> None:
+    """A worker waits a moment for its kept-alive client's next request itself; another
+    client's request that comes meanwhile is its own at once, and the first client's
+    next request is answered all the same when it comes."""
+    xend = fresh_xend("(xend-http-workers 1)\n")
+    xend.start_sim("turns")
+    with _unix(xend.home) as first, _unix(xend.home) as second:
+        firsts, seconds = _Replies(first), _Replies(second)
+        for _ in range(20):
+            first.sendall(_get("/xend/domain/turns"))
+            assert sxp.child_value(sxp.parse(firsts.next()[2]), "name") == "turns"
+            second.sendall(_get("/xend/node/"))
+            status, _, body = seconds.next()
+            assert status == 200 and sxp.name(sxp.parse(body)) == "node"
+        assert _still_open(first) and _still_open(second)
+
+
 def test_a_flood_of_waiting_requests_never_holds_up_a_short_one(
         fresh_xend: Callable[..., Xend]) -> None:
     xend = fresh_xend("(xend-http-workers 2)\n(xend-max-waiting 40)\n"
