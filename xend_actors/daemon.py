@@ -44,7 +44,7 @@ from xend_actors.hypervisor.actor import (
     helper_starter,
     open_driver,
 )
-from xend_actors.limits import raise_open_files
+from xend_actors.limits import raise_open_files, spread_futexes
 from xend_actors.logs import setup_logging
 from xend_actors.pidfile import PidFile
 from xend_actors.store import Store, detect_host_reboot
@@ -199,6 +199,8 @@ def run(config: XendConfig, *, foreground: bool,
     memory.limit_arenas()  # before the threads: each would take an arena of its own
     setup_logging(config.logfile, config.loglevel, to_stderr=foreground)
     log.info("Xend may open %d files (each domain takes a few)", raise_open_files())
+    if not spread_futexes():
+        log.debug("No private futex hash to widen: this kernel hashes futexes globally")
     for warning in config.warnings:
         log.warning("%s", warning)
     if not config.http_auth:
