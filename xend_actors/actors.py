@@ -15,6 +15,11 @@ and an actor that stopped before it answered (``pykka.ActorDeadError``) into
 stops its actor at once; its caller and every caller still waiting get ``ActorFailed``
 (503) now rather than at their timeouts, and the actor's ``on_failure`` tells its
 parent, which starts a new one from the store.
+
+``proxy_of`` makes an actor's typed proxy. pykka looks through every attribute of the
+actor each time it makes a proxy (0.3 ms, and a dict of some 40 entries kept by each
+proxy: one per domain); what it finds is the actor's class's, so it is looked up once
+per class and shared (``_introspect_once``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import pykka
+import pykka._proxy
 
 from xend_actors.errors import Timeout, XendError
 
@@ -165,6 +171,23 @@ class Supervised(pykka.ThreadingActor):
 
 
 P = TypeVar("P")
+
+
+_introspect = pykka._proxy.introspect_attrs
+_KNOWN: dict[type, dict[Any, Any]] = {}
+
+
+def _introspect_once(*, root: Any, proxy: pykka.ActorProxy[Any]) -> dict[Any, Any]:
+    """pykka's ``introspect_attrs``, once for each actor class: every actor of a class
+    has the same public attributes (ours keep their own state private). Asked again by a
+    proxy that met a name it did not know, it looks afresh, as pykka would."""
+    known = _KNOWN.get(type(root))
+    if known is None or "_known_attrs" in vars(proxy):
+        known = _KNOWN[type(root)] = _introspect(root=root, proxy=proxy)
+    return known
+
+
+pykka._proxy.introspect_attrs = _introspect_once
 
 
 def proxy_of(ref: pykka.ActorRef[Any], kind: type[P]) -> P:
