@@ -19,9 +19,10 @@ view), so a new cpu reading does not make the text be shown again.
 from __future__ import annotations
 
 import functools
+import operator
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from xend_actors.domain.domain import DomainProxy
 
 HOST_REFUSAL = "Domain-0 is the host: it cannot be paused, shut down or destroyed"
+# A reading's fields but cpu_time, compared for each running domain at each refresh.
+_steady = operator.attrgetter(*(f.name for f in fields(HvDomain) if f.name != "cpu_time"))
+
 READING_AGE = 1.0  # s: how old a cpu_time may be while the domains are being read
 
 # Where the values made at read time go in a domain's shown pieces.
@@ -60,8 +64,7 @@ class Listed:
 
     def moved(self, hv: HvDomain | None) -> Listed:
         """This domain with a new reading; its shown pieces kept if only cpu_time moved."""
-        same = hv is not None and self.hv is not None and \
-            replace(hv, cpu_time=self.hv.cpu_time) == self.hv
+        same = hv is not None and self.hv is not None and _steady(hv) == _steady(self.hv)
         return Listed(self.record, hv, self.domain, self._shown if same else [])
 
     def show(self, console: ShownConsole | None, now: float) -> str:

@@ -105,11 +105,18 @@ class DomainState(Flag):
 
     @property
     def dead(self) -> bool:
-        """Dead as the reaper sees it: crashed, shut down, or dying and not alive."""
-        alive = self & (DomainState.RUNNING | DomainState.PAUSED | DomainState.BLOCKED)
-        return self.crashed or self.shutdown or (self.dying and not alive)
+        """Dead as the reaper sees it: crashed, shut down, or dying and not alive (looked
+        up: the reaper asks it of every domain at each refresh)."""
+        return self._value_ in _DEAD
 
 
+def _dead(state: DomainState) -> bool:
+    alive = state & (DomainState.RUNNING | DomainState.PAUSED | DomainState.BLOCKED)
+    return state.crashed or state.shutdown or (state.dying and not alive)
+
+
+_DEAD = frozenset(value for value in range(1 << len(DomainState))
+                  if _dead(DomainState(value)))
 _LETTERS = tuple(zip("rbpscd", DomainState, strict=True))
 
 
