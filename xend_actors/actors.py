@@ -173,7 +173,9 @@ class Supervised(pykka.ThreadingActor):
 P = TypeVar("P")
 
 
-_introspect = pykka._proxy.introspect_attrs
+# A private pykka function (pinned <5 in setup.py); should a release drop it, proxies are
+# made as pykka makes them, only slower.
+_introspect = getattr(pykka._proxy, "introspect_attrs", None)
 _KNOWN: dict[type, dict[Any, Any]] = {}
 
 
@@ -183,11 +185,13 @@ def _introspect_once(*, root: Any, proxy: pykka.ActorProxy[Any]) -> dict[Any, An
     proxy that met a name it did not know, it looks afresh, as pykka would."""
     known = _KNOWN.get(type(root))
     if known is None or "_known_attrs" in vars(proxy):
+        assert _introspect is not None
         known = _KNOWN[type(root)] = _introspect(root=root, proxy=proxy)
     return known
 
 
-pykka._proxy.introspect_attrs = _introspect_once
+if _introspect is not None:
+    pykka._proxy.introspect_attrs = _introspect_once
 
 
 def proxy_of(ref: pykka.ActorRef[Any], kind: type[P]) -> P:
