@@ -64,6 +64,7 @@ MAX_PAYLOAD = 256 << 20  # held in memory: the sim's state
 MAX_STREAM = 1 << 40  # streamed: a qemu guest's memory
 CHUNK = 1 << 20
 CHECK = Check.CRC32  # what a save writes
+SYNC_SECONDS = 0.02  # the disk writes the state as it lands, not all of it after
 
 
 @dataclass(frozen=True)
@@ -306,8 +307,8 @@ class Writer:
     """A save file written as a stream: a temp file beside ``path`` (``partial``, made
     here: ``store.partial_path``) that becomes ``path`` only once it is complete and
     fsynced (``commit``), or is removed (``abort``). The payload is written to
-    ``fileno()`` from its offset (by another process, even) while ``follow`` hashes what
-    has landed, from the page cache."""
+    ``fileno()`` from its offset (by another process, even) while ``follow`` checksums
+    what has landed, from the page cache, and ``sync_until`` sends it to the disk."""
 
     def __init__(self, path: Path, info: sxp.Value, driver: str, meta: bytes,
                  partial: Path) -> None:
@@ -325,7 +326,7 @@ class Writer:
         self._file = os.fdopen(fd, "w+b", buffering=0)
         self._digest = Running(CHECK, self._info + meta)
         self._start = HEADER.size + len(self._info) + len(meta)
-        self._hashed = self._start
+        self._checked = self._start
         try:
             self._file.write(bytes(HEADER.size) + self._info + meta)
         except OSError as error:
@@ -337,16 +338,16 @@ class Writer:
         return self._file.fileno()
 
     def follow(self, done: threading.Event, timeout: float) -> None:
-        """Hash the payload as it lands, until ``done`` is set and all of it is hashed;
+        """Checksum the payload as it lands, until ``done`` is set and all of it is;
         XendError if nothing lands for ``timeout`` seconds before that."""
         fd = self._file.fileno()
         idle_since = time.monotonic()
         while True:
             finished = done.is_set()  # before the read: what was written by then is seen
-            data = os.pread(fd, CHUNK, self._hashed)
+            data = os.pread(fd, CHUNK, self._checked)
             if data:
                 self._digest.update(data)
-                self._hashed += len(data)
+                self._checked += len(data)
                 idle_since = time.monotonic()
             elif finished:
                 return
@@ -355,10 +356,13 @@ class Writer:
             else:
                 done.wait(0.002)  # caught up with the writer: let it get ahead
 
-    def sync_payload(self) -> None:
-        """Send what was written so far on its way to the disk, beside ``follow``'s
-        hashing of its last part: ``commit``'s own fsync is then left the header."""
+    def sync_until(self, done: threading.Event) -> None:
+        """Send what has landed on its way to the disk while more is written, and once
+        ``done`` is set all of it, beside ``follow``'s checking of the last part:
+        ``commit``'s own fsync is then left the header."""
         try:
+            while not done.wait(SYNC_SECONDS):
+                os.fdatasync(self._file.fileno())
             os.fdatasync(self._file.fileno())
         except OSError as error:
             raise _cannot_write(self.path, error) from None
@@ -366,15 +370,16 @@ class Writer:
     def commit(self) -> None:
         """The header in place, the file fsynced and renamed to ``path``."""
         size = os.fstat(self._file.fileno()).st_size
-        if size != self._hashed:
+        if size != self._checked:
             self.abort()
-            raise XendError(f"cannot write {self.path}: {size - self._hashed} bytes were "
+            raise XendError(f"cannot write {self.path}: {size - self._checked} bytes were "
                             "written after the state ended")
         header = _pack(self._driver, len(self._info), len(self._meta), size - self._start,
                        self._digest.value())
         try:
             os.pwrite(self._file.fileno(), header, 0)
-            os.fsync(self._file.fileno())
+            # the size and blocks went with the payload: only the header's block is left
+            os.fdatasync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self.path)
             fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
