@@ -64,6 +64,9 @@ def test_older_sha256_files_are_still_read_and_checked(tmp_path: Path, version: 
         reader.finish()
     finally:
         reader.close()
+    for cut in ((HEADER_V1 if version == 1 else HEADER_V2).size - 1, len(data) - 1):
+        with pytest.raises(BadRequest, match="truncated"):
+            savefile.decode(data[:cut])
     bad = bytearray(data)
     bad[-1] ^= 0x01
     with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):

@@ -21,8 +21,8 @@ format carries over (facts §10.5): a payload is only good for the driver that m
 so a file another driver wrote is refused by name. Version 2 files (no check field:
 always SHA-256) and version 1 files (no driver or meta field either, always the sim's)
 are still read; the checksum guards against truncation and corruption, not forgery
-(``checksum``), so a save writes the cheaper CRC-32. Reading checks everything it can before
-anything is created, so a truncated, corrupt or foreign file is refused with a
+(``checksum``), so a save writes the cheaper CRC-32. Reading checks everything it can
+before anything is created, so a truncated, corrupt or foreign file is refused with a
 ``BadRequest`` that says which; a state too big to hold in memory (a qemu guest's RAM)
 is written and read by the hypervisor straight from the file (``Writer``, ``Reader``),
 its checksum computed beside it from the page cache, and a restore whose checksum
