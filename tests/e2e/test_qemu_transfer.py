@@ -2,11 +2,13 @@
 
 A saved guest comes back from its file with its shell state (a variable set before the
 save) and its disks, each in the PCI slot it had; a corrupt, a truncated and a sim
-driver's file are refused and leave nothing. Two xends with the qemu driver, each in a
-network namespace of its own joined by a veth pair (as ``tests/integration/
-test_migrate.py`` does for the sim), move a running guest live or stopped: it answers on
-its console at the destination with its shell state, and the source keeps no trace (no
-qemu, no domain, no session, no run-dir folder). A destination killed mid-way (the
+driver's file are refused and leave nothing; a file an earlier xend wrote (format
+version 2, SHA-256) is still restored, and still refused when corrupt. Two xends with
+the qemu driver, each in a network namespace of its own joined by a veth pair (as
+``tests/integration/test_migrate.py`` does for the sim), move a running guest live or
+stopped: it answers on its console at the destination with its shell state, and the
+source keeps no trace (no qemu, no domain, no session, no run-dir folder). A
+destination killed mid-way (the
 stream throttled so it lasts) leaves the guest running at the source; a source xend
 killed mid-way runs its stopped guest again when it starts; a peer the destination does
 not allow and a name it has are refused. Once the whole stream has gone, the guest may
@@ -17,6 +19,7 @@ failed, and stays paused if the destination goes without a word.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import socket
 import subprocess
@@ -178,6 +181,45 @@ def test_a_disk_plugged_in_after_the_create_is_plugged_in_again_before_the_state
         con.run("head -c 14 /dev/vda; echo; echo READ-$((5))", rb"DISK-added.img\s+READ-5")
 
 
+def as_version_2(image: Path, into: Path) -> None:
+    """``image`` rewritten as a xend of save format version 2 wrote it: no check field,
+    SHA-256."""
+    data = image.read_bytes()
+    _magic, _version, driver, _check, info_size, meta_size, payload_size, _digest = \
+        savefile.HEADER.unpack_from(data)
+    body = data[savefile.HEADER.size:]
+    into.write_bytes(savefile.HEADER_V2.pack(savefile.MAGIC, 2, driver, info_size, meta_size,
+                                             payload_size, hashlib.sha256(body).digest())
+                     + body)
+
+
+def test_a_file_an_earlier_xend_saved_with_sha256_is_restored_and_checked(
+        qemu: QemuXend, tmp_path: Path) -> None:
+    xend = qemu
+    xend.create_vm("s6")
+    with console(xend.console_port("s6")) as con:
+        booted(con)
+        con.run("MARK=old-$((2*3)); echo SET-$MARK", rb"SET-old-6")
+    image = tmp_path / "s6.save"
+    assert xend.op("s6", "save", file=str(image)).status_code == 200
+    old = tmp_path / "s6-v2.save"
+    as_version_2(image, old)
+
+    corrupt = tmp_path / "corrupt-v2.save"
+    data = bytearray(old.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    corrupt.write_bytes(bytes(data))
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
+    assert reply.status_code == 400, reply.text
+    assert "corrupt: its SHA-256 checksum does not match" in reply.text
+    assert xend.names() == ["Domain-0"]
+
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(old)})
+    assert reply.status_code == 201, reply.text + xend.home.log_tail()
+    with console(xend.console_port("s6")) as con:
+        con.run("echo GOT-$MARK-", rb"GOT-old-6-", 30)
+
+
 def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
         qemu: QemuXend, tmp_path: Path) -> None:
     xend = qemu
@@ -193,7 +235,7 @@ def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
     corrupt.write_bytes(bytes(data))
     reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
     assert reply.status_code == 400, reply.text
-    assert "corrupt: its SHA-256 checksum does not match" in reply.text
+    assert "corrupt: its CRC-32 checksum does not match" in reply.text
     assert xend.names() == ["Domain-0"]
     wait_for(lambda: not qemu_pids(xend.home.run_dir), what="no qemu left")
     assert not [p for p in (xend.home.run_dir / "qemu").iterdir() if p.name.isdigit()]

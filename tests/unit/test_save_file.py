@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
+from xend_actors import sxp
 from xend_actors.errors import BadRequest, Conflict
 from xend_actors.transfer import savefile
-from xend_actors.transfer.savefile import HEADER, MAGIC, SaveImage
+from xend_actors.transfer.savefile import HEADER, HEADER_V1, HEADER_V2, MAGIC, SaveImage
 
 INFO = ["domain", ["id", "5"], ["name", "web"],
         ["config", ["vm", ["name", "web"], ["memory", "32"]]]]
 IMAGE = SaveImage(INFO, b"\x00state\xff" * 100)
+CHECK_AT, DIGEST_AT = 16 + 4 + 12, HEADER.size - 32  # version 3: the check's name, its value
 
 
 def test_an_image_reads_back_as_written(tmp_path: Path) -> None:
@@ -26,14 +29,85 @@ def test_an_image_reads_back_as_written(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["web.save"]  # no temp file left
 
 
-def test_the_header_holds_version_sizes_and_the_checksum() -> None:
+def test_the_header_holds_version_sizes_and_a_named_crc32() -> None:
     data = savefile.encode(IMAGE)
-    magic, version, driver, info_size, meta_size, payload_size, digest = \
+    magic, version, driver, check, info_size, meta_size, payload_size, digest = \
         HEADER.unpack_from(data)
-    assert (magic, version, payload_size) == (MAGIC, savefile.FORMAT_VERSION, 700)
-    assert (driver.rstrip(b"\0"), meta_size) == (b"sim", 0)
+    assert (magic, version, payload_size) == (MAGIC, 3, 700)
+    assert (driver.rstrip(b"\0"), check.rstrip(b"\0"), meta_size) == (b"sim", b"crc32", 0)
     assert len(data) == HEADER.size + info_size + payload_size
-    assert digest == hashlib.sha256(data[HEADER.size:]).digest()
+    assert digest == zlib.crc32(data[HEADER.size:]).to_bytes(4, "big") + bytes(28)
+
+
+def _older(version: int, image: SaveImage) -> bytes:
+    """A file as a xend of save format ``version`` (1 or 2, SHA-256) wrote it."""
+    info = sxp.show(image.info).encode()
+    body = info + image.meta + image.payload
+    digest = hashlib.sha256(body).digest()
+    if version == 1:
+        return HEADER_V1.pack(MAGIC, 1, len(info), len(image.payload), digest) + body
+    return HEADER_V2.pack(MAGIC, 2, image.driver.encode(), len(info), len(image.meta),
+                          len(image.payload), digest) + body
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_sha256_files_are_still_read_and_checked(tmp_path: Path, version: int) -> None:
+    image = SaveImage(INFO, IMAGE.payload, "sim", b"" if version == 1 else b"(machine)")
+    data = _older(version, image)
+    assert savefile.decode(data, driver="sim") == image
+    path = tmp_path / "old.save"
+    path.write_bytes(data)
+    assert savefile.read(path, "sim") == image
+    reader = savefile.Reader(path, "sim")  # the streamed restore's way
+    try:
+        assert (reader.header.version, reader.header.check.value) == (version, "sha256")
+        reader.finish()
+    finally:
+        reader.close()
+    for cut in ((HEADER_V1 if version == 1 else HEADER_V2).size - 1, len(data) - 1):
+        with pytest.raises(BadRequest, match="truncated"):
+            savefile.decode(data[:cut])
+    bad = bytearray(data)
+    bad[-1] ^= 0x01
+    with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):
+        savefile.decode(bytes(bad))
+    path.write_bytes(bad)
+    reader = savefile.Reader(path, "sim")
+    try:
+        with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):
+            reader.finish()
+    finally:
+        reader.close()
+
+
+def test_a_version_3_file_may_name_sha256_but_no_unknown_check() -> None:
+    data = bytearray(savefile.encode(IMAGE))
+    data[CHECK_AT:CHECK_AT + 8] = b"sha256\0\0"
+    data[DIGEST_AT:HEADER.size] = hashlib.sha256(data[HEADER.size:]).digest()
+    assert savefile.decode(bytes(data)) == IMAGE
+    data[CHECK_AT:CHECK_AT + 8] = b"md5\0\0\0\0\0"
+    with pytest.raises(BadRequest, match="names a checksum this xend does not know: 'md5'"):
+        savefile.decode(bytes(data))
+
+
+def test_a_streamed_file_is_checked_as_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "web.save"
+    savefile.write(path, IMAGE)
+    reader = savefile.Reader(path, "sim")
+    try:
+        assert reader.header.check.value == "crc32"
+        reader.finish()
+    finally:
+        reader.close()
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x80
+    path.write_bytes(data)
+    reader = savefile.Reader(path, "sim")
+    try:
+        with pytest.raises(BadRequest, match="corrupt: its CRC-32 checksum does not match"):
+            reader.finish()
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize("cut", [0, 10, HEADER.size - 1, HEADER.size, HEADER.size + 50, -1])
@@ -45,12 +119,12 @@ def test_a_truncated_file_is_refused(cut: int) -> None:
         assert "truncated" in raised.value.message
 
 
-def test_a_corrupt_byte_anywhere_after_the_header_is_caught() -> None:
+def test_a_corrupt_byte_after_the_header_or_in_its_checksum_is_caught() -> None:
     data = bytearray(savefile.encode(IMAGE))
-    for at in (HEADER.size + 3, len(data) - 1):
+    for at in (HEADER.size + 3, len(data) - 1, DIGEST_AT + 3, DIGEST_AT + 31):
         bad = bytearray(data)
         bad[at] ^= 0x40
-        with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum"):
+        with pytest.raises(BadRequest, match="corrupt: its CRC-32 checksum"):
             savefile.decode(bytes(bad))
 
 
@@ -65,8 +139,8 @@ def test_a_foreign_file_a_newer_version_and_trailing_bytes_are_refused() -> None
 
 
 def test_sizes_beyond_the_limits_are_refused_before_reading_on() -> None:
-    header = HEADER.pack(MAGIC, savefile.FORMAT_VERSION, b"sim", savefile.MAX_INFO + 1, 0, 0,
-                         b"\0" * 32)
+    header = HEADER.pack(MAGIC, savefile.FORMAT_VERSION, b"sim", b"crc32",
+                         savefile.MAX_INFO + 1, 0, 0, b"\0" * 32)
     with pytest.raises(BadRequest, match="beyond the limits"):
         savefile.decode(header)
 

@@ -9,7 +9,7 @@ A sim image (``PagedDriver``) is read whole and its state handed to the driver. 
 qemu image (``StreamDriver``) is too big to hold: the machine its meta describes is
 made and configured first (a domain without devices is configured while its state
 loads: nothing needs plugging in before it), then the hypervisor loads the state
-straight from the file while a thread hashes it beside, and the guest runs only if the
+straight from the file while a thread checksums it beside, and the guest runs only if the
 checksum matches.
 """
 
@@ -75,7 +75,7 @@ def _restore_stream(context: Context, driver: StreamDriver, path: Path) -> Domai
     reader = savefile.Reader(path, driver.kind)  # header, driver and info checked
     # The checksum is computed beside the launch and the load, and checked before
     # the guest runs.
-    checking = Background(reader.finish, "restore-hash")
+    checking = Background(reader.finish, "restore-check")
     try:
         with _restorable(context, path, reader.header.info) as config:
             return _restore_from(context, driver, reader, checking, config)

@@ -3,21 +3,26 @@
 The layout, all integers big-endian::
 
     magic       16 bytes  b"xend-actors-save"
-    version     u32       FORMAT_VERSION
+    version     u32       FORMAT_VERSION (3)
     driver      12 bytes  the driver that wrote it, ASCII, NUL-padded: b"sim", b"qemu"
+    check        8 bytes  the checksum's algorithm, ASCII, NUL-padded: b"crc32" (written),
+                          b"sha256"
     info size   u32       bytes of the domain info SXP text
     meta size   u32       bytes of the driver's description of the machine (may be 0)
     payload     u64       bytes of the hypervisor's state
-    checksum    32 bytes  SHA-256 of the info text, the meta and the payload, in order
+    checksum    32 bytes  the check's value over the info text, the meta and the payload,
+                          in order: CRC-32 big-endian, then zeros; SHA-256 whole
     info        the domain info SXP (facts §4.5), its ``(config (vm ...))`` inside
     meta        what the driver needs before the state (qemu: the machine to launch)
     payload     the driver's state of the suspended domain (opaque to xend)
 
 The file must be exactly that long. Only the header/vmconfig framing idea of Xen's
 format carries over (facts §10.5): a payload is only good for the driver that made it,
-so a file another driver wrote is refused by name. Version 1 files (no driver or meta
-field, always the sim's) are still read. Reading checks everything it can before
-anything is created, so a truncated, corrupt or foreign file is refused with a
+so a file another driver wrote is refused by name. Version 2 files (no check field:
+always SHA-256) and version 1 files (no driver or meta field either, always the sim's)
+are still read; the checksum guards against truncation and corruption, not forgery
+(``checksum``), so a save writes the cheaper CRC-32. Reading checks everything it can
+before anything is created, so a truncated, corrupt or foreign file is refused with a
 ``BadRequest`` that says which; a state too big to hold in memory (a qemu guest's RAM)
 is written and read by the hypervisor straight from the file (``Writer``, ``Reader``),
 its checksum computed beside it from the page cache, and a restore whose checksum
@@ -34,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 import struct
@@ -47,16 +51,20 @@ from typing import BinaryIO
 from xend_actors import sxp
 from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.store import atomic_write, create_new, storage_failure
+from xend_actors.transfer.checksum import Check, Running
 
 MAGIC = b"xend-actors-save"
-FORMAT_VERSION = 2
-HEADER = struct.Struct(">16sI12sIIQ32s")
+FORMAT_VERSION = 3
+HEADER = struct.Struct(">16sI12s8sIIQ32s")
+HEADER_V2 = struct.Struct(">16sI12sIIQ32s")
 HEADER_V1 = struct.Struct(">16sIIQ32s")
 MAX_INFO = 1 << 20
 MAX_META = 1 << 20
 MAX_PAYLOAD = 256 << 20  # held in memory: the sim's state
 MAX_STREAM = 1 << 40  # streamed: a qemu guest's memory
 CHUNK = 1 << 20
+CHECK = Check.CRC32  # what a save writes
+SYNC_SECONDS = 0.02  # the disk writes the state as it lands, not all of it after
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class Header:
     payload_offset: int
     digest: bytes
     version: int
+    check: Check
 
 
 def encode(image: SaveImage) -> bytes:
@@ -91,9 +100,8 @@ def encode(image: SaveImage) -> bytes:
     if len(image.payload) > MAX_PAYLOAD:
         raise BadRequest(f"the domain state is {len(image.payload)} bytes; a save file "
                          f"holds at most {MAX_PAYLOAD}")
-    digest = hashlib.sha256(info + image.meta + image.payload).digest()
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, _driver_bytes(image.driver), len(info),
-                         len(image.meta), len(image.payload), digest)
+    digest = Running(CHECK, info + image.meta + image.payload).value()
+    header = _pack(image.driver, len(info), len(image.meta), len(image.payload), digest)
     return header + info + image.meta + image.payload
 
 
@@ -103,8 +111,8 @@ def decode(data: bytes, name: str = "the save file", driver: str | None = None) 
     raw = _raw_header(data, len(data), name, driver, MAX_PAYLOAD)
     if len(data) > raw.end:
         raise BadRequest(f"{name} has {len(data) - raw.end} bytes of trailing garbage")
-    if hashlib.sha256(data[raw.offset:]).digest() != raw.digest:
-        raise BadRequest(f"{name} is corrupt: its SHA-256 checksum does not match")
+    if Running(raw.check, data[raw.offset:]).value() != raw.digest:
+        raise _corrupt(name, raw.check)
     header = _header(raw, data, name)
     return SaveImage(header.info, data[header.payload_offset:], header.driver, header.meta)
 
@@ -125,6 +133,7 @@ class _Raw:
     meta_size: int
     payload_size: int
     digest: bytes
+    check: Check
 
     @property
     def end(self) -> int:
@@ -138,29 +147,44 @@ def _raw_header(data: bytes, file_size: int, name: str, driver: str | None,
             raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than a header")
         raise BadRequest(f"{name} is not a xend-actors save file (bad magic)")
     (version,) = struct.unpack_from(">I", data, len(MAGIC))
+    layout = {1: HEADER_V1, 2: HEADER_V2, FORMAT_VERSION: HEADER}.get(version)
+    if layout is None:
+        raise BadRequest(f"{name} has save format version {version}; this xend reads "
+                         f"versions 1 to {FORMAT_VERSION}")
+    if len(data) < layout.size:
+        raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than a header")
+    check = Check.SHA256
     if version == 1:
         _magic, _v, info_size, payload_size, digest = HEADER_V1.unpack_from(data)
-        kind, meta_size, offset = "sim", 0, HEADER_V1.size
-    elif version == FORMAT_VERSION:
-        if len(data) < HEADER.size:
-            raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than a header")
-        _magic, _v, raw, info_size, meta_size, payload_size, digest = HEADER.unpack_from(data)
-        kind, offset = raw.rstrip(b"\0").decode("ascii", "replace"), HEADER.size
+        raw, meta_size = b"sim", 0
+    elif version == 2:
+        _magic, _v, raw, info_size, meta_size, payload_size, digest = \
+            HEADER_V2.unpack_from(data)
     else:
-        raise BadRequest(f"{name} has save format version {version}; this xend reads "
-                         f"versions 1 and {FORMAT_VERSION}")
+        _magic, _v, raw, named, info_size, meta_size, payload_size, digest = \
+            HEADER.unpack_from(data)
+        check = _named_check(named, name)
+    kind, offset = raw.rstrip(b"\0").decode("ascii", "replace"), layout.size
     if driver is not None and kind != driver:
         raise BadRequest(f"{name} was saved by the {kind} hypervisor driver; this xend runs "
                          f"the {driver} driver, which cannot restore it")
     if info_size > MAX_INFO or meta_size > MAX_META or payload_size > max_payload:
         raise BadRequest(f"{name} claims sizes beyond the limits ({info_size} bytes of "
                          f"info, {meta_size} of meta, {payload_size} of state)")
-    result = _Raw(kind, version, offset, info_size, meta_size, payload_size, digest)
+    result = _Raw(kind, version, offset, info_size, meta_size, payload_size, digest, check)
     if file_size < result.end:
         raise BadRequest(f"{name} is truncated: {file_size} bytes of {result.end}")
     if len(data) < offset + info_size + meta_size:
         raise BadRequest(f"{name} is truncated: {len(data)} bytes, less than its info")
     return result
+
+
+def _named_check(raw: bytes, name: str) -> Check:
+    check = Check.named(raw)
+    if check is None:
+        shown = raw.rstrip(b"\0").decode("ascii", "replace")
+        raise BadRequest(f"{name} names a checksum this xend does not know: {shown!r}")
+    return check
 
 
 def _header(raw: _Raw, data: bytes, name: str) -> Header:
@@ -174,7 +198,7 @@ def _header(raw: _Raw, data: bytes, name: str) -> Header:
     meta_at = raw.offset + raw.info_size
     return Header(raw.driver, info, bytes(data[meta_at:meta_at + raw.meta_size]),
                   raw.info_size, raw.payload_size, meta_at + raw.meta_size, raw.digest,
-                  raw.version)
+                  raw.version, raw.check)
 
 
 def check_target(path: Path) -> None:
@@ -252,7 +276,7 @@ class Reader:
             if extra > 0:
                 raise BadRequest(f"{path} has {extra} bytes of trailing garbage")
             start = self.header.payload_offset - self.header.info_size - len(self.header.meta)
-            self._digest = hashlib.sha256(head[start:self.header.payload_offset])
+            self._digest = Running(self.header.check, head[start:self.header.payload_offset])
         except BaseException:
             self._file.close()
             raise
@@ -264,7 +288,7 @@ class Reader:
         return self._file.fileno()
 
     def finish(self) -> None:
-        """Hash the payload, then BadRequest unless the checksum matches."""
+        """Check the payload, then BadRequest unless the checksum matches."""
         at, end = self.header.payload_offset, self.header.payload_offset + self.header.payload_size
         while at < end:
             data = os.pread(self._file.fileno(), min(CHUNK, end - at), at)
@@ -272,8 +296,8 @@ class Reader:
                 raise BadRequest(f"{self.path} is truncated: it shrank while being read")
             self._digest.update(data)
             at += len(data)
-        if self._digest.digest() != self.header.digest:
-            raise BadRequest(f"{self.path} is corrupt: its SHA-256 checksum does not match")
+        if self._digest.value() != self.header.digest:
+            raise _corrupt(str(self.path), self.header.check)
 
     def close(self) -> None:
         self._file.close()
@@ -283,8 +307,8 @@ class Writer:
     """A save file written as a stream: a temp file beside ``path`` (``partial``, made
     here: ``store.partial_path``) that becomes ``path`` only once it is complete and
     fsynced (``commit``), or is removed (``abort``). The payload is written to
-    ``fileno()`` from its offset (by another process, even) while ``follow`` hashes what
-    has landed, from the page cache."""
+    ``fileno()`` from its offset (by another process, even) while ``follow`` checksums
+    what has landed, from the page cache, and ``sync_until`` sends it to the disk."""
 
     def __init__(self, path: Path, info: sxp.Value, driver: str, meta: bytes,
                  partial: Path) -> None:
@@ -300,9 +324,9 @@ class Writer:
             raise _cannot_write(path, error) from None
         self._tmp = partial
         self._file = os.fdopen(fd, "w+b", buffering=0)
-        self._digest = hashlib.sha256(self._info + meta)
+        self._digest = Running(CHECK, self._info + meta)
         self._start = HEADER.size + len(self._info) + len(meta)
-        self._hashed = self._start
+        self._checked = self._start
         try:
             self._file.write(bytes(HEADER.size) + self._info + meta)
         except OSError as error:
@@ -314,16 +338,16 @@ class Writer:
         return self._file.fileno()
 
     def follow(self, done: threading.Event, timeout: float) -> None:
-        """Hash the payload as it lands, until ``done`` is set and all of it is hashed;
+        """Checksum the payload as it lands, until ``done`` is set and all of it is;
         XendError if nothing lands for ``timeout`` seconds before that."""
         fd = self._file.fileno()
         idle_since = time.monotonic()
         while True:
             finished = done.is_set()  # before the read: what was written by then is seen
-            data = os.pread(fd, CHUNK, self._hashed)
+            data = os.pread(fd, CHUNK, self._checked)
             if data:
                 self._digest.update(data)
-                self._hashed += len(data)
+                self._checked += len(data)
                 idle_since = time.monotonic()
             elif finished:
                 return
@@ -332,10 +356,13 @@ class Writer:
             else:
                 done.wait(0.002)  # caught up with the writer: let it get ahead
 
-    def sync_payload(self) -> None:
-        """Send what was written so far on its way to the disk, beside ``follow``'s
-        hashing of its last part: ``commit``'s own fsync is then left the header."""
+    def sync_until(self, done: threading.Event) -> None:
+        """Send what has landed on its way to the disk while more is written, and once
+        ``done`` is set all of it, beside ``follow``'s checking of the last part:
+        ``commit``'s own fsync is then left the header."""
         try:
+            while not done.wait(SYNC_SECONDS):
+                os.fdatasync(self._file.fileno())
             os.fdatasync(self._file.fileno())
         except OSError as error:
             raise _cannot_write(self.path, error) from None
@@ -343,16 +370,16 @@ class Writer:
     def commit(self) -> None:
         """The header in place, the file fsynced and renamed to ``path``."""
         size = os.fstat(self._file.fileno()).st_size
-        if size != self._hashed:
+        if size != self._checked:
             self.abort()
-            raise XendError(f"cannot write {self.path}: {size - self._hashed} bytes were "
+            raise XendError(f"cannot write {self.path}: {size - self._checked} bytes were "
                             "written after the state ended")
-        header = HEADER.pack(MAGIC, FORMAT_VERSION, _driver_bytes(self._driver),
-                             len(self._info), len(self._meta), size - self._start,
-                             self._digest.digest())
+        header = _pack(self._driver, len(self._info), len(self._meta), size - self._start,
+                       self._digest.value())
         try:
             os.pwrite(self._file.fileno(), header, 0)
-            os.fsync(self._file.fileno())
+            # the size and blocks went with the payload: only the header's block is left
+            os.fdatasync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self.path)
             fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -369,6 +396,16 @@ class Writer:
         with contextlib.suppress(OSError):
             self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _pack(driver: str, info_size: int, meta_size: int, payload_size: int,
+          digest: bytes) -> bytes:
+    return HEADER.pack(MAGIC, FORMAT_VERSION, _driver_bytes(driver), CHECK.value.encode(),
+                       info_size, meta_size, payload_size, digest)
+
+
+def _corrupt(name: str, check: Check) -> BadRequest:
+    return BadRequest(f"{name} is corrupt: its {check.title} checksum does not match")
 
 
 def _open_source(path: Path) -> BinaryIO:

@@ -7,8 +7,8 @@ and fsynced; any failure before that lets the guest run on and leaves no file.
 A sim domain (``PagedDriver``) is suspended the Xen way (``rollback.Suspension``) and
 its state, a few KiB, written as a whole (``savefile.write``). A qemu domain
 (``StreamDriver``) needs no suspend request: the hypervisor stops it and writes its
-state straight into the file while a thread here hashes it (``savefile.Writer``), and
-``resume`` runs it again on failure.
+state straight into the file while a thread here checksums it and another sends it to
+the disk (``savefile.Writer``), and ``resume`` runs it again on failure.
 """
 
 from __future__ import annotations
@@ -96,26 +96,24 @@ def _save_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
 
 def _save_stream(context: Context, driver: StreamDriver, info: DomainInfo, path: Path,
                  partial: Path, report: Callable[[StreamProgress], None]) -> None:
-    """The hypervisor writes the state straight into the file while a thread hashes it
-    (and once it is all written, another sends it to the disk while the hash catches
-    up); the domain is destroyed once the file is complete and fsynced."""
+    """The hypervisor writes the state straight into the file while one thread
+    checksums it and another sends it to the disk as it lands; the domain is destroyed
+    once the file is complete and fsynced."""
     domid = info.domid
     writer = savefile.Writer(path, info.sxpr(), driver.kind, driver.describe(domid), partial)
     sent = committed = False
     done = threading.Event()
-    follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-hash")
-    syncing: Background | None = None
+    follower = Background(lambda: writer.follow(done, STREAM_TIMEOUT), "save-check")
+    syncing = Background(lambda: writer.sync_until(done), "save-sync")
     try:
         try:
             driver.send_state(domid, writer.fileno(), live=False, mbit=0, progress=report)
-            syncing = Background(writer.sync_payload, "save-sync")
         finally:
             done.set()
             try:
                 follower.finish(context.seconds(STREAM_TIMEOUT))
             finally:
-                if syncing is not None:
-                    syncing.finish(context.seconds(STREAM_TIMEOUT))
+                syncing.finish(context.seconds(STREAM_TIMEOUT))
         sent = True
         writer.commit()
         committed = True
