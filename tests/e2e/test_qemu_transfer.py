@@ -205,14 +205,7 @@ def test_a_file_an_earlier_xend_saved_with_sha256_is_restored_and_checked(
     old = tmp_path / "s6-v2.save"
     as_version_2(image, old)
 
-    corrupt = tmp_path / "corrupt-v2.save"
-    data = bytearray(old.read_bytes())
-    data[len(data) // 2] ^= 0x55
-    corrupt.write_bytes(bytes(data))
-    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
-    assert reply.status_code == 400, reply.text
-    assert "corrupt: its SHA-256 checksum does not match" in reply.text
-    assert xend.names() == ["Domain-0"]
+    refused_corrupt(xend, old, tmp_path / "corrupt-v2.save", "SHA-256")
 
     reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(old)})
     assert reply.status_code == 201, reply.text + xend.home.log_tail()
@@ -229,14 +222,7 @@ def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
     image = tmp_path / "s2.save"
     assert xend.op("s2", "save", file=str(image)).status_code == 200
 
-    corrupt = tmp_path / "corrupt.save"
-    data = bytearray(image.read_bytes())
-    data[len(data) // 2] ^= 0x55
-    corrupt.write_bytes(bytes(data))
-    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
-    assert reply.status_code == 400, reply.text
-    assert "corrupt: its CRC-32 checksum does not match" in reply.text
-    assert xend.names() == ["Domain-0"]
+    refused_corrupt(xend, image, tmp_path / "corrupt.save", "CRC-32")
     wait_for(lambda: not qemu_pids(xend.home.run_dir), what="no qemu left")
     assert not [p for p in (xend.home.run_dir / "qemu").iterdir() if p.name.isdigit()]
 
@@ -495,3 +481,15 @@ def test_after_the_whole_stream_the_source_runs_again_only_if_the_destination_sa
                          r"not say whether it runs it", reply.text), reply.text
         assert xend.state("e1") == "--p--"
         assert len(qemu_pids(xend.home.run_dir)) == 1
+
+
+def refused_corrupt(xend: QemuXend, image: Path, corrupt: Path, check: str) -> None:
+    """A copy of ``image`` with a byte flipped mid-way is refused by its ``check`` and
+    leaves no domain."""
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    corrupt.write_bytes(bytes(data))
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(corrupt)})
+    assert reply.status_code == 400, reply.text
+    assert f"corrupt: its {check} checksum does not match" in reply.text
+    assert xend.names() == ["Domain-0"]
