@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from dataclasses import dataclass
+from io import TextIOWrapper
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class _RotatingLog(RotatingFileHandler):
     ``emit`` runs under the handler's lock, so the one kept is this record's)."""
 
     _last: tuple[logging.LogRecord, str] | None = None
+    _regular = True
 
     def format(self, record: logging.LogRecord) -> str:
         last = self._last
@@ -71,6 +74,23 @@ class _RotatingLog(RotatingFileHandler):
             super().emit(record)
         finally:
             self._last = None  # not keeping the record (and its arguments) alive
+
+    def _open(self) -> TextIOWrapper:
+        stream = super()._open()
+        # The standard size check asks this (bpo-45401: never rotate what is not a
+        # regular file) with two stats for every record; it is asked once a file here.
+        self._regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        return stream
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        stream = self.stream
+        if stream is None:
+            stream = self.stream = self._open()
+        if not self._regular or self.maxBytes <= 0:
+            return False
+        text = f"{self.format(record)}\n"
+        stream.seek(0, 2)
+        return stream.tell() + len(text) >= self.maxBytes
 
 
 def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = False) -> None:
