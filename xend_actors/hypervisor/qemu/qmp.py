@@ -6,7 +6,9 @@ reader thread hands each reply to the caller waiting for it and each event to th
 killed), the waiting callers and every later call fail with a HypervisorError, and
 ``on_close`` is called once. Callbacks run on the reader thread: they must not wait
 for a reply on this connection. The lines are ``qmp_protocol``'s; the calls in flight
-are ``rpc.Calls``.
+are ``rpc.Calls``. ``Qmp.open`` connects in two steps, for a caller with other work while
+a qemu just launched makes its machine: the greeting is read and the capabilities and
+first questions sent in one write, and ``Opening.finish`` takes the answers.
 """
 
 from __future__ import annotations
