@@ -186,7 +186,9 @@ class QemuDriver:
 
     def ready(self, domid: int) -> None:
         """Wait until the qemu just launched has made the machine and answers."""
-        self._not_host(domid, "wait for").ready()
+        guest = self._not_host(domid, "wait for")
+        with guest.ops:  # a destroy meanwhile waits, as it does for the launch
+            guest.ready()
 
     def _launch(self, guest: QemuGuest, image: LinuxImage, what: str,
                 incoming: bool) -> tuple[int, str]:
