@@ -238,6 +238,26 @@ def test_a_kernel_that_cannot_be_read_fails_the_create_and_leaves_nothing(
     assert not list((xend.home.run_dir / "qemu").glob("[0-9]*"))
 
 
+def test_a_kernel_qemu_cannot_load_fails_the_create_with_its_reason_and_leaves_nothing(
+    qemu: QemuXend, guest: Guest, tmp_path: Path,
+) -> None:
+    # qemu loads the kernel after its sockets listen, while xend already opens the
+    # console: the create still waits for it and says why it failed.
+    xend = qemu
+    bad = tmp_path / "vmlinuz"
+    bad.write_bytes(b"not a kernel")
+    config = vm(guest, "badkernel", kernel=str(bad))
+    reply = xend.http.post("/xend/domain/", data={"op": "create", "config": sxp.show(config)})
+    assert reply.status_code == 500, reply.text
+    assert "qemu exited with status 1 at launch" in reply.text, reply.text
+    assert "linux kernel too old to load a ram disk" in reply.text, reply.text  # qemu said
+    assert xend.names() == ["Domain-0"]
+    assert not list((xend.home.run_dir / "qemu").glob("[0-9]*"))
+    assert xend.consoles() == []  # the console opened meanwhile is closed again
+    xend.create_vm("q-after", start=False)  # nothing of it is in the way of the next one
+    xend.destroy_all_but({"Domain-0"})
+
+
 EXAMPLE = ROOT / "etc" / "examples" / "qemu-domain.sxp"
 
 

@@ -227,7 +227,8 @@ class Domain(Supervised, TracedActor):
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
         self._progress(BuildPhase.DEVICES)
-        port = self._open_console(config)
+        port = self._open_console(config)  # while a qemu may still be making the machine
+        self._driver.ready(self.domid)
         self._progress(BuildPhase.CONSOLE)
         return port
 

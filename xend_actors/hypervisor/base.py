@@ -230,7 +230,15 @@ class Driver(Protocol):
         """An empty, paused domain; ``domid`` asks for a given id (a restart keeps its id)."""
         ...
 
-    def build(self, domid: int, image: LinuxImage) -> None: ...
+    def build(self, domid: int, image: LinuxImage) -> None:
+        """Load the image; the domain may still be getting ready when this returns (a
+        qemu making its machine), in which case its console can already be opened."""
+        ...
+
+    def ready(self, domid: int) -> None:
+        """Wait until the domain just built is whole; its hypervisor's failure to make
+        it is raised here at the latest."""
+        ...
 
     def pause(self, domid: int) -> None: ...
 

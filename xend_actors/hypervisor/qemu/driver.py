@@ -177,11 +177,18 @@ class QemuDriver:
         return domid
 
     def build(self, domid: int, image: LinuxImage) -> None:
-        """Launch the domain's qemu, paused, with the image's kernel, ramdisk and args."""
+        """Launch the domain's qemu, paused, with the image's kernel, ramdisk and args;
+        returns once its sockets listen, before qemu has made the machine (``ready``)."""
         guest = self._not_host(domid, "build")
         what = f"cannot build domain {domid}"
         pid, accel = self._launch(guest, image, what, incoming=False)
         self._say(f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}")
+
+    def ready(self, domid: int) -> None:
+        """Wait until the qemu just launched has made the machine and answers."""
+        guest = self._not_host(domid, "wait for")
+        with guest.ops:  # a destroy meanwhile waits, as it does for the launch
+            guest.ready()
 
     def _launch(self, guest: QemuGuest, image: LinuxImage, what: str,
                 incoming: bool) -> tuple[int, str]:

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -47,13 +48,14 @@ from xend_actors.hypervisor.base import ShutdownReason as Reason
 from xend_actors.hypervisor.qemu import agent, cgroup, process
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec
-from xend_actors.hypervisor.qemu.qmp import Qmp
+from xend_actors.hypervisor.qemu.qmp import Opening, Qmp
 from xend_actors.hypervisor.qemu.qmp_protocol import Event
 from xend_actors.hypervisor.qemu.sched import cpu_shape
 
 log = logging.getLogger(__name__)
 
 LAUNCH_TIMEOUT = 10.0
+ATTACH_QUERIES = ("query-status", "query-cpus-fast", "query-chardev", "query-balloon")
 QUIT_TIMEOUT = 3.0
 AGENT_TIMEOUT = 5.0
 AGENT_GRACE = 60.0  # a guest this long after it first ran without an agent has none
@@ -85,6 +87,8 @@ class QemuGuest:
         self._lock = threading.Lock()  # guards the fields below
         self._process: subprocess.Popen[bytes] | None = None  # None once adopted
         self._qmp: Qmp | None = None
+        self._opening: Opening | None = None  # launched, its monitor's answers not read yet
+        self._readying = threading.Lock()  # one thread reads them
         self._paused = True
         self._destroying = False
         self._going = False  # to be destroyed: its devices go with it, unasked
@@ -143,8 +147,11 @@ class QemuGuest:
 
     def launch(self, qemu: str, image: LinuxImage, accel: str, incoming: bool = False) -> int:
         """Start this domain's qemu, paused, with the image (``incoming``: waiting for a
-        saved or migrating state instead of booting it); its pid. Nothing is left running
-        when it fails."""
+        saved or migrating state instead of booting it); its pid. Returns once qemu's
+        sockets listen, its monitor greeted and asked what the guest needs to know: the
+        answers come when qemu's machine is made (its kernel loaded, some tens of
+        milliseconds on), which the caller may spend opening the console; ``ready`` (or
+        the first command) waits for them. Nothing is left running when it fails."""
         st = self._state
         cmdline = image.cmdline if "console=" in image.cmdline else (
             f"{DEFAULT_CONSOLE} {image.cmdline}")
@@ -162,19 +169,54 @@ class QemuGuest:
             with self._lock:
                 self._process = launched
                 self._update(pid=launched.pid, started=started, accel=accel, image=image)
-            self._attach(fresh=True)
-        except BaseException:
+            opening = self._open_monitor()
             with self._lock:
-                self._destroying = True  # what the closing monitor says is no news
-                qmp, self._qmp = self._qmp, None
-            if qmp is not None:
-                qmp.close()
-            process.stop_launched(launched)
-            with self._lock:
-                self._destroying, self._process = False, None
-                self._update(pid=0, started=0, accel="", image=None)
-            raise
+                self._opening = opening
+        except BaseException as error:
+            raise self._undo_launch(launched, error) from None
         return launched.pid
+
+    def ready(self) -> None:
+        """Wait until the qemu just launched answers on its monitor, and take in what it
+        says; a qemu that fails (it exits: a kernel it cannot load) is gone, and its
+        launch undone. At once when there is nothing to wait for."""
+        if self._opening is None:
+            return
+        with self._readying:
+            opening = self._opening
+            if opening is None:
+                return
+            try:
+                self._attach(opening, fresh=True)
+            except BaseException as error:
+                launched = self._process
+                if launched is None:
+                    raise
+                raise self._undo_launch(launched, error) from None
+            finally:
+                with self._lock:
+                    self._opening = None
+
+    def _undo_launch(self, launched: subprocess.Popen[bytes],
+                     error: BaseException) -> BaseException:
+        """Stop the qemu whose launch failed with ``error`` and forget it, as if it never
+        ran; the error to raise: qemu's own words if it exited by itself."""
+        with self._lock:
+            self._destroying = True  # what the closing monitor says is no news
+            qmp, self._qmp = self._qmp, None
+            opening, self._opening = self._opening, None
+        if qmp is not None:
+            qmp.close()
+        if opening is not None:
+            opening.abandon()
+        process.stop_launched(launched)
+        with self._lock:
+            self._destroying, self._process = False, None
+            self._update(pid=0, started=0, accel="", image=None)
+        if isinstance(error, XendError) and launched.returncode not in (None, -signal.SIGKILL):
+            return HypervisorError(f"qemu exited with status {launched.returncode} at "
+                                   f"launch: {process.log_tail(self.paths)}")
+        return error
 
     def adopt(self) -> None:
         """Take over the qemu a previous xend launched, alive or not."""
@@ -183,7 +225,7 @@ class QemuGuest:
             self._ran_since = time.monotonic() - AGENT_GRACE  # it has had its time to boot
         if process.alive(st.pid, st.started):
             try:
-                self._attach(fresh=False)
+                self._attach(self._open_monitor(), fresh=False)
             except XendError as error:
                 log.error("Cannot take over the qemu of domain %s (pid %s): %s; it is "
                           "reported crashed", st.domid, st.pid, error)
@@ -195,20 +237,28 @@ class QemuGuest:
                     self._update(exit=Reason.CRASH)
             self._say(f"domain {st.domid} found dead: {st.name}, qemu pid {st.pid} is gone")
 
-    def _attach(self, *, fresh: bool) -> None:
-        """Connect the monitor and learn what qemu is doing; a ``fresh`` qemu also gets the
-        domain's pinning and scheduling (an adopted one kept them with its threads)."""
-        qmp = Qmp.connect(self.paths.qmp, timeout=self.timeout, on_event=self._on_event,
-                          on_close=self._on_monitor_closed)
+    def _open_monitor(self) -> Opening:
+        """Connect the monitor and ask what ``_attach`` learns, in one write."""
+        return Qmp.open(self.paths.qmp, timeout=self.timeout, on_event=self._on_event,
+                        on_close=self._on_monitor_closed, asking=ATTACH_QUERIES)
+
+    def _attach(self, opening: Opening, *, fresh: bool) -> None:
+        """Finish connecting the monitor and learn what qemu is doing; a ``fresh`` qemu
+        also gets the domain's pinning and scheduling (an adopted one kept them with its
+        threads)."""
+        qmp, answers = opening.finish()
         with self._lock:
             self._qmp = qmp
-        status = qmp.execute("query-status")["status"]
-        threads = tuple(int(cpu["thread-id"]) for cpu in qmp.execute("query-cpus-fast"))
+        for answer in answers[:3]:
+            if isinstance(answer, XendError):
+                raise answer
+        status = answers[0]["status"]
+        threads = tuple(int(cpu["thread-id"]) for cpu in answers[1])
         agent_open = any(c.get("label") == process.CONTROL_CHARDEV and c.get("frontend-open")
-                         for c in qmp.execute("query-chardev"))
-        balloon = None
-        with contextlib.suppress(XendError):  # no balloon driver in the guest (yet)
-            balloon = int(qmp.execute("query-balloon")["actual"]) // 1024
+                         for c in answers[2])
+        # A QmpError: no balloon driver in the guest (yet).
+        balloon = None if isinstance(answers[3], XendError) else \
+            int(answers[3]["actual"]) // 1024
         with self._lock:
             self._vcpu_threads = threads
             self._balloon_kb = balloon
@@ -305,9 +355,14 @@ class QemuGuest:
         with self._lock:
             self._destroying = True
             qmp, console = self._qmp, self._console
+            opening, self._opening = self._opening, None
+        if opening is not None:  # its monitor not answering yet: nobody to ask to quit
+            opening.abandon()
         st = self._state
         if st.built and process.alive(st.pid, st.started):
-            if qmp is not None and not qmp.closed:
+            if opening is not None:
+                process.kill(st.pid, st.started, self._process)
+            elif qmp is not None and not qmp.closed:
                 with contextlib.suppress(XendError):
                     qmp.execute("quit", timeout=QUIT_TIMEOUT)
             if not process.wait_gone(st.pid, st.started, self._process, QUIT_TIMEOUT):
@@ -324,11 +379,15 @@ class QemuGuest:
         with self._lock:
             self._destroying = True  # what the closing monitor says is no news
             qmp, console = self._qmp, self._console
+            opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.abandon()
         if qmp is not None:
             qmp.close()
         _close_quietly(console)
 
     def _monitor(self) -> Qmp:
+        self.ready()
         qmp = self._qmp
         if qmp is None or qmp.closed:
             raise HypervisorError(f"domain {self.domid} has no running qemu")

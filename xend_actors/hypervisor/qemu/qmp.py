@@ -6,7 +6,9 @@ reader thread hands each reply to the caller waiting for it and each event to th
 killed), the waiting callers and every later call fail with a HypervisorError, and
 ``on_close`` is called once. Callbacks run on the reader thread: they must not wait
 for a reply on this connection. The lines are ``qmp_protocol``'s; the calls in flight
-are ``rpc.Calls``.
+are ``rpc.Calls``. ``Qmp.open`` connects in two steps, for a caller with other work while
+a qemu just launched makes its machine: the greeting is read and the capabilities and
+first questions sent in one write, and ``Opening.finish`` takes the answers.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from xend_actors.errors import HypervisorError, Timeout
 from xend_actors.hypervisor.qemu import qmp_protocol
 from xend_actors.hypervisor.qemu.qmp_protocol import MAX_LINE, ErrorReply, Event, Greeting, Return
-from xend_actors.hypervisor.rpc import Calls
+from xend_actors.hypervisor.rpc import Call, Calls
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +60,29 @@ class Qmp:
                 on_event: Callable[[Event], None] = lambda event: None,
                 on_close: Callable[[], None] = lambda: None) -> Qmp:
         """Connect, read the greeting, leave capabilities negotiation; then events flow."""
+        return cls.open(path, timeout=timeout, on_event=on_event, on_close=on_close).finish()[0]
+
+    @classmethod
+    def open(cls, path: Path, *, timeout: float = 10.0,
+             on_event: Callable[[Event], None] = lambda event: None,
+             on_close: Callable[[], None] = lambda: None,
+             asking: Sequence[str] = ()) -> Opening:
+        """Connect and read the greeting, then send ``qmp_capabilities`` and the
+        argument-less commands ``asking`` in one write, and return without waiting for
+        the answers: ``Opening.finish`` does."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        try:
+        with _talking(path, sock, timeout):
             sock.connect(str(path))
             lines = sock.makefile("rb")
             said = qmp_protocol.decode(_read_line(lines) or b"null")
             if not isinstance(qmp_protocol.message(said), Greeting):
                 raise HypervisorError(f"{path} is not a QMP monitor (it said {said!r})")
-            sock.sendall(qmp_protocol.command("qmp_capabilities"))
-            said = qmp_protocol.decode(_read_line(lines) or b"null")
-            if not isinstance(qmp_protocol.message(said), Return):
-                raise HypervisorError(f"qemu at {path} refused QMP capabilities: {said!r}")
-        except TimeoutError:
-            sock.close()
-            raise Timeout(f"qemu's monitor at {path} did not answer within {timeout:g} s "
-                          "(is another client connected to it?)") from None
-        except (OSError, ValueError) as error:
-            sock.close()
-            raise HypervisorError(f"cannot talk to qemu's monitor at {path}: "
-                                  f"{getattr(error, 'strerror', None) or error}") from None
-        except BaseException:
-            sock.close()
-            raise
-        sock.settimeout(None)
-        qmp = cls(path, sock, lines, timeout=timeout, on_event=on_event, on_close=on_close)
-        qmp._thread.start()
-        return qmp
+            qmp = cls(path, sock, lines, timeout=timeout, on_event=on_event, on_close=on_close)
+            calls = [qmp._calls.start(command) for command in asking]
+            sock.sendall(qmp_protocol.command("qmp_capabilities") + b"".join(
+                qmp_protocol.command(call.name, None, call.id) for call in calls))
+        return Opening(qmp, calls)
 
     @property
     def closed(self) -> bool:
@@ -173,6 +171,65 @@ class Qmp:
     def _gone(self, command: str) -> HypervisorError:
         return HypervisorError(f"qemu's monitor at {self.path} is closed (qemu exited?); "
                                f"cannot run {command}")
+
+
+class Opening:
+    """A monitor connection on its way: greeted, its capabilities and first commands
+    sent. qemu answers them once its main loop runs: a qemu just launched, some tens of
+    milliseconds after its sockets listen, which its launcher may spend on other work."""
+
+    def __init__(self, qmp: Qmp, calls: list[Call[Any]]) -> None:
+        self._qmp = qmp
+        self._calls = calls
+
+    def finish(self) -> tuple[Qmp, list[Any]]:
+        """The connection, its events flowing, and the first commands' answers: each
+        ``return`` value, or the QmpError qemu refused that command with (in the list,
+        not raised)."""
+        qmp = self._qmp
+        with _talking(qmp.path, qmp._sock, qmp.timeout):
+            said = qmp_protocol.decode(_read_line(qmp._lines) or b"null")
+            if not isinstance(qmp_protocol.message(said), Return):
+                raise HypervisorError(f"qemu at {qmp.path} refused QMP capabilities: "
+                                      f"{said!r}")
+        qmp._sock.settimeout(None)
+        qmp._thread.start()
+        answers: list[Any] = []
+        for call in self._calls:
+            try:
+                answers.append(qmp._calls.wait(call, qmp.timeout))
+            except QmpError as error:
+                answers.append(error)
+            except BaseException:
+                qmp.close()
+                raise
+        return qmp, answers
+
+    def abandon(self) -> None:
+        """Let go of the connection unfinished (qemu keeps running); a ``finish`` waiting
+        in another thread fails at once."""
+        with contextlib.suppress(OSError):
+            self._qmp._sock.shutdown(socket.SHUT_RDWR)
+        self._qmp._lines.close()
+        self._qmp._sock.close()
+
+
+@contextlib.contextmanager
+def _talking(path: Path, sock: socket.socket, timeout: float) -> Iterator[None]:
+    """Closes ``sock`` on any error, and says in xend's words what went wrong."""
+    try:
+        yield
+    except TimeoutError:
+        sock.close()
+        raise Timeout(f"qemu's monitor at {path} did not answer within {timeout:g} s "
+                      "(is another client connected to it?)") from None
+    except (OSError, ValueError) as error:
+        sock.close()
+        raise HypervisorError(f"cannot talk to qemu's monitor at {path}: "
+                              f"{getattr(error, 'strerror', None) or error}") from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _read_line(lines: BinaryIO) -> bytes:

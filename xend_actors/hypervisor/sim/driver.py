@@ -94,6 +94,9 @@ class SimDriver:
         self._call("build", domid=domid, kernel=image.kernel, ramdisk=image.ramdisk,
                    cmdline=image.cmdline)
 
+    def ready(self, domid: int) -> None:
+        """Nothing to wait for: xend-simhv builds a domain whole."""
+
     def pause(self, domid: int) -> None:
         self._call("pause", domid=domid)
 
