@@ -203,11 +203,14 @@ class QemuDriver:
             accel = self._choose_accel(Path(image.kernel)).accel.value
             return guest.launch(self.qemu, image, accel, incoming), accel
 
+    # The Domain that pauses or unpauses tells the table its reading after (``announce``):
+    # qemu's STOP or RESUME would only have the table read the domain a second time.
+
     def pause(self, domid: int) -> None:
-        self._not_host(domid, "pause").pause()
+        self._not_host(domid, "pause").pause(quiet=True)
 
     def unpause(self, domid: int) -> None:
-        if self._not_host(domid, "unpause").unpause():
+        if self._not_host(domid, "unpause").unpause(quiet=True):
             self._backends.guest_started(domid)
 
     def destroying(self, domid: int) -> None:

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ class QemuGuest:
         self._agent_gone = False  # it was up and closed its port: no use waiting for it
         self.migration_changed = threading.Event()  # qemu said MIGRATION or MIGRATION_PASS
         self._resumed = threading.Event()  # qemu said RESUME
+        self._quiet = 0  # pauses and unpauses under way whose caller tells of them
         self.slots: dict[str, int] = {}  # slot key -> PCI slot it had at the source
         self.state_sent = False  # its state went out whole: only a resume runs it again
 
@@ -289,14 +290,18 @@ class QemuGuest:
 
     # --- running -----------------------------------------------------------------------------
 
-    def pause(self) -> None:
+    def pause(self, quiet: bool = False) -> None:
+        """Stop the guest; ``quiet``: its caller tells the driver's watchers what it reads
+        of the domain after (the Domain's announce), so qemu's STOP is no news to them."""
         if not self._state.built or self._state.exit is not None:
             return  # not running anyway
-        self._monitor().execute("stop")
-        self._set_paused(True)
+        with self._quietly(quiet):
+            self._monitor().execute("stop")
+            self._set_paused(True)
 
-    def unpause(self) -> bool:
-        """Let it run; whether this is the first time it runs since its launch."""
+    def unpause(self, quiet: bool = False) -> bool:
+        """Let it run; whether this is the first time it runs since its launch.
+        ``quiet``: as ``pause``'s."""
         what = f"cannot unpause domain {self.domid}"
         if not self._state.built:
             raise Conflict(f"{what}: it has not been built")
@@ -310,15 +315,32 @@ class QemuGuest:
         # later, behind what the started guest's devices do, where a bare qemu's came
         # within 1-2 ms: the guest runs from RESUME.
         self._resumed.clear()
-        self._monitor().execute("cont", until=self._resumed)
-        with self._lock:
-            if ended is Reason.SUSPEND:
-                self._update(exit=None)
-            first = self._ran_since is None
-            if first:
-                self._ran_since = time.monotonic()
-        self._set_paused(False)
+        with self._quietly(quiet):
+            self._monitor().execute("cont", until=self._resumed)
+            with self._lock:
+                if ended is Reason.SUSPEND:
+                    self._update(exit=None)
+                first = self._ran_since is None
+                if first:
+                    self._ran_since = time.monotonic()
+            self._set_paused(False)
         return first
+
+    @contextlib.contextmanager
+    def _quietly(self, quiet: bool) -> Iterator[None]:
+        """While the body runs, a change of the paused flag alone is not told (qemu's
+        STOP or RESUME said before its answer, or the flag set after): the caller reads the
+        domain after and tells that. Anything else qemu says meanwhile is told as ever."""
+        if not quiet:
+            yield
+            return
+        with self._lock:
+            self._quiet += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._quiet -= 1
 
     def is_paused(self) -> bool:
         with self._lock:
@@ -395,7 +417,7 @@ class QemuGuest:
 
     def _set_paused(self, paused: bool) -> None:
         with self._lock:
-            changed, self._paused = self._paused != paused, paused
+            changed, self._paused = self._paused != paused and not self._quiet, paused
         if changed:
             self._changed(self.domid)
 
@@ -407,9 +429,9 @@ class QemuGuest:
             if self._destroying:
                 return
             if event.name == "STOP":
-                changed, self._paused = not self._paused, True
+                changed, self._paused = not self._paused and not self._quiet, True
             elif event.name == "RESUME":
-                changed, self._paused = self._paused, False
+                changed, self._paused = self._paused and not self._quiet, False
                 self._resumed.set()
                 if self._ran_since is None:
                     self._ran_since = time.monotonic()
