@@ -227,7 +227,11 @@ class Domain(Supervised, TracedActor):
         if config.maxmem_mb is not None:
             self._driver.set_maxmem(self.domid, config.maxmem_mb)
         self._progress(BuildPhase.DEVICES)
-        port = self._open_console(config)  # while a qemu may still be making the machine
+        try:
+            port = self._open_console(config)  # while a qemu may still be making the machine
+        except XendError:
+            self._driver.ready(self.domid)  # a qemu that died meanwhile says why, first
+            raise
         self._driver.ready(self.domid)
         self._progress(BuildPhase.CONSOLE)
         return port

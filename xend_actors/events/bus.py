@@ -101,6 +101,12 @@ class EventBus(TracedActor):
         """The number of the last event published."""
         return self._seq
 
+    def written(self) -> None:
+        """Answers once every event published before the ask is in the log (or counted
+        unwritten, on a full disk): a destroy answers after its ``died`` is durable, so
+        a xend killed just after its reply still tells it."""
+        self._commit()
+
     def unwritten(self) -> int:
         """How many events are kept in memory only, since the disk refused them."""
         return self._log.unwritten
@@ -151,3 +157,4 @@ class EventBusProxy(ActorMemberMixin, pykka.ActorProxy[EventBus]):
     last_seq = proxy_method(EventBus.last_seq)
     since = proxy_method(EventBus.since)
     unwritten = proxy_method(EventBus.unwritten)
+    written = proxy_method(EventBus.written)

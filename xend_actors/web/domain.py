@@ -139,6 +139,8 @@ class DomainResource(Resource):
                          "destroyed; watch xend.domain.died"):
             self._run(dom, lambda domain: domain.destroy(why, deadline.inner()),
                       deadline=deadline)
+            # The table has passed the domain's `died` on by now (_run waited on it).
+            answer(self.services.events.written(), "the event log", deadline)
         return Reply("0", location=_parent(request))
 
     @op("save", params=(Param("file"),))
