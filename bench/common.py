@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as ``python bench/x.py``: the tests' helpers live beside
     sys.path.insert(0, str(ROOT))
 
+from procfs import cpu_seconds, proc_status  # noqa: E402, F401 (benchmarks import them from here)
+
 from tests.support.home import XendHome, new_home  # noqa: E402
 from tests.support.ports import free_port_base  # noqa: E402
 from xend_actors import sxp  # noqa: E402
@@ -74,22 +76,6 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS (KiB) and Threads of a process, from /proc/<pid>/status."""
-    figures = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "Threads"):
-            figures[key] = int(value.split()[0])
-    return figures
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process used so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:

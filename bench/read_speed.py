@@ -22,16 +22,16 @@ round, on a machine others share: look at the ratio, and at the load printed.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from procfs import UnixConnection
 
 HERE = Path(__file__).resolve().parents[1]
 ONE_INFO_RUNS = 2000
@@ -41,19 +41,8 @@ AIM_INFO_MS = 0.25
 AIM_DETAIL_MS = 25.0
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(self._path)
-
-
 def _get(path: str, url: str) -> bytes:
-    connection = _UnixConnection(path)
+    connection = UnixConnection(path, 60)
     try:
         connection.request("GET", url, headers={"Accept": "application/sxp"})
         reply = connection.getresponse()

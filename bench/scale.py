@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+from procfs import UnixConnection, cpu_seconds, proc_status
 
 HERE = Path(__file__).resolve().parents[1]
 GUEST_MB = 16
@@ -49,21 +50,7 @@ AIM_KIB_PER_DOMAIN = 64
 XM_RUNS = DETAIL_RUNS = 3
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 on xend's Unix socket, kept open between requests (opened again if the
-    server closes it, as an older xend's does after each request)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=120)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(120)
-        self.sock.connect(self._path)
-
-
-def _request(connection: _UnixConnection, method: str, url: str,
+def _request(connection: UnixConnection, method: str, url: str,
              form: dict[str, str] | None = None) -> bytes:
     body = urllib.parse.urlencode(form) if form is not None else None
     headers = {"Accept": "application/sxp"}
@@ -82,27 +69,13 @@ def _config(name: str) -> str:
             f"(image (linux (kernel {KERNEL}) (root '/dev/sda1 ro'))))")
 
 
-def _create(connection: _UnixConnection, number: int) -> float:
+def _create(connection: UnixConnection, number: int) -> float:
     """Create and unpause domain ``number``; the seconds both took."""
     name = f"scale-{number:05d}"
     began = time.perf_counter()
     _request(connection, "POST", "/xend/domain/", {"op": "create", "config": _config(name)})
     _request(connection, "POST", f"/xend/domain/{name}", {"op": "unpause"})
     return time.perf_counter() - began
-
-
-def _status(pid: int) -> dict[str, int]:
-    figures = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "Threads"):
-            figures[key] = int(value.split()[0])
-    return figures
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _xm_list_ms(root: Path, unix: str, domains: int) -> float:
@@ -121,7 +94,7 @@ def _xm_list_ms(root: Path, unix: str, domains: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _detail_ms(connection: _UnixConnection) -> float:
+def _detail_ms(connection: UnixConnection) -> float:
     times = []
     for _ in range(DETAIL_RUNS):
         began = time.perf_counter()
@@ -155,22 +128,22 @@ def measure(root: Path, most: int, sample: int) -> None:
         pid = int(home.pid_file.read_text().split()[0])
         simhv = int((home.run_dir / "simhv.pid").read_text().split()[0])
         unix = str(home.unix_path)
-        connection = _UnixConnection(unix)
+        connection = UnixConnection(unix, 120)
         made = 0
         for point in points:
             try:
                 while made < point:
                     _create(connection, made)
                     made += 1
-                cpu_before = _cpu(pid)
+                cpu_before = cpu_seconds(pid)
                 latencies = [_create(connection, made + i) for i in range(sample)]
                 made += sample
-                cpu = (_cpu(pid) - cpu_before) / sample
+                cpu = (cpu_seconds(pid) - cpu_before) / sample
             except (RuntimeError, OSError, http.client.HTTPException) as error:
                 print(json.dumps({"point": point, "made": made, "error": str(error)}),
                       flush=True)
                 return
-            status, simhv_status = _status(pid), _status(simhv)
+            status, simhv_status = proc_status(pid), proc_status(simhv)
             print(json.dumps({
                 "point": point, "made": made,
                 "p50": 1000 * statistics.median(latencies),

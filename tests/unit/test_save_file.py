@@ -58,12 +58,8 @@ def test_older_sha256_files_are_still_read_and_checked(tmp_path: Path, version: 
     path = tmp_path / "old.save"
     path.write_bytes(data)
     assert savefile.read(path, "sim") == image
-    reader = savefile.Reader(path, "sim")  # the streamed restore's way
-    try:
-        assert (reader.header.version, reader.header.check.value) == (version, "sha256")
-        reader.finish()
-    finally:
-        reader.close()
+    header = read_streamed(path)  # the streamed restore's way
+    assert (header.version, header.check.value) == (version, "sha256")
     for cut in ((HEADER_V1 if version == 1 else HEADER_V2).size - 1, len(data) - 1):
         with pytest.raises(BadRequest, match="truncated"):
             savefile.decode(data[:cut])
@@ -72,12 +68,8 @@ def test_older_sha256_files_are_still_read_and_checked(tmp_path: Path, version: 
     with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):
         savefile.decode(bytes(bad))
     path.write_bytes(bad)
-    reader = savefile.Reader(path, "sim")
-    try:
-        with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):
-            reader.finish()
-    finally:
-        reader.close()
+    with pytest.raises(BadRequest, match="corrupt: its SHA-256 checksum does not match"):
+        read_streamed(path)
 
 
 def test_a_version_3_file_may_name_sha256_but_no_unknown_check() -> None:
@@ -93,21 +85,12 @@ def test_a_version_3_file_may_name_sha256_but_no_unknown_check() -> None:
 def test_a_streamed_file_is_checked_as_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "web.save"
     savefile.write(path, IMAGE)
-    reader = savefile.Reader(path, "sim")
-    try:
-        assert reader.header.check.value == "crc32"
-        reader.finish()
-    finally:
-        reader.close()
+    assert read_streamed(path).check.value == "crc32"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x80
     path.write_bytes(data)
-    reader = savefile.Reader(path, "sim")
-    try:
-        with pytest.raises(BadRequest, match="corrupt: its CRC-32 checksum does not match"):
-            reader.finish()
-    finally:
-        reader.close()
+    with pytest.raises(BadRequest, match="corrupt: its CRC-32 checksum does not match"):
+        read_streamed(path)
 
 
 @pytest.mark.parametrize("cut", [0, 10, HEADER.size - 1, HEADER.size, HEADER.size + 50, -1])
@@ -195,3 +178,14 @@ def test_a_save_replaces_a_save_file_or_an_empty_one_and_nothing_else(tmp_path: 
     savefile.write(empty, IMAGE)
     savefile.write(empty, IMAGE)  # a save file of its own now
     assert savefile.read(empty) == IMAGE
+
+
+def read_streamed(path: Path) -> savefile.Header:
+    """Read the sim save file at ``path`` as a streamed restore does, checking it whole;
+    its header."""
+    reader = savefile.Reader(path, "sim")
+    try:
+        reader.finish()
+        return reader.header
+    finally:
+        reader.close()
