@@ -60,6 +60,7 @@ class _RotatingLog(RotatingFileHandler):
 
     _last: tuple[logging.LogRecord, str] | None = None
     _regular = True
+    _size = 0  # characters in the file, a byte each but for the rare non-ASCII ones
 
     def format(self, record: logging.LogRecord) -> str:
         last = self._last
@@ -69,28 +70,30 @@ class _RotatingLog(RotatingFileHandler):
         self._last = (record, text)
         return text
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            super().emit(record)
-        finally:
-            self._last = None  # not keeping the record (and its arguments) alive
-
     def _open(self) -> TextIOWrapper:
         stream = super()._open()
         # The standard size check asks this (bpo-45401: never rotate what is not a
         # regular file) with two stats for every record; it is asked once a file here.
-        self._regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        status = os.fstat(stream.fileno())
+        self._regular = stat.S_ISREG(status.st_mode)
+        self._size = status.st_size
         return stream
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
-        stream = self.stream
-        if stream is None:
-            stream = self.stream = self._open()
+        # The size is counted, not asked of the file: the standard seek and tell flush
+        # the stream for every record. Only xend writes its log.
+        if self.stream is None:
+            self.stream = self._open()
         if not self._regular or self.maxBytes <= 0:
             return False
-        text = f"{self.format(record)}\n"
-        stream.seek(0, 2)
-        return stream.tell() + len(text) >= self.maxBytes
+        return self._size + len(self.format(record)) + 1 >= self.maxBytes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+            self._size += len(self.format(record)) + 1
+        finally:
+            self._last = None  # not keeping the record (and its arguments) alive
 
 
 def setup_logging(logfile: Path, level: str = "DEBUG", *, to_stderr: bool = False) -> None:
