@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pykka
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support.processes import wait_for
 from xend_actors import sxp
@@ -242,3 +244,15 @@ def test_events_that_cannot_be_written_are_counted_kept_and_written_later(
     assert log.unwritten == 0
     assert "2 events were written late" in caplog.text
     assert [e.seq for e in EventLog(folder / "events").since(0, 10)] == [1, 2, 3]
+
+
+@given(name=st.text(min_size=1, max_size=20),
+       value=st.recursive(st.text(max_size=8), lambda items: st.lists(items, max_size=4),
+                          max_leaves=12),
+       when=st.floats(min_value=0, max_value=1e12, allow_nan=False))
+def test_an_event_shown_from_its_shown_value_is_the_event_shown_whole(
+        name: str, value: sxp.Value, when: float) -> None:
+    # The bus shows each value once, for xend's log and the event log's line: that
+    # line must be the one a reader parses back (and the one an older xend wrote).
+    event = Event(7, name, value, when)
+    assert event.record_shown(sxp.show(value)) == sxp.show(event.record())

@@ -79,15 +79,18 @@ class EventBus(TracedActor):
         self._log = EventLog(log_path, keep)
         self._seq = self._log.last_seq
         self._pending: list[Event] = []
+        self._shown: list[str] = []  # the pending events' records, shown for the log
 
     def publish(self, name: str, value: sxp.Value) -> None:
         self._seq += 1
         event = Event(self._seq, name, value, time.time())
+        shown = sxp.show(value)
         if name.startswith("xend."):
-            log.info("EVENT> %s %s", name, sxp.show(value))
+            log.info("EVENT> %s %s", name, shown)
         if not self._pending:
             self.actor_ref.tell(_Commit())
         self._pending.append(event)
+        self._shown.append(event.record_shown(shown))
 
     def subscribe(self, subscriber: Subscriber, *patterns: str) -> None:
         """Replace ``subscriber``'s subscriptions with ``patterns``."""
@@ -131,10 +134,11 @@ class EventBus(TracedActor):
 
     def _commit(self) -> None:
         events, self._pending = self._pending, []
+        shown, self._shown = self._shown, []
         if not events:
             return
         try:
-            self._log.append(events)
+            self._log.append(events, shown)
         except OSError as error:
             # Delivering anyway keeps xend working; these numbers may come again later.
             log.error("Cannot write the event log %s: %s", self._log.path, error)

@@ -29,6 +29,12 @@ class Event:
         return ["event", ["seq", str(self.seq)], ["time", repr(self.time)],
                 ["name", self.name], ["value", self.value]]
 
+    def record_shown(self, value_shown: str) -> str:
+        """``sxp.show(self.record())``, given the value already shown (the bus shows
+        each event's value once, for xend's log and for the event log)."""
+        return (f"(event (seq {self.seq}) (time {sxp.show(repr(self.time))}) "
+                f"(name {sxp.show(self.name)}) (value {value_shown}))")
+
     @classmethod
     def from_record(cls, record: sxp.Value) -> Event:
         """The event of a ``record()``; ValueError if it is not one."""

@@ -66,12 +66,14 @@ class EventLog:
     def last_seq(self) -> int:
         return self._events[-1][0] if self._events else 0
 
-    def append(self, events: list[Event]) -> None:
-        """Add ``events`` (numbered after ``last_seq``) and make them durable if the disk
-        lets it; if not, they are kept in memory and counted in ``unwritten``."""
-        lines = [(sxp.show(event.record()) + "\n").encode() for event in events]
-        for event, line in zip(events, lines, strict=True):
-            self._remember(event, line)
+    def append(self, events: list[Event], shown: list[str] | None = None) -> None:
+        """Add ``events`` (numbered after ``last_seq``; ``shown``: their records already
+        shown, as ``Event.record_shown``) and make them durable if the disk lets it; if
+        not, they are kept in memory and counted in ``unwritten``."""
+        if shown is None:
+            shown = [sxp.show(event.record()) for event in events]
+        for event, line in zip(events, shown, strict=True):
+            self._remember(event, (line + "\n").encode())
         if self.path is None:
             return
         try:
