@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,10 +78,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = Tru
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if tmp is None:
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=folder)
-        tmp = Path(tmp_name)
-    else:
-        fd = create_new(tmp)
+        tmp = partial_path(path)
+    fd = create_new(tmp)
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), mode)
