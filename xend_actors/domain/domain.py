@@ -187,7 +187,9 @@ class Domain(Supervised, TracedActor):
         try:
             console_port = self._build(self._config(), deadline)
             # A domain whose record cannot be written (a full disk) is not made at all.
-            record = self._update(start_time=self._clock(), console_port=console_port)
+            # Not fsynced: a host crash that lost it takes the new domain too.
+            record = self._update(start_time=self._clock(), console_port=console_port,
+                                  durable=False)
         except Exception as error:
             message = error.message if isinstance(error, XendError) else str(error)
             died = self._died_while_built()  # asked before it is destroyed below
@@ -197,7 +199,9 @@ class Domain(Supervised, TracedActor):
                     from None
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        self._table.announce(CREATE_EVENT, self._ids())
+        # With the reading, the table's snapshot shows the new domain whole: the web
+        # answers the create from it.
+        self._table.announce(CREATE_EVENT, self._ids(), self._reading())
         return record
 
     def _died_while_built(self) -> str | None:

@@ -71,9 +71,10 @@ class DomainDirResource(Resource):
                          "xend.domain.create and xend.domain.died"):
             record = answer(domain.build(deadline.inner()), f"building domain {parsed.name}",
                             deadline)
-        info = answer(self.table.info(str(record.domid)), "the domain table")
+        answer(self.table.sync(), "the domain table")  # after the build's announcement
+        info, shown = self.services.view.info(str(record.domid))
         location = f"{request.host_url}xend/domain/{record.name}"
-        return Reply(info, 201, location=location)
+        return Reply(info, 201, location=location, shown=shown)
 
     @op("restore", params=(Param("file"),), status=201)
     def restore(self, request: Request, file: str) -> Reply:
