@@ -29,14 +29,15 @@ class Outcome(Enum):
     LATE = "late"  # still not ready at the deadline, and still running
 
 
-def start(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
-    """Start ``argv`` detached, its output appended to ``log_file``; returns at once.
-    HypervisorError if it cannot be run."""
+def start(argv: Sequence[str], log_file: Path,
+          pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ``argv`` detached, its output appended to ``log_file``, with the open files
+    ``pass_fds`` too; returns at once. HypervisorError if it cannot be run."""
     with open(log_file, "ab") as log:
         try:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                       cwd="/")
+                                       cwd="/", pass_fds=pass_fds)
         except OSError as error:
             raise HypervisorError(f"cannot run {argv[0]}: {error.strerror}") from None
     threading.Thread(target=process.wait, name=f"reaper-{process.pid}", daemon=True).start()

@@ -54,7 +54,6 @@ from xend_actors.hypervisor.qemu.sched import cpu_shape
 
 log = logging.getLogger(__name__)
 
-LAUNCH_TIMEOUT = 10.0
 ATTACH_QUERIES = ("query-status", "query-cpus-fast", "query-chardev", "query-balloon")
 QUIT_TIMEOUT = 3.0
 AGENT_TIMEOUT = 5.0
@@ -148,21 +147,19 @@ class QemuGuest:
 
     def launch(self, qemu: str, image: LinuxImage, accel: str, incoming: bool = False) -> int:
         """Start this domain's qemu, paused, with the image (``incoming``: waiting for a
-        saved or migrating state instead of booting it); its pid. Returns once qemu's
-        sockets listen, its monitor greeted and asked what the guest needs to know: the
-        answers come when qemu's machine is made (its kernel loaded, some tens of
-        milliseconds on), which the caller may spend opening the console; ``ready`` (or
-        the first command) waits for them. Nothing is left running when it fails."""
+        saved or migrating state instead of booting it); its pid. Returns at once, its
+        monitor connected and asked what the guest needs to know: qemu greets and answers
+        once it has made its machine (its kernel loaded, some tens of milliseconds on),
+        which the caller may spend opening the console; ``ready`` (or the first command)
+        waits for them. Nothing is left running when it fails."""
         st = self._state
         cmdline = image.cmdline if "console=" in image.cmdline else (
             f"{DEFAULT_CONSOLE} {image.cmdline}")
         spec = LaunchSpec(st.name, st.memory_mb, st.vcpus, accel, image.kernel, image.ramdisk,
                           " ".join(cmdline.split()), incoming)
-        argv = process.qemu_argv(qemu, spec, self.paths)
-        log.info("Launching domain %s: %s", st.domid, " ".join(argv))
-        launched = process.launch(argv, self.paths)
+        launched = process.launch(qemu, spec, self.paths, lambda argv: log.info(
+            "Launching domain %s: %s", st.domid, " ".join(argv)))
         try:
-            process.wait_for_socket(self.paths.qmp, launched, self.paths, LAUNCH_TIMEOUT)
             started = process.start_time(launched.pid)
             if started is None:
                 raise HypervisorError(f"qemu (pid {launched.pid}) vanished at launch: "

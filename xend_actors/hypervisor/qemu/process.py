@@ -13,6 +13,10 @@ stays listed until xend destroys it, as on Xen; reboot is destroy + relaunch),
 a trace of shutdown requests in ``qemu.trace``, so the reason of a shutdown that
 happened while xend was not running is still known when it comes back. A domain being
 restored or migrated in gets the same line plus ``-incoming defer``.
+
+xend makes qemu's three sockets itself, listening, and hands them over (``fd=``, as
+libvirt does): so it connects to them at once, while qemu starts, and never polls for
+them. Their paths stay where a xend started later looks for them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +37,7 @@ from xend_actors.hypervisor import detached
 
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 LOG_TAIL_BYTES = 1500
-POLL = 0.005  # qemu opens its sockets ~50 ms after it starts: a coarse poll shows
+POLL = 0.005  # between looks at a process that may have exited, without pidfds
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTROL_PORT = "org.xend.control"
 CONTROL_DEVICE = "ctlport"  # the virtserialport's id: VSERPORT_CHANGE names it
@@ -90,12 +95,49 @@ class LaunchSpec:
     incoming: bool = False  # waits for a saved or migrating state (``migrate-incoming``)
 
 
+class Listening:
+    """A domain's qemu sockets, bound and listening, until qemu has been handed them."""
+
+    def __init__(self, paths: DomainPaths) -> None:
+        self.sockets: dict[Path, socket.socket] = {}
+        try:
+            for path in (paths.qmp, paths.console, paths.control):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # a socket of the domain's last qemu: its folder is xend's
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sockets[path] = listener
+                listener.bind(str(path))
+                listener.listen(8)
+        except OSError as error:
+            self.close()
+            raise HypervisorError(f"cannot make the qemu socket {path}: "
+                                  f"{error.strerror or error}") from None
+
+    def fd(self, path: Path) -> int:
+        return self.sockets[path].fileno()
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return tuple(listener.fileno() for listener in self.sockets.values())
+
+    def close(self) -> None:
+        """xend's copies: once qemu has them, or never will. A qemu that exits then
+        takes the sockets with it, and whoever waits on one hears so."""
+        for listener in self.sockets.values():
+            listener.close()
+
+
 def escape(text: str) -> str:
     """A value inside a qemu option list (``-chardev a=b,c=d``): commas are doubled."""
     return text.replace(",", ",,")
 
 
-def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
+def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths,
+              listening: Listening | None = None) -> list[str]:
+    """qemu's command line; its sockets are ``listening``'s if given, else qemu makes them."""
+    def where(path: Path) -> str:
+        return f"fd={listening.fd(path)}" if listening else f"path={escape(str(path))}"
+
     argv = [
         qemu, "-name", f"guest={escape(spec.name)},debug-threads=on",
         "-accel", spec.accel, "-machine", "pc", "-m", str(spec.memory_mb),
@@ -104,13 +146,13 @@ def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
         "-S", "-no-reboot", "-no-shutdown", "-action", "panic=pause",
         "-kernel", spec.kernel,
         "-append", spec.cmdline,
-        "-chardev", f"socket,id=qmp,path={escape(str(paths.qmp))},server=on,wait=off",
+        "-chardev", f"socket,id=qmp,{where(paths.qmp)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", f"socket,id=ser0,path={escape(str(paths.console))},server=on,wait=off",
+        "-chardev", f"socket,id=ser0,{where(paths.console)},server=on,wait=off",
         "-serial", "chardev:ser0",
         "-device", "virtio-serial-pci,id=vser0",
         "-chardev",
-        f"socket,id={CONTROL_CHARDEV},path={escape(str(paths.control))},server=on,wait=off",
+        f"socket,id={CONTROL_CHARDEV},{where(paths.control)},server=on,wait=off",
         "-device", f"virtserialport,bus=vser0.0,chardev={CONTROL_CHARDEV},"
                    f"id={CONTROL_DEVICE},name={CONTROL_PORT}",
         "-device", "pvpanic",
@@ -124,32 +166,18 @@ def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths) -> list[str]:
     return argv
 
 
-def launch(argv: list[str], paths: DomainPaths) -> subprocess.Popen[bytes]:
-    """Start qemu detached (its own session, stdio to ``qemu.log``); returns at once."""
-    return detached.start(argv, paths.log)
-
-
-def wait_for_socket(path: Path, process: subprocess.Popen[bytes], paths: DomainPaths,
-                    timeout: float) -> None:
-    """Wait until qemu listens on ``path``; a HypervisorError if it exits or takes too long."""
-    outcome = detached.wait_until(process, lambda: _listens(path), timeout=timeout, poll=POLL)
-    if outcome is detached.Outcome.EXITED:
-        raise HypervisorError(f"qemu exited with status {process.returncode} at launch: "
-                              f"{log_tail(paths)}")
-    if outcome is detached.Outcome.LATE:
-        raise HypervisorError(f"qemu (pid {process.pid}) did not open {path} within "
-                              f"{timeout:g} s: {log_tail(paths)}")
-
-
-def _listens(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
+def launch(qemu: str, spec: LaunchSpec, paths: DomainPaths,
+           say: Callable[[list[str]], None] = lambda argv: None) -> subprocess.Popen[bytes]:
+    """Start qemu detached (its own session, stdio to ``qemu.log``) on sockets made
+    here, its command line told to ``say`` first; returns at once, its sockets already
+    taking connections."""
+    listening = Listening(paths)
+    try:
+        argv = qemu_argv(qemu, spec, paths, listening)
+        say(argv)
+        return detached.start(argv, paths.log, pass_fds=listening.fds)
+    finally:
+        listening.close()
 
 
 def log_tail(paths: DomainPaths) -> str:
@@ -221,7 +249,7 @@ def stop_launched(process: subprocess.Popen[bytes], timeout: float = 5.0) -> Non
 def kill_unrecorded(paths: DomainPaths, timeout: float = 5.0) -> list[int]:
     """SIGKILL every qemu whose command line names this folder's QMP socket: one a xend
     launched and was killed before it recorded it. The pids killed."""
-    mark = f"path={paths.qmp},".encode()
+    mark = f"\0{paths.trace}\0".encode()  # its -D: made sockets have no path to name
     killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -7,8 +7,8 @@ killed), the waiting callers and every later call fail with a HypervisorError, a
 ``on_close`` is called once. Callbacks run on the reader thread: they must not wait
 for a reply on this connection. The lines are ``qmp_protocol``'s; the calls in flight
 are ``rpc.Calls``. ``Qmp.open`` connects in two steps, for a caller with other work while
-a qemu just launched makes its machine: the greeting is read and the capabilities and
-first questions sent in one write, and ``Opening.finish`` takes the answers.
+a qemu just launched makes its machine: the capabilities and first questions are sent
+in one write, and ``Opening.finish`` takes the greeting and the answers.
 """
 
 from __future__ import annotations
@@ -67,17 +67,14 @@ class Qmp:
              on_event: Callable[[Event], None] = lambda event: None,
              on_close: Callable[[], None] = lambda: None,
              asking: Sequence[str] = ()) -> Opening:
-        """Connect and read the greeting, then send ``qmp_capabilities`` and the
-        argument-less commands ``asking`` in one write, and return without waiting for
-        the answers: ``Opening.finish`` does."""
+        """Connect, send ``qmp_capabilities`` and the argument-less commands ``asking``
+        in one write, and return without waiting for the greeting or the answers:
+        ``Opening.finish`` reads them (qemu reads what was sent once it has greeted)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         with _talking(path, sock, timeout):
             sock.connect(str(path))
             lines = sock.makefile("rb")
-            said = qmp_protocol.decode(_read_line(lines) or b"null")
-            if not isinstance(qmp_protocol.message(said), Greeting):
-                raise HypervisorError(f"{path} is not a QMP monitor (it said {said!r})")
             qmp = cls(path, sock, lines, timeout=timeout, on_event=on_event, on_close=on_close)
             calls = [qmp._calls.start(command) for command in asking]
             sock.sendall(qmp_protocol.command("qmp_capabilities") + b"".join(
@@ -174,9 +171,9 @@ class Qmp:
 
 
 class Opening:
-    """A monitor connection on its way: greeted, its capabilities and first commands
-    sent. qemu answers them once its main loop runs: a qemu just launched, some tens of
-    milliseconds after its sockets listen, which its launcher may spend on other work."""
+    """A monitor connection on its way: its capabilities and first commands sent. qemu
+    greets and answers once its main loop runs: a qemu just launched, some tens of
+    milliseconds on, which its launcher may spend on other work."""
 
     def __init__(self, qmp: Qmp, calls: list[Call[Any]]) -> None:
         self._qmp = qmp
@@ -188,6 +185,9 @@ class Opening:
         not raised)."""
         qmp = self._qmp
         with _talking(qmp.path, qmp._sock, qmp.timeout):
+            said = qmp_protocol.decode(_read_line(qmp._lines) or b"null")
+            if not isinstance(qmp_protocol.message(said), Greeting):
+                raise HypervisorError(f"{qmp.path} is not a QMP monitor (it said {said!r})")
             said = qmp_protocol.decode(_read_line(qmp._lines) or b"null")
             if not isinstance(qmp_protocol.message(said), Return):
                 raise HypervisorError(f"qemu at {qmp.path} refused QMP capabilities: "
