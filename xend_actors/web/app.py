@@ -116,8 +116,8 @@ class XendApp:
                   url_args: Mapping[str, Any]) -> Reply | Response:
         values = request_values(request)
         if request.method in ("GET", "HEAD"):
-            name = request.args.get("op")
-            chosen = resource.ops.get(name) if name else None
+            names = request.args.getlist("op")  # not .get: it raises (and catches) if none
+            chosen = resource.ops.get(names[0]) if names and names[0] else None
             if chosen is None or not chosen.on_get:
                 self.authorize(request, resource)
                 return _as_reply(resource.get(request, **url_args))

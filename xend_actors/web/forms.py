@@ -73,12 +73,13 @@ _CONVERTERS: Mapping[Kind, Callable[[str, str], object]] = {
 
 
 def request_values(request: Request) -> MultiDict[str, str]:
-    """Query, form and file fields of ``request`` in one table; files read as text."""
-    merged: MultiDict[str, str] = MultiDict(request.args)
+    """Query, form and file fields of ``request`` in one table (read-only); files read
+    as text."""
     environ = request.environ
     if environ.get("CONTENT_LENGTH") in (None, "", "0") and \
             "HTTP_TRANSFER_ENCODING" not in environ:
-        return merged  # no body (most GETs): no form to parse
+        return request.args  # no body (most GETs): no form to parse, nothing to merge
+    merged: MultiDict[str, str] = MultiDict(request.args)
     merged.update(request.form)
     for name, upload in request.files.items(multi=True):
         data = upload.read()

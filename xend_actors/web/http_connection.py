@@ -117,6 +117,7 @@ class HttpConnection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._pace = _Pace(read_timeout)
         self._head = bytearray()  # the head's bytes as they came (to MAX_HEAD + 1)
+        self._unfed = True  # h11 has no bytes of this cycle: no event before some come
         self._hostless = False  # the request came without a Host; h11 was given one
         self._request: h11.Request | None = None
         self._body: list[bytes] | None = None  # read before the app runs
@@ -215,6 +216,10 @@ class HttpConnection:
         return None
 
     def _read_request(self, readable: bool) -> Step:
+        if self._unfed:  # h11 would only say NEED_DATA: not asked until bytes come
+            if not (readable or _pending(self.sock)) or not self._receive():
+                return Step.READ
+            readable = True
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
@@ -255,6 +260,7 @@ class HttpConnection:
                 self._pace = _Pace(self.read_timeout)  # the idle wait was not its
             self._phase = _Phase.HEAD
         self._pace.received += len(data)
+        self._unfed = False
         if self._request is None and len(self._head) <= MAX_HEAD:
             self._head += data[:MAX_HEAD + 1 - len(self._head)]
         self._h11.receive_data(data)
@@ -381,7 +387,9 @@ class HttpConnection:
             return False
         self._h11.start_next_cycle()
         self._request, self._body, self._hostless = None, None, False
-        self._head = bytearray(self._h11.trailing_data[0][:MAX_HEAD + 1])  # pipelined
+        pipelined, ended = self._h11.trailing_data
+        self._head = bytearray(pipelined[:MAX_HEAD + 1])
+        self._unfed = not (pipelined or ended)
         self._phase = _Phase.IDLE
         return True
 
