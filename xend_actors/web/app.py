@@ -198,11 +198,12 @@ class XendApp:
 
     @staticmethod
     def _render(reply: Reply) -> Response:
-        headers = {"Location": reply.location} if reply.location else {}
+        headers = {"Location": reply.location} if reply.location else None
         if reply.text:
             return Response(str(reply.value), reply.status, headers, mimetype="text/plain")
         shown = reply.shown if reply.shown is not None else sxp.show(wire(reply.value))
-        return Response(shown, reply.status, headers, mimetype=SXP_MIMETYPE)
+        # content_type: what mimetype would make of it (no charset), without working it out
+        return Response(shown, reply.status, headers, content_type=SXP_MIMETYPE)
 
     @classmethod
     def _handled(cls, request: Request, status: int, message: str) -> Response:

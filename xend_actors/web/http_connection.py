@@ -269,10 +269,14 @@ class HttpConnection:
     @staticmethod
     def _buffers(request: h11.Request) -> bool:
         """Whether its body is read before the app runs: a length, and a small one."""
-        lengths = [value for name, value in request.headers if name == b"content-length"]
-        if any(name == b"transfer-encoding" for name, _ in request.headers):
-            return False
-        return not lengths or (lengths[0].isdigit() and int(lengths[0]) <= BUFFERED)
+        length = None
+        for name, value in request.headers.raw_items():
+            name = name.lower()
+            if name == b"transfer-encoding":
+                return False
+            if name == b"content-length" and length is None:
+                length = value
+        return length is None or (length.isdigit() and int(length) <= BUFFERED)
 
     def _host_supplied(self, error: h11.RemoteProtocolError) -> bool:
         """Whether an HTTP/1.1 request h11 refused for want of a Host (RFC 9112 §3.2) is
@@ -307,8 +311,7 @@ class HttpConnection:
         assert self._request is not None
         request = self._request
         target = request.target.decode("latin-1")
-        url = urlsplit(target)
-        path = f"/{url.netloc}{url.path}" if not url.scheme and url.netloc else url.path
+        path, query, host = _split(target)
         body: io.RawIOBase | io.BytesIO
         body = io.BytesIO(b"".join(self._body)) if self._body is not None else _Body(self)
         environ: WSGIEnvironment = {
@@ -324,7 +327,7 @@ class HttpConnection:
             "REQUEST_METHOD": request.method.decode("latin-1"),
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote(path, "latin-1"),
-            "QUERY_STRING": url.query,
+            "QUERY_STRING": query,
             "REQUEST_URI": target,
             "RAW_URI": target,
             "REMOTE_ADDR": str(self._address[0]),
@@ -347,8 +350,8 @@ class HttpConnection:
             environ[key] = value
         if "HTTP_TRANSFER_ENCODING" in environ:
             environ["wsgi.input_terminated"] = True  # h11 has taken the chunking off
-        if url.scheme and url.netloc:
-            environ["HTTP_HOST"] = url.netloc
+        if host:
+            environ["HTTP_HOST"] = host
         if self._hostless and not environ.get("HTTP_HOST"):
             environ.pop("HTTP_HOST", None)
         if self._peer_uid is not None:
@@ -448,13 +451,25 @@ def _pending(sock: socket.socket) -> int:
     return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
+def _split(target: str) -> tuple[str, str, str]:
+    """A request target's path, query and, in an absolute URL, host (as werkzeug's
+    server reads it: a path starting ``//`` keeps its first segment)."""
+    if target[:1] == "/" and target[1:2] != "/" and "#" not in target:
+        path, _, query = target.partition("?")  # urlsplit's answer, for the usual target
+        return path, query, ""
+    url = urlsplit(target)
+    path = f"/{url.netloc}{url.path}" if not url.scheme and url.netloc else url.path
+    return path, url.query, url.netloc if url.scheme else ""
+
+
 def _too_large(request: h11.Request) -> tuple[int, str, str] | None:
     """Why a request's head is refused though h11 took it whole (as http.server would)."""
     if len(request.target) > MAX_HEAD:
         return 414, "URI Too Long", "the URL is too long"
     if len(request.headers) > MAX_HEADERS:
         return 431, "Request Header Fields Too Large", "too many headers"
-    if any(len(name) + len(value) > MAX_HEAD for name, value in request.headers):
+    # raw_items is a list: iterating the Headers sequence itself costs a call an item
+    if any(len(name) + len(value) > MAX_HEAD for name, value in request.headers.raw_items()):
         return 431, "Request Header Fields Too Large", "a header line is too long"
     return None
 

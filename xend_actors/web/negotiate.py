@@ -12,7 +12,8 @@ SXP_MIMETYPE = "application/sxp"
 
 
 def wants_html(request: Request) -> bool:
-    accept = request.headers.get("Accept")
-    if not request.headers.get("User-Agent") or not accept:
+    environ = request.environ  # its headers as they are, without werkzeug's view of them
+    accept = environ.get("HTTP_ACCEPT")
+    if not environ.get("HTTP_USER_AGENT") or not accept:
         return False
     return SXP_MIMETYPE not in accept
