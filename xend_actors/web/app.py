@@ -21,14 +21,15 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug import Request, Response
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, MapAdapter, Rule
+from werkzeug.routing import Map, Rule
 
 from xend_actors import sxp
 from xend_actors.access.identity import Principal, principal_of
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 MAX_FORM_PARTS = 64
+MATCHES_KEPT = 256  # routes matched, remembered by path, method and upgrade
+KEPT_PATH = 256  # characters of a path whose match is remembered (bounds what is kept)
 _AUDITED = "xend.audited"  # in a request's environ once the audit trail has logged it
 
 
@@ -90,8 +93,8 @@ class XendApp:
         if wants_html(request):
             return self.site.respond(self, request)
         try:
-            resource, url_args = self._adapter.match(
-                request.path, request.method, websocket=_upgrades(request.environ))
+            resource, url_args = self._match(
+                request.path, request.method, _upgrades(request.environ))
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
             return self._handled(request, error.status, error.message)
@@ -105,12 +108,26 @@ class XendApp:
         return self._render(reply)
 
     @functools.cached_property
-    def _adapter(self) -> MapAdapter:
+    def _match(self) -> Callable[[str, str, bool], tuple[Resource, Mapping[str, Any]]]:
         """The routes, bound once (at the first request, once every rule is added): a
         match needs only the path, the method and whether it is a WebSocket upgrade,
         which ``bind_to_environ`` would work out anew for each request with the host
-        (no route here redirects, so the host is never used)."""
-        return self.url_map.bind("xend")
+        (no route here redirects, so the host is never used). The same three always
+        match alike, so the last ``MATCHES_KEPT`` found (of short paths) are kept."""
+        adapter = self.url_map.bind("xend")
+
+        @functools.lru_cache(maxsize=MATCHES_KEPT)
+        def kept(path: str, method: str, websocket: bool) -> tuple[Resource, Mapping[str, Any]]:
+            resource, url_args = adapter.match(path, method, websocket=websocket)
+            return resource, MappingProxyType(url_args)  # shared by whoever asks again
+
+        def match(path: str, method: str, websocket: bool) -> tuple[Resource, Mapping[str, Any]]:
+            if len(path) > KEPT_PATH:
+                resource, url_args = adapter.match(path, method, websocket=websocket)
+                return resource, url_args
+            return kept(path, method, websocket)
+
+        return match
 
     def _dispatch(self, request: Request, resource: Resource,
                   url_args: Mapping[str, Any]) -> Reply | Response:

@@ -35,6 +35,7 @@ class Workers:
         self._idle = 0
         self._stopped = False
         self._lingering = 0  # workers waiting in ``linger``
+        self._poked = False  # the pipe may hold a wake: drained before the next wait
         self._wake, self._poke = os.pipe()  # what ends their wait when a task comes
         os.set_blocking(self._wake, False)
         os.set_blocking(self._poke, False)
@@ -51,6 +52,7 @@ class Workers:
             if self._lingering:  # a worker waiting for its client's next request takes it
                 with contextlib.suppress(OSError):  # full: the wake is on its way already
                     os.write(self._poke, b"\0")
+                self._poked = True
                 return True
             if self._threads >= self.size:
                 return True
@@ -70,8 +72,9 @@ class Workers:
         with self._ready:
             if self._tasks or self._stopped:
                 return False
-            if not self._lingering:
+            if not self._lingering and self._poked:  # (a read of an empty pipe raises)
                 _drain(self._wake)
+                self._poked = False
             self._lingering += 1
         try:
             poller = select.poll()
