@@ -122,6 +122,7 @@ class HttpConnection:
         self._request: h11.Request | None = None
         self._body: list[bytes] | None = None  # read before the app runs
         self._peer_uid: int | None = None
+        self._constant: WSGIEnvironment | None = None  # ``_connection_environ``
         if sock.family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 self._peer_uid = peer_uid(sock)
@@ -314,29 +315,17 @@ class HttpConnection:
         path, query, host = _split(target)
         body: io.RawIOBase | io.BytesIO
         body = io.BytesIO(b"".join(self._body)) if self._body is not None else _Body(self)
-        environ: WSGIEnvironment = {
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if self._tls is not None else "http",
+        environ = self._connection_environ().copy()
+        environ.update({
             "wsgi.input": io.BufferedReader(body) if isinstance(body, _Body) else body,
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            "werkzeug.socket": self.sock,
-            "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "REQUEST_METHOD": request.method.decode("latin-1"),
-            "SCRIPT_NAME": "",
             "PATH_INFO": unquote(path, "latin-1"),
             "QUERY_STRING": query,
             "REQUEST_URI": target,
             "RAW_URI": target,
-            "REMOTE_ADDR": str(self._address[0]),
-            "REMOTE_PORT": int(self._address[1]),
-            "SERVER_NAME": self._server[0],
-            "SERVER_PORT": str(self._server[1]),
             "SERVER_PROTOCOL": f"HTTP/{request.http_version.decode('latin-1')}",
             _READER: self._pace,
-        }
+        })
         for raw_name, raw_value in request.headers.raw_items():
             name = raw_name.decode("latin-1")
             if "_" in name:
@@ -354,9 +343,30 @@ class HttpConnection:
             environ["HTTP_HOST"] = host
         if self._hostless and not environ.get("HTTP_HOST"):
             environ.pop("HTTP_HOST", None)
-        if self._peer_uid is not None:
-            environ[PEER_UID] = self._peer_uid
         return environ
+
+    def _connection_environ(self) -> WSGIEnvironment:
+        """What every request's environ on this connection holds alike, made once (its
+        first request comes after any TLS handshake, which replaces the socket)."""
+        if self._constant is None:
+            self._constant = {
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "https" if self._tls is not None else "http",
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+                "werkzeug.socket": self.sock,
+                "SERVER_SOFTWARE": SERVER_SOFTWARE,
+                "SCRIPT_NAME": "",
+                "REMOTE_ADDR": str(self._address[0]),
+                "REMOTE_PORT": int(self._address[1]),
+                "SERVER_NAME": self._server[0],
+                "SERVER_PORT": str(self._server[1]),
+            }
+            if self._peer_uid is not None:
+                self._constant[PEER_UID] = self._peer_uid
+        return self._constant
 
     def respond(self, app: WSGIApplication, environ: WSGIEnvironment,
                 keep: bool = True) -> bool:
