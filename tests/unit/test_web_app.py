@@ -9,7 +9,7 @@ from werkzeug.test import Client
 from tests.support.gates import open_gate
 from xend_actors import sxp
 from xend_actors.errors import Conflict
-from xend_actors.web.app import MAX_BODY_BYTES, XendApp, framing_refusal
+from xend_actors.web.app import KEPT_PATH, MAX_BODY_BYTES, XendApp, framing_refusal
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op
 
@@ -118,6 +118,19 @@ def test_get_runs_only_ops_marked_for_get(client: Client) -> None:
 def test_an_op_may_have_aliases_and_optional_params(client: Client) -> None:
     reply = client.post("/xend/thing/a", data={"op": "glance", "how": "slowly"})
     assert body(reply) == ["peeked", "a", "slowly"]
+
+
+def test_each_path_is_answered_for_itself_however_often_it_is_asked(client: Client) -> None:
+    """Route matches are kept (``XendApp._match``): asked again, a path names its own
+    resource still, a long path (never kept) too, and a GET of the op a POST ran."""
+    long_name = "n" * (KEPT_PATH + 1)
+    for _ in range(2):
+        for name in ("a", "b", long_name):
+            assert body(client.get(f"/xend/thing/{name}")) == ["thing", name]
+            assert body(client.get(f"/xend/thing/{name}?op=peek")) == ["peeked", name, "quickly"]
+            reply = client.post(f"/xend/thing/{name}", data={"op": "glance", "how": "slowly"})
+            assert body(reply) == ["peeked", name, "slowly"]
+        assert client.get("/xend/other").status_code == 404
 
 
 def test_other_methods_are_405(client: Client) -> None:
