@@ -43,6 +43,7 @@ import h11
 from werkzeug.exceptions import RequestTimeout
 
 from xend_actors import sxp
+from xend_actors.web import http_reply
 from xend_actors.web.admission import peer_uid, refuse
 from xend_actors.web.gate import PEER_UID
 
@@ -378,7 +379,7 @@ class HttpConnection:
             try:
                 for data in result:
                     reply.write(data)
-                reply.finish()
+                keep = reply.finish() and keep
             finally:
                 if hasattr(result, "close"):
                     result.close()
@@ -394,13 +395,18 @@ class HttpConnection:
         return keep and self._next_cycle()
 
     def _next_cycle(self) -> bool:
-        """Ready for another request, if h11 keeps the connection and the request's body
-        was all read (else what is left of it would be taken for the next)."""
-        if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
-            return False
-        self._h11.start_next_cycle()
-        self._request, self._body, self._hostless = None, None, False
+        """Ready for another request, if the request's body was all read (else what is
+        left of it would be taken for the next): a new h11 reads it (the reply went past
+        this one's state machine: ``http_reply``), from what came after this one."""
+        if self._h11.their_state not in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL):
+            return False  # (the latter: an Upgrade this reply did not take up)
         pipelined, ended = self._h11.trailing_data
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        if pipelined:
+            self._h11.receive_data(pipelined)
+        if ended:
+            self._h11.receive_data(b"")  # (b"" is the end to h11)
+        self._request, self._body, self._hostless = None, None, False
         self._head = bytearray(pipelined[:MAX_HEAD + 1])
         self._unfed = not (pipelined or ended)
         self._phase = _Phase.IDLE
@@ -508,15 +514,19 @@ class _Body(io.RawIOBase):
 
 
 class _Reply:
-    """A WSGI reply's writing through h11: the head goes with the first bytes of the body
-    (one segment for a small reply); without a length h11 chunks it (HTTP/1.1)."""
+    """A WSGI reply, written by h11's rules (``http_reply``): the head goes with the first
+    bytes of the body (one segment for a small reply); without a length it is chunked
+    (HTTP/1.1)."""
 
     def __init__(self, connection: HttpConnection) -> None:
+        assert connection._request is not None
         self._connection = connection
-        self._h11 = connection._h11
+        self._request = connection._request
         self._status: tuple[int, bytes] | None = None
         self._headers: list[tuple[str, str]] = []
+        self._framing: http_reply.Framing | None = None
         self.started = False
+        self.keep = False  # whether the connection carries another request after it
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Any:
@@ -532,25 +542,26 @@ class _Reply:
     def write(self, data: bytes) -> None:
         if not data and self.started:
             return
-        head = self._head()
-        body = (self._h11.send(h11.Data(data=data)) or b"") if data else b""
-        self._connection.send_all(head + body)
+        head, framing = self._head()
+        self._connection.send_all(head + framing.body(data))
 
-    def finish(self) -> None:
-        head = self._head()
-        self._connection.send_all(head + (self._h11.send(h11.EndOfMessage()) or b""))
+    def finish(self) -> bool:
+        """The reply's end sent; whether the connection may carry another request."""
+        head, framing = self._head()
+        self._connection.send_all(head + framing.end())
+        return self.keep
 
-    def _head(self) -> bytes:
-        if self.started:
-            return b""
+    def _head(self) -> tuple[bytes, http_reply.Framing]:
+        if self._framing is not None:
+            return b"", self._framing
         if self._status is None:
             raise h11.LocalProtocolError("the app started no response")
         self.started = True
         code, reason = self._status
-        return self._h11.send(h11.Response(
-            status_code=code, reason=reason,
-            headers=[(name.encode("latin-1"), value.encode("latin-1"))
-                     for name, value in self._headers])) or b""
+        head, self._framing, self.keep = http_reply.head(
+            self._request, code, reason,
+            [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self._headers])
+        return head, self._framing
 
 
 def timeouts_answered(app: WSGIApplication) -> WSGIApplication:
