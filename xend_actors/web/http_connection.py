@@ -1,6 +1,8 @@
 """One HTTP connection: h11's protocol over a socket, its requests handed to a WSGI app.
 
-The protocol is h11's (framing, keep-alive, chunking), the I/O is ours, in two halves.
+The protocol is h11's (framing, keep-alive, chunking): h11 reads each request (a new
+one for each after the first) and ``http_reply`` writes each reply by h11's rules,
+without its state machine. The I/O is ours, in two halves.
 ``advance`` never blocks: it takes what bytes the socket has (and, under TLS, runs the
 handshake step by step) and says what it waits for: more bytes (``Step.READ``/``WRITE``,
 the server loop's selector waits for them), a whole request head to answer
