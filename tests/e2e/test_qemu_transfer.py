@@ -305,11 +305,14 @@ def test_a_live_migration_moves_the_running_guest_and_leaves_no_trace(
     assert re.fullmatch(rf"http://{re.escape(DESTINATION)}:8002/xend/domain/\d+",
                         str(sxp.parse(reply.text))), reply.text
 
-    assert destination.sh("q1", "echo $MARK-there") == "moved-42-there"
+    # Gone from the source's listing by the reply; torn down (its qemu's exit, its
+    # files, the session) just after it.
     assert "q1" not in source.names()
-    assert process_gone(pid)
+    assert destination.sh("q1", "echo $MARK-there") == "moved-42-there"
+    wait_for(lambda: process_gone(pid) and source.sessions() == [], 10,
+             "the source's qemu to exit and its session to go")
     assert qemu_pids(source.home.run_dir) == []
-    assert source.sessions() == [] and destination.sessions() == []
+    assert destination.sessions() == []
     assert not (source.home.dbroot / "domain" / str(old_id)).exists()
     assert not (source.home.run_dir / "qemu" / str(old_id)).exists()
     [ok] = [e for e in source.events() if e.startswith(f"xend.domain.migrate (q1 {old_id} ok")]
@@ -326,8 +329,9 @@ def test_a_migration_that_is_not_live_stops_first_and_keeps_the_shell(
     assert source.sh("q4", "MARK=still-$((6*7)); echo $MARK") == "still-42"
     reply = source.post("/xend/domain/q4", op="migrate", destination=DESTINATION, live="0")
     assert reply.status_code == 200, reply.text
+    assert "q4" not in source.names()
     assert destination.sh("q4", "echo $MARK-there") == "still-42-there"
-    assert "q4" not in source.names() and qemu_pids(source.home.run_dir) == []
+    wait_for(lambda: qemu_pids(source.home.run_dir) == [], 10, "the source's qemu to exit")
     progress = [e for e in source.events() if e.startswith("xend.domain.migrate.progress")]
     assert progress and not any("(phase precopy)" in e for e in progress), progress
 

@@ -222,6 +222,16 @@ def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
     destination.start()
     assert destination.sessions() == []
     assert destination.names() == ["Domain-0"]
+    # The source died after its reply, before it tore down its copy (the guest runs at
+    # the destination): the next start finishes the teardown.
+    left = source.start_guest("m9")
+    source.kill_xend()
+    (source.home.dbroot / "migrate" / "4").write_text(
+        f"(migrate (id 4) (state commit) (live 1) (resource 0) (src (host a) (domain {left})) "
+        f"(dst (host {DESTINATION}) (domain 7)))\n")
+    source.start()
+    assert source.sessions() == []
+    assert "m9" not in source.names() and "m7" in source.names()
 
 
 

@@ -118,6 +118,9 @@ class DomainTable(TracedActor):
         self._listed: dict[int, Listed] = {}
         self._published: Layered[int, Listed] = Layered()  # _listed, as last published
         self._dirty: set[int] = set()  # domains changed since the last snapshot
+        # Domains handed over to another host, out of the listing, which their Domain
+        # actors are destroying here: the reaper leaves them alone until ``gone``.
+        self._handed_over: dict[int, _Entry] = {}
 
     def on_start(self) -> None:
         self._self = proxy_of(self.actor_ref, DomainTableProxy)
@@ -126,7 +129,7 @@ class DomainTable(TracedActor):
 
     def on_stop(self) -> None:
         self._stopping.set()
-        for entry in self._entries.values():
+        for entry in [*self._entries.values(), *self._handed_over.values()]:
             entry.domain.actor_ref.stop(block=False)
 
     def _safety_refresh(self) -> None:
@@ -447,8 +450,20 @@ class DomainTable(TracedActor):
         notification (which a reply to the change may beat)."""
         self._reap({hv.domid: hv}, {hv.domid})
 
+    def handed_over(self, domid: int) -> None:
+        """Domain ``domid`` runs on another host now (migrated away): out of the listing
+        and its name free at once, while its Domain actor destroys what is left of it
+        here (it says ``gone`` once done)."""
+        entry = self._entries.get(domid)
+        if entry is not None:
+            entry.finishing = True
+            self._drop(entry)
+            self._handed_over[domid] = entry
+            self._publish()
+
     def gone(self, domid: int) -> None:
         """A Domain forgot its domain (destroyed, or its build or restart failed)."""
+        self._handed_over.pop(domid, None)
         entry = self._entries.get(domid)
         if entry is not None:
             self._drop(entry)
@@ -553,8 +568,10 @@ class DomainTable(TracedActor):
         for domid in (set(self._entries) | set(hv)) if domids is None else domids:
             entry, snapshot = self._entries.get(domid), hv.get(domid)
             if entry is None:
-                # one being made (restored, migrated in) is taken in by its maker
-                if snapshot is not None and snapshot.name not in self._intended:
+                # one being made (restored, migrated in) is taken in by its maker; one
+                # handed over is its Domain actor's to destroy
+                if snapshot is not None and snapshot.name not in self._intended and \
+                        domid not in self._handed_over:
                     self._adopt(snapshot)
                 continue
             if entry.finishing or entry.booting:
@@ -613,6 +630,7 @@ class DomainTableProxy(ActorMemberMixin, pykka.ActorProxy[DomainTable]):
     take_in = proxy_method(DomainTable.take_in)
     record_changed = proxy_method(DomainTable.record_changed)
     finishing = proxy_method(DomainTable.finishing)
+    handed_over = proxy_method(DomainTable.handed_over)
     settled = proxy_method(DomainTable.settled)
     state_changed = proxy_method(DomainTable.state_changed)
     view = proxy_method(DomainTable.view)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from xend_actors.actors import ASK_TIMEOUT, is_bug
+from xend_actors.actors import ASK_TIMEOUT, ask, is_bug
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import BadGateway, XendError
@@ -103,12 +103,36 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
         raise failed("migrate", _as_peer_failure(error),
                      lambda: rollback.left(driver, info.domid)) from None
     duration = time.monotonic() - started
-    context.conclude(EVENT, info.name, info.domid,
-                     replace(record, state=SessionState.OK,
-                             dst=Destination(host, newid, downtime, duration)))
+    done = replace(record, state=SessionState.OK, dst=Destination(host, newid, downtime, duration))
+    if isinstance(driver, StreamState):
+        # It runs there: gone from here at once, and torn down after the reply; its
+        # record (committing, with the new id) stays until then, for a xend that dies
+        # meanwhile to finish the teardown when it starts again.
+        ask(context.table.handed_over(info.domid), "the domain table", context.inner())
+        context.moving.leaving(info.name)
+        context.conclude(EVENT, info.name, info.domid, done, keep=True)
+        Background(lambda: _tear_down(context, driver, domain, info, done),
+                   f"migrated-{info.domid}")
+    else:
+        context.conclude(EVENT, info.name, info.domid, done)
     log.info("Migrated domain %s to %s:%s as domain %s in %.3f s; it was stopped "
              "for %.3f s", info.name, host, port, newid, duration, downtime)
     return f"http://{host}:{port}/xend/domain/{newid}"
+
+
+def _tear_down(context: Context, driver: MovableDriver, domain: DomainProxy,
+               info: DomainInfo, record: MigrateRecord) -> None:
+    """Destroy what is left here of domain ``info``, which runs elsewhere now, then drop
+    the migration's ``record`` (kept if that failed: the next start finishes it) and let
+    its name go."""
+    try:
+        if rollback.handed_over(driver, context.table, domain, info.domid):
+            context.drop(record)
+    except Exception:
+        log.exception("Tearing down domain %s (id %s) after its migration failed; the next "
+                      "start of xend finishes it", info.name, info.domid)
+    finally:
+        context.moving.left(info.name)
 
 
 def _send_paged(context: Context, driver: PagedDriver, domain: DomainProxy,
@@ -215,7 +239,6 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
     committing(reply.newid)  # it runs there: a xend that dies from here destroys it
     with contextlib.suppress(XendError):
         channel.send(xfr.OK)
-    rollback.discard(driver, context.table, domid)
     with contextlib.suppress(XendError):  # the peer's last word: the guest runs there
         channel.expect_ok("the commit")
     return reply.newid, downtime

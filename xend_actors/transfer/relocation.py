@@ -38,7 +38,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import pykka
@@ -55,6 +55,7 @@ from xend_actors.hypervisor.base import StreamState
 from xend_actors.store import RecordDir
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import records, rollback, xfr
+from xend_actors.transfer.background import Background
 from xend_actors.transfer.bringup import bring_up, intended
 from xend_actors.transfer.context import Leftovers
 from xend_actors.transfer.drivers import MovableDriver, StreamDriver
@@ -251,8 +252,15 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
                 made = replace(record, dst=replace(record.dst, domid=domid))
                 incoming.sessions.write(session, records.to_sxpr(made),
                                         sync=records.durable(made))
-            bring_up(driver, incoming.table, domid, config, Deadline.after,
-                     lambda: _hand_over(channel, address, driver, domid, offer))
+            if isinstance(driver, StreamState) and not config.devices:
+                # Nothing to plug in before the state loads: it flows in while the
+                # domain is adopted and its console made.
+                with (rollback.discarded_on_failure(driver, incoming.table, domid),
+                      _loading(channel, address, driver, domid, offer) as loaded):
+                    bring_up(driver, incoming.table, domid, config, Deadline.after, loaded)
+            else:
+                bring_up(driver, incoming.table, domid, config, Deadline.after,
+                         lambda: _hand_over(channel, address, driver, domid, offer))
         if isinstance(driver, StreamState):
             # It runs: a xend that starts again keeps it (the record would destroy it).
             incoming.sessions.delete(session, sync=records.durable(record))
@@ -309,6 +317,36 @@ def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid
     """Say yes to a stream driver's offer (its machine is made and configured) and copy
     the state from the connection into the hypervisor as it comes; returns once it is
     all loaded."""
+    _relay(channel, _opened(channel, address, driver, domid), offer)
+    driver.wait_received(domid, IDLE_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _loading(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int,
+             offer: xfr.Xfr) -> Iterator[Callable[[], None]]:
+    """``_load_stream`` begun now, its copying on a thread of its own while the work
+    inside goes on; what it yields waits until the state is all loaded. Whatever fails
+    inside waits for the copying to end (the hypervisor's pipe broken by the domain's
+    destroy, or the source gone quiet for ``IDLE_TIMEOUT``) before the connection is
+    used again."""
+    write = _opened(channel, address, driver, domid)
+    relay = Background(lambda: _relay(channel, write, offer), f"relocation-in-{domid}")
+
+    def loaded() -> None:
+        relay.finish(threading.TIMEOUT_MAX)  # its own waits are each bounded
+        driver.wait_received(domid, IDLE_TIMEOUT)
+
+    try:
+        yield loaded
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            relay.finish(2 * IDLE_TIMEOUT)
+        raise
+
+
+def _opened(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int) -> int:
+    """The hypervisor reading domain ``domid``'s state from a pipe, the offer answered
+    yes; the pipe's write end."""
     read, write = xfr.open_pipe(xend_writes=True)
     try:
         try:
@@ -319,10 +357,18 @@ def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid
         if channel.buffered:
             raise xfr.XfrError(f"{address} sent data before the offer was answered",
                                xfr.Code.EPROTO)
+    except BaseException:
+        os.close(write)
+        raise
+    return write
+
+
+def _relay(channel: xfr.Channel, write: int, offer: xfr.Xfr) -> None:
+    """Copy the stream from ``channel`` into the pipe ``write``, then close it."""
+    try:
         _receive_data(channel, write, MAX_ROUNDS * max(offer.memory_bytes, 1 << 30))
     finally:
         os.close(write)
-    driver.wait_received(domid, IDLE_TIMEOUT)
 
 
 def _receive_data(channel: xfr.Channel, write: int, budget: int) -> None:

@@ -131,6 +131,30 @@ def discard(driver: Driver, table: DomainTableProxy, domid: int) -> None:
             driver.destroy(domid)
 
 
+def handed_over(driver: Driver, table: DomainTableProxy, domain: DomainProxy,
+                domid: int) -> bool:
+    """Destroy domain ``domid``, which runs on another host now and is out of the
+    table's listing (``DomainTable.handed_over``), through its Domain actor ``domain``,
+    else through the driver; whether it is gone."""
+    deadline = Deadline.after(ASK_TIMEOUT)
+    try:
+        ask(domain.destroy(ShutdownReason.HALT, deadline.inner()), f"domain {domid}", deadline)
+        return True
+    except (XendError, pykka.ActorDeadError) as error:
+        log.warning("Destroying domain %s, migrated away, through its actor failed: %s",
+                    domid, error)
+    try:
+        driver.destroy(domid)
+    except NotFound:
+        pass
+    except XendError as error:
+        log.error("Domain %s, migrated away, could not be destroyed: %s", domid, error)
+        return False
+    with contextlib.suppress(pykka.ActorDeadError):
+        table.gone(domid)
+    return True
+
+
 @contextlib.contextmanager
 def discarded_on_failure(driver: Driver, table: DomainTableProxy, domid: int) -> Iterator[None]:
     """Domain ``domid``, made for a transfer, is destroyed if what runs inside fails."""
