@@ -11,7 +11,13 @@ state follow. A stream driver's domain (``StreamDriver``, qemu) goes with
 hypervisor's stream is relayed from a pipe over the connection. Either way the source
 is destroyed only once the destination has built and configured the new domain and
 said ``(xfr.xfr.ok NEWID)``; any failure before that leaves the source running
-(``rollback``) and the destination destroys what it built.
+(``rollback``) and the destination destroys what it built. A stream driver's source
+answers as soon as that word came and the session is recorded as committing with the
+new id: the domain leaves the table's listing at once (``DomainTable.handed_over``) and
+its teardown (qemu's exit, its devices, records and files) goes on after the reply on a
+thread of its own (``_tear_down``); the record stays until it is done, so a xend killed
+meanwhile finishes it when it starts again, and its name stays ``leaving`` in
+``Moving`` so a migration straight back waits those milliseconds.
 
 The connection is the Context's ``Dialer``'s (``xfr/tls.py``): mutual TLS, the
 destination's certificate checked against the CA and the host dialed; plain TCP with
@@ -108,7 +114,8 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
         # It runs there: gone from here at once, and torn down after the reply; its
         # record (committing, with the new id) stays until then, for a xend that dies
         # meanwhile to finish the teardown when it starts again.
-        ask(context.table.handed_over(info.domid), "the domain table", context.inner())
+        with contextlib.suppress(XendError):  # else its destroy drops it, a moment later
+            ask(context.table.handed_over(info.domid), "the domain table", context.inner())
         context.moving.leaving(info.name)
         context.conclude(EVENT, info.name, info.domid, done, keep=True)
         Background(lambda: _tear_down(context, driver, domain, info, done),
@@ -183,9 +190,10 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
 
     The destination runs the guest as soon as all of its state is in and loaded, then
     says ``(xfr.xfr.ok NEWID)``; the source, stopped since the last of its state went,
-    is destroyed on that word, so the guest is stopped only while its state moves, not
-    for a handshake. Before the end of the stream nothing can run at the destination:
-    any failure runs the source again. The end (``(xfr.data 0)``) goes once the session
+    is recorded as handed over on that word (``run`` tears it down after its reply), so
+    the guest is stopped only while its state moves, not for a handshake. Before the
+    end of the stream nothing can run at the destination: any failure runs the source
+    again. The end (``(xfr.data 0)``) goes once the session
     is recorded as committing (with no new id: ``committing(None)``); from then on the
     destination may run the guest, so the source runs again only if the destination
     says it failed (``(xfr.err ...)``: it destroyed what it made, unrun). Without a word
