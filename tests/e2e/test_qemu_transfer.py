@@ -336,6 +336,26 @@ def test_a_migration_that_is_not_live_stops_first_and_keeps_the_shell(
     assert progress and not any("(phase precopy)" in e for e in progress), progress
 
 
+def test_a_guest_with_a_disk_migrates_with_it_plugged_in_before_its_state_loads(
+        guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]],
+        tmp_path: Path) -> None:
+    """A domain with a device is configured before its state flows (qemu must have the
+    device when it loads); one without loads while it is configured (the tests above)."""
+    source, destination = qemu_hosts()
+    image = disk(tmp_path, "moving.img")
+    config = vm(guest, "q6", ["device", ["vbd", ["uname", f"file:{image}"], ["dev", "sda1"],
+                                        ["mode", "w"]]])
+    reply = source.post("/xend/domain/", op="create", config=sxp.show(config))
+    assert reply.status_code == 201, reply.text
+    assert source.post("/xend/domain/q6", op="unpause").status_code == 200
+    source.wait_booted("q6")
+    reply = source.post("/xend/domain/q6", op="migrate", destination=DESTINATION, live="1")
+    assert reply.status_code == 200, reply.text
+    assert "q6" not in source.names()
+    # Read first there: from the destination's qemu, not the guest's cache.
+    assert destination.sh("q6", "head -c 15 /dev/vda; echo") == "DISK-moving.img"
+
+
 def test_a_name_the_destination_has_is_refused(
         guest: Guest, qemu_hosts: Callable[..., tuple[QemuHost, QemuHost]]) -> None:
     source, destination = qemu_hosts()

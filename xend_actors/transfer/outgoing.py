@@ -201,7 +201,7 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
     run nor destroyed, for its owner to decide: never running at both ends, never lost.
     """
     domid = info.domid
-    sent = ended = refused = False
+    ended = refused = False
     started = time.monotonic()
     try:
         channel.send(xfr.Hello())
@@ -223,7 +223,6 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
                                  progress=progress)
         except xfr.XfrError as error:
             raise _peer_reason(channel, error) from None
-        sent = True
         committing(None)  # before the end goes: a xend that dies from here never runs it
         ended = True
         channel.send(xfr.Data(0))
@@ -239,7 +238,7 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
             raise BadGateway(f"domain {domid} stays paused here: {channel.peer} has all of "
                              f"its state but did not say whether it runs it ({error}); "
                              "unpause it here only if it does not run there") from None
-        if sent and not info.paused:
+        if not info.paused:  # also when qemu sent it all but the relay failed after
             with contextlib.suppress(XendError):
                 driver.resume(domid)
         raise

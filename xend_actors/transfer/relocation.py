@@ -257,8 +257,9 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
             if isinstance(driver, StreamState) and not config.devices:
                 # Nothing to plug in before the state loads: it flows in while the
                 # domain is adopted and its console made.
-                with (rollback.discarded_on_failure(driver, incoming.table, domid),
-                      _loading(channel, address, driver, domid, offer) as loaded):
+                with rollback.discarded_on_failure(driver, incoming.table, domid):
+                    write = _opened(channel, address, driver, domid)
+                with _loading(channel, driver, domid, offer, write) as loaded:
                     bring_up(driver, incoming.table, domid, config, Deadline.after, loaded)
             else:
                 bring_up(driver, incoming.table, domid, config, Deadline.after,
@@ -324,14 +325,13 @@ def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid
 
 
 @contextlib.contextmanager
-def _loading(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int,
-             offer: xfr.Xfr) -> Iterator[Callable[[], None]]:
-    """``_load_stream`` begun now, its copying on a thread of its own while the work
-    inside goes on; what it yields waits until the state is all loaded. Whatever fails
-    inside waits for the copying to end (the hypervisor's pipe broken by the domain's
-    destroy, or the source gone quiet for ``IDLE_TIMEOUT``) before the connection is
-    used again."""
-    write = _opened(channel, address, driver, domid)
+def _loading(channel: xfr.Channel, driver: StreamDriver, domid: int, offer: xfr.Xfr,
+             write: int) -> Iterator[Callable[[], None]]:
+    """The rest of ``_load_stream`` (the hypervisor reads from the pipe ``write`` goes
+    into: ``_opened``), its copying on a thread of its own while the work inside goes
+    on; what it yields waits until the state is all loaded. Whatever fails inside waits
+    for the copying to end (the hypervisor's pipe broken by the domain's destroy, or the
+    source gone quiet for ``IDLE_TIMEOUT``) before the connection is used again."""
     relay = Background(lambda: _relay(channel, write, offer), f"relocation-in-{domid}")
 
     def loaded() -> None:
