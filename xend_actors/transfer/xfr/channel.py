@@ -21,7 +21,10 @@ from xend_actors.transfer.xfr.messages import MAX_DATA, Code, Data, Err, Message
 from xend_actors.transfer.xfr.pipes import SPLICE_FLAGS, ready, write_all
 from xend_actors.transfer.xfr.tls import failure
 
-CHUNK = 1 << 16  # read from the socket at a time
+# Read from the socket at a time for the next message: little more than one, since the
+# raw bytes a message announces after it are better moved to where they go (a pipe by
+# splice, a buffer in place) than through the decoder.
+CHUNK = 1 << 12
 TLS_CHUNK = 1 << 18  # decrypted bytes written to a pipe at a time
 
 
@@ -109,11 +112,11 @@ class Channel:
             self._decrypt_into(fd, size)
             return
         while size:
-            self._wait(self.sock, "r", f"{self.peer} sent nothing")
-            self._wait(fd, "w", "the reader of the stream took nothing")
             try:
                 moved = os.splice(self.sock.fileno(), fd, size, flags=SPLICE_FLAGS)
-            except BlockingIOError:
+            except BlockingIOError:  # nothing come, or no room: wait only then
+                self._wait(self.sock, "r", f"{self.peer} sent nothing")
+                self._wait(fd, "w", "the reader of the stream took nothing")
                 continue
             except OSError as error:
                 raise XfrError(f"copying the stream from {self.peer} failed: "
