@@ -12,20 +12,28 @@ import socket
 from xend_actors.transfer.xfr.messages import MAX_DATA, Code, XfrError
 
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+# A migration's stream passes hypervisor, pipe, xend, socket, xend, pipe, hypervisor on
+# few cores: pipes of 4 MiB let each stage work in longer runs between stalls (a live
+# migration of the 128 MiB test guest went some 20 % faster than with 1 MiB). Above
+# ``pipe-max-size`` only with CAP_SYS_RESOURCE; else that size.
+PIPE_SIZE = 4 * MAX_DATA
 
 
 def open_pipe(xend_writes: bool) -> tuple[int, int]:
-    """A pipe (read end, write end) with a buffer as large as the host allows, so a
-    stream moves in big steps. When xend writes to it, its end does not block, so
+    """A pipe (read end, write end) with a buffer of ``PIPE_SIZE``, or as large as the
+    host allows, so a stream moves in big steps. When xend writes to it, its end does not block, so
     ``write_all`` keeps its deadline."""
     read, write = os.pipe2(os.O_CLOEXEC)
     if xend_writes:
         os.set_blocking(write, False)
     try:
-        limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
-        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, MAX_DATA))
-    except (OSError, ValueError):
-        pass  # the default 64 KiB works, only slower
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        try:
+            limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
+            fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, PIPE_SIZE))
+        except (OSError, ValueError):
+            pass  # the default 64 KiB works, only slower
     return read, write
 
 
