@@ -193,10 +193,10 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
     is recorded as handed over on that word (``run`` tears it down after its reply), so
     the guest is stopped only while its state moves, not for a handshake. Before the
     end of the stream nothing can run at the destination: any failure runs the source
-    again. The end (``(xfr.data 0)``) goes once the session
-    is recorded as committing (with no new id: ``committing(None)``); from then on the
-    destination may run the guest, so the source runs again only if the destination
-    says it failed (``(xfr.err ...)``: it destroyed what it made, unrun). Without a word
+    again. The end (``(xfr.data 0)``) goes once the session is recorded as committing
+    (with no new id: ``committing(None)``); from then on the destination may run the
+    guest, so the source runs again only if the destination says it failed
+    (``(xfr.err ...)``: it destroyed what it made, unrun). Without a word
     either way (the connection lost, the peer silent) the source stays stopped, neither
     run nor destroyed, for its owner to decide: never running at both ends, never lost.
     """
