@@ -399,6 +399,13 @@ class Domain(Supervised, TracedActor):
         if hv is not None:
             self._table.state_changed(hv)
 
+    def reread(self) -> pykka.Future[None] | None:
+        """Tell the table the hypervisor's reading now, after a change made behind this
+        actor (a failed transfer's resume); the table's answer comes once its snapshot
+        shows it. None if the domain has no reading (it is gone)."""
+        hv = self._reading()
+        return None if hv is None else self._table.state_changed(hv)
+
     def _reading(self) -> HvDomain | None:
         try:
             return self._driver.domain(self.domid)
@@ -692,6 +699,7 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
     finish_device_work = proxy_method(Domain.finish_device_work)
     pause = proxy_method(Domain.pause)
     unpause = proxy_method(Domain.unpause)
+    reread = proxy_method(Domain.reread)
     shutdown = proxy_method(Domain.shutdown)
     suspended = proxy_method(Domain.suspended)
     destroy = proxy_method(Domain.destroy)

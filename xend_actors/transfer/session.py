@@ -19,7 +19,8 @@ half made is destroyed, the names are free again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pykka
@@ -28,7 +29,7 @@ from pykka.typing import ActorMemberMixin, proxy_method
 from xend_actors.actors import Deadline, Supervised, ask
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
-from xend_actors.errors import BadRequest, Conflict
+from xend_actors.errors import BadRequest, Conflict, XendError
 from xend_actors.trace import TracedActor
 from xend_actors.transfer import outgoing, restoring, savefile, saving, xfr
 from xend_actors.transfer.context import Context, Leftovers
@@ -64,7 +65,7 @@ class TransferSession(Supervised, TracedActor):
         path = Path(file)
         savefile.check_target(path)
         domain, info = self._leaving(dom, "save")
-        with self._context.holding(info.name, "saved"):
+        with self._context.holding(info.name, "saved"), _shown_as_now(domain):
             saving.run(self._context, driver, domain, info, path)
 
     def restore(self, file: str, deadline: Deadline | None = None) -> DomainInfo:
@@ -87,7 +88,7 @@ class TransferSession(Supervised, TracedActor):
         except xfr.XfrError as error:
             raise BadRequest(error.message) from None
         domain, info = self._leaving(dom, "migrate")
-        with self._context.holding(info.name, "migrated"):
+        with self._context.holding(info.name, "migrated"), _shown_as_now(domain):
             return outgoing.run(self._context, driver, domain, info, where, live, resource)
 
     def _leaving(self, dom: str, verb: str) -> tuple[DomainProxy, DomainInfo]:
@@ -103,6 +104,21 @@ class TransferSession(Supervised, TracedActor):
     def _begin(self, doing: str, deadline: Deadline | None) -> None:
         self._doing = doing
         self._context = self._context.for_session(deadline)
+
+
+@contextlib.contextmanager
+def _shown_as_now(domain: DomainProxy) -> Iterator[None]:
+    """A transfer that fails puts its domain back behind its Domain actor (resumed by
+    the driver): the table shows it as the hypervisor has it before the error is
+    answered, so the client's next read finds it running, not suspended."""
+    try:
+        yield
+    except XendError:
+        with contextlib.suppress(XendError, pykka.ActorDeadError):
+            shown = ask(domain.reread(), "the domain")
+            if shown is not None:
+                ask(shown, "the domain table")
+        raise
 
 
 class TransferSessionProxy(ActorMemberMixin, pykka.ActorProxy[TransferSession]):
