@@ -114,17 +114,7 @@ class Consoles(TracedActor):
         console whose TCP port is busy fails its build (Conflict); a ``running`` one's
         (recovered, restored, migrated in) opens without it and tries it again."""
         port = port or self.port_base + domid
-        try:
-            created = self._on_loop(self._listen(domid, port, running))
-        except BaseException:
-            channel.close()
-            raise
-        try:
-            info = self._on_loop(self._attach(domid, channel))
-        except BaseException:
-            if created:  # a console that never worked leaves nothing behind
-                self._on_loop(self._discard(domid))
-            raise
+        created, info = self._on_loop(self._open(domid, channel, port, running))
         if created:
             log.info("Created console id=%s domain=%s port=%s", port, domid, port)
             self._publish("xend.console.create", [str(port), str(domid), str(port)])
@@ -179,6 +169,22 @@ class Consoles(TracedActor):
         return asyncio.run_coroutine_threadsafe(self._read(port, since, wait), self._loop)
 
     # --- on the loop ------------------------------------------------------------------------------
+
+    async def _open(self, domid: int, channel: socket.socket, port: int,
+                    running: bool) -> tuple[bool, ConsoleInfo]:
+        """``open`` on the loop, in one trip: whether the console is new, and its info."""
+        try:
+            created = await self._listen(domid, port, running)
+        except BaseException:
+            channel.close()
+            raise
+        try:
+            info = await self._attach(domid, channel)
+        except BaseException:
+            if created:  # a console that never worked leaves nothing behind
+                await self._discard(domid)
+            raise
+        return created, info
 
     async def _listen(self, domid: int, port: int, retry: bool) -> bool:
         """Make the domain's console listen unless it does; whether it is new."""
