@@ -250,8 +250,10 @@ def test_a_restore_cut_off_by_a_kill_9_leaves_nothing_and_can_be_done_again(
         qemu_xend: Callable[..., QemuXend], tmp_path: Path, until: str) -> None:
     # The restore launches qemu as soon as the table holds the intent, and records its
     # session only once qemu is launched: a xend killed in between has only the intent
-    # to go by. "launched": killed as the domain's folder appears (its qemu about to
-    # start, or started with its pid unrecorded); "recorded": once the session names it.
+    # to go by. "launched": killed as the restore's first file appears in the run dir
+    # (the next domain id being written, the domain's folder made, its qemu started with
+    # its pid unrecorded: whichever the moment finds); "recorded": once the session
+    # names the domain.
     xend = qemu_xend()  # of its own: it is killed
     xend.create_vm("r1")
     with console(xend.console_port("r1")) as con:
