@@ -260,7 +260,7 @@ class QemuDriver:
         return result
 
     def prepare_incoming(self, name: str, meta: bytes) -> int:
-        """Returns once qemu listens, before it has made the machine: its caller's own
+        """Returns as qemu starts, before it has made the machine: its caller's own
         work overlaps qemu's start-up, and the first command waits for it (``ready``)."""
         machine = transfer.Machine.from_bytes(meta)
         domid = self.create(name, machine.memory_mb, vcpus=machine.vcpus)
