@@ -20,6 +20,7 @@ setup(
         "python-daemon>=3.0,<4",
         "jinja2>=3.1,<4",
         "click>=8.1,<9",
+        "isal>=1.6,<2",  # save files' CRC-32, several times faster (transfer/checksum.py)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",

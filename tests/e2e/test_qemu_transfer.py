@@ -3,7 +3,9 @@
 A saved guest comes back from its file with its shell state (a variable set before the
 save) and its disks, each in the PCI slot it had; a corrupt, a truncated and a sim
 driver's file are refused and leave nothing; a file an earlier xend wrote (format
-version 2, SHA-256) is still restored, and still refused when corrupt. Two xends with
+version 2, SHA-256) is still restored, and still refused when corrupt. A restore cut off
+by a ``kill -9`` of xend (its qemu launched, recorded or not) leaves no domain, qemu, folder,
+intent or session, and the file restores again. Two xends with
 the qemu driver, each in a network namespace of its own joined by a veth pair (as
 ``tests/integration/test_migrate.py`` does for the sim), move a running guest live or
 stopped: it answers on its console at the destination with its shell state, and the
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -211,6 +215,75 @@ def test_a_file_an_earlier_xend_saved_with_sha256_is_restored_and_checked(
     assert reply.status_code == 201, reply.text + xend.home.log_tail()
     with console(xend.console_port("s6")) as con:
         con.run("echo GOT-$MARK-", rb"GOT-old-6-", 30)
+
+
+def qemus_of(run_dir: Path) -> list[int]:
+    """Every live qemu whose command line names ``run_dir``, recorded or not."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and str(run_dir).encode() in cmdline and \
+                not process_gone(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def frozen_when(xend: QemuXend, seen: Callable[[], bool]) -> None:
+    """Stop xend (SIGSTOP) the moment ``seen()`` holds, looking every half millisecond:
+    it stands still where that moment found it, as a kill there would leave it."""
+    pid = xend.home.pid()
+    assert pid is not None
+    deadline = time.monotonic() + 60
+    while not seen():
+        assert time.monotonic() < deadline, "what the restore makes never came"
+        time.sleep(0.0005)
+    os.kill(pid, signal.SIGSTOP)
+
+
+@pytest.mark.parametrize("until", ["launched", "recorded"])
+def test_a_restore_cut_off_by_a_kill_9_leaves_nothing_and_can_be_done_again(
+        qemu_xend: Callable[..., QemuXend], tmp_path: Path, until: str) -> None:
+    # The restore launches qemu as soon as the table holds the intent, and records its
+    # session only once qemu is launched: a xend killed in between has only the intent
+    # to go by. "launched": killed as the restore's first file appears in the run dir
+    # (the next domain id being written, the domain's folder made, its qemu started with
+    # its pid unrecorded: whichever the moment finds); "recorded": once the session
+    # names the domain.
+    xend = qemu_xend()  # of its own: it is killed
+    xend.create_vm("r1")
+    with console(xend.console_port("r1")) as con:
+        booted(con)
+        con.run("MARK=kept-$((4*5)); echo SET-$MARK", rb"SET-kept-20")
+    image = tmp_path / "r1.save"
+    assert xend.op("r1", "save", file=str(image)).status_code == 200
+    folders = xend.home.run_dir / "qemu"
+    before = {p.name for p in folders.iterdir()}
+
+    def restore() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # its xend is killed under it
+            xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    threading.Thread(target=restore, daemon=True).start()
+    if until == "launched":
+        frozen_when(xend, lambda: any(p.name not in before for p in folders.iterdir()))
+    else:
+        frozen_when(xend, lambda: xend.sessions() != [])
+    xend.home.kill9()
+
+    xend.start()
+    assert xend.names() == ["Domain-0"]
+    wait_for(lambda: qemus_of(xend.home.run_dir) == [], 30, "no qemu left")
+    assert {p.name for p in folders.iterdir()} == before
+    assert xend.sessions() == []
+    assert list((xend.home.dbroot / "intent").iterdir()) == []
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    assert reply.status_code == 201, reply.text + xend.home.log_tail()
+    with console(xend.console_port("r1")) as con:
+        con.run("echo GOT-$MARK-", rb"GOT-kept-20-", 30)
 
 
 def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(

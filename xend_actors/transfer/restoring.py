@@ -1,16 +1,21 @@
 """A restore: a saved domain brought back from its file, running, its info the answer.
 
 The file is checked before anything is made (header, driver, info, and a sim image's
-checksum); the name is held (``Moving``) and must be free. The driver makes the domain
-paused and ``bringup`` adopts, configures and unpauses it. The restore is recorded as
-``migrate/N`` in the store while it runs; what fails is ``restore failed: why``.
+checksum); the name is held (``Moving``), and the table's intent (``intended``) refuses
+it if it is taken. The driver makes the domain paused and ``bringup`` adopts,
+configures and unpauses it. The restore is recorded as ``migrate/N`` in the store from
+when the domain is made (before that the intent is what a restarted xend puts back)
+until it runs; what fails is ``restore failed: why``.
 
 A sim image (``PagedDriver``) is read whole and its state handed to the driver. A
 qemu image (``StreamDriver``) is too big to hold: the machine its meta describes is
 made and configured first (a domain without devices is configured while its state
 loads: nothing needs plugging in before it), then the hypervisor loads the state
 straight from the file while a thread checksums it beside, and the guest runs only if the
-checksum matches.
+checksum matches. The time to beat is a bare qemu's, launched and loading the file: so
+the qemu is launched as soon as the intent is recorded, and xend's own work (the
+checksum, the session's record, adopting the domain and its console) goes on while
+qemu starts and loads.
 """
 
 from __future__ import annotations
@@ -25,10 +30,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from xend_actors import sxp
-from xend_actors.actors import ask
 from xend_actors.domain.config import DomainConfig, check_new_domain, parse_domain_config
 from xend_actors.domain.record import DomainInfo
-from xend_actors.errors import BadRequest, Conflict, XendError
+from xend_actors.errors import BadRequest, XendError
 from xend_actors.hypervisor.base import StreamState
 from xend_actors.transfer import rollback, savefile
 from xend_actors.transfer.background import Background
@@ -59,8 +63,7 @@ def _restore_paged(context: Context, driver: PagedDriver, path: Path,
           intended(context.table, config, context.inner())):
         began = time.monotonic()
         domid = driver.restore_state(config.name, config.memory_mb, image.payload)
-        with rollback.discarded_on_failure(driver, context.table, domid):
-            context.keep(replace(record, domid=domid))  # what to destroy if all else fails
+        _made(context, driver, record, domid)
         size = len(image.payload)
         _progress(context, config.name, domid, Progress.since(began, Phase.RESTORE, size, size))
         bring_up(driver, context.table, domid, config, context.inner)
@@ -73,81 +76,101 @@ def _restore_stream(context: Context, driver: StreamDriver, path: Path) -> Domai
     """The machine is made and configured, then its state flows in from the file,
     checksummed as it goes; it runs once all is in."""
     reader = savefile.Reader(path, driver.kind)  # header, driver and info checked
-    # The checksum is computed beside the launch and the load, and checked before
-    # the guest runs.
-    checking = Background(reader.finish, "restore-check")
     try:
         with _restorable(context, path, reader.header.info) as config:
-            return _restore_from(context, driver, reader, checking, config)
+            return _restore_from(context, driver, reader, config)
     finally:
-        with contextlib.suppress(BaseException):  # done with the file before it closes
-            checking.finish(STREAM_TIMEOUT)  # after the restore: its own wait
         reader.close()
 
 
 def _restore_from(context: Context, driver: StreamDriver, reader: savefile.Reader,
-                  checking: Background, config: DomainConfig) -> DomainInfo:
+                  config: DomainConfig) -> DomainInfo:
     path = reader.path
     with (_restoring(context, path, config) as record,
           intended(context.table, config, context.inner())):
+        # The driver returns as qemu starts: what follows until the state is asked for
+        # (the record, the checksum's start) overlaps qemu's start-up.
         domid = driver.prepare_incoming(config.name, reader.header.meta)
-        with rollback.discarded_on_failure(driver, context.table, domid):
-            context.keep(replace(record, domid=domid))
-
-        # The hypervisor loads the state straight from the file; a bad checksum wins over
-        # what it makes of bad bytes. With no device to plug in first, the state comes
-        # in while the domain is adopted and its console made.
-        fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
-        early = not config.devices
-        watcher = Background(lambda: _watch(context, config.name, domid, fd, reader.header,
-                                            loaded), "restore-progress")
-        try:
-            if early:
-                with rollback.discarded_on_failure(driver, context.table, domid):
-                    driver.receive_state(domid, fd)
-
-            def load() -> None:
-                try:
-                    if not early:
-                        driver.receive_state(domid, fd)
-                    checking.finish(context.seconds(STREAM_TIMEOUT))
-                    driver.wait_received(domid, context.seconds(STREAM_TIMEOUT))
-                finally:
-                    loaded.set()
-
-            try:
-                bring_up(driver, context.table, domid, config, context.inner, load)
-            except XendError:
-                if early:  # qemu may have choked on bad bytes before load() looked
-                    checking.finish(context.seconds(STREAM_TIMEOUT))
-                raise
-        finally:
-            loaded.set()
-            watcher.finish(STREAM_TIMEOUT)
+        _made(context, driver, record, domid)
+        with _checking(reader) as checking:
+            _load(context, driver, reader, checking, config, domid)
         info = running(context.table, domid, context.inner())
     log.info("Restored domain %s (id %s) from %s", config.name, domid, path)
     return info
 
 
+def _load(context: Context, driver: StreamDriver, reader: savefile.Reader,
+          checking: Background, config: DomainConfig, domid: int) -> None:
+    """Domain ``domid`` brought up with its state from ``reader``, which ``checking``
+    checksums beside."""
+    # The hypervisor loads the state straight from the file; a bad checksum wins over
+    # what it makes of bad bytes. With no device to plug in first, the state comes
+    # in while the domain is adopted and its console made.
+    fd, loaded = reader.fileno(), threading.Event()  # fileno() seeks: once
+    early = not config.devices
+    watcher = Background(lambda: _watch(context, config.name, domid, fd, reader.header,
+                                        loaded), "restore-progress")
+    try:
+        if early:
+            with rollback.discarded_on_failure(driver, context.table, domid):
+                driver.receive_state(domid, fd)
+
+        def load() -> None:
+            try:
+                if not early:
+                    driver.receive_state(domid, fd)
+                checking.finish(context.seconds(STREAM_TIMEOUT))
+                driver.wait_received(domid, context.seconds(STREAM_TIMEOUT))
+            finally:
+                loaded.set()
+
+        try:
+            bring_up(driver, context.table, domid, config, context.inner, load)
+        except XendError:
+            if early:  # qemu may have choked on bad bytes before load() looked
+                checking.finish(context.seconds(STREAM_TIMEOUT))
+            raise
+    finally:
+        loaded.set()
+        watcher.finish(STREAM_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _checking(reader: savefile.Reader) -> Iterator[Background]:
+    """The payload checksummed on a thread beside what runs inside (``finish`` checks
+    it), done with the file before it closes."""
+    checking = Background(reader.finish, "restore-check")
+    try:
+        yield checking
+    finally:
+        with contextlib.suppress(BaseException):
+            checking.finish(STREAM_TIMEOUT)  # after the restore: its own wait
+
+
+def _made(context: Context, driver: MovableDriver, record: RestoreRecord, domid: int) -> None:
+    """Domain ``domid`` made: recorded, so that a restarted xend destroys it unless it
+    runs (until now the table's intent did)."""
+    with rollback.discarded_on_failure(driver, context.table, domid):
+        context.keep(replace(record, domid=domid))
+
+
 @contextlib.contextmanager
 def _restorable(context: Context, path: Path, info: sxp.Value) -> Iterator[DomainConfig]:
-    """The saved domain's config, its name held for this restore, once it is known
-    that the name is free."""
+    """The saved domain's config, its name held for this restore (whether it is free
+    the table's intent says: ``intended``)."""
     vm = sxp.child_value(info, "config")
     if vm is None:
         raise BadRequest(f"{path} holds no (config (vm ...)) for the domain")
     config = check_new_domain(parse_domain_config(vm))
     with context.holding(config.name, "restored"):
-        if config.name in ask(context.table.names(), "the domain table", context.inner()):
-            raise Conflict(f"Error restoring domain: vm name clash: {config.name}")
         yield config
 
 
 @contextlib.contextmanager
 def _restoring(context: Context, path: Path, config: DomainConfig) -> Iterator[RestoreRecord]:
-    """The restore's session, recorded while it runs; what fails is 'restore failed'."""
+    """The restore's session, dropped from the store once it ends (``_made`` keeps it
+    there); what fails is 'restore failed'."""
     record = RestoreRecord(context.session_id(), str(path))
-    context.keep(record)
     log.info("Restoring domain %s from %s", config.name, path)
     with context.dropped_after(record):
         try:

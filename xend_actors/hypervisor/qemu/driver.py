@@ -56,7 +56,7 @@ from xend_actors.hypervisor.qemu.guest import QemuGuest
 from xend_actors.hypervisor.qemu.process import DomainPaths
 from xend_actors.hypervisor.ring.messages import Message, MessageType
 from xend_actors.node import PhysInfo
-from xend_actors.store import atomic_write
+from xend_actors.store import TMP_PREFIX, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ class QemuDriver:
         return result
 
     def prepare_incoming(self, name: str, meta: bytes) -> int:
+        """Returns as qemu starts, before it has made the machine: its caller's own
+        work overlaps qemu's start-up, and the first command waits for it (``ready``)."""
         machine = transfer.Machine.from_bytes(meta)
         domid = self.create(name, machine.memory_mb, vcpus=machine.vcpus)
         try:
@@ -438,6 +440,8 @@ class QemuDriver:
     def _adopt_all(self) -> None:
         """Take over the domains a previous xend left in the run dir."""
         boot = runtime.boot_id()
+        for stale in self.root.glob(f"{TMP_PREFIX}*"):  # a write of next-domid cut off
+            stale.unlink(missing_ok=True)
         for folder in sorted(self.root.iterdir(), key=lambda p: p.name):
             if not folder.is_dir() or not folder.name.isdigit():
                 continue

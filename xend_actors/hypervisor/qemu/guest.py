@@ -100,6 +100,7 @@ class QemuGuest:
         self._agent_up = threading.Event()
         self._agent_gone = False  # it was up and closed its port: no use waiting for it
         self.migration_changed = threading.Event()  # qemu said MIGRATION or MIGRATION_PASS
+        self.migration_status = ""  # what qemu's last MIGRATION event said
         self._resumed = threading.Event()  # qemu said RESUME
         self._quiet = 0  # pauses and unpauses under way whose caller tells of them
         self.slots: dict[str, int] = {}  # slot key -> PCI slot it had at the source
@@ -364,6 +365,12 @@ class QemuGuest:
         way in); ``fd`` goes with it, for ``getfd``."""
         return self._monitor().execute(command, arguments, fd=fd)
 
+    def expect_migration(self) -> None:
+        """A migration is about to start: what qemu said of an earlier one is past."""
+        with self._lock:
+            self.migration_status = ""
+            self.migration_changed.clear()
+
     def going(self) -> None:
         """It is about to be destroyed: what it holds is let go without asking the guest."""
         with self._lock:
@@ -447,6 +454,8 @@ class QemuGuest:
                     self._agent_gone = True
                     self._agent_up.clear()
             elif event.name in ("MIGRATION", "MIGRATION_PASS"):
+                if event.name == "MIGRATION":
+                    self.migration_status = str(event.data.get("status", ""))
                 self.migration_changed.set()
             elif event.name == "BALLOON_CHANGE":
                 self._balloon_kb = int(event.data.get("actual", 0)) // 1024

@@ -181,36 +181,48 @@ def resume(guest: QemuGuest) -> None:
 
 
 def prepare(guest: QemuGuest, machine: Machine) -> None:
-    """A freshly launched ``-incoming defer`` qemu, ready for ``receive``."""
+    """A freshly launched ``-incoming defer`` qemu, ready for ``receive`` (its monitor
+    may not answer yet: nothing here waits for it)."""
     guest.slots = dict(machine.slots)
-    guest.execute("migrate-set-capabilities", {"capabilities": [
-        {"capability": "events", "state": True}]})
 
 
 def receive(guest: QemuGuest, fd: int) -> None:
-    """Start loading ``guest``'s state from ``fd``."""
+    """Start loading ``guest``'s state from ``fd``; qemu says how it goes in MIGRATION
+    events (``wait_received``)."""
+    guest.execute("migrate-set-capabilities", {"capabilities": [
+        {"capability": "events", "state": True}]})
     guest.execute("getfd", {"fdname": MIGRATE_FD}, fd=fd)
-    guest.migration_changed.clear()
+    guest.expect_migration()
     guest.execute("migrate-incoming", {"uri": f"fd:{MIGRATE_FD}"})
 
 
 def wait_received(guest: QemuGuest, timeout: float) -> None:
-    """Wait until qemu has loaded the whole state (it then stays paused)."""
+    """Wait until qemu has loaded the whole state (it then stays paused). qemu says so
+    in a MIGRATION event; it is asked only when it says nothing for ``POLL`` s (a
+    question put while it loads waits for the end anyway)."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            info = guest.execute("query-migrate")
-        except XendError:
-            raise HypervisorError(f"qemu could not load the state of domain {guest.domid}: "
-                                  f"{process.log_tail(guest.paths)}") from None
-        status = info.get("status", "")
+        said = guest.migration_changed.wait(POLL)
+        guest.migration_changed.clear()
+        status = guest.migration_status
+        if not said or status in ("failed", "cancelled"):
+            info = _incoming_status(guest)
+            status = info.get("status", "")
+            if status in ("failed", "cancelled"):
+                raise HypervisorError(
+                    f"qemu could not load the state of domain {guest.domid}: "
+                    f"{info.get('error-desc') or process.log_tail(guest.paths)}")
         if status == "completed":
             return
-        if status in ("failed", "cancelled"):
-            raise HypervisorError(f"qemu could not load the state of domain {guest.domid}: "
-                                  f"{info.get('error-desc') or process.log_tail(guest.paths)}")
         if time.monotonic() > deadline:
             raise Timeout(f"qemu did not finish loading the state of domain {guest.domid} "
                           f"within {timeout:g} s")
-        guest.migration_changed.wait(0.05)
-        guest.migration_changed.clear()
+
+
+def _incoming_status(guest: QemuGuest) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = guest.execute("query-migrate")
+    except XendError:
+        raise HypervisorError(f"qemu could not load the state of domain {guest.domid}: "
+                              f"{process.log_tail(guest.paths)}") from None
+    return info
