@@ -76,17 +76,23 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = Tru
     goes through a temp file beside ``path``: ``tmp`` if given (a name a record already
     holds, so that a xend killed meanwhile can remove it), made afresh, never reused."""
     folder = path.parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if tmp is None:
         tmp = partial_path(path)
-    fd = create_new(tmp)
     try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
+        fd = create_new(tmp)
+    except FileNotFoundError:  # the folder is made on first use, not looked for each time
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = create_new(tmp)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            rest = memoryview(data)
+            while rest:
+                rest = rest[os.write(fd, rest):]
             if sync:
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
