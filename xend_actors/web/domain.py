@@ -69,8 +69,15 @@ class DomainDirResource(Resource):
         with _said_where(f"create of {parsed.name}", deadline,
                          "it is still being built, or removed if that failed; watch "
                          "xend.domain.create and xend.domain.died"):
-            record = answer(domain.build(deadline.inner()), f"building domain {parsed.name}",
-                            deadline)
+            try:
+                record = answer(domain.build(deadline.inner()),
+                                f"building domain {parsed.name}", deadline)
+            except XendError:
+                # The failed build told the table the domain is gone: a read right after
+                # the error finds it gone.
+                with contextlib.suppress(XendError):
+                    answer(self.table.sync(), "the domain table")
+                raise
         answer(self.table.sync(), "the domain table")  # after the build's announcement
         info, shown = self.services.view.info(str(record.domid))
         location = f"{request.host_url}xend/domain/{record.name}"
