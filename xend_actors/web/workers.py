@@ -123,6 +123,8 @@ class Workers:
                 task()
             except Exception:
                 log.exception("%s: a task failed", self.name)
+            finally:
+                task = None  # an idle worker keeps nothing of its last request alive
 
 
 def _drain(fd: int) -> None:
