@@ -607,21 +607,31 @@ def test_closing_either_end_leaves_no_thread_behind(api_xend: Xend) -> None:
     with ws_terminal(api_xend.home.unix_path, port) as term:
         term.read_until(PROMPT)
     wait_for(lambda: status(api_xend, port) == "listening", what="the first client gone")
+
+    def clients_go_and_are_dropped(times: int) -> None:
+        for _ in range(times):  # the client goes: a close frame, or just the socket closed
+            with ws_terminal(api_xend.home.unix_path, port) as term:
+                echo_round_trip(term, "once")
+            term = WsTerminal(unix_socket(api_xend.home.unix_path), port)
+            echo_round_trip(term, "abrupt")
+            term.sock.close()
+            wait_for(lambda: status(api_xend, port) == "listening", what="the client gone")
+        for _ in range(times):  # xend ends it
+            with ws_terminal(api_xend.home.unix_path, port) as term:
+                echo_round_trip(term, "dropped")
+                assert api_xend.post(f"/xend/console/{port}",
+                                     op="disconnect").status_code == 200
+                assert term.closed()
+
+    clients_go_and_are_dropped(1)
     baseline = xend_threads(api_xend.home)
-    for _ in range(5):  # the client goes: a close frame, or just the socket closed
-        with ws_terminal(api_xend.home.unix_path, port) as term:
-            echo_round_trip(term, "once")
-        term = WsTerminal(unix_socket(api_xend.home.unix_path), port)
-        echo_round_trip(term, "abrupt")
-        term.sock.close()
-        wait_for(lambda: status(api_xend, port) == "listening", what="the client gone")
-    for _ in range(5):  # xend ends it
-        with ws_terminal(api_xend.home.unix_path, port) as term:
-            echo_round_trip(term, "dropped")
-            assert api_xend.post(f"/xend/console/{port}", op="disconnect").status_code == 200
-            assert term.closed()
-    wait_for(lambda: xend_threads(api_xend.home) <= baseline, what="xend's threads back to "
-             f"{baseline} (now {xend_threads(api_xend.home)})")
+    clients_go_and_are_dropped(5)
+    # The HTTP pool keeps the threads it grew to, and a disconnect that comes while the
+    # live client's worker is still busy takes a second one; a console keeps none, so
+    # ten clients leave no more than that one.
+    most = baseline + 1
+    wait_for(lambda: xend_threads(api_xend.home) <= most, what="xend's threads back to "
+             f"{most} (now {xend_threads(api_xend.home)})")
 
 
 def test_xm_console_uses_the_websocket_over_the_unix_socket(api_xend: Xend) -> None:
