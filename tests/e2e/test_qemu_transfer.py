@@ -197,24 +197,37 @@ def as_version_2(image: Path, into: Path) -> None:
                      + body)
 
 
+def saved(xend: QemuXend, name: str, folder: Path, mark: str | None = None) -> Path:
+    """Guest ``name`` created, booted, ``MARK`` set to ``mark`` in its shell (if given) and
+    saved into ``folder``: the file."""
+    xend.create_vm(name)
+    with console(xend.console_port(name)) as con:
+        booted(con)
+        if mark is not None:
+            con.run(f"MARK={mark}; echo SET-$MARK", f"SET-{mark}".encode())
+    image = folder / f"{name}.save"
+    assert xend.op(name, "save", file=str(image)).status_code == 200
+    return image
+
+
+def restored_with(xend: QemuXend, image: Path, name: str, mark: str) -> None:
+    """``image`` restored, and its guest ``name``'s shell still has ``MARK`` = ``mark``."""
+    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
+    assert reply.status_code == 201, reply.text + xend.home.log_tail()
+    with console(xend.console_port(name)) as con:
+        con.run("echo GOT-$MARK-", f"GOT-{mark}-".encode(), 30)
+
+
 def test_a_file_an_earlier_xend_saved_with_sha256_is_restored_and_checked(
         qemu: QemuXend, tmp_path: Path) -> None:
     xend = qemu
-    xend.create_vm("s6")
-    with console(xend.console_port("s6")) as con:
-        booted(con)
-        con.run("MARK=old-$((2*3)); echo SET-$MARK", rb"SET-old-6")
-    image = tmp_path / "s6.save"
-    assert xend.op("s6", "save", file=str(image)).status_code == 200
+    image = saved(xend, "s6", tmp_path, mark="old-6")
     old = tmp_path / "s6-v2.save"
     as_version_2(image, old)
 
     refused_corrupt(xend, old, tmp_path / "corrupt-v2.save", "SHA-256")
 
-    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(old)})
-    assert reply.status_code == 201, reply.text + xend.home.log_tail()
-    with console(xend.console_port("s6")) as con:
-        con.run("echo GOT-$MARK-", rb"GOT-old-6-", 30)
+    restored_with(xend, old, "s6", "old-6")
 
 
 def qemus_of(run_dir: Path) -> list[int]:
@@ -255,12 +268,7 @@ def test_a_restore_cut_off_by_a_kill_9_leaves_nothing_and_can_be_done_again(
     # its pid unrecorded: whichever the moment finds); "recorded": once the session
     # names the domain.
     xend = qemu_xend()  # of its own: it is killed
-    xend.create_vm("r1")
-    with console(xend.console_port("r1")) as con:
-        booted(con)
-        con.run("MARK=kept-$((4*5)); echo SET-$MARK", rb"SET-kept-20")
-    image = tmp_path / "r1.save"
-    assert xend.op("r1", "save", file=str(image)).status_code == 200
+    image = saved(xend, "r1", tmp_path, mark="kept-20")
     folders = xend.home.run_dir / "qemu"
     before = {p.name for p in folders.iterdir()}
 
@@ -280,20 +288,13 @@ def test_a_restore_cut_off_by_a_kill_9_leaves_nothing_and_can_be_done_again(
     assert {p.name for p in folders.iterdir()} == before
     assert xend.sessions() == []
     assert list((xend.home.dbroot / "intent").iterdir()) == []
-    reply = xend.http.post("/xend/domain/", data={"op": "restore", "file": str(image)})
-    assert reply.status_code == 201, reply.text + xend.home.log_tail()
-    with console(xend.console_port("r1")) as con:
-        con.run("echo GOT-$MARK-", rb"GOT-kept-20-", 30)
+    restored_with(xend, image, "r1", "kept-20")
 
 
 def test_a_corrupt_file_and_a_sim_file_are_refused_and_leave_nothing(
         qemu: QemuXend, tmp_path: Path) -> None:
     xend = qemu
-    xend.create_vm("s2")
-    with console(xend.console_port("s2")) as con:
-        booted(con)
-    image = tmp_path / "s2.save"
-    assert xend.op("s2", "save", file=str(image)).status_code == 200
+    image = saved(xend, "s2", tmp_path)
 
     refused_corrupt(xend, image, tmp_path / "corrupt.save", "CRC-32")
     wait_for(lambda: not qemu_pids(xend.home.run_dir), what="no qemu left")

@@ -199,6 +199,15 @@ def test_nobody_listening_is_a_clear_error(hosts: Callable[..., tuple[Host, Host
     assert source.sh("m6", "echo still-here") == "still-here"
 
 
+def restarted_with_record(host: Host, key: str, record: str) -> None:
+    """``host``'s xend killed, the migration ``record`` left in its store as ``key``, and
+    started again: the session is put right at the start, and none is left."""
+    host.kill_xend()
+    (host.home.dbroot / "migrate" / key).write_text(record + "\n")
+    host.start()
+    assert host.sessions() == []
+
+
 def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
         hosts: Callable[..., tuple[Host, Host]]) -> None:
     source, destination = hosts()
@@ -206,31 +215,19 @@ def test_sessions_a_killed_xend_left_are_undone_when_it_starts_again(
     domid = source.start_guest("m7")
     assert source.post("/xend/domain/m7", op="shutdown", reason="suspend").status_code == 202
     wait_for(lambda: sxp.child_value(source.info("m7"), "state") == "---s-", what="suspended")
-    source.kill_xend()
-    (source.home.dbroot / "migrate" / "3").write_text(
-        f"(migrate (id 3) (state begin) (live 1) (resource 0) (src (host a) (domain {domid})) "
-        f"(dst (host {DESTINATION})))\n")
-    source.start()
-    assert source.sessions() == []
+    restarted_with_record(source, "3", f"(migrate (id 3) (state begin) (live 1) (resource 0) "
+                          f"(src (host a) (domain {domid})) (dst (host {DESTINATION})))")
     assert source.sh("m7", "echo runs-again") == "runs-again"
     # The destination died with a half-built domain: it is destroyed.
     half = destination.start_guest("m8")
-    destination.kill_xend()
-    (destination.home.dbroot / "migrate" / "in-2").write_text(
-        f"(migrate (id in-2) (state receive) (live 1) (src (host {SOURCE}) (domain 9)) "
-        f"(dst (host b) (domain {half})))\n")
-    destination.start()
-    assert destination.sessions() == []
+    restarted_with_record(destination, "in-2", f"(migrate (id in-2) (state receive) (live 1) "
+                          f"(src (host {SOURCE}) (domain 9)) (dst (host b) (domain {half})))")
     assert destination.names() == ["Domain-0"]
     # The source died after its reply, before it tore down its copy (the guest runs at
     # the destination): the next start finishes the teardown.
     left = source.start_guest("m9")
-    source.kill_xend()
-    (source.home.dbroot / "migrate" / "4").write_text(
-        f"(migrate (id 4) (state commit) (live 1) (resource 0) (src (host a) (domain {left})) "
-        f"(dst (host {DESTINATION}) (domain 7)))\n")
-    source.start()
-    assert source.sessions() == []
+    restarted_with_record(source, "4", f"(migrate (id 4) (state commit) (live 1) (resource 0) "
+                          f"(src (host a) (domain {left})) (dst (host {DESTINATION}) (domain 7)))")
     assert "m9" not in source.names() and "m7" in source.names()
 
 

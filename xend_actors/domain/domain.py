@@ -392,16 +392,10 @@ class Domain(Supervised, TracedActor):
         self._driver.unpause(self.domid)
         return self._table.announce("xend.domain.unpause", self._ids(), self._reading())
 
-    def _tell_reading(self) -> None:
-        """Tell the table the hypervisor's reading of the domain after a change made
-        here, so its info shows the change before the reply or the event does."""
-        hv = self._reading()
-        if hv is not None:
-            self._table.state_changed(hv)
-
     def reread(self) -> pykka.Future[None] | None:
-        """Tell the table the hypervisor's reading now, after a change made behind this
-        actor (a failed transfer's resume); the table's answer comes once its snapshot
+        """Tell the table the hypervisor's reading now, after a change (made here, or
+        behind this actor: a failed transfer's resume), so its info shows the change
+        before the reply or the event does; the table's answer comes once its snapshot
         shows it. None if the domain has no reading (it is gone)."""
         hv = self._reading()
         return None if hv is None else self._table.state_changed(hv)
@@ -675,15 +669,15 @@ class Domain(Supervised, TracedActor):
 
     def set_maxmem(self, memory_mb: int) -> None:
         self._driver.set_maxmem(self.domid, _positive("memory", memory_mb))
-        self._tell_reading()
+        self.reread()
 
     def set_memory_target(self, target_mb: int) -> None:
         self._driver.set_memory_target(self.domid, _positive("target", target_mb))
-        self._tell_reading()
+        self.reread()
 
     def pincpu(self, cpu: int) -> None:
         self._driver.pincpu(self.domid, cpu)
-        self._tell_reading()
+        self.reread()
 
     def set_sched(self, params: SchedParams) -> None:
         self._driver.set_sched(self.domid, params)

@@ -7,6 +7,8 @@ reader thread takes each reply off the connection and hands it to the caller wai
 for that id. ``Calls`` is that bookkeeping and nothing else: the connection, its
 framing and its messages belong to its user.
 
+``closed_on_error`` is the one way both turn a socket's failure into xend's error.
+
 A late answer raises xend's ``Timeout``, and the call is forgotten, so an answer that
 comes after all finds nobody waiting and is dropped. Once the connection is lost,
 every call waiting and every later one fails with the error its user says, for each
@@ -15,9 +17,11 @@ call by name.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -90,3 +94,21 @@ class Calls(Generic[T]):
             pending, self._pending = self._pending, {}
         for call in pending.values():
             call.future.set_exception(self._lost_error(call.name))
+
+
+@contextlib.contextmanager
+def closed_on_error(sock: socket.socket, *, late: Callable[[], XendError],
+                    broken: Callable[[OSError | ValueError], XendError]) -> Iterator[None]:
+    """Talk on ``sock``: on any error it is closed, and a timeout raised as ``late()``,
+    a broken connection (or a garbled answer) as ``broken(error)``."""
+    try:
+        yield
+    except TimeoutError:
+        sock.close()
+        raise late() from None
+    except (OSError, ValueError) as error:
+        sock.close()
+        raise broken(error) from None
+    except BaseException:
+        sock.close()
+        raise

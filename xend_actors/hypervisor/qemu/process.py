@@ -247,7 +247,7 @@ def stop_launched(process: subprocess.Popen[bytes], timeout: float = 5.0) -> Non
 
 
 def kill_unrecorded(paths: DomainPaths, timeout: float = 5.0) -> list[int]:
-    """SIGKILL every qemu whose command line names this folder's QMP socket: one a xend
+    """SIGKILL every qemu whose command line names this folder's trace file: one a xend
     launched and was killed before it recorded it. The pids killed."""
     mark = f"\0{paths.trace}\0".encode()  # its -D: made sockets have no path to name
     killed = []

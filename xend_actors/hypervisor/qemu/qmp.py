@@ -18,14 +18,14 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from xend_actors.errors import HypervisorError, Timeout
 from xend_actors.hypervisor.qemu import qmp_protocol
 from xend_actors.hypervisor.qemu.qmp_protocol import MAX_LINE, ErrorReply, Event, Greeting, Return
-from xend_actors.hypervisor.rpc import Call, Calls
+from xend_actors.hypervisor.rpc import Call, Calls, closed_on_error
 
 log = logging.getLogger(__name__)
 
@@ -214,22 +214,15 @@ class Opening:
         self._qmp._sock.close()
 
 
-@contextlib.contextmanager
-def _talking(path: Path, sock: socket.socket, timeout: float) -> Iterator[None]:
+def _talking(path: Path, sock: socket.socket,
+             timeout: float) -> contextlib.AbstractContextManager[None]:
     """Closes ``sock`` on any error, and says in xend's words what went wrong."""
-    try:
-        yield
-    except TimeoutError:
-        sock.close()
-        raise Timeout(f"qemu's monitor at {path} did not answer within {timeout:g} s "
-                      "(is another client connected to it?)") from None
-    except (OSError, ValueError) as error:
-        sock.close()
-        raise HypervisorError(f"cannot talk to qemu's monitor at {path}: "
-                              f"{getattr(error, 'strerror', None) or error}") from None
-    except BaseException:
-        sock.close()
-        raise
+    return closed_on_error(
+        sock,
+        late=lambda: Timeout(f"qemu's monitor at {path} did not answer within {timeout:g} s "
+                             "(is another client connected to it?)"),
+        broken=lambda error: HypervisorError(f"cannot talk to qemu's monitor at {path}: "
+                                             f"{getattr(error, 'strerror', None) or error}"))
 
 
 def _read_line(lines: BinaryIO) -> bytes:

@@ -28,7 +28,7 @@ from xend_actors.hypervisor.base import (
     ShutdownReason,
 )
 from xend_actors.hypervisor.ring.messages import Message, MessageIds, Shutdown, ShutdownSubtype
-from xend_actors.hypervisor.rpc import Calls
+from xend_actors.hypervisor.rpc import Calls, closed_on_error
 from xend_actors.hypervisor.sim import memory, protocol
 from xend_actors.hypervisor.sim.protocol import Args, Wire
 from xend_actors.node import PhysInfo
@@ -295,20 +295,14 @@ class SimDriver:
             if self._closed:
                 raise self._lost_error()
         sock = self._connect()
-        try:
+        with closed_on_error(
+                sock, late=lambda: Timeout(self._late(call, self.timeout)),
+                broken=lambda _error: HypervisorError(
+                    f"lost the connection to xend-simhv at {self.socket_path} while opening "
+                    f"{call}")):
             sock.settimeout(self.timeout)
             ask(sock, call, args)
             sock.settimeout(None)
-        except TimeoutError:
-            sock.close()
-            raise Timeout(self._late(call, self.timeout)) from None
-        except (OSError, ValueError):
-            sock.close()
-            raise HypervisorError(f"lost the connection to xend-simhv at {self.socket_path} "
-                                  f"while opening {call}") from None
-        except BaseException:
-            sock.close()
-            raise
         if keep:
             with self._lock:
                 self._streams.append(sock)
