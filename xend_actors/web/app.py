@@ -34,11 +34,18 @@ from werkzeug.routing import Map, Rule
 from xend_actors import sxp
 from xend_actors.access.identity import Principal, principal_of
 from xend_actors.errors import Forbidden, Unauthorized, XendError
+from xend_actors.web import sxp_json
 from xend_actors.web.audit import Audit, AuditEntry
 from xend_actors.web.browser import BrowserSite
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import decode, request_values
-from xend_actors.web.negotiate import SXP_MIMETYPE, wants_html
+from xend_actors.web.negotiate import (
+    JSON_MIMETYPE,
+    SXP_MIMETYPE,
+    Format,
+    error_response,
+    wanted,
+)
 from xend_actors.web.resource import Answer, Op, Reply, Resource, wire
 
 log = logging.getLogger(__name__)
@@ -83,29 +90,31 @@ class XendApp:
         if refusal:
             log.info("%s %s: 400 %s", environ.get("REQUEST_METHOD"),
                      environ.get("PATH_INFO"), refusal)
-            response = self._error(400, refusal)
+            response = self._error(400, refusal, wanted(environ))
             response.headers["Connection"] = "close"  # its body's end is unknown
             return response(environ, start_response)
         request = XendRequest(environ)
         return self.respond(request)(environ, start_response)
 
     def respond(self, request: Request) -> Response:
-        if wants_html(request):
+        wants = wanted(request.environ)
+        if wants is Format.HTML:
             return self.site.respond(self, request)
         try:
             resource, url_args = self._match(
                 request.path, request.method, _upgrades(request.environ))
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
-            return self._handled(request, error.status, error.message)
+            return self._handled(request, error.status, error.message, wants)
         except HTTPException as error:
-            return self._handled(request, error.code or 500, error.description or error.name)
+            return self._handled(request, error.code or 500,
+                                 error.description or error.name, wants)
         except Exception:
             log.exception("Internal error serving %s %s", request.method, request.path)
-            return self._error(500, "Internal error in xend; see the xend log")
+            return self._error(500, "Internal error in xend; see the xend log", wants)
         if isinstance(reply, Response):
             return reply  # a stream the resource made itself (the event stream)
-        return self._render(reply)
+        return self._render(reply, wants)
 
     @functools.cached_property
     def _match(self) -> Callable[[str, str, bool], tuple[Resource, Mapping[str, Any]]]:
@@ -214,8 +223,12 @@ class XendApp:
         return reply
 
     @staticmethod
-    def _render(reply: Reply) -> Response:
+    def _render(reply: Reply, wants: Format = Format.SXP) -> Response:
         headers = {"Location": reply.location} if reply.location else None
+        if wants is Format.JSON:  # the value (or the text) as sxp_json maps it
+            value = str(reply.value) if reply.text else wire(reply.value)
+            return Response(sxp_json.dumps(value), reply.status, headers,
+                            content_type=JSON_MIMETYPE)
         if reply.text:
             return Response(str(reply.value), reply.status, headers, mimetype="text/plain")
         shown = reply.shown if reply.shown is not None else sxp.show(wire(reply.value))
@@ -223,16 +236,17 @@ class XendApp:
         return Response(shown, reply.status, headers, content_type=SXP_MIMETYPE)
 
     @classmethod
-    def _handled(cls, request: Request, status: int, message: str) -> Response:
+    def _handled(cls, request: Request, status: int, message: str,
+                 wants: Format) -> Response:
         """An expected failure's reply, and its one log line (an op's is the audit's)."""
         if not request.environ.get(_AUDITED):
             log.info("%s %s: %d %s", request.method, request.path, status,
                      _reason(message))
-        return cls._error(status, message)
+        return cls._error(status, message, wants)
 
     @staticmethod
-    def _error(status: int, message: str) -> Response:
-        response = Response(sxp.show(["xend.err", message]), mimetype=SXP_MIMETYPE)
+    def _error(status: int, message: str, wants: Format) -> Response:
+        response = error_response(message, wants)
         response.status = f"{status} {_reason(message)}"
         return response
 

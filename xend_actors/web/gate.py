@@ -32,7 +32,6 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from werkzeug import Request, Response
 
-from xend_actors import sxp
 from xend_actors.access.hosts import client_allowed
 from xend_actors.access.identity import ANONYMOUS, ENVIRON_KEY, Principal, Role, Via
 from xend_actors.access.ratelimit import FailureLimiter
@@ -47,7 +46,7 @@ from xend_actors.errors import (
     Unauthorized,
     XendError,
 )
-from xend_actors.web.negotiate import SXP_MIMETYPE, wants_html
+from xend_actors.web.negotiate import Format, error_response, wanted
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +96,13 @@ class Gate:
             try:
                 environ[ENVIRON_KEY] = self._local(environ)
             except XendError as error:
-                return _refusal(error)(environ, start_response)
+                return _refusal(error, wanted(environ))(environ, start_response)
             return self.app(environ, start_response)
         request = Request(environ)
         try:
             principal = self.principal(request)
         except XendError as error:
-            return _refusal(error)(environ, start_response)
+            return _refusal(error, wanted(environ))(environ, start_response)
         if principal is not None:
             environ[ENVIRON_KEY] = principal
         elif not _PUBLIC.fullmatch(request.path):
@@ -160,7 +159,8 @@ class Gate:
 
     @staticmethod
     def _unknown(request: Request) -> Response:
-        if wants_html(request):
+        wants = wanted(request.environ)
+        if wants is Format.HTML:
             # A browser is sent to log in; a form it posted after its session expired
             # is not run (a redirect turns it into a GET of the login page).
             target = request.full_path.rstrip("?") if request.method == "GET" else request.path
@@ -168,11 +168,11 @@ class Gate:
                 "Location": f"{LOGIN_PATH}?next={quote(target, safe='/')}"})
         return _refusal(Unauthorized(
             "Authentication required: an API token (Authorization: Bearer TOKEN, "
-            "see xm token-create) or a login"))
+            "see xm token-create) or a login"), wants)
 
 
-def _refusal(error: XendError) -> Response:
-    response = Response(sxp.show(["xend.err", error.message]), mimetype=SXP_MIMETYPE)
+def _refusal(error: XendError, wants: Format) -> Response:
+    response = error_response(error.message, wants)  # a browser's too: no page yet
     response.status = f"{error.status} {error.message[:200]}"
     if error.status == 401:
         response.headers["WWW-Authenticate"] = CHALLENGE

@@ -64,7 +64,7 @@ def next_path(given: str | None) -> str:
 
 
 def _for_browsers(request: Request) -> None:
-    if not wants_html(request):
+    if not wants_html(request.environ):
         raise BadRequest("The login form is for browsers; programs use an API token "
                          "(Authorization: Bearer TOKEN, see xm token-create)")
 
