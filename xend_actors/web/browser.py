@@ -51,6 +51,7 @@ NEXT_FIELD = "next"
 FORM_FIELD = "form"
 _NOT_KEPT = (FIELD, "password")  # never written back into a page
 _DONE = re.compile(r"[a-z_]{1,40}")
+HOME_PATH = "/xend/"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -176,8 +177,8 @@ class BrowserSite:
 
     def _error_page(self, request: Request, status: int, message: str,
                     cookie: str) -> Response:
-        return self._render(request, "error.html", {"status": status, "message": message},
-                            cookie, status)
+        return self._render(request, "error.html", {
+            "status": status, "message": message, "back": back_path(request)}, cookie, status)
 
     def _render(self, request: Request, template: str, context: dict[str, Any], cookie: str,
                 status: int, **extra: Any) -> Response:
@@ -232,11 +233,24 @@ def breadcrumb(path: str) -> list[tuple[str, str]]:
     return crumbs
 
 
+def back_path(request: Request) -> str:
+    """Where an error page's Back link leads: the page the browser came from, if it is
+    one of this xend's own (its ``Referer``), else ``/xend/``."""
+    came_from = _local_path(request.headers.get("Referer"), request)
+    if came_from is None or (request.method != "POST"
+                             and urlsplit(came_from).path.rstrip("/") == request.path.rstrip("/")):
+        return HOME_PATH  # not back to the page that failed
+    return came_from
+
+
 def _local_path(url: str | None, request: Request) -> str | None:
     """``url`` as a path on this xend, or None if it leads elsewhere."""
     if not url:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a bracketed host left open
+        return None
     if (parts.scheme or parts.netloc) and not url.startswith(request.host_url):
         return None
     path = parts.path

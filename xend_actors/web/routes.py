@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wsgiref.types import WSGIEnvironment
 
+from werkzeug import Request, Response
 from werkzeug.routing import Rule
 
 from xend_actors.web import console, event
@@ -33,6 +34,13 @@ class RootResource(Resource):
     children = ("node", "domain", "console", "event", "device", "vnet")
 
 
+class HomeResource(Resource):
+    """``/``: a redirect to ``/xend/``, where everything is (and every breadcrumb starts)."""
+
+    def get(self, request: Request, **url_args: str) -> Response:
+        return Response(status=302, headers={"Location": "/xend/"})
+
+
 class EmptyResource(Resource):
     """A directory with nothing listed yet (``/xend/device/``, as in the original)."""
 
@@ -50,6 +58,7 @@ def make_app(services: Services) -> XendApp:
     attach = ConsoleAttachResource(services)
     app = XendApp(
         [
+            ("/", HomeResource()),
             ("/xend/", RootResource()),
             ("/xend/node/", NodeResource(services)),
             ("/xend/node/dmesg", DmesgResource(services)),
