@@ -35,7 +35,11 @@ class RootResource(Resource):
 
 
 class HomeResource(Resource):
-    """``/``: a redirect to ``/xend/``, where everything is (and every breadcrumb starts)."""
+    """``/``: a redirect to ``/xend/``, where every breadcrumb starts. Public, since a
+    browser's session cookie is for ``/xend/`` only: one not logged in is sent on from
+    ``/xend/`` to the login page like from any other page."""
+
+    public = True
 
     def get(self, request: Request, **url_args: str) -> Response:
         return Response(status=302, headers={"Location": "/xend/"})
