@@ -181,9 +181,11 @@ def test_too_many_failed_logins_hold_the_client_off(
     page: Page = new_page()
     page.goto(f"{home.url}/xend/login")
     token = page.locator("input[name=csrf_token]").input_value()
-    # A guesser's script on the login page itself, sending many guesses at once.
+    # A guesser's script on the login page itself, sending many guesses at once, as the
+    # form does (a fetch of its own Accept, */*, is a program's: refused before PAM).
     statuses = page.evaluate("""([user, token, count]) => Promise.all(
         Array.from({length: count}, (_, i) => fetch("/xend/login", {method: "POST",
+            headers: {Accept: "text/html"},
             body: new URLSearchParams({op: "login", username: user,
                                        password: "guess-" + i, csrf_token: token})})
             .then(reply => reply.status)))""",
