@@ -18,7 +18,7 @@ It follows the original client rule (facts §4.3): 200, 201 and 202 are success 
 204 is no data; an ``application/sxp`` body is parsed and an ``(xend.err msg)``
 value raised as ``XendError(msg)``; any other status raises with its reason phrase
 (or the body's message when it carries one). It always asks for SXP, whatever other
-headers a request carries (a User-Agent without that Accept header gets HTML).
+headers a request carries (an Accept naming text/html would get HTML).
 
 Its HTTP is ``client_http``: HTTP/1.1 on kept-alive connections over the socket module
 alone, and ``ssl`` imported only over TLS, so that a whole xm command takes tens of

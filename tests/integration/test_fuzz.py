@@ -433,7 +433,7 @@ def calls(draw: st.DrawFn, target: Target) -> Call:
     extra = draw(st.lists(st.tuples(TEXT, TEXT), max_size=2))
     fields.extend(extra)
     how = draw(st.sampled_from(["query", "form", "form", "multipart", "raw-body"]))
-    # Mostly a program's: a browser's request (text/html, */*) must carry a form token.
+    # Mostly a program's: a browser's request (text/html) must carry a form token.
     accept = draw(st.sampled_from(["application/sxp"] * 6 + [
         "text/html", "*/*", "", "application/json", "text/plain;q=0.1, text/html"]))
     return Call(method, path, tuple(fields), how, accept)

@@ -31,7 +31,7 @@ from tests.support.processes import (
 )
 from xend_actors import sxp
 
-# httpx sends a User-Agent and "Accept: */*", which the original rule takes for a browser.
+# What xm asks for; httpx's own "Accept: */*" gets SXP too (web/negotiate.py).
 SXP_ACCEPT = {"Accept": "application/sxp"}
 
 # --- a xend's folder -----------------------------------------------------------------------------

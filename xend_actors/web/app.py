@@ -5,8 +5,9 @@ trailing slash, as the original's did. A handled ``XendError`` becomes its statu
 with the message as reason phrase and an ``(xend.err '...')`` body, so clients that
 follow the original client rule (facts §4.3) still read the message. Bodies and
 forms have size limits; nothing unbounded is parsed. Requests negotiated as a browser
-go to ``browser.BrowserSite`` (pages, guarded forms); no op runs for a request from
-another site, whoever sends it (``csrf.cross_site_refusal``). A request whose body's
+go to ``browser.BrowserSite`` (pages, guarded forms); a client asking for JSON gets the
+SXP reply mapped by ``sxp_json`` (``negotiate.py`` says which). No op runs for a
+request from another site, whoever sends it (``csrf.cross_site_refusal``). A request whose body's
 length is ambiguous (``Content-Length`` with ``Transfer-Encoding``, RFC 9112 §6.1: the
 way requests are smuggled past a proxy) is refused before anything reads it
 (``framing_refusal``). A handled error is one log line; a traceback means a bug.
