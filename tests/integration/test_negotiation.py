@@ -12,11 +12,13 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.home import XendHome
+from tests.support.processes import wait_for
 from tests.support.xend import Xend
 from xend_actors import sxp
 from xend_actors.web.csrf import FIELD
@@ -53,7 +55,24 @@ def curl(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def w1(xend: Xend) -> Iterator[str]:
+    """A running sim domain w1 without devices."""
     xend.start_sim("w1")
+    yield "w1"
+
+
+@pytest.fixture
+def w1_devices(xend: Xend, tmp_path: Path) -> Iterator[str]:
+    """A running sim domain with a disk and two vifs, one with two addresses (so its
+    devices hold a name twice, and its vif a field twice)."""
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as image:
+        image.truncate(1 << 20)
+    xend.start_sim("w1", ["vbd", ["uname", f"file:{disk}"], ["dev", "sda1"], ["mode", "w"]],
+                   ["vif", ["mac", "aa:00:00:12:34:56"], ["ip", "10.0.0.5"],
+                    ["ip", "10.0.0.6"]],
+                   ["vif", ["mac", "aa:00:00:12:34:57"]])
+    wait_for(lambda: all(sxp.child(vif, "evtchn") for vif in xend.devices("w1", "vifs")),
+             30, "the guest's vifs to connect")  # then its info holds still
     yield "w1"
 
 
@@ -115,10 +134,10 @@ def test_the_original_clients_get_the_same_sxp_bytes(xend: Xend, shared_home: Xe
 
 @pytest.mark.parametrize("path", [
     "/xend/", "/xend/domain/", "/xend/domain/?detail=1", "/xend/domain/w1",
-    "/xend/domain/w1?op=vifs", "/xend/domain/Domain-0", "/xend/node/", "/xend/console/",
-    "/xend/event/", "/xend/vnet/",
+    "/xend/domain/w1?op=vifs", "/xend/domain/w1?op=vbds", "/xend/domain/Domain-0",
+    "/xend/node/", "/xend/console/", "/xend/event/", "/xend/vnet/",
 ])
-def test_json_maps_back_to_the_values_of_the_sxp(tcp: httpx.Client, w1: str,
+def test_json_maps_back_to_the_values_of_the_sxp(tcp: httpx.Client, w1_devices: str,
                                                  path: str) -> None:
     as_sxp = tcp.get(path, headers=SXP)
     as_json = tcp.get(path, headers=JSON)
@@ -127,11 +146,29 @@ def test_json_maps_back_to_the_values_of_the_sxp(tcp: httpx.Client, w1: str,
     assert steady(from_json(as_json.json())) == steady(sxp.parse(as_sxp.text))
 
 
-def test_json_reads_as_plain_json(tcp: httpx.Client, w1: str) -> None:
+def test_json_long_polls_map_back_to_the_same_events(xend: Xend, tcp: httpx.Client,
+                                                     w1_devices: str) -> None:
+    since = {"since": max(0, xend.events.last() - 20), "timeout": 0}
+    as_sxp = sxp.parse(tcp.get("/xend/event/", params=since, headers=SXP).text)
+    as_json = from_json(tcp.get("/xend/event/", params=since, headers=JSON).json())
+    assert as_sxp and as_json[:len(as_sxp)] == as_sxp  # newer events may have come
+
+
+def test_json_reads_as_plain_json(tcp: httpx.Client, w1_devices: str) -> None:
     """What a jq user reads: records are objects, lists arrays, atoms strings."""
     info = tcp.get("/xend/domain/w1", headers=JSON).json()["domain"]
     assert info["name"] == "w1" and info["memory"] == "32" and info["state"][2] == "-"
-    assert info["config"]["vm"]["image"]["linux"]["kernel"] == "/boot/vmlinuz-sim"
+    assert info["console"]["status"] == "listening"
+    devices = info["devices"]  # a collection: an array of {TYPE: INFO}
+    assert sorted(kind for device in devices for kind in device) == ["vbd", "vif", "vif"]
+    vbd = next(device["vbd"] for device in devices if "vbd" in device)
+    assert vbd["dev"] == "sda1" and vbd["mode"] == "w"
+    vif = next(device["vif"] for device in devices if "vif" in device)
+    assert {"ip": "10.0.0.6"} in vif  # two ips: its fields are an array of {NAME: VALUE}
+    vm = info["config"]["vm"]  # a collection too: its fields, in their order
+    assert vm[0] == {"name": "w1"}
+    image = next(field["image"] for field in vm if "image" in field)
+    assert image["linux"]["kernel"] == "/boot/vmlinuz-sim"
     assert sorted(tcp.get("/xend/domain/", headers=JSON).json()) == ["Domain-0", "w1"]
     detail = tcp.get("/xend/domain/", params={"detail": 1}, headers=JSON).json()
     assert sorted(entry["domain"]["name"] for entry in detail) == ["Domain-0", "w1"]

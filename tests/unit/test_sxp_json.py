@@ -12,9 +12,16 @@ from hypothesis import strategies as st
 from xend_actors import sxp
 from xend_actors.web.sxp_json import dumps, error, from_json, to_json
 
-ATOMS = st.one_of(st.sampled_from(["id", "name", "vif", "idx", "0", "1", "", "a b"]),
+ATOMS = st.one_of(st.sampled_from(["id", "name", "vif", "idx", "0", "1", "", "a b",
+                                   "devices", "vm"]),
                   st.text(max_size=6))
-VALUES = st.recursive(ATOMS, lambda inner: st.lists(inner, max_size=5), max_leaves=30)
+NAMES = st.sampled_from(["id", "name", "vif", "devices", "vm", "ip", "0"])
+LISTS = st.recursive(ATOMS, lambda inner: st.lists(inner, max_size=5), max_leaves=30)
+# Records as xend writes them: named lists of named fields, some names repeated.
+RECORDS = st.recursive(ATOMS, lambda inner: st.tuples(
+    NAMES, st.lists(st.one_of(inner, st.tuples(NAMES, inner).map(list)), max_size=4),
+).map(lambda named: [named[0], *named[1]]), max_leaves=30)
+VALUES = st.one_of(LISTS, RECORDS)
 
 
 @given(VALUES)
@@ -32,13 +39,18 @@ def test_every_value_comes_back_from_its_json_text(value: sxp.Value) -> None:
      {"domain": {"id": "5", "name": "web1", "devices": []}}),
     ("(console (status listening) (evtchn 22 2))",
      {"console": {"status": "listening", "evtchn": ["22", "2"]}}),
-    ("(devices (vif (idx 0)) (vif (idx 1)))",  # a name twice: an array of elements
+    ("(devices (vif (idx 0)) (vif (idx 1)))",
      {"devices": [{"vif": {"idx": "0"}}, {"vif": {"idx": "1"}}]}),
+    ("(devices (vbd (idx 0) (dev sda1)))",  # a collection of one is an array too
+     {"devices": [{"vbd": {"idx": "0", "dev": "sda1"}}]}),
     ("(config (vm (name x) (image (linux (kernel /k)))))",
-     {"config": {"vm": {"name": "x", "image": {"linux": {"kernel": "/k"}}}}}),
+     {"config": {"vm": [{"name": "x"}, {"image": {"linux": {"kernel": "/k"}}}]}}),
+    ("(event (seq 7) (value (web1 5)))", {"event": {"seq": "7", "value": {"web1": "5"}}}),
     ("((domain (id 0)) (domain (id 1)))", [{"domain": {"id": "0"}}, {"domain": {"id": "1"}}]),
-    ("(vif (idx 0) (ip 10.0.0.1) (ip 10.0.0.2))",
-     {"vif": [["idx", "0"], ["ip", "10.0.0.1"], ["ip", "10.0.0.2"]]}),
+    ("(vif (idx 0) (ip 10.0.0.1) (ip 10.0.0.2))",  # a name twice: an array of fields
+     {"vif": [{"idx": "0"}, {"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}),
+    ("(x (1 2) a)", {"x": [{"1": "2"}, "a"]}),
+    ("(x ((a)) (b))", {"x": [[["a"]], {"b": []}]}),
 ])
 def test_records_are_objects_and_lists_are_arrays(text: str, mapped: object) -> None:
     assert to_json(sxp.parse(text)) == mapped

@@ -7,17 +7,22 @@ gives back the very SXP value (the tests check both ways). An atom is a JSON str
 
 - an object of one member, ``{"NAME": REST}``, when its first item is an atom and a
   list follows it (an element: ``(domain (id 5) ...)``, ``(vif (idx 0) ...)``);
-- else an array of its items, mapped alike (``(web1 web2)``, ``((domain ...) ...)``,
-  ``(evtchn 22 2)``, ``()``).
+- else an array of its items, mapped alike (``(web1 web2)``, ``((domain ...) ...)``).
 
 The rest of an element (its items after the name) is:
 
 - a JSON string when it is one atom: ``(name web1)`` → ``"name": "web1"``;
-- an object ``{"FIELD": REST, ...}`` when it is lists each named by an atom and no name
-  comes twice: ``(console (status listening) (port 9601))`` → ``"console": {"status":
+- an object ``{"FIELD": REST, ...}`` when it is lists each named by an atom, no name
+  twice: ``(console (status listening) (port 9601))`` → ``"console": {"status":
   "listening", "port": "9601"}``;
-- else an array of its items, each mapped as a value: ``(devices (vif ...) (vif ...))``
-  → ``"devices": [{"vif": {...}}, {"vif": {...}}]``; ``(devices)`` → ``"devices": []``.
+- else an array of its items, where a list named by an atom is ``{"NAME": REST}`` and
+  anything else maps as above: ``(evtchn 22 2)`` → ``"evtchn": ["22", "2"]``,
+  ``(devices)`` → ``[]``.
+
+The elements whose items are a collection (``COLLECTIONS``: a domain's ``devices``, a
+config's ``vm`` with its ``device`` fields) always take the array, so that they keep
+their shape whether they hold one thing or two of a kind: ``(devices (vbd ...))`` →
+``"devices": [{"vbd": {...}}]``.
 
 An error reply is ``{"error": MESSAGE}`` instead of ``(xend.err MESSAGE)``.
 """
@@ -31,6 +36,9 @@ from xend_actors import sxp
 
 Json = str | list[Any] | dict[str, Any]
 
+# Elements that hold a collection: their items are an array even when there is one.
+COLLECTIONS = frozenset({"devices", "vm"})
+
 
 def to_json(value: object) -> Json:
     """The JSON form of the SXP ``value``."""
@@ -38,27 +46,28 @@ def to_json(value: object) -> Json:
         return _atom(value)
     if value and isinstance(value[0], str) and any(
             isinstance(item, list | tuple) for item in value[1:]):
-        return {_atom(value[0]): _rest(value[1:])}
+        return {_atom(value[0]): _element(value)}
     return [to_json(item) for item in value]
 
 
-def _rest(items: list | tuple) -> Json:
-    if len(items) == 1 and not isinstance(items[0], list | tuple):
+def _rest(items: list | tuple, collection: bool = False) -> Json:
+    if len(items) == 1 and not isinstance(items[0], list | tuple) and not collection:
         return _atom(items[0])
-    if items and _fields(items):
-        return {_atom(item[0]): _rest(item[1:]) for item in items}
-    return [to_json(item) for item in items]
+    if items and not collection and all(map(_named, items)) and \
+            len({item[0] for item in items}) == len(items):
+        return {_atom(item[0]): _element(item) for item in items}
+    return [{_atom(item[0]): _element(item)} if _named(item) else to_json(item)
+            for item in items]
 
 
-def _fields(items: list | tuple) -> bool:
-    """Whether ``items`` are lists each named by an atom, no name twice."""
-    names = set()
-    for item in items:
-        if not (isinstance(item, list | tuple) and item and isinstance(item[0], str)) \
-                or item[0] in names:
-            return False
-        names.add(item[0])
-    return True
+def _element(item: list | tuple) -> Json:
+    """The REST of the element ``item``."""
+    return _rest(item[1:], item[0] in COLLECTIONS)
+
+
+def _named(item: object) -> bool:
+    """Whether ``item`` is a list named by an atom: ``(NAME ...)``."""
+    return isinstance(item, list | tuple) and bool(item) and isinstance(item[0], str)
 
 
 def _atom(value: object) -> str:
