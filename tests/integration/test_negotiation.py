@@ -220,6 +220,13 @@ def test_the_gate_answers_json_to_json_clients(shared_home: XendHome) -> None:
     assert missing.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_the_root_leads_to_xend_for_anyone(shared_home: XendHome) -> None:
+    with httpx.Client(base_url=shared_home.url, timeout=30) as anonymous:
+        root = anonymous.get("/")
+        assert (root.status_code, root.headers["location"]) == (302, "/xend/")
+        assert anonymous.get("/xend/").status_code == 401  # where the token is asked
+
+
 def test_a_browser_gets_pages_and_its_forms_need_their_token(
         xend: Xend, shared_home: XendHome, tcp: httpx.Client, w1: str) -> None:
     page = tcp.get("/xend/domain/w1", headers=BROWSER)
