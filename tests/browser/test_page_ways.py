@@ -61,6 +61,8 @@ def test_a_saved_domain_is_restored_from_the_restore_form(
     page.locator("#form-restore").get_by_role("button", name="Restore domain").click()
     expect(page).to_have_url(re.compile(r"/xend/domain/r1\?done=restore"))
     expect(page.get_by_role("status")).to_have_text("restore: done.")
+    expect(page.get_by_label("Console scrollback")).to_contain_text(
+        "Restored from a saved state")  # the same guest, going on
     screenshot(page, "restored")
     info = shared_home.get_sxp("/xend/domain/r1")
     assert "p" not in str(sxp.child_value(info, "state"))  # it goes on where it stopped
