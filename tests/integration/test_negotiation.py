@@ -154,6 +154,14 @@ def test_json_long_polls_map_back_to_the_same_events(xend: Xend, tcp: httpx.Clie
     assert as_sxp and as_json[:len(as_sxp)] == as_sxp  # newer events may have come
 
 
+def test_text_replies_are_one_json_string(tcp: httpx.Client) -> None:
+    as_text = tcp.get("/xend/node/dmesg", headers=SXP)
+    as_json = tcp.get("/xend/node/dmesg", headers=JSON)
+    assert as_text.headers["content-type"].startswith("text/plain")
+    assert as_json.headers["content-type"] == "application/json"
+    assert as_json.json() == as_text.text and as_text.text
+
+
 def test_json_reads_as_plain_json(tcp: httpx.Client, w1_devices: str) -> None:
     """What a jq user reads: records are objects, lists arrays, atoms strings."""
     info = tcp.get("/xend/domain/w1", headers=JSON).json()["domain"]
