@@ -41,7 +41,10 @@ from xend_actors.web.browser import BrowserSite
 from xend_actors.web.csrf import cross_site_refusal
 from xend_actors.web.forms import decode, request_values
 from xend_actors.web.negotiate import (
+    HTML,
+    JSON,
     JSON_MIMETYPE,
+    SXP,
     SXP_MIMETYPE,
     Format,
     error_response,
@@ -99,7 +102,7 @@ class XendApp:
 
     def respond(self, request: Request) -> Response:
         wants = wanted(request.environ)
-        if wants is Format.HTML:
+        if wants is HTML:
             return self.site.respond(self, request)
         try:
             resource, url_args = self._match(
@@ -224,9 +227,9 @@ class XendApp:
         return reply
 
     @staticmethod
-    def _render(reply: Reply, wants: Format = Format.SXP) -> Response:
+    def _render(reply: Reply, wants: Format = SXP) -> Response:
         headers = {"Location": reply.location} if reply.location else None
-        if wants is Format.JSON:  # the value (or the text) as sxp_json maps it
+        if wants is JSON:  # the value (or the text) as sxp_json maps it
             value = str(reply.value) if reply.text else wire(reply.value)
             return Response(sxp_json.dumps(value), reply.status, headers,
                             content_type=JSON_MIMETYPE)

@@ -47,7 +47,7 @@ from xend_actors.errors import (
     Unauthorized,
     XendError,
 )
-from xend_actors.web.negotiate import Format, error_response, wanted
+from xend_actors.web.negotiate import HTML, Format, error_response, wanted
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Gate:
     @staticmethod
     def _unknown(request: Request) -> Response:
         wants = wanted(request.environ)
-        if wants is Format.HTML:
+        if wants is HTML:
             # A browser is sent to log in; a form it posted after its session expired
             # is not run (a redirect turns it into a GET of the login page).
             target = request.full_path.rstrip("?") if request.method == "GET" else request.path

@@ -39,15 +39,20 @@ class Format(Enum):
     HTML = HTML_MIMETYPE
 
 
+# Python 3.11 looks an enum member up through a descriptor, some 0.2 µs each time: the
+# paths every request takes compare with these instead.
+SXP, JSON, HTML = Format.SXP, Format.JSON, Format.HTML
+
+
 def wanted(environ: WSGIEnvironment) -> Format:
     """The format the request asks for, from its headers as they are (no werkzeug view)."""
     accept = environ.get("HTTP_ACCEPT")
     if not accept or accept == SXP_MIMETYPE:  # xm, XendClient: nothing to parse
-        return Format.SXP
+        return SXP
     lowered = accept.lower()
     html = HTML_MIMETYPE in lowered and bool(environ.get("HTTP_USER_AGENT"))
     if not html and "json" not in lowered:  # curl's */*, an event stream's
-        return Format.SXP
+        return SXP
     if len(accept) > KEPT_ACCEPT:
         return _chosen(accept, html)
     return _kept(accept, html)
@@ -55,13 +60,13 @@ def wanted(environ: WSGIEnvironment) -> Format:
 
 def wants_html(environ: WSGIEnvironment) -> bool:
     """Whether the request is a browser's (the pages and the browser-only rules)."""
-    return wanted(environ) is Format.HTML
+    return wanted(environ) is HTML
 
 
 def error_response(message: str, wants: Format) -> Response:
     """An error's reply without its status (the caller's): ``{"error": MESSAGE}`` to a
     client asking for JSON, else ``(xend.err MESSAGE)``."""
-    if wants is Format.JSON:
+    if wants is JSON:
         return Response(sxp_json.error(message), content_type=JSON_MIMETYPE)
     return Response(sxp.show(["xend.err", message]), mimetype=SXP_MIMETYPE)
 
