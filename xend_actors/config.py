@@ -3,6 +3,8 @@
 The file is a sequence of top-level ``(option value)`` forms with ``#`` comments
 (xend-facts.md §3); the first occurrence of an option wins. Every option maps to
 one field through the ``_OPTIONS`` table, plus ``block-<type>`` for block scripts.
+A script option (``network-script``, ``vif-script``, ``block-<type>``) is a command:
+the script's name, then arguments split as a shell would (``script_words``).
 A value that does not convert is a ConfigError naming the option and where it is;
 an unknown option is only a warning, kept in ``XendConfig.warnings`` because
 logging is not set up yet when the config is read.
@@ -18,6 +20,7 @@ import logging
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -92,11 +95,11 @@ class XendConfig:
     console_port_base: int = 9600
     console_address: str = ""
     console_tcp: bool = False  # raw TCP console ports as the original; else only via the API
-    network_script: str = "network"
+    network_script: str = "network"  # a command: the script, then its own arguments
     vif_bridge: str = "xen-br0"
     vif_script: str = "vif-bridge"
     vif_antispoof: bool = True
-    block_scripts: Mapping[str, str] = field(default_factory=dict)  # read-only once made
+    block_scripts: Mapping[str, str] = field(default_factory=dict)  # type -> command; read-only
     scripts_dir: Path = Path("/etc/xen/scripts")
     dbroot: Path = Path("/var/lib/xen/xend-db")
     logfile: Path = Path("/var/log/xend.log")
@@ -171,6 +174,24 @@ def _text(text: str) -> str:
 def _name(text: str) -> str:
     if not text:
         raise ValueError("expected a name, got ''")
+    return text
+
+
+def script_words(command: str) -> list[str]:
+    """A script option's value as a shell splits it: the script's name, then the words
+    xend passes after its own (``network netdev=eth0``). ValueError if it cannot be split."""
+    try:
+        words = shlex.split(command)
+    except ValueError as e:  # shlex says "No closing quotation" or "No escaped character"
+        raise ValueError(f"cannot split {command!r} as a shell would: "
+                         f"{str(e)[0].lower()}{str(e)[1:]}") from None
+    if not words:
+        raise ValueError(f"expected a script name, then its arguments, got {command!r}")
+    return words
+
+
+def _command(text: str) -> str:
+    script_words(text)
     return text
 
 
@@ -276,9 +297,9 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "console-port-base": ("console_port_base", _port),
     "console-address": ("console_address", _text),
     "console-tcp": ("console_tcp", _bool),
-    "network-script": ("network_script", _name),
+    "network-script": ("network_script", _command),
     "vif-bridge": ("vif_bridge", _name),
-    "vif-script": ("vif_script", _name),
+    "vif-script": ("vif_script", _command),
     "vif-antispoof": ("vif_antispoof", _bool),
     "xend-scripts-dir": ("scripts_dir", _path),
     "dbroot": ("dbroot", _path),
@@ -337,7 +358,7 @@ def parse_config(text: str | bytes, source: Path | None = None) -> XendConfig:
             continue
         seen[option] = at
         if option.startswith(_BLOCK_PREFIX) and len(option) > len(_BLOCK_PREFIX):
-            blocks[option.removeprefix(_BLOCK_PREFIX)] = _convert(_name, option, value, at)
+            blocks[option.removeprefix(_BLOCK_PREFIX)] = _convert(_command, option, value, at)
         elif option in _OPTIONS:
             attr, converter = _OPTIONS[option]
             values[attr] = _convert(converter, option, value, at)

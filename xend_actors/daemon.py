@@ -32,6 +32,7 @@ from xend_actors.console.hub import Consoles, ConsolesProxy
 from xend_actors.debug.server import DebugServer, DebugServerProxy
 from xend_actors.device.claims import BlockClaims, BlockClaimsProxy
 from xend_actors.device.network import Network, NetworkProxy
+from xend_actors.device.scripts import check_scripts
 from xend_actors.device.vnets import Vnets, VnetsProxy
 from xend_actors.domain.devices import DeviceServices
 from xend_actors.domain.domain import DomainServices
@@ -211,6 +212,7 @@ def run(config: XendConfig, *, foreground: bool,
         signal.signal(signum, lambda _signum, _frame: stop.set())
     pidfile = PidFile(config.pid_file)
     try:
+        check_scripts(config)
         pidfile.acquire()
         config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store(config.dbroot)

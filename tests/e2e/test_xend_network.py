@@ -162,3 +162,24 @@ class Guest:
         return done.stdout.split()[0]
 
 
+
+
+def test_the_network_script_takes_its_arguments_from_the_config(
+        namespace: Namespace, reaper: Reaper) -> None:
+    """``(network-script 'network netdev=nic0')``: the host's NIC (one end of a veth pair
+    of the namespace's own) is put on the bridge with its address, as the original's
+    default ``netdev=eth0`` did."""
+    namespace.ip("link", "add", "nic0", "type", "veth", "peer", "name", "wire0")
+    namespace.ip("addr", "add", "10.88.0.2/24", "dev", "nic0")
+    namespace.ip("link", "set", "nic0", "up")
+    home = new_home("(sim-taps yes)\n(vif-bridge xen-br0)\n"
+                    "(network-script 'network netdev=nic0')\n")
+    home.netns = namespace.name
+    try:
+        home.start()
+        links = namespace.links()
+        assert links["nic0"]["master"] == "xen-br0"
+        addresses = json.loads(namespace.ip("-j", "addr", "show", "dev", "xen-br0"))
+        assert "10.88.0.2" in [a["local"] for a in addresses[0]["addr_info"]]
+    finally:
+        reaper.submit(str(home.root), home.tear_down)

@@ -210,3 +210,23 @@ def _is_zombie(pid: int) -> bool:
             return stat_file.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("vif-script", "'vif-nowhere mode=x'", "(vif-script 'vif-nowhere mode=x'): no script "
+                                          "vif-nowhere in /etc/xen/scripts or among xend's own"),
+    ("block-nbd", "/nowhere/block-nbd", "(block-nbd '/nowhere/block-nbd'): no script "
+                                        "/nowhere/block-nbd"),
+    ("network-script", "'network netdev=\"eth0'",
+     "network-script: cannot split 'network netdev=\"eth0' as a shell would: "
+     "no closing quotation"),
+])
+def test_a_missing_script_or_a_bad_split_stops_start_naming_the_option(
+    xend_home: Callable[..., XendHome], option: str, value: str, said: str,
+) -> None:
+    home = xend_home(f"(vif-bridge xen-br0)\n({option} {value})\n")
+    started = home.xend("start")
+    assert started.returncode == 1
+    [line] = started.stderr.splitlines()
+    assert line.startswith(f"Error: {home.config_file}:") and said in line, line
+    assert not home.pid_file.exists()

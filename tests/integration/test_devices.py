@@ -168,17 +168,19 @@ def test_block_scripts_bind_and_unbind_other_uname_types(
     script = tmp_path / "block-scratch"
     script.write_text(
         "#!/bin/sh\n"
-        f'echo "$@" >> {log}\n'
+        f"printf '%s|' \"$@\" >> {log}; echo >> {log}\n"
         f'[ "$1" = bind ] && {{ truncate -s 1M {tmp_path}/"$2".img; echo {tmp_path}/"$2".img; }}\n'
         "exit 0\n")
     script.chmod(0o755)
-    xend = fresh_xend(f"(block-scratch {script})\n")
+    # The config's own words for the script come after xend's, split as a shell would.
+    xend = fresh_xend(f"(block-scratch \"{script} 'pool=fast ssd'\")\n")
     info = xend.start_sim("bs", ["vbd", ["uname", "scratch:vol1:extra"], ["dev", "sda1"]])
     [vbd_info] = sxp.children(sxp.child(info, "devices"), "vbd")
     assert field(vbd_info, "node") == f"{tmp_path}/vol1.img"
-    assert log.read_text() == "bind vol1 extra\n"
+    assert log.read_text() == "bind|vol1|extra|pool=fast ssd|\n"
     xend.ok(xend.post("/xend/domain/bs", op="destroy", reason="halt"))
-    assert log.read_text() == f"bind vol1 extra\nunbind {tmp_path}/vol1.img\n"
+    assert log.read_text() == ("bind|vol1|extra|pool=fast ssd|\n"
+                               f"unbind|{tmp_path}/vol1.img|pool=fast ssd|\n")
 
 
 def test_devices_and_their_claims_survive_a_xend_restart(

@@ -15,6 +15,7 @@ from xend_actors.config import (
     config_path,
     load_config,
     parse_config,
+    script_words,
 )
 from xend_actors.errors import XendError
 
@@ -233,12 +234,33 @@ def test_malformed_file_on_disk(tmp_path: Path) -> None:
         ("(minimum-restart-time -1)", "minimum-restart-time"),
         ("(vif-bridge '')", "vif-bridge"),
         ("(block-file '')", "block-file"),
+        ("(network-script 'network netdev=\"eth0')", "network-script"),
+        ("(vif-script 'vif-bridge \\\\')", "vif-script"),
+        ("(block-nbd \"block-nbd 'x\")", "block-nbd"),
+        ("(network-script '  ')", "network-script"),
     ],
 )
 def test_bad_value_is_a_config_error_naming_option_and_place(text: str, option: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(f"# line 1\n{text}", Path("/etc/xen/xend-config.sxp"))
     assert str(caught.value).startswith(f"/etc/xen/xend-config.sxp:2:1: {option}: ")
+
+
+def test_script_options_take_arguments_split_as_a_shell_would() -> None:
+    config = parse_config("(network-script 'network netdev=eth0')\n"
+                          "(vif-script \"vif-bridge 'note=a b'\")\n"
+                          "(block-nbd '/opt/block-nbd --port 10809')\n")
+    assert script_words(config.network_script) == ["network", "netdev=eth0"]
+    assert script_words(config.vif_script) == ["vif-bridge", "note=a b"]
+    assert script_words(config.block_scripts["nbd"]) == ["/opt/block-nbd", "--port", "10809"]
+
+
+def test_an_unbalanced_quote_says_which_option_and_what_is_wrong() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("(network-script 'network netdev=\"eth0')", Path("/etc/x.sxp"))
+    assert str(caught.value) == ("/etc/x.sxp:1:1: network-script: cannot split "
+                                 "'network netdev=\"eth0' as a shell would: "
+                                 "no closing quotation")
 
 
 @pytest.mark.parametrize(

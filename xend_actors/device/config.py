@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from xend_actors import sxp
+from xend_actors.config import script_words
 from xend_actors.errors import BadRequest
 from xend_actors.mac import random_mac
 
@@ -130,10 +131,16 @@ def _vif(config: list) -> VifConfig:
         if not isinstance(ip, str) or not ip:
             raise BadRequest(f"vif: invalid ip: {shown(ip)}")
         ips.append(ip)
+    script = text_field(config, "script")
+    if script:
+        try:
+            script_words(script)
+        except ValueError as e:
+            raise BadRequest(f"vif: invalid script: {e}") from None
     return VifConfig(
         mac=":".join(f"{int(octet, 16):02x}" for octet in mac.split(":")),
         bridge=text_field(config, "bridge"),
-        script=text_field(config, "script"),
+        script=script,
         ips=tuple(ips),
         backend=_backend_domain(config, "vif"),
         vifname=vifname,

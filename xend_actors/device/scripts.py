@@ -1,11 +1,16 @@
 """Running xend's helper scripts: ``network``, ``vif-<kind>`` and ``block-<type>`` (facts §3, §9.7).
 
 A script is named in the config and found in ``xend-scripts-dir``, else among the
-scripts shipped with xend-actors (``netscripts/``). It runs as an argument vector,
-never through a shell, with the original's ``key=value`` words; its output is
-captured and a failure becomes one ``XendError`` line carrying the script's own
-last line of error. Our scripts are Python and run with xend's own interpreter, so
-they find pyroute2 wherever xend was installed.
+scripts shipped with xend-actors (``netscripts/``). The config's value is a command,
+split as a shell would (``network netdev=eth0``): the script's name, then words of
+its own. It runs as an argument vector, never through a shell: the operation first
+(``start``, ``up``, ``bind``: what the original's scripts read as ``$1``), the
+original's words, then the config's (so a ``key=value`` of the config's wins in a
+script that exports them in order, as Xen's do). Its output is captured and a
+failure becomes one ``XendError`` line carrying the script's own last line of error.
+``check_scripts`` finds every configured script when xend starts, so a missing one is
+an error naming its option then, not at a domain's first vif. Our scripts are Python
+and run with xend's own interpreter, so they find pyroute2 wherever xend was installed.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xend_actors.config import XendConfig
-from xend_actors.errors import Timeout, XendError
+from xend_actors.config import ConfigError, XendConfig, script_words
+from xend_actors.errors import BadRequest, Timeout, XendError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +40,37 @@ def find_script(config: XendConfig, name: str) -> Path:
     return shipped if shipped.exists() else path
 
 
-def run_script(config: XendConfig, name: str, args: Sequence[str], *,
+def check_scripts(config: XendConfig) -> None:
+    """Every script the config names exists and can run; ConfigError naming the option
+    of the first that does not."""
+    options = {"vif-script": config.vif_script}
+    if config.vif_bridge != "null":  # else the network script is never run
+        options["network-script"] = config.network_script
+    options.update((f"block-{kind}", command) for kind, command in config.block_scripts.items())
+    where = f"{config.source}: " if config.source else ""
+    for option, command in options.items():
+        name = script_words(command)[0]
+        path = find_script(config, name)
+        if not path.is_file():
+            looked = name if Path(name).is_absolute() else \
+                f"{name} in {config.scripts_dir} or among xend's own ({SHIPPED_SCRIPTS})"
+            raise ConfigError(f"{where}({option} {command!r}): no script {looked}")
+        if not os.access(path, os.X_OK) and not _interpreter(path):
+            raise ConfigError(f"{where}({option} {command!r}): script {path} is not "
+                              "executable")
+
+
+def run_script(config: XendConfig, command: str, args: Sequence[str], *,
                what: str, timeout: float = SCRIPT_TIMEOUT) -> list[str]:
-    """Run script ``name`` with ``args`` for at most ``timeout`` s; its output lines.
-    ``what`` names the job in errors."""
+    """Run ``command`` (a script and its own words) with ``args`` (the operation first)
+    before those words, for at most ``timeout`` s; its output lines. ``what`` names the
+    job in errors."""
+    try:
+        name, *own = script_words(command)
+    except ValueError as e:
+        raise BadRequest(f"{what}: script {e}") from None
     path = find_script(config, name)
-    argv = [*_interpreter(path), str(path), *args]
+    argv = [*_interpreter(path), str(path), *args, *own]
     env = {**os.environ, "XEND_RUN_DIR": str(config.run_dir)}
     log.debug("Running %s", argv)
     try:
