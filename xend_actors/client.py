@@ -302,7 +302,10 @@ class XendClient:
     def xend_domain_pause(self, dom: str | int) -> sxp.Value:
         return self.post(self._domain(dom), "pause")
 
-    def xend_domain_shutdown(self, dom: str | int, reason: str, key: int = 0) -> sxp.Value:
+    def xend_domain_shutdown(self, dom: str | int, reason: str,
+                             key: str | int = 0) -> sxp.Value:
+        """Ask ``dom`` to shut down; ``key`` (a character, or its code as the original
+        client sent it) goes with reason ``sysrq``."""
         extra = {"key": key} if reason == "sysrq" else {}
         return self.post(self._domain(dom), "shutdown", reason=reason, **extra)
 

@@ -44,7 +44,8 @@ NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx",
                 "xend_actors.transfer.relocation")
 NOT_IN_XM = ("ssl", "_ssl", "http", "email", "pathlib", "hashlib", "h11", "httpx", "wsproto",
              "jinja2", "werkzeug", "pykka", "xend_actors.events", "xend_actors.xm.create",
-             "xend_actors.xm.configfile", "xend_actors.xm.console")
+             "xend_actors.xm.configfile", "xend_actors.xm.console",
+             "click.shell_completion")  # shell completion: only when the shell asks
 # Runs the installed xm script as its own process would, then writes the modules it held.
 XM_MODULES = ("import atexit, runpy, sys\n"
               "out, sys.argv = sys.argv[1], sys.argv[2:]\n"

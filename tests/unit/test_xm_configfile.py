@@ -111,19 +111,26 @@ def test_command_line_numbers_become_numbers(tmp_path: Path) -> None:
     assert parse_domain_config(vm).memory_mb == 64
 
 
+DISK_FORM = "expected TYPE:DEV,VDEV,MODE[,DOM] (phy:hda1,hda1,w)"
+PCI_FORM = "expected BUS,DEV,FUNC in hex (c0,02,1a)"
+VIF_FORM = "expected KEY=VALUE,... with keys mac, bridge, script, backend, ip, vifname"
+
+
 @pytest.mark.parametrize(("assignment", "message"), [
-    ("memory=lots", "Invalid value for memory: 'lots'"),
-    ("nics=", "Invalid value for nics: ''"),
-    ("cpu_weight=heavy", "Invalid value for cpu_weight: 'heavy'"),
-    ("blkif=maybe", "Invalid value for blkif: 'maybe'"),
-    ("disk=phy:sda1,sda1", "Invalid disk specifier: phy:sda1,sda1"),
-    ("disk=phy:sda1,sda1,w,0,9", "Invalid disk specifier: phy:sda1,sda1,w,0,9"),
-    ("pci=1,2", "Invalid pci specifier: 1,2"),
-    ("pci=1,2,z", "Invalid pci specifier: 1,2,z"),
-    ("vif=colour=red", "Invalid vif specifier: colour=red"),
-    ("vif=aa:00:00:00:00:01", "Invalid vif specifier: aa:00:00:00:00:01"),
-    ("nfs_root=/export/d", "Must set nfs root and nfs server"),
-    ("=3", "Invalid variable assignment: =3"),
+    ("memory=lots", "Invalid value for memory: 'lots': expected a whole number"),
+    ("nics=", "Invalid value for nics: '': expected a whole number"),
+    ("cpu_weight=heavy", "Invalid value for cpu_weight: 'heavy': expected a number"),
+    ("blkif=maybe", "Invalid value for blkif: 'maybe': expected yes or no"),
+    ("disk=phy:sda1,sda1", f"Invalid disk specifier: phy:sda1,sda1: {DISK_FORM}"),
+    ("disk=phy:sda1,sda1,w,0,9", f"Invalid disk specifier: phy:sda1,sda1,w,0,9: {DISK_FORM}"),
+    ("pci=1,2", f"Invalid pci specifier: 1,2: {PCI_FORM}"),
+    ("pci=1,2,z", f"Invalid pci specifier: 1,2,z: {PCI_FORM}"),
+    ("vif=colour=red", f"Invalid vif specifier: colour=red: {VIF_FORM}"),
+    ("vif=aa:00:00:00:00:01", f"Invalid vif specifier: aa:00:00:00:00:01: {VIF_FORM}"),
+    ("nfs_root=/export/d", "Must set nfs root and nfs server: nfs_root needs nfs_server "
+                           "(the NFS server's address)"),
+    ("=3", "Invalid variable assignment: =3: expected VAR=VAL, VAR a Python name "
+           "(letters, digits, '_', not starting with a digit)"),
 ])
 def test_bad_values(tmp_path: Path, assignment: str, message: str) -> None:
     with pytest.raises(BadRequest) as error:
@@ -154,7 +161,8 @@ def test_defaults_and_name_from_the_file_name(tmp_path: Path) -> None:
 
 
 def test_no_kernel(tmp_path: Path) -> None:
-    with pytest.raises(BadRequest, match=r"^No kernel specified$"):
+    with pytest.raises(BadRequest, match=r"^No kernel specified: set kernel = '/path/to/vmlinuz' in the config "
+                       r"file, or give kernel=FILE$"):
         build(tmp_path, "memory = 64\n")
 
 

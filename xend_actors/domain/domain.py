@@ -409,7 +409,8 @@ class Domain(Supervised, TracedActor):
     def shutdown(self, reason: ShutdownReason, key: str = "") -> DomainRecord:
         """Ask the guest to shut down; ``halt`` cancels any restart, ``reboot`` forces one."""
         if reason is ShutdownReason.SYSRQ and len(key) != 1:
-            raise BadRequest("sysrq needs a key: one character")
+            raise BadRequest(f"invalid sysrq key {key[:20]!r}: give one character (b "
+                             "reboots, s syncs, o powers off...) or its ASCII code")
         if reason is ShutdownReason.SUSPEND and self.record.restart_state is not None:
             # The guest acts on the reboot first and is rebuilt: it would never suspend,
             # and a save or migration would wait for it in vain.
@@ -714,5 +715,5 @@ class DomainProxy(ActorMemberMixin, pykka.ActorProxy[Domain]):
 
 def _positive(name: str, value: int) -> int:
     if value < 1:
-        raise BadRequest(f"invalid {name}: {value} (must be at least 1)")
+        raise BadRequest(f"invalid {name} {value}: give a whole number of MiB, at least 1")
     return value

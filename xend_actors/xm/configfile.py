@@ -29,9 +29,10 @@ import contextlib
 import os
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,9 @@ class ConfigVars:
     returns, so ``vmid=3`` on the command line becomes the int 3 in the script.
     """
 
-    def __init__(self, env: dict[str, object]) -> None:
+    def __init__(self, env: dict[str, object], describe: bool = False) -> None:
         self._env = env
+        self._describe = describe  # --help_config: check() lists the variables instead
         self._declared: list[_Declared] = []
 
     def var(self, name: str, use: str | None = None,
@@ -82,7 +84,16 @@ class ConfigVars:
         self._declared.append(_Declared(name, use or "", check))
 
     def check(self) -> None:
-        """Run every check; BadRequest naming the variable if one fails."""
+        """Run every check; BadRequest naming the variable if one fails. With
+        ``--help_config FILE``, print the declared variables and their use instead, as
+        the original's did."""
+        if self._describe:
+            if self._declared:
+                print(f"\nConfiguration variables for {self._env.get('xm_file')}:\n")
+                for var in self._declared:
+                    print(f"{var.name:<12s} {var.use}")
+                print()
+            return
         for var in self._declared:
             if var.check is None:
                 continue
@@ -129,6 +140,11 @@ def build_vm_sxpr(options: CreateOptions) -> sxp.Value:
 
 # --- reading the files -----------------------------------------------------------------
 
+def check_sxp_file(path: Path) -> None:
+    """BadRequest naming ``path`` and the place if the SXP file does not parse."""
+    _read_sxp_file(path)
+
+
 def _read_sxp_file(path: Path) -> sxp.Value:
     try:
         text = path.read_text(encoding="utf-8")
@@ -146,7 +162,9 @@ def _parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
     for assignment in assignments:
         name, equals, value = assignment.partition("=")
         if not equals or not name.isidentifier():
-            raise BadRequest(f"Invalid variable assignment: {assignment}")
+            raise BadRequest(f"Invalid variable assignment: {assignment}: expected VAR=VAL, "
+                             "VAR a Python name (letters, digits, '_', not starting "
+                             "with a digit)")
         if name in _LIST_VARIABLES:
             values.setdefault(name, []).append(value)
         else:
@@ -154,16 +172,26 @@ def _parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def _run_script(path: Path, variables: dict[str, object]) -> dict[str, object]:
-    """Run the config script with ``variables`` set; its variables afterwards."""
+def describe_script(options: CreateOptions) -> None:
+    """Run the config script as ``--help_config FILE`` does: its ``xm_vars.check()``
+    prints the variables it declares, and nothing is checked or built."""
+    path = find_config_file(options.defconfig or DEFAULT_DEFCONFIG, options.path)
+    _run_script(path, _parse_assignments(options.assignments), describe=True)
+
+
+def _run_script(path: Path, variables: dict[str, object],
+                describe: bool = False) -> dict[str, object]:
+    """Run the config script with ``variables`` set; its variables afterwards.
+    ``describe``: for ``--help_config`` (``xm_help`` is 1)."""
     try:
         source = path.read_bytes()
     except OSError as e:
         raise BadRequest(f"Unable to open config file: {path}: {e.strerror}") from None
     env: dict[str, object] = {"__name__": "__xm_config__", "__file__": str(path),
-                              "sys": sys, "os": os, "xm_file": str(path), "xm_help": 0}
+                              "sys": sys, "os": os, "xm_file": str(path),
+                              "xm_help": int(describe)}
     env.update(variables)
-    env["xm_vars"] = ConfigVars(env)
+    env["xm_vars"] = ConfigVars(env, describe)
     try:
         exec(compile(source, str(path), "exec"), env)
     except SyntaxError as e:
@@ -171,6 +199,8 @@ def _run_script(path: Path, variables: dict[str, object]) -> dict[str, object]:
     except XendError:
         raise
     except Exception as e:
+        if describe:  # a script may need values that help gives none (the original's rule)
+            return env
         where = _line_in(e, path)
         raise BadRequest(
             f"Error in config file {path}{where}: {type(e).__name__}: {e}"
@@ -187,48 +217,12 @@ def _line_in(error: BaseException, path: Path) -> str:
 
 # --- the variables ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Settings:
-    """The variables of §14.3 with their defaults, converted."""
-
-    name: str = ""
-    kernel: str = ""
-    ramdisk: str = ""
-    builder: str = "linux"
-    memory: int = 128
-    maxmem: int | None = None
-    cpu: int | None = None
-    cpu_weight: float | None = None
-    console: int | None = None
-    restart: str = ""
-    blkif: bool = False
-    netif: bool = False
-    disk: tuple[str, ...] = ()
-    pci: tuple[str, ...] = ()
-    vif: tuple[str, ...] = ()
-    nics: int = 1
-    root: str = ""
-    extra: str = ""
-    ip: str = ""
-    gateway: str = ""
-    netmask: str = ""
-    hostname: str = ""
-    interface: str = "eth0"
-    dhcp: str = "off"
-    nfs_server: str = ""
-    nfs_root: str = ""
-
-
-def _invalid(name: str, value: object) -> BadRequest:
-    return BadRequest(f"Invalid value for {name}: {value!r}")
-
-
 def _string(name: str, value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise _invalid(name, value)
+    raise BadRequest(f"Invalid value for {name}: {value!r}: expected a string")
 
 
 def _integer(name: str, value: object) -> int:
@@ -238,14 +232,14 @@ def _integer(name: str, value: object) -> int:
         return value
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,18}\s*", value):
         return int(value)
-    raise _invalid(name, value)
+    raise BadRequest(f"Invalid value for {name}: {value!r}: expected a whole number")
 
 
 def _real(name: str, value: object) -> float:
     if isinstance(value, str | int | float):
         with contextlib.suppress(ValueError):
             return float(value)
-    raise _invalid(name, value)
+    raise BadRequest(f"Invalid value for {name}: {value!r}: expected a number")
 
 
 def _yes_no(name: str, value: object) -> bool:
@@ -253,25 +247,91 @@ def _yes_no(name: str, value: object) -> bool:
         return value == "yes"
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise _invalid(name, value)
+    raise BadRequest(f"Invalid value for {name}: {value!r}: expected yes or no")
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if isinstance(items, list) and all(isinstance(item, str) for item in items):
         return tuple(items)
-    raise _invalid(name, value)
+    raise BadRequest(f"Invalid value for {name}: {value!r}: expected a string or a list "
+                     "of strings")
 
 
+def _var(convert: Callable[[str, object], object], metavar: str, use: str,
+         default: object = None) -> Any:
+    """A config variable: its converter and its help (``--help_config``) beside its default."""
+    return field(default=default, metadata={"convert": convert, "metavar": metavar, "use": use})
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The variables a config file may set (§14.3): each one's converter, help and default.
+    This is the one table of them: the script's variables are read, converted and
+    described from it."""
+
+    name: str = _var(_string, "NAME", "Domain name; no other domain may have it. "
+                     "Default: the config file's name.", "")
+    kernel: str = _var(_string, "FILE", "Path to the kernel image (required).", "")
+    ramdisk: str = _var(_string, "FILE", "Path to the ramdisk.", "")
+    builder: str = _var(_string, "FUNCTION", "How the domain is built.", "linux")
+    memory: int = _var(_integer, "MEMORY", "Domain memory in MB.", 128)
+    maxmem: int | None = _var(_integer, "MEMORY", "Maximum domain memory in MB.")
+    cpu: int | None = _var(_integer, "CPU", "CPU to run the domain on (-1: any).")
+    cpu_weight: float | None = _var(_real, "WEIGHT", "The domain's cpu weight: a number "
+                                    "that sets its share of the cpu.")
+    console: int | None = _var(_integer, "PORT", "Console port. Default: 9600 + domain id.")
+    restart: str = _var(_string, "onreboot|always|never", "Whether the domain is restarted "
+                        "when it exits: onreboot (on a reboot only), always or never.", "")
+    blkif: bool = _var(_yes_no, "no|yes", "Make the domain a block device backend.", False)
+    netif: bool = _var(_yes_no, "no|yes", "Make the domain a network interface backend.",
+                       False)
+    disk: tuple[str, ...] = _var(_strings, "TYPE:DEV,VDEV,MODE[,DOM]",
+                                 "A disk: host device or file DEV (phy:hda1, file:/img) "
+                                 "seen by the guest as VDEV, MODE r (read-only) or w; DOM "
+                                 "is the backend domain. A list, for more than one.", ())
+    pci: tuple[str, ...] = _var(_strings, "BUS,DEV,FUNC", "A host PCI device, in hex "
+                                "(c0,02,1a). A list, for more than one.", ())
+    vif: tuple[str, ...] = _var(_strings, "mac=MAC,bridge=BRIDGE,script=SCRIPT,backend=DOM,"
+                                "ip=IPADDR,vifname=NAME",
+                                "A network interface; any part may be left out: a random "
+                                "MAC, xend's default bridge and script, backend domain 0, "
+                                "backend name vifD.N. A list, for more than one.", ())
+    nics: int = _var(_integer, "NUM", "How many network interfaces: those of vif, and "
+                     "plain ones up to NUM.", 1)
+    root: str = _var(_string, "DEVICE", "The kernel's root= (/dev/sda1, or /dev/nfs for "
+                     "an NFS root).", "")
+    extra: str = _var(_string, "ARGS", "More arguments for the kernel command line.", "")
+    ip: str = _var(_string, "IPADDR", "The kernel's IP interface address.", "")
+    gateway: str = _var(_string, "IPADDR", "The kernel's IP gateway.", "")
+    netmask: str = _var(_string, "MASK", "The kernel's IP netmask.", "")
+    hostname: str = _var(_string, "NAME", "The kernel's IP host name.", "")
+    interface: str = _var(_string, "INTF", "The kernel's IP interface name.", "eth0")
+    dhcp: str = _var(_string, "off|dhcp", "The kernel's dhcp option.", "off")
+    nfs_server: str = _var(_string, "IPADDR", "The NFS server of an NFS root.", "")
+    nfs_root: str = _var(_string, "PATH", "The root directory on the NFS server.", "")
+
+
+_VARIABLES = fields(_Settings)
 _CONVERTERS: dict[str, Callable[[str, object], object]] = {
-    "name": _string, "kernel": _string, "ramdisk": _string, "builder": _string,
-    "memory": _integer, "maxmem": _integer, "cpu": _integer, "cpu_weight": _real,
-    "console": _integer, "restart": _string, "blkif": _yes_no, "netif": _yes_no,
-    "disk": _strings, "pci": _strings, "vif": _strings, "nics": _integer,
-    "root": _string, "extra": _string, "ip": _string, "gateway": _string,
-    "netmask": _string, "hostname": _string, "interface": _string, "dhcp": _string,
-    "nfs_server": _string, "nfs_root": _string,
-}
+    var.name: var.metadata["convert"] for var in _VARIABLES}
+
+
+def help_config() -> str:
+    """``xm create --help_config``: every variable, its values and help, as the original's
+    option help showed them (`` name=NAME``, the help and the default indented)."""
+    lines = ["The config file may set these variables (VAR=VAL on the command line wins):", ""]
+    for var in _VARIABLES:
+        lines.append(f" {var.name}={var.metadata['metavar']}")
+        lines += textwrap.wrap(var.metadata["use"], 76, initial_indent="    ",
+                               subsequent_indent="    ")
+        if var.default not in (None, "", (), False):
+            lines.append(f"    Default {var.default}")
+        lines.append("")
+    lines += ["The config file sees sys, os (and os.path), xm_file (its path) and xm_vars:",
+              "xm_vars.var(NAME, use=..., check=...) declares a variable of its own and",
+              "xm_vars.check() checks them (with --help_config FILE, lists them).", ""]
+    return "\n".join(lines)
 
 
 # --- the (vm ...) ----------------------------------------------------------------------
@@ -279,7 +339,8 @@ _CONVERTERS: dict[str, Callable[[str, object], object]] = {
 def _vm_sxpr(settings: _Settings, default_name: str) -> list:
     """``(vm ...)`` with its fields in the order of facts §5.4."""
     if not settings.kernel:
-        raise BadRequest("No kernel specified")
+        raise BadRequest("No kernel specified: set kernel = '/path/to/vmlinuz' in the "
+                         "config file, or give kernel=FILE")
     vm: list = ["vm", ["name", settings.name or default_name], ["memory", str(settings.memory)]]
     if settings.maxmem:
         vm.append(["maxmem", str(settings.maxmem)])
@@ -314,7 +375,8 @@ def _image(settings: _Settings) -> list:
     args = settings.extra
     if settings.nfs_root:
         if not settings.nfs_server:
-            raise BadRequest("Must set nfs root and nfs server")
+            raise BadRequest("Must set nfs root and nfs server: nfs_root needs nfs_server "
+                             "(the NFS server's address)")
         nfsroot = f"nfsroot={settings.nfs_server}:{settings.nfs_root}"
         args = f"{nfsroot} {args}" if args else nfsroot
     if args:
@@ -330,7 +392,8 @@ def _vbd(spec: str) -> list:
     """``TYPE:DEV,VDEV,MODE[,DOM]`` as ``(vbd ...)``."""
     parts = [part.strip() for part in spec.split(",")]
     if len(parts) not in (3, 4) or not all(parts):
-        raise BadRequest(f"Invalid disk specifier: {spec}")
+        raise BadRequest(f"Invalid disk specifier: {spec}: expected "
+                         "TYPE:DEV,VDEV,MODE[,DOM] (phy:hda1,hda1,w)")
     uname, dev, mode, *backend = parts
     return ["vbd", ["uname", uname], ["dev", dev], ["mode", mode],
             *(["backend", domain] for domain in backend)]
@@ -340,7 +403,8 @@ def _pci(spec: str) -> list:
     """``BUS,DEV,FUNC`` in hex as ``(pci ...)``."""
     parts = [part.strip() for part in spec.split(",")]
     if len(parts) != 3 or not all(_HEX.fullmatch(part) for part in parts):
-        raise BadRequest(f"Invalid pci specifier: {spec}")
+        raise BadRequest(f"Invalid pci specifier: {spec}: expected BUS,DEV,FUNC in hex "
+                         "(c0,02,1a)")
     return ["pci", *([key, "0x" + part] for key, part in zip(("bus", "dev", "func"), parts,
                                                             strict=True))]
 
@@ -357,7 +421,8 @@ def _vif(spec: str) -> list:
     for part in filter(None, (part.strip() for part in spec.split(","))):
         key, equals, value = (text.strip() for text in part.partition("="))
         if not equals or key not in _VIF_KEYS:
-            raise BadRequest(f"Invalid vif specifier: {spec}")
+            raise BadRequest(f"Invalid vif specifier: {spec}: expected KEY=VALUE,... with "
+                             f"keys {', '.join(_VIF_KEYS)}")
         given[key] = value
     vif: list = ["vif", ["mac", given.get("mac") or random_mac()]]
     for key in ("bridge", "script", "backend"):

@@ -19,7 +19,10 @@ from xend_actors.xm.configfile import (
     DEFAULT_PATH,
     CreateOptions,
     build_vm_sxpr,
+    check_sxp_file,
+    describe_script,
     find_config_file,
+    help_config,
 )
 
 
@@ -35,11 +38,14 @@ from xend_actors.xm.configfile import (
 @click.option("-c", "--console_autoconnect", is_flag=True,
               help="Connect to the domain's console once it is started.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--help_config", "help_config_", is_flag=True,
+              help="Print the variables a Python config file may set; with FILE, also "
+                   "those it declares (xm_vars).")
 @click.argument("args", nargs=-1, metavar="[FILE] [VAR=VAL]...")
 @click.pass_context
 def create(ctx: click.Context, defconfig: str | None, config: Path | None, path: str,
            dryrun: bool, paused: bool, console_autoconnect: bool, quiet: bool,
-           args: tuple[str, ...]) -> None:
+           help_config_: bool, args: tuple[str, ...]) -> None:
     """Create a domain from a config file, with VAR=VAL settings."""
     assignments = tuple(arg for arg in args if "=" in arg)
     files = [name for name in (defconfig, *(a for a in args if "=" not in a)) if name]
@@ -54,13 +60,21 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
             click.echo(line)
 
     defconfig = files[0] if files else DEFAULT_DEFCONFIG
+    if help_config_:
+        click.echo(help_config())
+        if files:
+            say(f'Using config file "{find_config_file(defconfig, path)}".')
+            describe_script(CreateOptions(defconfig, None, path, assignments))
+        return
     if config is None:
         say(f'Using config file "{find_config_file(defconfig, path)}".')
     options = CreateOptions(defconfig, config, path, assignments)
     if dryrun:
         click.echo(sxp.pretty(build_vm_sxpr(options)), nl=False)
         return
-    # An SXP file goes up as it is; the server parses it.
+    # An SXP file goes up as it is, read here first only so that an error names the file.
+    if config is not None:
+        check_sxp_file(config)
     vm = config or build_vm_sxpr(options)
 
     client: XendClient = ctx.obj

@@ -1,4 +1,5 @@
-"""The xm commands on domains (facts §14.2), except ``create``: list, pause, shutdown, ...
+"""The xm commands on domains (facts §14.2), except ``create``: list, pause, shutdown,
+sysrq (Xen 2.0.6's), ...
 
 Also the ``xm list`` table (facts §14.4), kept as plain functions of domain info SXPs.
 """
@@ -177,6 +178,15 @@ def pincpu(client: XendClient, dom: str, cpu: int) -> None:
 
 
 @click.command()
+@click.argument("dom")
+@click.argument("key")
+@click.pass_obj
+def sysrq(client: XendClient, dom: str, key: str) -> None:
+    """Send the magic SysRq KEY (one character: b reboots, s syncs...) to domain DOM."""
+    client.xend_domain_shutdown(dom, "sysrq", key)
+
+
+@click.command()
 @click.argument("name")
 @click.pass_obj
 def domid(client: XendClient, name: str) -> None:
@@ -192,4 +202,5 @@ def domname(client: XendClient, id: str) -> None:
     click.echo(sxp.child_value(client.xend_domain(id), "name"))
 
 
-COMMANDS = (list_, destroy, shutdown, pause, unpause, maxmem, balloon, pincpu, domid, domname)
+COMMANDS = (list_, destroy, shutdown, pause, unpause, maxmem, balloon, pincpu, sysrq, domid,
+            domname)

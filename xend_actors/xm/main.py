@@ -51,6 +51,32 @@ def commands_of(module: str) -> Sequence[click.Command]:
     return found
 
 
+NEGATIVE = re.compile(r"-[0-9]+(\.[0-9]*)?")
+
+
+def numbers_as_values(command: click.Command, args: list[str]) -> list[str]:
+    """``args`` with each negative number read as a value, not an option: the options
+    first, then ``--``, then the values in their order. click would refuse ``xm maxmem d
+    -3`` with "No such option: -3"; xend is the one to say what the value may be."""
+    if "--" in args or not any(NEGATIVE.fullmatch(arg) for arg in args):
+        return args
+    takes_value = {name for param in command.params
+                   if isinstance(param, click.Option) and not param.is_flag and not param.count
+                   for name in (*param.opts, *param.secondary_opts)}
+    options: list[str] = []
+    values: list[str] = []
+    given = iter(args)
+    for arg in given:
+        if arg.startswith("-") and len(arg) > 1 and not NEGATIVE.fullmatch(arg):
+            options.append(arg)
+            value = next(given, None) if arg in takes_value else None
+            if value is not None:
+                options.append(value)
+        else:
+            values.append(arg)
+    return [*options, "--", *values]
+
+
 class XmGroup(click.Group):
     """A click group that takes unique prefixes, imports a command's module only when it
     is asked for, and prints the original's help."""
@@ -63,11 +89,13 @@ class XmGroup(click.Group):
         return load_command(found) if found else None
 
     def resolve_command(self, ctx: click.Context,
-                        args: list[str]) -> tuple[str, click.Command, list[str]]:
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         command = self.get_command(ctx, args[0])
         if command is None or command.name is None:
+            if ctx.resilient_parsing:  # shell completion: offer nothing, say nothing
+                return None, None, args[1:]
             raise UnknownCommand(args[0])
-        return command.name, command, args[1:]
+        return command.name, command, numbers_as_values(command, args[1:])
 
     def get_help(self, ctx: click.Context) -> str:
         return help_text().rstrip("\n")  # click's --help adds the newline
@@ -156,7 +184,7 @@ COMMAND_MODULES: dict[str, str] = {
     "console": "console", "consoles": "console",
     "create": "create",
     **dict.fromkeys(("list", "destroy", "shutdown", "pause", "unpause", "maxmem", "balloon",
-                     "pincpu", "domid", "domname"), "domain"),
+                     "pincpu", "sysrq", "domid", "domname"), "domain"),
     **dict.fromkeys(("vbd-list", "vbd-create", "vbd-destroy", "vif-list", "vif-create",
                      "vif-destroy"), "device"),
     **dict.fromkeys(("save", "restore", "migrate"), "transfer"),
