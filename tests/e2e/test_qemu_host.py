@@ -51,6 +51,14 @@ def cpu_group(pid: int) -> Path | None:
     return None
 
 
+def xm_list_cpu(xend: QemuXend, name: str) -> int:
+    """The CPU column of ``xm list``'s row for ``name``."""
+    shown = subprocess.run([XM, "list", name], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "XEND_UNIX_PATH": str(xend.home.unix_path)})
+    assert shown.returncode == 0, shown.stderr
+    return int(shown.stdout.splitlines()[1][16:].split()[2])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -87,11 +95,14 @@ def test_pin_weight_cap_and_balloon(qemu: QemuXend) -> None:
         threads = vcpu_threads(pid)
         assert threads
         last = (os.cpu_count() or 1) - 1
+        # Unpinned, xm list's CPU is the one its vcpu last ran on (Xen's), never -1.
+        assert 0 <= xm_list_cpu(xend, "tuned") <= last
         xend.do("tuned", "pincpu", cpu=str(last))
         assert all(allowed_cpus(pid, tid) == str(last) for tid in threads)
         assert sxp.child_value(xend.info("tuned"), "cpu") == str(last)
         xend.do("tuned", "pincpu", cpu="-1")
         assert all(allowed_cpus(pid, tid) == f"0-{last}" for tid in threads) or last == 0
+        assert 0 <= xm_list_cpu(xend, "tuned") <= last
 
         xend.do("tuned", "cpu_bvt_set", mcuadv="20", warpback="0", warpvalue="0", warpl="0",
                 warpu="0")

@@ -139,3 +139,15 @@ def test_completion_in_a_real_bash() -> None:
                           timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["sysrq", "domid domname"]
+
+
+def test_list_shows_the_cpu_each_domain_runs_on(shared_home: XendHome, tmp_path: Path) -> None:
+    """Not -1 for an unpinned domain: the CPU it runs on, as Xen's xm list showed."""
+    create(shared_home, tmp_path, "where")
+    rows = {line[:16].strip(): line[16:].split()
+            for line in xm_ok(shared_home, "list").splitlines()[1:]}
+    assert rows["Domain-0"][2] == "0"
+    assert 0 <= int(rows["where"][2]) < 4  # the sim's 4 cpus (sim-cpus)
+    xm_ok(shared_home, "pincpu", "where", "3")
+    wait_for(lambda: xm_ok(shared_home, "list", "where").splitlines()[1][16:].split()[2] == "3",
+             what="pinned to cpu 3")

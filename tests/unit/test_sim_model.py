@@ -449,12 +449,21 @@ def test_scheduler_parameters_are_kept_per_domain(hv: SimHypervisor) -> None:
     assert hv.sched(0) == []
 
 
+def test_a_domain_runs_on_the_cpu_with_the_fewest_domains(hv: SimHypervisor) -> None:
+    assert hv.cpus == 4 and hv.domain(0).cpu == 0
+    first, second, third, fourth = (hv.create(f"d{n}", 16) for n in range(4))
+    assert [hv.domain(d).cpu for d in (first, second, third, fourth)] == [1, 2, 3, 0]
+    assert hv.domain(hv.create("pinned", 16, cpu=2)).cpu == 2
+    hv.destroy(second)  # cpu 2 keeps "pinned", cpu 1 is the first with one domain
+    assert hv.domain(hv.create("d5", 16)).cpu == 1
+
+
 def test_pincpu_takes_a_cpu_of_the_host_or_any(hv: SimHypervisor) -> None:
     domid = hv.create("web", 256)
     hv.pincpu(domid, 3)
     assert hv.domain(domid).cpu == 3
     hv.pincpu(domid, -1)
-    assert hv.domain(domid).cpu == -1
+    assert hv.domain(domid).cpu == 3  # unpinned, it runs on where it was
     with pytest.raises(BadRequest, match=r"0\.\.3, got 4"):
         hv.pincpu(domid, 4)
 

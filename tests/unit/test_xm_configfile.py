@@ -161,8 +161,8 @@ def test_defaults_and_name_from_the_file_name(tmp_path: Path) -> None:
 
 
 def test_no_kernel(tmp_path: Path) -> None:
-    with pytest.raises(BadRequest, match=r"^No kernel specified: set kernel = '/path/to/vmlinuz' in the config "
-                       r"file, or give kernel=FILE$"):
+    with pytest.raises(BadRequest, match=r"^No kernel specified: set kernel = "
+                       r"'/path/to/vmlinuz' in the config file, or give kernel=FILE$"):
         build(tmp_path, "memory = 64\n")
 
 

@@ -123,7 +123,13 @@ class QemuGuest:
             ended = Reason.CRASH  # its qemu exited; the monitor's reader has yet to say so
         paused = paused_flag and ended is None
         runs = st.built and not paused and ended is None
-        busy = runs and any(process.thread_running(st.pid, tid) for tid in threads)
+        # The vcpu threads' own readings: whether one runs, and the cpu the first last ran
+        # on (what Xen's list showed in its CPU column). A pinned domain shows its pin: a
+        # sleeping thread's reading moves there only when it next wakes.
+        vcpus = [reading for tid in threads
+                 if (reading := process.thread_reading(st.pid, tid)) is not None] \
+            if st.built and ended is None else []
+        busy = runs and any(vcpu.running for vcpu in vcpus)
         flags = DomainState.of(running=busy, blocked=runs and not busy, paused=paused,
                                shutdown=ended is not None and ended is not Reason.CRASH,
                                crashed=ended is Reason.CRASH, dying=dying)
@@ -131,7 +137,8 @@ class QemuGuest:
             domid=st.domid, name=st.name, state=flags,
             shutdown_reason=ended if ended is not Reason.CRASH else None,
             memory_kb=balloon if balloon is not None else st.memory_mb * 1024,
-            maxmem_kb=st.maxmem_mb * 1024, vcpus=st.vcpus, cpu=st.cpu,
+            maxmem_kb=st.maxmem_mb * 1024, vcpus=st.vcpus,
+            cpu=st.cpu if st.cpu >= 0 or not vcpus else vcpus[0].cpu,
             cpu_time=process.cpu_seconds(st.pid) if st.built else 0.0)
 
     def update(self, **changes: object) -> None:

@@ -217,10 +217,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def thread_running(pid: int, tid: int) -> bool:
-    """Whether thread ``tid`` of ``pid`` is on a cpu or waiting for one (state R)."""
+@dataclass(frozen=True)
+class ThreadReading:
+    """A vcpu thread as ``/proc`` shows it: on a cpu or waiting for one (state R), and the
+    cpu it last ran on (``stat``'s field 39, ``processor``)."""
+
+    running: bool
+    cpu: int
+
+
+def thread_reading(pid: int, tid: int) -> ThreadReading | None:
+    """Thread ``tid`` of ``pid`` now; None if it is gone."""
     text = _read_proc(f"/proc/{pid}/task/{tid}/stat")
-    return text is not None and text.rpartition(")")[2].split()[0] == "R"
+    if text is None:
+        return None
+    fields = text.rpartition(")")[2].split()  # from field 3 (state) on
+    return ThreadReading(fields[0] == "R", int(fields[36]))
 
 
 def _read_proc(path: str) -> str | None:

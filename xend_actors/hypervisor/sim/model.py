@@ -4,7 +4,9 @@
 clock, so tests run it without processes or sleeps. It keeps Xen's rules (facts §6,
 §7): Domain-0 is domain 0 and is listed like any domain; a new domain is empty and
 paused; ids come from a counter that skips ids in use; memory must fit what is free;
-a domain that shuts down or crashes stays listed until it is destroyed. Listeners
+a domain that shuts down or crashes stays listed until it is destroyed; a domain
+runs on the cpu it is pinned to, else on the one that had the fewest domains when it
+was made (Xen's first placement), and says so in its reading's ``cpu``. Listeners
 hear of every change of a domain's flags (Xen's VIRQ_DOM_EXC), not of the
 running/blocked toggles of a guest at work.
 """
@@ -55,7 +57,8 @@ class _Domain:
     memory_kb: int
     maxmem_kb: int
     vcpus: int
-    cpu: int
+    cpu: int  # the cpu it is pinned to; -1: any
+    processor: int  # the cpu it runs on (or last ran on): its pin, or where it was placed
     guest: Guest | None = None  # None for Domain-0: the host itself
     paused: bool = True
     shutdown_reason: ShutdownReason | None = None
@@ -117,8 +120,9 @@ class SimHypervisor:
         # so a new domain never takes the id of one whose end xend is still handling.
         self._next_domid = first_domid if 0 < first_domid < DOMID_FIRST_RESERVED else 1
         self._host_cpu = Meter(clock, rate=IDLE_LOAD)
-        dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, 0,
+        dom0 = _Domain(0, DOM0_NAME, DOM0_MEMORY_MB * 1024, memory_mb * 1024, cpus, 0, 0,
                        paused=False)
+        self._placed: Counter[int] = Counter([0])  # domains on each cpu
         self._domains: dict[int, _Domain] = {0: dom0}
         self._names: Counter[str] = Counter([DOM0_NAME])  # the sim lets two share a name
         self._used_kb = dom0.memory_kb
@@ -180,7 +184,8 @@ class SimHypervisor:
         check_memory_free(what, memory_mb, self._free_mb())
         if domid is None:
             domid = self._allocate_domid(what)
-        dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu)
+        dom = _Domain(domid, name, memory_mb * 1024, memory_mb * 1024, vcpus, cpu,
+                      self._place(cpu))
         dom.guest = Guest(domid, self._clock, partial(self._guest_exit, dom),
                           shutdown_delay=self._shutdown_delay,
                           disks=self.block.disks_of(domid),
@@ -219,6 +224,7 @@ class SimHypervisor:
     def destroy(self, domid: int) -> None:
         dom = self._not_dom0(domid, "destroy")
         del self._domains[domid]
+        self._placed[dom.processor] -= 1
         self._names -= Counter([dom.name])
         self._used_kb -= dom.memory_kb
         if dom.guest is not None:
@@ -332,6 +338,9 @@ class SimHypervisor:
         dom = self._domain(domid)
         check_cpu(f"cannot pin domain {domid} to cpu {cpu}", cpu, cpus=self.cpus)
         dom.cpu = cpu
+        if cpu >= 0:  # unpinned, it stays where it is until the scheduler moves it
+            self._placed[dom.processor] -= 1
+            dom.processor = self._place(cpu)
 
     def set_sched(self, domid: int, params: SchedParams) -> None:
         dom = self._domain(domid)
@@ -399,8 +408,16 @@ class SimHypervisor:
         cpu_time = dom.guest.cpu.value() if dom.guest is not None else self._host_cpu.value()
         return HvDomain(domid=dom.domid, name=dom.name, state=dom.state(),
                         shutdown_reason=dom.shutdown_reason, memory_kb=dom.memory_kb,
-                        maxmem_kb=dom.maxmem_kb, vcpus=dom.vcpus, cpu=dom.cpu,
+                        maxmem_kb=dom.maxmem_kb, vcpus=dom.vcpus, cpu=dom.processor,
                         cpu_time=cpu_time)
+
+    def _place(self, cpu: int) -> int:
+        """The cpu a new or newly pinned domain runs on: its pin, else the cpu with the
+        fewest domains (Xen's first placement), counted as placed there."""
+        if cpu < 0:
+            cpu = min(range(self.cpus), key=lambda one: (self._placed[one], one))
+        self._placed[cpu] += 1
+        return cpu
 
     def _free_kb(self) -> int:
         return self.memory_mb * 1024 - self._used_kb
