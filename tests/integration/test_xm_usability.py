@@ -151,3 +151,28 @@ def test_list_shows_the_cpu_each_domain_runs_on(shared_home: XendHome, tmp_path:
     xm_ok(shared_home, "pincpu", "where", "3")
     wait_for(lambda: xm_ok(shared_home, "list", "where").splitlines()[1][16:].split()[2] == "3",
              what="pinned to cpu 3")
+
+
+def test_errors_say_what_was_wrong_and_what_is_allowed(
+        shared_home: XendHome, tmp_path: Path) -> None:
+    from xend_actors.domain.config import NAME_RULE
+
+    spaced = tmp_path / "spaced.sxp"
+    spaced.write_text(f"(vm (name 'a b') (memory 16) (image (linux (kernel {KERNEL}))))\n")
+    assert error_line(shared_home, "create", "-F", str(spaced)) == \
+        f"invalid vm name 'a b': {NAME_RULE}"
+    assert "letters, digits and _ . : + - /, not starting with a digit" in NAME_RULE
+    assert error_line(shared_home, "pause", "nosuch") == \
+        "invalid domain:nosuch: no domain has that name or id"
+    assert error_line(shared_home, "create", "-q", f"kernel={KERNEL}", "--path", str(tmp_path),
+                      "memory=lots", cwd=tmp_path) == \
+        f"Unable to open config file: xmdefconfig: not in {tmp_path} (give --path DIR:DIR)"
+    (tmp_path / "vm.xm").write_text(f"kernel = '{KERNEL}'\n")
+    assert error_line(shared_home, "create", "-q", "--path", str(tmp_path), "vm.xm",
+                      "memory=lots") == \
+        "Invalid value for memory: 'lots': expected a whole number"
+    assert error_line(shared_home, "create", "-q", "--path", str(tmp_path), "vm.xm",
+                      "disk=phy:sda1") == ("Invalid disk specifier: phy:sda1: expected "
+                                           "TYPE:DEV,VDEV,MODE[,DOM] (phy:hda1,hda1,w)")
+    assert error_line(shared_home, "shutdown") == \
+        "Missing domain: give DOM, or -a for every domain but Domain-0"

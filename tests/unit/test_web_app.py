@@ -83,7 +83,7 @@ def test_multipart_file_part_is_the_value(client: Client) -> None:
     ({"op": "echo", "word": ["a", "b"], "count": "1", "config": "x"}, 400,
      "Too many values for word"),
     ({"op": "echo", "word": "a", "count": "abc", "config": "x"}, 400,
-     "invalid literal for int() in count: 'abc'"),
+     "invalid literal for int() in count: 'abc': give a whole number"),
     ({"op": "echo", "word": "a", "count": "1", "config": "a b"}, 400,
      "config: expected one s-expression, got 2"),
     ({"op": "clash"}, 409, "vm name clash: a"),

@@ -71,7 +71,8 @@ Device = VbdConfig | VifConfig | PciConfig
 def parse_device(value: sxp.Value) -> Device:
     """One ``(vbd ...)``, ``(vif ...)`` or ``(pci ...)``; a vif without a MAC gets a random one."""
     if not isinstance(value, list) or not value:
-        raise BadRequest("invalid device")
+        raise BadRequest(f"invalid device {shown(value)[:80]}: expected (vbd ...), (vif ...) "
+                         "or (pci ...)")
     kind = sxp.name(value)
     if kind == "vbd":
         return _vbd(value)
@@ -79,7 +80,7 @@ def parse_device(value: sxp.Value) -> Device:
         return _vif(value)
     if kind == "pci":
         return _pci(value)
-    raise BadRequest(f"unknown device type: {shown(kind)}")
+    raise BadRequest(f"unknown device type: {shown(kind)}: use vbd, vif or pci")
 
 
 def device_sxpr(device: Device) -> sxp.Value:
@@ -114,22 +115,26 @@ def _vbd(config: list) -> VbdConfig:
         raise BadRequest("vbd: Missing dev")
     mode = text_field(config, "mode") or "r"
     if not _VBD_MODE.fullmatch(mode):
-        raise BadRequest(f"invalid vbd mode: {mode}")
+        raise BadRequest(f"invalid vbd mode: {mode}: use r, w, r! or w! (! shares a "
+                         "disk another domain writes to)")
     return VbdConfig(uname, dev, mode, _backend_domain(config, "vbd"))
 
 
 def _vif(config: list) -> VifConfig:
     mac = text_field(config, "mac") or random_mac()
     if not _MAC.fullmatch(mac):
-        raise BadRequest(f"invalid mac: {mac}")
+        raise BadRequest(f"invalid mac: {mac}: use six hex bytes separated by ':' "
+                         "(aa:00:00:12:34:56)")
     vifname = text_field(config, "vifname")
     if vifname and not _VIFNAME.fullmatch(vifname):
-        raise BadRequest(f"invalid vifname: {vifname}")
+        raise BadRequest(f"invalid vifname: {vifname}: use 1 to {MAX_VIFNAME_LENGTH} "
+                         "letters, digits and _ . : -")
     ips = []
     for element in sxp.children(config, "ip"):
         ip = sxp.child0(element)
         if not isinstance(ip, str) or not ip:
-            raise BadRequest(f"vif: invalid ip: {shown(ip)}")
+            raise BadRequest(f"vif: invalid ip: {shown(ip)}: give an address or a net "
+                             "(10.0.0.5, 10.0.1.0/24), one per (ip ...)")
         ips.append(ip)
     script = text_field(config, "script")
     if script:
@@ -161,10 +166,11 @@ def _pci(config: list) -> PciConfig:
     for key, limit in _PCI_LIMITS.items():
         text = text_field(config, key)
         if not text:
-            raise BadRequest(f"pci: Missing {key}")
+            raise BadRequest(f"pci: Missing {key}: give (bus B) (dev D) (func F)")
         number = _number(text)
         if number is None or number > limit:
-            raise BadRequest(f"pci: invalid {key}: {text}")
+            raise BadRequest(f"pci: invalid {key}: {text}: give a number 0..{limit:#x}, "
+                             "decimal or 0x hex")
         numbers[key] = number
     return PciConfig(**numbers)
 
@@ -175,7 +181,8 @@ def _backend_domain(config: list, kind: str) -> int:
         return 0
     number = _number(text)
     if number is None:
-        raise BadRequest(f"{kind}: invalid backend: {text}")
+        raise BadRequest(f"{kind}: invalid backend: {text}: give the backend's domain id, "
+                         "a whole number")
     return number
 
 
@@ -186,7 +193,7 @@ def text_field(element: list, key: str) -> str:
     """The string value of child ``key``; '' if absent; BadRequest if it is a list."""
     value = sxp.child_value(element, key, "")
     if not isinstance(value, str):
-        raise BadRequest(f"invalid {key}: {shown(value)}")
+        raise BadRequest(f"invalid {key}: {shown(value)[:80]}: give one value, not a list")
     return value
 
 

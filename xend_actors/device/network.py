@@ -60,7 +60,8 @@ class Network(TracedActor):
     def rename_link(self, old: str, new: str) -> None:
         """Rename link ``old`` to ``new`` (it is brought down for it, as Linux requires)."""
         if not valid_ifname(new):
-            raise BadRequest(f"invalid vifname {new!r}")
+            raise BadRequest(f"invalid vifname {new!r}: use 1 to 15 letters, digits and "
+                             "_ . : -")
         from pyroute2.netlink.exceptions import NetlinkError  # see _netlink
 
         ipr = self._netlink()

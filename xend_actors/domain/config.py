@@ -54,6 +54,7 @@ MAX_CMDLINE = 4096  # the most a Linux kernel takes on any architecture
 _NAME = re.compile(r"[A-Za-z_.:/+-][A-Za-z0-9_.:/+-]*")
 NAME_RULE = (f"a name is 1 to {MAX_NAME_LENGTH} letters, digits and _ . : + - /, not "
              "starting with a digit; a / only between parts that are not empty, . or ..")
+_MB = "give a whole number of MB, at least 1"
 _NATURAL = re.compile(r"[0-9]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -119,15 +120,20 @@ class DomainConfig:
 def parse_domain_config(value: sxp.Value) -> DomainConfig:
     """Check ``(vm ...)`` and convert it; BadRequest with the reason if it is not valid."""
     if not isinstance(value, list) or sxp.name(value) != "vm":
-        raise BadRequest("Configuration error: expected (vm ...)")
+        got = f"({sxp.name(value)} ...)" if isinstance(value, list) else shown(value)[:40]
+        raise BadRequest(f"Configuration error: expected (vm ...), got {got}")
     vm = copy.deepcopy(value)  # MACs are filled in here; the caller's value stays as it was
     name = _name(vm)
     memory = _memory(vm)
-    maxmem = _optional(vm, "maxmem", _natural, "invalid maxmem: {}")
-    cpu = _optional(vm, "cpu", _cpu, "invalid cpu", default=-1)
-    cpu_weight = _optional(vm, "cpu_weight", _weight, "invalid cpu weight", default=1.0)
-    console = _optional(vm, "console", _port, "invalid console:{}")
-    restart = _optional(vm, "restart", RestartMode, "invalid restart mode: {}",
+    maxmem = _optional(vm, "maxmem", _natural, "invalid maxmem: {}: " + _MB)
+    cpu = _optional(vm, "cpu", _cpu, "invalid cpu {}: give -1 (any cpu) or a cpu "
+                    "number (0, 1, ...)", default=-1)
+    cpu_weight = _optional(vm, "cpu_weight", _weight, "invalid cpu weight {}: give a "
+                           "number greater than 0", default=1.0)
+    console = _optional(vm, "console", _port, "invalid console:{}: give a port number "
+                        "1..65535")
+    restart = _optional(vm, "restart", RestartMode, "invalid restart mode: {}: use onreboot, "
+                        "always or never",
                         default=RestartMode.ONREBOOT)
     image = _image(vm)
     backends = frozenset(_backend(element) for element in sxp.children(vm, "backend"))
@@ -193,19 +199,20 @@ def without_device(config: DomainConfig, kind: type[Device], index: int,
 def _name(vm: list) -> str:
     name = sxp.child_value(vm, "name")
     if name is None or name == "":
-        raise BadRequest("missing vm name")
+        raise BadRequest(f"missing vm name: give (name NAME); {NAME_RULE}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise BadRequest(f"invalid vm name {shown(name)}: {NAME_RULE}")
+        raise BadRequest(f"invalid vm name {shown(name)[:80]!r}: {NAME_RULE}")
     if len(name) > MAX_NAME_LENGTH:
-        raise BadRequest(f"invalid vm name: longer than {MAX_NAME_LENGTH} characters")
+        raise BadRequest(f"invalid vm name {name[:20]!r}...: longer than "
+                         f"{MAX_NAME_LENGTH} characters; {NAME_RULE}")
     return name
 
 
 def _memory(vm: list) -> int:
     memory = sxp.child_value(vm, "memory")
     if memory is None:
-        raise BadRequest("missing memory")
-    return _convert(memory, _natural, "invalid memory: {}")
+        raise BadRequest("missing memory: give (memory MB)")
+    return _convert(memory, _natural, "invalid memory: {}: " + _MB)
 
 
 def _optional(vm: list, key: str, convert: Any, error: str, default: Any = None) -> Any:
@@ -250,12 +257,14 @@ def _port(text: str) -> int:
 def _image(vm: list) -> LinuxImageConfig:
     image = sxp.child_value(vm, "image")
     if image is None:
-        raise BadRequest("missing image")
+        raise BadRequest("missing image: give (image (linux (kernel /path/to/vmlinuz)))")
     if sxp.name(image) != "linux":
-        raise BadRequest(f"unknown image type: {shown(sxp.name(image))}")
+        raise BadRequest(f"unknown image type: {shown(sxp.name(image))}: only linux is "
+                         "known: (image (linux (kernel /path/to/vmlinuz)))")
     kernel = text_field(image, "kernel")
     if not kernel:
-        raise BadRequest("missing kernel")
+        raise BadRequest("missing kernel: give (kernel /path/to/vmlinuz) in (image (linux "
+                         "...))")
     if not kernel.startswith("/"):
         raise BadRequest(f"kernel must be an absolute path: {kernel}")
     ramdisk = text_field(image, "ramdisk")
@@ -275,7 +284,8 @@ def _image(vm: list) -> LinuxImageConfig:
 def _backend(element: sxp.Value) -> str:
     kind = sxp.name(sxp.child0(element))
     if not isinstance(kind, str) or kind not in _BACKENDS:
-        raise BadRequest(f"invalid backend type:{shown(kind)}")
+        raise BadRequest(f"invalid backend type:{shown(kind)}: use (backend (blkif)) or "
+                         "(backend (netif))")
     return kind
 
 

@@ -45,5 +45,5 @@ def reason_named(word: str, reasons: Mapping[str, ShutdownReason]) -> ShutdownRe
     """The reason ``word`` names among ``reasons``; BadRequest if none."""
     reason = reasons.get(word)
     if reason is None:
-        raise BadRequest(f"invalid reason:{word}")
+        raise BadRequest(f"invalid reason:{word[:40]}: use {', '.join(reasons)}")
     return reason

@@ -57,7 +57,14 @@ from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import Domain, DomainProxy, DomainServices
 from xend_actors.domain.record import DomainInfo, DomainRecord, RestartState, from_sxpr
-from xend_actors.domain.view import HOST_REFUSAL, READING_AGE, Listed, Snapshot, TableView
+from xend_actors.domain.view import (
+    HOST_REFUSAL,
+    READING_AGE,
+    Listed,
+    Snapshot,
+    TableView,
+    unknown_domain,
+)
 from xend_actors.errors import Conflict, NotFound, XendError
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.hypervisor.base import HvDomain, ShutdownReason
@@ -301,7 +308,7 @@ class DomainTable(TracedActor):
             domid = int(dom)
         entry = self._entries.get(domid) if domid is not None else None
         if entry is None:
-            raise NotFound(f"invalid domain:{dom}")
+            raise unknown_domain(dom)
         return entry
 
     # --- new domains -----------------------------------------------------------------------

@@ -39,6 +39,11 @@ HOST_REFUSAL = "Domain-0 is the host: it cannot be paused, shut down or destroye
 # A reading's fields but cpu_time, compared for each running domain at each refresh.
 _steady = operator.attrgetter(*(f.name for f in fields(HvDomain) if f.name != "cpu_time"))
 
+def unknown_domain(dom: str) -> NotFound:
+    """The original's 404 for ``dom``, saying what was looked for."""
+    return NotFound(f"invalid domain:{dom[:80]}: no domain has that name or id")
+
+
 READING_AGE = 1.0  # s: how old a cpu_time may be while the domains are being read
 
 # Where the values made at read time go in a domain's shown pieces.
@@ -124,7 +129,7 @@ class Snapshot:
             domid = int(dom)
         listed = self.by_id.get(domid) if domid is not None else None
         if listed is None:
-            raise NotFound(f"invalid domain:{dom}")
+            raise unknown_domain(dom)
         return listed
 
     def domain(self, dom: str, *, guest_only: bool = False) -> DomainProxy:
@@ -134,7 +139,7 @@ class Snapshot:
         if guest_only and listed.record.domid == 0:
             raise Conflict(HOST_REFUSAL)
         if listed.domain is None:
-            raise NotFound(f"invalid domain:{dom}")
+            raise unknown_domain(dom)
         return listed.domain
 
     def __iter__(self) -> Iterator[Listed]:

@@ -28,6 +28,7 @@ from xend_actors.device.info import VbdInfo, VifInfo
 from xend_actors.domain.config import check_new_domain, parse_domain_config
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.restart import DESTROY_REASONS, SHUTDOWN_REASONS, reason_named
+from xend_actors.domain.view import unknown_domain
 from xend_actors.errors import BadRequest, NotFound, Timeout, XendError
 from xend_actors.hypervisor.base import AtroposParams, BvtParams, FbvtParams, SchedParams
 from xend_actors.transfer.transfer import TransferProxy
@@ -118,7 +119,7 @@ class DomainResource(Resource):
         try:
             done = answer(call(domain), f"domain {dom}", deadline or self.services.deadline())
         except (pykka.ActorDeadError, ActorGone):
-            raise NotFound(f"invalid domain:{dom}") from None
+            raise unknown_domain(dom) from None
         if isinstance(done, pykka.Future):  # the table's answer to the change's announcement
             answer(done, "the domain table")
         else:

@@ -45,7 +45,8 @@ def _to_int(name: str, text: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise BadRequest(f"invalid literal for int() in {name}: {text!r}") from None
+        raise BadRequest(f"invalid literal for int() in {name}: {text[:40]!r}: give a "
+                         "whole number") from None
 
 
 def _to_sxpr(name: str, text: str) -> sxp.Value:
@@ -61,7 +62,8 @@ def _to_bool(name: str, text: str) -> bool:
         return True
     if word in ("0", "no", "off", "false"):
         return False
-    raise BadRequest(f"invalid boolean in {name}: {text!r}")
+    raise BadRequest(f"invalid boolean in {name}: {text[:40]!r}: use yes or no (1/0, "
+                     "on/off, true/false)")
 
 
 _CONVERTERS: Mapping[Kind, Callable[[str, str], object]] = {

@@ -118,7 +118,9 @@ def find_config_file(name: str, search_path: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise BadRequest(f"Unable to open config file: {name}")
+    where = "no such file" if os.path.isabs(name) else \
+        f"not in {', '.join(str(c.parent) for c in candidates)} (give --path DIR:DIR)"
+    raise BadRequest(f"Unable to open config file: {name}: {where}")
 
 
 def build_vm_sxpr(options: CreateOptions) -> sxp.Value:
@@ -148,8 +150,10 @@ def check_sxp_file(path: Path) -> None:
 def _read_sxp_file(path: Path) -> sxp.Value:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise BadRequest(f"Unable to open config file: {path}") from None
+    except OSError as e:
+        raise BadRequest(f"Unable to open config file: {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadRequest(f"Unable to open config file: {path}: not UTF-8 text") from None
     try:
         return sxp.parse(text)
     except sxp.ParseError as e:

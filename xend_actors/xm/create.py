@@ -50,7 +50,8 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
     assignments = tuple(arg for arg in args if "=" in arg)
     files = [name for name in (defconfig, *(a for a in args if "=" not in a)) if name]
     if len(files) > 1:
-        raise click.ClickException("More than one config file: " + " ".join(files))
+        raise click.ClickException("More than one config file: " + " ".join(files)
+                                   + ": give one, by -f FILE or as a bare word")
     if config is not None and (files or assignments):
         raise click.ClickException("-F takes the whole config: no other config file "
                                    "or VAR=VAL with it")

@@ -96,7 +96,8 @@ def shutdown(client: XendClient, all_: bool, wait: bool, halt: bool, reboot: boo
     if all_:
         names = sorted(name for name in client.xend_domains() if name != DOMAIN0)
     elif dom is None:
-        raise click.ClickException("Missing domain")
+        raise click.ClickException("Missing domain: give DOM, or -a for every domain but "
+                                   "Domain-0")
     else:
         # By name, so that -w can watch the list of names.
         names = [sxp.child_value(client.xend_domain(dom), "name")]

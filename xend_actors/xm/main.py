@@ -154,7 +154,8 @@ def call(client: XendClient, function: str, args: tuple[str, ...]) -> None:
     name = function if function.startswith("xend") else "xend_" + function
     method = getattr(client, name, None)
     if not name.startswith("xend") or not inspect.ismethod(method):
-        raise click.ClickException(f"Unknown xend function: {function}")
+        raise click.ClickException(f"Unknown xend function: {function}: give a XendClient "
+                                   "method's name (domain_pause, or xend_domain_pause)")
     try:
         inspect.signature(method).bind(*args)
     except TypeError as error:
