@@ -126,6 +126,18 @@ def test_completion_offers_commands_and_options() -> None:
     assert complete("xm no-such-command x") == []  # nothing offered, nothing said
 
 
+def test_completion_offers_the_domains_xend_lists(
+        shared_home: XendHome, tmp_path: Path) -> None:
+    create(shared_home, tmp_path, "tab-one")
+    create(shared_home, tmp_path, "tab-two")
+    reach = {"XEND_UNIX_PATH": str(shared_home.unix_path)}
+    assert complete("xm pause tab-", reach) == ["tab-one", "tab-two"]
+    assert complete("xm vbd-list tab-t", reach) == ["tab-two"]
+    assert "Domain-0" in complete("xm list ", reach)
+    # A xend that is not there: nothing offered, nothing said.
+    assert complete("xm pause tab-", {"XEND_UNIX_PATH": str(tmp_path / "none.sock")}) == []
+
+
 def test_completion_in_a_real_bash() -> None:
     """The script ``_XM_COMPLETE=bash_source xm`` prints, loaded into bash, completes."""
     assert XM is not None

@@ -39,6 +39,7 @@ from wsproto.events import (
 from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.errors import XendError
+from xend_actors.xm.complete import dom_argument
 
 BANNER = "************ REMOTE CONSOLE: CTRL-] TO QUIT ********"
 EXITED = "************ REMOTE CONSOLE EXITED *****************"
@@ -67,7 +68,7 @@ def consoles(client: XendClient) -> None:
 
 
 @click.command("console")
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def console(client: XendClient, dom: str) -> None:
     """Open the console of a domain; Ctrl-] quits."""

@@ -10,6 +10,7 @@ import click
 
 from xend_actors import sxp
 from xend_actors.client import XendClient
+from xend_actors.xm.complete import dom_argument
 
 
 def _echo_devices(devices: sxp.Value) -> None:
@@ -18,7 +19,7 @@ def _echo_devices(devices: sxp.Value) -> None:
 
 
 @click.command("vbd-list")
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def vbd_list(client: XendClient, dom: str) -> None:
     """List the virtual block devices of domain DOM."""
@@ -26,7 +27,7 @@ def vbd_list(client: XendClient, dom: str) -> None:
 
 
 @click.command("vbd-create")
-@click.argument("dom")
+@dom_argument()
 @click.argument("uname")
 @click.argument("dev")
 @click.argument("mode", type=click.Choice(["r", "w", "r!", "w!"]))
@@ -42,7 +43,7 @@ def vbd_create(client: XendClient, dom: str, uname: str, dev: str, mode: str,
 
 
 @click.command("vbd-destroy")
-@click.argument("dom")
+@dom_argument()
 @click.argument("idx", type=int)
 @click.pass_obj
 def vbd_destroy(client: XendClient, dom: str, idx: int) -> None:
@@ -51,7 +52,7 @@ def vbd_destroy(client: XendClient, dom: str, idx: int) -> None:
 
 
 @click.command("vif-list")
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def vif_list(client: XendClient, dom: str) -> None:
     """List the virtual network interfaces of domain DOM."""
@@ -63,7 +64,7 @@ def vif_list(client: XendClient, dom: str) -> None:
 @click.option("--bridge", help="The bridge to attach it to (default: xend's vif-bridge).")
 @click.option("--script", help="The vif script (default: xend's vif-script).")
 @click.option("--ip", "ips", multiple=True, help="An address it may use (repeatable).")
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def vif_create(client: XendClient, mac: str | None, bridge: str | None, script: str | None,
                ips: tuple[str, ...], dom: str) -> None:
@@ -76,7 +77,7 @@ def vif_create(client: XendClient, mac: str | None, bridge: str | None, script: 
 
 
 @click.command("vif-destroy")
-@click.argument("dom")
+@dom_argument()
 @click.argument("idx", type=int)
 @click.pass_obj
 def vif_destroy(client: XendClient, dom: str, idx: int) -> None:

@@ -14,6 +14,7 @@ import click
 
 from xend_actors import sxp
 from xend_actors.client import XendClient
+from xend_actors.xm.complete import dom_argument
 
 DOMAIN0 = "Domain-0"
 LIST_HEADER = "Name              Id  Mem(MB)  CPU  State  Time(s)  Console"
@@ -62,7 +63,7 @@ def all_domains(client: XendClient) -> list[sxp.Value]:
 
 @click.command("list")
 @click.option("-l", "--long", "long_", is_flag=True, help="Print each domain's whole info.")
-@click.argument("doms", nargs=-1)
+@dom_argument("doms", nargs=-1)
 @click.pass_obj
 def list_(client: XendClient, long_: bool, doms: tuple[str, ...]) -> None:
     """List information about domains: all, or the DOMs given."""
@@ -75,7 +76,7 @@ def list_(client: XendClient, long_: bool, doms: tuple[str, ...]) -> None:
 
 @click.command()
 @click.option("-R", "--reboot", is_flag=True, help="Restart the domain afterwards.")
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def destroy(client: XendClient, reboot: bool, dom: str) -> None:
     """Terminate domain DOM at once."""
@@ -87,7 +88,7 @@ def destroy(client: XendClient, reboot: bool, dom: str) -> None:
 @click.option("-w", "--wait", is_flag=True, help="Wait until the domains are gone (halts them).")
 @click.option("-H", "--halt", is_flag=True, help="Shut down without restarting.")
 @click.option("-R", "--reboot", is_flag=True, help="Shut down and restart.")
-@click.argument("dom", required=False)
+@dom_argument(required=False)
 @click.pass_obj
 def shutdown(client: XendClient, all_: bool, wait: bool, halt: bool, reboot: bool,
              dom: str | None) -> None:
@@ -136,7 +137,7 @@ def wait_until_gone(client: XendClient, names: list[str]) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def pause(client: XendClient, dom: str) -> None:
     """Pause execution of domain DOM."""
@@ -144,7 +145,7 @@ def pause(client: XendClient, dom: str) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.pass_obj
 def unpause(client: XendClient, dom: str) -> None:
     """Let paused domain DOM run again."""
@@ -152,7 +153,7 @@ def unpause(client: XendClient, dom: str) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("mb", type=int)
 @click.pass_obj
 def maxmem(client: XendClient, dom: str, mb: int) -> None:
@@ -161,7 +162,7 @@ def maxmem(client: XendClient, dom: str, mb: int) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("mb", type=int)
 @click.pass_obj
 def balloon(client: XendClient, dom: str, mb: int) -> None:
@@ -170,7 +171,7 @@ def balloon(client: XendClient, dom: str, mb: int) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("cpu", type=int)
 @click.pass_obj
 def pincpu(client: XendClient, dom: str, cpu: int) -> None:
@@ -179,7 +180,7 @@ def pincpu(client: XendClient, dom: str, cpu: int) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("key")
 @click.pass_obj
 def sysrq(client: XendClient, dom: str, key: str) -> None:
@@ -188,7 +189,7 @@ def sysrq(client: XendClient, dom: str, key: str) -> None:
 
 
 @click.command()
-@click.argument("name")
+@dom_argument("name")
 @click.pass_obj
 def domid(client: XendClient, name: str) -> None:
     """Print the id of the domain called NAME."""

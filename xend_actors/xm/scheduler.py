@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from xend_actors.client import XendClient
+from xend_actors.xm.complete import dom_argument
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("mcuadv", type=int)
 @click.argument("warpback", type=int)
 @click.argument("warpvalue", type=int)
@@ -30,7 +31,7 @@ def bvt_ctxallow(client: XendClient, ctx_allow: int) -> None:
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("mcuadv", type=int)
 @click.argument("warp", type=int)
 @click.argument("warpl", type=int)
@@ -42,7 +43,7 @@ def fbvt(client: XendClient, dom: str, mcuadv: int, warp: int, warpl: int, warpu
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("period", type=int)
 @click.argument("slice_", metavar="SLICE", type=int)
 @click.argument("latency", type=int)

@@ -18,11 +18,12 @@ import click
 
 from xend_actors import sxp
 from xend_actors.client import XendClient
+from xend_actors.xm.complete import dom_argument
 from xend_actors.xm.domain import DOMAIN0
 
 
 @click.command()
-@click.argument("dom")
+@dom_argument()
 @click.argument("file")
 @click.pass_obj
 def save(client: XendClient, dom: str, file: str) -> None:
@@ -52,7 +53,7 @@ STREAM_WAIT = 5.0  # seconds to wait for the event stream before migrating witho
 @click.option("-l", "--live", is_flag=True, help="Keep the domain running while its memory goes.")
 @click.option("-r", "--resource", type=click.IntRange(min=0), default=0, metavar="MBIT",
               help="Limit the transfer to MBIT Mbit/s (0: no limit).")
-@click.argument("dom")
+@dom_argument()
 @click.argument("host")
 @click.pass_obj
 def migrate(client: XendClient, live: bool, resource: int, dom: str, host: str) -> None:
