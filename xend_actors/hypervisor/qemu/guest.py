@@ -92,6 +92,7 @@ class QemuGuest:
         self._destroying = False
         self._going = False  # to be destroyed: its devices go with it, unasked
         self._vcpu_threads: tuple[int, ...] = ()
+        self._last_cpu = -1  # the cpu its first vcpu last ran on, as last read
         self._balloon_kb: int | None = None
         self._ran_since: float | None = None  # monotonic time it first ran
         self._console: socket.socket | None = None  # a dup of the connection handed out
@@ -124,12 +125,15 @@ class QemuGuest:
         paused = paused_flag and ended is None
         runs = st.built and not paused and ended is None
         # The vcpu threads' own readings: whether one runs, and the cpu the first last ran
-        # on (what Xen's list showed in its CPU column). A pinned domain shows its pin: a
-        # sleeping thread's reading moves there only when it next wakes.
+        # on (what Xen's list showed in its CPU column). A paused guest's stay where they
+        # were: read once, not at every look. A pinned domain shows its pin: a sleeping
+        # thread's reading moves there only when it next wakes.
         vcpus = [reading for tid in threads
                  if (reading := process.thread_reading(st.pid, tid)) is not None] \
-            if st.built and ended is None else []
+            if runs or (st.built and ended is None and self._last_cpu < 0) else []
         busy = runs and any(vcpu.running for vcpu in vcpus)
+        if vcpus:
+            self._last_cpu = vcpus[0].cpu
         flags = DomainState.of(running=busy, blocked=runs and not busy, paused=paused,
                                shutdown=ended is not None and ended is not Reason.CRASH,
                                crashed=ended is Reason.CRASH, dying=dying)
@@ -138,7 +142,7 @@ class QemuGuest:
             shutdown_reason=ended if ended is not Reason.CRASH else None,
             memory_kb=balloon if balloon is not None else st.memory_mb * 1024,
             maxmem_kb=st.maxmem_mb * 1024, vcpus=st.vcpus,
-            cpu=st.cpu if st.cpu >= 0 or not vcpus else vcpus[0].cpu,
+            cpu=st.cpu if st.cpu >= 0 else self._last_cpu,
             cpu_time=process.cpu_seconds(st.pid) if st.built else 0.0)
 
     def update(self, **changes: object) -> None:
