@@ -180,7 +180,7 @@ PCI = "give (bus B) (dev D) (func F)"
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("(vnet (id 97))", "Configuration error: expected (vm ...), got (vnet ...)"),
+    ("(vnet (id 97))", "Configuration error: expected (vm ...), got (vnet (id 97))"),
     ("vm", "Configuration error: expected (vm ...), got vm"),
     ("(vm (memory 64))", f"missing vm name: give (name NAME); {NAME_RULE}"),
     (vm(name="(name)"), f"missing vm name: give (name NAME); {NAME_RULE}"),

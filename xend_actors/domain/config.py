@@ -120,8 +120,9 @@ class DomainConfig:
 def parse_domain_config(value: sxp.Value) -> DomainConfig:
     """Check ``(vm ...)`` and convert it; BadRequest with the reason if it is not valid."""
     if not isinstance(value, list) or sxp.name(value) != "vm":
-        got = f"({sxp.name(value)} ...)" if isinstance(value, list) else shown(value)[:40]
-        raise BadRequest(f"Configuration error: expected (vm ...), got {got}")
+        got = shown(value)
+        raise BadRequest("Configuration error: expected (vm ...), got "
+                         + (got if len(got) <= 40 else got[:40] + "..."))
     vm = copy.deepcopy(value)  # MACs are filled in here; the caller's value stays as it was
     name = _name(vm)
     memory = _memory(vm)
