@@ -242,6 +242,23 @@ def test_a_vifs_bridge_and_addresses_can_be_changed_but_not_its_mac(xend: Xend) 
     assert "the mac cannot be changed" in xend.error(refused, 409)
 
 
+def test_vif_scripts_take_the_configs_arguments_after_xends_words(
+        fresh_xend: Callable[..., Xend], tmp_path: Path) -> None:
+    log = tmp_path / "calls"
+    script = tmp_path / "vif-log"
+    script.write_text(f"#!/bin/sh\nprintf '%s|' \"$@\" >> {log}; echo >> {log}\n")
+    script.chmod(0o755)
+    xend = fresh_xend(f"(vif-script \"{script} 'mode=x y'\")\n")
+    info = xend.start_sim("va", ["vif", ["mac", "aa:00:00:00:0a:01"]])
+    words = log.read_text().splitlines()[0].split("|")[:-1]
+    assert words[0] == "up" and words[-1] == "mode=x y"
+    assert f"vif=vif{field(info, 'id')}.0" in words and "mac=aa:00:00:00:0a:01" in words
+    # A vif's own script is a command too; one that does not split is refused at once.
+    reply = create(xend, "vb", ["vif", ["script", "vif-bridge 'open"]])
+    assert xend.error(reply, 400) == ("vif: invalid script: cannot split \"vif-bridge 'open\" "
+                                      "as a shell would: no closing quotation")
+
+
 def test_a_failing_vif_script_is_one_clear_error_and_no_domain(xend: Xend) -> None:
     reply = create(xend, "n3", ["vif", ["script", "vif-nowhere"]])
     message = xend.error(reply, 500)
