@@ -62,7 +62,7 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
 
     defconfig = files[0] if files else DEFAULT_DEFCONFIG
     if help_config_:
-        click.echo(help_config())
+        click.echo(help_config(), nl=False)
         if files:
             say(f'Using config file "{find_config_file(defconfig, path)}".')
             describe_script(CreateOptions(defconfig, None, path, assignments))
