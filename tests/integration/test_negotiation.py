@@ -105,7 +105,8 @@ def test_curl_gets_sxp_and_its_ops_run_without_a_form_token(
 
     status, kind, body = curl(*accept, *token, f"{shared_home.url}/xend/domain/nosuch")
     assert (status, kind) == (404, "application/sxp")
-    assert sxp.parse(body) == ["xend.err", "invalid domain:nosuch"]
+    assert sxp.parse(body) == ["xend.err",
+                               "invalid domain:nosuch: no domain has that name or id"]
 
 
 def test_the_original_clients_get_the_same_sxp_bytes(xend: Xend, shared_home: XendHome,
