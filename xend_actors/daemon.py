@@ -212,7 +212,8 @@ def run(config: XendConfig, *, foreground: bool,
         signal.signal(signum, lambda _signum, _frame: stop.set())
     pidfile = PidFile(config.pid_file)
     try:
-        check_scripts(config)
+        for warning in check_scripts(config):
+            log.warning("%s", warning)
         pidfile.acquire()
         config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = Store(config.dbroot)

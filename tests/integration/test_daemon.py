@@ -215,8 +215,6 @@ def _is_zombie(pid: int) -> bool:
 @pytest.mark.parametrize(("option", "value", "said"), [
     ("vif-script", "'vif-nowhere mode=x'", "(vif-script 'vif-nowhere mode=x'): no script "
                                           "vif-nowhere in /etc/xen/scripts or among xend's own"),
-    ("block-nbd", "/nowhere/block-nbd", "(block-nbd '/nowhere/block-nbd'): no script "
-                                        "/nowhere/block-nbd"),
     ("network-script", "'network netdev=\"eth0'",
      "network-script: cannot split 'network netdev=\"eth0' as a shell would: "
      "no closing quotation"),

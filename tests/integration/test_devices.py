@@ -183,6 +183,19 @@ def test_block_scripts_bind_and_unbind_other_uname_types(
                                f"unbind|{tmp_path}/vol1.img|pool=fast ssd|\n")
 
 
+def test_a_missing_block_script_is_said_at_start_and_its_disks_are_refused(
+        fresh_xend: Callable[..., Xend]) -> None:
+    """The original's configs name block-file and block-enbd, which xend-actors does not
+    ship: xend starts all the same, says so, and a disk of that type is refused."""
+    xend = fresh_xend("(block-nbd /nowhere/block-nbd)\n")
+    assert "(block-nbd '/nowhere/block-nbd'): no script /nowhere/block-nbd" in \
+        xend.home.logfile.read_text()
+    refused = create(xend, "nbd", ["vbd", ["uname", "nbd:host:1"], ["dev", "sda1"]])
+    assert "/nowhere/block-nbd" in xend.error(refused, refused.status_code)
+    assert refused.status_code >= 400
+    assert xend.http.get("/xend/domain/nbd").status_code == 404
+
+
 def test_devices_and_their_claims_survive_a_xend_restart(
         fresh_xend: Callable[..., Xend], disk: Path) -> None:
     xend = fresh_xend()

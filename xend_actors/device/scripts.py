@@ -8,9 +8,11 @@ its own. It runs as an argument vector, never through a shell: the operation fir
 original's words, then the config's (so a ``key=value`` of the config's wins in a
 script that exports them in order, as Xen's do). Its output is captured and a
 failure becomes one ``XendError`` line carrying the script's own last line of error.
-``check_scripts`` finds every configured script when xend starts, so a missing one is
-an error naming its option then, not at a domain's first vif. Our scripts are Python
-and run with xend's own interpreter, so they find pyroute2 wherever xend was installed.
+``check_scripts`` finds every configured script when xend starts, so a missing network
+or vif script is an error naming its option then, not at a domain's first vif (a
+missing block script is a warning: the original's configs name some we do not ship).
+Our scripts are Python and run with xend's own interpreter, so they find pyroute2
+wherever xend was installed.
 """
 
 from __future__ import annotations
@@ -40,24 +42,37 @@ def find_script(config: XendConfig, name: str) -> Path:
     return shipped if shipped.exists() else path
 
 
-def check_scripts(config: XendConfig) -> None:
-    """Every script the config names exists and can run; ConfigError naming the option
-    of the first that does not."""
+def check_scripts(config: XendConfig) -> list[str]:
+    """Every network and vif script the config names exists and can run; ConfigError
+    naming the option of the first that does not. A missing ``block-TYPE`` script is
+    only a warning, returned: the original's configs name ``block-file`` and
+    ``block-enbd``, which xend-actors does not ship, and must still start xend; a disk
+    of that type is refused when it is attached, naming the script."""
     options = {"vif-script": config.vif_script}
     if config.vif_bridge != "null":  # else the network script is never run
         options["network-script"] = config.network_script
-    options.update((f"block-{kind}", command) for kind, command in config.block_scripts.items())
     where = f"{config.source}: " if config.source else ""
     for option, command in options.items():
-        name = script_words(command)[0]
-        path = find_script(config, name)
-        if not path.is_file():
-            looked = name if Path(name).is_absolute() else \
-                f"{name} in {config.scripts_dir} or among xend's own ({SHIPPED_SCRIPTS})"
-            raise ConfigError(f"{where}({option} {command!r}): no script {looked}")
-        if not os.access(path, os.X_OK) and not _interpreter(path):
-            raise ConfigError(f"{where}({option} {command!r}): script {path} is not "
-                              "executable")
+        problem = _script_problem(config, command)
+        if problem:
+            raise ConfigError(f"{where}({option} {command!r}): {problem}")
+    return [f"{where}(block-{kind} {command!r}): {problem}; disks of type {kind} will "
+            "be refused"
+            for kind, command in config.block_scripts.items()
+            if (problem := _script_problem(config, command))]
+
+
+def _script_problem(config: XendConfig, command: str) -> str:
+    """What keeps ``command``'s script from running; empty if nothing does."""
+    name = script_words(command)[0]
+    path = find_script(config, name)
+    if not path.is_file():
+        looked = name if Path(name).is_absolute() else \
+            f"{name} in {config.scripts_dir} or among xend's own ({SHIPPED_SCRIPTS})"
+        return f"no script {looked}"
+    if not os.access(path, os.X_OK) and not _interpreter(path):
+        return f"script {path} is not executable"
+    return ""
 
 
 def run_script(config: XendConfig, command: str, args: Sequence[str], *,
