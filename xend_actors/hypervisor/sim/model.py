@@ -225,7 +225,10 @@ class SimHypervisor:
         dom = self._not_dom0(domid, "destroy")
         del self._domains[domid]
         self._placed[dom.processor] -= 1
-        self._names -= Counter([dom.name])
+        # Not ``-= Counter(...)``: that walks every name, and a destroy would cost O(domains).
+        self._names[dom.name] -= 1
+        if not self._names[dom.name]:
+            del self._names[dom.name]
         self._used_kb -= dom.memory_kb
         if dom.guest is not None:
             dom.guest.kill()
