@@ -29,7 +29,8 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from xend_actors.errors import XendError
@@ -75,6 +76,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = Tru
     ``sync=False`` for what only has to outlive xend, not the host (no fsync). The data
     goes through a temp file beside ``path``: ``tmp`` if given (a name a record already
     holds, so that a xend killed meanwhile can remove it), made afresh, never reused."""
+    put_in_place(write_beside(path, data, mode, sync=sync, tmp=tmp), path, sync=sync)
+
+
+def write_beside(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = True,
+                 tmp: Path | None = None) -> Path:
+    """``atomic_write``'s first half: ``data`` whole in a new temp file beside ``path``
+    (``tmp`` if given), fsynced unless not ``sync``; its name. Nothing is left if it fails."""
     folder = path.parent
     if tmp is None:
         tmp = partial_path(path)
@@ -93,13 +101,24 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = Tru
                 os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def put_in_place(tmp: Path, path: Path, *, sync: bool = True) -> None:
+    """``atomic_write``'s second half: the temp file ``tmp`` becomes ``path`` (a rename),
+    the folder fsynced unless not ``sync``; the temp file is removed if it cannot be."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     if sync:
-        _fsync_dir(folder)
+        _fsync_dir(path.parent)
 
 
 def partial_path(path: Path) -> Path:
@@ -151,6 +170,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A record's new text, written whole beside it and not yet in its place
+    (``RecordDir.stage``)."""
+
+    path: Path
+    tmp: Path
+    sync: bool
+
+    def commit(self) -> None:
+        """Put it in place: readers see the old record or this one. StoreError if the
+        disk refuses (the earlier record stays, the temp file goes)."""
+        with _refused(self.path):
+            put_in_place(self.tmp, self.path, sync=self.sync)
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+@contextlib.contextmanager
+def _refused(record: Path) -> Iterator[None]:
+    """The disk's refusal to write ``record`` as a ``StoreError`` naming it (and logged)."""
+    try:
+        yield
+    except OSError as error:
+        failure = storage_failure(error, f"the store record {record.parent.name}/{record.name}")
+        if failure is None:
+            raise
+        log.warning("%s", failure.message)
+        raise failure from None
+
+
 class RecordDir:
     """One folder of SXP records, each in a file named by its key. ``sync=False``: records
     that only have to outlive a xend process, not the host, are not fsynced."""
@@ -164,17 +216,21 @@ class RecordDir:
         """Store ``value`` under ``key``, replacing any earlier record atomically; a full
         or read-only disk raises ``StoreError`` and leaves the earlier record. ``sync``
         False: this record need not outlive the host, whatever the folder's."""
+        self.stage(key, value, sync=sync).commit()
+
+    def stage(self, key: str, value: Value, *, sync: bool = True) -> Staged:
+        """``write`` in two steps: the record's new text is written whole now, beside the
+        record, and put in its place by ``Staged.commit`` (a rename), or dropped by
+        ``Staged.discard``. Until then readers, and a xend started after a kill, find the
+        earlier record (the temp file is removed at the next ``load_all``). Errors as
+        ``write``'s."""
         path = self._path(key)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            atomic_write(path, f"# {path} {stamp}\n{pretty(value)}".encode(),
-                         sync=self.sync and sync)
-        except OSError as error:
-            failure = storage_failure(error, f"the store record {path.parent.name}/{key}")
-            if failure is None:
-                raise
-            log.warning("%s", failure.message)
-            raise failure from None
+        sync = self.sync and sync
+        with _refused(path):
+            tmp = write_beside(path, f"# {path} {stamp}\n{pretty(value)}".encode(),
+                               sync=sync)
+        return Staged(path, tmp, sync)
 
     def read(self, key: str) -> Value | None:
         """The record under ``key``; None if there is none or it was corrupt."""

@@ -68,6 +68,25 @@ def test_a_failed_write_keeps_the_old_record_and_leaves_no_temp_file(
     assert records.read("7") == VM
 
 
+def test_a_staged_record_is_read_only_once_committed(records: RecordDir) -> None:
+    records.write("7", VM)
+    staged = records.stage("7", ["vm", ["name", "new"]])
+    assert records.read("7") == VM  # readers, and a xend started now, see the old one
+    assert RecordDir(records.path).load_all() == {"7": VM}  # which removed the temp file
+    staged = records.stage("7", ["vm", ["name", "new"]])
+    staged.commit()
+    assert records.read("7") == ["vm", ["name", "new"]]
+    assert os.listdir(records.path) == ["7"]
+
+
+def test_a_discarded_record_leaves_the_old_one_and_no_temp_file(records: RecordDir) -> None:
+    records.write("7", VM)
+    records.stage("7", ["vm", ["name", "new"]]).discard()
+    records.stage("8", ["vm", ["name", "other"]]).discard()
+    assert os.listdir(records.path) == ["7"]
+    assert records.read("7") == VM
+
+
 def test_atomic_write_creates_the_folder_and_sets_the_mode(tmp_path: Path) -> None:
     path = tmp_path / "new" / "file"
     atomic_write(path, b"data", mode=0o644)
