@@ -118,6 +118,12 @@ class QemuDriver:
             guests = [self._guests[domid] for domid in sorted(self._guests)]
         return [host.dom0(), *(guest.info() for guest in guests)]
 
+    def has_domain_named(self, name: str) -> bool:
+        """From the table alone: listing would read three /proc files a domain."""
+        with self._lock:
+            return name == host.DOM0_NAME or any(
+                guest.state.name == name for guest in self._guests.values())
+
     def domain(self, domid: int) -> HvDomain:
         if domid == 0:
             return host.dom0()
