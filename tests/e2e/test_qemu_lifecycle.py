@@ -226,6 +226,29 @@ def test_a_run_dir_folder_whose_state_was_never_written_is_removed_at_the_start(
         xend.home.logfile.read_text()
 
 
+def test_a_qemu_launched_before_its_state_was_written_is_killed_at_the_next_start(
+    qemu_xend: Callable[..., QemuXend],
+) -> None:
+    # A create launches qemu before the domain's state is written (the state names the
+    # qemu): a xend killed in between leaves a folder without one and a qemu running
+    # from it. Here the state is taken away again to leave what that moment leaves.
+    xend = qemu_xend()  # of its own: it is killed
+    domid = sxp.child_value(xend.create_vm("stateless", start=False), "id")
+    pid = xend.qemu_pid(domid)
+    xend.home.kill9()
+    state = xend.state_file(domid)
+    state.unlink()
+
+    xend.start()
+    wait_for(lambda: process_gone(pid), 30, "the qemu launched without a state killed")
+    assert "stateless" not in xend.names()
+    assert not state.parent.exists()
+    assert f"Killed qemu {pid} of {state.parent}, launched but never recorded" in \
+        xend.home.logfile.read_text()
+    xend.create_vm("stateless", start=False)  # its name is free
+    xend.destroy_all_but({"Domain-0"})
+
+
 def test_a_kernel_that_cannot_be_read_fails_the_create_and_leaves_nothing(
     qemu: QemuXend, guest: Guest,
 ) -> None:
@@ -253,6 +276,9 @@ def test_a_kernel_qemu_cannot_load_fails_the_create_with_its_reason_and_leaves_n
     assert "linux kernel too old to load a ram disk" in reply.text, reply.text  # qemu said
     assert xend.names() == ["Domain-0"]
     assert not list((xend.home.run_dir / "qemu").glob("[0-9]*"))
+    # its record, written while qemu started, was never put in place, and is gone too
+    assert [p.name for p in (xend.home.dbroot / "domain").iterdir()] == ["0"]  # Domain-0's
+    assert not list((xend.home.dbroot / "intent").iterdir())
     assert xend.consoles() == []  # the console opened meanwhile is closed again
     xend.create_vm("q-after", start=False)  # nothing of it is in the way of the next one
     xend.destroy_all_but({"Domain-0"})

@@ -59,7 +59,7 @@ from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, 
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver, HvDomain, SchedParams, ShutdownReason
 from xend_actors.hypervisor.ring import messages
-from xend_actors.store import RecordDir, StoreError
+from xend_actors.store import RecordDir, Staged, StoreError
 from xend_actors.trace import TracedActor
 
 if TYPE_CHECKING:
@@ -164,6 +164,25 @@ class Domain(Supervised, TracedActor):
         self._table.record_changed(self.record)
         return self.record
 
+    def _staged(self, *, durable: bool = True,
+                **changes: Any) -> tuple[DomainRecord, Staged]:
+        """``_update`` in two steps: the record with ``changes``, written beside the stored
+        one, which ``_put`` puts in place; StoreError as ``_update``'s."""
+        record = replace(self.record, **changes)
+        return record, self._records.stage(str(self.domid), store_sxpr(record, self._clock()),
+                                           sync=durable)
+
+    def _put(self, record: DomainRecord, staged: Staged) -> DomainRecord:
+        """``record``, ``staged`` beside the stored one, becomes the domain's: in place in
+        the store, then told to the table."""
+        if self._forgotten:
+            staged.discard()
+            raise NotFound(f"domain {self.record.name} is gone")
+        self.record = record
+        staged.commit()
+        self._table.record_changed(record)
+        return record
+
     def _note(self, *, durable: bool = True, **changes: Any) -> DomainRecord:
         """``_update`` for what must go on when the store cannot be written (a full
         disk): a domain's own life (shut down, destroyed, restarted) is not held up by
@@ -187,9 +206,17 @@ class Domain(Supervised, TracedActor):
         try:
             console_port = self._build(self._config(), deadline)
             # A domain whose record cannot be written (a full disk) is not made at all.
+            # Written while a qemu may still be making the machine, and put in place (a
+            # rename) once it answers: the record is there only for a whole domain.
             # Not fsynced: a host crash that lost it takes the new domain too.
-            record = self._update(start_time=self._clock(), console_port=console_port,
-                                  durable=False)
+            record, staged = self._staged(start_time=self._clock(),
+                                          console_port=console_port, durable=False)
+            try:
+                self._ready()
+            except BaseException:
+                staged.discard()
+                raise
+            record = self._put(record, staged)
         except Exception as error:
             message = error.message if isinstance(error, XendError) else str(error)
             died = self._died_while_built()  # asked before it is destroyed below
@@ -222,8 +249,9 @@ class Domain(Supervised, TracedActor):
 
     def _build(self, config: DomainConfig, deadline: Deadline | None = None) -> int:
         """Load the image, attach the devices and open (or re-attach) the console; returns
-        the console's port. Each step done is a ``xend.domain.create.progress`` event, so
-        a client whose request timed out (a qemu guest can take seconds) can follow it."""
+        the console's port, the domain perhaps not yet ready (``Driver.ready``). Each step
+        done is a ``xend.domain.create.progress`` event, so a client whose request timed
+        out (a qemu guest can take seconds) can follow it."""
         self._driver.build(self.domid, config.image.image())
         self._progress(BuildPhase.LOADED)
         self.record = replace(self.record, devices=self._held_devices.attach_all(
@@ -236,9 +264,12 @@ class Domain(Supervised, TracedActor):
         except XendError:
             self._driver.ready(self.domid)  # a qemu that died meanwhile says why, first
             raise
+        return port
+
+    def _ready(self) -> None:
+        """Wait until the domain just built is whole (``Driver.ready``)."""
         self._driver.ready(self.domid)
         self._progress(BuildPhase.CONSOLE)
-        return port
 
     def _progress(self, phase: BuildPhase) -> None:
         self._events.publish(f"{CREATE_EVENT}.progress",
@@ -546,6 +577,7 @@ class Domain(Supervised, TracedActor):
         try:
             self._driver.create(config.name, config.memory_mb, cpu=config.cpu, domid=self.domid)
             self._build(config)
+            self._ready()
             self._driver.unpause(self.domid)
         except XendError as error:
             log.error("Restart of domain %s failed: %s", self.record.name, error)

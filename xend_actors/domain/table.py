@@ -322,8 +322,11 @@ class DomainTable(TracedActor):
         except XendError as error:
             raise _creating(error) from None
         try:
+            # Given the image, a qemu starts making the machine now, while the domain is
+            # recorded and its actor started: a create's longest wait, overlapped.
             domid = self._ask(self._hypervisor.create(config.name, config.memory_mb,
-                                                      cpu=config.cpu))
+                                                      cpu=config.cpu,
+                                                      image=config.image.image()))
         except XendError as error:
             self.unintend(config.name)
             raise _creating(error) from None

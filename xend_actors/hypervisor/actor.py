@@ -31,7 +31,13 @@ from pykka.typing import ActorMemberMixin, proxy_method
 from xend_actors.config import Hypervisor as HypervisorKind
 from xend_actors.config import XendConfig
 from xend_actors.errors import NotFound, XendError
-from xend_actors.hypervisor.base import Driver, GuestMessage, HvDomain, Notification
+from xend_actors.hypervisor.base import (
+    Driver,
+    GuestMessage,
+    HvDomain,
+    LinuxImage,
+    Notification,
+)
 from xend_actors.hypervisor.ring.messages import Message
 from xend_actors.node import PhysInfo
 from xend_actors.trace import TracedActor
@@ -204,9 +210,11 @@ class Hypervisor(TracedActor):
         self._seen(domid)
         return found
 
-    def create(self, name: str, memory_mb: int, *, cpu: int = -1) -> int:
-        """A new empty, paused domain; its id."""
-        domid = self._driver.create(name, memory_mb, cpu=cpu)
+    def create(self, name: str, memory_mb: int, *, cpu: int = -1,
+               image: LinuxImage | None = None) -> int:
+        """A new empty, paused domain; its id. ``image``: what its ``build`` will load,
+        which the driver may start loading now (``Driver.create``)."""
+        domid = self._driver.create(name, memory_mb, cpu=cpu, image=image)
         self._seen(domid)
         return domid
 

@@ -226,8 +226,10 @@ class Driver(Protocol):
     def domain(self, domid: int) -> HvDomain: ...
 
     def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
-               domid: int | None = None) -> int:
-        """An empty, paused domain; ``domid`` asks for a given id (a restart keeps its id)."""
+               domid: int | None = None, image: LinuxImage | None = None) -> int:
+        """An empty, paused domain; ``domid`` asks for a given id (a restart keeps its id).
+        ``image``: the one ``build`` will load, which a driver may start loading now (a
+        qemu makes its machine meanwhile); ``build`` still follows, and completes it."""
         ...
 
     def build(self, domid: int, image: LinuxImage) -> None:

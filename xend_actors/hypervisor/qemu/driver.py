@@ -83,6 +83,7 @@ class QemuDriver:
         self.version = _qemu_version(binary)
         self._lock = threading.RLock()  # guards the table, the watchers and the ring
         self._guests: dict[int, QemuGuest] = {}
+        self._launched_early: set[int] = set()  # by ``create``, for a ``build`` to come
         self._watchers: list[Callable[[Notification], None]] = []
         self._backends = QemuBackends(self._get, self._tell)
         # Device work one message at a time per domain, since a guest's unplug is waited
@@ -159,11 +160,16 @@ class QemuDriver:
     # --- a domain's life --------------------------------------------------------------------
 
     def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
-               domid: int | None = None) -> int:
-        """An empty paused domain: its record and folder; its qemu starts at ``build``."""
+               domid: int | None = None, image: LinuxImage | None = None) -> int:
+        """An empty paused domain: its record and folder. Its qemu starts at ``build``,
+        or now if given the ``image`` (and the accelerator is chosen: probing one takes
+        seconds), so that qemu makes its machine while xend records the domain and
+        starts its actor; ``build`` then finds it launched. Nothing is left of a launch
+        that fails."""
         what = f"cannot create domain {name}"
         check_create(what, memory_mb, vcpus, cpu, cpus=_cpus())
         check_memory_free(what, memory_mb, host.meminfo().get("MemAvailable", 0) // 1024)
+        allocated = domid is None
         with self._lock:
             if domid is None:
                 domid = self._allocate_domid(what)
@@ -171,24 +177,49 @@ class QemuDriver:
                 self._check_domid_free(domid, what)
             paths = DomainPaths(self.root / str(domid))
             paths.check()
-            if paths.folder.exists():  # left by a domain no driver knows any more
+            try:
+                paths.folder.mkdir(mode=0o700)
+            except FileExistsError:  # left by a domain no driver knows any more
                 shutil.rmtree(paths.folder)
-            paths.folder.mkdir(mode=0o700)
+                paths.folder.mkdir(mode=0o700)
+            # Its state is written first by its launch, naming the qemu: a xend killed
+            # before leaves a folder without one, removed at the next start with any qemu
+            # launched from it (``_adopt_all``).
             st = runtime.DomainState(domid=domid, name=name, memory_mb=memory_mb,
                                      maxmem_mb=memory_mb, vcpus=vcpus, cpu=cpu,
                                      boot=runtime.boot_id())
-            runtime.save(paths.state, st)
             self._guests[domid] = self._guest_for(st, paths)
+        built = ""
+        if image is not None and self._accel is not None:
+            try:
+                built = self._launch_built(domid, image)
+            except BaseException:
+                self.destroy(domid)
+                raise
+            with self._lock:
+                self._launched_early.add(domid)
         self._say(f"domain {domid} created: {name}, {memory_mb} MiB, {vcpus} vcpu(s)")
+        if built:
+            self._say(built)
+        if allocated:
+            self._keep_next_domid()
         return domid
 
     def build(self, domid: int, image: LinuxImage) -> None:
         """Launch the domain's qemu, paused, with the image's kernel, ramdisk and args;
-        returns once its sockets listen, before qemu has made the machine (``ready``)."""
+        returns once its sockets listen, before qemu has made the machine (``ready``).
+        At once if ``create`` launched it."""
+        with self._lock:
+            if domid in self._launched_early:
+                self._launched_early.discard(domid)
+                return
+        self._say(self._launch_built(domid, image))
+
+    def _launch_built(self, domid: int, image: LinuxImage) -> str:
+        """Launch the domain's qemu to boot ``image``; the line that says so."""
         guest = self._not_host(domid, "build")
-        what = f"cannot build domain {domid}"
-        pid, accel = self._launch(guest, image, what, incoming=False)
-        self._say(f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}")
+        pid, accel = self._launch(guest, image, f"cannot build domain {domid}", incoming=False)
+        return f"domain {domid} built: kernel {image.kernel}, qemu pid {pid}, {accel}"
 
     def ready(self, domid: int) -> None:
         """Wait until the qemu just launched has made the machine and answers."""
@@ -232,6 +263,7 @@ class QemuDriver:
             guest.destroy()
             with self._lock:
                 del self._guests[domid]
+                self._launched_early.discard(domid)
             self._backends.domain_gone(domid)
             with self._lock:
                 self._device_locks.pop(domid, None)
@@ -384,11 +416,15 @@ class QemuDriver:
             domid = self._next_domid
             self._next_domid = domid + 1 if domid + 1 < DOMID_FIRST_RESERVED else 1
             if domid not in self._guests:
-                # For a xend that starts again; after a host crash any id will do.
-                atomic_write(self._next_domid_file, f"{self._next_domid}\n".encode(),
-                             sync=False)
                 return domid
         raise HypervisorError(f"{what}: every domain id is in use")
+
+    def _keep_next_domid(self) -> None:
+        """For a xend that starts again (after a host crash any id will do); written
+        once the domain's qemu is launched, not in its way."""
+        with self._lock:
+            following = self._next_domid
+        atomic_write(self._next_domid_file, f"{following}\n".encode(), sync=False)
 
     @property
     def _next_domid_file(self) -> Path:
@@ -455,8 +491,11 @@ class QemuDriver:
             try:
                 st = runtime.load(paths.state)
             except FileNotFoundError:
-                # A create cut off between making the folder and writing its state (written
-                # atomically, before any qemu is launched): nothing runs for it.
+                # A create cut off before its launch wrote the state (atomically, naming
+                # the qemu): a qemu launched meanwhile is found by its command line.
+                for pid in process.kill_unrecorded(paths):
+                    log.warning("Killed qemu %s of %s, launched but never recorded (xend "
+                                "stopped meanwhile)", pid, folder)
                 log.warning("Removed %s: a create cut off before its state was written",
                             folder)
                 shutil.rmtree(folder, ignore_errors=True)

@@ -169,15 +169,17 @@ def qemu_argv(qemu: str, spec: LaunchSpec, paths: DomainPaths,
 def launch(qemu: str, spec: LaunchSpec, paths: DomainPaths,
            say: Callable[[list[str]], None] = lambda argv: None) -> subprocess.Popen[bytes]:
     """Start qemu detached (its own session, stdio to ``qemu.log``) on sockets made
-    here, its command line told to ``say`` first; returns at once, its sockets already
-    taking connections."""
+    here, its command line told to ``say`` (once it is started, or failed to: not in
+    its way); returns at once, its sockets already taking connections."""
     listening = Listening(paths)
+    argv: list[str] = []
     try:
         argv = qemu_argv(qemu, spec, paths, listening)
-        say(argv)
         return detached.start(argv, paths.log, pass_fds=listening.fds)
     finally:
         listening.close()
+        if argv:
+            say(argv)
 
 
 def log_tail(paths: DomainPaths) -> str:

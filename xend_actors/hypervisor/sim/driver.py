@@ -86,7 +86,8 @@ class SimDriver:
             return any(domain.name == name for domain in self.list_domains())
 
     def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
-               domid: int | None = None) -> int:
+               domid: int | None = None, image: LinuxImage | None = None) -> int:
+        # xend-simhv loads an image at once: nothing to start before ``build``.
         return self._call("create", name=name, memory_mb=memory_mb, vcpus=vcpus, cpu=cpu,
                           domid=domid)
 
