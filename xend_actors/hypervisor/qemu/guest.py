@@ -120,7 +120,9 @@ class QemuGuest:
             st, paused_flag, threads = self._state, self._paused, self._vcpu_threads
             balloon, dying = self._balloon_kb, self._destroying
         ended = st.exit
-        if ended is None and st.built and not dying and not process.alive(st.pid, st.started):
+        runs_now, cpu_time = process.alive_and_cpu(st.pid, st.started) if st.built else \
+            (False, 0.0)
+        if ended is None and st.built and not dying and not runs_now:
             ended = Reason.CRASH  # its qemu exited; the monitor's reader has yet to say so
         paused = paused_flag and ended is None
         runs = st.built and not paused and ended is None
@@ -143,7 +145,7 @@ class QemuGuest:
             memory_kb=balloon if balloon is not None else st.memory_mb * 1024,
             maxmem_kb=st.maxmem_mb * 1024, vcpus=st.vcpus,
             cpu=st.cpu if st.cpu >= 0 else self._last_cpu,
-            cpu_time=process.cpu_seconds(st.pid) if st.built else 0.0)
+            cpu_time=cpu_time)
 
     def update(self, **changes: object) -> None:
         """Change the runtime state and write it."""

@@ -211,12 +211,14 @@ def alive(pid: int, started: int) -> bool:
     return fields is not None and int(fields[19]) == started and fields[0] not in ("Z", "X")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system time of the process so far; 0 when it is gone."""
+def alive_and_cpu(pid: int, started: int) -> tuple[bool, float]:
+    """``alive``, and the process's user and system time so far (0 when it is gone),
+    from one read of its stat: a domain's reading wants both."""
     fields = _stat_fields(pid)
     if fields is None:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return False, 0.0
+    runs = int(fields[19]) == started and fields[0] not in ("Z", "X")
+    return runs, (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass(frozen=True)
