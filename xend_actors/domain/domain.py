@@ -173,14 +173,13 @@ class Domain(Supervised, TracedActor):
                                            sync=durable)
 
     def _put(self, record: DomainRecord, staged: Staged) -> DomainRecord:
-        """``record``, ``staged`` beside the stored one, becomes the domain's: in place in
-        the store, then told to the table."""
+        """``record``, ``staged`` beside the stored one, becomes the domain's, in place in
+        the store; the caller tells the table (``announce``)."""
         if self._forgotten:
             staged.discard()
             raise NotFound(f"domain {self.record.name} is gone")
         self.record = record
         staged.commit()
-        self._table.record_changed(record)
         return record
 
     def _note(self, *, durable: bool = True, **changes: Any) -> DomainRecord:
@@ -226,9 +225,9 @@ class Domain(Supervised, TracedActor):
                     from None
             raise XendError(f"Error creating domain: {message}",
                             status=getattr(error, "status", 500)) from None
-        # With the reading, the table's snapshot shows the new domain whole: the web
-        # answers the create from it.
-        self._table.announce(CREATE_EVENT, self._ids(), self._reading())
+        # With its record and the reading, the table's snapshot shows the new domain
+        # whole: the web answers the create from it.
+        self._table.announce(CREATE_EVENT, self._ids(), self._reading(), record)
         return record
 
     def _died_while_built(self) -> str | None:

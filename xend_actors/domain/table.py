@@ -164,10 +164,15 @@ class DomainTable(TracedActor):
         asks it after a change, so the client's next read sees the change."""
         self._publish()
 
-    def announce(self, name: str, value: Value, reading: HvDomain | None = None) -> None:
+    def announce(self, name: str, value: Value, reading: HvDomain | None = None,
+                 record: DomainRecord | None = None) -> None:
         """Publish a Domain's event once the snapshot shows what it says (told after
         the change, so anyone who hears it and reads finds the domain as it says);
-        ``reading``: the hypervisor's since the change, taken in first (``state_changed``)."""
+        ``reading``: the hypervisor's since the change, taken in first (``state_changed``),
+        after ``record``, the Domain's new record (``record_changed``, in the same
+        snapshot)."""
+        if record is not None:
+            self._take_record(record)
         if reading is not None:
             self.state_changed(reading)
         self._publish()
@@ -423,6 +428,10 @@ class DomainTable(TracedActor):
     # --- told by Domain actors and the hypervisor -----------------------------------------
 
     def record_changed(self, record: DomainRecord) -> None:
+        self._take_record(record)
+        self._publish()
+
+    def _take_record(self, record: DomainRecord) -> None:
         entry = self._entries.get(record.domid)
         if entry is None:
             return
@@ -432,7 +441,6 @@ class DomainTable(TracedActor):
             self._name(record.name, record.domid, old=entry.record.name)
         entry.record = record
         self._mark(record.domid)
-        self._publish()
 
     def finishing(self, domid: int) -> None:
         """Its Domain actor is destroying the domain; it tells ``settled`` or ``gone``."""
