@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xend_actors"
 
 LAYERS: list[set[str]] = [
     {"__init__", "errors"},
-    {"sxp", "layered"},
+    {"sxp", "layered", "tally"},
     {"config", "store", "logs", "trace", "pidfile", "mac", "node", "actors",
      "limits"},
     {"access"},

@@ -145,6 +145,11 @@ class Consoles(TracedActor):
         """Every open console, by port."""
         return sorted(self._on_loop(self._of_domains()).values(), key=lambda i: i.port)
 
+    def output_totals(self) -> dict[int, int]:
+        """The bytes each live console's guest has written, by domain id (its
+        scrollback's offset, which goes on across a restart of xend)."""
+        return self._on_loop(self._output_totals())
+
     def info(self, port: int) -> ConsoleInfo:
         """The console on ``port``, open or closed."""
         return self._on_loop(self._info(port))
@@ -239,6 +244,9 @@ class Consoles(TracedActor):
 
     async def _of_domains(self) -> dict[int, ConsoleInfo]:
         return {domid: relay.info() for domid, relay in self._live.items()}
+
+    async def _output_totals(self) -> dict[int, int]:
+        return {domid: relay.scrollback.end for domid, relay in self._live.items()}
 
     async def _info(self, port: int) -> ConsoleInfo:
         return self._relay(port).info()
@@ -335,6 +343,7 @@ class ConsolesProxy(ActorMemberMixin, pykka.ActorProxy[Consoles]):
     of_domain = proxy_method(Consoles.of_domain)
     of_domains = proxy_method(Consoles.of_domains)
     infos = proxy_method(Consoles.infos)
+    output_totals = proxy_method(Consoles.output_totals)
     info = proxy_method(Consoles.info)
     attach = proxy_method(Consoles.attach)
     disconnect = proxy_method(Consoles.disconnect)

@@ -32,6 +32,7 @@ from xend_actors.config import Hypervisor as HypervisorKind
 from xend_actors.config import XendConfig
 from xend_actors.errors import NotFound, XendError
 from xend_actors.hypervisor.base import (
+    DomainCounters,
     Driver,
     GuestMessage,
     HvDomain,
@@ -194,6 +195,10 @@ class Hypervisor(TracedActor):
         self._seen(*(d.domid for d in domains))
         return domains
 
+    def counters(self) -> list[DomainCounters]:
+        """Every domain and its devices' counters, in one batch (the sampler's)."""
+        return self._driver.counters()
+
     def name_taken(self, name: str) -> bool:
         """Whether a domain of the hypervisor's is called ``name``."""
         if isinstance(self._driver, NameIndex):
@@ -240,6 +245,7 @@ class HypervisorProxy(ActorMemberMixin, pykka.ActorProxy[Hypervisor]):
     revive = proxy_method(Hypervisor.revive)
     physinfo = proxy_method(Hypervisor.physinfo)
     list_domains = proxy_method(Hypervisor.list_domains)
+    counters = proxy_method(Hypervisor.counters)
     domain = proxy_method(Hypervisor.domain)
     name_taken = proxy_method(Hypervisor.name_taken)
     create = proxy_method(Hypervisor.create)

@@ -136,6 +136,39 @@ class HvDomain:
 
 
 @dataclass(frozen=True)
+class VbdCounters:
+    """One vbd's work since it was plugged in, as its backend counts it (``vdev``: the
+    device number the guest sees)."""
+
+    vdev: int
+    read_bytes: int
+    write_bytes: int
+    read_ops: int
+    write_ops: int
+
+
+@dataclass(frozen=True)
+class VifCounters:
+    """One vif's traffic as the guest sees it: ``tx`` what the guest sent (its backend
+    link received), ``rx`` what it was sent."""
+
+    handle: int
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """One domain in a batched sample: the hypervisor's reading and its devices' counters."""
+
+    domain: HvDomain
+    vbds: tuple[VbdCounters, ...] = ()
+    vifs: tuple[VifCounters, ...] = ()
+
+
+@dataclass(frozen=True)
 class LinuxImage:
     """What ``build`` loads into an empty domain: kernel, ramdisk and command line."""
 
@@ -224,6 +257,11 @@ class Driver(Protocol):
     def list_domains(self) -> list[HvDomain]: ...
 
     def domain(self, domid: int) -> HvDomain: ...
+
+    def counters(self) -> list[DomainCounters]:
+        """Every domain with its devices' counters, read in one batch (the sampler's one
+        call a period: no round trip per domain)."""
+        ...
 
     def create(self, name: str, memory_mb: int, *, vcpus: int = 1, cpu: int = -1,
                domid: int | None = None, image: LinuxImage | None = None) -> int:

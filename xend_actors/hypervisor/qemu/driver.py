@@ -28,9 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
+from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound, XendError
 from xend_actors.hypervisor.base import (
     DomainChanged,
+    DomainCounters,
     GuestMessage,
     HvDomain,
     LinuxImage,
@@ -39,9 +40,10 @@ from xend_actors.hypervisor.base import (
     ShutdownReason,
     StreamProgress,
     StreamResult,
+    VbdCounters,
 )
 from xend_actors.hypervisor.checks import check_cpu, check_create, check_memory_free
-from xend_actors.hypervisor.qemu import cgroup, host, process, transfer
+from xend_actors.hypervisor.qemu import cgroup, counters, host, process, transfer
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.accel import (
     AccelChoice,
@@ -124,6 +126,23 @@ class QemuDriver:
         with self._lock:
             return name == host.DOM0_NAME or any(
                 guest.state.name == name for guest in self._guests.values())
+
+    def counters(self) -> list[DomainCounters]:
+        """Every domain, its vbds from its qemu (one ``query-blockstats`` each) and its
+        vifs from one netlink dump of the taps."""
+        with self._lock:
+            guests = [self._guests[domid] for domid in sorted(self._guests)]
+        taps = counters.taps() if guests else {}
+        found = [DomainCounters(host.dom0())]
+        for guest in guests:
+            vbds: tuple[VbdCounters, ...] = ()
+            if guest.runs():
+                try:
+                    vbds = counters.vbds(guest.execute("query-blockstats"))
+                except XendError as error:  # it went meanwhile: no disks to count
+                    log.debug("Domain %s: no block counters: %s", guest.domid, error)
+            found.append(DomainCounters(guest.info(), vbds, taps.get(guest.domid, ())))
+        return found
 
     def domain(self, domid: int) -> HvDomain:
         if domid == 0:

@@ -35,6 +35,7 @@ from typing import Any
 
 from xend_actors.errors import BadRequest, Conflict
 from xend_actors.hypervisor.backings import Backing, Backings
+from xend_actors.hypervisor.base import VbdCounters
 from xend_actors.hypervisor.ring.messages import (
     BlkifBeConnect,
     BlkifBeCreate,
@@ -63,6 +64,11 @@ class _Vbd:
     vdevice: int
     readonly: bool
     extents: list[_Extent] = field(default_factory=list)
+    # What the guest did with it, as blkback's statistics count it.
+    read_bytes: int = 0
+    write_bytes: int = 0
+    read_ops: int = 0
+    write_ops: int = 0
 
     @property
     def sectors(self) -> int:
@@ -219,6 +225,15 @@ class BlockBackend:
             return BlkifStatus.VBD_NOT_FOUND
         return BlkifStatus.OKAY
 
+    def counters(self) -> dict[int, tuple[VbdCounters, ...]]:
+        """Every vbd's counters, by frontend domain."""
+        found: dict[int, list[VbdCounters]] = {}
+        for (domid, _), blkif in sorted(self._blkifs.items()):
+            found.setdefault(domid, []).extend(
+                VbdCounters(v.vdevice, v.read_bytes, v.write_bytes, v.read_ops, v.write_ops)
+                for v in blkif.vbds.values())
+        return {domid: tuple(vbds) for domid, vbds in found.items()}
+
     # --- what a guest does with its vbds ------------------------------------------------
 
     def disks_of(self, domid: int) -> Disks:
@@ -269,6 +284,12 @@ class BlockBackend:
                 except OSError:
                     raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
             base += span
+        if writing:
+            vbd.write_ops += 1
+            vbd.write_bytes += length
+        else:
+            vbd.read_ops += 1
+            vbd.read_bytes += length
         return bytes(out)
 
 

@@ -56,6 +56,7 @@ CALLS: Mapping[str, Call] = {
     "physinfo": lambda hv, args: protocol.physinfo_to_wire(hv.physinfo()),
     "list": lambda hv, args: [protocol.domain_to_wire(d) for d in hv.list_domains()],
     "domain": lambda hv, args: protocol.domain_to_wire(hv.domain(args.integer("domid"))),
+    "counters": lambda hv, args: [protocol.counters_to_wire(c) for c in hv.counters()],
     "named": lambda hv, args: hv.has_domain_named(args.text("name")),
     "create": _create,
     "build": _build,

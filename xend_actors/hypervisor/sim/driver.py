@@ -21,6 +21,7 @@ from pathlib import Path
 
 from xend_actors.errors import BadRequest, HypervisorError, Timeout, XendError
 from xend_actors.hypervisor.base import (
+    DomainCounters,
     HvDomain,
     LinuxImage,
     Notification,
@@ -78,6 +79,13 @@ class SimDriver:
 
     def domain(self, domid: int) -> HvDomain:
         return protocol.domain_from_wire(self._call("domain", domid=domid))
+
+    def counters(self) -> list[DomainCounters]:
+        try:
+            wires = self._call("counters")
+        except BadRequest:  # a xend-simhv from before the call: no device counters
+            return [DomainCounters(domain) for domain in self.list_domains()]
+        return [protocol.counters_from_wire(wire) for wire in wires]
 
     def has_domain_named(self, name: str) -> bool:
         try:

@@ -23,6 +23,7 @@ from xend_actors.errors import BadRequest, Conflict, HypervisorError, NotFound
 from xend_actors.hypervisor.base import (
     AtroposParams,
     BvtParams,
+    DomainCounters,
     DomainState,
     FbvtParams,
     HvDomain,
@@ -148,6 +149,13 @@ class SimHypervisor:
 
     def domain(self, domid: int) -> HvDomain:
         return self._info(self._domain(domid))
+
+    def counters(self) -> list[DomainCounters]:
+        """Every domain with its vbds' and vifs' counters, in domid order."""
+        vbds, vifs = self.block.counters(), self.net.counters()
+        return [DomainCounters(self._info(self._domains[domid]), vbds.get(domid, ()),
+                               vifs.get(domid, ()))
+                for domid in sorted(self._domains)]
 
     def has_domain_named(self, name: str) -> bool:
         """Whether a domain is called ``name``, without listing them all."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from xend_actors.errors import BadRequest
+from xend_actors.hypervisor.base import VifCounters
 from xend_actors.hypervisor.ring.messages import (
     Message,
     NetifBeConnect,
@@ -67,6 +68,8 @@ class _Netif:
     mac: str
     tap: int | None = None  # the descriptor that holds the backend link
     connected: bool = False
+    sent_bytes: int = 0  # what the guest sent on it (the sim's guests receive nothing)
+    sent_packets: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,17 @@ class NetBackend:
         if netif.tap is None:
             raise OSError(errno.ENODEV, "no backend link (xend-simhv runs without --taps)")
         os.write(netif.tap, frame)
+        netif.sent_bytes += len(frame)
+        netif.sent_packets += 1
+
+    def counters(self) -> dict[int, tuple[VifCounters, ...]]:
+        """Every interface's counters, by frontend domain."""
+        found: dict[int, list[VifCounters]] = {}
+        for (domid, handle), n in sorted(self._netifs.items()):
+            found.setdefault(domid, []).append(
+                VifCounters(handle, rx_bytes=0, tx_bytes=n.sent_bytes, rx_packets=0,
+                            tx_packets=n.sent_packets))
+        return {domid: tuple(vifs) for domid, vifs in found.items()}
 
     def domain_gone(self, domid: int) -> None:
         """Domain ``domid`` is destroyed: its interfaces and their links go with it."""

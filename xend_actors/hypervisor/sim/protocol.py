@@ -23,6 +23,10 @@ The calls and their args (results are ``null`` unless given)::
                                               memory_mb, free_memory_mb}
     list                                   → [domain, ...] in domid order
     domain {domid}                         → domain
+    counters                               → [[domain, vbds, vifs], ...] in domid order,
+                                              a vbd [vdev, read_bytes, write_bytes,
+                                              read_ops, write_ops], a vif [handle,
+                                              rx_bytes, tx_bytes, rx_packets, tx_packets]
     named {name}                           → whether a domain is called name
     create {name, memory_mb, vcpus, cpu, domid|null} → domid
     build {domid, kernel, ramdisk, cmdline}
@@ -73,12 +77,15 @@ from xend_actors.hypervisor.base import (
     AtroposParams,
     BvtParams,
     DomainChanged,
+    DomainCounters,
     DomainState,
     FbvtParams,
     GuestMessage,
     HvDomain,
     SchedParams,
     ShutdownReason,
+    VbdCounters,
+    VifCounters,
 )
 from xend_actors.hypervisor.ring import messages
 from xend_actors.hypervisor.ring.messages import Message
@@ -300,6 +307,20 @@ def domain_from_wire(wire: Wire) -> HvDomain:
     return HvDomain(domid, name, state_from_wire(flags),
                     None if reason is None else ShutdownReason(reason), memory_kb, maxmem_kb,
                     vcpus, cpu, cpu_time)
+
+
+def counters_to_wire(counters: DomainCounters) -> Wire:
+    return [domain_to_wire(counters.domain),
+            [[v.vdev, v.read_bytes, v.write_bytes, v.read_ops, v.write_ops]
+             for v in counters.vbds],
+            [[v.handle, v.rx_bytes, v.tx_bytes, v.rx_packets, v.tx_packets]
+             for v in counters.vifs]]
+
+
+def counters_from_wire(wire: Wire) -> DomainCounters:
+    domain, vbds, vifs = wire
+    return DomainCounters(domain_from_wire(domain), tuple(VbdCounters(*v) for v in vbds),
+                          tuple(VifCounters(*v) for v in vifs))
 
 
 # There are few states and many domains: each is made once.
