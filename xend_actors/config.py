@@ -35,6 +35,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/xen/xend-config.sxp")
 CONFIG_ENV = "XEND_CONFIG"
 
 
+MAX_SAMPLES_KEPT = 17280  # a day at 5 s: some 400 KiB a domain
+
+
 class ConfigError(XendError):
     """The config file cannot be read or has a bad value: ``<file>:<line>:<column>: <what>``."""
 
@@ -112,6 +115,8 @@ class XendConfig:
     destroy_timeout: float = 30.0  # destroy: devices let go, their scripts run
     build_timeout: float = 120.0  # create and hot-plug: a process started, scripts run
     transfer_timeout: float = 600.0  # save, restore, migrate: a whole image moved
+    sample_interval: float = 5.0  # seconds between two samples of every domain; 0: none
+    sample_history: float = 3600.0  # seconds of samples kept for each domain
     sim_memory_mb: int = 8192  # the simulated host's memory, Domain-0's share included
     sim_cpus: int = 4
     sim_taps: bool = True
@@ -140,6 +145,14 @@ class XendConfig:
     @property
     def trace_file(self) -> Path:
         return self.logfile.parent / "xend.trace"
+
+    @property
+    def samples_kept(self) -> int:
+        """How many samples each domain's ring holds."""
+        if self.sample_interval <= 0:
+            return 2
+        return min(MAX_SAMPLES_KEPT,
+                   max(2, round(self.sample_history / self.sample_interval)))
 
     def script_path(self, name: str) -> Path:
         """The script called ``name``: absolute names as they are, others in ``scripts_dir``."""
@@ -263,6 +276,13 @@ def _at_least_a_second(text: str) -> float:
     return seconds
 
 
+def _sample_interval(text: str) -> float:
+    seconds = _seconds(text)
+    if 0 < seconds < 0.1:
+        raise ValueError(f"expected 0 (no samples) or a number of seconds >= 0.1, got {text!r}")
+    return seconds
+
+
 _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "xend-port": ("http_port", _port),
     "xend-address": ("http_address", _text),
@@ -312,6 +332,8 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "destroy-timeout": ("destroy_timeout", _seconds),
     "build-timeout": ("build_timeout", _seconds),
     "transfer-timeout": ("transfer_timeout", _seconds),
+    "sample-interval": ("sample_interval", _sample_interval),
+    "sample-history": ("sample_history", _seconds),
     "sim-memory": ("sim_memory_mb", _positive),
     "sim-cpus": ("sim_cpus", _positive),
     "sim-taps": ("sim_taps", _bool),

@@ -36,6 +36,8 @@ from xend_actors.device.scripts import check_scripts
 from xend_actors.device.vnets import Vnets, VnetsProxy
 from xend_actors.domain.devices import DeviceServices
 from xend_actors.domain.domain import DomainServices
+from xend_actors.domain.sampler import Sampler, SamplerProxy
+from xend_actors.domain.samples import Samples
 from xend_actors.domain.table import DomainTable, DomainTableProxy
 from xend_actors.events.bus import EventBus, EventBusProxy
 from xend_actors.events.notify import Notifier, NotifierProxy
@@ -143,6 +145,9 @@ class Root(TracedActor):
             log.info("Domains recovered or adopted: %d", count)
             # After the recovery: what no recovered console claimed is of dead domains.
             ask(consoles.prune(), "the consoles", BARRIER_TIMEOUT)
+            samples = Samples(config.sample_interval, config.samples_kept)
+            self._start("sampler", Sampler.start(samples, hypervisor, consoles, view),
+                        SamplerProxy)
             transfer = self._start("transfer", Transfer.start(
                 driver, table, events, store.migrate, config), TransferProxy)
             ask(transfer.ping(), "the transfer actor", BARRIER_TIMEOUT)
@@ -154,7 +159,7 @@ class Root(TracedActor):
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
                                     consoles=consoles, vnets=vnets, view=view,
                                     transfer=transfer,
-                                    keys=keys)
+                                    keys=keys, samples=samples)
             web = self._start("web", WebServer.start(
                 config, make_app(web_services), keys, lingers), WebServerProxy)
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)

@@ -18,6 +18,7 @@ from xend_actors.actors import Deadline, ask
 from xend_actors.config import XendConfig
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.vnets import VnetsProxy
+from xend_actors.domain.samples import Samples
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.domain.view import TableView
 from xend_actors.events.bus import EventBusProxy
@@ -52,6 +53,7 @@ class Services:
     view: TableView  # the domains as the table last published them: read, never asked
     transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
     keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
+    samples: Samples | None = None  # the domains' samples: read, never asked
 
     def deadline(self, kind: OpKind = OpKind.REQUEST) -> Deadline:
         """A new request's deadline, from now."""

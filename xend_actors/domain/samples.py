@@ -1,0 +1,205 @@
+"""The domains' samples: the latest batch whole, and each domain's last hour in a ring.
+
+The Sampler (``sampler.py``) adds one ``Sample`` a period: every domain's ``Reading``
+(the hypervisor's counters, its console's bytes, its vbds' names) at one time. From the
+last two it works out each domain's rates over the period (``SERIES``: the cpu used as a
+share of one cpu, memory in bytes, vbd and vif bytes a second) and keeps them in that
+domain's ``Ring``: ``history`` samples (an hour at 5 s) of six float32s, some 17 KiB a
+domain when full, where the counters themselves are kept only for the latest sample
+(``/metrics`` and the rates need no more). A domain the hypervisor no longer lists
+loses its ring; one whose id comes back under another name starts a new one.
+
+Web threads read ``latest()`` (a frozen value, swapped whole) with no lock, and a
+domain's ``history`` under a lock the sampler holds only while it writes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from xend_actors.hypervisor.base import DomainCounters
+
+SERIES = ("cpu", "memory", "vbd_read", "vbd_write", "vif_rx", "vif_tx")
+_WIDTH = len(SERIES)
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One domain in a sample: its counters, its console's output so far and the names of
+    its vbds (in the order of ``counters.vbds``), and its rates over the last period
+    (``SERIES``' order; NaN for a domain first seen in this sample)."""
+
+    counters: DomainCounters
+    console_bytes: int
+    vbd_names: tuple[str, ...]
+    rates: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return self.counters.domain.name
+
+    @property
+    def domid(self) -> int:
+        return self.counters.domain.domid
+
+    def totals(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """The devices' counters summed: vbd read and write bytes, read and write ops,
+        vif rx and tx bytes, rx and tx packets."""
+        c = self.counters
+        return (sum(v.read_bytes for v in c.vbds), sum(v.write_bytes for v in c.vbds),
+                sum(v.read_ops for v in c.vbds), sum(v.write_ops for v in c.vbds),
+                sum(v.rx_bytes for v in c.vifs), sum(v.tx_bytes for v in c.vifs),
+                sum(v.rx_packets for v in c.vifs), sum(v.tx_packets for v in c.vifs))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Every domain at one time: ``seq`` counts the samples since xend started."""
+
+    seq: int
+    time: float  # the wall clock's
+    interval: float  # the configured period
+    readings: tuple[Reading, ...]
+
+
+@dataclass(frozen=True)
+class History:
+    """One domain's rates at each sample it has, oldest first (``series[name]``)."""
+
+    name: str
+    domid: int
+    last_seq: int
+    times: tuple[float, ...]
+    series: Mapping[str, tuple[float, ...]]
+
+
+class Ring:
+    """One domain's rates, ``capacity`` samples of ``SERIES`` as float32, oldest dropped."""
+
+    __slots__ = ("first", "last", "name", "values")
+
+    def __init__(self, name: str, seq: int) -> None:
+        self.name = name
+        self.first = seq  # the seq of its first sample
+        self.last = seq - 1  # the seq of its last
+        self.values = array("f")
+
+    def add(self, seq: int, rates: Sequence[float], capacity: int) -> None:
+        if len(self.values) < capacity * _WIDTH:
+            self.values.extend(rates)
+        else:
+            at = (seq - self.first) % capacity * _WIDTH
+            self.values[at:at + _WIDTH] = array("f", rates)
+        self.last = seq
+
+    def seqs(self, capacity: int) -> range:
+        return range(max(self.first, self.last - capacity + 1), self.last + 1)
+
+    def row(self, seq: int, capacity: int) -> array[float]:
+        at = (seq - self.first) % capacity * _WIDTH
+        return self.values[at:at + _WIDTH]
+
+
+class Samples:
+    """The samples of every domain; written by the Sampler, read by anyone."""
+
+    def __init__(self, interval: float, history: int) -> None:
+        self.interval = interval
+        self.capacity = max(2, history)
+        self._latest: Sample | None = None
+        self._times = array("d")  # the samples' times, a ring like the domains'
+        self._rings: dict[int, Ring] = {}
+        self._lock = threading.Lock()
+
+    def latest(self) -> Sample | None:
+        return self._latest
+
+    def add(self, now: float, domains: Sequence[DomainCounters], consoles: Mapping[int, int],
+            vbd_names: Mapping[int, Mapping[int, str]]) -> Sample:
+        """A new sample of ``domains`` taken at ``now``; ``consoles`` their consoles' bytes
+        and ``vbd_names`` their vbds' names (by domid, then vdev)."""
+        before = self._latest
+        seq = before.seq + 1 if before is not None else 0
+        previous = {r.domid: r for r in before.readings} if before is not None else {}
+        elapsed = now - before.time if before is not None else 0.0
+        readings = []
+        for counters in domains:
+            domid = counters.domain.domid
+            names = vbd_names.get(domid, {})
+            reading = Reading(counters, consoles.get(domid, 0),
+                              tuple(names.get(v.vdev, str(v.vdev)) for v in counters.vbds),
+                              ())
+            last = previous.get(domid)
+            if last is not None and last.name != reading.name:
+                last = None  # the id was given to another domain
+            rates = _rates(last, reading, elapsed)
+            readings.append(Reading(reading.counters, reading.console_bytes,
+                                    reading.vbd_names, rates))
+        sample = Sample(seq, now, self.interval, tuple(readings))
+        with self._lock:
+            self._keep(seq, now, sample.readings)
+        self._latest = sample
+        return sample
+
+    def _keep(self, seq: int, now: float, readings: Sequence[Reading]) -> None:
+        if len(self._times) < self.capacity:  # seq < capacity: its slot is the next
+            self._times.append(now)
+        else:
+            self._times[seq % self.capacity] = now
+        seen = set()
+        for reading in readings:
+            seen.add(reading.domid)
+            ring = self._rings.get(reading.domid)
+            if ring is None or ring.name != reading.name or ring.last != seq - 1:
+                ring = self._rings[reading.domid] = Ring(reading.name, seq)
+            ring.add(seq, reading.rates, self.capacity)
+        for gone in self._rings.keys() - seen:
+            del self._rings[gone]
+
+    def history(self, domid: int, since: int = -1) -> History | None:
+        """Domain ``domid``'s rates at each sample after ``since`` that it has; None if
+        it has no ring."""
+        with self._lock:
+            ring = self._rings.get(domid)
+            if ring is None:
+                return None
+            seqs = [seq for seq in ring.seqs(self.capacity) if seq > since]
+            times = tuple(self._times[seq % self.capacity] for seq in seqs)
+            rows = [ring.row(seq, self.capacity) for seq in seqs]
+            name, last = ring.name, ring.last
+        columns = tuple(zip(*rows, strict=True)) if rows else ((),) * _WIDTH
+        return History(name, domid, last, times,
+                       {series: tuple(_plain(v) for v in column)
+                        for series, column in zip(SERIES, columns, strict=True)})
+
+    def ring_bytes(self) -> int:
+        """The rings' arrays' sizes, summed (for the benchmarks)."""
+        with self._lock:
+            return sum(ring.values.buffer_info()[1] * ring.values.itemsize
+                       for ring in self._rings.values())
+
+
+def _rates(last: Reading | None, now: Reading, elapsed: float) -> tuple[float, ...]:
+    """``now``'s rates since ``last``, in ``SERIES``' order: a counter that went back
+    (a rebooted qemu starts its cpu time again, a device replaced) counts from zero."""
+    memory = float(now.counters.domain.memory_kb * 1024)
+    if last is None or elapsed <= 0:
+        return (NAN, memory, NAN, NAN, NAN, NAN)
+
+    def rate(before: float, after: float) -> float:
+        return (after - before if after >= before else after) / elapsed
+
+    a, b = last.totals(), now.totals()
+    return (rate(last.counters.domain.cpu_time, now.counters.domain.cpu_time), memory,
+            rate(a[0], b[0]), rate(a[1], b[1]), rate(a[4], b[4]), rate(a[5], b[5]))
+
+
+def _plain(value: float) -> float:
+    """A float32's value as the shortest float that reads back the same (0.01, not
+    0.009999999776482582)."""
+    return value if math.isnan(value) else float(f"{value:.7g}")
