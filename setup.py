@@ -21,6 +21,7 @@ setup(
         "jinja2>=3.1,<4",
         "click>=8.1,<9",
         "isal>=1.6,<2",  # save files' CRC-32, several times faster (transfer/checksum.py)
+        "prometheus-client>=0.20,<1",  # GET /metrics (web/metrics.py), imported at its first read
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",

@@ -25,6 +25,7 @@ per class and shared (``_introspect_once``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,6 +34,7 @@ from typing import Any, TypeVar, cast
 import pykka
 import pykka._proxy
 
+from xend_actors import tally
 from xend_actors.errors import Timeout, XendError
 
 log = logging.getLogger(__name__)
@@ -92,12 +94,24 @@ def ask(future: pykka.Future[T], what: str = "an actor",
     deadline); what the actor raised."""
     seconds = timeout.remaining() if isinstance(timeout, Deadline) else timeout
     budget = timeout.seconds if isinstance(timeout, Deadline) else timeout
+    start = time.monotonic()
     try:
         return future.get(timeout=seconds)
     except pykka.Timeout:
         raise Timeout(f"{what} did not answer within {budget:.3g} s") from None
     except pykka.ActorDeadError:
         raise ActorGone(f"{what} stopped before it answered; try again") from None
+    finally:
+        tally.ASKS.observe((_caller(),), time.monotonic() - start)
+
+
+def _caller() -> str:
+    """The function that asked (``Class.method``): the label of its ask's latency; the
+    web's ``answer`` passes its own caller's."""
+    code = sys._getframe(2).f_code
+    if code.co_name == "answer":
+        code = sys._getframe(3).f_code
+    return code.co_qualname
 
 
 def is_bug(error: BaseException) -> bool:

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from xend_actors import tally
 from xend_actors.actors import ASK_TIMEOUT, ask, is_bug
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
@@ -109,6 +110,7 @@ def run(context: Context, driver: MovableDriver, domain: DomainProxy, info: Doma
         raise failed("migrate", _as_peer_failure(error),
                      lambda: rollback.left(driver, info.domid)) from None
     duration = time.monotonic() - started
+    tally.DOWNTIME.observe((), downtime)
     done = replace(record, state=SessionState.OK, dst=Destination(host, newid, downtime, duration))
     if isinstance(driver, StreamState):
         # It runs there: gone from here at once, and torn down after the reply; its

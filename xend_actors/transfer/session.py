@@ -26,6 +26,7 @@ from pathlib import Path
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
+from xend_actors import tally
 from xend_actors.actors import Deadline, Supervised, ask
 from xend_actors.domain.domain import DomainProxy
 from xend_actors.domain.record import DomainInfo
@@ -65,14 +66,16 @@ class TransferSession(Supervised, TracedActor):
         path = Path(file)
         savefile.check_target(path)
         domain, info = self._leaving(dom, "save")
-        with self._context.holding(info.name, "saved"), _shown_as_now(domain):
+        with self._context.holding(info.name, "saved"), _shown_as_now(domain), \
+                tally.TRANSFERS.timed("save"):
             saving.run(self._context, driver, domain, info, path)
 
     def restore(self, file: str, deadline: Deadline | None = None) -> DomainInfo:
         """Restore the domain saved in ``file``; its info once it runs again."""
         self._begin(f"restore from {file}", deadline)
         driver = movable(self._context.driver, "save and restore")
-        return restoring.run(self._context, driver, Path(file))
+        with tally.TRANSFERS.timed("restore"):
+            return restoring.run(self._context, driver, Path(file))
 
     def migrate(self, dom: str, destination: str, live: bool = False, resource: int = 0,
                 deadline: Deadline | None = None) -> str:
@@ -88,7 +91,8 @@ class TransferSession(Supervised, TracedActor):
         except xfr.XfrError as error:
             raise BadRequest(error.message) from None
         domain, info = self._leaving(dom, "migrate")
-        with self._context.holding(info.name, "migrated"), _shown_as_now(domain):
+        with self._context.holding(info.name, "migrated"), _shown_as_now(domain), \
+                tally.TRANSFERS.timed("migrate"):
             return outgoing.run(self._context, driver, domain, info, where, live, resource)
 
     def _leaving(self, dom: str, verb: str) -> tuple[DomainProxy, DomainInfo]:

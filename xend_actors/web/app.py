@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -32,7 +33,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
-from xend_actors import sxp
+from xend_actors import sxp, tally
 from xend_actors.access.identity import Principal, principal_of
 from xend_actors.errors import Forbidden, Unauthorized, XendError
 from xend_actors.web import sxp_json
@@ -59,6 +60,9 @@ MAX_FORM_PARTS = 64
 MATCHES_KEPT = 256  # routes matched, remembered by path, method and upgrade
 KEPT_PATH = 256  # characters of a path whose match is remembered (bounds what is kept)
 _AUDITED = "xend.audited"  # in a request's environ once the audit trail has logged it
+_ROUTE = "xend.route"  # in a request's environ once matched: its rule, for the latency
+_METHODS = frozenset({"GET", "HEAD", "POST"})  # others are counted as "other" (405)
+PLAIN_PATHS = frozenset({"/metrics", "/metrics/"})  # the same for browsers and programs
 
 
 class XendRequest(Request):
@@ -80,13 +84,15 @@ class XendApp:
 
     def __init__(self, routes: Iterable[tuple[str, Resource]],
                  site: BrowserSite | None = None, audit: Audit | None = None) -> None:
+        routes_kept = list(routes)
         self.url_map = Map(
-            [Rule(path, endpoint=resource) for path, resource in routes],
+            [Rule(path, endpoint=resource) for path, resource in routes_kept],
             strict_slashes=False,
             merge_slashes=False,
         )
         self.site = site or BrowserSite()
         self.audit = audit or Audit()
+        self._rules = {resource: path for path, resource in routes_kept}
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -97,16 +103,25 @@ class XendApp:
             response = self._error(400, refusal, wanted(environ))
             response.headers["Connection"] = "close"  # its body's end is unknown
             return response(environ, start_response)
+        start = time.monotonic()
         request = XendRequest(environ)
-        return self.respond(request)(environ, start_response)
+        response = self.respond(request)
+        method = request.method if request.method in _METHODS else "other"
+        tally.REQUESTS.observe((environ.get(_ROUTE, "none"), method,
+                                str(response.status_code)), time.monotonic() - start)
+        return response(environ, start_response)
 
     def respond(self, request: Request) -> Response:
         wants = wanted(request.environ)
         if wants is HTML:
-            return self.site.respond(self, request)
+            if request.path not in PLAIN_PATHS:
+                request.environ[_ROUTE] = "pages"
+                return self.site.respond(self, request)
+            wants = SXP  # /metrics: its errors as a program gets them
         try:
             resource, url_args = self._match(
                 request.path, request.method, _upgrades(request.environ))
+            request.environ[_ROUTE] = self._rules.get(resource, "none")
             reply = self._dispatch(request, resource, url_args)
         except XendError as error:
             return self._handled(request, error.status, error.message, wants)

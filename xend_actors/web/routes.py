@@ -20,8 +20,10 @@ from xend_actors.web.console import (
 from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.event import EventResource
 from xend_actors.web.login import LoginResource, LogoutResource
+from xend_actors.web.metrics import MetricsResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
 from xend_actors.web.resource import Resource
+from xend_actors.web.samples import DomainSamplesResource, SamplesResource
 from xend_actors.web.services import Services
 from xend_actors.web.static_files import StaticResource
 from xend_actors.web.token import TokenDirResource, TokenResource
@@ -31,7 +33,7 @@ from xend_actors.web.vnet import VnetDirResource, VnetResource
 class RootResource(Resource):
     """``/xend/``: the fixed list of what is below it."""
 
-    children = ("node", "domain", "console", "event", "device", "vnet")
+    children = ("node", "domain", "console", "event", "device", "vnet", "samples")
 
 
 class HomeResource(Resource):
@@ -70,6 +72,9 @@ def make_app(services: Services) -> XendApp:
             ("/xend/node/notify", NotifyResource(services)),
             ("/xend/domain/", DomainDirResource(services)),
             ("/xend/domain/<path:dom>/", DomainResource(services)),
+            ("/xend/domain/<dom>/samples", DomainSamplesResource(services)),
+            ("/xend/samples/", SamplesResource(services)),
+            ("/metrics", MetricsResource(services)),
             ("/xend/console/", ConsoleDirResource(services)),
             ("/xend/console/<int:port>/", ConsoleResource(services)),
             ("/xend/console/<int:port>/log", ConsoleLogResource(services)),

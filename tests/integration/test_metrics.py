@@ -1,0 +1,138 @@
+"""Metrics and samples (issue 17): ``GET /metrics`` read with prometheus_client's own
+parser, the samples API, through the gate like every door, on a real xend + simhv that
+samples every half second."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from tests.support.home import XendHome
+from tests.support.processes import wait_for
+from tests.support.xend import Xend
+from xend_actors import sxp
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def shared_xend_config() -> str:
+    return f"(sample-interval {INTERVAL})\n(sample-history 30)\n"
+
+
+def metrics(xend: Xend) -> dict[str, list[Sample]]:
+    reply = xend.get("/metrics")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain")
+    return {family.name: family.samples
+            for family in text_string_to_metric_families(reply.text)}
+
+
+def value(found: dict[str, list[Sample]], name: str, **labels: str) -> float | None:
+    family = name.removesuffix("_total").removesuffix("_bucket").removesuffix("_count")
+    for sample in found.get(family, []):
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+            return sample.value
+    return None
+
+
+def samples(xend: Xend, path: str = "/xend/samples/", **params: object) -> sxp.Value:
+    return xend.get_sxp(path, **params)
+
+
+def domain_in(sample: sxp.Value, name: str) -> sxp.Value | None:
+    return next((d for d in sxp.children(sample, "domain")
+                 if sxp.child_value(d, "name") == name), None)
+
+
+@pytest.fixture
+def vbd_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("disk") / "disk.img"
+    path.write_bytes(bytes(1 << 20))
+    yield str(path)
+
+
+def test_metrics_show_each_domain_and_its_cpu_grows_while_it_runs(xend: Xend,
+                                                                    vbd_file: str) -> None:
+    xend.start_sim("met1", ["vbd", ["uname", f"file:{vbd_file}"], ["dev", "sda1"],
+                            ["mode", "w"]])
+    domid = xend.domid("met1")
+    ids = {"domain": "met1", "id": domid}
+
+    def cpu() -> float | None:
+        return value(metrics(xend), "xend_domain_cpu_seconds_total", **ids)
+
+    first = wait_for(cpu, what="met1 in a sample")
+    assert isinstance(first, float)
+    wait_for(lambda: (cpu() or 0) > first, what="met1's cpu seconds to grow")
+
+    found = metrics(xend)
+    assert value(found, "xend_domain_state", state="blocked", **ids) == 1.0
+    assert value(found, "xend_domain_vcpus", **ids) == 1.0
+    assert value(found, "xend_domain_memory_bytes", **ids) == 32 * 1024 * 1024
+    assert value(found, "xend_domain_memory_max_bytes", **ids) == 32 * 1024 * 1024
+    assert (value(found, "xend_domain_console_bytes_total", **ids) or 0) > 0  # its boot text
+    assert value(found, "xend_domain_vbd_read_bytes_total", device="sda1", **ids) == 0
+    assert value(found, "xend_domain_cpu_seconds_total", domain="Domain-0", id="0") is not None
+    assert (value(found, "xend_event_sequence") or 0) > 0
+    # xend's own: this very route's latency, by its rule, and the asks the create made.
+    assert (value(found, "xend_http_request_duration_seconds_count", route="/metrics",
+                  method="GET", status="200") or 0) >= 1
+    assert any(s.labels.get("caller", "").startswith("DomainDirResource")
+               for s in found["xend_actor_ask_duration_seconds"])
+    assert "process_resident_memory_bytes" in found
+
+    # The guest writes to its disk: the vbd's counters and its rate move.
+    xend.sh("met1", "disk 0x801 write 0 hello", "wrote 5 bytes")
+    wait_for(lambda: value(metrics(xend), "xend_domain_vbd_written_bytes_total",
+                           device="sda1", **ids) == 5, what="the write to be counted")
+    assert value(metrics(xend), "xend_domain_vbd_writes_total", device="sda1", **ids) == 1
+
+
+def test_samples_give_the_latest_rates_and_a_domains_history(xend: Xend) -> None:
+    xend.start_sim("met2")
+
+    def rated() -> sxp.Value | None:
+        domain = domain_in(samples(xend), "met2")
+        return domain if domain is not None and sxp.child(domain, "rates") else None
+
+    domain = wait_for(rated, what="met2's rates")
+    rates = sxp.child(domain, "rates")
+    assert 0 < float(sxp.child_value(rates, "cpu")) < 0.1  # an idle sim guest: 1 %
+    assert sxp.child_value(domain, "state") == "-b---"
+    assert int(sxp.child_value(domain, "memory")) == 32 * 1024 * 1024
+
+    def history_of_three() -> sxp.Value | None:
+        found = samples(xend, "/xend/domain/met2/samples")
+        return found if len(sxp.child(found, "cpu")) > 3 else None
+
+    history = wait_for(history_of_three, what="three samples")
+    times = [float(t) for t in sxp.child(history, "time")[1:]]
+    cpus = sxp.child(history, "cpu")[1:]
+    assert len(times) == len(cpus) and times == sorted(times)
+    last = int(sxp.child_value(history, "seq"))
+    newer = samples(xend, "/xend/domain/met2/samples", since=last - 1)
+    assert len(sxp.child(newer, "time")[1:]) == 1
+    whole = samples(xend, history="1")
+    assert sxp.child(domain_in(whole, "met2"), "history") is not None
+
+    assert xend.get("/xend/domain/nosuch/samples").status_code == 404
+    assert xend.get("/xend/domain/met2/samples", since="x").status_code == 400
+
+
+def test_metrics_pass_the_gate(xend: Xend) -> None:
+    home: XendHome = xend.home
+    with home.http(token="") as anonymous:
+        assert anonymous.get("/metrics").status_code == 401
+    viewer = home.new_token("metrics-viewer", role="viewer")
+    with home.http(token=viewer) as client:
+        reply = client.get("/metrics", headers={"Accept": "text/plain",
+                                                "User-Agent": "Prometheus/2.53"})
+        assert reply.status_code == 200
+        assert "xend_domain_cpu_seconds_total" in reply.text
+        assert client.get("/xend/samples/").status_code == 200

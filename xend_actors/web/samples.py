@@ -1,0 +1,121 @@
+"""The samples API: ``/xend/samples/`` (every domain's latest sample and rates) and
+``/xend/domain/<dom>/samples`` (one domain's rates over the last hour), read from
+``Samples`` without asking any actor.
+
+``GET /xend/samples/`` answers::
+
+    (samples (seq N) (time T) (interval S)
+      (domain (name web1) (id 3) (state -b---) (vcpus 1) (cpu_time 12.5)
+              (memory BYTES) (maxmem BYTES) (console_bytes N)
+              (vbd_read_bytes N) (vbd_write_bytes N) (vbd_reads N) (vbd_writes N)
+              (vif_rx_bytes N) (vif_tx_bytes N) (vif_rx_packets N) (vif_tx_packets N)
+              (rates (cpu F) (vbd_read F) (vbd_write F) (vif_rx F) (vif_tx F)))
+      ...)
+
+the counters summed over each domain's devices, its ``rates`` over the last period
+(cpu: a share of one cpu, 1.0 for a cpu busy all the time; the others bytes a second;
+absent in a domain's first sample); ``(seq -1)`` and no domains before the first
+sample. With ``?history=1`` each domain also has its ``(history ...)`` as below.
+
+``GET /xend/domain/<dom>/samples[?since=SEQ]`` answers the domain's ``history``::
+
+    (history (domain web1) (id 3) (seq LAST) (interval S) (time T1 T2 ...)
+             (cpu F1 F2 ...) (memory ...) (vbd_read ...) (vbd_write ...)
+             (vif_rx ...) (vif_tx ...))
+
+one value a sample, oldest first, after ``since`` (all it has without it: an hour at
+5 s); a value the sample could not tell is ``nan``. A domain without samples yet
+answers ``(seq -1)`` and empty lists; one xend does not have is a 404.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from werkzeug import Request
+
+from xend_actors import sxp
+from xend_actors.domain.samples import SERIES, History, Reading
+from xend_actors.domain.view import TableView
+from xend_actors.errors import BadRequest
+from xend_actors.web.resource import Resource
+from xend_actors.web.services import Services
+
+_RATES = ("cpu", "vbd_read", "vbd_write", "vif_rx", "vif_tx")
+_TOTALS = ("vbd_read_bytes", "vbd_write_bytes", "vbd_reads", "vbd_writes",
+           "vif_rx_bytes", "vif_tx_bytes", "vif_rx_packets", "vif_tx_packets")
+
+
+class SamplesResource(Resource):
+    """``/xend/samples/``."""
+
+    def __init__(self, services: Services) -> None:
+        self.samples = services.samples
+
+    def get(self, request: Request, **url_args: Any) -> sxp.Value:
+        interval = self.samples.interval if self.samples is not None else 0.0
+        sample = self.samples.latest() if self.samples is not None else None
+        if sample is None:
+            return ["samples", ["seq", "-1"], ["interval", _number(interval)]]
+        history = request.args.get("history") == "1"
+        domains = []
+        for reading in sample.readings:
+            value = _reading(reading)
+            if history and self.samples is not None:
+                found = self.samples.history(reading.domid)
+                if found is not None:
+                    value.append(_history(found, interval))
+            domains.append(value)
+        return ["samples", ["seq", str(sample.seq)], ["time", _number(sample.time)],
+                ["interval", _number(interval)], *domains]
+
+
+class DomainSamplesResource(Resource):
+    """``/xend/domain/<dom>/samples``."""
+
+    def __init__(self, services: Services) -> None:
+        self.samples = services.samples
+        self.view: TableView = services.view
+
+    def get(self, request: Request, dom: str = "", **url_args: Any) -> sxp.Value:
+        listed = self.view.current().find(dom)  # NotFound (404) for an unknown domain
+        since_text = request.args.get("since", "-1")
+        try:
+            since = int(since_text)
+        except ValueError:
+            raise BadRequest(f"since must be a sample's number, got {since_text[:40]!r}") \
+                from None
+        interval = self.samples.interval if self.samples is not None else 0.0
+        domid = listed.record.domid
+        found = self.samples.history(domid, since) if self.samples is not None else None
+        if found is None or found.name != listed.record.name:
+            found = History(listed.record.name, domid, -1, (),
+                            {series: () for series in SERIES})
+        return _history(found, interval)
+
+
+def _reading(reading: Reading) -> list[Any]:
+    hv = reading.counters.domain
+    value: list[Any] = [
+        "domain", ["name", hv.name], ["id", str(hv.domid)], ["state", hv.state.letters],
+        ["vcpus", str(hv.vcpus)], ["cpu_time", _number(hv.cpu_time)],
+        ["memory", str(hv.memory_kb * 1024)], ["maxmem", str(hv.maxmem_kb * 1024)],
+        ["console_bytes", str(reading.console_bytes)],
+        *([name, str(total)] for name, total in zip(_TOTALS, reading.totals(), strict=True))]
+    rates = dict(zip(SERIES, reading.rates, strict=True))
+    known = [[name, _number(rates[name])] for name in _RATES if not math.isnan(rates[name])]
+    if known:
+        value.append(["rates", *known])
+    return value
+
+
+def _history(history: History, interval: float) -> list[Any]:
+    return ["history", ["domain", history.name], ["id", str(history.domid)],
+            ["seq", str(history.last_seq)], ["interval", _number(interval)],
+            ["time", *(_number(t) for t in history.times)],
+            *([series, *(_number(v) for v in history.series[series])] for series in SERIES)]
+
+
+def _number(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.12g}"
