@@ -274,6 +274,14 @@ class XendClient:
     def xend_domain(self, dom: str | int) -> sxp.Value:
         return self.get(self._domain(dom))
 
+    def xend_samples(self, history: bool = False) -> sxp.Value:
+        """Every domain's latest sample and rates (our addition; web/samples.py)."""
+        return self.get(self.url("samples") + "/", **({"history": 1} if history else {}))
+
+    def xend_domain_samples(self, dom: str | int, since: int = -1) -> sxp.Value:
+        """A domain's rates at each sample after ``since`` (our addition)."""
+        return self.get(self._domain(dom) + "/samples", since=since)
+
     def xend_domain_create(self, config: sxp.Value | Path) -> sxp.Value:
         """Create a paused domain; a ``Path`` is uploaded as is, like the original's ``-F``."""
         return self.post(self.url("domain"), "create", config=config)

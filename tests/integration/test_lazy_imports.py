@@ -39,7 +39,7 @@ from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
 
-NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx",
+NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx", "prometheus_client",
                 "xend_actors.hypervisor.qemu", "xend_actors.transfer.session",
                 "xend_actors.transfer.relocation")
 NOT_IN_XM = ("ssl", "_ssl", "http", "email", "pathlib", "hashlib", "h11", "httpx", "wsproto",

@@ -4,6 +4,13 @@ samples every half second."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import termios
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +19,7 @@ from prometheus_client.samples import Sample
 
 from tests.support.home import XendHome
 from tests.support.processes import wait_for
-from tests.support.xend import Xend
+from tests.support.xend import XM, Xend, run_xm
 from xend_actors import sxp
 
 pytestmark = pytest.mark.integration
@@ -136,3 +143,61 @@ def test_metrics_pass_the_gate(xend: Xend) -> None:
         assert reply.status_code == 200
         assert "xend_domain_cpu_seconds_total" in reply.text
         assert client.get("/xend/samples/").status_code == 200
+
+
+# --- xm top --------------------------------------------------------------------------------
+
+
+def test_xm_top_in_batch_prints_rounds_of_every_domain(xend: Xend) -> None:
+    xend.start_sim("top1")
+    wait_for(lambda: sxp.child(domain_in(samples(xend), "top1") or ["x"], "rates"),
+             what="top1's rates")
+    done = run_xm(xend.home, "top", "-b", "-n", "2", "-d", str(INTERVAL), "-s", "c")
+    assert done.returncode == 0, done.stderr
+    rounds = done.stdout.rstrip("\n").split("\n\n")
+    assert len(rounds) == 2
+    for text in rounds:
+        summary, header, *lines = text.splitlines()
+        assert summary.startswith("xm top - ") and "domains:" in summary
+        assert header.split() == ["NAME", "ID", "STATE", "CPU(%)", "MEM(MiB)", "MAX(MiB)",
+                                  "VCPUS", "VBD_RD", "VBD_WR", "NET_RX", "NET_TX"]
+        rows = {line.split()[0]: line.split() for line in lines}
+        assert rows["top1"][1] == xend.domid("top1")
+        assert rows["top1"][2] == "-b---"
+        assert 0 < float(rows["top1"][3]) < 10  # an idle sim guest: 1 % of a cpu
+        assert rows["top1"][4] == "32"
+        assert "Domain-0" in rows
+    assert run_xm(xend.home, "top", "-d", "0").returncode == 1
+
+
+def test_xm_top_draws_a_live_screen_and_quits_on_q(xend: Xend) -> None:
+    xend.start_sim("top2")
+    assert XM
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm", "XEND": f"127.0.0.1:{xend.home.http_port}",
+           "XEND_TOKEN": xend.home.admin_token()}
+    process = subprocess.Popen([XM, "top", "-d", str(INTERVAL)], stdin=child, stdout=child,
+                               stderr=child, env=env, start_new_session=True)
+    os.close(child)
+    seen = bytearray()
+
+    def shows(text: bytes) -> bool:
+        while select.select([main], [], [], 0.1)[0]:
+            try:
+                seen.extend(os.read(main, 65536))
+            except OSError:
+                break
+        return text in seen
+
+    try:
+        wait_for(lambda: shows(b"top2") and shows(b"q quits"), timeout=20,
+                 what="xm top's screen")
+        assert b"CPU(%)" in seen
+        os.write(main, b"q")
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(main)

@@ -1,7 +1,7 @@
 """The ``xm`` command: how to reach xend, command dispatch, help, errors, and ``xm call``.
 
 Commands live one module per group (``console``, ``domain``, ``device``, ``create``,
-``host``, ``scheduler``, ``transfer``, ``vnet``, ``token``); this module puts them
+``host``, ``top``, ``scheduler``, ``transfer``, ``vnet``, ``token``); this module puts them
 together as the original did (facts §14.1): any unique prefix of a command name runs it,
 ``xm help`` lists the commands by group, and every error is ``Error: <message>`` on
 stderr with exit status 1. A command's module is imported only when it runs (``xm help``
@@ -174,7 +174,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Commands related to consoles:", ("console",)),
     ("Commands on domains:", ("create", "domain", "device", "transfer")),
     # The original had a group of its own for vnets; they are the host's networks.
-    ("Commands related to the xen host (node):", ("host", "vnet", "token")),
+    ("Commands related to the xen host (node):", ("host", "top", "vnet", "token")),
     ("Commands controlling scheduling:", ("scheduler",)),
 )
 
@@ -190,6 +190,7 @@ COMMAND_MODULES: dict[str, str] = {
                      "vif-destroy"), "device"),
     **dict.fromkeys(("save", "restore", "migrate"), "transfer"),
     **dict.fromkeys(("info", "dmesg", "log"), "host"),
+    "top": "top",
     **dict.fromkeys(("vnet-list", "vnet-create", "vnet-delete"), "vnet"),
     **dict.fromkeys(("token-create", "token-delete", "token-list"), "token"),
     **dict.fromkeys(("bvt", "bvt_ctxallow", "fbvt", "atropos", "rrobin"), "scheduler"),
