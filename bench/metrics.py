@@ -1,0 +1,161 @@
+"""What metrics and samples cost: ``GET /metrics`` at 1000 sim domains, sampling's CPU on
+an idle xend, and the samples' memory per domain.
+
+* scrape: the median wall time of ``GET /metrics`` with ``--guests`` sim domains, each
+  request on one kept-alive connection to the Unix socket, beside the same xend's
+  ``GET /xend/domain/?detail=1`` (every domain's info in one reply) and a bare
+  ``GET /xend/``, measured in the same run, alternating; the ratios are the figures;
+* idle: the CPU xend and its xend-simhv use (``/proc/<pid>/stat``) over ``--window``
+  seconds of nothing, with ``(sample-interval 5)`` and with ``(sample-interval 0)``
+  (sampling off), with no domains and with ``--guests``: the difference is sampling's
+  share of one core;
+* memory: the samples of ``--guests`` domains kept for an hour at 5 s (720 samples,
+  the rings full), measured with tracemalloc in this process: bytes per domain.
+
+    python bench/metrics.py                  # 1000 guests, 30 s windows
+    python bench/metrics.py --guests 200 --window 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+
+import httpx
+from common import (
+    cpu_seconds,
+    create_guest,
+    load_average,
+    print_table,
+    read_pid,
+    running_xend,
+)
+
+from tests.support.home import XendHome
+from xend_actors.client import XendClient
+from xend_actors.domain.samples import Samples
+from xend_actors.hypervisor.base import (
+    DomainCounters,
+    DomainState,
+    HvDomain,
+    VbdCounters,
+    VifCounters,
+)
+
+RUNS = 30
+AIM_SCRAPE_MS = 50.0
+AIM_IDLE_PERCENT = 1.0
+SXP = {"Accept": "application/sxp"}
+
+
+def _fill(home: XendHome, guests: int) -> None:
+    with XendClient(unix_path=home.unix_path) as client:
+        for number in range(guests):
+            create_guest(client, number)
+
+
+def _median_ms(http: httpx.Client, path: str, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        reply = http.get(path)
+        times.append(time.perf_counter() - start)
+        assert reply.status_code == 200, reply.text[:200]
+    return statistics.median(times) * 1000
+
+
+def scrape(guests: int) -> list[list[str]]:
+    with running_xend("(sample-interval 1)\n") as home:
+        _fill(home, guests)
+        http = home.unix_http()
+        http.headers.update(SXP)
+        deadline = time.monotonic() + 30
+        while f'id="{guests}"' not in http.get("/metrics").text:  # a sample with them all
+            assert time.monotonic() < deadline, "no sample of every domain within 30 s"
+            time.sleep(0.2)
+        lines = http.get("/metrics").text.count("\n")
+        figures: dict[str, list[float]] = {"/metrics": [], "/xend/domain/?detail=1": [],
+                                           "/xend/": []}
+        for _ in range(3):  # alternating, so that the load falls on each alike
+            for path, found in figures.items():
+                found.append(_median_ms(http, path, RUNS // 3))
+        http.close()
+    metrics = statistics.median(figures["/metrics"])
+    rows = []
+    for path, found in figures.items():
+        ms = statistics.median(found)
+        rows.append([f"GET {path}", f"{ms:.2f} ms", f"{metrics / ms:.2f}x"])
+    rows[0].append(f"{lines} lines; aim <= {AIM_SCRAPE_MS:g} ms")
+    for row in rows[1:]:
+        row.append("")
+    return rows
+
+
+def _idle_cpu(guests: int, interval: float, window: float) -> float:
+    """xend's and its xend-simhv's CPU over ``window`` idle seconds, in % of one core."""
+    with running_xend(f"(sample-interval {interval:g})\n") as home:
+        _fill(home, guests)
+        time.sleep(6)  # the creates' aftermath: refreshes, the event log's commits
+        pids = [home.pid(), read_pid(home.run_dir / "simhv.pid")]
+        assert pids[0] is not None
+        before = sum(cpu_seconds(pid) for pid in pids if pid is not None)
+        start = time.monotonic()
+        time.sleep(window)
+        used = sum(cpu_seconds(pid) for pid in pids if pid is not None) - before
+        return used / (time.monotonic() - start) * 100
+
+
+def idle(guests: int, window: float) -> list[list[str]]:
+    rows = []
+    for count in (0, guests):
+        off = _idle_cpu(count, 0, window)
+        on = _idle_cpu(count, 5, window)
+        rows.append([f"idle, {count} domains", f"{off:.2f} %", f"{on:.2f} %",
+                     f"{on - off:+.2f} %", f"aim < {AIM_IDLE_PERCENT:g} %"])
+    return rows
+
+
+def memory(guests: int) -> list[list[str]]:
+    samples = Samples(5.0, 720)
+    domains = [DomainCounters(
+        HvDomain(domid, f"bench-{domid:04d}", DomainState.BLOCKED, None, 16384, 16384, 1, -1,
+                 float(domid)),
+        (VbdCounters(0x801, domid, domid, 1, 1),), (VifCounters(0, domid, domid, 1, 1),))
+        for domid in range(guests)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for seq in range(720):
+        samples.add(1000.0 + seq * 5, domains, {}, {})
+    total = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    rings = samples.ring_bytes()
+    return [["samples, an hour at 5 s", f"{total / guests / 1024:.1f} KiB",
+             f"{rings / guests / 1024:.1f} KiB", f"{(total - rings) / guests / 1024:.1f} KiB",
+             "of issue 16's 64 KiB a domain"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guests", type=int, default=1000)
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--only", choices=("scrape", "idle", "memory"))
+    options = parser.parse_args()
+    print(f"{options.guests} sim domains; load {load_average()}")
+    if options.only in (None, "scrape"):
+        print()
+        print_table(["request", "median", "/metrics is", "notes"], scrape(options.guests))
+    if options.only in (None, "idle"):
+        print()
+        print_table(["xend + simhv CPU", "sampling off", "sampling on (5 s)", "sampling",
+                     ""], idle(options.guests, options.window))
+    if options.only in (None, "memory"):
+        print()
+        print_table(["memory per domain", "in all", "rings", "latest sample", ""],
+                    memory(options.guests))
+    print(f"\nload {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
