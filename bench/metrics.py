@@ -56,14 +56,16 @@ def _fill(home: XendHome, guests: int) -> None:
             create_guest(client, number)
 
 
-def _median_ms(http: httpx.Client, path: str, runs: int) -> float:
+def _median_ms(http: httpx.Client, path: str, runs: int, pid: int) -> tuple[float, float]:
+    """The median wall time of a request, and xend's CPU per request, in ms."""
     times = []
+    cpu = cpu_seconds(pid)
     for _ in range(runs):
         start = time.perf_counter()
         reply = http.get(path)
         times.append(time.perf_counter() - start)
         assert reply.status_code == 200, reply.text[:200]
-    return statistics.median(times) * 1000
+    return statistics.median(times) * 1000, (cpu_seconds(pid) - cpu) / runs * 1000
 
 
 def scrape(guests: int) -> list[list[str]]:
@@ -76,17 +78,22 @@ def scrape(guests: int) -> list[list[str]]:
             assert time.monotonic() < deadline, "no sample of every domain within 30 s"
             time.sleep(0.2)
         lines = http.get("/metrics").text.count("\n")
-        figures: dict[str, list[float]] = {"/metrics": [], "/xend/domain/?detail=1": [],
-                                           "/xend/": []}
+        pid = home.pid()
+        assert pid is not None
+        figures: dict[str, list[tuple[float, float]]] = {
+            "/metrics": [], "/xend/domain/?detail=1": [], "/xend/": []}
         for _ in range(3):  # alternating, so that the load falls on each alike
             for path, found in figures.items():
-                found.append(_median_ms(http, path, RUNS // 3))
+                found.append(_median_ms(http, path, RUNS // 3, pid))
         http.close()
-    metrics = statistics.median(figures["/metrics"])
+    medians = {path: (statistics.median(w for w, _ in found),
+                      statistics.median(c for _, c in found))
+               for path, found in figures.items()}
+    wall, cpu = medians["/metrics"]
     rows = []
-    for path, found in figures.items():
-        ms = statistics.median(found)
-        rows.append([f"GET {path}", f"{ms:.2f} ms", f"{metrics / ms:.2f}x"])
+    for path, (ms, cpu_ms) in medians.items():
+        rows.append([f"GET {path}", f"{ms:.2f} ms", f"{wall / ms:.2f}x", f"{cpu_ms:.2f} ms",
+                     f"{cpu / cpu_ms:.2f}x" if cpu_ms > 0 else "-"])
     rows[0].append(f"{lines} lines; aim <= {AIM_SCRAPE_MS:g} ms")
     for row in rows[1:]:
         row.append("")
@@ -145,7 +152,8 @@ def main() -> None:
     print(f"{options.guests} sim domains; load {load_average()}")
     if options.only in (None, "scrape"):
         print()
-        print_table(["request", "median", "/metrics is", "notes"], scrape(options.guests))
+        print_table(["request", "median", "/metrics is", "xend CPU", "/metrics is", "notes"],
+                    scrape(options.guests))
     if options.only in (None, "idle"):
         print()
         print_table(["xend + simhv CPU", "sampling off", "sampling on (5 s)", "sampling",

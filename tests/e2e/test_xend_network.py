@@ -183,3 +183,40 @@ def test_the_network_script_takes_its_arguments_from_the_config(
         assert "10.88.0.2" in [a["local"] for a in addresses[0]["addr_info"]]
     finally:
         reaper.submit(str(home.root), home.tear_down)
+
+
+def test_a_vifs_counters_grow_when_the_guest_sends(namespace: Namespace,
+                                                    reaper: Reaper) -> None:
+    """The sim's backend counts what its guest sends on a vif; /metrics shows it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    home = new_home("(sample-interval 0.5)\n(sim-taps yes)\n(vif-bridge xen-br0)\n")
+    home.netns = namespace.name
+    try:
+        home.start()
+        info = post(home, "/xend/domain/", op="create", config=vm(
+            "net3", ["vif", ["mac", "aa:00:00:00:03:01"], ["ip", "10.77.0.7"]]))
+        post(home, "/xend/domain/net3", op="unpause")
+        domid = int(sxp.child_value(info, "id"))
+
+        def sent() -> tuple[float, float]:
+            with home.unix_http() as http:
+                text = http.get("/metrics").text
+            found = {}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.labels.get("domain") == "net3" and \
+                            sample.labels.get("device") == "eth0":
+                        found[sample.name] = sample.value
+            return (found.get("xend_domain_vif_transmit_packets_total", -1),
+                    found.get("xend_domain_vif_transmit_bytes_total", -1))
+
+        wait_for(lambda: sent() == (0, 0), what="net3's vif in a sample")
+        guest = Guest(home, namespace, domid)
+        wait_for(lambda: guest.sh("udp 0 10.77.0.7 10.77.0.1 5000 counted") == "sent",
+                 what="the guest to send")
+        packets, sent_bytes = wait_for(lambda: (found := sent())[0] >= 1 and found,
+                                       what="the sent frame to be counted")
+        assert sent_bytes >= packets * (14 + 20 + 8 + len("counted"))  # ether, IP, UDP, data
+    finally:
+        reaper.submit(str(home.root), home.tear_down)

@@ -172,6 +172,7 @@ def test_xm_top_in_batch_prints_rounds_of_every_domain(xend: Xend) -> None:
 
 def test_xm_top_draws_a_live_screen_and_quits_on_q(xend: Xend) -> None:
     xend.start_sim("top2")
+    wait_for(lambda: domain_in(samples(xend), "top2"), what="top2 in a sample")
     assert XM
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
@@ -191,7 +192,7 @@ def test_xm_top_draws_a_live_screen_and_quits_on_q(xend: Xend) -> None:
         return text in seen
 
     try:
-        wait_for(lambda: shows(b"top2") and shows(b"q quits"), timeout=20,
+        wait_for(lambda: shows(b"top2") and shows(b"q quits"), timeout=30,
                  what="xm top's screen")
         assert b"CPU(%)" in seen
         os.write(main, b"q")

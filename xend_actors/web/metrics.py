@@ -62,7 +62,8 @@ class MetricsResource(Resource):
         registry = CollectorRegistry(auto_describe=False)
         for shared in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(shared)
-        registry.register(Collector(self.samples, self._last_event))
+        # A collector by its methods: its ABC would import prometheus_client at start.
+        registry.register(Collector(self.samples, self._last_event))  # type: ignore[arg-type]
         return registry
 
     def _last_event(self) -> int:
