@@ -48,6 +48,8 @@ RUNS = 30
 AIM_SCRAPE_MS = 50.0
 AIM_IDLE_PERCENT = 1.0
 SXP = {"Accept": "application/sxp"}
+# No raw TCP console ports: a thousand of them meet ports others on the machine hold.
+QUIET = "(console-tcp no)\n"
 
 
 def _fill(home: XendHome, guests: int) -> None:
@@ -69,7 +71,7 @@ def _median_ms(http: httpx.Client, path: str, runs: int, pid: int) -> tuple[floa
 
 
 def scrape(guests: int) -> list[list[str]]:
-    with running_xend("(sample-interval 1)\n") as home:
+    with running_xend(QUIET + "(sample-interval 1)\n") as home:
         _fill(home, guests)
         http = home.unix_http()
         http.headers.update(SXP)
@@ -102,7 +104,7 @@ def scrape(guests: int) -> list[list[str]]:
 
 def _idle_cpu(guests: int, interval: float, window: float) -> float:
     """xend's and its xend-simhv's CPU over ``window`` idle seconds, in % of one core."""
-    with running_xend(f"(sample-interval {interval:g})\n") as home:
+    with running_xend(QUIET + f"(sample-interval {interval:g})\n") as home:
         _fill(home, guests)
         time.sleep(6)  # the creates' aftermath: refreshes, the event log's commits
         pids = [home.pid(), read_pid(home.run_dir / "simhv.pid")]
