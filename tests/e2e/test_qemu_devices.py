@@ -325,6 +325,17 @@ class SharedHost:
             self.current = None
 
 
+def vif_counter(host: Host, name: str, metric: str) -> float | None:
+    """Domain ``name``'s eth0 counter ``metric`` in ``GET /metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = host.xend.http.get("/metrics").text
+    return next((sample.value for family in text_string_to_metric_families(text)
+                 for sample in family.samples if sample.name == metric
+                 and sample.labels.get("domain") == name
+                 and sample.labels.get("device") == "eth0"), None)
+
+
 @pytest.fixture(scope="module")
 def shared_host(guest: Guest, reaper: Reaper) -> Iterator[SharedHost]:
     why = netns_usable()
@@ -352,6 +363,11 @@ def test_two_guests_on_the_bridge_ping_and_a_spoofer_is_cut_off(netns_host: Host
     netns_host.sh(b, "echo READY-$((1))", "READY-1")
     ping = "ping -c 3 -W 2 10.88.0.12 >/dev/null && echo PING-$((1))-OK || echo PING-$((0))-NO"
     assert netns_host.sh(a, ping, "PING-[01]-(OK|NO)", 60) == "PING-1-OK"
+    # Its tap counted the pings both ways (metrics, issue 17: one netlink dump a sample).
+    wait_for(lambda: all((vif_counter(netns_host, "qa", f"xend_domain_vif_{way}_total") or 0)
+                         > 0 for way in ("transmit_packets", "receive_packets",
+                                         "transmit_bytes", "receive_bytes")),
+             timeout=30, what="qa's vif counters in a sample")
 
     netns_host.sh(a, "ip addr flush dev eth0; ip addr add 10.88.0.99/24 dev eth0;"
                      " echo MOVED-$((1))", "MOVED-1")

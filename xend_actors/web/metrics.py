@@ -36,7 +36,12 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 PATH = "/metrics"
-_STATES = tuple((flag.name.lower(), flag) for flag in DomainState if flag.name)
+
+
+@functools.cache
+def _words(state: DomainState) -> tuple[str, ...]:
+    """The names of the flags ``state`` has (few states, many domains: each made once)."""
+    return tuple(flag.name.lower() for flag in DomainState if flag.name and flag in state)
 
 
 class MetricsResource(Resource):
@@ -152,9 +157,8 @@ def _domains(sample: Sample) -> Iterator[Any]:
     for reading in sample.readings:
         hv = reading.counters.domain
         labels = [hv.name, str(hv.domid)]
-        for word, flag in _STATES:
-            if flag in hv.state:
-                state.add_metric([*labels, word], 1)
+        for word in _words(hv.state):
+            state.add_metric([*labels, word], 1)
         vcpus.add_metric(labels, hv.vcpus)
         cpu.add_metric(labels, hv.cpu_time)
         memory.add_metric(labels, hv.memory_kb * 1024)
