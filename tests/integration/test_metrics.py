@@ -41,7 +41,9 @@ def metrics(xend: Xend) -> dict[str, list[Sample]]:
 
 
 def value(found: dict[str, list[Sample]], name: str, **labels: str) -> float | None:
-    family = name.removesuffix("_total").removesuffix("_bucket").removesuffix("_count")
+    family = name.removesuffix("_total")
+    for suffix in ("_bucket", "_count", "_sum"):
+        family = family.removesuffix(suffix)
     for sample in found.get(family, []):
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
             return sample.value
@@ -202,3 +204,26 @@ def test_xm_top_draws_a_live_screen_and_quits_on_q(xend: Xend) -> None:
             process.kill()
             process.wait()
         os.close(main)
+
+
+def test_saves_and_restores_are_counted_with_their_duration(xend: Xend,
+                                                            tmp_path_factory: pytest.TempPathFactory
+                                                            ) -> None:
+    def counted(kind: str) -> float:
+        return value(metrics(xend), "xend_transfer_duration_seconds_count", kind=kind,
+                     result="ok") or 0
+
+    saves, restores = counted("save"), counted("restore")
+    xend.start_sim("met3")
+    image = tmp_path_factory.mktemp("save") / "met3.save"
+    assert xend.ok(xend.post("/xend/domain/met3", op="save", file=str(image))) == "0"
+    xend.ok(xend.post("/xend/domain/", op="restore", file=str(image)), 201)
+    assert counted("save") == saves + 1
+    assert counted("restore") == restores + 1
+    found = metrics(xend)
+    total = value(found, "xend_transfer_duration_seconds_sum", kind="save", result="ok")
+    assert total is not None and total > 0
+    failed = xend.post("/xend/domain/", op="restore", file=str(image) + ".none")
+    assert failed.status_code >= 400
+    assert (value(metrics(xend), "xend_transfer_duration_seconds_count", kind="restore",
+                  result="error") or 0) >= 1
