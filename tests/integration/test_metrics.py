@@ -227,3 +227,32 @@ def test_saves_and_restores_are_counted_with_their_duration(xend: Xend,
     assert failed.status_code >= 400
     assert (value(metrics(xend), "xend_transfer_duration_seconds_count", kind="restore",
                   result="error") or 0) >= 1
+
+
+def test_a_stream_of_samples_sends_each_new_sample_once(xend: Xend) -> None:
+    xend.start_sim("met4")
+    seen: list[tuple[int, sxp.Value]] = []
+    headers = {"Accept": "text/event-stream"}
+    with xend.http.stream("GET", "/xend/samples/", headers=headers) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in reply.iter_lines():
+            if line:
+                key, _, text = line.partition(": ")
+                fields[key] = text
+            elif fields.get("event") == "sample":
+                seen.append((int(fields["id"]), sxp.parse(fields["data"])))
+                if len(seen) == 3:
+                    break
+                fields = {}
+    ids = [seq for seq, _ in seen]
+    assert ids == sorted(set(ids)) and ids[-1] - ids[0] >= 2
+    for seq, sample in seen:
+        assert sxp.child_value(sample, "seq") == str(seq)
+    assert domain_in(seen[-1][1], "met4") is not None
+    # Resuming after the last one it saw, a client gets the next, not that one again.
+    with xend.http.stream("GET", "/xend/samples/",
+                          headers={**headers, "Last-Event-ID": str(ids[-1])}) as reply:
+        first = next(line for line in reply.iter_lines() if line.startswith("id: "))
+    assert int(first.removeprefix("id: ")) > ids[-1]

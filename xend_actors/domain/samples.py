@@ -10,7 +10,8 @@ domain when full, where the counters themselves are kept only for the latest sam
 loses its ring; one whose id comes back under another name starts a new one.
 
 Web threads read ``latest()`` (a frozen value, swapped whole) with no lock, and a
-domain's ``history`` under a lock the sampler holds only while it writes.
+domain's ``history`` under a lock the sampler holds only while it writes; a stream of
+samples waits for the next in ``wait_newer``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,16 @@ class Samples:
         self._times = array("d")  # the samples' times, a ring like the domains'
         self._rings: dict[int, Ring] = {}
         self._lock = threading.Lock()
+        self._new = threading.Condition(threading.Lock())  # a sample came: its watchers
+
+    def wait_newer(self, seq: int, timeout: float) -> Sample | None:
+        """The latest sample if it is newer than ``seq``, waiting up to ``timeout`` s for
+        one; None if none came."""
+        with self._new:
+            self._new.wait_for(lambda: (s := self._latest) is not None and s.seq > seq,
+                               timeout)
+            latest = self._latest
+        return latest if latest is not None and latest.seq > seq else None
 
     def latest(self) -> Sample | None:
         return self._latest
@@ -144,6 +155,8 @@ class Samples:
         with self._lock:
             self._keep(seq, now, sample.readings)
         self._latest = sample
+        with self._new:
+            self._new.notify_all()
         return sample
 
     def _keep(self, seq: int, now: float, readings: Sequence[Reading]) -> None:

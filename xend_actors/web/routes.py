@@ -7,7 +7,7 @@ from wsgiref.types import WSGIEnvironment
 from werkzeug import Request, Response
 from werkzeug.routing import Rule
 
-from xend_actors.web import console, event
+from xend_actors.web import console, event, samples
 from xend_actors.web.app import XendApp
 from xend_actors.web.audit import Audit
 from xend_actors.web.browser import BrowserSite
@@ -98,4 +98,4 @@ def make_app(services: Services) -> XendApp:
 def lingers(environ: WSGIEnvironment) -> bool:
     """Whether a request may wait by design (each resource knows its own): the server
     answers such a one on a thread of its own, so that it never holds up short ones."""
-    return event.waits(environ) or console.waits(environ)
+    return event.waits(environ) or console.waits(environ) or samples.waits(environ)

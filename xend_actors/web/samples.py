@@ -26,22 +26,37 @@ sample. With ``?history=1`` each domain also has its ``(history ...)`` as below.
 one value a sample, oldest first, after ``since`` (all it has without it: an hour at
 5 s); a value the sample could not tell is ``nan``. A domain without samples yet
 answers ``(seq -1)`` and empty lists; one xend does not have is a 404.
+
+``GET /xend/samples/`` with ``Accept: text/event-stream`` is a stream of Server-Sent
+Events, one a sample for every domain (``id: SEQ``, ``event: sample``, ``data:`` the
+``(samples ...)`` above on one line, without history), from the next sample on (or the
+latest at once, if newer than ``Last-Event-ID``), for ten minutes at most; the client
+then reconnects. Such streams wait on threads of their own, at most ``xend-max-waiting``
+at once, as the event stream's do.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
+from wsgiref.types import WSGIEnvironment
 
-from werkzeug import Request
+from werkzeug import Request, Response
 
 from xend_actors import sxp
-from xend_actors.domain.samples import SERIES, History, Reading
+from xend_actors.domain.samples import SERIES, History, Reading, Sample
 from xend_actors.domain.view import TableView
-from xend_actors.errors import BadRequest
+from xend_actors.errors import BadRequest, XendError
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services
 
+SSE_MIMETYPE = "text/event-stream"
+STREAM_LIFETIME = 600.0  # seconds a stream lasts at most; the client then resumes
+HEARTBEAT = 15.0  # seconds between keep-alive comments, which find closed streams
+RETRY_MS = 2000  # the reconnection delay a stream asks of its client
 _RATES = ("cpu", "vbd_read", "vbd_write", "vif_rx", "vif_tx")
 _TOTALS = ("vbd_read_bytes", "vbd_write_bytes", "vbd_reads", "vbd_writes",
            "vif_rx_bytes", "vif_tx_bytes", "vif_rx_packets", "vif_tx_packets")
@@ -52,13 +67,19 @@ class SamplesResource(Resource):
 
     def __init__(self, services: Services) -> None:
         self.samples = services.samples
+        self._most = services.config.max_waiting
+        self._watchers = threading.BoundedSemaphore(self._most)
 
-    def get(self, request: Request, **url_args: Any) -> sxp.Value:
+    def get(self, request: Request, **url_args: Any) -> sxp.Value | Response:
+        if SSE_MIMETYPE in request.headers.get("Accept", ""):
+            return self._stream(request)
+        return self._shown(self.samples.latest() if self.samples is not None else None,
+                           request.args.get("history") == "1")
+
+    def _shown(self, sample: Sample | None, history: bool = False) -> sxp.Value:
         interval = self.samples.interval if self.samples is not None else 0.0
-        sample = self.samples.latest() if self.samples is not None else None
         if sample is None:
             return ["samples", ["seq", "-1"], ["interval", _number(interval)]]
-        history = request.args.get("history") == "1"
         domains = []
         for reading in sample.readings:
             value = _reading(reading)
@@ -69,6 +90,33 @@ class SamplesResource(Resource):
             domains.append(value)
         return ["samples", ["seq", str(sample.seq)], ["time", _number(sample.time)],
                 ["interval", _number(interval)], *domains]
+
+    def _stream(self, request: Request) -> Response:
+        header = request.headers.get("Last-Event-ID", "").strip()
+        if header and not header.isdigit():
+            raise BadRequest(f"Last-Event-ID: expected a sample's number, got {header[:40]!r}")
+        latest = self.samples.latest() if self.samples is not None else None
+        since = int(header) if header else (latest.seq if latest is not None else -1)
+        if not self._watchers.acquire(blocking=False):
+            raise XendError(f"already {self._most} clients waiting for samples; "
+                            "try again later", status=503)
+        response = Response(self._events(since), mimetype=SSE_MIMETYPE,
+                            headers={"Cache-Control": "no-cache"})
+        response.call_on_close(self._watchers.release)
+        return response
+
+    def _events(self, since: int) -> Iterator[str]:
+        yield f"retry: {RETRY_MS}\n\n"
+        end = time.monotonic() + STREAM_LIFETIME
+        while self.samples is not None and (left := end - time.monotonic()) > 0:
+            sample = self.samples.wait_newer(since, min(HEARTBEAT, left))
+            if sample is None:
+                yield ": keep-alive\n\n"
+                continue
+            since = sample.seq
+            # show() prints one line whatever the text holds: no field breaks the framing.
+            yield (f"id: {sample.seq}\nevent: sample\n"
+                   f"data: {sxp.show(self._shown(sample))}\n\n")
 
 
 class DomainSamplesResource(Resource):
@@ -93,6 +141,13 @@ class DomainSamplesResource(Resource):
             found = History(listed.record.name, domid, -1, (),
                             {series: () for series in SERIES})
         return _history(found, interval)
+
+
+def waits(environ: WSGIEnvironment) -> bool:
+    """Whether a request is a stream of samples: the server answers it on a thread of its
+    own, never a worker (``http_loop``)."""
+    return environ.get("PATH_INFO", "").rstrip("/") == "/xend/samples" and \
+        SSE_MIMETYPE in environ.get("HTTP_ACCEPT", "")
 
 
 def _reading(reading: Reading) -> list[Any]:
