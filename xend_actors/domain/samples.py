@@ -29,7 +29,7 @@ _WIDTH = len(SERIES)
 NAN = math.nan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """One domain in a sample: its counters, its console's output so far and the names of
     its vbds (in the order of ``counters.vbds``), and its rates over the last period
@@ -58,7 +58,7 @@ class Reading:
                 sum(v.rx_packets for v in c.vifs), sum(v.tx_packets for v in c.vifs))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Every domain at one time: ``seq`` counts the samples since xend started."""
 

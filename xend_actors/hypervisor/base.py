@@ -135,7 +135,7 @@ class HvDomain:
     cpu_time: float  # seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VbdCounters:
     """One vbd's work since it was plugged in, as its backend counts it (``vdev``: the
     device number the guest sees)."""
@@ -147,7 +147,7 @@ class VbdCounters:
     write_ops: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VifCounters:
     """One vif's traffic as the guest sees it: ``tx`` what the guest sent (its backend
     link received), ``rx`` what it was sent."""
@@ -159,7 +159,7 @@ class VifCounters:
     tx_packets: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DomainCounters:
     """One domain in a batched sample: the hypervisor's reading and its devices' counters."""
 

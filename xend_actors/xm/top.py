@@ -3,9 +3,9 @@
 It reads xend's samples (``GET /xend/samples/``: one batch for every domain, taken each
 ``sample-interval``) once a delay, by default that interval. Full screen by default
 (curses, imported only here): keys ``n``, ``i``, ``s``, ``c``, ``m``, ``d``, ``t`` sort
-by name, id, state, cpu, memory, disk and network rates (a key again reverses), ``q``
-quits. ``-b`` prints rounds as plain text instead, ``-n N`` that many (batch: for
-scripts).
+by name, id, state (ascending), cpu, memory, disk and network rates (the largest
+first; a key again reverses), ``q`` quits. ``-b`` prints rounds as plain text
+instead, ``-n N`` that many (batch: for scripts).
 """
 
 from __future__ import annotations
@@ -88,10 +88,14 @@ def summary(sample: sxp.Value, shown: list[Row]) -> str:
     return f"xm top - {clock}   {len(shown)} domains: {', '.join(counts)}"
 
 
+DESCENDING = frozenset("cmdt")  # the busiest first
+
+
 def screen(sample: sxp.Value, sort: str, reverse: bool) -> list[str]:
-    """The lines of one round: the summary, the header and a row per domain, sorted."""
+    """The lines of one round: the summary, the header and a row per domain, sorted
+    (names, ids and states ascending, the rest the largest first; ``reverse`` flips)."""
     found = rows(sample)
-    found.sort(key=SORTS[sort][1], reverse=reverse)
+    found.sort(key=SORTS[sort][1], reverse=reverse != (sort in DESCENDING))
     if sxp.child_value(sample, "seq") == "-1":
         note = "(no sample yet: xend samples every sample-interval seconds)"
         return [summary(sample, found), note]
@@ -107,7 +111,7 @@ def interval_of(sample: sxp.Value) -> float:
               help="Seconds between two rounds (default: xend's sample-interval).")
 @click.option("-b", "--batch", is_flag=True, help="Print plain text rounds, not a screen.")
 @click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N",
-              help="Stop after N rounds (batch mode: the default is forever).")
+              help="Stop after N rounds (default: at q, or never in batch mode).")
 @click.option("-s", "--sort", "sort", type=click.Choice(sorted(SORTS)), default="n",
               show_default=True,
               help="Sort by n(ame), i(d), s(tate), c(pu), m(emory), d(isk), t (network).")
