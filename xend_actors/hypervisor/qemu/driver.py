@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 DOMID_FIRST_RESERVED = 0x7FF0  # as Xen: ids from here up are its own
 DMESG_LIMIT = 16 * 1024
+BLOCKSTATS_TIMEOUT = 1.0  # a sample does not wait longer for one qemu's disk counters
 AGENT_COMMANDS = {ShutdownReason.POWEROFF: "poweroff",
                   ShutdownReason.HALT: "poweroff",  # Xen sends halt as poweroff (facts §6)
                   ShutdownReason.REBOOT: "reboot", ShutdownReason.SUSPEND: "suspend"}
@@ -138,7 +139,8 @@ class QemuDriver:
             vbds: tuple[VbdCounters, ...] = ()
             if guest.runs():
                 try:
-                    vbds = counters.vbds(guest.execute("query-blockstats"))
+                    vbds = counters.vbds(guest.execute("query-blockstats",
+                                                       timeout=BLOCKSTATS_TIMEOUT))
                 except XendError as error:  # it went meanwhile: no disks to count
                     log.debug("Domain %s: no block counters: %s", guest.domid, error)
             found.append(DomainCounters(guest.info(), vbds, taps.get(guest.domid, ())))

@@ -373,10 +373,10 @@ class QemuGuest:
                     and process.alive(self._state.pid, self._state.started))
 
     def execute(self, command: str, arguments: dict | None = None,
-                fd: int | None = None) -> Any:
+                fd: int | None = None, timeout: float | None = None) -> Any:
         """Run a QMP command on this domain's qemu (the device backends' and transfers'
-        way in); ``fd`` goes with it, for ``getfd``."""
-        return self._monitor().execute(command, arguments, fd=fd)
+        way in); ``fd`` goes with it, for ``getfd``; ``timeout``: the monitor's own."""
+        return self._monitor().execute(command, arguments, fd=fd, timeout=timeout)
 
     def expect_migration(self) -> None:
         """A migration is about to start: what qemu said of an earlier one is past."""
