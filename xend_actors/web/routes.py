@@ -33,7 +33,7 @@ from xend_actors.web.vnet import VnetDirResource, VnetResource
 class RootResource(Resource):
     """``/xend/``: the fixed list of what is below it."""
 
-    children = ("node", "domain", "console", "event", "device", "vnet", "samples")
+    children = ("node", "domain", "console", "event", "device", "vnet")
 
 
 class HomeResource(Resource):
