@@ -10,7 +10,9 @@ an idle xend, and the samples' memory per domain.
   (sampling off), with no domains and with ``--guests``: the difference is sampling's
   share of one core;
 * memory: the samples of ``--guests`` domains kept for an hour at 5 s (720 samples,
-  the rings full), measured with tracemalloc in this process: bytes per domain.
+  the rings full), measured with tracemalloc in this process: bytes per domain;
+* rss: xend's RSS per domain with ``--guests`` domains, sampling off beside sampling
+  with every ring full (720 samples taken at 0.1 s, as an hour's at 5 s would be).
 
     python bench/metrics.py                  # 1000 guests, 30 s windows
     python bench/metrics.py --guests 200 --window 10
@@ -29,11 +31,13 @@ from common import (
     create_guest,
     load_average,
     print_table,
+    proc_status,
     read_pid,
     running_xend,
 )
 
 from tests.support.home import XendHome
+from xend_actors import sxp
 from xend_actors.client import XendClient
 from xend_actors.domain.samples import Samples
 from xend_actors.hypervisor.base import (
@@ -145,11 +149,47 @@ def memory(guests: int) -> list[list[str]]:
              "of issue 16's 64 KiB a domain"]]
 
 
+def _rss_per_domain(guests: int, sampling: bool) -> tuple[float, float]:
+    """xend's RSS (KiB) before the domains, and per domain once made (and, sampling, once
+    their rings are full)."""
+    extra = "(sample-interval 0.1)\n(sample-history 72)\n" if sampling else \
+        "(sample-interval 0)\n"
+    with running_xend(QUIET + extra) as home:
+        pid = home.pid()
+        assert pid is not None
+        time.sleep(2)
+        before = proc_status(pid)["VmRSS"]
+        _fill(home, guests)
+        if sampling:
+            http = home.unix_http()
+            deadline = time.monotonic() + 600
+            name = f"bench-{guests - 1:04d}"
+            while len(sxp.child(sxp.parse(http.get(f"/xend/domain/{name}/samples",
+                                                   headers=SXP).text), "time")) <= 720:
+                assert time.monotonic() < deadline, "the rings did not fill in 10 minutes"
+                time.sleep(2)
+            http.close()
+        else:
+            time.sleep(6)
+        after = proc_status(pid)["VmRSS"]
+        return before, (after - before) / guests
+
+
+def rss(guests: int) -> list[list[str]]:
+    rows = []
+    for sampling in (False, True):
+        before, per_domain = _rss_per_domain(guests, sampling)
+        rows.append(["sampling, rings full" if sampling else "sampling off",
+                     f"{before / 1024:.1f} MiB", f"{per_domain:.1f} KiB",
+                     "aim <= 64 KiB a domain"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=1000)
     parser.add_argument("--window", type=float, default=30.0)
-    parser.add_argument("--only", choices=("scrape", "idle", "memory"))
+    parser.add_argument("--only", choices=("scrape", "idle", "memory", "rss"))
     options = parser.parse_args()
     print(f"{options.guests} sim domains; load {load_average()}")
     if options.only in (None, "scrape"):
@@ -164,6 +204,9 @@ def main() -> None:
         print()
         print_table(["memory per domain", "in all", "rings", "latest sample", ""],
                     memory(options.guests))
+    if options.only in (None, "rss"):
+        print()
+        print_table(["xend RSS", "before the domains", "per domain", ""], rss(options.guests))
     print(f"\nload {load_average()}")
 
 
