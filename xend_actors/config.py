@@ -35,7 +35,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/xen/xend-config.sxp")
 CONFIG_ENV = "XEND_CONFIG"
 
 
-MAX_SAMPLES_KEPT = 17280  # a day at 5 s: some 400 KiB a domain
+MAX_SAMPLES_KEPT = 17280  # a day at 5 s: some 200 KiB a domain
 
 
 class ConfigError(XendError):

@@ -74,4 +74,18 @@ def test_a_full_ring_costs_its_floats() -> None:
     samples = Samples(5.0, 720)
     for seq in range(720):
         samples.add(seq * 5.0, [domain(1, seq / 100)], {}, {})
-    assert samples.ring_bytes() == 720 * len(SERIES) * 4
+    assert samples.ring_bytes() == 720 * len(SERIES) * 2  # half floats
+    history = samples.history(1)
+    assert history is not None and history.series["cpu"][-1] == 0.002
+
+
+def test_a_ring_keeps_three_significant_digits_of_any_rate() -> None:
+    samples = Samples(5.0, 10)
+    samples.add(100.0, [domain(1, 0.0, memory_kb=256 << 20)], {}, {})  # 256 GiB
+    samples.add(105.0, [domain(1, 5.0, read=5 * 3_000_000_000, sent=5 * 3, memory_kb=256 << 20)],
+                {}, {})
+    history = samples.history(1)
+    assert history is not None
+    assert history.series["memory"][-1] == float(256 << 30)
+    assert abs(history.series["vbd_read"][-1] - 3e9) / 3e9 < 1e-3  # 3 GB/s
+    assert abs(history.series["vif_tx"][-1] - 3) / 3 < 1e-2  # 3 bytes a second
