@@ -6,8 +6,8 @@ last two it works out each domain's rates over the period (``SERIES``: the cpu u
 share of one cpu, memory in bytes, vbd and vif bytes a second) and keeps them in that
 domain's ``Ring``: ``history`` samples (an hour at 5 s) of six half floats, 8.4 KiB a
 domain, made whole at its first sample, where the counters themselves are kept only for
-the latest sample (``/metrics`` and the rates need no more). A domain the hypervisor no longer lists
-loses its ring; one whose id comes back under another name starts a new one.
+the latest sample (``/metrics`` and the rates need no more). A domain the hypervisor no
+longer lists loses its ring; one whose id comes back under another name starts anew.
 
 Web threads read ``latest()`` (a frozen value, swapped whole) with no lock, and a
 domain's ``history`` under a lock the sampler holds only while it writes; a stream of
@@ -56,11 +56,7 @@ class Reading:
     def totals(self) -> tuple[int, int, int, int, int, int, int, int]:
         """The devices' counters summed: vbd read and write bytes, read and write ops,
         vif rx and tx bytes, rx and tx packets."""
-        c = self.counters
-        return (sum(v.read_bytes for v in c.vbds), sum(v.write_bytes for v in c.vbds),
-                sum(v.read_ops for v in c.vbds), sum(v.write_ops for v in c.vbds),
-                sum(v.rx_bytes for v in c.vifs), sum(v.tx_bytes for v in c.vifs),
-                sum(v.rx_packets for v in c.vifs), sum(v.tx_packets for v in c.vifs))
+        return _totals(self.counters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +147,13 @@ class Samples:
         for counters in domains:
             domid = counters.domain.domid
             names = vbd_names.get(domid, {})
-            reading = Reading(counters, consoles.get(domid, 0),
-                              tuple(names.get(v.vdev, str(v.vdev)) for v in counters.vbds),
-                              ())
             last = previous.get(domid)
-            if last is not None and last.name != reading.name:
+            if last is not None and last.name != counters.domain.name:
                 last = None  # the id was given to another domain
-            rates = _rates(last, reading, elapsed)
-            readings.append(Reading(reading.counters, reading.console_bytes,
-                                    reading.vbd_names, rates))
+            readings.append(Reading(
+                counters, consoles.get(domid, 0),
+                tuple(names.get(v.vdev, str(v.vdev)) for v in counters.vbds),
+                _rates(last, counters, elapsed)))
         sample = Sample(seq, now, self.interval, tuple(readings))
         with self._lock:
             self._keep(seq, now, sample.readings)
@@ -205,18 +199,25 @@ class Samples:
             return sum(len(ring.values) for ring in self._rings.values())
 
 
-def _rates(last: Reading | None, now: Reading, elapsed: float) -> tuple[float, ...]:
+def _totals(c: DomainCounters) -> tuple[int, int, int, int, int, int, int, int]:
+    return (sum(v.read_bytes for v in c.vbds), sum(v.write_bytes for v in c.vbds),
+            sum(v.read_ops for v in c.vbds), sum(v.write_ops for v in c.vbds),
+            sum(v.rx_bytes for v in c.vifs), sum(v.tx_bytes for v in c.vifs),
+            sum(v.rx_packets for v in c.vifs), sum(v.tx_packets for v in c.vifs))
+
+
+def _rates(last: Reading | None, now: DomainCounters, elapsed: float) -> tuple[float, ...]:
     """``now``'s rates since ``last``, in ``SERIES``' order: a counter that went back
     (a rebooted qemu starts its cpu time again, a device replaced) counts from zero."""
-    memory = float(now.counters.domain.memory_kb * 1024)
+    memory = float(now.domain.memory_kb * 1024)
     if last is None or elapsed <= 0:
         return (NAN, memory, NAN, NAN, NAN, NAN)
 
     def rate(before: float, after: float) -> float:
         return (after - before if after >= before else after) / elapsed
 
-    a, b = last.totals(), now.totals()
-    return (rate(last.counters.domain.cpu_time, now.counters.domain.cpu_time), memory,
+    a, b = last.totals(), _totals(now)
+    return (rate(last.counters.domain.cpu_time, now.domain.cpu_time), memory,
             rate(a[0], b[0]), rate(a[1], b[1]), rate(a[4], b[4]), rate(a[5], b[5]))
 
 
