@@ -17,7 +17,7 @@ import time
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from xend_actors.actors import ask
+from xend_actors.actors import ask, proxy_of
 from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.info import VbdInfo
 from xend_actors.domain.samples import Sample, Samples
@@ -42,7 +42,7 @@ class Sampler(TracedActor):
 
     def on_start(self) -> None:
         if self._samples.interval > 0:
-            me = self.actor_ref.proxy()
+            me = proxy_of(self.actor_ref, SamplerProxy)
             threading.Thread(target=self._tick, args=(me,), name="sampler",
                              daemon=True).start()
 
