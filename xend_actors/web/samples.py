@@ -15,17 +15,19 @@
 the counters summed over each domain's devices, its ``rates`` over the last period
 (cpu: a share of one cpu, 1.0 for a cpu busy all the time; the others bytes a second;
 absent in a domain's first sample); ``(seq -1)`` and no domains before the first
-sample. With ``?history=1`` each domain also has its ``(history ...)`` as below.
+sample. With ``?history=1`` each domain also has its ``(history ...)`` as below
+(``&last=N``: its last N samples only; the list page's sparklines ask for that).
 
-``GET /xend/domain/<dom>/samples[?since=SEQ]`` answers the domain's ``history``::
+``GET /xend/domain/<dom>/samples[?since=SEQ][&last=N]`` answers the domain's ``history``::
 
     (history (domain web1) (id 3) (seq LAST) (interval S) (time T1 T2 ...)
              (cpu F1 F2 ...) (memory ...) (vbd_read ...) (vbd_write ...)
              (vif_rx ...) (vif_tx ...))
 
 one value a sample, oldest first, after ``since`` (all it has without it: an hour at
-5 s); a value the sample could not tell is ``nan``. A domain without samples yet
-answers ``(seq -1)`` and empty lists; one xend does not have is a 404.
+5 s) and among the last ``last`` samples xend took (the page's table of recent samples
+asks for 12); a value the sample could not tell is ``nan``. A domain without samples
+yet answers ``(seq -1)`` and empty lists; one xend does not have is a 404.
 
 ``GET /xend/samples/`` with ``Accept: text/event-stream`` is a stream of Server-Sent
 Events, one a sample for every domain (``id: SEQ``, ``event: sample``, ``data:`` the
@@ -73,18 +75,21 @@ class SamplesResource(Resource):
     def get(self, request: Request, **url_args: Any) -> sxp.Value | Response:
         if SSE_MIMETYPE in request.headers.get("Accept", ""):
             return self._stream(request)
-        return self._shown(self.samples.latest() if self.samples is not None else None,
-                           request.args.get("history") == "1")
+        sample = self.samples.latest() if self.samples is not None else None
+        history = request.args.get("history") == "1"
+        return self._shown(sample, _since(request, sample.seq if sample else -1)
+                           if history else None)
 
-    def _shown(self, sample: Sample | None, history: bool = False) -> sxp.Value:
+    def _shown(self, sample: Sample | None, since: int | None = None) -> sxp.Value:
+        """``sample`` as SXP; with each domain's history after ``since`` unless None."""
         interval = self.samples.interval if self.samples is not None else 0.0
         if sample is None:
             return ["samples", ["seq", "-1"], ["interval", _number(interval)]]
         domains = []
         for reading in sample.readings:
             value = _reading(reading)
-            if history and self.samples is not None:
-                found = self.samples.history(reading.domid)
+            if since is not None and self.samples is not None:
+                found = self.samples.history(reading.domid, since)
                 if found is not None:
                     value.append(_history(found, interval))
             domains.append(value)
@@ -128,12 +133,8 @@ class DomainSamplesResource(Resource):
 
     def get(self, request: Request, dom: str = "", **url_args: Any) -> sxp.Value:
         listed = self.view.current().find(dom)  # NotFound (404) for an unknown domain
-        since_text = request.args.get("since", "-1")
-        try:
-            since = int(since_text)
-        except ValueError:
-            raise BadRequest(f"since must be a sample's number, got {since_text[:40]!r}") \
-                from None
+        latest = self.samples.latest() if self.samples is not None else None
+        since = _since(request, latest.seq if latest is not None else -1)
         interval = self.samples.interval if self.samples is not None else 0.0
         domid = listed.record.domid
         found = self.samples.history(domid, since) if self.samples is not None else None
@@ -148,6 +149,27 @@ def waits(environ: WSGIEnvironment) -> bool:
     own, never a worker (``http_loop``)."""
     return environ.get("PATH_INFO", "").rstrip("/") == "/xend/samples" and \
         SSE_MIMETYPE in environ.get("HTTP_ACCEPT", "")
+
+
+def _since(request: Request, last_seq: int) -> int:
+    """The seq after which a history starts: ``since``, moved on to keep only the ``last``
+    samples up to ``last_seq`` (the latest)."""
+    since = _integer(request, "since", "a sample's number")
+    last = _integer(request, "last", "a number of samples, 0 or more")
+    if last is not None and last < 0:
+        raise BadRequest(f"last must be a number of samples, 0 or more, got {last}")
+    since = -1 if since is None else since
+    return since if last is None else max(since, last_seq - last)
+
+
+def _integer(request: Request, name: str, what: str) -> int | None:
+    text = request.args.get(name)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be {what}, got {text[:40]!r}") from None
 
 
 def _reading(reading: Reading) -> list[Any]:

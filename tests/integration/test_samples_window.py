@@ -1,0 +1,67 @@
+"""The samples API's windows (issue 17, the graphs): ``last=N`` bounds a history to the
+latest N samples xend took, on a domain's route and in the whole host's ``history=1``,
+which also takes ``since=SEQ`` (the list page's sparklines ask for what is new, for every
+domain in one request); bad numbers are 400s. A real xend + simhv sampling every half
+second.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.processes import wait_for
+from tests.support.xend import Xend
+from xend_actors import sxp
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shared_xend_config() -> str:
+    return "(sample-interval 0.5)\n(sample-history 30)\n"
+
+
+def series(history: sxp.Value, name: str) -> list[str]:
+    return sxp.child(history, name)[1:]
+
+
+def domain_in(sample: sxp.Value, name: str) -> sxp.Value:
+    return next(d for d in sxp.children(sample, "domain") if sxp.child_value(d, "name") == name)
+
+
+def test_last_and_since_bound_a_history(xend: Xend) -> None:
+    xend.start_sim("win1")
+    wait_for(lambda: len(series(xend.get_sxp("/xend/domain/win1/samples"), "time")) > 6,
+             what="seven samples of win1")
+
+    recent = xend.get_sxp("/xend/domain/win1/samples", last=3)
+    times = series(recent, "time")
+    assert 1 <= len(times) <= 3  # 3, or fewer if a sample came between the two reads
+    assert all(len(series(recent, name)) == len(times) for name in ("cpu", "memory", "vif_tx"))
+    whole = xend.get_sxp("/xend/domain/win1/samples")
+    assert times == series(whole, "time")[-len(times):]
+    assert series(xend.get_sxp("/xend/domain/win1/samples", last=0), "time") == []
+
+    # The whole host: each domain's history, the last N, or what came after a seq.
+    host = xend.get_sxp("/xend/samples/", history="1", last=2)
+    seq = int(sxp.child_value(host, "seq"))
+    for name in ("win1", "Domain-0"):
+        history = sxp.child(domain_in(host, name), "history")
+        # A sample taken between the reply's two reads is in the history too.
+        ahead = int(sxp.child_value(history, "seq")) - seq
+        assert ahead in (0, 1)
+        assert len(series(history, "time")) == 2 + ahead
+    wait_for(lambda: int(sxp.child_value(xend.get_sxp("/xend/samples/"), "seq")) > seq + 1,
+             what="two more samples")
+    newer = xend.get_sxp("/xend/samples/", history="1", since=seq, last=60)
+    history = sxp.child(domain_in(newer, "win1"), "history")
+    added = series(history, "time")
+    assert len(added) == int(sxp.child_value(history, "seq")) - seq >= 2
+    assert min(float(t) for t in added) > max(float(t) for t in series(
+        sxp.child(domain_in(host, "win1"), "history"), "time"))
+
+    for params in ({"last": "-1"}, {"last": "x"}, {"since": "1.5"}):
+        reply = xend.get("/xend/domain/win1/samples", **params)
+        assert reply.status_code == 400, reply.text
+        assert "last" in reply.text or "since" in reply.text
+    assert xend.get("/xend/samples/", history="1", last="x").status_code == 400
