@@ -55,3 +55,38 @@ def console_text(data: bytes) -> str:
     """A console's bytes as text a page can show: lines, no terminal controls."""
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     return _OTHER_CONTROL.sub("", _TERMINAL_CONTROL.sub("", text))
+
+
+def cpu_percent(share: object) -> str:
+    """A share of one cpu (1.0: one cpu busy all the time) as ``12.5 %``; empty when
+    the sample could not tell."""
+    try:
+        value = float(str(share))
+    except ValueError:
+        return ""
+    return "" if value != value else f"{value * 100:.1f} %"  # NaN: no rate yet
+
+
+def byte_size(count: object, suffix: str = "") -> str:
+    """Bytes as ``512 B``, ``12.0 KiB``, ``3.4 MiB`` or ``1.2 GiB`` (``suffix`` after the
+    unit, ``/s`` for a rate); empty when the sample could not tell."""
+    try:
+        value = float(str(count))
+    except ValueError:
+        return ""
+    if value != value:
+        return ""
+    for unit in ("B", "KiB", "MiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}{suffix}" if unit == "B" else \
+                f"{value:.1f} {unit}{suffix}"
+        value /= 1024
+    return f"{value:.1f} GiB{suffix}"
+
+
+def clock_time(value: object) -> str:
+    """A Unix time as local ``HH:MM:SS``."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(float(str(value))))
+    except (ValueError, OverflowError, OSError):
+        return str(value or "")

@@ -30,6 +30,7 @@ from xend_actors.web.page_format import (
     event_time,
     state_words,
 )
+from xend_actors.web.page_samples import domain_samples, host_cpu
 from xend_actors.web.resource import Answer, Resource, wire
 
 _STARTED = time.monotonic()  # imported when xend starts: the web layer's uptime is xend's
@@ -154,7 +155,8 @@ def _infos(value: object) -> list[DomainInfo]:
 def domains_page(view: View) -> dict[str, Any]:
     rows = sorted((domain_row(info) for info in _infos(view.fetch("/xend/domain/?detail=1"))),
                   key=lambda row: (len(row.id), row.id))
-    return {"domains": rows}
+    sampling, cpu = host_cpu(view.fetch)
+    return {"domains": rows, "sampling": sampling, "cpu": cpu}
 
 
 def domain_page(view: View) -> dict[str, Any]:
@@ -170,6 +172,7 @@ def domain_page(view: View) -> dict[str, Any]:
               if _concerns(event, row)][-DOMAIN_EVENTS:]
     return {"domain": row, "config": sxp.pretty(config) if config else None,
             "devices": devices, "scrollback": scrollback, "events": events[::-1],
+            "sampling": domain_samples(view.fetch, row.name),
             "host": view.request.host.rsplit(":", 1)[0]}
 
 
