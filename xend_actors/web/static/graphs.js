@@ -16,7 +16,7 @@
   if (typeof uPlot !== "function") return;
   if (!graphs && !(list && list.querySelector("[data-spark]"))) return;
 
-  const MAX_POINTS = 720;  // an hour at 5 s, as xend keeps
+  const MAX_POINTS = 720;  // an hour at 5 s; more if xend's first answer had more
   const SPARK_POINTS = 60;
   const exposed = window.xendGraphs = {charts: {}, sparks: new Map()};  // for tests
 
@@ -146,6 +146,7 @@
     let since = -1;
     let interval = 5;
     let charts = null;
+    let kept = MAX_POINTS;
 
     function draw() {
       if (!charts) {
@@ -188,10 +189,11 @@
       interval = number(field(history, "interval")) || interval;
       const seq = number(field(history, "seq"));
       const times = column(history, "time");
+      if (since < 0) kept = Math.max(kept, times.length);
       if (times.length) {
         for (const name of Object.keys(columns)) {
           columns[name].push(...(name === "time" ? times : column(history, name)));
-          keep(columns[name], MAX_POINTS);
+          keep(columns[name], kept);
         }
       }
       if (seq !== null && seq >= 0) since = seq;
@@ -241,8 +243,17 @@
         seen.add(name);
         if (!line) continue;
         const history = child(domain, "history");
-        line.time.push(...column(history, "time"));
-        line.cpu.push(...column(history, "cpu"));
+        const times = column(history, "time");
+        const cpu = column(history, "cpu");
+        // A sample taken while xend wrote the reply may be in some histories already,
+        // and again in the next reply: each time is drawn once.
+        const after = line.time.length ? line.time[line.time.length - 1] : -Infinity;
+        times.forEach((time, k) => {
+          if (time > after) {
+            line.time.push(time);
+            line.cpu.push(cpu[k]);
+          }
+        });
         keep(line.time, SPARK_POINTS);
         keep(line.cpu, SPARK_POINTS);
         line.chart.setData([line.time, line.cpu]);
