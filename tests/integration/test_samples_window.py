@@ -1,11 +1,13 @@
 """The samples API's windows (issue 17, the graphs): ``last=N`` bounds a history to the
 latest N samples xend took, on a domain's route and in the whole host's ``history=1``,
 which also takes ``since=SEQ`` (the list page's sparklines ask for what is new, for every
-domain in one request); bad numbers are 400s. A real xend + simhv sampling every half
-second.
+domain in one request); bad numbers are 400s. The pages carry the graphs only while
+xend samples. A real xend + simhv sampling every half second (and one that does not).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -65,3 +67,30 @@ def test_last_and_since_bound_a_history(xend: Xend) -> None:
         assert reply.status_code == 400, reply.text
         assert "last" in reply.text or "since" in reply.text
     assert xend.get("/xend/samples/", history="1", last="x").status_code == 400
+
+
+def page(xend: Xend, path: str) -> str:
+    """The HTML page a browser gets at ``path`` (as root on the Unix socket: an admin)."""
+    reply = xend.http.get(path, headers={"Accept": "text/html", "User-Agent": "test"})
+    assert reply.status_code == 200, reply.text
+    return reply.text
+
+
+def test_the_pages_graph_only_while_xend_samples(xend: Xend,
+                                                 fresh_xend: Callable[..., Xend]) -> None:
+    xend.start_sim("win2")
+    wait_for(lambda: len(series(xend.get_sxp("/xend/domain/win2/samples"), "cpu")) > 2,
+             what="win2's rates")
+    domain, domains = page(xend, "/xend/domain/win2"), page(xend, "/xend/domain/")
+    for html in (domain, domains):
+        assert '<script src="/xend/static/graphs.js" defer>' in html
+        assert '<script src="/xend/static/uPlot.iife.min.js" defer>' in html
+    assert 'id="domain-graphs"' in domain and 'id="domain-samples"' in domain
+    assert 'data-spark="win2"' in domains
+
+    quiet = fresh_xend("(sample-interval 0)\n")
+    quiet.start_sim("win3")
+    domain, domains = page(quiet, "/xend/domain/win3"), page(quiet, "/xend/domain/")
+    for html in (domain, domains):
+        assert "graphs.js" not in html and "uPlot" not in html
+    assert "Activity" not in domain and "data-spark" not in domains
