@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from xend_actors import sxp
+from xend_actors.domain.samples import SERIES
 from xend_actors.errors import XendError
 from xend_actors.web.page_format import byte_size, clock_time, cpu_percent
 from xend_actors.web.resource import Answer, wire
+from xend_actors.web.samples import HostSamples
 
 Fetch = Callable[[str], Answer]  # View.fetch: GET another xend URL's value
 RECENT_SAMPLES = 12  # rows of the domain page's table: a minute at 5 s
 _COLUMNS = ("time", "cpu", "memory", "vbd_read", "vbd_write", "vif_rx", "vif_tx")
+_CPU = SERIES.index("cpu")
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,15 @@ def domain_samples(fetch: Fetch, name: str) -> Sampling:
 
 
 def host_cpu(fetch: Fetch) -> tuple[Sampling, dict[str, str]]:
-    """The samples' period, and each domain's CPU share in the latest sample by name."""
-    value = wire(fetch("/xend/samples/"))
-    shares = {}
-    for domain in sxp.children(value, "domain"):
-        rate = sxp.child_value(sxp.child(domain, "rates", []), "cpu")
-        if rate is not None:
-            shares[str(sxp.child_value(domain, "name", ""))] = cpu_percent(rate)
-    return Sampling(_interval(value)), shares
+    """The samples' period, and each domain's CPU share in the latest sample by name
+    (read from the typed answer: no SXP made for a page of many domains)."""
+    answer = fetch("/xend/samples/")
+    if not isinstance(answer, HostSamples):
+        return Sampling(0.0), {}
+    readings = answer.sample.readings if answer.sample is not None else ()
+    shares = {reading.name: cpu_percent(reading.rates[_CPU]) for reading in readings
+              if reading.rates}
+    return Sampling(answer.interval), shares
 
 
 def _interval(value: sxp.Value) -> float:

@@ -42,7 +42,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.types import WSGIEnvironment
 
@@ -72,29 +73,23 @@ class SamplesResource(Resource):
         self._most = services.config.max_waiting
         self._watchers = threading.BoundedSemaphore(self._most)
 
-    def get(self, request: Request, **url_args: Any) -> sxp.Value | Response:
+    def get(self, request: Request, **url_args: Any) -> HostSamples | Response:
         if SSE_MIMETYPE in request.headers.get("Accept", ""):
             return self._stream(request)
         sample = self.samples.latest() if self.samples is not None else None
-        history = request.args.get("history") == "1"
-        return self._shown(sample, _since(request, sample.seq if sample else -1)
-                           if history else None)
-
-    def _shown(self, sample: Sample | None, since: int | None = None) -> sxp.Value:
-        """``sample`` as SXP; with each domain's history after ``since`` unless None."""
-        interval = self.samples.interval if self.samples is not None else 0.0
-        if sample is None:
-            return ["samples", ["seq", "-1"], ["interval", _number(interval)]]
-        domains = []
-        for reading in sample.readings:
-            value = _reading(reading)
-            if since is not None and self.samples is not None:
+        histories = {}
+        if request.args.get("history") == "1" and sample is not None and \
+                self.samples is not None:
+            since = _since(request, sample.seq)
+            for reading in sample.readings:
                 found = self.samples.history(reading.domid, since)
                 if found is not None:
-                    value.append(_history(found, interval))
-            domains.append(value)
-        return ["samples", ["seq", str(sample.seq)], ["time", _number(sample.time)],
-                ["interval", _number(interval)], *domains]
+                    histories[reading.domid] = found
+        return HostSamples(self._interval, sample, histories)
+
+    @property
+    def _interval(self) -> float:
+        return self.samples.interval if self.samples is not None else 0.0
 
     def _stream(self, request: Request) -> Response:
         header = request.headers.get("Last-Event-ID", "").strip()
@@ -121,7 +116,30 @@ class SamplesResource(Resource):
             since = sample.seq
             # show() prints one line whatever the text holds: no field breaks the framing.
             yield (f"id: {sample.seq}\nevent: sample\n"
-                   f"data: {sxp.show(self._shown(sample))}\n\n")
+                   f"data: {sxp.show(HostSamples(self._interval, sample).sxpr())}\n\n")
+
+
+@dataclass(frozen=True)
+class HostSamples:
+    """``/xend/samples/``'s answer, made SXP only when it leaves xend: the list page reads
+    each domain's rates from ``sample`` as they are."""
+
+    interval: float
+    sample: Sample | None  # None before the first
+    histories: Mapping[int, History] = field(default_factory=dict)  # by domid, if asked
+
+    def sxpr(self) -> sxp.Value:
+        if self.sample is None:
+            return ["samples", ["seq", "-1"], ["interval", _number(self.interval)]]
+        domains = []
+        for reading in self.sample.readings:
+            value = _reading(reading)
+            found = self.histories.get(reading.domid)
+            if found is not None:
+                value.append(_history(found, self.interval))
+            domains.append(value)
+        return ["samples", ["seq", str(self.sample.seq)], ["time", _number(self.sample.time)],
+                ["interval", _number(self.interval)], *domains]
 
 
 class DomainSamplesResource(Resource):
