@@ -1,8 +1,9 @@
 """The graphs (issue 17) in a real Chromium, against a real xend on the sim hypervisor that
 samples every half second: a domain's page draws its CPU, memory, disk and network and
-follows new samples; the list draws a CPU line per domain from one request for the
-whole host, kept when the list follows the event stream; without JavaScript the same
-samples are a table. Screenshots at desktop and phone width.
+follows the samples' stream, which it lets go while hidden and catches up on after; the
+list draws a CPU line per domain from one request for the whole host and the stream,
+kept when the list follows the event stream; without JavaScript the same samples are a
+table. Screenshots at desktop and phone width.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.support.xend import Xend
 from xend_actors import sxp
 
 pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings playwright")
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,22 @@ def sampled(xend: Xend, name: str, count: int) -> None:
     """Wait until xend has ``count`` samples of domain ``name``."""
     wait_for(lambda: len(sxp.child(xend.get_sxp(f"/xend/domain/{name}/samples"), "time"))
              > count, what=f"{count} samples of {name}")
+
+
+def sampled_after(xend: Xend, name: str, time: float) -> None:
+    """Wait until xend has a sample of domain ``name`` taken after ``time``."""
+    wait_for(lambda: any(float(t) > time for t in sxp.child(
+        xend.get_sxp(f"/xend/domain/{name}/samples", last=1), "time")[1:]),
+        what=f"a sample of {name} after {time}")
+
+
+def set_hidden(page: Page, hidden: bool) -> None:
+    """Make the page's document hidden or visible to its scripts, as a tab put in the
+    background is, and tell them."""
+    page.evaluate("""(hidden) => {
+        Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", hidden)
 
 
 def watch_problems(page: Page) -> list[str]:
@@ -103,13 +120,29 @@ def test_a_domains_page_graphs_its_samples_and_follows_new_ones(
     wait_for(lambda: drawn_in(page, "#domain-graphs figure.graph canvas") > 50,
              what="the cpu line on its canvas")
 
-    # New samples come in while the page is open, the guest's disk writes among them.
+    # New samples come in on the stream while the page is open, the guest's disk writes
+    # among them.
     before = chart_points(page, "cpu")
     wait_for(lambda: chart_points(page, "cpu") > before + 2, what="new samples on the page")
     xend.sh("graph1", "disk 0x801 write 0 hello", "wrote 5 bytes")
     wait_for(lambda: page.evaluate(
         "window.xendGraphs.charts.disk.data[2].some((v) => v > 0)"), what="the write graphed")
     screenshot(page, "domain-graphs-1280px")
+
+    # Hidden, the page lets its stream go; in view again, it asks for what it missed.
+    with page.expect_event("requestfailed", lambda r: r.resource_type == "eventsource"):
+        set_hidden(page, True)
+    drawn = page.evaluate("window.xendGraphs.charts.cpu.data[0].at(-1)")
+    sampled_after(xend, "graph1", drawn + 4 * INTERVAL)
+    with page.expect_request(lambda r: "/xend/domain/graph1/samples?since=" in r.url):
+        set_hidden(page, False)
+    wait_for(lambda: page.evaluate("window.xendGraphs.charts.cpu.data[0].at(-1)")
+             > drawn + 4 * INTERVAL, what="the samples taken while hidden")
+    # Every sample xend took over that time is drawn, and drawn once.
+    drawn_times = page.evaluate("window.xendGraphs.charts.cpu.data[0]")
+    taken = [float(t) for t in sxp.child(xend.get_sxp("/xend/domain/graph1/samples"),
+                                         "time")[1:]]
+    assert drawn_times == [t for t in taken if drawn_times[0] <= t <= drawn_times[-1]]
 
     phone: Page = logged_in(base, width=390, height=844)
     phone.goto(f"{base}/xend/domain/graph1")
@@ -123,21 +156,23 @@ def test_a_domains_page_graphs_its_samples_and_follows_new_ones(
 
 
 def test_the_list_draws_a_cpu_line_per_domain_from_one_request(
-        xend: Xend, logged_in, screenshot) -> None:
+        xend: Xend, new_page, log_in, accounts: Accounts, logged_in, screenshot) -> None:
     for name in ("spark1", "spark2"):
         xend.start_sim(name)
     sampled(xend, "spark2", 3)
     base = xend.home.url
-    page: Page = logged_in(base)
+    page: Page = new_page()
+    assert log_in(page, base, accounts.admin, next="/xend/node/").status == 303
+    page.wait_for_url(f"{base}/xend/node/")  # a page without graphs: no samples asked yet
     problems = watch_problems(page)
-    asked: list[str] = []
-    page.on("request", lambda request: asked.append(request.url))
+    asked: list[Request] = []
+    page.on("request", lambda request: asked.append(request))
     page.goto(f"{base}/xend/domain/")
 
     def points(name: str) -> int:
         return page.evaluate("""(name) => {
             const line = window.xendGraphs && window.xendGraphs.sparks.get(name);
-            return line ? line.cpu.filter((v) => v !== null).length : 0;
+            return line ? line.columns.cpu.filter((v) => v !== null).length : 0;
         }""", name)
 
     for name in ("spark1", "spark2", "Domain-0"):
@@ -157,8 +192,12 @@ def test_the_list_draws_a_cpu_line_per_domain_from_one_request(
     wait_for(lambda: points("spark2") > before + 2, what="spark2's line after the swap")
     screenshot(page, "domain-list-sparks-1280px")
 
-    samples = [url for url in asked if "/samples" in url]
-    assert samples and all("/xend/samples/?history=1" in url for url in samples)
+    # The whole host in one request, then its stream: never a request a domain.
+    samples = [(request.resource_type, request.url.removeprefix(base)) for request in asked
+               if "/samples" in request.url]
+    assert ("eventsource", "/xend/samples/") in samples
+    assert [url for kind, url in samples if kind != "eventsource"] == [
+        "/xend/samples/?history=1&last=60&since=-1"]
 
     phone: Page = logged_in(base, width=390, height=844)
     phone.goto(f"{base}/xend/domain/")

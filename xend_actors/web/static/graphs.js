@@ -5,10 +5,13 @@
 // 1.6.32 as published (https://registry.npmjs.org/uplot/-/uplot-1.6.32.tgz), its MIT
 // license in uPlot-LICENSE.txt.
 //
-// xend publishes no event per sample (every event goes to the durable log), so this asks
-// for the samples taken since the last one it has, once a sample period, while the page
-// is in view: one request for the whole list, never one a domain. Without JavaScript the
-// pages show the same samples as a table and a CPU column.
+// The graphs follow the samples' own stream (GET /xend/samples/ as Server-Sent Events:
+// one event a sample, every domain's latest; samples are not xend's events), while the
+// page is in view: a hidden page lets its stream go, as a browser keeps only six
+// connections to a host and live.js holds one. Each time the stream (re)opens, one GET
+// asks for what came meanwhile: the domain's history since the last sample drawn, or
+// for the list every domain's in one request, never one a domain. Without JavaScript
+// the pages show the samples as a table and a CPU column.
 "use strict";
 (function () {
   const graphs = document.getElementById("domain-graphs");
@@ -117,97 +120,152 @@
     }, data, box);
   }
 
-  function keep(values, limit) {
-    if (values.length > limit) values.splice(0, values.length - limit);
+  // Draws each time once: a sample may come both in a catch-up and on the stream.
+  function append(columns, times, values) {
+    const after = columns.time.length ? columns.time[columns.time.length - 1] : -Infinity;
+    times.forEach((time, k) => {
+      if (time === null || time <= after) return;
+      columns.time.push(time);
+      for (const [name, value] of Object.entries(values)) columns[name].push(value[k] ?? null);
+    });
   }
 
-  // Asks ``step`` once a period (the samples', at least a second), none while hidden.
-  function every(period, step) {
-    async function run() {
-      let again = true;
-      if (!document.hidden) {
-        try {
-          again = (await step()) !== false;
-        } catch (error) {
-          // xend is restarting or the network is down: try again next period.
-        }
-      }
-      if (again) setTimeout(run, Math.max(1, period()) * 1000);
+  function trim(columns, limit) {
+    for (const values of Object.values(columns)) {
+      if (values.length > limit) values.splice(0, values.length - limit);
     }
-    run();
+  }
+
+  // Follows the samples' stream while the page is in view. Each time it opens,
+  // ``catchUp`` asks first for what was missed, and the samples that come meanwhile wait
+  // for it; ``catchUp`` answering false ends the following (the domain is gone).
+  function follow(onSample, catchUp) {
+    let source = null;
+    let held = null;
+
+    function open() {
+      if (source || document.hidden) return;
+      const mine = source = new EventSource("/xend/samples/");
+      mine.addEventListener("open", async () => {
+        held = held || [];
+        let going = true;
+        try {
+          going = (await catchUp()) !== false;
+        } catch (error) {
+          // xend is restarting: the stream's next opening catches up.
+        }
+        const waiting = held || [];
+        held = null;
+        if (!going) return close();
+        if (source === mine) waiting.forEach(onSample);
+      });
+      mine.addEventListener("sample", (event) => {
+        if (source !== mine) return;
+        const value = parseSxp(event.data);
+        if (held) held.push(value);
+        else onSample(value);
+      });
+      mine.addEventListener("error", () => {
+        // A broken stream is opened again by EventSource itself; a refusal (503: too many
+        // streams) closes it for good: try again a little later.
+        if (mine.readyState === EventSource.CLOSED && source === mine) {
+          source = null;
+          setTimeout(open, 10000);
+        }
+      });
+    }
+
+    function close() {
+      if (source) source.close();
+      source = null;
+      held = null;
+    }
+
+    document.addEventListener("visibilitychange", () => (document.hidden ? close() : open()));
+    open();
   }
 
   // --- A domain's page: four charts over its last hour. ---
 
   function domainPage() {
     const url = graphs.dataset.samples;
+    const name = graphs.dataset.domain;
     const columns = {time: [], cpu: [], memory: [], vbd_read: [], vbd_write: [], vif_rx: [],
                      vif_tx: []};
+    const series = Object.keys(columns).filter((key) => key !== "time");
     let since = -1;
-    let interval = 5;
-    let charts = null;
     let kept = MAX_POINTS;
+    let charts = null;
+
+    const data = (spec) => [columns.time, ...spec.series.map(([key]) => columns[key])];
 
     function draw() {
-      if (!charts) {
-        graphs.hidden = false;
-        document.getElementById("domain-samples")?.setAttribute("hidden", "");
-        charts = CHARTS.map((spec) => {
-          const card = graphs.appendChild(document.createElement("figure"));
-          card.className = "graph";
-          card.appendChild(document.createElement("figcaption")).textContent = spec.title;
-          const box = card.appendChild(document.createElement("div"));
-          const made = chart(spec, box, data(spec));
-          exposed.charts[spec.key] = made;
-          new ResizeObserver(() => {
-            if (box.clientWidth && box.clientWidth !== made.width) {
-              made.setSize({width: box.clientWidth, height: made.height});
-            }
-          }).observe(box);
-          return [spec, made];
-        });
-      } else {
+      trim(columns, kept);
+      if (charts) {
         for (const [spec, made] of charts) made.setData(data(spec));
+        return;
       }
+      graphs.hidden = false;
+      document.getElementById("domain-samples")?.setAttribute("hidden", "");
+      charts = CHARTS.map((spec) => {
+        const card = graphs.appendChild(document.createElement("figure"));
+        card.className = "graph";
+        card.appendChild(document.createElement("figcaption")).textContent = spec.title;
+        const box = card.appendChild(document.createElement("div"));
+        const made = chart(spec, box, data(spec));
+        exposed.charts[spec.key] = made;
+        new ResizeObserver(() => {
+          if (box.clientWidth && box.clientWidth !== made.width) {
+            made.setSize({width: box.clientWidth, height: made.height});
+          }
+        }).observe(box);
+        return [spec, made];
+      });
     }
 
-    const data = (spec) => [columns.time, ...spec.series.map(([name]) => columns[name])];
-
-    every(() => interval, async () => {
+    // The domain's history since the last sample drawn (all xend has, the first time).
+    async function catchUp() {
       let history;
       try {
         history = await fetchValue(since < 0 ? url : `${url}?since=${since}`);
       } catch (error) {
-        if (error.status === 404) {  // the domain is gone: its graphs end here
-          graphs.appendChild(document.createElement("p")).textContent =
-            "The domain is gone; its graphs stop here.";
-          graphs.lastChild.className = "note";
-          return false;
-        }
-        throw error;
+        if (error.status !== 404) throw error;
+        const note = graphs.appendChild(document.createElement("p"));
+        note.className = "note";
+        note.textContent = "The domain is gone; its graphs stop here.";
+        return false;
       }
-      interval = number(field(history, "interval")) || interval;
-      const seq = number(field(history, "seq"));
       const times = column(history, "time");
       if (since < 0) kept = Math.max(kept, times.length);
-      if (times.length) {
-        for (const name of Object.keys(columns)) {
-          columns[name].push(...(name === "time" ? times : column(history, name)));
-          keep(columns[name], kept);
-        }
-      }
-      if (seq !== null && seq >= 0) since = seq;
+      append(columns, times, Object.fromEntries(series.map((key) => [key, column(history, key)])));
+      since = Math.max(since, number(field(history, "seq")) ?? -1);
       draw();
       return true;
-    });
+    }
+
+    // One sample of every domain: this one's point, its rates and memory.
+    function onSample(value) {
+      const mine = children(value, "domain").find((domain) => field(domain, "name") === name);
+      if (!mine) {
+        catchUp().catch(() => {});  // gone, or renamed: its history's URL tells
+        return;
+      }
+      const rates = child(mine, "rates");
+      const point = Object.fromEntries(series.map((key) => [key, [number(field(
+        key === "memory" ? mine : rates, key))]]));
+      append(columns, [number(field(value, "time"))], point);
+      since = Math.max(since, number(field(value, "seq")) ?? -1);
+      draw();
+    }
+
+    follow(onSample, catchUp);
   }
 
   // --- The list: a small CPU line in each domain's row. ---
 
   function listPage() {
-    const sparks = exposed.sparks;  // name -> {time, cpu, box, text, chart}
+    const sparks = exposed.sparks;  // name -> {columns: {time, cpu}, box, text, chart}
     let since = -1;
-    let interval = 5;
 
     function place(cell) {
       const name = cell.dataset.spark;
@@ -215,7 +273,7 @@
       if (line && line.box.parentNode === cell) return;
       const text = cell.textContent.trim();
       if (!line) {
-        line = {time: [], cpu: [], box: document.createElement("span"),
+        line = {columns: {time: [], cpu: []}, box: document.createElement("span"),
                 text: document.createElement("span"), chart: null};
         line.box.className = "spark";
         line.text.className = "spark-value";
@@ -223,7 +281,7 @@
       }
       if (text) line.text.textContent = text;
       cell.replaceChildren(line.box, line.text);
-      if (!line.chart) line.chart = spark(line.box, [line.time, line.cpu]);
+      if (!line.chart) line.chart = spark(line.box, [line.columns.time, line.columns.cpu]);
     }
 
     const placeAll = () => list.querySelectorAll("[data-spark]").forEach(place);
@@ -231,43 +289,43 @@
     new MutationObserver(placeAll).observe(list, {childList: true, subtree: true});
     placeAll();
 
-    every(() => interval, async () => {
+    function redraw() {
+      for (const line of sparks.values()) {
+        trim(line.columns, SPARK_POINTS);
+        line.chart.setData([line.columns.time, line.columns.cpu]);
+      }
+    }
+
+    // Every domain's last samples since the last drawn, in one request.
+    async function catchUp() {
       const value = await fetchValue(
         `/xend/samples/?history=1&last=${SPARK_POINTS}&since=${since}`);
-      interval = number(field(value, "interval")) || interval;
-      const seq = number(field(value, "seq"));
-      const seen = new Set();
       for (const domain of children(value, "domain")) {
-        const name = field(domain, "name");
-        const line = sparks.get(name);
-        seen.add(name);
-        if (!line) continue;
+        const line = sparks.get(field(domain, "name"));
         const history = child(domain, "history");
-        const times = column(history, "time");
-        const cpu = column(history, "cpu");
-        // A sample taken while xend wrote the reply may be in some histories already,
-        // and again in the next reply: each time is drawn once.
-        const after = line.time.length ? line.time[line.time.length - 1] : -Infinity;
-        times.forEach((time, k) => {
-          if (time > after) {
-            line.time.push(time);
-            line.cpu.push(cpu[k]);
-          }
-        });
-        keep(line.time, SPARK_POINTS);
-        keep(line.cpu, SPARK_POINTS);
-        line.chart.setData([line.time, line.cpu]);
+        if (line) append(line.columns, column(history, "time"), {cpu: column(history, "cpu")});
+      }
+      since = Math.max(since, number(field(value, "seq")) ?? -1);
+      redraw();
+    }
+
+    function onSample(value) {
+      const time = number(field(value, "time"));
+      for (const domain of children(value, "domain")) {
+        const line = sparks.get(field(domain, "name"));
+        if (!line) continue;
         const now = number(field(child(domain, "rates"), "cpu"));
+        append(line.columns, [time], {cpu: [now]});
         if (now !== null) line.text.textContent = percent(now);
       }
-      for (const name of sparks.keys()) {
-        if (!seen.has(name) && !list.querySelector(`[data-spark="${CSS.escape(name)}"]`)) {
-          sparks.delete(name);
-        }
+      for (const [name, line] of sparks) {  // a domain gone from the list
+        if (!line.box.isConnected) sparks.delete(name);
       }
-      if (seq !== null && seq >= 0) since = seq;
-      return true;
-    });
+      since = Math.max(since, number(field(value, "seq")) ?? -1);
+      redraw();
+    }
+
+    follow(onSample, catchUp);
   }
 
   if (graphs) domainPage();
