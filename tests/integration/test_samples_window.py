@@ -1,8 +1,9 @@
 """The samples API's windows (issue 17, the graphs): ``last=N`` bounds a history to the
 latest N samples xend took, on a domain's route and in the whole host's ``history=1``,
 which also takes ``since=SEQ`` (the list page's sparklines ask for what is new, for every
-domain in one request); bad numbers are 400s. The pages carry the graphs only while
-xend samples. A real xend + simhv sampling every half second (and one that does not).
+domain in one request); ``domain=NAME`` keeps one domain, on the GET and the stream (a
+domain's page follows only its own); bad numbers are 400s. The pages carry the graphs
+only while xend samples. A real xend + simhv sampling every half second (and one that does not).
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def test_last_and_since_bound_a_history(xend: Xend) -> None:
     assert len(added) == int(sxp.child_value(history, "seq")) - seq >= 2
     assert min(float(t) for t in added) > max(float(t) for t in series(
         sxp.child(domain_in(host, "win1"), "history"), "time"))
+
+    # One domain's samples: the latest, and on the stream.
+    one = xend.get_sxp("/xend/samples/", domain="win1", history="1", last=2)
+    assert [sxp.child_value(d, "name") for d in sxp.children(one, "domain")] == ["win1"]
+    assert len(series(sxp.child(domain_in(one, "win1"), "history"), "time")) >= 2
+    assert sxp.children(xend.get_sxp("/xend/samples/", domain="nosuch"), "domain") == []
+    with xend.http.stream("GET", "/xend/samples/", params={"domain": "win1"},
+                          headers={"Accept": "text/event-stream"}) as reply:
+        data = next(line for line in reply.iter_lines() if line.startswith("data: "))
+    streamed = sxp.parse(data.removeprefix("data: "))
+    assert [sxp.child_value(d, "name") for d in sxp.children(streamed, "domain")] == ["win1"]
 
     for params in ({"last": "-1"}, {"last": "x"}, {"since": "1.5"}):
         reply = xend.get("/xend/domain/win1/samples", **params)

@@ -34,7 +34,8 @@ Events, one a sample for every domain (``id: SEQ``, ``event: sample``, ``data:``
 ``(samples ...)`` above on one line, without history), from the next sample on (or the
 latest at once, if newer than ``Last-Event-ID``), for ten minutes at most; the client
 then reconnects. Such streams wait on threads of their own, at most ``xend-max-waiting``
-at once, as the event stream's do.
+at once, as the event stream's do. Both take ``?domain=NAME``: that domain's reading only (a
+domain's page follows its own samples without every other domain's).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from wsgiref.types import WSGIEnvironment
 
@@ -76,7 +77,8 @@ class SamplesResource(Resource):
     def get(self, request: Request, **url_args: Any) -> HostSamples | Response:
         if SSE_MIMETYPE in request.headers.get("Accept", ""):
             return self._stream(request)
-        sample = self.samples.latest() if self.samples is not None else None
+        sample = _only(self.samples.latest() if self.samples is not None else None,
+                       request.args.get("domain"))
         histories = {}
         if request.args.get("history") == "1" and sample is not None and \
                 self.samples is not None:
@@ -100,12 +102,13 @@ class SamplesResource(Resource):
         if not self._watchers.acquire(blocking=False):
             raise XendError(f"already {self._most} clients waiting for samples; "
                             "try again later", status=503)
-        response = Response(self._events(since), mimetype=SSE_MIMETYPE,
+        response = Response(self._events(since, request.args.get("domain")),
+                            mimetype=SSE_MIMETYPE,
                             headers={"Cache-Control": "no-cache"})
         response.call_on_close(self._watchers.release)
         return response
 
-    def _events(self, since: int) -> Iterator[str]:
+    def _events(self, since: int, domain: str | None) -> Iterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
         end = time.monotonic() + STREAM_LIFETIME
         while self.samples is not None and (left := end - time.monotonic()) > 0:
@@ -114,9 +117,9 @@ class SamplesResource(Resource):
                 yield ": keep-alive\n\n"
                 continue
             since = sample.seq
+            shown = HostSamples(self._interval, _only(sample, domain)).sxpr()
             # show() prints one line whatever the text holds: no field breaks the framing.
-            yield (f"id: {sample.seq}\nevent: sample\n"
-                   f"data: {sxp.show(HostSamples(self._interval, sample).sxpr())}\n\n")
+            yield f"id: {sample.seq}\nevent: sample\ndata: {sxp.show(shown)}\n\n"
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,13 @@ def waits(environ: WSGIEnvironment) -> bool:
     own, never a worker (``http_loop``)."""
     return environ.get("PATH_INFO", "").rstrip("/") == "/xend/samples" and \
         SSE_MIMETYPE in environ.get("HTTP_ACCEPT", "")
+
+
+def _only(sample: Sample | None, domain: str | None) -> Sample | None:
+    """``sample`` with domain ``domain``'s reading only (none if it has none), or whole."""
+    if sample is None or domain is None:
+        return sample
+    return replace(sample, readings=tuple(r for r in sample.readings if r.name == domain))
 
 
 def _since(request: Request, last_seq: int) -> int:
