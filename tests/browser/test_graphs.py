@@ -130,8 +130,10 @@ def test_a_domains_page_graphs_its_samples_and_follows_new_ones(
     screenshot(page, "domain-graphs-1280px")
 
     # Hidden, the page lets its stream go; in view again, it asks for what it missed.
-    with page.expect_event("requestfailed", lambda r: r.resource_type == "eventsource"):
+    with page.expect_event("requestfailed", lambda r: r.resource_type == "eventsource") as \
+            stream:
         set_hidden(page, True)
+    assert stream.value.url == f"{base}/xend/samples/?domain=graph1"  # its own samples only
     drawn = page.evaluate("window.xendGraphs.charts.cpu.data[0].at(-1)")
     sampled_after(xend, "graph1", drawn + 4 * INTERVAL)
     with page.expect_request(lambda r: "/xend/domain/graph1/samples?since=" in r.url):

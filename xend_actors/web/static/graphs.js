@@ -7,11 +7,12 @@
 //
 // The graphs follow the samples' own stream (GET /xend/samples/ as Server-Sent Events:
 // one event a sample, every domain's latest; samples are not xend's events), while the
-// page is in view: a hidden page lets its stream go, as a browser keeps only six
-// connections to a host and live.js holds one. Each time the stream (re)opens, one GET
-// asks for what came meanwhile: the domain's history since the last sample drawn, or
-// for the list every domain's in one request, never one a domain. Without JavaScript
-// the pages show the samples as a table and a CPU column.
+// page is in view (a domain's page asks for its domain's only): a hidden page lets its
+// stream go, as a browser keeps only six connections to a host and live.js holds one.
+// Each time the stream (re)opens, one GET asks for what came meanwhile: the domain's
+// history since the last sample drawn, or for the list every domain's in one request,
+// never one a domain. Without JavaScript the pages show the samples as a table and a
+// CPU column.
 "use strict";
 (function () {
   const graphs = document.getElementById("domain-graphs");
@@ -136,16 +137,16 @@
     }
   }
 
-  // Follows the samples' stream while the page is in view. Each time it opens,
+  // Follows the samples' stream at ``url`` while the page is in view. Each time it opens,
   // ``catchUp`` asks first for what was missed, and the samples that come meanwhile wait
   // for it; ``catchUp`` answering false ends the following (the domain is gone).
-  function follow(onSample, catchUp) {
+  function follow(url, onSample, catchUp) {
     let source = null;
     let held = null;
 
     function open() {
       if (source || document.hidden) return;
-      const mine = source = new EventSource("/xend/samples/");
+      const mine = source = new EventSource(url);
       mine.addEventListener("open", async () => {
         held = held || [];
         let going = true;
@@ -243,7 +244,7 @@
       return true;
     }
 
-    // One sample of every domain: this one's point, its rates and memory.
+    // One sample of this domain (the stream carries no other): its rates and memory.
     function onSample(value) {
       const mine = children(value, "domain").find((domain) => field(domain, "name") === name);
       if (!mine) {
@@ -258,7 +259,7 @@
       draw();
     }
 
-    follow(onSample, catchUp);
+    follow(`/xend/samples/?domain=${encodeURIComponent(name)}`, onSample, catchUp);
   }
 
   // --- The list: a small CPU line in each domain's row. ---
@@ -325,7 +326,7 @@
       redraw();
     }
 
-    follow(onSample, catchUp);
+    follow("/xend/samples/", onSample, catchUp);
   }
 
   if (graphs) domainPage();
