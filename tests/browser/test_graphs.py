@@ -117,7 +117,7 @@ def test_a_domains_page_graphs_its_samples_and_follows_new_ones(
     expect(page.locator("#domain-samples")).to_be_hidden()  # the charts replace the table
     wait_for(lambda: chart_points(page, "cpu") >= 3, what="three cpu points drawn")
     memory = page.evaluate("window.xendGraphs.charts.memory.data[1].at(-1)")
-    assert memory == pytest.approx(32 * MIB, rel=1e-6)  # float32, 7 digits, in the ring
+    assert memory == pytest.approx(32 * MIB, rel=1e-3)  # the ring keeps three digits
     cpu = page.evaluate("window.xendGraphs.charts.cpu.data[1].filter((v) => v !== null)")
     assert all(0 <= share < 1 for share in cpu) and any(share > 0 for share in cpu)
     wait_for(lambda: drawn_in(page, "#domain-graphs figure.graph canvas") > 50,
