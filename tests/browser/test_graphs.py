@@ -2,8 +2,8 @@
 samples every half second: a domain's page draws its CPU, memory, disk and network and
 follows the samples' stream, which it lets go while hidden and catches up on after; the
 list draws a CPU line per domain from one request for the whole host and the stream,
-kept when the list follows the event stream; without JavaScript the same samples are a
-table. Screenshots at desktop and phone width.
+kept when the list follows the event stream; a viewer sees them as an admin does;
+without JavaScript the same samples are a table. Screenshots at desktop and phone width.
 """
 
 from __future__ import annotations
@@ -233,3 +233,16 @@ def test_without_javascript_the_samples_are_a_table(xend: Xend, logged_in,
     page.goto(f"{base}/xend/domain/")
     expect(page.locator("tr[data-domain='table1'] td.cpu")).to_have_text(PERCENT)
     screenshot(page, "domain-list-nojs-1280px")
+
+
+def test_a_viewer_sees_the_graphs_too(xend: Xend, logged_in, accounts: Accounts) -> None:
+    xend.start_sim("seen1")
+    sampled(xend, "seen1", 3)
+    page: Page = logged_in(xend.home.url, user=accounts.viewer)
+    problems = watch_problems(page)
+    page.goto(f"{xend.home.url}/xend/domain/seen1")
+    expect(page.locator("#domain-graphs figure.graph canvas")).to_have_count(4)
+    before = chart_points(page, "cpu")
+    wait_for(lambda: chart_points(page, "cpu") > before + 1, what="the viewer's live graph")
+    assert page.locator("form.op").count() == 0  # still no forms for a viewer
+    assert problems == []
