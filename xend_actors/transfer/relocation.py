@@ -60,7 +60,7 @@ from xend_actors.transfer import records, rollback, xfr
 from xend_actors.transfer.background import Background
 from xend_actors.transfer.bringup import bring_up, intended
 from xend_actors.transfer.context import Leftovers
-from xend_actors.transfer.drivers import MovableDriver, StreamDriver
+from xend_actors.transfer.drivers import MovableDriver, PagedDriver, StreamDriver
 from xend_actors.transfer.moving import Moving
 from xend_actors.transfer.records import (
     INCOMING_PREFIX,
@@ -77,6 +77,9 @@ IDLE_TIMEOUT = 30.0  # the most a peer may stay silent mid-transfer
 COMMIT_TIMEOUT = 60.0  # a sim source destroys its domain before it commits
 MAX_CONNECTIONS = 8
 MAX_ROUNDS = 8  # a source may send the memory at most this many times over
+# The most of a stream's state a destination holds before its hypervisor takes it (kernel
+# pages of a pipe, taken as they fill and given back as the hypervisor reads).
+INFLOW_PIPE_SIZE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -238,37 +241,15 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
     driver = incoming.driver
     record = MigrateRecord(session, SessionState.RECEIVE, offer.live,
                            Source(address, offer.domid), Destination(socket.gethostname()))
-    if not isinstance(driver, StreamState):
-        channel.send(xfr.OK)  # the pages may come; a stream's machine is made first
-    incoming.sessions.write(session, records.to_sxpr(record), sync=records.durable(record))
-    log.info("Migrating domain %s in from %s", config.name, address)
     bug = False
     try:
-        with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT)):
-            if isinstance(driver, StreamState):
-                domid = driver.prepare_incoming(config.name, offer.meta)
-            else:
-                domid = driver.restore_state(config.name, config.memory_mb,
-                                             _receive_memory(channel, offer))
-            with rollback.discarded_on_failure(driver, incoming.table, domid):
-                made = replace(record, dst=replace(record.dst, domid=domid))
-                incoming.sessions.write(session, records.to_sxpr(made),
-                                        sync=records.durable(made))
-            if isinstance(driver, StreamState) and not config.devices:
-                # Nothing to plug in before the state loads: it flows in while the
-                # domain is adopted and its console made.
-                with rollback.discarded_on_failure(driver, incoming.table, domid):
-                    write = _opened(channel, address, driver, domid)
-                with _loading(channel, driver, domid, offer, write) as loaded:
-                    bring_up(driver, incoming.table, domid, config, Deadline.after, loaded)
-            else:
-                bring_up(driver, incoming.table, domid, config, Deadline.after,
-                         lambda: _hand_over(channel, address, driver, domid, offer))
         if isinstance(driver, StreamState):
+            domid = _take_stream(channel, address, incoming, record, offer, config, driver)
             # It runs: a xend that starts again keeps it (the record would destroy it).
             incoming.sessions.delete(session, sync=records.durable(record))
             _confirm(channel, address, domid)
         else:
+            domid = _take_pages(channel, address, incoming, record, offer, config, driver)
             channel.send(xfr.OK)
     except BaseException as error:
         bug = is_bug(error)
@@ -287,15 +268,65 @@ def _take_in(channel: xfr.Channel, address: str, session: str, incoming: Incomin
     return domid
 
 
-def _hand_over(channel: xfr.Channel, address: str, driver: MovableDriver, domid: int,
-               offer: xfr.Xfr) -> None:
-    """The built and configured domain's state loaded: then the domain may run here. A
-    stream's comes only now, and it runs as soon as it is all in (``_confirm`` tells the
-    source after). Pages came before: the source is told the new id, destroys its own,
-    and the domain runs here on its commit."""
-    if isinstance(driver, StreamState):
-        _load_stream(channel, address, driver, domid, offer)
-        return
+def _take_stream(channel: xfr.Channel, address: str, incoming: Incoming,
+                 record: MigrateRecord, offer: xfr.Xfr, config: DomainConfig,
+                 driver: StreamDriver) -> int:
+    """A stream driver's domain, made, loaded and running; the offer is answered yes
+    first, and the state flows in (``Inflow``) while the domain is made."""
+    with _inflow(channel, address, offer, driver) as inflow, \
+            _making(incoming, address, record, config) as made:
+        domid = driver.prepare_incoming(config.name, offer.meta)
+        made(domid)
+        if not config.devices:
+            # Nothing to plug in before the state loads: it loads while the domain is
+            # adopted and its console made.
+            with rollback.discarded_on_failure(driver, incoming.table, domid):
+                inflow.hand(domid)
+            bring_up(driver, incoming.table, domid, config, Deadline.after,
+                     lambda: inflow.loaded(domid))
+        else:  # qemu must have its devices before it loads
+            bring_up(driver, incoming.table, domid, config, Deadline.after,
+                     lambda: inflow.hand_and_load(domid))
+    return domid
+
+
+def _take_pages(channel: xfr.Channel, address: str, incoming: Incoming,
+                record: MigrateRecord, offer: xfr.Xfr, config: DomainConfig,
+                driver: PagedDriver) -> int:
+    """A paged driver's domain, made from its pages and state and brought up paused; it
+    runs on the source's commit."""
+    channel.send(xfr.OK)  # the pages may come
+    with _making(incoming, address, record, config) as made:
+        domid = driver.restore_state(config.name, config.memory_mb,
+                                     _receive_memory(channel, offer))
+        made(domid)
+        bring_up(driver, incoming.table, domid, config, Deadline.after,
+                 lambda: _commit_pages(channel, domid))
+    return domid
+
+
+@contextlib.contextmanager
+def _making(incoming: Incoming, address: str, record: MigrateRecord,
+            config: DomainConfig) -> Iterator[Callable[[int], None]]:
+    """The session recorded and the name intended while the domain is made inside; what
+    it yields records the new domain's id, which is destroyed if that fails."""
+    incoming.sessions.write(record.id, records.to_sxpr(record),
+                            sync=records.durable(record))
+    log.info("Migrating domain %s in from %s", config.name, address)
+
+    def made(domid: int) -> None:
+        with rollback.discarded_on_failure(incoming.driver, incoming.table, domid):
+            version = replace(record, dst=replace(record.dst, domid=domid))
+            incoming.sessions.write(record.id, records.to_sxpr(version),
+                                    sync=records.durable(version))
+
+    with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT)):
+        yield made
+
+
+def _commit_pages(channel: xfr.Channel, domid: int) -> None:
+    """The built and configured domain ``domid`` (from pages) may run here: the source is
+    told its new id, destroys its own, and the domain runs here on its commit."""
     channel.send(xfr.XfrOk(domid))
     channel.sock.settimeout(COMMIT_TIMEOUT)
     channel.expect_ok("the commit")
@@ -315,54 +346,79 @@ def _confirm(channel: xfr.Channel, address: str, domid: int) -> None:
                     address, error.message)
 
 
-def _load_stream(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int,
-                 offer: xfr.Xfr) -> None:
-    """Say yes to a stream driver's offer (its machine is made and configured) and copy
-    the state from the connection into the hypervisor as it comes; returns once it is
-    all loaded."""
-    _relay(channel, _opened(channel, address, driver, domid), offer)
-    driver.wait_received(domid, IDLE_TIMEOUT)
+class Inflow:
+    """A stream driver's state coming in on a connection before the hypervisor is there
+    to load it: the offer is answered yes at once, and the stream is copied from the
+    connection into a pipe on a thread of its own; the hypervisor is given the pipe's
+    read end once it is ready (``hand``). Until then the pipe holds the stream: the one
+    buffer, bounded by its size (``INFLOW_PIPE_SIZE``); once it is full the kernel's
+    socket buffers fill, then the source's pipe, and the source's hypervisor waits. So a
+    source's first pass over the memory overlaps the destination's hypervisor's start
+    and the domain's records, where a bare qemu-to-qemu migration waits for the
+    destination to listen. The connection is the copying thread's until ``loaded``."""
+
+    def __init__(self, channel: xfr.Channel, address: str, offer: xfr.Xfr,
+                 driver: StreamDriver) -> None:
+        self._driver = driver
+        read, write = xfr.open_pipe(xend_writes=True, size=INFLOW_PIPE_SIZE)
+        try:
+            if channel.buffered:
+                raise xfr.XfrError(f"{address} sent data before the offer was answered",
+                                   xfr.Code.EPROTO)
+            channel.send(xfr.OK)
+        except BaseException:
+            os.close(read)
+            os.close(write)
+            raise
+        self._read: int | None = read
+        self._relay = Background(lambda: _relay(channel, write, offer),
+                                 f"relocation-in-{offer.domid}")
+
+    def hand(self, domid: int) -> None:
+        """Let the hypervisor load domain ``domid``'s state from the pipe (what it holds
+        already, then the rest as it comes)."""
+        read, self._read = self._read, None
+        if read is None:
+            raise RuntimeError("the stream was handed to the hypervisor already")
+        try:
+            self._driver.receive_state(domid, read)
+        finally:
+            os.close(read)
+
+    def loaded(self, domid: int) -> None:
+        """Wait until the whole stream has come and the hypervisor has loaded it."""
+        self._relay.finish(threading.TIMEOUT_MAX)  # its own waits are each bounded
+        self._driver.wait_received(domid, IDLE_TIMEOUT)
+
+    def hand_and_load(self, domid: int) -> None:
+        self.hand(domid)
+        self.loaded(domid)
+
+    def stop(self) -> None:
+        """After a failure: the copying ends (a pipe nobody reads any more breaks it, as
+        the hypervisor's does when the domain is destroyed, else the source's silence for
+        ``IDLE_TIMEOUT``) before the connection is used again; what the pipe held is
+        freed with it."""
+        self._close_read()
+        with contextlib.suppress(BaseException):
+            self._relay.finish(2 * IDLE_TIMEOUT)
+
+    def _close_read(self) -> None:
+        read, self._read = self._read, None
+        if read is not None:
+            os.close(read)
 
 
 @contextlib.contextmanager
-def _loading(channel: xfr.Channel, driver: StreamDriver, domid: int, offer: xfr.Xfr,
-             write: int) -> Iterator[Callable[[], None]]:
-    """The rest of ``_load_stream`` (the hypervisor reads from the pipe ``write`` goes
-    into: ``_opened``), its copying on a thread of its own while the work inside goes
-    on; what it yields waits until the state is all loaded. Whatever fails inside waits
-    for the copying to end (the hypervisor's pipe broken by the domain's destroy, or the
-    source gone quiet for ``IDLE_TIMEOUT``) before the connection is used again."""
-    relay = Background(lambda: _relay(channel, write, offer), f"relocation-in-{domid}")
-
-    def loaded() -> None:
-        relay.finish(threading.TIMEOUT_MAX)  # its own waits are each bounded
-        driver.wait_received(domid, IDLE_TIMEOUT)
-
+def _inflow(channel: xfr.Channel, address: str, offer: xfr.Xfr,
+            driver: StreamDriver) -> Iterator[Inflow]:
+    inflow = Inflow(channel, address, offer, driver)
     try:
-        yield loaded
+        yield inflow
     except BaseException:
-        with contextlib.suppress(BaseException):
-            relay.finish(2 * IDLE_TIMEOUT)
+        inflow.stop()
         raise
-
-
-def _opened(channel: xfr.Channel, address: str, driver: StreamDriver, domid: int) -> int:
-    """The hypervisor reading domain ``domid``'s state from a pipe, the offer answered
-    yes; the pipe's write end."""
-    read, write = xfr.open_pipe(xend_writes=True)
-    try:
-        try:
-            driver.receive_state(domid, read)
-        finally:
-            os.close(read)
-        channel.send(xfr.OK)
-        if channel.buffered:
-            raise xfr.XfrError(f"{address} sent data before the offer was answered",
-                               xfr.Code.EPROTO)
-    except BaseException:
-        os.close(write)
-        raise
-    return write
+    inflow.stop()  # a bug's way out of loading: not left to the garbage collector
 
 
 def _relay(channel: xfr.Channel, write: int, offer: xfr.Xfr) -> None:

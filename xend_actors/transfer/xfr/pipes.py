@@ -19,19 +19,19 @@ SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 PIPE_SIZE = 4 * MAX_DATA
 
 
-def open_pipe(xend_writes: bool) -> tuple[int, int]:
-    """A pipe (read end, write end) with a buffer of ``PIPE_SIZE``, or as large as the
-    host allows, so a stream moves in big steps. When xend writes to it, its end does not block, so
-    ``write_all`` keeps its deadline."""
+def open_pipe(xend_writes: bool, size: int = PIPE_SIZE) -> tuple[int, int]:
+    """A pipe (read end, write end) with a buffer of ``size``, or as large as the host
+    allows, so a stream moves in big steps. When xend writes to it, its end does not
+    block, so ``write_all`` keeps its deadline."""
     read, write = os.pipe2(os.O_CLOEXEC)
     if xend_writes:
         os.set_blocking(write, False)
     try:
-        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, size)
     except OSError:
         try:
             limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
-            fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, PIPE_SIZE))
+            fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, min(limit, size))
         except (OSError, ValueError):
             pass  # the default 64 KiB works, only slower
     return read, write
