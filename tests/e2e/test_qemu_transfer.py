@@ -49,6 +49,7 @@ from tests.e2e.qemu import (
 )
 from tests.hosts import DESTINATION, SOURCE, Host, HostPairs
 from tests.support.netns import netns_usable
+from tests.support.ports import free_port
 from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from xend_actors import sxp
@@ -591,3 +592,69 @@ def refused_corrupt(xend: QemuXend, image: Path, corrupt: Path, check: str) -> N
     assert reply.status_code == 400, reply.text
     assert f"corrupt: its {check} checksum does not match" in reply.text
     assert xend.names() == ["Domain-0"]
+
+
+# --- the stream flows before the destination's qemu is up -----------------------------------
+
+# Stands in for qemu at a destination that cannot run the guest: a qemu launched to take
+# a state in starts, says so, and fails a second later; any other runs the real one.
+FAILING_QEMU = """#!/bin/sh
+case " $* " in
+*" -incoming "*) echo "started" > "{mark}"; sleep 1; echo "no room for this guest" >&2; exit 1;;
+esac
+exec {qemu} "$@"
+"""
+
+
+def pipes_of(pid: int) -> int:
+    """How many pipe ends process ``pid`` holds open."""
+    with os.scandir(f"/proc/{pid}/fd") as fds:
+        return sum(1 for fd in fds if os.readlink(fd.path).startswith("pipe:"))
+
+
+def test_a_destination_whose_qemu_fails_while_the_state_flows_leaves_nothing_and_the_source_runs(
+        qemu_xend: Callable[..., QemuXend], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A destination answers a qemu domain's offer at once, and the source's state flows
+    into a bounded pipe there while the destination's qemu starts. When that qemu fails,
+    the destination frees that pipe and leaves no domain, qemu or session; the source,
+    which was streaming, gets its guest running again with its shell state."""
+    source = qemu_xend("(qemu-accel tcg)\n(xend-relocation-tls no)\n")
+    bin_dir, mark = tmp_path / "bin", tmp_path / "started"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "qemu-system-x86_64"
+    wrapper.write_text(FAILING_QEMU.format(mark=mark, qemu=QEMU))
+    wrapper.chmod(0o755)
+    port = free_port()
+    with monkeypatch.context() as patched:  # its xend finds the stand-in first
+        patched.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+        destination = qemu_xend("(qemu-accel tcg)\n(xend-relocation-tls no)\n"
+                                "(xend-relocation-server yes)\n"
+                                f"(xend-relocation-port {port})\n"
+                                "(xend-relocation-address 127.0.0.1)\n")
+    source.create_vm("f1")
+    with console(source.console_port("f1")) as con:
+        booted(con)
+        con.run("MARK=kept-$((6*7)); echo SET-$MARK", rb"SET-kept-42")
+    xend_pid = destination.home.pid()
+    assert xend_pid is not None
+    pipes = pipes_of(xend_pid)
+    since = source.events.mark()
+
+    reply = source.op("f1", "migrate", destination=f"127.0.0.1:{port}", live="1")
+
+    assert reply.status_code == 502, reply.text
+    assert "no room for this guest" in reply.text, reply.text
+    assert mark.exists(), "the destination launched its qemu"
+    sent = [int(n) for n in re.findall(r"xend\.domain\.migrate\.progress \(f1 \d+ \(progress "
+                                       r"\(phase precopy\) \(sent (\d+)\)",
+                                       "\n".join(source.events.lines(since)))]
+    assert sent and max(sent) > 0, "the state flowed before the destination's qemu failed"
+    wait_for(lambda: source.state("f1") in ("r----", "-b---"), what="f1 running again")
+    assert source.sessions() == []
+    assert destination.names() == ["Domain-0"]
+    assert destination.sessions() == []
+    assert qemu_pids(destination.home.run_dir) == []
+    wait_for(lambda: pipes_of(xend_pid) == pipes, 10, "the destination's pipe closed")
+    with console(source.console_port("f1")) as con:
+        con.run("echo STILL-$MARK-", rb"STILL-kept-42-", 30)
