@@ -210,16 +210,22 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
         channel.expect_ok("the connection")
         channel.send(xfr.Xfr(domid, info.sxpr(), _memory_mb(info) << 20, live, driver.kind,
                              driver.describe(domid)))
-        channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))  # it makes the machine
-        channel.expect_ok(f"domain {info.name}")
-        channel.sock.settimeout(context.seconds(STREAM_TIMEOUT))
 
         def progress(step: StreamProgress) -> None:
             report(Progress.since(started, Phase.STOPCOPY if step.stopped else Phase.PRECOPY,
                                   step.sent, step.total))
 
+        def answered_then_sent(read: int) -> None:
+            """The state goes once the destination took the offer (it says so before its
+            hypervisor is up: ``relocation.Inflow``); meanwhile the hypervisor fills the
+            pipe. A refusal closes the pipe, which ends the hypervisor's stream."""
+            channel.sock.settimeout(context.seconds(BUILD_TIMEOUT))
+            channel.expect_ok(f"domain {info.name}")
+            channel.sock.settimeout(context.seconds(STREAM_TIMEOUT))
+            channel.send_pipe(read)
+
         read, write = xfr.open_pipe(xend_writes=False)
-        pump = Background(lambda: _drain(read, channel.send_pipe), f"migrate-{domid}")
+        pump = Background(lambda: _drain(read, answered_then_sent), f"migrate-{domid}")
         try:
             result = _send_state(driver, domid, write, pump, live=live, mbit=mbit,
                                  progress=progress)
