@@ -7,8 +7,9 @@ events, ``migrate/N`` in the store); progress goes out as
 (``PagedDriver``, the sim) goes with ``_send_paged``: its memory streamed by
 ``pages.Sender`` (pre-copy rounds when live), then it is suspended and the rest and its
 state follow. A stream driver's domain (``StreamDriver``, qemu) goes with
-``_send_stream``: the destination makes the machine from the offer's meta, then the
-hypervisor's stream is relayed from a pipe over the connection. Either way the source
+``_send_stream``: the hypervisor's stream starts into a pipe as the offer goes, and is
+relayed over the connection once the destination took the offer (it makes the machine
+from the offer's meta meanwhile). Either way the source
 is destroyed only once the destination has built and configured the new domain and
 said ``(xfr.xfr.ok NEWID)``; any failure before that leaves the source running
 (``rollback``) and the destination destroys what it built. A stream driver's source
@@ -187,8 +188,8 @@ def _send_stream(context: Context, driver: StreamDriver, info: DomainInfo,
                  channel: xfr.Channel, live: bool, mbit: int,
                  report: Callable[[Progress], None],
                  committing: Callable[[int | None], None]) -> tuple[int, float]:
-    """Migrate a stream driver's domain: the destination makes the machine, the state
-    flows over the connection; (its new id, how long it was stopped) once it runs.
+    """Migrate a stream driver's domain: the destination makes the machine while the
+    state flows over the connection; (its new id, how long it was stopped) once it runs.
 
     The destination runs the guest as soon as all of its state is in and loaded, then
     says ``(xfr.xfr.ok NEWID)``; the source, stopped since the last of its state went,

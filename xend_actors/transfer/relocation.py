@@ -18,11 +18,12 @@ sends and not kept; the seed and page versions come in the state), builds the do
 paused from the final state and brings it up as a restore does (``bringup``: adopted,
 configured, devices and console), answers ``(xfr.xfr.ok NEWID)`` and unpauses it only on
 the source's commit. Whatever breaks before that destroys what it built. A stream
-driver's domain (qemu) is made and configured before the offer is answered (one with
-no devices to plug in is answered as soon as its qemu waits for the state, and adopted
-and configured while the state flows: ``_loading``), then its state is copied from the
-connection into a pipe the hypervisor loads from, and it runs as soon as the stream's
-end has come and the hypervisor has loaded all of it; only then is the source told
+driver's offer (qemu) is answered as soon as its checks pass, and its state is copied
+from the connection into a pipe from then on (``Inflow``), while the domain is made;
+the hypervisor loads from that pipe once it is up (one with devices once they are
+plugged in; one without while it is adopted and configured), and the domain runs as
+soon as the stream's end has come and the hypervisor has loaded all of it; only then is
+the source told
 ``(xfr.xfr.ok NEWID)``, and it destroys its stopped copy on that word
 (``outgoing._send_stream`` says why that is safe). While it is made, the transfer is
 recorded as ``migrate/in-N`` in the store, so a xend killed mid-way destroys the
