@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from xend_actors.errors import HypervisorError, Timeout
-from xend_actors.hypervisor.qemu.qmp import Qmp, QmpError
+from xend_actors.hypervisor.qemu.qmp import Command, Qmp, QmpError
 from xend_actors.hypervisor.qemu.qmp_protocol import Event
 
 WAIT = 10.0  # for what does come: only a broken connection takes this long
@@ -135,6 +135,31 @@ def test_commands_get_their_own_replies_and_events_arrive_in_order(
         assert balloon.result(WAIT) == {}
         assert status.result(WAIT) == {"status": "running"}
     assert [seen.events.get(timeout=WAIT).name for _ in range(2)] == ["STOP", "RESUME"]
+
+
+def test_commands_sent_together_all_go_before_an_answer_and_the_first_error_is_raised(
+        qmp: Qmp, monitor: Monitor) -> None:
+    """``execute_all`` sends every command at once (one round trip for a migration's
+    four), waits for every answer, then raises the first refusal."""
+    commands = [Command("migrate-set-capabilities", {"capabilities": []}),
+                Command("getfd", {"fdname": "x"}), Command("migrate", {"uri": "fd:x"})]
+    with ThreadPoolExecutor(1) as pool:
+        together = pool.submit(qmp.execute_all, commands)
+        got = [monitor.next_command() for _ in commands]  # none answered yet
+        assert [c["execute"] for c in got] == ["migrate-set-capabilities", "getfd", "migrate"]
+        monitor.send({"return": {}, "id": got[0]["id"]})
+        monitor.send({"error": {"class": "GenericError", "desc": "no such fd"},
+                      "id": got[1]["id"]})
+        assert not together.done()  # the last is still in flight
+        monitor.send({"return": {}, "id": got[2]["id"]})
+        with pytest.raises(QmpError, match="qemu refused getfd: no such fd"):
+            together.result(WAIT)
+    with ThreadPoolExecutor(1) as pool:
+        together = pool.submit(qmp.execute_all, commands[:2])
+        got = [monitor.next_command() for _ in range(2)]
+        for command, answer in zip(got, ({}, {"fd": 1}), strict=True):
+            monitor.send({"return": answer, "id": command["id"]})
+        assert together.result(WAIT) == [{}, {"fd": 1}]
 
 
 def test_qemus_error_is_raised_with_its_class_and_sentence(qmp: Qmp, monitor: Monitor) -> None:

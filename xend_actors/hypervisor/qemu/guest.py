@@ -37,7 +37,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from xend_actors.hypervisor.base import ShutdownReason as Reason
 from xend_actors.hypervisor.qemu import agent, cgroup, process
 from xend_actors.hypervisor.qemu import state as runtime
 from xend_actors.hypervisor.qemu.process import DomainPaths, LaunchSpec
-from xend_actors.hypervisor.qemu.qmp import Opening, Qmp
+from xend_actors.hypervisor.qemu.qmp import Command, Opening, Qmp
 from xend_actors.hypervisor.qemu.qmp_protocol import Event
 from xend_actors.hypervisor.qemu.sched import cpu_shape
 
@@ -377,6 +377,10 @@ class QemuGuest:
         """Run a QMP command on this domain's qemu (the device backends' and transfers'
         way in); ``fd`` goes with it, for ``getfd``; ``timeout``: the monitor's own."""
         return self._monitor().execute(command, arguments, fd=fd, timeout=timeout)
+
+    def execute_all(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` in order without a round trip each (``Qmp.execute_all``)."""
+        return self._monitor().execute_all(commands)
 
     def expect_migration(self) -> None:
         """A migration is about to start: what qemu said of an earlier one is past."""

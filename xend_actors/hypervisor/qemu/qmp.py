@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,6 +29,15 @@ from xend_actors.hypervisor.qemu.qmp_protocol import MAX_LINE, ErrorReply, Event
 from xend_actors.hypervisor.rpc import Call, Calls, closed_on_error
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One QMP command: its name, its arguments and an fd that goes with it (``getfd``)."""
+
+    name: str
+    arguments: Mapping[str, Any] | None = None
+    fd: int | None = None
 
 
 class QmpError(HypervisorError):
@@ -92,21 +102,9 @@ class Qmp:
         goes along with the command (SCM_RIGHTS), as ``getfd`` wants it. Given ``until``
         (an event's handler sets it: the command's effect, said before its answer), None
         once it is set if the answer has not come by then."""
-        call = self._calls.start(command)
+        call = self._send(Command(command, arguments, fd))
         if until is not None:
             call.future.add_done_callback(lambda _: until.set())
-        data = qmp_protocol.command(command, arguments, call.id)
-        try:
-            with self._write_lock:
-                if fd is None:
-                    self._sock.sendall(data)
-                else:
-                    rights = array.array("i", [fd]).tobytes()
-                    sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                        rights)])
-                    self._sock.sendall(data[sent:])
-        except OSError:
-            self.close()
         seconds = self.timeout if timeout is None else timeout
         if until is None:
             return self._calls.wait(call, seconds)
@@ -116,6 +114,38 @@ class Qmp:
         if not call.future.done():
             return None  # the answer is left to the reader, for nobody
         return call.future.result()
+
+    def execute_all(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` in their order, each sent without waiting for the answer to
+        the one before (qemu runs them one after another); their ``return`` values once
+        all have answered, else the first one's QmpError."""
+        calls = [self._send(command) for command in commands]
+        answers: list[Any] = []
+        failure: BaseException | None = None
+        for call in calls:
+            try:
+                answers.append(self._calls.wait(call, self.timeout))
+            except QmpError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return answers
+
+    def _send(self, command: Command) -> Call[Any]:
+        call = self._calls.start(command.name)
+        data = qmp_protocol.command(command.name, command.arguments, call.id)
+        try:
+            with self._write_lock:
+                if command.fd is None:
+                    self._sock.sendall(data)
+                else:
+                    rights = array.array("i", [command.fd]).tobytes()
+                    sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                        rights)])
+                    self._sock.sendall(data[sent:])
+        except OSError:
+            self.close()
+        return call
 
     def close(self) -> None:
         """Let go of the connection (qemu keeps running); wakes every waiting caller."""
