@@ -392,22 +392,20 @@ class Inflow:
         self._driver.wait_received(domid, IDLE_TIMEOUT)
 
     def hand_and_load(self, domid: int) -> None:
+        """``hand``, then ``loaded``: for a domain whose devices were plugged in first."""
         self.hand(domid)
         self.loaded(domid)
 
     def stop(self) -> None:
-        """After a failure: the copying ends (a pipe nobody reads any more breaks it, as
+        """The copying ended (after a failure: a pipe nobody reads any more breaks it, as
         the hypervisor's does when the domain is destroyed, else the source's silence for
         ``IDLE_TIMEOUT``) before the connection is used again; what the pipe held is
         freed with it."""
-        self._close_read()
-        with contextlib.suppress(BaseException):
-            self._relay.finish(2 * IDLE_TIMEOUT)
-
-    def _close_read(self) -> None:
         read, self._read = self._read, None
         if read is not None:
             os.close(read)
+        with contextlib.suppress(BaseException):  # what it raised was seen, or is moot
+            self._relay.finish(2 * IDLE_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -416,10 +414,8 @@ def _inflow(channel: xfr.Channel, address: str, offer: xfr.Xfr,
     inflow = Inflow(channel, address, offer, driver)
     try:
         yield inflow
-    except BaseException:
+    finally:
         inflow.stop()
-        raise
-    inflow.stop()  # a bug's way out of loading: not left to the garbage collector
 
 
 def _relay(channel: xfr.Channel, write: int, offer: xfr.Xfr) -> None:

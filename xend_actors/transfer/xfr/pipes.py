@@ -1,6 +1,7 @@
 """Pipes between a stream driver and a connection: big ones, written with a deadline,
-and waiting on a descriptor with ``poll``. The kernel moves a stream between a pipe and a
-socket (``splice``, ``SPLICE_FLAGS``), so its bytes never pass through xend's memory."""
+and waiting on a descriptor with ``poll``. The kernel moves a stream coming in from a
+socket into a pipe (``splice``, ``SPLICE_FLAGS``), so its bytes never pass through xend's
+memory (one going out is read into a buffer: ``Channel.send_pipe`` says why)."""
 
 from __future__ import annotations
 
