@@ -147,6 +147,68 @@ def test_metrics_pass_the_gate(xend: Xend) -> None:
         assert client.get("/xend/samples/").status_code == 200
 
 
+def domain_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("xend_domain")]
+
+
+def sample_time(text: str) -> float:
+    found = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    taken = value(found, "xend_sample_timestamp_seconds")
+    assert taken is not None
+    return taken
+
+
+def test_a_scrape_shows_the_latest_sample_rendered_once(xend: Xend) -> None:
+    xend.start_sim("met3")
+    wait_for(lambda: 'domain="met3"' in xend.get("/metrics").text, what="met3 in a sample")
+
+    def same_sample_twice() -> tuple[str, str] | None:
+        first, second = xend.get("/metrics").text, xend.get("/metrics").text
+        return (first, second) if sample_time(first) == sample_time(second) else None
+
+    # Two scrapes of one sample: the same domain lines (met3's cpu seconds grow between
+    # samples, so a line made anew from another sample would differ).
+    first, second = wait_for(same_sample_twice, what="two scrapes of one sample")
+    assert domain_lines(first) == domain_lines(second)
+    assert any('domain="met3"' in line for line in domain_lines(first))
+    # Each new sample is in the very next scrape.
+    seen = sample_time(second)
+
+    def newer_sample() -> float | None:
+        taken = float(sxp.child_value(samples(xend), "time"))
+        return taken if taken > seen + 0.05 else None  # given to 10 ms; 0.5 s apart
+
+    for _ in range(3):
+        newer = wait_for(newer_sample, what="a newer sample")
+        text = xend.get("/metrics").text
+        seen = sample_time(text)
+        assert seen > newer - 0.05
+        assert domain_lines(text) != domain_lines(first)
+
+
+def test_an_openmetrics_scrape_parses_and_ends_once(xend: Xend) -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    xend.start_sim("met4")
+    wait_for(lambda: 'domain="met4"' in xend.get("/metrics").text, what="met4 in a sample")
+    for _ in range(2):  # rendered at the first, kept for the second (or a newer sample)
+        reply = xend.http.get("/metrics", headers={
+            "Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("application/openmetrics-text")
+        assert reply.text.endswith("# EOF\n") and reply.text.count("# EOF") == 1
+        found = {f.name: f for f in openmetrics_families(reply.text)}
+        cpu = found["xend_domain_cpu_seconds"]
+        assert cpu.type == "counter"
+        assert any(s.labels.get("domain") == "met4" for s in cpu.samples)
+        assert found["xend_http_request_duration_seconds"].type == "histogram"
+        assert "xend_event_sequence" in found
+    # The plain text scrape beside it still has no EOF.
+    assert "# EOF" not in xend.get("/metrics").text
+
+
 # --- xm top --------------------------------------------------------------------------------
 
 

@@ -1,21 +1,14 @@
 """``GET /metrics``: the domains' latest sample and xend's own counts, for Prometheus.
 
 The exposition is prometheus_client's (text, or OpenMetrics when the scraper asks for
-it), imported at the first read so a xend nobody scrapes never loads it. A custom
-collector yields metric families made at each scrape from the Sampler's latest sample
-(no hypervisor asked: what the batched sample read) and from ``tally``'s histograms
-(requests by route, asks by caller, transfers and migrations' downtime); the event
-bus is asked its last number. The registry also has prometheus_client's own process,
-platform and garbage-collector metrics.
-
-Per domain (labels ``domain``, ``id``; a device's also ``device``): ``xend_domain_state``
-(1 for each of its flags, ``state``: running, blocked, paused, shutdown, crashed,
-dying), ``_vcpus``, ``_cpu_seconds_total``, ``_memory_bytes``, ``_memory_max_bytes``,
-``_console_bytes_total`` (what the guest wrote), ``xend_domain_vbd_read_bytes_total``,
-``_vbd_written_bytes_total``, ``_vbd_reads_total``, ``_vbd_writes_total``,
-``xend_domain_vif_receive_bytes_total``, ``_vif_transmit_bytes_total``,
-``_vif_receive_packets_total``, ``_vif_transmit_packets_total`` (the guest's view:
-transmit is what it sent).
+it), imported at the first read so a xend nobody scrapes never loads it. A body is two
+renderings by the same encoder, joined: the domains' families of the Sampler's latest
+sample (no hypervisor asked: what the batched sample read), rendered once a sample
+(``metrics_domains.py``, which names them), then the few families made at each
+scrape: ``tally``'s histograms (requests by route, asks by caller, transfers and
+migrations' downtime), the event bus's last number, and prometheus_client's own
+process, platform and garbage-collector metrics; this last rendering ends the body
+(OpenMetrics' one ``# EOF``).
 """
 
 from __future__ import annotations
@@ -27,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug import Request, Response
 
 from xend_actors import tally
-from xend_actors.domain.samples import Sample, Samples
-from xend_actors.hypervisor.base import DomainState
+from xend_actors.web.metrics_domains import DomainRenderings
 from xend_actors.web.resource import Resource
 from xend_actors.web.services import Services, answer
 
@@ -38,22 +30,17 @@ if TYPE_CHECKING:
 PATH = "/metrics"
 
 
-@functools.cache
-def _words(state: DomainState) -> tuple[str, ...]:
-    """The names of the flags ``state`` has (few states, many domains: each made once)."""
-    return tuple(flag.name.lower() for flag in DomainState if flag.name and flag in state)
-
-
 class MetricsResource(Resource):
     def __init__(self, services: Services) -> None:
-        self.samples = services.samples
+        self.domains = DomainRenderings(services.samples)
         self.events = services.events
 
     def get(self, request: Request, **url_args: Any) -> Response:
         from prometheus_client.exposition import choose_encoder
 
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return Response(encode(self._registry), content_type=content_type)
+        return Response(self.domains.body(encode) + encode(self._registry),
+                        content_type=content_type)
 
     @functools.cached_property
     def _registry(self) -> CollectorRegistry:
@@ -68,7 +55,7 @@ class MetricsResource(Resource):
         for shared in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(shared)
         # A collector by its methods: its ABC would import prometheus_client at start.
-        registry.register(Collector(self.samples, self._last_event))  # type: ignore[arg-type]
+        registry.register(Collector(self._last_event))  # type: ignore[arg-type]
         return registry
 
     def _last_event(self) -> int:
@@ -76,10 +63,9 @@ class MetricsResource(Resource):
 
 
 class Collector:
-    """The families of one scrape, made from what xend holds now."""
+    """The families made at each scrape, from what xend holds now."""
 
-    def __init__(self, samples: Samples | None, last_event: Callable[[], int]) -> None:
-        self._samples = samples
+    def __init__(self, last_event: Callable[[], int]) -> None:
         self._last_event = last_event
 
     def describe(self) -> list[Any]:
@@ -88,9 +74,6 @@ class Collector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        sample = self._samples.latest() if self._samples is not None else None
-        if sample is not None:
-            yield from _domains(sample)
         yield GaugeMetricFamily("xend_event_sequence",
                                 "The number of the last event xend published",
                                 value=self._last_event())
@@ -123,57 +106,3 @@ def _histogram(histogram: tally.Histogram) -> Any:
             cumulative.append((bound, running))
         family.add_metric(list(values), cumulative, counts[-1])
     return family
-
-
-def _domains(sample: Sample) -> Iterator[Any]:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    ids = ["domain", "id"]
-    devices = ["domain", "id", "device"]
-
-    def gauge(name: str, text: str, labels: list[str] = ids) -> Any:
-        return GaugeMetricFamily(name, text, labels=labels)
-
-    def counter(name: str, text: str, labels: list[str] = ids) -> Any:
-        return CounterMetricFamily(name, text, labels=labels)
-
-    state = gauge("xend_domain_state", "1 for each flag the domain's state has",
-                  ["domain", "id", "state"])
-    vcpus = gauge("xend_domain_vcpus", "The domain's virtual cpus")
-    cpu = counter("xend_domain_cpu_seconds", "Cpu time the domain has used")
-    memory = gauge("xend_domain_memory_bytes", "The domain's memory")
-    maxmem = gauge("xend_domain_memory_max_bytes", "The most memory the domain may have")
-    console = counter("xend_domain_console_bytes", "Bytes the guest wrote to its console")
-    vbd = [counter(f"xend_domain_vbd_{what}", text, devices) for what, text in (
-        ("read_bytes", "Bytes the guest read from the vbd"),
-        ("written_bytes", "Bytes the guest wrote to the vbd"),
-        ("reads", "Reads the guest made of the vbd"),
-        ("writes", "Writes the guest made to the vbd"))]
-    vif = [counter(f"xend_domain_vif_{what}", text, devices) for what, text in (
-        ("receive_bytes", "Bytes the guest received on the vif"),
-        ("transmit_bytes", "Bytes the guest sent on the vif"),
-        ("receive_packets", "Packets the guest received on the vif"),
-        ("transmit_packets", "Packets the guest sent on the vif"))]
-    for reading in sample.readings:
-        hv = reading.counters.domain
-        labels = [hv.name, str(hv.domid)]
-        for word in _words(hv.state):
-            state.add_metric([*labels, word], 1)
-        vcpus.add_metric(labels, hv.vcpus)
-        cpu.add_metric(labels, hv.cpu_time)
-        memory.add_metric(labels, hv.memory_kb * 1024)
-        maxmem.add_metric(labels, hv.maxmem_kb * 1024)
-        console.add_metric(labels, reading.console_bytes)
-        for name, v in zip(reading.vbd_names, reading.counters.vbds, strict=True):
-            for family, value in zip(vbd, (v.read_bytes, v.write_bytes, v.read_ops,
-                                           v.write_ops), strict=True):
-                family.add_metric([*labels, name], value)
-        for n in reading.counters.vifs:
-            for family, value in zip(vif, (n.rx_bytes, n.tx_bytes, n.rx_packets,
-                                           n.tx_packets), strict=True):
-                family.add_metric([*labels, f"eth{n.handle}"], value)
-    domains = gauge("xend_domains", "The domains the hypervisor has, Domain-0 included", [])
-    domains.add_metric([], len(sample.readings))
-    taken = gauge("xend_sample_timestamp_seconds", "When the latest sample was taken", [])
-    taken.add_metric([], sample.time)
-    yield from (domains, taken, state, vcpus, cpu, memory, maxmem, console, *vbd, *vif)
