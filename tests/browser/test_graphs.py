@@ -64,14 +64,11 @@ def set_hidden(page: Page, hidden: bool) -> None:
 
 
 def watch_problems(page: Page) -> list[str]:
-    """What the page's scripts report going wrong (a CSP refusal says so on the console).
-    The browser's own ask for /favicon.ico (refused: xend has none, and the session's
-    cookie is for /xend/ only) is not the page's."""
+    """What the page's scripts report going wrong (a CSP refusal says so on the console)."""
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("console", lambda message: problems.append(message.text)
-            if message.type == "error"
-            and not message.location.get("url", "").endswith("/favicon.ico") else None)
+            if message.type == "error" else None)
     return problems
 
 

@@ -234,6 +234,8 @@ def test_the_root_leads_to_xend_for_anyone(shared_home: XendHome) -> None:
         root = anonymous.get("/")
         assert (root.status_code, root.headers["location"]) == (302, "/xend/")
         assert anonymous.get("/xend/").status_code == 401  # where the token is asked
+        icon = anonymous.get("/favicon.ico")  # a browser's, asked with no cookie
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
 
 
 def test_a_browser_gets_pages_and_its_forms_need_their_token(

@@ -14,8 +14,8 @@ itself:
   too many is refused a while (429) whatever it sends.
 
 What a principal may do is the app's to say (``app.authorize``); the gate only knows
-who. The login page, static files and ``/`` (a redirect to ``/xend/``) are served
-to clients not yet known.
+who. The login page, static files, ``/favicon.ico`` and ``/`` (a redirect to
+``/xend/``) are served to clients not yet known.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 PEER_UID = "xend.peer_uid"
 LOGIN_PATH = "/xend/login"
 # "/" only redirects to /xend/ (the session cookie is not sent for "/": its path is /xend/).
-_PUBLIC = re.compile(r"/|/xend/(login|logout)/?|/xend/static/[^/]+")
+_PUBLIC = re.compile(r"/|/favicon\.ico|/xend/(login|logout)/?|/xend/static/[^/]+")
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/-]+=*)", re.IGNORECASE)
 MAX_AUTHORIZATION = MAX_TOKEN_LENGTH + 16
 CHALLENGE = 'Bearer realm="xend"'  # what a 401 names as the way in

@@ -25,7 +25,7 @@ from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, N
 from xend_actors.web.resource import Resource
 from xend_actors.web.samples import DomainSamplesResource, SamplesResource
 from xend_actors.web.services import Services
-from xend_actors.web.static_files import StaticResource
+from xend_actors.web.static_files import FaviconResource, StaticResource
 from xend_actors.web.token import TokenDirResource, TokenResource
 from xend_actors.web.vnet import VnetDirResource, VnetResource
 
@@ -62,6 +62,7 @@ def make_app(services: Services) -> XendApp:
         ("/xend/token/<name>/", TokenResource(services.keys.tokens)),
     ]
     attach = ConsoleAttachResource(services)
+    static = StaticResource()
     app = XendApp(
         [
             ("/", HomeResource()),
@@ -81,7 +82,8 @@ def make_app(services: Services) -> XendApp:
             (ATTACH, attach),
             ("/xend/event/", EventResource(services)),
             ("/xend/device/", EmptyResource()),
-            ("/xend/static/<name>", StaticResource()),
+            ("/xend/static/<name>", static),
+            ("/favicon.ico", FaviconResource(static)),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
             *keyed,
