@@ -6,10 +6,12 @@ they like. ``DomainRenderings`` keeps, for each encoder of prometheus_client a s
 has asked for (text, OpenMetrics), one rendering of the latest sample: bytes and the
 sample's seq, replaced when a newer sample comes (so at most one a format). A scrape
 of a sample not yet rendered renders it; once someone scrapes, a thread follows the
-samples and renders each new one at once for the formats scraped in the last
-``FOLLOW`` seconds, so that a scraper whose period is longer than the sample's (most)
-does not pay for it; it ends when nobody has scraped for that long. A xend nobody
-scrapes renders nothing and never imports prometheus_client.
+samples and renders a new one at once for each format whose next scrape is expected
+before the next sample (the last scrape plus the time since the one before), so that
+the scrape finds it made: a scraper every 15 s (a sample every 5 s) has every third
+sample rendered, the one it reads, no more than it would render itself. The thread
+ends when nobody has scraped for ``FOLLOW`` seconds. A xend nobody scrapes renders
+nothing and never imports prometheus_client.
 
 One lock covers the renderings: a scrape during a rendering waits for it and gets the
 new sample whole, never a mix. The OpenMetrics rendering is kept without the encoder's
@@ -31,6 +33,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from xend_actors.domain.samples import Sample, Samples
@@ -41,8 +44,24 @@ if TYPE_CHECKING:
 
     Encoder = Callable[[CollectorRegistry], bytes]
 
-FOLLOW = 300.0  # seconds a format is rendered at each sample after a scrape asked for it
+FOLLOW = 300.0  # seconds the samples are followed after the last scrape
+SLACK = 0.1  # of a period: how late a scrape may come and still be expected before a sample
 _EOF = b"# EOF\n"  # OpenMetrics' end: one, after the scrape's own families
+
+
+@dataclass(frozen=True, slots=True)
+class Scrapes:
+    """When a format was last scraped, and how long after the scrape before it (0 for
+    the first: expected again at once)."""
+
+    last: float
+    gap: float = 0.0
+
+    def then(self, now: float) -> Scrapes:
+        return Scrapes(now, now - self.last)
+
+    def expected_before(self, moment: float) -> bool:
+        return self.last + self.gap < moment
 
 
 class DomainRenderings:
@@ -53,7 +72,7 @@ class DomainRenderings:
         self._lock = threading.Lock()  # the renderings
         self._kept: dict[Encoder, tuple[int, bytes]] = {}
         self._state = threading.Lock()  # who asked when, and the follower
-        self._asked: dict[Encoder, float] = {}
+        self._asked: dict[Encoder, Scrapes] = {}
         self._follower: threading.Thread | None = None
 
     def body(self, encode: Encoder) -> bytes:
@@ -61,13 +80,20 @@ class DomainRenderings:
         if self._samples is None:
             return b""
         with self._state:
-            self._asked[encode] = time.monotonic()
+            now = time.monotonic()
+            before = self._asked.get(encode)
+            self._asked[encode] = before.then(now) if before is not None else Scrapes(now)
             if self._follower is None:
                 self._follower = threading.Thread(target=self._follow, name="metrics",
                                                   daemon=True)
                 self._follower.start()
         with self._lock:
             return self._render(encode)
+
+    def rendered(self, encode: Encoder) -> int | None:
+        """The seq of the sample kept rendered by ``encode``, if any (for the tests)."""
+        kept = self._kept.get(encode)
+        return kept[0] if kept is not None else None
 
     def _render(self, encode: Encoder) -> bytes:
         """The latest sample's rendering by ``encode``, made if it is not kept; under
@@ -88,22 +114,28 @@ class DomainRenderings:
         return body
 
     def _follow(self) -> None:
-        """Render each new sample for the formats scraped lately; end when there are none."""
+        """Render each new sample for the formats whose next scrape will read it; end
+        when nobody has scraped for ``FOLLOW`` seconds."""
         assert self._samples is not None
+        period = self._samples.interval
         seq = -1
         while True:
             with self._state:
                 now = time.monotonic()
-                wanted = [e for e, when in self._asked.items() if now - when < FOLLOW]
-                if not wanted:
+                for gone in [e for e, s in self._asked.items() if now - s.last >= FOLLOW]:
+                    del self._asked[gone]
+                if not self._asked:
                     self._follower = None
                     return
             sample = self._samples.wait_newer(seq, FOLLOW)
             if sample is None:
                 continue
             seq = sample.seq
+            next_sample = time.monotonic() + period * (1 + SLACK)
+            with self._state:
+                due = [e for e, s in self._asked.items() if s.expected_before(next_sample)]
             with self._lock:
-                for encode in wanted:
+                for encode in due:
                     self._render(encode)
 
 
