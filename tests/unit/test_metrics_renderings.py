@@ -3,11 +3,13 @@ with prometheus_client's own encoders and parsers over real ``Samples``."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from tests.support.processes import wait_for
 from xend_actors.domain.samples import Samples
@@ -66,3 +68,41 @@ def test_a_slower_scraper_has_only_the_samples_it_reads_rendered() -> None:
             read.append(sample)
             scrapes = scrapes.then((sample + 5) // 15 * 15)
     assert rendered == read == [26, 41, 56]
+
+
+def test_scrapes_during_new_samples_each_get_one_whole_sample() -> None:
+    samples = Samples(0.01, 10)  # a follower rendering too, as the samples come
+    renderings = DomainRenderings(samples)
+    domains = range(1, 51)
+
+    def add_all(k: int) -> None:
+        samples.add(1000.0 + k, [DomainCounters(HvDomain(d, f"d{d}", DomainState.BLOCKED,
+                                                         None, 1024, 1024, 1, -1, float(k)),
+                                                (), ()) for d in domains], {}, {})
+
+    add_all(0)
+    bodies: dict[int, bytes] = {}  # by identity: a kept rendering is the same bytes
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            body = renderings.body(generate_latest)
+            bodies[id(body)] = body
+
+    scrapers = [threading.Thread(target=scrape) for _ in range(4)]
+    for thread in scrapers:
+        thread.start()
+    for k in range(1, 40):
+        add_all(k)
+        time.sleep(0.002)
+    stop.set()
+    for thread in scrapers:
+        thread.join()
+    seen = set()
+    for body in bodies.values():
+        found = {f.name: f.samples for f in text_families(body.decode())}
+        k = found["xend_sample_timestamp_seconds"][0].value - 1000
+        cpus = {s.value for s in found["xend_domain_cpu_seconds"] if s.name.endswith("_total")}
+        assert cpus == {k} and len(found["xend_domain_cpu_seconds"]) == len(domains)
+        seen.add(k)
+    assert len(seen) > 5  # the scrapes did meet new samples
