@@ -122,7 +122,7 @@ def send(guest: QemuGuest, fd: int, *, live: bool, mbit: int,
         info = _follow(guest, progress, loosen=live)
     except BaseException:
         if was_running:
-            _cancel_and_run(guest)
+            resume(guest)
         raise
     if stopped_at is None:  # it ran until qemu stopped it for the last part
         stopped_at = time.monotonic() - int(info.get("downtime", 0)) / 1000
@@ -161,7 +161,12 @@ def _follow(guest: QemuGuest, progress: Callable[[StreamProgress], None], *,
                           f"{STALL_TIMEOUT:g} s")
 
 
-def _cancel_and_run(guest: QemuGuest) -> None:
+def resume(guest: QemuGuest) -> None:
+    """Let a guest stopped for a transfer that did not happen run again: its outgoing
+    migration, if qemu still has one under way, is cancelled and waited for first. A
+    xend killed mid-way leaves qemu writing into a pipe nobody reads, and the next xend
+    comes to this before qemu has noticed: a ``cont`` then would be undone when the
+    migration fails (qemu leaves a guest it found stopped in ``postmigrate``)."""
     with contextlib.suppress(XendError):
         if guest.execute("query-migrate").get("status") in ("setup", "active", "device",
                                                              "pre-switchover"):
@@ -173,11 +178,6 @@ def _cancel_and_run(guest: QemuGuest) -> None:
                     break
                 guest.migration_changed.wait(POLL)
                 guest.migration_changed.clear()
-    resume(guest)
-
-
-def resume(guest: QemuGuest) -> None:
-    """Let a guest stopped for a transfer that did not happen run again."""
     guest.state_sent = False
     if guest.is_paused() and guest.runs():
         guest.unpause()
