@@ -28,6 +28,7 @@ from xend_actors import sxp
 from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
 from xend_actors.config import XendConfig
 from xend_actors.domain.table import DomainTableProxy
+from xend_actors.errors import XendError
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.hypervisor.base import Driver
 from xend_actors.store import RecordDir, is_partial_of
@@ -118,6 +119,7 @@ class Transfer(TracedActor):
             case SaveRecord(domid=domid, paused=paused):
                 _remove_partial(record)
                 rollback.resume(self._driver, domid, bool(paused))
+                self._show(domid)
             case RestoreRecord(domid=int(domid)):
                 # made, not yet running (a stream driver's before its state came)
                 rollback.discard(self._driver, self._table, domid)
@@ -134,6 +136,15 @@ class Transfer(TracedActor):
                 rollback.discard(self._driver, self._table, src.domid)
             case MigrateRecord(src=src, paused=paused):
                 rollback.resume(self._driver, src.domid, bool(paused))
+                self._show(src.domid)
+
+    def _show(self, domid: int) -> None:
+        """The table shows a domain put back running before xend says it has started,
+        not at the driver's notification, which a client's first listing may beat."""
+        try:
+            ask(self._table.state_changed(self._driver.domain(domid)), "the domain table")
+        except (XendError, pykka.ActorDeadError) as error:
+            log.warning("Domain %s put back, but not shown so: %s", domid, error)
 
     def ping(self) -> str:
         """For the start-up barrier: the actor runs."""
