@@ -9,6 +9,7 @@ What the bytes mean is ``messages.py``'s.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -16,6 +17,7 @@ import socket
 import ssl
 import sys
 import termios
+from collections.abc import Iterator
 
 from xend_actors import sxp
 from xend_actors.transfer.xfr.decoder import Decoder
@@ -53,13 +55,8 @@ class Channel:
         self.send_bytes(encode(message))
 
     def send_bytes(self, data: bytes | memoryview) -> None:
-        try:
+        with self._socket_errors("took no data"):
             self.sock.sendall(data)
-        except TimeoutError:
-            raise XfrError(f"{self.peer} took no data for {self.timeout:g} s",
-                           Code.ETIMEDOUT) from None
-        except OSError as error:
-            raise self._lost(error) from None
 
     def receive(self) -> Message:
         """The next message."""
@@ -168,17 +165,22 @@ class Channel:
             return
         parts = [memoryview(header), data]
         while parts:
-            try:
+            with self._socket_errors("took no data"):
                 sent = self.sock.sendmsg(parts)
-            except TimeoutError:
-                raise XfrError(f"{self.peer} took no data for {self.timeout:g} s",
-                               Code.ETIMEDOUT) from None
-            except OSError as error:
-                raise self._lost(error) from None
             while parts and sent >= len(parts[0]):
                 sent -= len(parts.pop(0))
             if parts:
                 parts[0] = parts[0][sent:]
+
+    @contextlib.contextmanager
+    def _socket_errors(self, idle: str) -> Iterator[None]:
+        """The socket's errors as XfrErrors: a timeout says the peer ``idle`` that long."""
+        try:
+            yield
+        except TimeoutError:
+            raise XfrError(f"{self.peer} {idle} for {self.timeout:g} s", Code.ETIMEDOUT) from None
+        except OSError as error:
+            raise self._lost(error) from None
 
     def _lost(self, error: OSError) -> XfrError:
         if isinstance(error, ssl.SSLError):
@@ -199,13 +201,8 @@ class Channel:
 
     def _recv_into(self, buffer: memoryview) -> int:
         """Read into ``buffer``, waiting at most ``timeout``; how many bytes came (> 0)."""
-        try:
+        with self._socket_errors("sent nothing"):
             got = self.sock.recv_into(buffer)
-        except TimeoutError:
-            raise XfrError(f"{self.peer} sent nothing for {self.timeout:g} s",
-                           Code.ETIMEDOUT) from None
-        except OSError as error:
-            raise self._lost(error) from None
         if not got:
             raise XfrError(f"{self.peer} closed the connection")
         return got
