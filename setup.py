@@ -24,6 +24,9 @@ setup(
         # GET /metrics (web/metrics.py), imported at its first read; 0.22 on escapes every
         # name for UTF-8, half again the CPU a line (33 ms a scrape of 1000 domains, not 21)
         "prometheus-client>=0.20,<0.22",
+        # a pool's etcd (pool/etcd.py), over etcd's JSON gateway: no gRPC, no C extension
+        # in a daemon that forks; imported only by a xend in a pool
+        "etcd3gw>=2.4,<3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5",

@@ -121,6 +121,15 @@ class XendConfig:
     sim_cpus: int = 4
     sim_taps: bool = True
     qemu_accel: str = "auto"  # auto (probe KVM once per host boot), kvm or tcg
+    pool: str = ""  # the pool this xend is a member of; '' = none (one host, as ever)
+    pool_etcd: tuple[str, ...] = ()  # the pool's etcd client URLs
+    pool_etcd_ca: Path | None = None  # TLS to etcd (https URLs): the CA, our cert and key
+    pool_etcd_cert: Path | None = None
+    pool_etcd_key: Path | None = None
+    pool_host: str = ""  # this member's name in the pool; '' = the hostname
+    pool_address: str = ""  # the API URL other members reach us at; '' = from xend-address
+    pool_ttl: float = 10.0  # seconds a member's lease lives without a renewal
+    pool_token_file: Path | None = None  # the pool's shared API token, for forwarded requests
     source: Path | None = None  # the file this came from
     warnings: tuple[str, ...] = ()
 
@@ -201,6 +210,33 @@ def script_words(command: str) -> list[str]:
     if not words:
         raise ValueError(f"expected a script name, then its arguments, got {command!r}")
     return words
+
+
+_POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _pool_name(text: str) -> str:
+    if not _POOL_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a pool or member name: use letters, digits, "
+                         "'.', '_' and '-', at most 64")
+    return text
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    urls = tuple(text.split())
+    for url in urls:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.:\[\]_-]+(:[0-9]{1,5})?/?", url):
+            raise ValueError(f"{url!r} is not an etcd URL like http://10.0.0.1:2379")
+    if not urls:
+        raise ValueError("expected one or more URLs")
+    return urls
+
+
+def _pool_ttl(text: str) -> float:
+    seconds = _seconds(text)
+    if not 2 <= seconds <= 300:
+        raise ValueError(f"{text} is not a lease TTL between 2 and 300 seconds")
+    return seconds
 
 
 def _command(text: str) -> str:
@@ -338,6 +374,15 @@ _OPTIONS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "sim-cpus": ("sim_cpus", _positive),
     "sim-taps": ("sim_taps", _bool),
     "qemu-accel": ("qemu_accel", _qemu_accel),
+    "xend-pool": ("pool", _pool_name),
+    "xend-pool-etcd": ("pool_etcd", _urls),
+    "xend-pool-etcd-ca": ("pool_etcd_ca", _path),
+    "xend-pool-etcd-cert": ("pool_etcd_cert", _path),
+    "xend-pool-etcd-key": ("pool_etcd_key", _path),
+    "xend-pool-host": ("pool_host", _pool_name),
+    "xend-pool-address": ("pool_address", _text),
+    "xend-pool-ttl": ("pool_ttl", _pool_ttl),
+    "xend-pool-token-file": ("pool_token_file", _path),
 }
 _BLOCK_PREFIX = "block-"  # (block-<type> <script>): the script for uname prefix <type>:
 
@@ -386,6 +431,9 @@ def parse_config(text: str | bytes, source: Path | None = None) -> XendConfig:
             values[attr] = _convert(converter, option, value, at)
         else:
             warnings.append(f"{at}: unknown option {option} ignored")
+    if ("pool" in values) != ("pool_etcd" in values):
+        raise ConfigError(f"{where}: xend-pool and xend-pool-etcd go together: a pool is "
+                          "named and its etcd given, or neither")
     return XendConfig(
         **values,  # type: ignore[arg-type]  # each converter makes its option's type
         block_scripts=blocks,

@@ -50,6 +50,8 @@ from xend_actors.hypervisor.actor import (
 from xend_actors.limits import raise_open_files, spread_futexes
 from xend_actors.logs import setup_logging
 from xend_actors.pidfile import PidFile
+from xend_actors.pool.member import PoolMember, PoolMemberProxy
+from xend_actors.pool.opening import membership, open_pool
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
 from xend_actors.transfer.transfer import Transfer, TransferProxy
@@ -137,8 +139,10 @@ class Root(TracedActor):
                 driver=driver, events=events, consoles=consoles, records=store.domain,
                 devices=DeviceServices(config, claims, network),
                 minimum_restart_time=config.minimum_restart_time)
-            table = self._start("domains", DomainTable.start(hypervisor, consoles, services,
-                                                             store.intent), DomainTableProxy)
+            pool = open_pool(config)
+            table = self._start("domains", DomainTable.start(
+                hypervisor, consoles, services, store.intent,
+                pool.names if pool else None), DomainTableProxy)
             ask(hypervisor.watch(table), "the hypervisor", BARRIER_TIMEOUT)
             count = ask(table.recover(), "the domain table", BOOT_TIMEOUT)
             view = ask(table.view(), "the domain table", BARRIER_TIMEOUT)
@@ -167,6 +171,13 @@ class Root(TracedActor):
                 config, events, self.shutdown, consoles), DebugServerProxy)
             debug_addresses = ask(debug.addresses(), "the debug server", BARRIER_TIMEOUT)
             addresses += debug_addresses
+            if pool is not None:
+                member = self._start("pool", PoolMember.start(
+                    membership(config, pool, addresses), pool.etcd, pool.names, table, view,
+                    hypervisor), PoolMemberProxy)
+                ask(events.subscribe(member.actor_ref, "xend.domain.*"), "the event bus",
+                    BARRIER_TIMEOUT)
+                member.join()  # etcd may be unreachable now: xend starts all the same
             if relocation:
                 addresses.append(f"xfr://{relocation}")
         except BaseException:

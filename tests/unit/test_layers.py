@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"device", "console"},
     {"domain"},
     {"transfer"},
+    {"pool"},
     {"web", "debug"},
     {"daemon"},
     {"cli"},

@@ -60,7 +60,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 
 _KNOWN_FIELDS = frozenset(
     {"name", "memory", "maxmem", "cpu", "cpu_weight", "console", "restart", "image",
-     "backend", "device"}
+     "backend", "device", "ha"}
 )
 _UNPROCESSED_FIELDS = frozenset({"id", "vnet"})
 _BACKENDS = frozenset({"blkif", "netif"})
@@ -115,6 +115,7 @@ class DomainConfig:
     vnets: tuple[sxp.Value, ...] = field(hash=False)  # kept as given: 2.0.0 never used them
     sxpr: sxp.Value = field(hash=False)
     warnings: tuple[str, ...] = ()
+    ha: bool = False  # in a pool: restarted on another member when its host is gone
 
 
 def parse_domain_config(value: sxp.Value) -> DomainConfig:
@@ -136,6 +137,7 @@ def parse_domain_config(value: sxp.Value) -> DomainConfig:
     restart = _optional(vm, "restart", RestartMode, "invalid restart mode: {}: use onreboot, "
                         "always or never",
                         default=RestartMode.ONREBOOT)
+    ha = _optional(vm, "ha", _yes_no, "invalid ha {}: give yes or no", default=False)
     image = _image(vm)
     backends = frozenset(_backend(element) for element in sxp.children(vm, "backend"))
     devices = []
@@ -158,6 +160,7 @@ def parse_domain_config(value: sxp.Value) -> DomainConfig:
         vnets=tuple(sxp.children(vm, "vnet")),
         sxpr=vm,
         warnings=tuple(_warnings(vm)),
+        ha=ha,
     )
 
 
@@ -247,6 +250,12 @@ def _weight(text: str) -> float:
     if not math.isfinite(weight) or weight <= 0:
         raise ValueError(text)
     return weight
+
+
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise ValueError(text)
+    return text == "yes"
 
 
 def _port(text: str) -> int:

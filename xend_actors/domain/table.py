@@ -56,6 +56,7 @@ from xend_actors.console.hub import ConsolesProxy
 from xend_actors.device.info import DeviceInfo
 from xend_actors.domain.config import DomainConfig
 from xend_actors.domain.domain import Domain, DomainProxy, DomainServices
+from xend_actors.domain.names import LocalNames, NameClaims
 from xend_actors.domain.record import DomainInfo, DomainRecord, RestartState, from_sxpr
 from xend_actors.domain.view import (
     HOST_REFUSAL,
@@ -101,7 +102,8 @@ class _Entry:
 
 class DomainTable(TracedActor):
     def __init__(self, hypervisor: HypervisorProxy, consoles: ConsolesProxy,
-                 services: DomainServices, intents: RecordDir | None = None) -> None:
+                 services: DomainServices, intents: RecordDir | None = None,
+                 claims: NameClaims | None = None) -> None:
         super().__init__()
         self._hypervisor = hypervisor
         self._consoles = consoles
@@ -109,6 +111,7 @@ class DomainTable(TracedActor):
         self._records: RecordDir = services.records
         self._intents = intents  # None: new domains are not recorded before they exist
         self._intended: set[str] = set()  # names of domains being made, not yet recorded
+        self._claims: NameClaims = claims or LocalNames()  # who else must agree to a name
         self._events = services.events
         self._clock: Callable[[], float] = services.clock
         self._entries: dict[int, _Entry] = {}
@@ -340,11 +343,12 @@ class DomainTable(TracedActor):
         self._publish()
         return entry.domain
 
-    def intend(self, config: DomainConfig) -> None:
+    def intend(self, config: DomainConfig, peer: str | None = None) -> None:
         """Hold ``config.name`` for a domain about to be made (created, restored, migrated
-        in) and record the intent before the hypervisor is asked; Conflict if the name is
-        taken here or in the hypervisor, StoreError if the disk will not take it, 503 if
-        xend may not open the files or threads one more domain needs (``limits``)."""
+        in from ``peer``) and record the intent before the hypervisor is asked; Conflict
+        if the name is taken here, in the hypervisor or (in a pool) by another member,
+        StoreError if the disk will not take it, 503 if xend may not open the files or
+        threads one more domain needs (``limits``) or the pool cannot be asked."""
         name = config.name
         full = no_room_for_domain(len(self._entries) + len(self._intended))
         if full is not None:
@@ -353,16 +357,24 @@ class DomainTable(TracedActor):
             self._ask(self._hypervisor.name_taken(name))
         if held:
             raise Conflict(f"vm name clash: {name}")
+        self._claims.claim(config, peer)
         if self._intents is not None:
-            self._intents.write(_intent_key(name),
-                                ["intent", ["name", name], ["config", config.sxpr]])
+            try:
+                self._intents.write(_intent_key(name),
+                                    ["intent", ["name", name], ["config", config.sxpr]])
+            except BaseException:
+                self._claims.release(name)
+                raise
         self._intended.add(name)
 
-    def unintend(self, name: str) -> None:
-        """The domain intended as ``name`` is recorded, or was never made: drop the intent."""
+    def unintend(self, name: str, made: bool = False) -> None:
+        """The domain intended as ``name`` is recorded (``made``), or was never made: drop
+        the intent, and in the second case its name's claim."""
         if name not in self._intended:
             return
         self._intended.discard(name)
+        if not made:
+            self._claims.release(name)
         if self._intents is not None:
             self._intents.delete(_intent_key(name))
 
@@ -423,7 +435,10 @@ class DomainTable(TracedActor):
         if self._by_name.get(entry.record.name) == entry.record.domid:
             self._name(entry.record.name, None)
         self._mark(entry.record.domid)
-        self.unintend(entry.record.name)
+        if entry.record.name in self._intended:
+            self.unintend(entry.record.name)
+        else:  # gone for good, or moved away (its claim then no longer ours to release)
+            self._claims.release(entry.record.name)
 
     # --- told by Domain actors and the hypervisor -----------------------------------------
 
@@ -436,7 +451,7 @@ class DomainTable(TracedActor):
         if entry is None:
             return
         if record.start_time is not None:  # its record is written: made for good
-            self.unintend(record.name)
+            self.unintend(record.name, made=True)
         if entry.record.name != record.name:  # configured with its own name
             self._name(record.name, record.domid, old=entry.record.name)
         entry.record = record

@@ -32,11 +32,12 @@ def _nothing() -> None:
 
 @contextlib.contextmanager
 def intended(table: DomainTableProxy, config: DomainConfig,
-             deadline: Deadline) -> Iterator[None]:
+             deadline: Deadline, peer: str | None = None) -> Iterator[None]:
     """``config.name`` held and recorded as intended while the domain is made and brought
-    up inside (Conflict if the name is taken, here or in the hypervisor); the intent is
+    up inside (Conflict if the name is taken, here, in the hypervisor or by another
+    member of the pool than ``peer``, the xend it migrates in from); the intent is
     dropped when the domain's record is written, or here if what runs inside fails."""
-    ask(table.intend(config), "the domain table", deadline)
+    ask(table.intend(config, peer), "the domain table", deadline)
     try:
         yield
     except BaseException:

@@ -321,7 +321,7 @@ def _making(incoming: Incoming, address: str, record: MigrateRecord,
             incoming.sessions.write(record.id, records.to_sxpr(version),
                                     sync=records.durable(version))
 
-    with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT)):
+    with intended(incoming.table, config, Deadline.after(ASK_TIMEOUT), address):
         yield made
 
 

@@ -1,0 +1,192 @@
+"""The pool's etcd, as the pool's code needs it: a few calls on keys, transactions and
+leases, tried on each of the cluster's client URLs in turn.
+
+etcd3gw (OpenStack's client, over the JSON gateway every etcd v3 serves) carries the
+calls: plain HTTP through ``requests``, no gRPC and no C extension in a daemon that
+forks scripts and hypervisors. It is imported only by a xend in a pool.
+
+A URL that does not answer (a member down, or cut off from us) is skipped for the next,
+and the one that answered is tried first next time; when none answers, the call raises
+``PoolUnavailable`` (503), which the pool's operations give their clients as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from xend_actors.errors import XendError
+
+if TYPE_CHECKING:
+    from etcd3gw.client import Etcd3Client
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 1.0  # seconds for one URL to answer one call: well under a lease's TTL
+MAX_VALUE = 64 * 1024  # bytes: any value read from etcd longer than this is refused
+T = TypeVar("T")
+
+
+class PoolUnavailable(XendError):
+    """The pool's etcd cannot be reached (HTTP 503); the host goes on on its own."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class Kv:
+    """One key as read: its value and the revisions a transaction can compare."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One condition of a transaction (etcd's ``Compare``): the key's ``target`` (VALUE,
+    MOD, CREATE) ``result`` (EQUAL, NOT_EQUAL, ...) the given value."""
+
+    key: str
+    target: str
+    value: str | int
+    result: str = "EQUAL"
+
+    def wire(self) -> dict[str, Any]:
+        field = {"VALUE": "value", "MOD": "mod_revision", "CREATE": "create_revision",
+                 "VERSION": "version"}[self.target]
+        value: Any = _b64(self.value) if self.target == "VALUE" else str(self.value)
+        return {"key": _b64(self.key), "target": self.target, "result": self.result,
+                field: value}
+
+
+def put(key: str, value: str | bytes, lease: int = 0) -> dict[str, Any]:
+    """A put, as one step of a transaction."""
+    request: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        request["lease"] = str(lease)
+    return {"request_put": request}
+
+
+def delete(key: str) -> dict[str, Any]:
+    """A delete, as one step of a transaction."""
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+class Etcd:
+    """The cluster behind ``urls``; thread-safe (each call is one HTTP request)."""
+
+    def __init__(self, urls: Sequence[str], *, ca: Path | None = None,
+                 cert: Path | None = None, key: Path | None = None,
+                 timeout: float = CALL_TIMEOUT) -> None:
+        from etcd3gw.client import Etcd3Client  # only a xend in a pool loads requests
+
+        self._clients: list[Etcd3Client] = []
+        for url in urls:
+            parts = urlsplit(url)
+            self._clients.append(Etcd3Client(
+                host=parts.hostname or "localhost", port=parts.port or 2379,
+                protocol=parts.scheme, ca_cert=str(ca) if ca else None,
+                cert_key=str(key) if key else None, cert_cert=str(cert) if cert else None,
+                timeout=timeout, api_path="/v3/"))
+        self.urls = tuple(urls)
+        self._first = 0  # the URL that answered last
+        self._lock = threading.Lock()
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def get(self, key: str) -> Kv | None:
+        kvs = self._range({"key": _b64(key)})
+        return kvs[0] if kvs else None
+
+    def get_prefix(self, prefix: str) -> list[Kv]:
+        return self._range({"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
+
+    def txn(self, compare: Sequence[Compare], success: Sequence[dict[str, Any]],
+            failure: Sequence[dict[str, Any]] = ()) -> bool:
+        """Whether every condition held (and so ``success`` was done, else ``failure``)."""
+        body = {"compare": [c.wire() for c in compare], "success": list(success),
+                "failure": list(failure)}
+        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json=body))
+        return bool(reply.get("succeeded", False))
+
+    def put(self, key: str, value: str | bytes, lease: int = 0) -> None:
+        self.txn((), [put(key, value, lease)])
+
+    def grant(self, ttl: float) -> int:
+        """A new lease of ``ttl`` seconds; its id."""
+        reply = self._call(lambda c: c.post(c.get_url("/lease/grant"),
+                                            json={"TTL": max(1, round(ttl)), "ID": 0}))
+        return int(reply["ID"])
+
+    def refresh(self, lease: int) -> float:
+        """Keep ``lease`` alive: the seconds it has now, or 0 if it had already expired."""
+        reply = self._call(lambda c: c.post(c.get_url("/lease/keepalive"),
+                                            json={"ID": lease}))
+        return max(0.0, float(reply.get("result", {}).get("TTL", 0)))
+
+    def revoke(self, lease: int) -> None:
+        self._call(lambda c: c.post(c.get_url("/kv/lease/revoke"), json={"ID": lease}))
+
+    # --- the URLs in turn ------------------------------------------------------------------
+
+    def _range(self, request: dict[str, Any]) -> list[Kv]:
+        reply = self._call(lambda c: c.post(c.get_url("/kv/range"), json=request))
+        return [_kv(item) for item in reply.get("kvs", [])]
+
+    def _call(self, call: Callable[[Etcd3Client], Any]) -> Any:
+        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+
+        first = self._first
+        why = ""
+        for turn in range(len(self._clients)):
+            index = (first + turn) % len(self._clients)
+            try:
+                reply = call(self._clients[index])
+            except (ConnectionFailedError, ConnectionTimeoutError) as error:
+                why = _reason(error)
+                continue
+            if index != first:
+                with self._lock:
+                    self._first = index
+            if not isinstance(reply, dict):
+                raise PoolUnavailable("the pool's etcd answered something unexpected")
+            return reply
+        raise PoolUnavailable(f"the pool's etcd is unreachable ({', '.join(self.urls)}: "
+                              f"{why})")
+
+
+def _reason(error: Exception) -> str:
+    from etcd3gw.exceptions import ConnectionTimeoutError
+
+    return "timed out" if isinstance(error, ConnectionTimeoutError) else "refused or cut off"
+
+
+def _kv(item: dict[str, Any]) -> Kv:
+    value = base64.b64decode(item.get("value", ""))
+    if len(value) > MAX_VALUE:
+        raise PoolUnavailable(f"the pool's etcd holds a value of {len(value)} bytes, "
+                              f"over {MAX_VALUE}")
+    return Kv(base64.b64decode(item["key"]).decode("utf-8", "replace"), value,
+              int(item.get("mod_revision", 0)), int(item.get("create_revision", 0)),
+              int(item.get("lease", 0)))
+
+
+def _b64(data: str | bytes | int) -> str:
+    raw = data if isinstance(data, bytes) else str(data).encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _prefix_end(prefix: str) -> bytes:
+    """The first key after every key starting with ``prefix`` (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return bytes(raw)

@@ -1,0 +1,244 @@
+"""The PoolMember actor: this xend's membership of its pool.
+
+It joins (a lease of ``xend-pool-ttl`` seconds, and ``hosts/<me>`` under it: where this
+xend's API is, its certificate's fingerprint, its room), renews the lease on a thread
+of its own, and keeps ``domains/<name>`` current for every domain here: each event of
+the bus marks the summaries stale, and they are written a moment later, only those
+that changed, each guarded by the claim being ours. A lease that expired (etcd was
+gone longer than the TTL) is joined again, and every join reconciles: each domain here
+claims its name (one whose name another member holds now was moved while we were away,
+if it is an HA domain, and is destroyed here; else the clash is logged), each claim of
+ours with no domain here is released, and every summary is written again.
+
+When etcd cannot be reached, nothing here stops: the domains run and are managed as
+ever, the pool's operations answer 503, and the member joins again once etcd answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
+
+from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
+from xend_actors.domain.table import DomainTableProxy
+from xend_actors.domain.view import Listed, TableView
+from xend_actors.errors import XendError
+from xend_actors.events.event import Event
+from xend_actors.hypervisor.actor import HypervisorProxy
+from xend_actors.pool.entries import DomainEntry, HostEntry, Keys
+from xend_actors.pool.etcd import Compare, Etcd, PoolUnavailable, put
+from xend_actors.pool.names import EtcdNames
+from xend_actors.trace import TracedActor
+
+log = logging.getLogger(__name__)
+
+PUBLISH_DELAY = 0.05  # seconds: the events of one burst are written together
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Who this member is in which pool, and what it tells the others about itself."""
+
+    keys: Keys
+    me: str
+    api: str  # the URL other members reach this xend's API at
+    fingerprint: str  # of the API's TLS certificate; '' for plain HTTP
+    ttl: float
+
+
+class PoolMember(TracedActor):
+    def __init__(self, membership: Membership, etcd: Etcd, names: EtcdNames,
+                 table: DomainTableProxy, view: TableView,
+                 hypervisor: HypervisorProxy) -> None:
+        super().__init__()
+        self._membership = membership
+        self._keys = membership.keys
+        self._me = membership.me
+        self._etcd = etcd
+        self._names = names
+        self._table = table
+        self._view = view
+        self._hypervisor = hypervisor
+        self._lease = 0  # 0: not joined (or the lease expired)
+        self._joined = 0.0
+        self._published: dict[str, DomainEntry] = {}  # what etcd holds of ours, we believe
+        self._host: HostEntry | None = None  # what hosts/<me> holds
+        self._publishing = False  # a publish is scheduled
+        self._stopping = threading.Event()
+
+    def on_start(self) -> None:
+        self._self = proxy_of(self.actor_ref, PoolMemberProxy)
+        threading.Thread(target=self._keep_alive, name="pool-lease", daemon=True).start()
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+
+    def on_receive(self, message: object) -> object:
+        if isinstance(message, Event):  # from the event bus: a domain may have changed
+            if not self._publishing:
+                self._publishing = True
+                timer = threading.Timer(PUBLISH_DELAY, self._self.publish)
+                timer.daemon = True
+                timer.start()
+            return None
+        return super().on_receive(message)
+
+    # --- joining ----------------------------------------------------------------------------
+
+    def is_joined(self) -> bool:
+        return self._lease != 0
+
+    def join(self) -> bool:
+        """Join (again): a new lease, this host registered under it, the reconcile.
+        Whether it worked (etcd may be unreachable: then the lease thread tries again)."""
+        try:
+            lease = self._etcd.grant(self._membership.ttl)
+            self._lease = lease
+            self._joined = time.time()
+            self._host = None
+            self._register()
+            self._reconcile()
+        except XendError as error:
+            self._lease = 0
+            log.warning("Pool %s: cannot join now (%s); trying again",
+                        self._keys.pool, error.message)
+            return False
+        log.info("Pool %s: joined as %s", self._keys.pool, self._me)
+        return True
+
+    def lost(self) -> None:
+        """The lease expired: not a member until the next join."""
+        if self._lease:
+            log.warning("Pool %s: the lease of %s expired; joining again",
+                        self._keys.pool, self._me)
+        self._lease = 0
+
+    def leave(self) -> None:
+        """Leave the pool at a clean stop: the host's entry goes at once."""
+        if self._lease:
+            try:
+                self._etcd.revoke(self._lease)
+            except XendError as error:
+                log.warning("Pool %s: could not leave (%s)", self._keys.pool, error.message)
+            self._lease = 0
+
+    def _register(self) -> None:
+        """``hosts/<me>`` as it is now, if it changed."""
+        info = ask(self._hypervisor.physinfo(), "the hypervisor", ASK_TIMEOUT)
+        domains = sum(1 for listed in self._view.current().by_id.values()
+                      if listed.record.domid != 0)
+        host = HostEntry(self._me, self._membership.api, self._membership.fingerprint,
+                         info.free_memory_mb, info.cores * info.hyperthreads_per_core,
+                         domains, round(os.getloadavg()[0], 2), self._joined)
+        if host != self._host:
+            self._etcd.put(self._keys.host(self._me), host.to_json(), self._lease)
+            self._host = host
+
+    def _reconcile(self) -> None:
+        """After a join: etcd made to agree with the domains that are here."""
+        keys = self._keys
+        local = {listed.record.name: listed for listed in self._view.current().by_id.values()
+                 if listed.record.domid != 0}
+        claims = {kv.key.removeprefix(keys.names): kv.value.decode("utf-8", "replace")
+                  for kv in self._etcd.get_prefix(keys.names)}
+        for name, listed in local.items():
+            owner = claims.get(name)
+            if owner == self._me:
+                continue
+            config = listed.record.config
+            if owner is None and config is not None:
+                try:
+                    self._names.claim(config)
+                except XendError as error:
+                    log.warning("Pool %s: domain %s could not claim its name: %s",
+                                keys.pool, name, error.message)
+            elif owner is not None:
+                log.warning("Pool %s: domain %s runs here, but pool member %s holds its "
+                            "name", keys.pool, name, owner)
+        for name, owner in claims.items():
+            if owner == self._me and name not in local:
+                log.info("Pool %s: domain %s is no longer here; its claim released",
+                         keys.pool, name)
+                self._names.release_now(name)
+        self._published = {}
+        self._write(self._summaries(local.values()))
+
+    # --- publishing --------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Write the summaries that changed since the last write, and this host's room."""
+        self._publishing = False
+        if not self._lease:
+            return
+        try:
+            self._register()
+            self._write(self._summaries(self._view.current().by_id.values()))
+        except XendError as error:
+            log.warning("Pool %s: summaries not written now (%s)", self._keys.pool,
+                        error.message)
+
+    def _summaries(self, listed: Iterable[Listed]) -> dict[str, DomainEntry]:
+        return {entry.name: entry for entry in map(self._summary, listed)
+                if entry is not None}
+
+    def _summary(self, listed: Listed) -> DomainEntry | None:
+        record, hv = listed.record, listed.hv
+        if record.domid == 0:
+            return None
+        config = record.config
+        return DomainEntry(
+            record.name, self._me, record.domid, hv.state.letters if hv else "-----",
+            hv.memory_kb // 1024 if hv else (config.memory_mb if config else 0),
+            hv.vcpus if hv else 1, bool(config and config.ha))
+
+    def _write(self, wanted: dict[str, DomainEntry]) -> None:
+        changed = [entry for name, entry in wanted.items()
+                   if self._published.get(name) != entry]
+        for start in range(0, len(changed), MAX_TXN_OPS // 2):
+            batch = changed[start:start + MAX_TXN_OPS // 2]
+            if not self._etcd.txn(
+                    [Compare(self._keys.name(e.name), "VALUE", self._me) for e in batch],
+                    [put(self._keys.domain(e.name), e.to_json()) for e in batch]):
+                batch = [e for e in batch if self._write_one(e)]  # some claim is not ours
+            self._published.update((e.name, e) for e in batch)
+        for name in set(self._published) - set(wanted):
+            del self._published[name]  # its release deletes its summary with its claim
+
+    def _write_one(self, entry: DomainEntry) -> bool:
+        return self._etcd.txn([Compare(self._keys.name(entry.name), "VALUE", self._me)],
+                              [put(self._keys.domain(entry.name), entry.to_json())])
+
+    # --- the lease ----------------------------------------------------------------------------
+
+    def _keep_alive(self) -> None:
+        """Renew the lease every fifth of its TTL; join when not a member."""
+        period = self._membership.ttl / 5
+        while not self._stopping.wait(period):
+            try:
+                if not self._self.is_joined().get(timeout=ASK_TIMEOUT):
+                    self._self.join().get(timeout=ASK_TIMEOUT)
+                    continue
+                if self._etcd.refresh(self._lease) <= 0:
+                    self._self.lost().get(timeout=ASK_TIMEOUT)
+                    continue
+                self._self.publish()
+            except PoolUnavailable as error:
+                log.debug("Pool %s: lease not renewed: %s", self._keys.pool, error.message)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                return
+
+
+class PoolMemberProxy(ActorMemberMixin, pykka.ActorProxy[PoolMember]):
+    is_joined = proxy_method(PoolMember.is_joined)
+    join = proxy_method(PoolMember.join)
+    lost = proxy_method(PoolMember.lost)
+    leave = proxy_method(PoolMember.leave)
+    publish = proxy_method(PoolMember.publish)

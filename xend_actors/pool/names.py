@@ -1,0 +1,92 @@
+"""Pool-wide names: a member claims a domain's name in etcd before the domain is made
+(``DomainTable.intend`` calls ``claim``), so two hosts never run two domains of one name.
+
+A claim is ``names/<domain>`` holding the owner's member name, put only if absent (one
+transaction: the etcd revision that admits the create). A claim already ours is ours
+(a restart, a xend that came back). A migration in takes the claim over from the member
+it comes from, and only from it: the owner's registered API address must be the peer's.
+An HA domain's config is written with its claim (``ha/<domain>``), so that another
+member can restart it. A release deletes both, only while the claim is still ours, so a
+claim that moved on (migrated away, restarted elsewhere) is never taken back.
+
+Releases are not on the way of a destroy: they go to a thread of their own, and one
+that fails (etcd unreachable) is left to the member's reconcile when etcd is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from urllib.parse import urlsplit
+
+from xend_actors.domain.config import DomainConfig
+from xend_actors.errors import Conflict, XendError
+from xend_actors.pool.entries import BadEntry, HostEntry, Keys
+from xend_actors.pool.etcd import Compare, Etcd, delete, put
+from xend_actors.sxp import show
+
+log = logging.getLogger(__name__)
+
+CLAIM_TRIES = 3  # a claim raced by releases and takeovers tries again, this many times
+
+
+class EtcdNames:
+    """The ``NameClaims`` of a pool member ``me``."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, me: str) -> None:
+        self._etcd = etcd
+        self._keys = keys
+        self._me = me
+        self._releases: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
+
+    def claim(self, config: DomainConfig, peer: str | None = None) -> None:
+        name, keys = config.name, self._keys
+        steps = [put(keys.name(name), self._me)]
+        steps.append(put(keys.ha_config(name), show(config.sxpr)) if config.ha
+                     else delete(keys.ha_config(name)))
+        for _ in range(CLAIM_TRIES):
+            if self._etcd.txn([Compare(keys.name(name), "CREATE", 0)], steps):
+                return
+            held = self._etcd.get(keys.name(name))
+            if held is None:
+                continue  # released meanwhile
+            owner = held.value.decode("utf-8", "replace")
+            if owner != self._me and (peer is None or not self._comes_from(owner, peer)):
+                raise Conflict(f"vm name clash: {name} is held by pool member {owner}")
+            if self._etcd.txn([Compare(keys.name(name), "MOD", held.mod_revision)], steps):
+                if owner != self._me:
+                    log.info("Claim of %s taken over from pool member %s", name, owner)
+                return
+        raise Conflict(f"vm name clash: the claim of {name} kept changing; try again")
+
+    def release(self, name: str) -> None:
+        self._releases.put(name)
+
+    def release_now(self, name: str) -> bool:
+        """Drop ``name``'s claim, summary and HA config if the claim is still ours;
+        whether it was (raises ``PoolUnavailable``)."""
+        keys = self._keys
+        return self._etcd.txn([Compare(keys.name(name), "VALUE", self._me)],
+                              [delete(keys.name(name)), delete(keys.domain(name)),
+                               delete(keys.ha_config(name))])
+
+    def _comes_from(self, owner: str, peer: str) -> bool:
+        """Whether member ``owner`` registered an API address on the host ``peer``."""
+        held = self._etcd.get(self._keys.host(owner))
+        if held is None:
+            return False
+        try:
+            return urlsplit(HostEntry.from_json(held.value).api).hostname == peer
+        except BadEntry:
+            return False
+
+    def _release_each(self) -> None:
+        while True:
+            name = self._releases.get()
+            try:
+                self.release_now(name)
+            except XendError as error:
+                log.warning("Claim of %s not released now (%s); the pool's reconcile "
+                            "releases it", name, error.message)

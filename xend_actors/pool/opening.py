@@ -1,0 +1,57 @@
+"""A xend's pool, opened from its config: the etcd client, the name claims the table
+asks, and what this member tells the others about itself."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from xend_actors.access.tls import listener_certificate
+from xend_actors.config import ConfigError, XendConfig
+from xend_actors.pool.entries import Keys
+from xend_actors.pool.etcd import Etcd
+from xend_actors.pool.member import Membership
+from xend_actors.pool.names import EtcdNames
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An opened pool: its etcd, its keys, this member's name and its name claims."""
+
+    etcd: Etcd
+    keys: Keys
+    me: str
+    names: EtcdNames
+
+
+def open_pool(config: XendConfig) -> Pool | None:
+    """The pool ``config`` names, or None (a xend on its own). Connects to nothing yet."""
+    if not config.pool:
+        return None
+    https = [url for url in config.pool_etcd if url.startswith("https:")]
+    if https and (config.pool_etcd_ca is None) != (config.pool_etcd_cert is None):
+        raise ConfigError("(xend-pool-etcd-ca FILE) and (xend-pool-etcd-cert FILE) go "
+                          "together for https etcd URLs")
+    etcd = Etcd(config.pool_etcd, ca=config.pool_etcd_ca, cert=config.pool_etcd_cert,
+                key=config.pool_etcd_key)
+    keys = Keys(config.pool)
+    me = config.pool_host or socket.gethostname().split(".")[0]
+    return Pool(etcd, keys, me, EtcdNames(etcd, keys, me))
+
+
+def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membership:
+    """What this member registers: its API's URL (``xend-pool-address``, else the TCP
+    listener's when it listens on one address) and its certificate's fingerprint."""
+    api = config.pool_address
+    if not api:
+        tcp = [a for a in addresses if a.startswith(("http://", "https://"))]
+        host = urlsplit(tcp[0]).hostname if tcp else None
+        if not tcp or host in (None, "0.0.0.0", "::"):
+            raise ConfigError("a pool member needs (xend-pool-address URL): the URL other "
+                              "members reach this xend's API at (xend listens on every "
+                              "address, or on none)")
+        api = tcp[0]
+    certificate = listener_certificate(config)
+    fingerprint = certificate.fingerprint() if certificate is not None else ""
+    return Membership(pool.keys, pool.me, api, fingerprint, config.pool_ttl)
