@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,14 +90,21 @@ class Etcd:
                  timeout: float = CALL_TIMEOUT) -> None:
         from etcd3gw.client import Etcd3Client  # only a xend in a pool loads requests
 
+        from xend_actors.pool.gateway import GatewaySession
+
+        context = None
+        if any(url.startswith("https:") for url in urls):
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
+            if cert is not None:
+                context.load_cert_chain(str(cert), str(key) if key else None)
         self._clients: list[Etcd3Client] = []
         for url in urls:
             parts = urlsplit(url)
+            session = GatewaySession(url, context if parts.scheme == "https" else None)
             self._clients.append(Etcd3Client(
                 host=parts.hostname or "localhost", port=parts.port or 2379,
-                protocol=parts.scheme, ca_cert=str(ca) if ca else None,
-                cert_key=str(key) if key else None, cert_cert=str(cert) if cert else None,
-                timeout=timeout, api_path="/v3/"))
+                protocol=parts.scheme, timeout=timeout, api_path="/v3/",
+                session=session))  # type: ignore[arg-type]  # posts as requests' would
         self.urls = tuple(urls)
         self._first = 0  # the URL that answered last
         self._lock = threading.Lock()
