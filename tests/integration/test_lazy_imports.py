@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 
 NOT_AT_START = ("cryptography", "jinja2", "pam", "pyroute2", "httpx", "prometheus_client",
                 "xend_actors.hypervisor.qemu", "xend_actors.transfer.session",
-                "xend_actors.transfer.relocation")
+                "xend_actors.transfer.relocation", "etcd3gw", "requests")
 NOT_IN_XM = ("ssl", "_ssl", "http", "email", "pathlib", "hashlib", "h11", "httpx", "wsproto",
              "jinja2", "werkzeug", "pykka", "xend_actors.events", "xend_actors.xm.create",
              "xend_actors.xm.configfile", "xend_actors.xm.console",

@@ -142,6 +142,15 @@ class PoolMember(TracedActor):
             self._etcd.put(self._keys.host(self._me), host.to_json(), self._lease)
             self._host = host
 
+    def reconcile(self) -> None:
+        """etcd made to agree with the domains here again, after it was unreachable."""
+        try:
+            self._register()
+            self._reconcile()
+        except XendError as error:
+            log.warning("Pool %s: reconcile not done now (%s)", self._keys.pool,
+                        error.message)
+
     def _reconcile(self) -> None:
         """After a join: etcd made to agree with the domains that are here."""
         keys = self._keys
@@ -163,8 +172,9 @@ class PoolMember(TracedActor):
             elif owner is not None:
                 log.warning("Pool %s: domain %s runs here, but pool member %s holds its "
                             "name", keys.pool, name, owner)
+        held = self._names.held()  # claimed by this xend: made, or being made now
         for name, owner in claims.items():
-            if owner == self._me and name not in local:
+            if owner == self._me and name not in local and name not in held:
                 log.info("Pool %s: domain %s is no longer here; its claim released",
                          keys.pool, name)
                 self._names.release_now(name)
@@ -219,18 +229,27 @@ class PoolMember(TracedActor):
     # --- the lease ----------------------------------------------------------------------------
 
     def _keep_alive(self) -> None:
-        """Renew the lease every fifth of its TTL; join when not a member."""
+        """Renew the lease every fifth of its TTL; join when not a member. After etcd
+        was unreachable, the first renewal that works reconciles: what changed here
+        meanwhile (a domain destroyed, whose claim could not be released) is told."""
         period = self._membership.ttl / 5
+        cut_off = False
         while not self._stopping.wait(period):
             try:
                 if not self._self.is_joined().get(timeout=ASK_TIMEOUT):
-                    self._self.join().get(timeout=ASK_TIMEOUT)
+                    cut_off = not self._self.join().get(timeout=ASK_TIMEOUT)
                     continue
                 if self._etcd.refresh(self._lease) <= 0:
                     self._self.lost().get(timeout=ASK_TIMEOUT)
                     continue
-                self._self.publish()
+                if cut_off:
+                    log.info("Pool %s: etcd answers again", self._keys.pool)
+                    cut_off = False
+                    self._self.reconcile()
+                else:
+                    self._self.publish()
             except PoolUnavailable as error:
+                cut_off = True
                 log.debug("Pool %s: lease not renewed: %s", self._keys.pool, error.message)
             except (pykka.ActorDeadError, pykka.Timeout):
                 return
@@ -242,3 +261,4 @@ class PoolMemberProxy(ActorMemberMixin, pykka.ActorProxy[PoolMember]):
     lost = proxy_method(PoolMember.lost)
     leave = proxy_method(PoolMember.leave)
     publish = proxy_method(PoolMember.publish)
+    reconcile = proxy_method(PoolMember.reconcile)

@@ -39,6 +39,10 @@ class EtcdNames:
         self._keys = keys
         self._me = me
         self._releases: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # Names this xend claimed and has not released: made, or being made. The
+        # member's reconcile keeps off them (their domains may not be listed yet).
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
         threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
 
     def claim(self, config: DomainConfig, peer: str | None = None) -> None:
@@ -46,6 +50,17 @@ class EtcdNames:
         steps = [put(keys.name(name), self._me)]
         steps.append(put(keys.ha_config(name), show(config.sxpr)) if config.ha
                      else delete(keys.ha_config(name)))
+        with self._lock:
+            self._held.add(name)
+        try:
+            self._claim(name, steps, peer)
+        except BaseException:
+            with self._lock:
+                self._held.discard(name)
+            raise
+
+    def _claim(self, name: str, steps: list[dict[str, object]], peer: str | None) -> None:
+        keys = self._keys
         for _ in range(CLAIM_TRIES):
             if self._etcd.txn([Compare(keys.name(name), "CREATE", 0)], steps):
                 return
@@ -62,7 +77,14 @@ class EtcdNames:
         raise Conflict(f"vm name clash: the claim of {name} kept changing; try again")
 
     def release(self, name: str) -> None:
+        with self._lock:
+            self._held.discard(name)
         self._releases.put(name)
+
+    def held(self) -> frozenset[str]:
+        """The names this xend claimed and has not released."""
+        with self._lock:
+            return frozenset(self._held)
 
     def release_now(self, name: str) -> bool:
         """Drop ``name``'s claim, summary and HA config if the claim is still ours;
