@@ -10,9 +10,10 @@ own random prefix (``xpl`` and 6 hex digits).
 
 ``etcd(size)`` starts an ``EtcdCluster`` with a member in each of ``size`` nodes;
 ``start_xends(n, config)`` starts xends on ``n`` hosts, each with the config lines
-``config(name, address)`` gives (the pool's options go there). ``close`` ends everything the
-lab made — clusters, xends (on the ``Reaper``'s threads), namespaces — also after a test
-that failed half-way.
+``config(name, address)`` gives (``pool_config(cluster)`` makes them members of a pool).
+``close`` ends everything the lab made — clusters, xends (on the ``Reaper``'s threads),
+namespaces — also after a test that failed half-way. The xends' hosts are ``tests.hosts``'
+own namespaces (``xm-...``), joined to the bridge.
 """
 
 from __future__ import annotations
@@ -142,6 +143,18 @@ class PoolLab:
             host.start()
             started.append(host)
         return started
+
+    @staticmethod
+    def pool_config(cluster: EtcdCluster, pool: str = "lab", extra: str = "",
+                    ) -> Callable[[str, str], str]:
+        """A ``config`` for ``start_xends``: each host a member of ``pool`` on ``cluster``
+        (with TLS client files of its own if the cluster speaks TLS), named as its node
+        (``h1``...), its API on its lab address with a self-signed certificate; ``extra``
+        lines first (the first occurrence of an option wins)."""
+        def config(name: str, address: str) -> str:
+            return (f"{extra}(xend-pool {pool})\n{cluster.xend_config(name)}"
+                    f"(xend-pool-host {name})\n(xend-address {address})\n(xend-tls yes)\n")
+        return config
 
     def host_node(self, host: Host) -> Node:
         """The node ``host`` runs in (to ``cut`` it)."""
