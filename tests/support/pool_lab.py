@@ -6,7 +6,8 @@ bridge by a veth pair, with an address in the lab's subnet (10.231.9.0/24: other
 10.231.7.x; every lab has its own bridge, so labs running side by side do not meet).
 ``cut(node)`` sets the node's veth down at the switch: it reaches nobody and nobody it, its
 own processes running on; ``mend(node)`` joins it again. Namespaces are named with the lab's
-own random prefix (``xpl`` and 6 hex digits).
+own prefix (``xpl``, the test process's pid, random hex digits); a new lab first deletes the
+namespaces of labs whose test process died without closing them.
 
 ``etcd(size)`` starts an ``EtcdCluster`` with a member in each of ``size`` nodes;
 ``start_xends(n, config)`` starts xends on ``n`` hosts, each with the config lines
@@ -18,8 +19,12 @@ own namespaces (``xm-...``), joined to the bridge.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.hosts import Host
-from tests.support.etcd import EtcdCluster
+from tests.support.etcd import EtcdCluster, pid_gone
+from tests.support.etcd import sweep as sweep_clusters
 from tests.support.netns import Place, inside
 from tests.support.pki import Authority
 from tests.support.sharing import Reaper
@@ -52,13 +58,28 @@ def _ip(*args: str) -> str:
     return done.stdout
 
 
+def sweep() -> None:
+    """Delete the namespaces of labs whose test process is gone, and end what runs in them
+    (and the clusters of such processes)."""
+    sweep_clusters()
+    for ns in (line.split()[0] for line in _ip("netns", "list").splitlines() if line):
+        maker = re.fullmatch(r"xpl(\d+)x[0-9a-f]+-.*", ns)
+        if maker is None or not pid_gone(int(maker.group(1))):
+            continue
+        for pid in _ip("netns", "pids", ns).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 class PoolLab:
     """A switch namespace with a bridge, and the nodes joined to it (see the module)."""
 
     def __init__(self, reaper: Reaper, subnet: str = SUBNET) -> None:
         self.reaper = reaper
         self.subnet = subnet
-        self.prefix = f"xpl{secrets.token_hex(3)}"
+        sweep()
+        self.prefix = f"xpl{os.getpid()}x{secrets.token_hex(2)}"
         self.switch = f"{self.prefix}-sw"
         self.nodes: dict[str, Node] = {}
         self.hosts: dict[str, Host] = {}
@@ -121,7 +142,7 @@ class PoolLab:
     def etcd(self, size: int = 3, tls: bool = False) -> EtcdCluster:
         """An etcd cluster of ``size`` members, each in a node of its own (``e1``...),
         speaking TLS with certificates from the lab's ``pki`` if ``tls``."""
-        first = sum(name.startswith("e") for name in self.nodes) + 1
+        first = sum(len(cluster.members) for cluster in self.clusters) + 1
         places = [self.node(f"e{first + index}") for index in range(size)]
         cluster = EtcdCluster(size, places, self.pki if tls else None)
         self.clusters.append(cluster)
@@ -134,7 +155,7 @@ class PoolLab:
         ``config(name, address)`` gives it, e.g. the pool's options."""
         started = []
         for _ in range(count):
-            name = f"h{sum(name.startswith('h') for name in self.nodes) + 1}"
+            name = f"h{len(self.hosts) + 1}"
             address = f"{self.subnet}.{len(self.nodes) + 1}"
             host = Host(address, config(name, address))
             self.hosts[name] = host
