@@ -302,7 +302,8 @@ class EtcdCluster:
         return self.call("/v3/maintenance/status", {}, via=member)
 
     def leader(self, timeout: float = 10.0) -> Member:
-        """The member that leads, once the running members agree on one that runs."""
+        """The member that leads, once the running members agree on one that runs (a member
+        cut off from the others answers too, with its own view: mend it first)."""
         deadline = time.monotonic() + timeout
         while True:
             ids: dict[str, Member] = {}
