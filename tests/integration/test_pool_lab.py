@@ -5,8 +5,8 @@ cluster stopped and started again keeps its data; a node cut off at the switch r
 member and, mended, does again; xends on the lab's hosts run, reach each other over the
 bridge, and one cut off goes on serving on its own; xends given the lab's pool config
 register in its cluster. A TLS cluster serves only clients with a certificate from its CA,
-and the files it issues for a xend work with etcd3gw, the client the pool uses — given a
-requests session that ignores the environment's CA bundle (xend's does not yet: xfail).
+and the files it issues for a xend work with the pool's own client; a xend given them
+registers in it, whatever CA bundle its environment names for requests.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
-import etcd3gw
 import httpx
 import pytest
-import requests
 
 from tests.support.etcd import EtcdCluster, EtcdUnreachable
 from tests.support.netns import netns_usable
@@ -26,6 +24,7 @@ from tests.support.pki import Authority
 from tests.support.pool_lab import PoolLab
 from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
+from xend_actors.pool.etcd import Etcd
 
 _WHY = netns_usable()
 pytestmark = [pytest.mark.integration, *([pytest.mark.skip(reason=_WHY)] if _WHY else [])]
@@ -130,15 +129,9 @@ def test_a_tls_cluster_serves_only_clients_with_its_certificates(
         config = cluster.xend_config("xend-h1")
         assert f"(xend-pool-etcd '{member.client_url}')" in config
         assert "(xend-pool-etcd-cert " in config and "(xend-pool-etcd-key " in config
-        # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE override a session's CA file
-        # (and *_PROXY route etcd's traffic): a session that trusts no environment does not.
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = str(files.ca)
-        session.cert = (str(files.cert), str(files.key))
-        client = etcd3gw.client(host="127.0.0.1", port=member.client_port, protocol="https",
-                                timeout=5, session=session)
-        assert client.get("/lab/tls") == [b"ok"]
+        pools = Etcd([member.client_url], ca=files.ca, cert=files.cert, key=files.key)
+        found = pools.get("/lab/tls")
+        assert found is not None and found.value == b"ok"
 
         anonymous = ssl.create_default_context(cafile=str(authority.ca))
         with pytest.raises(httpx.HTTPError), httpx.Client(verify=anonymous, timeout=5) as http:
@@ -162,14 +155,14 @@ def test_xends_started_with_the_pool_config_join_the_pool_on_the_lab_cluster(
              what="the three members registered in etcd")
 
 
-@pytest.mark.xfail(strict=True, reason="pool/etcd.py gives etcd3gw ca_cert, which requests "
-                   "lets REQUESTS_CA_BUNDLE override: a session with trust_env=False would not")
 def test_a_member_reaches_a_tls_cluster_whatever_ca_bundle_its_environment_names(
         lab: PoolLab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cluster = lab.etcd(1, tls=True)
     elsewhere = Authority(tmp_path / "other", "another CA").ca
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(elsewhere))  # xend inherits it
+    # requests let these override a session's CA file (a member could not reach etcd)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(elsewhere))  # xend inherits them
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(elsewhere))
     [host] = lab.start_xends(1, config=lab.pool_config(cluster, pool="tlspool"))
     name = next(name for name, started in lab.hosts.items() if started is host)
-    wait_for(lambda: cluster.get_prefix("/xend-pool/tlspool/hosts/"), timeout=5,
+    wait_for(lambda: cluster.get_prefix("/xend-pool/tlspool/hosts/"),
              what=f"{name} registered in the TLS cluster")
