@@ -151,7 +151,7 @@ class Etcd:
         return [_kv(item) for item in reply.get("kvs", [])]
 
     def _call(self, call: Callable[[Etcd3Client], Any]) -> Any:
-        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+        from etcd3gw.exceptions import Etcd3Exception
 
         first = self._first
         why = ""
@@ -159,8 +159,8 @@ class Etcd:
             index = (first + turn) % len(self._clients)
             try:
                 reply = call(self._clients[index])
-            except (ConnectionFailedError, ConnectionTimeoutError) as error:
-                why = _reason(error)
+            except (Etcd3Exception, ValueError) as error:  # ValueError: a reply not JSON
+                why = _reason(error)  # down, cut off, or without a leader: the next one
                 continue
             if index != first:
                 with self._lock:
@@ -173,9 +173,13 @@ class Etcd:
 
 
 def _reason(error: Exception) -> str:
-    from etcd3gw.exceptions import ConnectionTimeoutError
+    from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
 
-    return "timed out" if isinstance(error, ConnectionTimeoutError) else "refused or cut off"
+    if isinstance(error, ConnectionTimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionFailedError):
+        return "refused or cut off"
+    return f"answered an error: {str(error)[:200]}"
 
 
 def _kv(item: dict[str, Any]) -> Kv:

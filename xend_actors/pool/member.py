@@ -242,6 +242,7 @@ class PoolMember(TracedActor):
                 if self._etcd.refresh(self._lease) <= 0:
                     self._self.lost().get(timeout=ASK_TIMEOUT)
                     continue
+                self._names.retry()
                 if cut_off:
                     log.info("Pool %s: etcd answers again", self._keys.pool)
                     cut_off = False
@@ -251,8 +252,11 @@ class PoolMember(TracedActor):
             except PoolUnavailable as error:
                 cut_off = True
                 log.debug("Pool %s: lease not renewed: %s", self._keys.pool, error.message)
-            except (pykka.ActorDeadError, pykka.Timeout):
+            except pykka.ActorDeadError:
                 return
+            except Exception:  # a bug: logged, and the lease still kept
+                cut_off = True
+                log.exception("Pool %s: keeping the lease failed", self._keys.pool)
 
 
 class PoolMemberProxy(ActorMemberMixin, pykka.ActorProxy[PoolMember]):

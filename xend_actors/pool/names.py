@@ -42,6 +42,7 @@ class EtcdNames:
         # Names this xend claimed and has not released: made, or being made. The
         # member's reconcile keeps off them (their domains may not be listed yet).
         self._held: set[str] = set()
+        self._unreleased: set[str] = set()  # releases that failed: tried again (``retry``)
         self._lock = threading.Lock()
         threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
 
@@ -52,6 +53,7 @@ class EtcdNames:
                      else delete(keys.ha_config(name)))
         with self._lock:
             self._held.add(name)
+            self._unreleased.discard(name)
         try:
             self._claim(name, steps, peer)
         except BaseException:
@@ -81,6 +83,13 @@ class EtcdNames:
             self._held.discard(name)
         self._releases.put(name)
 
+    def retry(self) -> None:
+        """Try again the releases that failed (etcd answers again)."""
+        with self._lock:
+            again, self._unreleased = self._unreleased, set()
+        for name in again:
+            self._releases.put(name)
+
     def held(self) -> frozenset[str]:
         """The names this xend claimed and has not released."""
         with self._lock:
@@ -107,8 +116,14 @@ class EtcdNames:
     def _release_each(self) -> None:
         while True:
             name = self._releases.get()
+            with self._lock:
+                if name in self._held:
+                    continue  # claimed again here since
             try:
                 self.release_now(name)
             except XendError as error:
-                log.warning("Claim of %s not released now (%s); the pool's reconcile "
-                            "releases it", name, error.message)
+                with self._lock:
+                    if name not in self._held:
+                        self._unreleased.add(name)
+                log.warning("Claim of %s not released now (%s); released when etcd "
+                            "answers again", name, error.message)
