@@ -38,6 +38,7 @@ setup(
             "xend = xend_actors.cli:main",
             "xm = xend_actors.xm.main:main",
             "xend-simhv = xend_actors.hypervisor.sim.server:main",
+            "xend-fence = xend_actors.pool.watchdog:main",  # a pool member's fencing watchdog
         ],
     },
 )

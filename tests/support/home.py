@@ -119,6 +119,16 @@ class XendHome:
             os.kill(pid, signal.SIGKILL)
         wait_gone(pid, 10)
 
+    def kill_fence(self) -> None:
+        """Stop the fencing watchdog a pool xend started here (it outlives xend too)."""
+        try:
+            pid = int((self.run_dir / "fence.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, 10)
+
     def xend(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run the ``xend`` command on this folder's config."""
         netns = ["ip", "netns", "exec", self.netns] if self.netns else []
@@ -172,6 +182,7 @@ class XendHome:
         try:
             self.stop()
         finally:
+            self.kill_fence()  # first: it would fence the domains of a stopped xend
             self.kill_simhv()
             kill_guests(self.run_dir)
             shutil.rmtree(self.root, ignore_errors=True)
