@@ -21,9 +21,9 @@ from tests.support.processes import wait_for, wait_gone
 from xend_actors.config import XendConfig, load_config
 from xend_actors.hypervisor.sim.driver import SimDriver
 from xend_actors.hypervisor.sim.launch import ensure_simhv
-from xend_actors.pool.fence import FenceWatchdog, take_fenced, watchdog_pid
-from xend_actors.pool.fence_protocol import MAX_LINE
 from xend_actors.pool.watchdog import log_path, socket_path
+from xend_actors.pool.watchdog_client import FenceWatchdog, take_fenced, watchdog_pid
+from xend_actors.pool.watchdog_protocol import MAX_LINE
 
 pytestmark = pytest.mark.integration
 

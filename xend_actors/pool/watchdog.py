@@ -4,9 +4,9 @@ A member fences itself (destroys its HA domains) when it cannot renew its lease 
 half the TTL, so that the member restarting them elsewhere never runs a second copy.
 A dead or hung xend (``kill -9``, a crash, a clean stop) fences nothing; this process
 does it then, as a node's hardware watchdog reboots it when its HA manager stops
-petting it. xend starts it detached in its run dir (``fence.py``), as it starts
+petting it. xend starts it detached in its run dir (``watchdog_client.py``), as it starts
 xend-simhv, and tells it the names it guards and a deadline, extended at each renewal
-(``fence_protocol.py``). When the deadline passes without a newer one, the watchdog
+(``watchdog_protocol.py``). When the deadline passes without a newer one, the watchdog
 opens the configured hypervisor as xend does, destroys every domain whose name is
 guarded, logs each, and writes what it fenced in ``<run dir>/fenced/`` for the next
 xend to report; then it looks again each ``SWEEP_PERIOD`` while the deadline stays
@@ -41,8 +41,8 @@ from xend_actors.config import XendConfig, load_config
 from xend_actors.errors import Conflict, XendError
 from xend_actors.hypervisor.base import Driver
 from xend_actors.pidfile import PidFile
-from xend_actors.pool import fence_protocol as protocol
-from xend_actors.pool.fence_protocol import BadLine, Command, Verb
+from xend_actors.pool import watchdog_protocol as protocol
+from xend_actors.pool.watchdog_protocol import BadLine, Command, Verb
 from xend_actors.store import atomic_write
 
 log = logging.getLogger("xend.fence")

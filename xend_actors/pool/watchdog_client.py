@@ -1,7 +1,7 @@
 """xend's end of its fencing watchdog (xend-fence, ``watchdog.py``): starting it when
 none runs, and telling it what it guards and until when.
 
-Each call writes one short line and waits for no answer (``fence_protocol.py``); a
+Each call writes one short line and waits for no answer (``watchdog_protocol.py``); a
 ``guard`` is written before it returns, so a domain made after it is guarded. The
 client keeps what it said: when the watchdog is gone (killed), the next call starts a
 new one and says it all again. A new xend connects to the watchdog the last one left
@@ -32,9 +32,9 @@ from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.hypervisor import detached
-from xend_actors.pool import fence_protocol as protocol
-from xend_actors.pool.fence_protocol import Verb
+from xend_actors.pool import watchdog_protocol as protocol
 from xend_actors.pool.watchdog import FENCED_DIR, log_path, pid_path, socket_path
+from xend_actors.pool.watchdog_protocol import Verb
 
 log = logging.getLogger(__name__)
 

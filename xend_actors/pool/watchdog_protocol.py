@@ -1,6 +1,6 @@
 """The wire between xend and its fencing watchdog (xend-fence): short text lines over a
 Unix socket, bytes to values and back, without the socket (``watchdog.py`` serves it,
-``fence.py`` is xend's end).
+``watchdog_client.py`` is xend's end).
 
 xend writes and does not wait; only ``ping`` and ``status`` are answered::
 
