@@ -169,9 +169,9 @@ class Watchdog:
         destroyed: list[tuple[str, int]] = []
         try:
             driver = open_driver(self._config)
-        except XendError as error:
+        except (XendError, OSError) as error:
             if not self._unreachable:
-                log.error("Cannot reach the hypervisor to fence: %s", error.message)
+                log.error("Cannot reach the hypervisor to fence: %s", error)
             self._unreachable = True
             return
         self._unreachable = False
@@ -182,15 +182,15 @@ class Watchdog:
                 try:
                     driver.destroying(domain.domid)
                     driver.destroy(domain.domid)
-                except XendError as error:
+                except (XendError, OSError) as error:
                     log.error("Could not fence domain %s (id %d): %s", domain.name,
-                              domain.domid, error.message)
+                              domain.domid, error)
                     continue
                 log.warning("Fenced domain %s (id %d): its lease was not renewed in time",
                             domain.name, domain.domid)
                 destroyed.append((domain.name, domain.domid))
-        except XendError as error:
-            log.error("Fencing cut off: %s", error.message)
+        except (XendError, OSError) as error:
+            log.error("Fencing cut off: %s", error)
         finally:
             with contextlib.suppress(XendError, OSError):
                 driver.close()

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0  # seconds for a new watchdog to answer
 SEND_TIMEOUT = 2.0  # a line the watchdog does not take by then: it is gone or hung
+RETRY_AFTER = 5.0  # seconds a failed start puts off the next (but a guard's) try
 POLL_INTERVAL = 0.02
 LOG_TAIL_BYTES = 2000
 MAX_RECORDS = 1000  # fenced/ files read at a time
@@ -64,6 +65,7 @@ class FenceWatchdog:
         self._whole = False  # whether _names is the whole set (replace or disarm said so)
         self._deadline: float | None = None  # CLOCK_MONOTONIC
         self._failing = False  # the last write failed (logged once, until one works)
+        self._retry = 0.0  # CLOCK_MONOTONIC: no new start before, but for a guard
 
     def start(self) -> None:
         """Connect now, starting the watchdog if none runs; WatchdogUnavailable if it
@@ -136,13 +138,18 @@ class FenceWatchdog:
             except OSError:
                 self._sock.close()
                 self._sock = None
+        # A renewal's deadline is sent on the lease's thread: a watchdog that cannot be
+        # started must not hold up each renewal for the whole START_TIMEOUT.
+        if not must and time.monotonic() < self._retry:
+            return
         try:
             self._connect(line)
         except WatchdogUnavailable as error:
+            self._retry = time.monotonic() + RETRY_AFTER
             if must:
                 raise
             if not self._failing:
-                log.error("%s; trying again at the next change", error.message)
+                log.error("%s; trying again in %g s", error.message, RETRY_AFTER)
             self._failing = True
 
     def _connect(self, line: bytes) -> None:
