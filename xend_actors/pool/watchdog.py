@@ -39,7 +39,6 @@ from xend_actors import sxp
 from xend_actors.config import Hypervisor as HypervisorKind
 from xend_actors.config import XendConfig, load_config
 from xend_actors.errors import Conflict, XendError
-from xend_actors.hypervisor.base import Driver
 from xend_actors.pidfile import PidFile
 from xend_actors.pool import watchdog_protocol as protocol
 from xend_actors.pool.watchdog_protocol import BadLine, Command, Verb
@@ -166,34 +165,17 @@ class Watchdog:
 
     def _sweep(self) -> None:
         """Destroy every domain with a guarded name, and record those destroyed."""
-        destroyed: list[tuple[str, int]] = []
         try:
-            driver = open_driver(self._config)
+            destroyed = destroy_guarded(self._config, self.guarded)
         except (XendError, OSError) as error:
             if not self._unreachable:
                 log.error("Cannot reach the hypervisor to fence: %s", error)
             self._unreachable = True
             return
         self._unreachable = False
-        try:
-            for domain in driver.list_domains():
-                if domain.domid == 0 or domain.name not in self.guarded:
-                    continue
-                try:
-                    driver.destroying(domain.domid)
-                    driver.destroy(domain.domid)
-                except (XendError, OSError) as error:
-                    log.error("Could not fence domain %s (id %d): %s", domain.name,
-                              domain.domid, error)
-                    continue
-                log.warning("Fenced domain %s (id %d): its lease was not renewed in time",
-                            domain.name, domain.domid)
-                destroyed.append((domain.name, domain.domid))
-        except (XendError, OSError) as error:
-            log.error("Fencing cut off: %s", error)
-        finally:
-            with contextlib.suppress(XendError, OSError):
-                driver.close()
+        for name, domid in destroyed:
+            log.warning("Fenced domain %s (id %d): no renewal came by the deadline", name,
+                        domid)
         if destroyed:
             self.fenced += len(destroyed)
             self._record(destroyed)
@@ -211,19 +193,38 @@ class Watchdog:
             log.error("Could not record what was fenced in %s: %s", folder, error)
 
 
-def open_driver(config: XendConfig) -> Driver:
-    """The configured hypervisor, as xend opens it, but never started here: a
-    hypervisor that does not run runs no domain."""
-    if config.hypervisor is HypervisorKind.SIM:
-        from xend_actors.hypervisor.sim.driver import SimDriver
-
-        return SimDriver(config.run_dir / "simhv.sock")
+def destroy_guarded(config: XendConfig, guarded: set[str]) -> list[tuple[str, int]]:
+    """Destroy the domains of the configured hypervisor whose names are ``guarded``; the
+    (name, domid) of each. A hypervisor that does not run is not started: it runs no
+    domain. XendError (or OSError) if it cannot be reached."""
     if config.hypervisor is HypervisorKind.QEMU:
-        from xend_actors.hypervisor.qemu.accel import AccelMode
-        from xend_actors.hypervisor.qemu.driver import QemuDriver
+        # Not through a driver: it would adopt every guest, whose monitors a xend that
+        # is alive (cut off from etcd) still holds.
+        from xend_actors.hypervisor.qemu.fencing import destroy_named
 
-        return QemuDriver(config.run_dir, accel=AccelMode(config.qemu_accel))
-    raise XendError(f"the {config.hypervisor.value} driver is not available")
+        return destroy_named(config.run_dir, guarded)
+    if config.hypervisor is not HypervisorKind.SIM:
+        raise XendError(f"the {config.hypervisor.value} driver is not available")
+    from xend_actors.hypervisor.sim.driver import SimDriver
+
+    driver = SimDriver(config.run_dir / "simhv.sock")
+    destroyed = []
+    try:
+        for domain in driver.list_domains():
+            if domain.domid == 0 or domain.name not in guarded:
+                continue
+            try:
+                driver.destroy(domain.domid)
+            except XendError as error:  # gone meanwhile, say: the others still go
+                log.error("Could not fence domain %s (id %d): %s", domain.name,
+                          domain.domid, error.message)
+                continue
+            destroyed.append((domain.name, domain.domid))
+    except (XendError, OSError) as error:  # the connection lost: those destroyed count
+        log.error("Fencing cut off: %s", error)
+    finally:
+        driver.close()
+    return destroyed
 
 
 # --- the sockets ------------------------------------------------------------------------
