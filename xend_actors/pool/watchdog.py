@@ -158,8 +158,8 @@ class Watchdog:
             return
         if not self._passed:
             self._passed = True
-            log.warning("The deadline passed %.3f s ago with no renewal: fencing %d "
-                        "guarded names", now - self.deadline, len(self.guarded))
+            log.warning("Fencing %d guarded names: the deadline passed %.3f s ago and no "
+                        "newer one came", len(self.guarded), now - self.deadline)
         self._next_sweep = now + SWEEP_PERIOD
         self._sweep()
 
@@ -174,8 +174,7 @@ class Watchdog:
             return
         self._unreachable = False
         for name, domid in destroyed:
-            log.warning("Fenced domain %s (id %d): no renewal came by the deadline", name,
-                        domid)
+            log.warning("Fenced domain %s (id %d)", name, domid)
         if destroyed:
             self.fenced += len(destroyed)
             self._record(destroyed)

@@ -32,6 +32,7 @@ from xend_actors import sxp
 from xend_actors.config import XendConfig
 from xend_actors.errors import XendError
 from xend_actors.hypervisor import detached
+from xend_actors.pidfile import PidFile
 from xend_actors.pool import watchdog_protocol as protocol
 from xend_actors.pool.watchdog import FENCED_DIR, log_path, pid_path, socket_path
 from xend_actors.pool.watchdog_protocol import Verb
@@ -242,8 +243,6 @@ def watchdog_answers(path: Path, timeout: float = 1.0) -> bool:
 
 def watchdog_pid(config: XendConfig) -> int | None:
     """The pid of the watchdog running in ``config``'s run dir, if one does."""
-    from xend_actors.pidfile import PidFile
-
     return PidFile(pid_path(config)).running_pid()
 
 
