@@ -101,7 +101,7 @@ class FenceWatchdog:
 
     def deadline(self, seconds: float, *, since: float | None = None) -> None:
         """Fence ``seconds`` after ``since`` (``time.monotonic()``; now if None) unless
-        extended: ``deadline(ttl / 2, since=when_the_renewal_was_sent)``."""
+        extended: ``deadline(0.6 * ttl, since=when_the_renewal_was_sent)``."""
         at = (time.monotonic() if since is None else since) + seconds
         with self._lock:
             self._deadline = at
@@ -174,10 +174,12 @@ class FenceWatchdog:
             raise WatchdogUnavailable(f"the fencing watchdog cannot be told: {error}") \
                 from None
         self._sock = sock
-        if started is not None or self._failing:
-            log.info("Fencing watchdog (pid %s) told %d guarded names%s",
-                     started.pid if started is not None else "running",
-                     len(self._names), "" if self._deadline is None else " and the deadline")
+        if started is not None:
+            log.info("Started the fencing watchdog (pid %d) and told it %d guarded names",
+                     started.pid, len(self._names))
+        elif self._failing:
+            log.info("The fencing watchdog answers again: told %d guarded names",
+                     len(self._names))
         self._failing = False
 
     def _whole_set(self) -> bytes:
