@@ -52,6 +52,7 @@ from xend_actors.logs import setup_logging
 from xend_actors.pidfile import PidFile
 from xend_actors.pool.member import PoolMember, PoolMemberProxy
 from xend_actors.pool.opening import membership, open_pool
+from xend_actors.pool.watchdog_protocol import socket_path as fence_socket
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
 from xend_actors.transfer.transfer import Transfer, TransferProxy
@@ -140,6 +141,12 @@ class Root(TracedActor):
                 devices=DeviceServices(config, claims, network),
                 minimum_restart_time=config.minimum_restart_time)
             pool = open_pool(config)
+            if pool is None and fence_socket(config).exists():
+                # A pool member's watchdog left here: this xend left the pool. Imported
+                # only then: a xend that was never in a pool loads none of it.
+                from xend_actors.pool.watchdog_client import disarm_left_over
+
+                disarm_left_over(config)
             table = self._start("domains", DomainTable.start(
                 hypervisor, consoles, services, store.intent,
                 pool.names if pool else None), DomainTableProxy)

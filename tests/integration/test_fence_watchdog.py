@@ -18,12 +18,13 @@ import pytest
 
 from tests.support.home import XendHome
 from tests.support.processes import wait_for, wait_gone
+from tests.support.xend import Xend, sim_vm
 from xend_actors.config import XendConfig, load_config
 from xend_actors.hypervisor.sim.driver import SimDriver
 from xend_actors.hypervisor.sim.launch import ensure_simhv
-from xend_actors.pool.watchdog import log_path, socket_path
+from xend_actors.pool.watchdog import SWEEP_PERIOD
 from xend_actors.pool.watchdog_client import FenceWatchdog, take_fenced, watchdog_pid
-from xend_actors.pool.watchdog_protocol import MAX_LINE
+from xend_actors.pool.watchdog_protocol import MAX_LINE, log_path, socket_path
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +309,25 @@ def test_only_root_is_served(host: Host, stranger: str) -> None:
     status = host.status()
     assert status["guarded"] == ["ha"] and status["deadline_in"] > 50
     assert host.names() == {"ha"}
+
+
+def test_a_xend_out_of_any_pool_disarms_the_watchdog_a_pool_member_left(
+    host: Host,
+) -> None:
+    member = host.client()
+    member.guard("web")
+    member.fence_now()  # the member stopped cleanly: fenced, and it keeps looking
+    member.close()
+    host.make("web")
+    wait_for(lambda: host.names() == set(), 10, "a guarded name fenced while passed")
+    host.home.start()  # the same host, its config without (xend-pool)
+    xend = Xend(host.home)
+    try:
+        xend.create(sim_vm("web"), unpause=True)
+        time.sleep(2 * SWEEP_PERIOD)
+        assert "web" in xend.names()
+        assert host.status()["guarded"] == [] and host.status()["deadline_in"] is None
+        assert "Disarmed the fencing watchdog a pool member left" in \
+            host.home.logfile.read_text()
+    finally:
+        xend.close()

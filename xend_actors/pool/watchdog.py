@@ -41,33 +41,24 @@ from xend_actors.config import XendConfig, load_config
 from xend_actors.errors import Conflict, XendError
 from xend_actors.pidfile import PidFile
 from xend_actors.pool import watchdog_protocol as protocol
-from xend_actors.pool.watchdog_protocol import BadLine, Command, Verb
+from xend_actors.pool.watchdog_protocol import (
+    FENCED_DIR,
+    BadLine,
+    Command,
+    Verb,
+    pid_path,
+    socket_path,
+)
 from xend_actors.store import atomic_write
 
 log = logging.getLogger("xend.fence")
 
 LOG_FORMAT = "[%(asctime)s xend-fence] %(levelname)s %(message)s"
-SOCKET_NAME = "fence.sock"
-PID_NAME = "fence.pid"
-LOG_NAME = "xend-fence.log"
-FENCED_DIR = "fenced"  # in the run dir: one file a sweep that destroyed something
 SWEEP_PERIOD = 1.0  # seconds between looks while the deadline stays passed
 MAX_CLIENTS = 8
 SEND_TIMEOUT = 1.0  # an answer (ping, status) a client does not read is its loss
 READ_SIZE = 4096
 PEERCRED = struct.Struct("3i")
-
-
-def socket_path(config: XendConfig) -> Path:
-    return config.run_dir / SOCKET_NAME
-
-
-def pid_path(config: XendConfig) -> Path:
-    return config.run_dir / PID_NAME
-
-
-def log_path(config: XendConfig) -> Path:
-    return config.logfile.parent / LOG_NAME
 
 
 # --- the state --------------------------------------------------------------------------

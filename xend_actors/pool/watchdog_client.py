@@ -34,8 +34,7 @@ from xend_actors.errors import XendError
 from xend_actors.hypervisor import detached
 from xend_actors.pidfile import PidFile
 from xend_actors.pool import watchdog_protocol as protocol
-from xend_actors.pool.watchdog import FENCED_DIR, log_path, pid_path, socket_path
-from xend_actors.pool.watchdog_protocol import Verb
+from xend_actors.pool.watchdog_protocol import FENCED_DIR, Verb, log_path, pid_path, socket_path
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +228,25 @@ def ensure_watchdog(config: XendConfig,
                         f"answered on {path}: {said}")
     raise XendError(f"xend-fence (pid {process.pid}) did not answer on {path} within "
                     f"{timeout:g} s: {said}")
+
+
+def disarm_left_over(config: XendConfig) -> None:
+    """Disarm the watchdog a pool member left in ``config``'s run dir, if one answers: a
+    xend out of any pool starts there, and its domains are its own (the guards' HA
+    domains were fenced at the deadline, or are this host's alone now)."""
+    path = socket_path(config)
+    if not watchdog_answers(path):
+        return
+    try:
+        with _open(path) as sock:
+            sock.sendall(protocol.simple(Verb.DISARM))
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(1)  # the watchdog has read it once it closes
+    except OSError as error:
+        log.error("Could not disarm the fencing watchdog a pool member left: %s", error)
+        return
+    log.warning("Disarmed the fencing watchdog a pool member left in %s: this xend is in "
+                "no pool", config.run_dir)
 
 
 def watchdog_answers(path: Path, timeout: float = 1.0) -> bool:

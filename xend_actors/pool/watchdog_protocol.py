@@ -1,5 +1,6 @@
-"""The wire between xend and its fencing watchdog (xend-fence): short text lines over a
-Unix socket, bytes to values and back, without the socket (``watchdog.py`` serves it,
+"""What xend and its fencing watchdog (xend-fence) agree on: where the watchdog lives
+in the run dir, and the wire between them, short text lines over a Unix socket, bytes
+to values and back, without the socket (``watchdog.py`` serves it,
 ``watchdog_client.py`` is xend's end).
 
 xend writes and does not wait; only ``ping`` and ``status`` are answered::
@@ -29,7 +30,14 @@ import math
 import re
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
+from xend_actors.config import XendConfig
+
+SOCKET_NAME = "fence.sock"
+PID_NAME = "fence.pid"
+LOG_NAME = "xend-fence.log"  # beside xend's log
+FENCED_DIR = "fenced"  # in the run dir: one record a sweep that destroyed something
 MAX_LINE = 256  # a name is at most 64 characters: every good line is far shorter
 MAX_GUARDED = 10_000  # names one watchdog guards (memory stays under a MiB)
 
@@ -37,6 +45,18 @@ MAX_GUARDED = 10_000  # names one watchdog guards (memory stays under a MiB)
 # watchdog compares them with the hypervisor's names and nothing more.
 _NAME = re.compile(r"[A-Za-z0-9_.:/+-]{1,64}")
 _TIME = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+
+
+def socket_path(config: XendConfig) -> Path:
+    return config.run_dir / SOCKET_NAME
+
+
+def pid_path(config: XendConfig) -> Path:
+    return config.run_dir / PID_NAME
+
+
+def log_path(config: XendConfig) -> Path:
+    return config.logfile.parent / LOG_NAME
 
 
 class Verb(Enum):
