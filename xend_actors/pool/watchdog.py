@@ -57,7 +57,7 @@ LOG_FORMAT = "[%(asctime)s xend-fence] %(levelname)s %(message)s"
 SWEEP_PERIOD = 1.0  # seconds between looks while the deadline stays passed
 MAX_CLIENTS = 8
 SEND_TIMEOUT = 1.0  # an answer (ping, status) a client does not read is its loss
-READ_SIZE = 4096
+READ_SIZE = 65536
 PEERCRED = struct.Struct("3i")
 
 
