@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import daemon
 
+from xend_actors.access.pool_token import make_pool_token
 from xend_actors.access.tls import listener_certificate
 from xend_actors.config import XendConfig, load_config
 from xend_actors.daemon import run
@@ -87,6 +88,20 @@ def status(config: XendConfig) -> None:
             click.echo(f"SHA-256 fingerprint: {certificate.fingerprint()}")
     except XendError as error:
         click.echo(f"TLS certificate: unknown ({error.message})")
+
+
+@main.command("pool-token")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def pool_token(file: Path) -> None:
+    """Make a pool's shared token in FILE (mode 0600; it must not exist): copy the file
+    to every member and name it in (xend-pool-token-file FILE)."""
+    try:
+        make_pool_token(file)
+    except XendError as error:
+        raise click.ClickException(error.message) from None
+    except OSError as error:
+        raise click.ClickException(f"{file}: {error.strerror or error}") from None
+    click.echo(f"Pool token written to {file}")
 
 
 def _start_daemon(config: XendConfig) -> None:

@@ -300,6 +300,17 @@ class XendClient:
         return self.post(self._domain(dom), "migrate", destination=dst, live=live,
                          resource=resource)
 
+    def xend_pool_create(self, config: sxp.Value | Path, unpause: bool = False) -> sxp.Value:
+        """Create a domain on the pool member with the most free memory that fits (the
+        xend asked, or another it forwards to), unpaused if ``unpause``; its info, with
+        ``(host NAME)``: the member it went to."""
+        return self.post(self.url("pool"), "create", config=config, unpause=int(unpause))
+
+    def xend_pool_migrate(self, dom: str | int, live: int = 0, resource: int = 0) -> sxp.Value:
+        """Migrate ``dom`` (on the xend asked) to the pool member with the most free
+        memory that fits; ``(migrate (host NAME) (location URL))``."""
+        return self.post(self.url("pool"), "migrate", dom=dom, live=live, resource=resource)
+
     def xend_domain_restore(self, filename: str) -> sxp.Value:
         """Restore the domain saved in ``filename`` on xend's host; its info."""
         return self.post(self.url("domain"), "restore", file=filename)

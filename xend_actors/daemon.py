@@ -166,11 +166,11 @@ class Root(TracedActor):
             revocations = Revocations()
             keys = Keys(Tokens(store.token, revocations),
                         Sessions(config.session_lifetime, revocations=revocations),
-                        FailureLimiter(), revocations)
+                        FailureLimiter(), revocations, pool.token if pool else None)
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
                                     consoles=consoles, vnets=vnets, view=view,
                                     transfer=transfer,
-                                    keys=keys, samples=samples)
+                                    keys=keys, samples=samples, pool=pool)
             web = self._start("web", WebServer.start(
                 config, make_app(web_services), keys, lingers), WebServerProxy)
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)

@@ -77,6 +77,7 @@ class HostEntry:
     domains: int  # how many domains it runs, Domain-0 apart
     load: float  # the host's load average over a minute
     joined: float  # when it (last) joined, seconds since the epoch
+    relocation: str = ""  # host:port of its relocation server; '' when it takes no migrations
 
     def to_json(self) -> bytes:
         return _json(asdict(self))
@@ -84,9 +85,11 @@ class HostEntry:
     @classmethod
     def from_json(cls, raw: bytes) -> HostEntry:
         data = _object(raw)
+        # relocation: absent in the entries of members from before it (none then)
         return cls(_member(data, "host"), _str(data, "api"), _str(data, "fingerprint"),
                    _int(data, "free_mb"), _int(data, "cpus"), _int(data, "domains"),
-                   _float(data, "load"), _float(data, "joined"))
+                   _float(data, "load"), _float(data, "joined"),
+                   _str(data, "relocation") if "relocation" in data else "")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class Membership:
     api: str  # the URL other members reach this xend's API at
     fingerprint: str  # of the API's TLS certificate; '' for plain HTTP
     ttl: float
+    relocation: str = ""  # host:port migrations to this member go to; '' none
 
 
 class PoolMember(TracedActor):
@@ -137,7 +138,8 @@ class PoolMember(TracedActor):
                       if listed.record.domid != 0)
         host = HostEntry(self._me, self._membership.api, self._membership.fingerprint,
                          info.free_memory_mb, info.cores * info.hyperthreads_per_core,
-                         domains, round(os.getloadavg()[0], 2), self._joined)
+                         domains, round(os.getloadavg()[0], 2), self._joined,
+                         self._membership.relocation)
         if host != self._host:
             self._etcd.put(self._keys.host(self._me), host.to_json(), self._lease)
             self._host = host

@@ -1,5 +1,5 @@
 """A xend's pool, opened from its config: the etcd client, the name claims the table
-asks, and what this member tells the others about itself."""
+asks, the pool's shared token, and what this member tells the others about itself."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from xend_actors.access.pool_token import PoolToken, read_pool_token
 from xend_actors.access.tls import listener_certificate
 from xend_actors.config import ConfigError, XendConfig
 from xend_actors.pool.entries import Keys
@@ -23,12 +24,15 @@ class Pool:
     keys: Keys
     me: str
     names: EtcdNames
+    token: PoolToken | None = None  # the pool's shared API token; None: none configured
 
 
 def open_pool(config: XendConfig) -> Pool | None:
-    """The pool ``config`` names, or None (a xend on its own). Connects to nothing yet."""
+    """The pool ``config`` names, or None (a xend on its own). Connects to nothing yet;
+    a token file that is not fit to hold the pool's secret stops it (``PoolTokenError``)."""
     if not config.pool:
         return None
+    token = read_pool_token(config.pool_token_file) if config.pool_token_file else None
     https = [url for url in config.pool_etcd if url.startswith("https:")]
     if https and (config.pool_etcd_ca is None) != (config.pool_etcd_cert is None):
         raise ConfigError("(xend-pool-etcd-ca FILE) and (xend-pool-etcd-cert FILE) go "
@@ -37,7 +41,7 @@ def open_pool(config: XendConfig) -> Pool | None:
                 key=config.pool_etcd_key)
     keys = Keys(config.pool)
     me = config.pool_host or socket.gethostname().split(".")[0]
-    return Pool(etcd, keys, me, EtcdNames(etcd, keys, me))
+    return Pool(etcd, keys, me, EtcdNames(etcd, keys, me), token)
 
 
 def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membership:
@@ -54,4 +58,20 @@ def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membersh
         api = tcp[0]
     certificate = listener_certificate(config)
     fingerprint = certificate.fingerprint() if certificate is not None else ""
-    return Membership(pool.keys, pool.me, api, fingerprint, config.pool_ttl)
+    return Membership(pool.keys, pool.me, api, fingerprint, config.pool_ttl,
+                      relocation_address(config, api))
+
+
+def relocation_address(config: XendConfig, api: str) -> str:
+    """Where other members migrate domains to this one (``host:port``), or '' when it
+    takes no migrations: the relocation server's own address if it listens on one,
+    else the host of the API's URL."""
+    if not config.relocation_server:
+        return ""
+    host = config.relocation_address
+    if host in ("", "0.0.0.0", "::"):
+        host = urlsplit(api).hostname or ""
+    if not host:
+        return ""
+    return f"[{host}]:{config.relocation_port}" if ":" in host else \
+        f"{host}:{config.relocation_port}"

@@ -8,7 +8,8 @@ itself:
   listener) must be root's or a member's of ``xend-unix-group``: an admin;
 - the read-only Unix socket: whoever connects is a viewer;
 - TCP: ``xend-hosts-allow`` first (403); then, unless ``(xend-http-auth no)``, an API
-  token (``Authorization: Bearer``) or a browser's session cookie. A client without
+  token (``Authorization: Bearer``; in a pool, the pool's token too: the admin ``pool``)
+  or a browser's session cookie. A client without
   either gets 401 with ``WWW-Authenticate`` (a browser's GET: a redirect to the login
   page); a wrong token is 401 and counts against the client's address, which after
   too many is refused a while (429) whatever it sends.
@@ -35,6 +36,7 @@ from werkzeug import Request, Response
 
 from xend_actors.access.hosts import client_allowed
 from xend_actors.access.identity import ANONYMOUS, ENVIRON_KEY, Principal, Role, Via
+from xend_actors.access.pool_token import PoolToken
 from xend_actors.access.ratelimit import FailureLimiter
 from xend_actors.access.revocations import Revocations
 from xend_actors.access.sessions import COOKIE, Sessions
@@ -78,6 +80,7 @@ class Keys:
     limiter: FailureLimiter
     # Told by the tokens and sessions above when a credential ends (if they were given it).
     revocations: Revocations = field(default_factory=Revocations)
+    pool_token: PoolToken | None = None  # a pool member's: the admin ``pool`` (pool_token.py)
 
 
 class Gate:
@@ -152,7 +155,10 @@ class Gate:
         if len(authorization) > MAX_AUTHORIZATION or match is None:
             limiter.failed(address)
             raise BadRequest("Malformed Authorization header: expected 'Bearer TOKEN'")
-        principal = self.keys.tokens.principal(match.group(1))
+        token = match.group(1)
+        pool = self.keys.pool_token
+        principal = (pool.principal(token) if pool is not None else None) \
+            or self.keys.tokens.principal(token)
         if principal is None:
             limiter.failed(address)
             log.warning("Refused an unknown API token from %s", address)

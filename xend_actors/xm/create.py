@@ -3,6 +3,9 @@
 The config is either an SXP file (``-F``, uploaded as is) or a Python config file
 turned into ``(vm ...)`` by ``xend_actors.xm.configfile``. A domain that was created
 but could not be unpaused is destroyed again: create leaves no half-started domain.
+With ``--pool`` the xend asked places the domain on the member of its pool with the
+most free memory that fits, and unpauses it there (``POST /xend/pool/``); xm says
+which member it went to.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from xend_actors.xm.configfile import (
 @click.option("-c", "--console_autoconnect", is_flag=True,
               help="Connect to the domain's console once it is started.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--pool", "in_pool", is_flag=True,
+              help="Create it on the pool member with the most free memory that fits.")
 @click.option("--help_config", "help_config_", is_flag=True,
               help="Print the variables a Python config file may set; with FILE, also "
                    "those it declares (xm_vars).")
@@ -45,7 +50,7 @@ from xend_actors.xm.configfile import (
 @click.pass_context
 def create(ctx: click.Context, defconfig: str | None, config: Path | None, path: str,
            dryrun: bool, paused: bool, console_autoconnect: bool, quiet: bool,
-           help_config_: bool, args: tuple[str, ...]) -> None:
+           in_pool: bool, help_config_: bool, args: tuple[str, ...]) -> None:
     """Create a domain from a config file, with VAR=VAL settings."""
     assignments = tuple(arg for arg in args if "=" in arg)
     files = [name for name in (defconfig, *(a for a in args if "=" not in a)) if name]
@@ -79,12 +84,20 @@ def create(ctx: click.Context, defconfig: str | None, config: Path | None, path:
     vm = config or build_vm_sxpr(options)
 
     client: XendClient = ctx.obj
-    info = client.xend_domain_create(vm)
+    if in_pool:
+        if console_autoconnect:
+            raise click.ClickException("-c and --pool: the console is on the member the "
+                                       "domain goes to; use xm console there")
+        info = client.xend_pool_create(vm, unpause=not paused)
+    else:
+        info = client.xend_domain_create(vm)
     name = sxp.child_value(info, "name")
-    if not paused:
+    if not paused and not in_pool:
         start(client, name)
     port = sxp.child_value(sxp.child(info, "console"), "console_port")
-    say(f"Started domain {name}" + (f", console on port {port}" if port else ""))
+    host = sxp.child_value(info, "host") if in_pool else None
+    say(f"Started domain {name}" + (f" on pool member {host}" if host else "")
+        + (f", console on port {port}" if port else ""))
     if console_autoconnect:
         root = ctx.find_root().command
         console = root.get_command(ctx, "console") if isinstance(root, click.Group) else None

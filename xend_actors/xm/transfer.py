@@ -53,15 +53,28 @@ STREAM_WAIT = 5.0  # seconds to wait for the event stream before migrating witho
 @click.option("-l", "--live", is_flag=True, help="Keep the domain running while its memory goes.")
 @click.option("-r", "--resource", type=click.IntRange(min=0), default=0, metavar="MBIT",
               help="Limit the transfer to MBIT Mbit/s (0: no limit).")
+@click.option("--pool", "in_pool", is_flag=True,
+              help="To the other pool member with the most free memory that fits (no HOST).")
 @dom_argument()
-@click.argument("host")
+@click.argument("host", required=False)
 @click.pass_obj
-def migrate(client: XendClient, live: bool, resource: int, dom: str, host: str) -> None:
-    """Migrate domain DOM to HOST (host[:port] of its xend's relocation port)."""
+def migrate(client: XendClient, live: bool, resource: int, in_pool: bool, dom: str,
+            host: str | None) -> None:
+    """Migrate domain DOM to HOST (host[:port] of its xend's relocation port), or with
+    --pool to the pool member with room."""
     if dom in (DOMAIN0, "0"):
         raise click.ClickException("Cannot migrate Domain-0")
+    if in_pool == (host is not None):
+        raise click.ClickException("Give HOST, or --pool to let the pool choose (not both)")
     with _progress_bar(client, dom, "xend.domain.migrate.progress"):
-        url = client.xend_domain_migrate(dom, host, int(live), resource)
+        if in_pool:
+            moved = client.xend_pool_migrate(dom, int(live), resource)
+            url = sxp.child_value(moved, "location")
+        else:
+            url = client.xend_domain_migrate(dom, str(host), int(live), resource)
+    if in_pool:
+        click.echo(f"Migrated domain {dom} to pool member {sxp.child_value(moved, 'host')}",
+                   err=True)
     click.echo(url)
 
 
