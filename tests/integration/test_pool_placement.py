@@ -1,0 +1,229 @@
+"""Placement in a pool (issue 18, Deliver 4): three xends on loopback, members of one
+pool on a real etcd, each simulating a host with its own memory (``sim-memory``).
+
+``xm create --pool`` asked of any member lands the domain, running, on the member with
+the most free memory and says which; the forwarded create carries the pool's shared
+token (the chosen member's audit trail names ``token pool``), and the same request with
+a wrong token is refused (401). A domain too big for every member is a clear error
+naming its need and the best free figure, and nothing is made anywhere. A member whose
+token file others may read does not start, saying why in one line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.home import XendHome, new_home
+from tests.support.ports import free_port
+from tests.support.processes import wait_for
+from tests.support.xend import Xend, run_xm, sim_vm
+from xend_actors import sxp
+
+pytestmark = pytest.mark.integration
+
+POOL = "place"
+MEMORY = {"m0": 2048, "m1": 6144, "m2": 4096}  # MB each member's sim host has
+
+
+class Etcd:
+    """One etcd on loopback, its data in a folder of its own."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="xend-etcd-", dir=data_dir))
+        client, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{client}"
+        self.process = subprocess.Popen(
+            ["etcd", "--name", "e0", "--data-dir", str(self.folder / "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"e0=http://127.0.0.1:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._healthy, 20, "etcd to serve")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def prefix(self, prefix: str) -> dict[str, bytes]:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        reply = httpx.post(f"{self.url}/v3/kv/range", timeout=5, json={
+            "key": base64.b64encode(prefix.encode()).decode(),
+            "range_end": base64.b64encode(end.encode()).decode()}).json()
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+                for kv in reply.get("kvs", [])}
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def member_config(etcd: Etcd, name: str, token_file: Path, extra: str = "") -> str:
+    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.url}')\n(xend-pool-host {name})\n"
+            f"(xend-pool-token-file {token_file})\n(xend-pool-ttl 4)\n{extra}")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[tuple[Etcd, dict[str, Xend]]]:
+    etcd = Etcd()
+    homes: list[XendHome] = []
+    try:
+        token_dir = Path(tempfile.mkdtemp(prefix="xend-pooltoken-"))
+        token_file = token_dir / "pool.token"
+        for name, memory in MEMORY.items():
+            homes.append(new_home(member_config(etcd, name, token_file,
+                                                f"(sim-memory {memory})\n")))
+        made = homes[0].xend("pool-token", str(token_file))
+        assert made.returncode == 0, made.stderr
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        xends = {}
+        for name, home in zip(MEMORY, homes, strict=True):
+            home.start()
+            xends[name] = Xend(home)
+        wait_for(lambda: len(etcd.prefix(f"/xend-pool/{POOL}/hosts/")) == len(MEMORY), 20,
+                 "every member to join")
+        yield etcd, xends
+        for xend in xends.values():
+            xend.close()
+    finally:
+        for home in homes:
+            home.tear_down()
+        etcd.close()
+        shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def free_of(etcd: Etcd) -> dict[str, int]:
+    return {name.rsplit("/", 1)[1]: json.loads(value)["free_mb"]
+            for name, value in etcd.prefix(f"/xend-pool/{POOL}/hosts/").items()}
+
+
+def settled(etcd: Etcd, xends: dict[str, Xend]) -> None:
+    """Once every member's entry counts the domains it runs (its room is current too)."""
+    def counted() -> bool:
+        entries = etcd.prefix(f"/xend-pool/{POOL}/hosts/")
+        return all(json.loads(entries[f"/xend-pool/{POOL}/hosts/{name}"])["domains"]
+                   == len(xend.names()) - 1 for name, xend in xends.items())
+    wait_for(counted, 10, "the members' entries to count their domains")
+
+
+def test_xm_create_in_a_pool_lands_on_the_member_with_the_most_free_memory(
+        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+    etcd, xends = pool
+    free = free_of(etcd)
+    assert max(free, key=free.__getitem__) == "m1", free
+    config = tmp_path / "placed.sxp"
+    config.write_text(sxp.show(sim_vm("placed", memory=64)))
+    done = run_xm(xends["m0"].home, "create", "--pool", "-F", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Started domain placed on pool member m1, console on "
+                                  "port "), done.stdout
+    # It runs there, and only there; the member asked has nothing of it.
+    assert "placed" in xends["m1"].names()
+    assert "p" not in xends["m1"].state("placed")  # unpaused there
+    assert "placed" not in xends["m0"].names() and "placed" not in xends["m2"].names()
+    # The forwarded create came with the pool's token: the chosen member's audit says so.
+    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool') (op create) "
+                                         "(path /xend/domain/) (status 201)")
+                         for line in xends["m1"].events.lines()), 10, "the audit line")
+    assert etcd.prefix(f"/xend-pool/{POOL}/names/placed") == {
+        f"/xend-pool/{POOL}/names/placed": b"m1"}
+
+
+def test_a_create_placed_on_the_member_asked_is_made_there(
+        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+    _, xends = pool
+    reply = xends["m1"].post("/xend/pool/", op="create",
+                             config=sxp.show(sim_vm("here", memory=32)))
+    info = Xend.ok(reply, 201)
+    assert sxp.child_value(info, "host") == "m1"
+    assert sxp.child_value(info, "name") == "here"
+    assert "here" in xends["m1"].names()
+    assert "p" in xends["m1"].state("here")  # not asked to unpause: paused, as a create
+
+
+def test_a_domain_too_big_for_every_member_is_a_clear_error(
+        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+    etcd, xends = pool
+    settled(etcd, xends)
+    best = max(free_of(etcd).values())
+    config = tmp_path / "big.sxp"
+    config.write_text(sxp.show(sim_vm("big", memory=100000)))
+    done = run_xm(xends["m2"].home, "create", "--pool", "-F", str(config))
+    assert done.returncode == 1
+    assert done.stderr == (f"Error: no pool member has room for domain big: it needs "
+                           f"100000 MB, the most free is {best} MB (on m1)\n")
+    assert all("big" not in xend.names() for xend in xends.values())
+    assert etcd.prefix(f"/xend-pool/{POOL}/names/big") == {}
+
+
+def test_the_pool_token_is_an_admin_and_a_wrong_one_is_refused(
+        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+    _, xends = pool
+    home = xends["m2"].home
+    token = Path(home.config_file.read_text().split("(xend-pool-token-file ")[1].split(")")[0])
+    secret = token.read_text().strip()
+    config = sxp.show(sim_vm("tokened"))
+    with home.http(token=secret) as http:
+        assert http.get("/xend/domain/").status_code == 200
+    with home.http(token=secret[:-4] + "AAAA") as http:
+        refused = http.post("/xend/domain/", data={"op": "create", "config": config})
+    assert refused.status_code == 401, refused.text
+    assert "tokened" not in xends["m2"].names()
+
+
+def test_a_member_whose_token_file_others_may_read_does_not_start(
+        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+    etcd, _ = pool
+    token_file = tmp_path / "loose.token"
+    token_file.write_text("pool." + "x" * 43 + "\n")
+    os.chmod(token_file, 0o644)
+    home = new_home(member_config(etcd, "loose", token_file))
+    try:
+        started = home.xend("start")
+        assert started.returncode == 1
+        assert started.stderr == (f"Error: xend-pool-token-file {token_file}: group or others "
+                                  "may use it (mode 0644); chmod 600 it\n")
+        assert f"/xend-pool/{POOL}/hosts/loose" not in etcd.prefix(f"/xend-pool/{POOL}/hosts/")
+    finally:
+        home.tear_down()
+
+
+def test_a_pool_migration_asked_of_a_member_without_the_domain_names_its_host(
+        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+    _, xends = pool
+    xends["m1"].create(sim_vm("elsewhere"))
+    refused = xends["m0"].post("/xend/pool/", op="migrate", dom="elsewhere", live="1")
+    assert Xend.error(refused, 409) == "domain elsewhere runs on pool member m1: migrate it there"
+    assert Xend.error(xends["m0"].post("/xend/pool/", op="migrate", dom="nowhere"), 404) \
+        == "invalid domain:nowhere: no domain has that name or id"
+
+
+def test_a_chosen_member_that_does_not_answer_is_a_502_naming_it(
+        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+    """Killed, m1 stays in the pool until its lease runs out: a create placed on it
+    meanwhile is refused naming it, and made nowhere."""
+    _, xends = pool
+    m1 = xends["m1"]
+    m1.home.kill9()
+    try:
+        reply = xends["m0"].post("/xend/pool/", op="create", config=sxp.show(sim_vm("lost")))
+        message = Xend.error(reply, 502)
+        assert message.startswith(f"pool member m1 (http://127.0.0.1:{m1.home.http_port}) did "
+                                  "not answer: "), message
+        assert "lost" not in xends["m0"].names() and "lost" not in xends["m2"].names()
+    finally:
+        m1.start()
+    assert "lost" not in m1.names()
