@@ -211,6 +211,52 @@ def test_a_pool_migration_asked_of_a_member_without_the_domain_names_its_host(
         == "invalid domain:nowhere: no domain has that name or id"
 
 
+def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
+        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+    """A member serving HTTPS (its self-signed certificate) registers the certificate's
+    fingerprint; a create placed on it goes over HTTPS, and only while the certificate
+    presented is that one: with another fingerprint in its entry nothing is sent."""
+    etcd, xends = pool
+    token_file = xends["m0"].home.config_file.read_text().split(
+        "(xend-pool-token-file ")[1].split(")")[0]
+    home = new_home(member_config(etcd, "t3", Path(token_file),
+                                  "(sim-memory 16384)\n(xend-tls yes)\n"))
+    key = f"/xend-pool/{POOL}/hosts/t3"
+    try:
+        home.start()
+        wait_for(lambda: key in etcd.prefix(key), 20, "t3 to join")
+        entry = json.loads(etcd.prefix(key)[key])
+        assert entry["api"] == f"https://127.0.0.1:{home.http_port}"
+        assert len(entry["fingerprint"]) == 95, entry
+        info = Xend.ok(xends["m0"].post("/xend/pool/", op="create",
+                                        config=sxp.show(sim_vm("secure")), unpause="1"), 201)
+        assert sxp.child_value(info, "host") == "t3"
+        t3 = Xend(home)
+        assert "secure" in t3.names() and "p" not in t3.state("secure")
+
+        # An entry naming t3's address with another certificate (an impostor's, as far as
+        # the pool knows): a create placed there is not sent.
+        impostor = f"/xend-pool/{POOL}/hosts/imp"
+        lease = httpx.post(f"{etcd.url}/v3/lease/grant", timeout=5,
+                           json={"TTL": 60}).json()["ID"]
+        forged = {**entry, "host": "imp", "free_mb": 999999,
+                  "fingerprint": ":".join(["AB"] * 32)}
+        httpx.post(f"{etcd.url}/v3/kv/put", timeout=5, json={
+            "key": base64.b64encode(impostor.encode()).decode(), "lease": lease,
+            "value": base64.b64encode(json.dumps(forged).encode()).decode()})
+        reply = xends["m0"].post("/xend/pool/", op="create", config=sxp.show(sim_vm("pinned")))
+        httpx.post(f"{etcd.url}/v3/kv/lease/revoke", timeout=5, json={"ID": lease})
+        message = Xend.error(reply, 502)
+        assert message == (f"pool member imp (https://127.0.0.1:{home.http_port}) presented a "
+                           f"certificate ({entry['fingerprint']}) that is not the one it "
+                           f"registered ({forged['fingerprint']}): not sent"), message
+        assert "pinned" not in t3.names()
+        t3.close()
+    finally:
+        home.tear_down()
+    wait_for(lambda: key not in etcd.prefix(key), 10, "t3 to leave")
+
+
 def test_a_chosen_member_that_does_not_answer_is_a_502_naming_it(
         pool: tuple[Etcd, dict[str, Xend]]) -> None:
     """Killed, m1 stays in the pool until its lease runs out: a create placed on it
