@@ -40,16 +40,18 @@ class Etcd:
 
     def __init__(self, data_dir: Path | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="xend-etcd-", dir=data_dir))
-        client, peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{client}"
-        self.process = subprocess.Popen(
-            ["etcd", "--name", "e0", "--data-dir", str(self.folder / "data"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"e0=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = ""
+        self.process = subprocess.Popen(self.command(free_port(), free_port()),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._healthy, 20, "etcd to serve")
+
+    def command(self, client: int, peer: int) -> list[str]:
+        self.url = f"http://127.0.0.1:{client}"
+        return ["etcd", "--name", "e0", "--data-dir", str(self.folder / "data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"e0=http://127.0.0.1:{peer}"]
 
     def _healthy(self) -> bool:
         try:
