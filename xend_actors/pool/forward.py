@@ -8,8 +8,10 @@ member that registered no fingerprint AND whose API is on a loopback address (me
 of one test host); any other member that speaks plain HTTP is refused (502).
 
 The reply is passed back as it came (status, body and its type), so that a client
-reads from the member it went through what the chosen member said. A member that does
-not answer within the request's time is a 502 naming it.
+reads from the member it went through what the chosen member said. A member that cannot
+be reached (refused, cut off, no answer to the connection within the request's time)
+is a 502 naming it; one that took the request and did not answer in time is a 504
+(the request may still be running there).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from xend_actors.errors import BadGateway
+from xend_actors.errors import BadGateway, Timeout
 from xend_actors.pool.entries import HostEntry
 
 MAX_REPLY = 1 << 20  # bytes: as much as xend takes in a request's body
@@ -60,7 +62,10 @@ def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
         connection = http.client.HTTPConnection(host, port or 80, timeout=timeout)
     body = urlencode(fields).encode()
     try:
-        connection.connect()
+        try:
+            connection.connect()
+        except TimeoutError:
+            raise BadGateway(f"{name} did not answer within {timeout:.0f} s") from None
         if isinstance(connection.sock, ssl.SSLSocket):
             _check_pin(connection.sock, member, name)
         connection.request("POST", path, body, {
@@ -69,7 +74,8 @@ def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
         reply = connection.getresponse()
         data = reply.read(MAX_REPLY + 1)
     except TimeoutError:
-        raise BadGateway(f"{name} did not answer within {timeout:.0f} s") from None
+        raise Timeout(f"{name} took the request but gave no answer within {timeout:.0f} s; "
+                      "it may still be doing it: ask it") from None
     except (OSError, http.client.HTTPException) as error:
         raise BadGateway(f"{name} did not answer: {error}") from None
     finally:

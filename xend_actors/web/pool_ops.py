@@ -21,6 +21,7 @@ A member that is not in a pool answers 404; the pool's etcd unreachable is a 503
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from werkzeug import Request
 
@@ -35,6 +36,10 @@ from xend_actors.web.domain import DomainDirResource, DomainResource
 from xend_actors.web.forms import Kind, Param, optional
 from xend_actors.web.resource import Reply, Resource, op, wire
 from xend_actors.web.services import OpKind, Services
+
+# Seconds a forwarded request is given beyond this one's deadline: the member has the
+# same deadline and answers at its end (504, saying where it is); that answer is passed on.
+FORWARD_MARGIN = 5.0
 
 
 class PoolOpsResource(Resource):
@@ -75,16 +80,20 @@ class PoolOpsResource(Resource):
                               lambda: self._domain.destroy(request, parsed.name, "halt"))
             return Reply(_with_host(wire(reply.value), chosen.host), 201, reply.location)
         token = self._token()
-        created = self._answer(chosen, forward(
-            chosen, "/xend/domain/", {"op": "create", "config": sxp.show(config)}, token,
-            timeout=deadline.remaining()))
+
+        def there(path: str, timeout: float, **fields: str) -> tuple[sxp.Value, str | None]:
+            return self._answer(chosen, forward(chosen, path, fields, token, timeout=timeout))
+
+        dom = f"/xend/domain/{quote(parsed.name, safe='')}"
+        value, location = there("/xend/domain/", deadline.remaining() + FORWARD_MARGIN,
+                                op="create", config=sxp.show(config))
         if unpause:
-            self._started(parsed.name, lambda: self._answer(chosen, forward(
-                chosen, f"/xend/domain/{parsed.name}", {"op": "unpause"}, token,
-                timeout=deadline.remaining())), lambda: self._answer(chosen, forward(
-                    chosen, f"/xend/domain/{parsed.name}", {"op": "destroy", "reason": "halt"},
-                    token, timeout=self.services.config.destroy_timeout)))
-        return Reply(_with_host(created[0], chosen.host), 201, created[1])
+            self._started(
+                parsed.name,
+                lambda: there(dom, deadline.remaining() + FORWARD_MARGIN, op="unpause"),
+                lambda: there(dom, self.services.config.destroy_timeout, op="destroy",
+                              reason="halt"))
+        return Reply(_with_host(value, chosen.host), 201, location)
 
     @op("migrate", params=(Param("dom"), optional("live", Kind.INT, default=0),
                            optional("resource", Kind.INT, default=0)))
