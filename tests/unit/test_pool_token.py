@@ -10,6 +10,9 @@ import pytest
 
 from xend_actors.access.identity import Role
 from xend_actors.access.pool_token import PoolTokenError, make_pool_token, read_pool_token
+from xend_actors.access.tokens import Tokens
+from xend_actors.errors import BadRequest
+from xend_actors.store import RecordDir
 
 
 def test_a_made_token_is_read_back_and_stands_for_the_admin_pool(tmp_path: Path) -> None:
@@ -62,3 +65,10 @@ def test_a_directory_or_a_link_is_not_a_token_file(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(PoolTokenError):
         read_pool_token(tmp_path / "link")
+
+
+def test_no_api_token_may_take_the_pool_s_name(tmp_path: Path) -> None:
+    tokens = Tokens(RecordDir(tmp_path / "token"))
+    with pytest.raises(BadRequest, match="Token name pool is reserved"):
+        tokens.create("pool", Role.ADMIN)
+    assert tokens.infos() == []

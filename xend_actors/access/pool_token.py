@@ -22,10 +22,10 @@ from pathlib import Path
 
 from xend_actors.access.identity import Principal, Role, Via
 from xend_actors.access.tokens import MAX_TOKEN_LENGTH
+from xend_actors.access.tokens import POOL as POOL_PRINCIPAL
 from xend_actors.errors import XendError
 from xend_actors.store import atomic_write
 
-POOL_PRINCIPAL = "pool"
 TOKEN = re.compile(r"[A-Za-z0-9._~+/-]{32,}=*")  # what the gate takes as a bearer token
 MAX_FILE = 4096  # bytes: a token file is one short line
 

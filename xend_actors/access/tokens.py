@@ -26,6 +26,7 @@ from xend_actors.store import RecordDir
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOKEN_LENGTH = 128
 MAX_TOKENS = 1000
+POOL = "pool"  # the principal of the pool's shared token (pool_token.py): no token's name
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Tokens:
         if not NAME.fullmatch(name):
             raise BadRequest(f"Invalid token name {name!r}: letters, digits, '_' and '-', "
                              "at most 64")
+        if name == POOL:
+            raise BadRequest(f"Token name {name} is reserved: audit lines name the pool's "
+                             "shared token so")
         secret = secrets.token_urlsafe(32)
         record = _Record(TokenInfo(name, role, time.time()), _digest(secret))
         with self._lock:
