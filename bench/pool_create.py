@@ -13,24 +13,26 @@ its WAL) before the domain's intent is written.
 ``--etcd-dir``: where etcd keeps its data (default: beside the xends' folders, on the
 same file system as their dbroot, /tmp); /dev/shm shows what the fsync costs.
 
-Where the time goes (2 cores shared, December 2026): the pool adds to the create only,
-not to the unpause, and about as much as the claim takes inside xend (timed around
-``EtcdNames.claim``: 4.3 ms with etcd's data on disk, 3.2 ms on /dev/shm): one etcd
-transaction through its JSON gateway, whose commit fsyncs etcd's WAL. The same
-transaction back to back from a lone client takes 1.5 to 2 ms; after 0.2 s idle, as
-one create is, 3 ms (tmpfs) to 6 ms (disk).
+Where the time goes (2 cores shared with other work, load 3 to 5): the pool adds to the
+create only, not to the unpause, and about what the claim takes inside xend (timed
+around ``EtcdNames.claim``: a median 2.2 ms with etcd's data on the disk of xend's
+dbroot, 1.6 ms on /dev/shm): one etcd transaction, whose commit fsyncs etcd's WAL. On
+the same disk the ratio was 1.29 to 1.32; with etcd on tmpfs 1.19 to 1.27. Claiming
+beside the intent's write (a thread) instead of before it gained nothing measurable.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 from common import percentile, running_xend, vm_config
 
-from tests.integration.test_pool_placement import Etcd
+import tests.support.etcd as etcd_support
+from tests.support.etcd import EtcdCluster
 from xend_actors.client import XendClient
 
 
@@ -49,12 +51,14 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.0,
                         help="seconds between rounds (a member publishes what changed "
                              "50 ms after it: with a gap, a create does not run beside it)")
-    parser.add_argument("--etcd-dir", type=Path, default=None,
-                        help="the folder etcd's data goes in (default: /tmp)")
+    parser.add_argument("--etcd-dir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="the folder etcd's data goes in (default: /tmp, where the "
+                             "xends' dbroots are)")
     args = parser.parse_args()
-    etcd = Etcd(args.etcd_dir)
+    etcd_support.BASE = args.etcd_dir  # where the cluster's folder is made
+    etcd = EtcdCluster(1)
     print(f"etcd data in {etcd.folder}")
-    pool = (f"(xend-pool bench)\n(xend-pool-etcd '{etcd.url}')\n(xend-pool-host b0)\n")
+    pool = (f"(xend-pool bench)\n(xend-pool-etcd '{etcd.urls}')\n(xend-pool-host b0)\n")
     try:
         with running_xend() as alone_home, running_xend(pool) as pooled_home:
             print(f"xend dbroots: {alone_home.dbroot}, {pooled_home.dbroot}")

@@ -15,16 +15,14 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support.etcd import EtcdCluster
 from tests.support.home import XendHome, new_home
-from tests.support.ports import free_port
 from tests.support.processes import wait_for
 from tests.support.xend import Xend, run_xm, sim_vm
 from xend_actors import sxp
@@ -35,52 +33,14 @@ POOL = "place"
 MEMORY = {"m0": 2048, "m1": 6144, "m2": 4096}  # MB each member's sim host has
 
 
-class Etcd:
-    """One etcd on loopback, its data in a folder of its own."""
-
-    def __init__(self, data_dir: Path | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="xend-etcd-", dir=data_dir))
-        self.url = ""
-        self.process = subprocess.Popen(self.command(free_port(), free_port()),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._healthy, 20, "etcd to serve")
-
-    def command(self, client: int, peer: int) -> list[str]:
-        self.url = f"http://127.0.0.1:{client}"
-        return ["etcd", "--name", "e0", "--data-dir", str(self.folder / "data"),
-                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"e0=http://127.0.0.1:{peer}"]
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def prefix(self, prefix: str) -> dict[str, bytes]:
-        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        reply = httpx.post(f"{self.url}/v3/kv/range", timeout=5, json={
-            "key": base64.b64encode(prefix.encode()).decode(),
-            "range_end": base64.b64encode(end.encode()).decode()}).json()
-        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
-                for kv in reply.get("kvs", [])}
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def member_config(etcd: Etcd, name: str, token_file: Path, extra: str = "") -> str:
-    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.url}')\n(xend-pool-host {name})\n"
+def member_config(etcd: EtcdCluster, name: str, token_file: Path, extra: str = "") -> str:
+    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.urls}')\n(xend-pool-host {name})\n"
             f"(xend-pool-token-file {token_file})\n(xend-pool-ttl 4)\n{extra}")
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[tuple[Etcd, dict[str, Xend]]]:
-    etcd = Etcd()
+def pool() -> Iterator[tuple[EtcdCluster, dict[str, Xend]]]:
+    etcd = EtcdCluster(1)
     homes: list[XendHome] = []
     try:
         token_dir = Path(tempfile.mkdtemp(prefix="xend-pooltoken-"))
@@ -95,7 +55,7 @@ def pool() -> Iterator[tuple[Etcd, dict[str, Xend]]]:
         for name, home in zip(MEMORY, homes, strict=True):
             home.start()
             xends[name] = Xend(home)
-        wait_for(lambda: len(etcd.prefix(f"/xend-pool/{POOL}/hosts/")) == len(MEMORY), 20,
+        wait_for(lambda: len(etcd.get_prefix(f"/xend-pool/{POOL}/hosts/")) == len(MEMORY), 20,
                  "every member to join")
         yield etcd, xends
         for xend in xends.values():
@@ -107,22 +67,22 @@ def pool() -> Iterator[tuple[Etcd, dict[str, Xend]]]:
         shutil.rmtree(token_dir, ignore_errors=True)
 
 
-def free_of(etcd: Etcd) -> dict[str, int]:
+def free_of(etcd: EtcdCluster) -> dict[str, int]:
     return {name.rsplit("/", 1)[1]: json.loads(value)["free_mb"]
-            for name, value in etcd.prefix(f"/xend-pool/{POOL}/hosts/").items()}
+            for name, value in etcd.get_prefix(f"/xend-pool/{POOL}/hosts/").items()}
 
 
-def settled(etcd: Etcd, xends: dict[str, Xend]) -> None:
+def settled(etcd: EtcdCluster, xends: dict[str, Xend]) -> None:
     """Once every member's entry counts the domains it runs (its room is current too)."""
     def counted() -> bool:
-        entries = etcd.prefix(f"/xend-pool/{POOL}/hosts/")
+        entries = etcd.get_prefix(f"/xend-pool/{POOL}/hosts/")
         return all(json.loads(entries[f"/xend-pool/{POOL}/hosts/{name}"])["domains"]
                    == len(xend.names()) - 1 for name, xend in xends.items())
     wait_for(counted, 10, "the members' entries to count their domains")
 
 
 def test_xm_create_in_a_pool_lands_on_the_member_with_the_most_free_memory(
-        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]], tmp_path: Path) -> None:
     etcd, xends = pool
     free = free_of(etcd)
     assert max(free, key=free.__getitem__) == "m1", free
@@ -140,12 +100,12 @@ def test_xm_create_in_a_pool_lands_on_the_member_with_the_most_free_memory(
     wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool') (op create) "
                                          "(path /xend/domain/) (status 201)")
                          for line in xends["m1"].events.lines()), 10, "the audit line")
-    assert etcd.prefix(f"/xend-pool/{POOL}/names/placed") == {
+    assert etcd.get_prefix(f"/xend-pool/{POOL}/names/placed") == {
         f"/xend-pool/{POOL}/names/placed": b"m1"}
 
 
 def test_a_create_placed_on_the_member_asked_is_made_there(
-        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
     _, xends = pool
     reply = xends["m1"].post("/xend/pool/", op="create",
                              config=sxp.show(sim_vm("here", memory=32)))
@@ -157,7 +117,7 @@ def test_a_create_placed_on_the_member_asked_is_made_there(
 
 
 def test_a_domain_too_big_for_every_member_is_a_clear_error(
-        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]], tmp_path: Path) -> None:
     etcd, xends = pool
     settled(etcd, xends)
     best = max(free_of(etcd).values())
@@ -168,11 +128,11 @@ def test_a_domain_too_big_for_every_member_is_a_clear_error(
     assert done.stderr == (f"Error: no pool member has room for domain big: it needs "
                            f"100000 MB, the most free is {best} MB (on m1)\n")
     assert all("big" not in xend.names() for xend in xends.values())
-    assert etcd.prefix(f"/xend-pool/{POOL}/names/big") == {}
+    assert etcd.get_prefix(f"/xend-pool/{POOL}/names/big") == {}
 
 
 def test_the_pool_token_is_an_admin_and_a_wrong_one_is_refused(
-        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
     _, xends = pool
     home = xends["m2"].home
     token = Path(home.config_file.read_text().split("(xend-pool-token-file ")[1].split(")")[0])
@@ -187,7 +147,7 @@ def test_the_pool_token_is_an_admin_and_a_wrong_one_is_refused(
 
 
 def test_a_member_whose_token_file_others_may_read_does_not_start(
-        pool: tuple[Etcd, dict[str, Xend]], tmp_path: Path) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]], tmp_path: Path) -> None:
     etcd, _ = pool
     token_file = tmp_path / "loose.token"
     token_file.write_text("pool." + "x" * 43 + "\n")
@@ -198,13 +158,13 @@ def test_a_member_whose_token_file_others_may_read_does_not_start(
         assert started.returncode == 1
         assert started.stderr == (f"Error: xend-pool-token-file {token_file}: group or others "
                                   "may use it (mode 0644); chmod 600 it\n")
-        assert f"/xend-pool/{POOL}/hosts/loose" not in etcd.prefix(f"/xend-pool/{POOL}/hosts/")
+        assert f"/xend-pool/{POOL}/hosts/loose" not in etcd.get_prefix(f"/xend-pool/{POOL}/hosts/")
     finally:
         home.tear_down()
 
 
 def test_a_pool_migration_asked_of_a_member_without_the_domain_names_its_host(
-        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
     _, xends = pool
     xends["m1"].create(sim_vm("elsewhere"))
     refused = xends["m0"].post("/xend/pool/", op="migrate", dom="elsewhere", live="1")
@@ -214,7 +174,7 @@ def test_a_pool_migration_asked_of_a_member_without_the_domain_names_its_host(
 
 
 def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
-        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
     """A member serving HTTPS (its self-signed certificate) registers the certificate's
     fingerprint; a create placed on it goes over HTTPS, and only while the certificate
     presented is that one: with another fingerprint in its entry nothing is sent."""
@@ -226,8 +186,8 @@ def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
     key = f"/xend-pool/{POOL}/hosts/t3"
     try:
         home.start()
-        wait_for(lambda: key in etcd.prefix(key), 20, "t3 to join")
-        entry = json.loads(etcd.prefix(key)[key])
+        wait_for(lambda: key in etcd.get_prefix(key), 20, "t3 to join")
+        entry = json.loads(etcd.get_prefix(key)[key])
         assert entry["api"] == f"https://127.0.0.1:{home.http_port}"
         assert len(entry["fingerprint"]) == 95, entry
         info = Xend.ok(xends["m0"].post("/xend/pool/", op="create",
@@ -239,15 +199,14 @@ def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
         # An entry naming t3's address with another certificate (an impostor's, as far as
         # the pool knows): a create placed there is not sent.
         impostor = f"/xend-pool/{POOL}/hosts/imp"
-        lease = httpx.post(f"{etcd.url}/v3/lease/grant", timeout=5,
-                           json={"TTL": 60}).json()["ID"]
+        lease = etcd.call("/v3/lease/grant", {"TTL": 60})["ID"]
         forged = {**entry, "host": "imp", "free_mb": 999999,
                   "fingerprint": ":".join(["AB"] * 32)}
-        httpx.post(f"{etcd.url}/v3/kv/put", timeout=5, json={
+        etcd.call("/v3/kv/put", {
             "key": base64.b64encode(impostor.encode()).decode(), "lease": lease,
             "value": base64.b64encode(json.dumps(forged).encode()).decode()})
         reply = xends["m0"].post("/xend/pool/", op="create", config=sxp.show(sim_vm("pinned")))
-        httpx.post(f"{etcd.url}/v3/kv/lease/revoke", timeout=5, json={"ID": lease})
+        etcd.call("/v3/kv/lease/revoke", {"ID": lease})
         message = Xend.error(reply, 502)
         assert message == (f"pool member imp (https://127.0.0.1:{home.http_port}) presented a "
                            f"certificate ({entry['fingerprint']}) that is not the one it "
@@ -256,11 +215,11 @@ def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
         t3.close()
     finally:
         home.tear_down()
-    wait_for(lambda: key not in etcd.prefix(key), 10, "t3 to leave")
+    wait_for(lambda: key not in etcd.get_prefix(key), 10, "t3 to leave")
 
 
 def test_a_chosen_member_that_does_not_answer_is_a_502_naming_it(
-        pool: tuple[Etcd, dict[str, Xend]]) -> None:
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
     """Killed, m1 stays in the pool until its lease runs out: a create placed on it
     meanwhile is refused naming it, and made nowhere."""
     _, xends = pool
