@@ -33,9 +33,11 @@ POOL = "place"
 MEMORY = {"m0": 2048, "m1": 6144, "m2": 4096}  # MB each member's sim host has
 
 
-def member_config(etcd: EtcdCluster, name: str, token_file: Path, extra: str = "") -> str:
+def member_config(etcd: EtcdCluster, name: str, token_file: Path | None,
+                  extra: str = "") -> str:
+    token = f"(xend-pool-token-file {token_file})\n" if token_file else ""
     return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.urls}')\n(xend-pool-host {name})\n"
-            f"(xend-pool-token-file {token_file})\n(xend-pool-ttl 4)\n{extra}")
+            f"{token}(xend-pool-ttl 4)\n{extra}")
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +218,25 @@ def test_a_create_forwarded_over_https_goes_only_to_the_certificate_registered(
     finally:
         home.tear_down()
     wait_for(lambda: key not in etcd.get_prefix(key), 10, "t3 to leave")
+
+
+def test_a_member_without_the_pool_token_places_nothing_elsewhere(
+        pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
+    etcd, xends = pool
+    home = new_home(member_config(etcd, "bare", None, "(sim-memory 1024)\n"))
+    try:
+        home.start()
+        key = f"/xend-pool/{POOL}/hosts/bare"
+        wait_for(lambda: key in etcd.get_prefix(key), 20, "bare to join")
+        bare = Xend(home)
+        reply = bare.post("/xend/pool/", op="create", config=sxp.show(sim_vm("untold")))
+        assert Xend.error(reply, 503) == ("this member has no pool token "
+                                          "(xend-pool-token-file): it cannot forward to "
+                                          "another member")
+        assert all("untold" not in xend.names() for xend in [bare, *xends.values()])
+        bare.close()
+    finally:
+        home.tear_down()
 
 
 def test_a_chosen_member_that_does_not_answer_is_a_502_naming_it(
