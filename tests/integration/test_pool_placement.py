@@ -255,3 +255,22 @@ def test_a_chosen_member_that_does_not_answer_is_a_502_naming_it(
     finally:
         m1.start()
     assert "lost" not in m1.names()
+
+
+def test_a_xend_on_its_own_says_it_is_in_no_pool(tmp_path: Path) -> None:
+    home = new_home()
+    try:
+        home.start()
+        config = tmp_path / "alone.sxp"
+        config.write_text(sxp.show(sim_vm("alone")))
+        done = run_xm(home, "create", "--pool", "-F", str(config))
+        assert (done.returncode, done.stderr) == (
+            1, "Error: this xend is not a member of a pool (xend-pool)\n")
+        done = run_xm(home, "migrate", "--pool", "alone")
+        assert (done.returncode, done.stderr) == (
+            1, "Error: this xend is not a member of a pool (xend-pool)\n")
+        done = run_xm(home, "migrate", "alone")
+        assert (done.returncode, done.stderr) == (
+            1, "Error: Give HOST, or --pool to let the pool choose (not both)\n")
+    finally:
+        home.tear_down()
