@@ -5,9 +5,9 @@ takes from any client as the admin principal ``pool``.
 The file is the operator's, made once (``xend pool-token FILE``) and copied to every
 member like an ssh key: a regular file of xend's own user that nobody else may read or
 write, holding one line, the token (at least 32 characters of those a bearer token
-has). Anything else stops xend at start with one line saying what is wrong, since a
-member that cannot forward nor be forwarded to is no member. The token is compared by
-its SHA-256 in constant time, as the API tokens are (``tokens.py``).
+has). A file named that is anything else stops xend at start with one line saying what
+is wrong, rather than a member that others cannot trust nor it them. The token is
+compared by its SHA-256 in constant time, as the API tokens are (``tokens.py``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ the pool's token never reaches an impostor. Plain HTTP carries the token only to
 member that registered no fingerprint AND whose API is on a loopback address (members
 of one test host); any other member that speaks plain HTTP is refused (502).
 
-The reply is passed back as it came (status, body and its type), so that a client
-reads from the member it went through what the chosen member said. A member that cannot
+The member's answer (its status, its SXP body, its Location) is given back as it came,
+for the caller to pass on (``web/pool_ops.py``). A member that cannot
 be reached (refused, cut off, no answer to the connection within the request's time)
 is a 502 naming it; one that took the request and did not answer in time is a 504
 (the request may still be running there).
@@ -35,13 +35,12 @@ class Forwarded:
     """What the member answered."""
 
     status: int
-    body: bytes
-    content_type: str
+    body: bytes  # SXP, as asked
     location: str | None
 
 
 def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
-            timeout: float, accept: str = "application/sxp") -> Forwarded:
+            timeout: float) -> Forwarded:
     """POST ``fields`` to ``path`` of ``member``'s API with ``token``; its answer."""
     parts = urlsplit(member.api)
     host, port = parts.hostname, parts.port
@@ -69,7 +68,7 @@ def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
         if isinstance(connection.sock, ssl.SSLSocket):
             _check_pin(connection.sock, member, name)
         connection.request("POST", path, body, {
-            "Authorization": f"Bearer {token}", "Accept": accept,
+            "Authorization": f"Bearer {token}", "Accept": "application/sxp",
             "Content-Type": "application/x-www-form-urlencoded"})
         reply = connection.getresponse()
         data = reply.read(MAX_REPLY + 1)
@@ -82,8 +81,7 @@ def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
         connection.close()
     if len(data) > MAX_REPLY:
         raise BadGateway(f"{name} answered more than {MAX_REPLY} bytes")
-    return Forwarded(reply.status, data, reply.getheader("Content-Type", "application/sxp"),
-                     reply.getheader("Location"))
+    return Forwarded(reply.status, data, reply.getheader("Location"))
 
 
 def _unverified() -> ssl.SSLContext:
