@@ -14,14 +14,15 @@ its WAL) before the domain's intent is written.
 same file system as their dbroot, /tmp); /dev/shm shows what the fsync costs.
 
 Where the time goes (2 cores shared with other work, load 3 to 5): the pool adds to the
-create only, not to the unpause: some 4 ms, of which the claim is half (timed around
-``EtcdNames.claim`` inside xend: a median 2.2 ms with etcd's data on the disk of xend's
-dbroot, 1.6 ms on /dev/shm): one etcd transaction, whose commit fsyncs etcd's WAL. The
-other half is not pinned down: not the member's publishing of a round's changes beside
-the next round (``--gap 0.2`` keeps them apart and changes nothing); etcd's own CPU on
-two busy cores is the likeliest. On the same disk the ratio was 1.29 to 1.32; with
-etcd on tmpfs 1.19 to 1.27. Claiming beside the intent's write (a thread) instead of
-before it gained nothing measurable.
+create only, not to the unpause: some 3 to 4 ms, most of it the claim. Timed inside xend
+(80 rounds, etcd on the dbroot's disk): the table's create took 2.9 ms alone and 5.5 ms
+in the pool, of which the claim (``EtcdNames.claim``) 2.05 ms: one etcd transaction,
+whose commit fsyncs etcd's WAL (1.6 ms with etcd on /dev/shm). The rest is spread thin
+(etcd's own CPU on two busy cores is the likeliest); it is not the member's publishing:
+a pool xend without its PoolMember cost the same, and so did rounds 0.2 s apart. The
+ratio was 1.29 to 1.33 with etcd on the same disk as the dbroot, 1.19 to 1.27 with etcd
+on tmpfs. Claiming beside the intent's write (a thread) instead of before it gained
+nothing measurable.
 """
 
 from __future__ import annotations
