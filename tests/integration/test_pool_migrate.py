@@ -4,15 +4,20 @@ node of its own), members of one pool, their relocation servers on with mutual T
 
 The domain goes to the other member that has room for it: not to the one with too
 little free memory, never to its own host; it runs on there, and the pool's claim of its
-name follows it. A domain no other member has room for stays where it is, running.
+name follows it. A domain no other member has room for stays where it is, running. Asked
+of a member that does not run it, the migration is asked of the one that does (with the
+pool's token, over HTTPS pinned to its certificate).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +29,7 @@ from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from tests.support.xend import XM, Xend, sim_vm
 from xend_actors import sxp
+from xend_actors.access.pool_token import make_pool_token
 
 _WHY = netns_usable()
 pytestmark = [pytest.mark.integration, *([pytest.mark.skip(reason=_WHY)] if _WHY else [])]
@@ -37,9 +43,12 @@ SOURCE, SMALL, ROOMY = MEMORY
 @pytest.fixture(scope="module")
 def lab(reaper: Reaper) -> Iterator[tuple[EtcdCluster, dict[str, Host]]]:
     made = PoolLab(reaper)
+    folder = Path(tempfile.mkdtemp(prefix="xend-pooltoken-"))
     try:
+        make_pool_token(folder / "token")
         cluster = made.etcd(1)
-        member = PoolLab.pool_config(cluster, POOL, "(xend-pool-ttl 4)\n")
+        member = PoolLab.pool_config(
+            cluster, POOL, f"(xend-pool-ttl 4)\n(xend-pool-token-file {folder / 'token'})\n")
 
         def config(name: str, address: str) -> str:
             issued = made.pki.issue(f"xend-{name}-{address}", ips=(address,))
@@ -54,6 +63,7 @@ def lab(reaper: Reaper) -> Iterator[tuple[EtcdCluster, dict[str, Host]]]:
         yield cluster, hosts
     finally:
         made.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_xm_migrate_pool_moves_the_domain_to_the_member_with_room(
@@ -92,3 +102,17 @@ def test_a_domain_no_other_member_has_room_for_stays_where_it_is(
                               "the most free is "), message
     assert message.endswith(f"(on {ROOMY})"), message
     assert "p" not in source.state("stayer")
+
+
+def test_a_pool_migration_asked_of_another_member_is_done_by_the_domain_s(
+        lab: tuple[EtcdCluster, dict[str, Host]]) -> None:
+    etcd, hosts = lab
+    hosts[SOURCE].xend.create(sim_vm("asked", memory=64), unpause=True)
+    done = subprocess.run([XM, "--unix", str(hosts[SMALL].home.unix_path), "migrate",
+                           "--pool", "asked"], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert f"Migrated domain asked to pool member {ROOMY}" in done.stderr
+    assert "asked" in hosts[ROOMY].names() and "asked" not in hosts[SOURCE].names()
+    assert "asked" not in hosts[SMALL].names()
+    assert etcd.get(f"/xend-pool/{POOL}/names/asked") == ROOMY.encode()

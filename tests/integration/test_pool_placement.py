@@ -165,12 +165,19 @@ def test_a_member_whose_token_file_others_may_read_does_not_start(
         home.tear_down()
 
 
-def test_a_pool_migration_asked_of_a_member_without_the_domain_names_its_host(
+def test_a_pool_migration_asked_of_another_member_is_asked_of_the_domain_s(
         pool: tuple[EtcdCluster, dict[str, Xend]]) -> None:
+    """m0 asks m1, which runs the domain (its claim says so); m1 has nowhere to move it
+    (no member here runs a relocation server) and says so, through m0."""
     _, xends = pool
     xends["m1"].create(sim_vm("elsewhere"))
     refused = xends["m0"].post("/xend/pool/", op="migrate", dom="elsewhere", live="1")
-    assert Xend.error(refused, 409) == "domain elsewhere runs on pool member m1: migrate it there"
+    assert Xend.error(refused, 409) == ("pool member m1: no other pool member takes "
+                                        "migrations (a relocation server) to move domain "
+                                        "elsewhere to")
+    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool') (op migrate) "
+                                         "(path /xend/pool/) (status 409)")
+                         for line in xends["m1"].events.lines()), 10, "m1's audit line")
     assert Xend.error(xends["m0"].post("/xend/pool/", op="migrate", dom="nowhere"), 404) \
         == "invalid domain:nowhere: no domain has that name or id"
 

@@ -11,8 +11,9 @@ new domain's info with ``(host NAME)`` added: where it went.
 ``op=migrate dom=NAME [live=1] [resource=MBIT]`` on the member that runs the domain:
 the destination is picked the same way among the other members that take migrations
 (those that registered a relocation address), and the domain goes there by this xend's
-own migration. A domain that runs on another member is a 409 naming that member (its
-claim says which); it is not forwarded. The answer is ``(migrate (host NAME) (location
+own migration. A domain that runs on another member (its claim says which) is migrated
+by that member: the request is forwarded to it, once (``forwarded=1``: it goes no
+further), and its answer passed on. The answer is ``(migrate (host NAME) (location
 URL))``.
 
 A member that is not in a pool answers 404; the pool's etcd unreachable is a 503.
@@ -96,29 +97,47 @@ class PoolOpsResource(Resource):
         return Reply(_with_host(value, chosen.host), 201, location)
 
     @op("migrate", params=(Param("dom"), optional("live", Kind.INT, default=0),
-                           optional("resource", Kind.INT, default=0)))
-    def migrate(self, request: Request, dom: str, live: int, resource: int) -> Reply:
+                           optional("resource", Kind.INT, default=0),
+                           optional("forwarded", Kind.INT, default=0)))
+    def migrate(self, request: Request, dom: str, live: int, resource: int,
+                forwarded: int) -> Reply:
         pool = self.pool
         try:
             listed = self.services.view.current().find(dom)
         except NotFound:
             held = pool.etcd.get(pool.keys.name(dom))
-            if held is None:
+            owner = held.value.decode("utf-8", "replace")[:64] if held else pool.me
+            if owner == pool.me or forwarded:  # a forwarded request goes no further
                 raise
-            owner = held.value.decode("utf-8", "replace")[:64]
-            raise Conflict(f"domain {dom} runs on pool member {owner}: migrate it "
-                           "there") from None
+            return self._migrate_there(owner, dom, live, resource)
         record = listed.record
         memory = listed.hv.memory_kb // 1024 if listed.hv else \
             (record.config.memory_mb if record.config else 0)
         members = self.members()
         movable = frozenset(h.host for h in members if h.host != pool.me and h.relocation)
+        if not movable:
+            raise Conflict(f"no other pool member takes migrations (a relocation server) "
+                           f"to move domain {record.name} to")
         chosen = place(members, memory, among=movable, what=f"domain {record.name}")
         reply = self._domain.migrate(request, record.name, chosen.relocation, live, resource)
         return Reply(["migrate", ["host", chosen.host], ["location", str(reply.value)]],
                      location=reply.location)
 
     # --- on another member ---------------------------------------------------------------
+
+    def _migrate_there(self, owner: str, dom: str, live: int, resource: int) -> Reply:
+        """Ask member ``owner``, which runs ``dom``, to migrate it to where there is room."""
+        member = next((h for h in self.members() if h.host == owner), None)
+        if member is None or self.pool.token is None:
+            why = "which is not up" if member is None else "and this member has no pool " \
+                "token (xend-pool-token-file) to ask it"
+            raise Conflict(f"domain {dom} runs on pool member {owner}, {why}")
+        deadline = self.services.deadline(OpKind.TRANSFER)
+        value, location = self._answer(member, forward(
+            member, "/xend/pool/", {"op": "migrate", "dom": dom, "live": str(live),
+                                    "resource": str(resource), "forwarded": "1"},
+            self.pool.token.token, timeout=deadline.remaining() + FORWARD_MARGIN))
+        return Reply(value, location=location)
 
     def _token(self) -> str:
         if self.pool.token is None:
