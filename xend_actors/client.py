@@ -307,8 +307,8 @@ class XendClient:
         return self.post(self.url("pool"), "create", config=config, unpause=int(unpause))
 
     def xend_pool_migrate(self, dom: str | int, live: int = 0, resource: int = 0) -> sxp.Value:
-        """Migrate ``dom`` (on the xend asked) to the pool member with the most free
-        memory that fits; ``(migrate (host NAME) (location URL))``."""
+        """Migrate ``dom`` (on any member of the xend's pool) to the other member with the
+        most free memory that fits; ``(migrate (host NAME) (location URL))``."""
         return self.post(self.url("pool"), "migrate", dom=dom, live=live, resource=resource)
 
     def xend_domain_restore(self, filename: str) -> sxp.Value:
