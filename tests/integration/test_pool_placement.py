@@ -98,9 +98,11 @@ def test_xm_create_in_a_pool_lands_on_the_member_with_the_most_free_memory(
     assert "placed" in xends["m1"].names()
     assert "p" not in xends["m1"].state("placed")  # unpaused there
     assert "placed" not in xends["m0"].names() and "placed" not in xends["m2"].names()
-    # The forwarded create came with the pool's token: the chosen member's audit says so.
-    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool') (op create) "
-                                         "(path /xend/domain/) (status 201)")
+    # The forwarded create came with the pool's token: the chosen member's audit says so,
+    # and whom m0 acted for (xm's token there).
+    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool for token tests "
+                                         "via m0') (op create) (path /xend/domain/) "
+                                         "(status 201)")
                          for line in xends["m1"].events.lines()), 10, "the audit line")
     assert etcd.get_prefix(f"/xend-pool/{POOL}/names/placed") == {
         f"/xend-pool/{POOL}/names/placed": b"m1"}
@@ -175,8 +177,8 @@ def test_a_pool_migration_asked_of_another_member_is_asked_of_the_domain_s(
     assert Xend.error(refused, 409) == ("pool member m1: no other pool member takes "
                                         "migrations (a relocation server) to move domain "
                                         "elsewhere to")
-    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool') (op migrate) "
-                                         "(path /xend/pool/) (status 409)")
+    wait_for(lambda: any(line.startswith("xend.audit (audit (who 'token pool for uid 0 via "
+                                         "m0') (op migrate) (path /xend/pool/) (status 409)")
                          for line in xends["m1"].events.lines()), 10, "m1's audit line")
     assert Xend.error(xends["m0"].post("/xend/pool/", op="migrate", dom="nowhere"), 404) \
         == "invalid domain:nowhere: no domain has that name or id"

@@ -72,3 +72,14 @@ def test_no_api_token_may_take_the_pool_s_name(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="Token name pool is reserved"):
         tokens.create("pool", Role.ADMIN)
     assert tokens.infos() == []
+
+
+def test_whom_a_forwarding_member_acted_for_is_shown_only_when_fit(tmp_path: Path) -> None:
+    make_pool_token(tmp_path / "token")
+    token = read_pool_token(tmp_path / "token")
+    said = token.principal(token.token, "uid 0 via xen-a")
+    assert str(said) == "token pool for uid 0 via xen-a"
+    for unfit in ("", "x" * 129, "a') (op destroy", "line\nbreak"):
+        shown = token.principal(token.token, unfit)
+        assert str(shown) == "token pool", unfit
+    assert token.principal("pool.wrong", "uid 0 via xen-a") is None

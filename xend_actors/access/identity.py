@@ -45,6 +45,9 @@ class Principal:
     # The credential that let it in (``token ci``, ``session <id>``): what a revocation
     # names, so that what it holds open (a console) ends when the credential does.
     credential: str = field(default="", compare=False)
+    # For the pool's token: whom the member that forwarded the request was asked by
+    # (``uid 0 via xen-a``), as that member said: shown in the audit, trusted for nothing.
+    on_behalf: str = field(default="", compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -58,6 +61,8 @@ class Principal:
             return f"user {self.name}"
         if self.via is Via.OPEN:
             return "anonymous"
+        if self.on_behalf:
+            return f"token {self.name} for {self.on_behalf}"
         return f"token {self.name}"
 
 

@@ -28,6 +28,10 @@ from xend_actors.store import atomic_write
 
 TOKEN = re.compile(r"[A-Za-z0-9._~+/-]{32,}=*")  # what the gate takes as a bearer token
 MAX_FILE = 4096  # bytes: a token file is one short line
+# The header in which a member forwarding a request says whom it acts for, and what of it
+# is shown: a principal and a member's name, nothing that could break an audit line.
+ON_BEHALF = "X-Xend-Pool-For"
+SHOWN = re.compile(r"[A-Za-z0-9 ._@:-]{1,128}")
 
 
 class PoolTokenError(XendError):
@@ -41,11 +45,15 @@ class PoolToken:
         self.token = token  # sent by this member when it forwards a request
         self._digest = _digest(token)
 
-    def principal(self, token: str) -> Principal | None:
-        """The ``pool`` admin if ``token`` is the pool's; else None."""
+    def principal(self, token: str, on_behalf: str | None = None) -> Principal | None:
+        """The ``pool`` admin if ``token`` is the pool's, saying whom the forwarding member
+        acted for (``on_behalf``, what its ``ON_BEHALF`` header says, if it is fit to show);
+        else None."""
         if not hmac.compare_digest(_digest(token), self._digest):
             return None
-        return Principal(POOL_PRINCIPAL, Role.ADMIN, Via.TOKEN, f"token {POOL_PRINCIPAL}")
+        shown = on_behalf if on_behalf and SHOWN.fullmatch(on_behalf) else ""
+        return Principal(POOL_PRINCIPAL, Role.ADMIN, Via.TOKEN, f"token {POOL_PRINCIPAL}",
+                         shown)
 
 
 def read_pool_token(path: Path) -> PoolToken:

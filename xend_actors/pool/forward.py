@@ -23,6 +23,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
+from xend_actors.access.pool_token import ON_BEHALF
 from xend_actors.errors import BadGateway, Timeout
 from xend_actors.pool.entries import HostEntry
 
@@ -40,8 +41,9 @@ class Forwarded:
 
 
 def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
-            timeout: float) -> Forwarded:
-    """POST ``fields`` to ``path`` of ``member``'s API with ``token``; its answer."""
+            timeout: float, on_behalf: str = "") -> Forwarded:
+    """POST ``fields`` to ``path`` of ``member``'s API with ``token``, saying whom this
+    member acts for (``on_behalf``: shown in that member's audit trail); its answer."""
     parts = urlsplit(member.api)
     host, port = parts.hostname, parts.port
     name = f"pool member {member.host} ({member.api})"
@@ -67,9 +69,11 @@ def forward(member: HostEntry, path: str, fields: dict[str, str], token: str, *,
             raise BadGateway(f"{name} did not answer within {timeout:.0f} s") from None
         if isinstance(connection.sock, ssl.SSLSocket):
             _check_pin(connection.sock, member, name)
-        connection.request("POST", path, body, {
-            "Authorization": f"Bearer {token}", "Accept": "application/sxp",
-            "Content-Type": "application/x-www-form-urlencoded"})
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/sxp",
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        if on_behalf:
+            headers[ON_BEHALF] = on_behalf
+        connection.request("POST", path, body, headers)
         reply = connection.getresponse()
         data = reply.read(MAX_REPLY + 1)
     except TimeoutError:

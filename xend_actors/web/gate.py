@@ -36,7 +36,7 @@ from werkzeug import Request, Response
 
 from xend_actors.access.hosts import client_allowed
 from xend_actors.access.identity import ANONYMOUS, ENVIRON_KEY, Principal, Role, Via
-from xend_actors.access.pool_token import PoolToken
+from xend_actors.access.pool_token import ON_BEHALF, PoolToken
 from xend_actors.access.ratelimit import FailureLimiter
 from xend_actors.access.revocations import Revocations
 from xend_actors.access.sessions import COOKIE, Sessions
@@ -125,7 +125,7 @@ class Gate:
             return ANONYMOUS
         authorization = request.headers.get("Authorization")
         if authorization is not None:
-            return self._token(authorization, address)
+            return self._token(authorization, address, request)
         session = request.cookies.get(COOKIE)
         if session:
             # An expired or unknown cookie is no credentials: the browser logs in again.
@@ -145,7 +145,7 @@ class Gate:
             raise Forbidden(f"uid {uid} may not use xend's Unix socket")
         return Principal(str(uid), Role.ADMIN, Via.UNIX)
 
-    def _token(self, authorization: str, address: str) -> Principal:
+    def _token(self, authorization: str, address: str, request: Request) -> Principal:
         limiter = self.keys.limiter
         wait = limiter.blocked_for(address)
         if wait > 0:
@@ -157,8 +157,8 @@ class Gate:
             raise BadRequest("Malformed Authorization header: expected 'Bearer TOKEN'")
         token = match.group(1)
         pool = self.keys.pool_token
-        principal = (pool.principal(token) if pool is not None else None) \
-            or self.keys.tokens.principal(token)
+        principal = (pool.principal(token, request.headers.get(ON_BEHALF))
+                     if pool is not None else None) or self.keys.tokens.principal(token)
         if principal is None:
             limiter.failed(address)
             log.warning("Refused an unknown API token from %s", address)

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from werkzeug import Request
 
 from xend_actors import sxp
+from xend_actors.access.identity import principal_of
 from xend_actors.domain.config import check_new_domain, parse_domain_config
 from xend_actors.errors import BadGateway, Conflict, NotFound, XendError
 from xend_actors.pool.entries import BadEntry, HostEntry
@@ -83,7 +84,8 @@ class PoolOpsResource(Resource):
         token = self._token()
 
         def there(path: str, timeout: float, **fields: str) -> tuple[sxp.Value, str | None]:
-            return self._answer(chosen, forward(chosen, path, fields, token, timeout=timeout))
+            return self._answer(chosen, forward(chosen, path, fields, token, timeout=timeout,
+                                                on_behalf=self._asker(request)))
 
         dom = f"/xend/domain/{quote(parsed.name, safe='')}"
         value, location = there("/xend/domain/", deadline.remaining() + FORWARD_MARGIN,
@@ -109,7 +111,7 @@ class PoolOpsResource(Resource):
             owner = held.value.decode("utf-8", "replace")[:64] if held else pool.me
             if owner == pool.me or forwarded:  # a forwarded request goes no further
                 raise
-            return self._migrate_there(owner, dom, live, resource)
+            return self._migrate_there(owner, dom, live, resource, self._asker(request))
         record = listed.record
         memory = listed.hv.memory_kb // 1024 if listed.hv else \
             (record.config.memory_mb if record.config else 0)
@@ -125,7 +127,12 @@ class PoolOpsResource(Resource):
 
     # --- on another member ---------------------------------------------------------------
 
-    def _migrate_there(self, owner: str, dom: str, live: int, resource: int) -> Reply:
+    def _asker(self, request: Request) -> str:
+        """Whom this member acts for when it forwards ``request``, e.g. ``uid 0 via m0``."""
+        return f"{principal_of(request.environ) or 'unknown'} via {self.pool.me}"
+
+    def _migrate_there(self, owner: str, dom: str, live: int, resource: int,
+                       asker: str) -> Reply:
         """Ask member ``owner``, which runs ``dom``, to migrate it to where there is room."""
         member = next((h for h in self.members() if h.host == owner), None)
         if member is None or self.pool.token is None:
@@ -136,7 +143,8 @@ class PoolOpsResource(Resource):
         value, location = self._answer(member, forward(
             member, "/xend/pool/", {"op": "migrate", "dom": dom, "live": str(live),
                                     "resource": str(resource), "forwarded": "1"},
-            self.pool.token.token, timeout=deadline.remaining() + FORWARD_MARGIN))
+            self.pool.token.token, timeout=deadline.remaining() + FORWARD_MARGIN,
+            on_behalf=asker))
         return Reply(value, location=location)
 
     def _token(self) -> str:
