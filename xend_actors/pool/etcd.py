@@ -118,6 +118,21 @@ class Etcd:
     def get_prefix(self, prefix: str) -> list[Kv]:
         return self._range({"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
 
+    def get_prefixes(self, *prefixes: str) -> tuple[int, list[list[Kv]]]:
+        """Every key under each of ``prefixes``, all read at one revision in one round
+        trip (a transaction of ranges); and that revision. A value over ``MAX_VALUE`` is
+        left out (logged), so that one bad key never hides the others."""
+        body = {"success": [{"request_range": {"key": _b64(prefix),
+                                               "range_end": _b64(_prefix_end(prefix))}}
+                            for prefix in prefixes]}
+        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json=body))
+        responses = reply.get("responses", [])
+        if len(responses) != len(prefixes):
+            raise PoolUnavailable("the pool's etcd answered something unexpected")
+        revision = int(reply.get("header", {}).get("revision", 0))
+        return revision, [_kvs(response.get("response_range", {}).get("kvs", []))
+                          for response in responses]
+
     def txn(self, compare: Sequence[Compare], success: Sequence[dict[str, Any]],
             failure: Sequence[dict[str, Any]] = ()) -> bool:
         """Whether every condition held (and so ``success`` was done, else ``failure``)."""
@@ -190,6 +205,20 @@ def _kv(item: dict[str, Any]) -> Kv:
     return Kv(base64.b64decode(item["key"]).decode("utf-8", "replace"), value,
               int(item.get("mod_revision", 0)), int(item.get("create_revision", 0)),
               int(item.get("lease", 0)))
+
+
+def _kvs(items: list[dict[str, Any]]) -> list[Kv]:
+    kvs = []
+    for item in items:
+        try:
+            kvs.append(_kv(item))
+        except PoolUnavailable as error:
+            log.warning("Pool: %s left out: %s", _key(item), error.message)
+    return kvs
+
+
+def _key(item: dict[str, Any]) -> str:
+    return base64.b64decode(item.get("key", "")).decode("utf-8", "replace")[:200]
 
 
 def _b64(data: str | bytes | int) -> str:

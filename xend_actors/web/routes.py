@@ -22,6 +22,7 @@ from xend_actors.web.event import EventResource
 from xend_actors.web.login import LoginResource, LogoutResource
 from xend_actors.web.metrics import MetricsResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
+from xend_actors.web.pool import PoolResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.samples import DomainSamplesResource, SamplesResource
 from xend_actors.web.services import Services
@@ -86,6 +87,7 @@ def make_app(services: Services) -> XendApp:
             ("/favicon.ico", FaviconResource(static)),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
+            ("/xend/pool/", PoolResource(services)),
             *keyed,
         ],
         site=BrowserSite(services),  # the HTML pages: web/pages.py

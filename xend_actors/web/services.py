@@ -24,6 +24,7 @@ from xend_actors.domain.view import TableView
 from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.notify import NotifierProxy
 from xend_actors.hypervisor.actor import HypervisorProxy
+from xend_actors.pool.view import PoolReader
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.gate import Keys
 
@@ -54,6 +55,7 @@ class Services:
     transfer: TransferProxy | None = None  # save and restore (transfer/transfer.py)
     keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
     samples: Samples | None = None  # the domains' samples: read, never asked
+    pool: PoolReader | None = None  # the pool's view, read from its etcd; None: no pool
 
     def deadline(self, kind: OpKind = OpKind.REQUEST) -> Deadline:
         """A new request's deadline, from now."""

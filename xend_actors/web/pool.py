@@ -1,0 +1,42 @@
+"""``/xend/pool/``: the pool this xend is a member of, as one view (``pool/view.py``).
+
+``GET`` on any member answers every host of the pool with its state and room, and
+every domain with its host, read from the pool's etcd at one revision::
+
+    (pool (name P) (member M) (revision R)
+      (hosts (host (name h1) (state up) (domain_count 2) (api URL) (fingerprint SHA256)
+                   (free_mb 1024) (cpus 4) (load 0.12) (joined SECONDS)) ...)
+      (domains (domain (name d1) (host h1) (id 3) (state r-----) (memory 32) (vcpus 1)
+                       (ha no)) ...))
+
+``member`` is the member that answered; ``revision`` etcd's revision the view is of.
+Hosts and domains are sorted by name. A host whose lease expired while it still holds
+claims is ``(host (name h2) (state down) (domain_count 1))``, and a domain its host has not
+summed up yet is ``(domain (name d) (host h1))``. In JSON (``sxp_json``; ``hosts`` and
+``domains`` are collections): ``{"pool": {"name": "P", ..., "hosts": [{"host": {...}}],
+"domains": [{"domain": {...}}]}}``.
+
+A xend in no pool answers 404; one whose etcd does not answer, 503. Viewers may read it.
+"""
+
+from __future__ import annotations
+
+from werkzeug import Request
+
+from xend_actors.errors import NotFound
+from xend_actors.pool.view import PoolState
+from xend_actors.web.resource import Resource
+from xend_actors.web.services import Services
+
+
+class PoolResource(Resource):
+    """``/xend/pool/``: the pool's hosts and domains."""
+
+    def __init__(self, services: Services) -> None:
+        self.reader = services.pool
+
+    def get(self, request: Request, **url_args: str) -> PoolState:
+        if self.reader is None:
+            raise NotFound("xend is not in a pool: its config names none "
+                           "((xend-pool NAME) and (xend-pool-etcd 'URL ...'))")
+        return self.reader.read()
