@@ -22,6 +22,7 @@ from xend_actors import __version__, sxp
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
+from xend_actors.pool.view import PoolState
 from xend_actors.web.login import HOME
 from xend_actors.web.page_format import (
     console_text,
@@ -259,6 +260,27 @@ def vnets_page(view: View) -> dict[str, Any]:
     return {"ids": ids, "shown": [sxp.pretty(config) for config in configs]}
 
 
+def pool_page(view: View) -> dict[str, Any]:
+    """The pool's hosts and domains; a domain of this member's links to its page."""
+    pool = view.value
+    if not isinstance(pool, PoolState):
+        raise XendError(f"{view.request.path} answered no pool")
+    hosts = [{"name": host.name, "state": host.state.value, "domains": host.domains,
+              "free": f"{host.entry.free_mb} MB" if host.entry else "",
+              "cpus": host.entry.cpus if host.entry else "",
+              "load": host.entry.load if host.entry else "",
+              "api": host.entry.api if host.entry else ""} for host in pool.hosts]
+    domains = [{"name": domain.name, "host": domain.host, "here": domain.host == pool.member,
+                "id": summary.domid if summary else "",
+                "state": summary.state if summary else "",
+                "state_words": state_words(summary.state) if summary else "not yet known",
+                "memory": f"{summary.memory_mb} MB" if summary else "",
+                "vcpus": summary.vcpus if summary else "",
+                "ha": ("yes" if summary.ha else "no") if summary else ""}
+               for domain in pool.domains for summary in (domain.summary,)]
+    return {"pool": pool, "hosts": hosts, "domains": domains}
+
+
 def text_page(title: str) -> Callable[[View], dict[str, Any]]:
     def context(view: View) -> dict[str, Any]:
         text = str(view.value)
@@ -294,4 +316,5 @@ PAGES: Mapping[str, Page] = {
     "/xend/console/<int:port>/": Page("console.html", console_page),
     "/xend/event/": Page("events.html", events_page),
     "/xend/vnet/": Page("vnets.html", vnets_page),
+    "/xend/pool/": Page("pool.html", pool_page),
 }

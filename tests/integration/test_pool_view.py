@@ -1,0 +1,283 @@
+"""The pool as one view (issue 18, "One view"): ``GET /xend/pool/`` on any member shows
+every host and every domain with its host, in SXP, JSON and HTML; ``xm pool-list`` and
+``xm list --pool`` print them; a member killed shows ``down`` once its lease is gone; a
+xend in no pool answers 404, and one whose etcd is stopped 503 (xm: one Error line).
+
+Real parts: an etcd process on loopback and three xend processes (sim driver) that are
+members of one pool, shared by the module's tests; the tests that kill something start
+their own member, or come last (etcd stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.home import XendHome, new_home
+from tests.support.ports import free_port
+from tests.support.processes import wait_for
+from tests.support.sharing import Reaper
+from tests.support.xend import Xend, run_xm, sim_vm
+from xend_actors import sxp
+from xend_actors.web.sxp_json import from_json
+
+pytestmark = pytest.mark.integration
+
+POOL = "view"
+TTL = 2  # seconds: a killed member is down soon after
+PLACED = {"h0": ["a0", "a1"], "h1": ["b0", "b1"], "h2": ["c0"]}
+
+
+class LoopbackEtcd:
+    """One etcd process on loopback, its data in /dev/shm (no fsync waits)."""
+
+    def __init__(self) -> None:
+        client, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{client}"
+        self.folder = Path(tempfile.mkdtemp(prefix="etcd-", dir="/dev/shm"))
+        peer_url = f"http://127.0.0.1:{peer}"
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            ["etcd", "--name", "one", "--data-dir", str(self.folder / "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"one={peer_url}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._healthy, 20, "etcd to serve")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).json().get("health") == "true"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[LoopbackEtcd]:
+    cluster = LoopbackEtcd()
+    yield cluster
+    cluster.close()
+
+
+def member_config(etcd: LoopbackEtcd, host: str) -> str:
+    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.url}')\n(xend-pool-host {host})\n"
+            f"(xend-pool-ttl {TTL})\n")
+
+
+@pytest.fixture(scope="module")
+def members(etcd: LoopbackEtcd, reaper: Reaper) -> Iterator[dict[str, Xend]]:
+    """Three members of the pool, each running its domains of ``PLACED`` (a1 unpaused)."""
+    homes = {host: new_home(member_config(etcd, host)) for host in PLACED}
+    with ThreadPoolExecutor(len(homes)) as starting:
+        list(starting.map(XendHome.start, homes.values()))
+    xends = {host: Xend(home) for host, home in homes.items()}
+    try:
+        for host, names in PLACED.items():
+            for name in names:
+                xends[host].create(sim_vm(name), unpause=name == "a1")
+        states = {name: xends[host].state(name)
+                  for host, names in PLACED.items() for name in names}
+        wait_for(lambda: {name: domain.get("state") for name, domain
+                          in domains(view(xends["h0"])).items()} == states,
+                 10, "every member's summaries in the pool")
+        yield xends
+    finally:
+        for xend in xends.values():
+            xend.close()
+        for home in homes.values():
+            reaper.submit(str(home.root), home.tear_down)
+
+
+def view(xend: Xend) -> sxp.Value:
+    reply = xend.get("/xend/pool/")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/sxp"
+    return sxp.parse(reply.text)
+
+
+def fields(element: sxp.Value) -> dict[str, str]:
+    return {kid[0]: kid[1] for kid in sxp.children(element)
+            if isinstance(kid, list) and len(kid) == 2 and isinstance(kid[1], str)}
+
+
+def hosts(pool: sxp.Value) -> dict[str, dict[str, str]]:
+    return {fields(host)["name"]: fields(host)
+            for host in sxp.children(sxp.child(pool, "hosts"), "host")}
+
+
+def domains(pool: sxp.Value) -> dict[str, dict[str, str]]:
+    return {fields(domain)["name"]: fields(domain)
+            for domain in sxp.children(sxp.child(pool, "domains"), "domain")}
+
+
+def test_every_member_shows_every_host_and_every_domain_with_its_host(
+        members: dict[str, Xend]) -> None:
+    for me, xend in members.items():
+        pool = view(xend)
+        assert sxp.child_value(pool, "name") == POOL
+        assert sxp.child_value(pool, "member") == me
+        shown = hosts(pool)
+        assert set(shown) == set(PLACED)
+        for host, names in PLACED.items():
+            assert shown[host]["state"] == "up"
+            assert shown[host]["domain_count"] == str(len(names))
+            assert shown[host]["api"] == members[host].home.url
+            assert int(shown[host]["free_mb"]) > 0 and int(shown[host]["cpus"]) > 0
+        listed = domains(pool)
+        assert list(listed) == sorted(listed)
+        for host, names in PLACED.items():
+            for name in names:
+                domain = listed[name]
+                assert domain["host"] == host
+                assert domain["id"] == members[host].domid(name)
+                assert domain["memory"] == "32" and domain["ha"] == "no"
+                assert domain["state"] == members[host].state(name)
+
+
+def test_json_is_the_same_view_in_stable_shape(members: dict[str, Xend]) -> None:
+    home = members["h1"].home
+    with home.http() as http:
+        reply = http.get("/xend/pool/", headers={"Accept": "application/json"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    data = reply.json()
+    pool = data["pool"]
+    assert pool["name"] == POOL and pool["member"] == "h1"
+    by_host = {item["host"]["name"]: item["host"] for item in pool["hosts"]}
+    assert set(by_host) == set(PLACED) and by_host["h2"]["domain_count"] == "1"
+    on = {item["domain"]["name"]: item["domain"]["host"] for item in pool["domains"]}
+    assert on == {name: host for host, names in PLACED.items() for name in names}
+    # The JSON reads back as the SXP a program would have got.
+    assert domains(from_json(data)) == domains(view(members["h1"]))
+
+
+def test_xm_pool_list_prints_hosts_then_domains(members: dict[str, Xend]) -> None:
+    done = run_xm(members["h2"].home, "pool-list")
+    assert done.returncode == 0, done.stderr
+    hosts_part, domains_part = done.stdout.split("\n\n")
+    lines = hosts_part.splitlines()
+    assert lines[0].split() == ["Host", "State", "Domains", "Free(MB)", "CPUs", "Load", "API"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(PLACED)
+    for host, names in PLACED.items():
+        assert rows[host][1:3] == ["up", str(len(names))]
+        assert rows[host][-1] == members[host].home.url
+    assert pool_rows(domains_part) == {name: host for host, names in PLACED.items()
+                                       for name in names}
+
+
+def pool_rows(table: str) -> dict[str, str]:
+    """Domain → host, from the table ``xm list --pool`` prints."""
+    lines = table.splitlines()
+    assert lines[0].split() == ["Name", "Id", "Mem(MB)", "VCPUs", "State", "HA", "Host"]
+    return {line.split()[0]: line.split()[-1] for line in lines[1:]}
+
+
+def test_xm_list_pool_lists_every_domain_of_the_pool_with_its_host(
+        members: dict[str, Xend]) -> None:
+    done = run_xm(members["h0"].home, "list", "--pool")
+    assert done.returncode == 0, done.stderr
+    rows = pool_rows(done.stdout)
+    assert rows == {name: host for host, names in PLACED.items() for name in names}
+    line = next(line for line in done.stdout.splitlines() if line.startswith("b1 "))
+    assert line.split()[1:4] == [members["h1"].domid("b1"), "32", "1"]
+    # Named ones only; a name the pool does not hold is an error.
+    done = run_xm(members["h0"].home, "list", "--pool", "c0", "a1")
+    assert list(pool_rows(done.stdout)) == ["c0", "a1"]
+    done = run_xm(members["h0"].home, "list", "--pool", "nosuch")
+    assert (done.returncode, done.stderr) == (1, "Error: No domain nosuch in the pool\n")
+
+
+def test_the_pool_page_shows_hosts_and_domains_and_the_navigation_links_it(
+        members: dict[str, Xend]) -> None:
+    home = members["h0"].home
+    viewer = home.new_token("pool-viewer", "viewer")
+    with home.http(viewer) as http:
+        page = http.get("/xend/pool/", headers={"Accept": "text/html", "User-Agent": "test"})
+        # A viewer reads, in every format.
+        assert http.get("/xend/pool/").status_code == 200
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert '<a href="/xend/pool/">Pool</a>' in html
+    for host in PLACED:
+        assert f'<tr data-host="{host}">' in html
+    for names in PLACED.values():
+        for name in names:
+            assert f'<tr data-domain="{name}">' in html
+    # A domain of this member's links to its page; another member's has no page here.
+    assert '<a href="/xend/domain/a0">a0</a>' in html
+    assert '<a href="/xend/domain/b0">' not in html
+
+
+def test_a_xend_in_no_pool_says_so(fresh_xend: Callable[..., Xend]) -> None:
+    alone = fresh_xend()
+    reply = alone.get("/xend/pool/")
+    assert reply.status_code == 404
+    assert sxp.parse(reply.text)[0] == "xend.err"
+    assert "xend is not in a pool" in reply.text
+    page = alone.http.get("/xend/", headers={"Accept": "text/html", "User-Agent": "test"})
+    assert page.status_code == 200 and 'href="/xend/pool/"' not in page.text
+    done = run_xm(alone.home, "pool-list")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("Error: xend is not in a pool") and \
+        done.stderr.count("\n") == 1
+
+
+def test_a_killed_member_is_down_and_its_domains_still_shown_on_it(
+        etcd: LoopbackEtcd, members: dict[str, Xend],
+        fresh_xend: Callable[..., Xend]) -> None:
+    doomed = fresh_xend(member_config(etcd, "h9"))
+    doomed.create(sim_vm("z0"))
+    wait_for(lambda: domains(view(members["h1"])).get("z0", {}).get("state"), 10,
+             "z0 in the pool's view")
+    assert hosts(view(members["h1"]))["h9"]["state"] == "up"
+    doomed.home.kill9()
+    doomed.home.kill_simhv()
+    wait_for(lambda: hosts(view(members["h1"]))["h9"]["state"] == "down", TTL + 5,
+             "h9 down once its lease expired")
+    pool = view(members["h1"])
+    assert hosts(pool)["h9"] == {"name": "h9", "state": "down", "domain_count": "1"}
+    assert domains(pool)["z0"]["host"] == "h9"
+    done = run_xm(members["h0"].home, "pool-list")
+    row = next(line.split() for line in done.stdout.splitlines() if line.startswith("h9 "))
+    assert row[:3] == ["h9", "down", "1"]
+    # The others stay up.
+    assert {h: s["state"] for h, s in hosts(pool).items() if h != "h9"} == \
+        dict.fromkeys(PLACED, "up")
+
+
+# Last: it stops the module's etcd.
+def test_etcd_stopped_answers_503_and_xm_one_error_line(
+        etcd: LoopbackEtcd, members: dict[str, Xend]) -> None:
+    etcd.stop()
+    reply = members["h0"].get("/xend/pool/")
+    assert reply.status_code == 503
+    assert "the pool's etcd is unreachable" in sxp.parse(reply.text)[1]
+    with members["h0"].home.http() as http:
+        reply = http.get("/xend/pool/", headers={"Accept": "application/json"})
+    assert reply.status_code == 503
+    assert "etcd is unreachable" in json.loads(reply.text)["error"]
+    done = run_xm(members["h2"].home, "pool-list")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("Error: the pool's etcd is unreachable") and \
+        done.stderr.count("\n") == 1
+    # Each member's own domains are served as ever.
+    assert {"a0", "a1"} <= set(members["h0"].names())
+    members["h0"].ok(members["h0"].op("a0", "unpause"))
