@@ -151,6 +151,32 @@ def test_every_member_shows_every_host_and_every_domain_with_its_host(
                 assert domain["state"] == members[host].state(name)
 
 
+def test_the_view_follows_creates_changes_and_destroys(members: dict[str, Xend]) -> None:
+    h1, h2 = members["h1"], members["h2"]
+    before = view(h2)  # a member that read the pool before: it then reads only changes
+    assert "n0" not in domains(before)
+    h1.create(sim_vm("n0", memory=48))
+    wait_for(lambda: domains(view(h2)).get("n0", {}).get("memory") == "48", 10,
+             "n0 in the view")
+    assert domains(view(h2))["n0"]["host"] == "h1"
+    assert hosts(view(h2))["h1"]["domain_count"] == "3"
+    h1.ok(h1.op("n0", "unpause"))
+    wait_for(lambda: domains(view(h2))["n0"]["state"] == h1.state("n0"), 10,
+             "n0's new state in the view")
+    h1.ok(h1.op("n0", "destroy", reason="halt"))
+    wait_for(lambda: "n0" not in domains(view(h2)), 10, "n0 gone from the view")
+    after = view(h2)
+    assert hosts(after)["h1"]["domain_count"] == "2"
+    assert placed(after) == placed(before)
+    # Every member answers the same pool.
+    assert placed(view(members["h0"])) == placed(after)
+
+
+def placed(pool: sxp.Value) -> dict[str, str]:
+    """Each domain's host."""
+    return {name: domain["host"] for name, domain in domains(pool).items()}
+
+
 def test_json_is_the_same_view_in_stable_shape(members: dict[str, Xend]) -> None:
     home = members["h1"].home
     with home.http() as http:

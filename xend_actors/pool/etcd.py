@@ -69,6 +69,33 @@ class Compare:
                 field: value}
 
 
+@dataclass(frozen=True)
+class Range:
+    """One range of a ``read``: the keys under ``prefix``; only those written after the
+    revision ``since`` when it is given; or only how many keys there are."""
+
+    prefix: str
+    since: int = 0
+    count_only: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        request: dict[str, Any] = {"key": _b64(self.prefix),
+                                   "range_end": _b64(_prefix_end(self.prefix))}
+        if self.since:
+            request["min_mod_revision"] = str(self.since + 1)
+        if self.count_only:
+            request["count_only"] = True
+        return request
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """What a ``Range`` read: its keys, and how many (a ``count_only`` range's answer)."""
+
+    kvs: list[Kv]
+    count: int
+
+
 def put(key: str, value: str | bytes, lease: int = 0) -> dict[str, Any]:
     """A put, as one step of a transaction."""
     request: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
@@ -118,20 +145,20 @@ class Etcd:
     def get_prefix(self, prefix: str) -> list[Kv]:
         return self._range({"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
 
-    def get_prefixes(self, *prefixes: str) -> tuple[int, list[list[Kv]]]:
-        """Every key under each of ``prefixes``, all read at one revision in one round
-        trip (a transaction of ranges); and that revision. A value over ``MAX_VALUE`` is
-        left out (logged), so that one bad key never hides the others."""
-        body = {"success": [{"request_range": {"key": _b64(prefix),
-                                               "range_end": _b64(_prefix_end(prefix))}}
-                            for prefix in prefixes]}
-        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json=body))
+    def read(self, *ranges: Range) -> tuple[int, list[Ranged]]:
+        """Each of ``ranges``, all read at one revision in one round trip (a transaction
+        of ranges); and that revision. A value over ``MAX_VALUE`` is left out (logged),
+        so that one bad key never hides the others."""
+        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json={
+            "success": [{"request_range": r.wire()} for r in ranges]}))
         responses = reply.get("responses", [])
-        if len(responses) != len(prefixes):
+        if len(responses) != len(ranges):
             raise PoolUnavailable("the pool's etcd answered something unexpected")
-        revision = int(reply.get("header", {}).get("revision", 0))
-        return revision, [_kvs(response.get("response_range", {}).get("kvs", []))
-                          for response in responses]
+        read = []
+        for response in responses:
+            answered = response.get("response_range", {})
+            read.append(Ranged(_kvs(answered.get("kvs", [])), int(answered.get("count", 0))))
+        return int(reply.get("header", {}).get("revision", 0)), read
 
     def txn(self, compare: Sequence[Compare], success: Sequence[dict[str, Any]],
             failure: Sequence[dict[str, Any]] = ()) -> bool:

@@ -1,13 +1,19 @@
 """The pool as one view: every member with its state and room, and every domain with
 its host, read from etcd in one round trip (``GET /xend/pool/``, ``xm pool-list``).
 
-One transaction of three ranges (``hosts/``, ``names/``, ``domains/``) reads the pool at
-one revision. A host is ``up`` while its entry lives (under its lease); a host that
-holds claims but has no entry is ``down`` (its lease expired: its domains are shown
-where they were, until HA or their owner moves them). A domain's host is its claim's
-owner; its summary (state, memory, ...) is shown when its host wrote it, and a claim
-with no summary yet (or a summary its host has not rewritten since the claim moved)
-still shows the name and the host.
+One transaction of ranges reads the pool at one revision. A host is ``up`` while its
+entry lives (under its lease); a host that holds claims but has no entry is ``down``
+(its lease expired: its domains are shown where they were, until HA or their owner
+moves them). A domain's host is its claim's owner; its summary (state, memory, ...) is
+shown when its host wrote it, and a claim with no summary yet (or a summary its host has
+not rewritten since the claim moved) still shows the name and the host.
+
+A pool of thousands of domains is mostly the same from one read to the next, and etcd
+takes most of a second's tenth to send it all: the reader keeps what it read last, and
+asks etcd only for the claims and summaries written since that revision, with how many
+there are. When the counts say nothing was deleted meanwhile (now = before + created
+since), the changes are applied to what it knew; else (a domain gone) it reads all again.
+Each domain's SXP text is kept with it, so a reply is the texts joined.
 
 What etcd holds is input: a key or value that is not what the members write is left
 out, logged once per value, and never fails the read. etcd unreachable:
@@ -17,13 +23,14 @@ out, logged once per value, and never fails the read. etcd unreachable:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from xend_actors import sxp
 from xend_actors.domain.config import MAX_NAME_LENGTH
 from xend_actors.pool.entries import MEMBER_NAME, BadEntry, DomainEntry, HostEntry, Keys
-from xend_actors.pool.etcd import Etcd, Kv
+from xend_actors.pool.etcd import Etcd, Kv, Range, Ranged
 
 log = logging.getLogger(__name__)
 
@@ -85,71 +92,146 @@ class PoolState:
     revision: int
     hosts: tuple[PoolHost, ...]  # by name
     domains: tuple[PoolDomain, ...]  # by name
+    shown: str = field(default="", repr=False, compare=False)  # ``sxpr()``'s text
 
     def sxpr(self) -> list[sxp.Value]:
         """``(pool (name P) (member M) (revision R) (hosts (host ...) ...)
         (domains (domain ...) ...))`` — see ``web/pool.py``."""
-        return ["pool", ["name", self.pool], ["member", self.member],
-                ["revision", str(self.revision)],
-                ["hosts", *(host.sxpr() for host in self.hosts)],
+        return [*self._head(), ["hosts", *(host.sxpr() for host in self.hosts)],
                 ["domains", *(domain.sxpr() for domain in self.domains)]]
+
+    def _head(self) -> list[sxp.Value]:
+        return ["pool", ["name", self.pool], ["member", self.member],
+                ["revision", str(self.revision)]]
+
+    def with_text(self, domain_texts: Iterable[str]) -> PoolState:
+        """This state with its ``shown`` text, from its domains' texts in order."""
+        hosts = " ".join(["(hosts", *(sxp.show(host.sxpr()) for host in self.hosts)])
+        domains = " ".join(["(domains", *domain_texts])
+        return replace(self, shown=f"{sxp.show(self._head())[:-1]} {hosts}) {domains}))")
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The claims and summaries as last read, at ``revision``; ``claims`` and
+    ``summaries`` count every key there was, bad ones too (to tell a delete)."""
+
+    revision: int
+    claims: int
+    summaries: int
+    owners: dict[str, str]  # domain → the member holding its claim
+    published: dict[str, DomainEntry]  # domain → its summary
+    domains: dict[str, PoolDomain]
+    texts: dict[str, str]  # domain → its SXP text
+    order: tuple[str, ...]  # the domains' names, sorted
 
 
 class PoolReader:
     """Reads the pool ``keys`` names from ``etcd``, for the member ``me``; thread-safe
-    (each read is one request; the log memo tolerates races)."""
+    (each read is one request, then a new ``_Known`` replaces the last)."""
 
     def __init__(self, etcd: Etcd, keys: Keys, me: str) -> None:
         self._etcd = etcd
         self._keys = keys
         self._me = me
+        self._known: _Known | None = None
         self._logged: set[tuple[str, int]] = set()
 
     def read(self) -> PoolState:
+        keys, known = self._keys, self._known
+        if known is None:
+            revision, hosts, known = self._read_all()
+        else:
+            revision, (hosts, claims, summaries, claim_count, summary_count) = self._etcd.read(
+                Range(keys.hosts), Range(keys.names, since=known.revision),
+                Range(keys.domains, since=known.revision),
+                Range(keys.names, count_only=True), Range(keys.domains, count_only=True))
+            totals = claim_count.count, summary_count.count
+            if totals == (known.claims + _created(claims.kvs, known.revision),
+                          known.summaries + _created(summaries.kvs, known.revision)):
+                known = self._apply(known, revision, claims.kvs, summaries.kvs, totals)
+            else:  # some were deleted: which, only a whole read tells
+                revision, hosts, known = self._read_all()
+        if self._known is None or known.revision >= self._known.revision:
+            self._known = known
+        entries = self._hosts(hosts.kvs)
+        held = dict.fromkeys(entries, 0)  # every live host is shown, with its claims
+        for owner in known.owners.values():
+            held[owner] = held.get(owner, 0) + 1
+        state = PoolState(
+            keys.pool, self._me, revision,
+            tuple(PoolHost(name, HostState.UP if name in entries else HostState.DOWN,
+                           entries.get(name), count) for name, count in sorted(held.items())),
+            tuple(known.domains[name] for name in known.order))
+        return state.with_text(known.texts[name] for name in known.order)
+
+    def _read_all(self) -> tuple[int, Ranged, _Known]:
         keys = self._keys
-        revision, (host_kvs, claim_kvs, summary_kvs) = self._etcd.get_prefixes(
-            keys.hosts, keys.names, keys.domains)
-        entries: dict[str, HostEntry] = {}
-        for kv in host_kvs:
+        revision, (hosts, claims, summaries, claim_count, summary_count) = self._etcd.read(
+            Range(keys.hosts), Range(keys.names), Range(keys.domains),
+            Range(keys.names, count_only=True), Range(keys.domains, count_only=True))
+        empty = _Known(0, 0, 0, {}, {}, {}, {}, ())
+        return revision, hosts, self._apply(empty, revision, claims.kvs, summaries.kvs,
+                                            (claim_count.count, summary_count.count))
+
+    def _apply(self, known: _Known, revision: int, claims: list[Kv], summaries: list[Kv],
+               totals: tuple[int, int]) -> _Known:
+        """``known`` with the ``claims`` and ``summaries`` written since, at ``revision``,
+        when there are ``totals`` of each."""
+        keys = self._keys
+        owners, published = dict(known.owners), dict(known.published)
+        touched = set()
+        for kv in summaries:
+            name = kv.key[len(keys.domains):]
+            touched.add(name)
+            try:
+                summary = DomainEntry.from_json(kv.value)
+                if summary.name != name:
+                    raise BadEntry(f"the summary of domain {summary.name[:80]}")
+                published[name] = summary
+            except BadEntry as error:
+                self._skip(kv, error.message)
+                published.pop(name, None)
+        for kv in claims:
+            name = kv.key[len(keys.names):]
+            touched.add(name)
+            owner = kv.value.decode("utf-8", "replace")
+            if _domain_name(name) and MEMBER_NAME.fullmatch(owner):
+                owners[name] = owner
+            else:
+                self._skip(kv, "not a domain's name and a member's")
+                owners.pop(name, None)
+        domains, texts = dict(known.domains), dict(known.texts)
+        for name in touched:
+            holder = owners.get(name)
+            if holder is None:
+                domains.pop(name, None)
+                texts.pop(name, None)
+                continue
+            written = published.get(name)
+            # A summary of another host's: written before the claim moved.
+            domain = PoolDomain(name, holder, written
+                                if written is not None and written.host == holder else None)
+            domains[name] = domain
+            texts[name] = sxp.show(domain.sxpr())
+        order = known.order if len(domains) == len(known.order) and \
+            touched <= known.domains.keys() else tuple(sorted(domains))
+        return _Known(revision, totals[0], totals[1], owners, published, domains, texts,
+                      order)
+
+    def _hosts(self, kvs: list[Kv]) -> dict[str, HostEntry]:
+        entries = {}
+        for kv in kvs:
             try:
                 entry = HostEntry.from_json(kv.value)
             except BadEntry as error:
                 self._skip(kv, error.message)
                 continue
-            if kv.key != keys.host(entry.host):
+            if kv.key != self._keys.host(entry.host):
                 self._skip(kv, f"the entry of host {entry.host}")
                 continue
             entries[entry.host] = entry
-        summaries: dict[str, DomainEntry] = {}
-        for kv in summary_kvs:
-            try:
-                summary = DomainEntry.from_json(kv.value)
-            except BadEntry as error:
-                self._skip(kv, error.message)
-                continue
-            if kv.key != keys.domain(summary.name):
-                self._skip(kv, f"the summary of domain {summary.name[:80]}")
-                continue
-            summaries[summary.name] = summary
-        domains: list[PoolDomain] = []
-        held = dict.fromkeys(entries, 0)  # claims by owner; every live host is shown
-        for kv in claim_kvs:
-            name = kv.key[len(keys.names):]
-            owner = kv.value.decode("utf-8", "replace")
-            if not _domain_name(name) or not MEMBER_NAME.fullmatch(owner):
-                self._skip(kv, "not a domain's name and a member's")
-                continue
-            published = summaries.get(name)
-            # A summary of another host's: written before the claim moved.
-            domains.append(PoolDomain(name, owner, published
-                                      if published is not None and published.host == owner
-                                      else None))
-            held[owner] = held.get(owner, 0) + 1
-        hosts = tuple(PoolHost(name, HostState.UP if name in entries else HostState.DOWN,
-                               entries.get(name), count)
-                      for name, count in sorted(held.items()))
-        domains.sort(key=lambda domain: domain.name)
-        return PoolState(keys.pool, self._me, revision, hosts, tuple(domains))
+        return entries
 
     def _skip(self, kv: Kv, why: str) -> None:
         seen = (kv.key, kv.mod_revision)
@@ -160,6 +242,11 @@ class PoolReader:
         self._logged.add(seen)
         log.warning("Pool %s: %s left out of the pool's view: %s", self._keys.pool,
                     kv.key[:200], why)
+
+
+def _created(kvs: list[Kv], revision: int) -> int:
+    """How many of ``kvs`` were created after ``revision``."""
+    return sum(1 for kv in kvs if kv.create_revision > revision)
 
 
 def _domain_name(name: str) -> bool:

@@ -24,8 +24,7 @@ from __future__ import annotations
 from werkzeug import Request
 
 from xend_actors.errors import NotFound
-from xend_actors.pool.view import PoolState
-from xend_actors.web.resource import Resource
+from xend_actors.web.resource import Reply, Resource
 from xend_actors.web.services import Services
 
 
@@ -35,8 +34,9 @@ class PoolResource(Resource):
     def __init__(self, services: Services) -> None:
         self.reader = services.pool
 
-    def get(self, request: Request, **url_args: str) -> PoolState:
+    def get(self, request: Request, **url_args: str) -> Reply:
         if self.reader is None:
             raise NotFound("xend is not in a pool: its config names none "
                            "((xend-pool NAME) and (xend-pool-etcd 'URL ...'))")
-        return self.reader.read()
+        state = self.reader.read()
+        return Reply(state, shown=state.shown)
