@@ -6,12 +6,15 @@ so that every name is claimed and every summary written by the members themselve
 Then, from the same client on the first member's Unix socket (kept-alive HTTP/1.1):
 
 - ``GET /xend/pool/`` (SXP; and JSON): the figure, 3000 domains and 3 hosts. The member
-  reads only what changed since its last read (``pool/view.py``);
-- the same right after a claim was deleted, when the member reads the whole pool again;
+  reads only what changed since its last read, with counts of stretches of keys
+  (``pool/view.py``);
+- the same right after a claim was deleted, when the member also lists the stretch
+  that lost it;
 - baselines in the same run: ``GET /xend/domain/?detail=1`` of that member (its 1000
-  domains' whole infos, from the table's snapshot), and etcd alone: the two reads the
-  view makes (the whole pool; the changes since now), posted by this client with
-  http.client and their JSON decoded: etcd's own share of the figures.
+  domains' whole infos, from the table's snapshot), and etcd alone: the two reads a
+  member's reader makes (the whole pool, its first read; the changes since now with the
+  counts, each read after), made by the member's own etcd client in this process:
+  etcd's share of the figures.
 
 Median of ``--runs`` requests each, wall time; the ratios print beside.
 
@@ -42,6 +45,9 @@ from procfs import UnixConnection
 from tests.support.home import XendHome
 from tests.support.ports import free_port
 from xend_actors.client import XendClient
+from xend_actors.pool.entries import Keys
+from xend_actors.pool.etcd import Etcd, Range
+from xend_actors.pool.view import _starts, _stretches  # the reader's own ranges
 
 MEMBERS = ("h0", "h1", "h2")
 AIM_MS = 100.0
@@ -125,18 +131,6 @@ class EtcdClient:
         json.loads(data)
         return data
 
-    def ranges(self, since: int = 0) -> Callable[[], bytes]:
-        """The pool view's read: the three ranges (only what changed after ``since``, if
-        given) and the two counts, in one txn."""
-        ranges = [_range(self.root + "hosts/")]
-        ranges += [_range(self.root + part, since=since) for part in ("names/", "domains/")]
-        ranges += [_range(self.root + part, count_only=True) for part in ("names/", "domains/")]
-        return lambda: self.post("/v3/kv/txn", {"success": ranges})
-
-    def revision(self) -> int:
-        reply = json.loads(self.post("/v3/kv/range", {"key": _b64(self.root)}))
-        return int(reply["header"]["revision"])
-
     def put(self, key: str, value: str) -> None:
         self.post("/v3/kv/put", {"key": _b64(self.root + key), "value": _b64(value)})
 
@@ -148,21 +142,32 @@ def _b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
-def _range(prefix: str, since: int = 0, count_only: bool = False) -> dict[str, Any]:
-    end = bytearray(prefix.encode())
-    end[-1] += 1
-    request: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(bytes(end))}
-    if since:
-        request["min_mod_revision"] = str(since + 1)
-    if count_only:
-        request["count_only"] = True
-    return {"request_range": request}
+def etcd_reads(url: str, pool: str) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """The two reads a member's ``PoolReader`` makes, by its own etcd client: the whole
+    pool (its first read), and what changed since now with the stretches' counts (each
+    read after), decoded into ``Kv`` values as the reader has them."""
+    etcd, keys = Etcd([url], timeout=30), Keys(pool)
+    _, (claims, summaries) = etcd.read(Range(keys.names, keys_only=True),
+                                       Range(keys.domains, keys_only=True))
+    claim_starts = _starts(tuple(kv.key[len(keys.names):] for kv in claims.kvs))
+    summary_starts = _starts(tuple(kv.key[len(keys.domains):] for kv in summaries.kvs))
+
+    def read(since: int) -> bytes:
+        _, ranged = etcd.read(
+            Range(keys.hosts), Range(keys.names, since=since),
+            Range(keys.domains, since=since),
+            *_stretches(keys.names, claim_starts, count_only=True),
+            *_stretches(keys.domains, summary_starts, count_only=True))
+        return b"x" * sum(len(kv.value) for each in ranged for kv in each.kvs)
+
+    revision, _ = etcd.read(Range(keys.hosts))
+    return (lambda: read(0)), (lambda: read(revision))
 
 
 def after_a_delete(etcd: EtcdClient, get_pool: Callable[[], bytes],
                    runs: int) -> tuple[float, int]:
-    """The median milliseconds of a read right after a claim was deleted: the reader
-    cannot tell which from the changes, and reads the whole pool again."""
+    """The median milliseconds of a read right after a claim was deleted: a stretch's
+    count tells the reader, which lists that stretch's keys to find it."""
     times, size = [], 0
     for run in range(runs + 1):
         etcd.put(f"names/zz-gone-{run}", MEMBERS[0])
@@ -192,6 +197,7 @@ def main() -> None:
         print(f"created {args.guests} domains on each of {len(homes)} members in "
               f"{max(took):.1f} s (in parallel)")
         etcd = EtcdClient(host, port, pool)
+        whole, changes = etcd_reads(f"http://{host}:{port}", pool)
         first = homes[MEMBERS[0]]
         connection = UnixConnection(str(first.unix_path), 60)
         get_pool = xend_get(connection, "/xend/pool/", "application/sxp")
@@ -208,11 +214,10 @@ def main() -> None:
             (f"GET /xend/domain/?detail=1 ({args.guests} here)",
              *timed(xend_get(connection, "/xend/domain/?detail=1", "application/sxp"),
                     args.runs)),
-            ("GET /xend/pool/ after a delete (whole read)",
+            ("GET /xend/pool/ after a delete",
              *after_a_delete(etcd, get_pool, args.runs)),
-            ("etcd alone: the whole read", *timed(etcd.ranges(), args.runs)),
-            ("etcd alone: the changes-only read", *timed(etcd.ranges(etcd.revision()),
-                                                         args.runs)),
+            ("etcd alone: the whole read", *timed(whole, args.runs)),
+            ("etcd alone: the changes-only read", *timed(changes, args.runs)),
         ]
         pool_ms = figures[0][1]
         print(f"\n{len(MEMBERS)} members x {args.guests} domains; median of {args.runs} "

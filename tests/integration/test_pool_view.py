@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from random import Random
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +29,9 @@ from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from tests.support.xend import Xend, run_xm, sim_vm
 from xend_actors import sxp
+from xend_actors.pool.entries import DomainEntry, HostEntry, Keys
+from xend_actors.pool.etcd import Etcd, delete, put
+from xend_actors.pool.view import PoolReader
 from xend_actors.web.sxp_json import from_json
 
 pytestmark = pytest.mark.integration
@@ -287,6 +292,52 @@ def test_a_killed_member_is_down_and_its_domains_still_shown_on_it(
     # The others stay up.
     assert {h: s["state"] for h, s in hosts(pool).items() if h != "h9"} == \
         dict.fromkeys(PLACED, "up")
+
+
+def test_a_reader_that_reads_changes_sees_what_a_whole_read_sees(etcd: LoopbackEtcd) -> None:
+    """The reader reads only what changed since its last read, and counts stretches of
+    keys to find the deleted ones: after creates, changes and deletes of every kind, it
+    answers what a new reader reading the whole pool answers. Bad entries are left out."""
+    client, keys = Etcd([etcd.url]), Keys("readers")
+    random = Random(18)
+    names = [f"d{n:04d}" for n in range(400)]
+
+    def summary(name: str, host: str) -> bytes:
+        return DomainEntry(name, host, random.randrange(1, 999), random.choice(
+            ["r----", "-b---", "--p--"]), 32, 1, random.random() < 0.2).to_json()
+
+    def claim(name: str) -> list[dict[str, Any]]:
+        host = random.choice(["h0", "h1", "h2"])
+        steps = [put(keys.name(name), host)]
+        return steps + ([put(keys.domain(name), summary(name, host))]
+                        if random.random() < 0.9 else [])
+
+    for start in range(0, 300, 50):
+        client.txn((), [step for name in names[start:start + 50] for step in claim(name)])
+    client.put(keys.host("h0"), HostEntry("h0", "http://h0", "", 1, 1, 1, 0.0, 0.0).to_json())
+    client.put(keys.name("bad one"), "not a member!")
+    client.put(keys.domain("d0001x"), b"{not json")
+    reader = PoolReader(client, keys, "h0")
+    for _ in range(25):
+        steps: list[dict[str, Any]] = []
+        for name in random.sample(names, 12):
+            what = random.random()
+            if what < 0.3:
+                steps += [delete(keys.name(name)), delete(keys.domain(name))]
+            elif what < 0.4:
+                steps.append(delete(keys.domain(name)))
+            elif what < 0.5:
+                steps.append(delete(keys.name(name)))
+            else:
+                steps += claim(name)
+        client.txn((), steps)
+        mine = reader.read()
+        whole = PoolReader(client, keys, "h0").read()
+        assert mine.revision == whole.revision
+        assert mine.domains == whole.domains
+        assert mine.hosts == whole.hosts
+        assert mine.shown == whole.shown == sxp.show(whole.sxpr())
+    assert "bad one" not in {domain.name for domain in mine.domains}
 
 
 # Last: it stops the module's etcd.

@@ -71,20 +71,26 @@ class Compare:
 
 @dataclass(frozen=True)
 class Range:
-    """One range of a ``read``: the keys under ``prefix``; only those written after the
-    revision ``since`` when it is given; or only how many keys there are."""
+    """One range of a ``read``: the keys from ``key`` up to ``end`` (not included; by
+    default every key starting with ``key``); only those written after the revision
+    ``since`` when it is given; only how many there are (``count_only``), or the keys
+    without their values (``keys_only``)."""
 
-    prefix: str
+    key: str
+    end: str = ""
     since: int = 0
     count_only: bool = False
+    keys_only: bool = False
 
     def wire(self) -> dict[str, Any]:
-        request: dict[str, Any] = {"key": _b64(self.prefix),
-                                   "range_end": _b64(_prefix_end(self.prefix))}
+        request: dict[str, Any] = {"key": _b64(self.key), "range_end": _b64(
+            self.end.encode() if self.end else _prefix_end(self.key))}
         if self.since:
             request["min_mod_revision"] = str(self.since + 1)
         if self.count_only:
             request["count_only"] = True
+        if self.keys_only:
+            request["keys_only"] = True
         return request
 
 

@@ -10,9 +10,10 @@ not rewritten since the claim moved) still shows the name and the host.
 
 A pool of thousands of domains is mostly the same from one read to the next, and etcd
 takes most of a second's tenth to send it all: the reader keeps what it read last, and
-asks etcd only for the claims and summaries written since that revision, with how many
-there are. When the counts say nothing was deleted meanwhile (now = before + created
-since), the changes are applied to what it knew; else (a domain gone) it reads all again.
+asks etcd only for the claims and summaries written since that revision. Deletes leave
+no trace there, so the same transaction counts the keys in stretches of the names known
+(at most 60 a prefix, ``count_only``): a stretch whose count is not the names known in it
+plus those created since had some deleted, and is listed (keys only) to tell which.
 Each domain's SXP text is kept with it, so a reply is the texts joined.
 
 What etcd holds is input: a key or value that is not what the members write is left
@@ -23,6 +24,7 @@ out, logged once per value, and never fails the read. etcd unreachable:
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -35,6 +37,8 @@ from xend_actors.pool.etcd import Etcd, Kv, Range, Ranged
 log = logging.getLogger(__name__)
 
 LOGGED_KEPT = 1024  # bad values remembered as logged, so that each is logged once
+STRETCHES = 60  # counted ranges of each of names/ and domains/ in a read: with the other
+# three, 123 ranges, under etcd's default of 128 operations a transaction (--max-txn-ops)
 
 
 class HostState(Enum):
@@ -113,12 +117,12 @@ class PoolState:
 
 @dataclass(frozen=True)
 class _Known:
-    """The claims and summaries as last read, at ``revision``; ``claims`` and
-    ``summaries`` count every key there was, bad ones too (to tell a delete)."""
+    """The claims and summaries as last read, at ``revision``: every key there was, bad
+    ones too (sorted, to count them by stretches), and what the good ones say."""
 
     revision: int
-    claims: int
-    summaries: int
+    claim_keys: tuple[str, ...]  # the names under names/
+    summary_keys: tuple[str, ...]  # the names under domains/
     owners: dict[str, str]  # domain → the member holding its claim
     published: dict[str, DomainEntry]  # domain → its summary
     domains: dict[str, PoolDomain]
@@ -126,33 +130,38 @@ class _Known:
     order: tuple[str, ...]  # the domains' names, sorted
 
 
+NOTHING = _Known(0, (), (), {}, {}, {}, {}, ())
+
+
 class PoolReader:
     """Reads the pool ``keys`` names from ``etcd``, for the member ``me``; thread-safe
-    (each read is one request, then a new ``_Known`` replaces the last)."""
+    (each read starts from the last ``_Known`` and replaces it with a newer one)."""
 
     def __init__(self, etcd: Etcd, keys: Keys, me: str) -> None:
         self._etcd = etcd
         self._keys = keys
         self._me = me
-        self._known: _Known | None = None
+        self._known = NOTHING
         self._logged: set[tuple[str, int]] = set()
 
     def read(self) -> PoolState:
         keys, known = self._keys, self._known
-        if known is None:
-            revision, hosts, known = self._read_all()
-        else:
-            revision, (hosts, claims, summaries, claim_count, summary_count) = self._etcd.read(
-                Range(keys.hosts), Range(keys.names, since=known.revision),
-                Range(keys.domains, since=known.revision),
-                Range(keys.names, count_only=True), Range(keys.domains, count_only=True))
-            totals = claim_count.count, summary_count.count
-            if totals == (known.claims + _created(claims.kvs, known.revision),
-                          known.summaries + _created(summaries.kvs, known.revision)):
-                known = self._apply(known, revision, claims.kvs, summaries.kvs, totals)
-            else:  # some were deleted: which, only a whole read tells
-                revision, hosts, known = self._read_all()
-        if self._known is None or known.revision >= self._known.revision:
+        claim_starts, summary_starts = _starts(known.claim_keys), _starts(known.summary_keys)
+        revision, (hosts, claims, summaries, *counts) = self._etcd.read(
+            Range(keys.hosts), Range(keys.names, since=known.revision),
+            Range(keys.domains, since=known.revision),
+            *_stretches(keys.names, claim_starts, count_only=True),
+            *_stretches(keys.domains, summary_starts, count_only=True))
+        if revision < known.revision:  # another etcd than before (restored?): afresh
+            self._known = NOTHING
+            return self.read()
+        known = self._apply(
+            known, revision, claims.kvs, summaries.kvs,
+            self._keys_now(keys.names, known.claim_keys, claims.kvs, claim_starts,
+                           counts[:len(claim_starts)]),
+            self._keys_now(keys.domains, known.summary_keys, summaries.kvs, summary_starts,
+                           counts[len(claim_starts):]))
+        if known.revision >= self._known.revision:
             self._known = known
         entries = self._hosts(hosts.kvs)
         held = dict.fromkeys(entries, 0)  # every live host is shown, with its claims
@@ -165,22 +174,38 @@ class PoolReader:
             tuple(known.domains[name] for name in known.order))
         return state.with_text(known.texts[name] for name in known.order)
 
-    def _read_all(self) -> tuple[int, Ranged, _Known]:
-        keys = self._keys
-        revision, (hosts, claims, summaries, claim_count, summary_count) = self._etcd.read(
-            Range(keys.hosts), Range(keys.names), Range(keys.domains),
-            Range(keys.names, count_only=True), Range(keys.domains, count_only=True))
-        empty = _Known(0, 0, 0, {}, {}, {}, {}, ())
-        return revision, hosts, self._apply(empty, revision, claims.kvs, summaries.kvs,
-                                            (claim_count.count, summary_count.count))
+    def _keys_now(self, prefix: str, before: tuple[str, ...], changed: list[Kv],
+                  starts: tuple[str, ...], counts: list[Ranged]) -> tuple[str, ...]:
+        """Every key under ``prefix`` now: those ``before``, those ``changed`` since, less
+        those deleted. A stretch of keys that etcd counts other than expected (some were
+        deleted) is listed (keys only) to tell which."""
+        now = set(before).union(kv.key[len(prefix):] for kv in changed)
+        ordered = sorted(now)
+        odd = [at for at, (first, end) in enumerate(_bounds(starts))
+               if counts[at].count != _between(ordered, first, end)]
+        if odd:
+            stretches, bounds = _stretches(prefix, starts, keys_only=True), _bounds(starts)
+            _, listed = self._etcd.read(*(stretches[at] for at in odd))
+            for at, ranged in zip(odd, listed, strict=True):
+                first, end = bounds[at]
+                there = {kv.key[len(prefix):] for kv in ranged.kvs}
+                now -= set(_slice(ordered, first, end)) - there
+                now |= there  # one created since: its value comes with the next read
+        return tuple(sorted(now))
 
     def _apply(self, known: _Known, revision: int, claims: list[Kv], summaries: list[Kv],
-               totals: tuple[int, int]) -> _Known:
+               claim_keys: tuple[str, ...], summary_keys: tuple[str, ...]) -> _Known:
         """``known`` with the ``claims`` and ``summaries`` written since, at ``revision``,
-        when there are ``totals`` of each."""
+        and without those whose keys are gone."""
         keys = self._keys
         owners, published = dict(known.owners), dict(known.published)
-        touched = set()
+        gone_claims = set(known.claim_keys).difference(claim_keys)
+        gone_summaries = set(known.summary_keys).difference(summary_keys)
+        for name in gone_claims:
+            owners.pop(name, None)
+        for name in gone_summaries:
+            published.pop(name, None)
+        touched = gone_claims | gone_summaries
         for kv in summaries:
             name = kv.key[len(keys.domains):]
             touched.add(name)
@@ -214,9 +239,9 @@ class PoolReader:
                                 if written is not None and written.host == holder else None)
             domains[name] = domain
             texts[name] = sxp.show(domain.sxpr())
-        order = known.order if len(domains) == len(known.order) and \
-            touched <= known.domains.keys() else tuple(sorted(domains))
-        return _Known(revision, totals[0], totals[1], owners, published, domains, texts,
+        order = known.order if domains.keys() == known.domains.keys() \
+            else tuple(sorted(domains))
+        return _Known(revision, claim_keys, summary_keys, owners, published, domains, texts,
                       order)
 
     def _hosts(self, kvs: list[Kv]) -> dict[str, HostEntry]:
@@ -244,9 +269,33 @@ class PoolReader:
                     kv.key[:200], why)
 
 
-def _created(kvs: list[Kv], revision: int) -> int:
-    """How many of ``kvs`` were created after ``revision``."""
-    return sum(1 for kv in kvs if kv.create_revision > revision)
+def _starts(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Where each stretch of the sorted ``names`` starts ('' for the first): at most
+    ``STRETCHES`` of them, each counted by one range of a read."""
+    size = max(1, -(-len(names) // STRETCHES))
+    return ("", *names[size::size])
+
+
+def _bounds(starts: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """Each stretch's first name and the name it ends before (None: the last)."""
+    return [(first, starts[at + 1] if at + 1 < len(starts) else None)
+            for at, first in enumerate(starts)]
+
+
+def _stretches(prefix: str, starts: tuple[str, ...], **options: bool) -> list[Range]:
+    """A range for each stretch of the keys under ``prefix``."""
+    beyond = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first key after the prefix's
+    return [Range(prefix + first, end=prefix + end if end is not None else beyond,
+                  **options) for first, end in _bounds(starts)]
+
+
+def _slice(ordered: list[str], first: str, end: str | None) -> list[str]:
+    return ordered[bisect_left(ordered, first):
+                   bisect_left(ordered, end) if end is not None else len(ordered)]
+
+
+def _between(ordered: list[str], first: str, end: str | None) -> int:
+    return len(_slice(ordered, first, end))
 
 
 def _domain_name(name: str) -> bool:
