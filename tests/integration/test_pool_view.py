@@ -3,28 +3,23 @@ every host and every domain with its host, in SXP, JSON and HTML; ``xm pool-list
 ``xm list --pool`` print them; a member killed shows ``down`` once its lease is gone; a
 xend in no pool answers 404, and one whose etcd is stopped 503 (xm: one Error line).
 
-Real parts: an etcd process on loopback and three xend processes (sim driver) that are
-members of one pool, shared by the module's tests; the tests that kill something start
-their own member, or come last (etcd stopped).
+Real parts: an etcd process on loopback (tests/support/etcd.py) and three xend processes
+(sim driver) that are members of one pool, shared by the module's tests; the tests that
+kill something start their own member, or come last (etcd stopped).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from random import Random
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.etcd import EtcdCluster
 from tests.support.home import XendHome, new_home
-from tests.support.ports import free_port
 from tests.support.processes import wait_for
 from tests.support.sharing import Reaper
 from tests.support.xend import Xend, run_xm, sim_vm
@@ -41,53 +36,20 @@ TTL = 2  # seconds: a killed member is down soon after
 PLACED = {"h0": ["a0", "a1"], "h1": ["b0", "b1"], "h2": ["c0"]}
 
 
-class LoopbackEtcd:
-    """One etcd process on loopback, its data in /dev/shm (no fsync waits)."""
-
-    def __init__(self) -> None:
-        client, peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{client}"
-        self.folder = Path(tempfile.mkdtemp(prefix="etcd-", dir="/dev/shm"))
-        peer_url = f"http://127.0.0.1:{peer}"
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            ["etcd", "--name", "one", "--data-dir", str(self.folder / "data"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"one={peer_url}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._healthy, 20, "etcd to serve")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).json().get("health") == "true"
-        except (httpx.HTTPError, ValueError):
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def etcd() -> Iterator[LoopbackEtcd]:
-    cluster = LoopbackEtcd()
+def etcd() -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(1)
     yield cluster
     cluster.close()
 
 
-def member_config(etcd: LoopbackEtcd, host: str) -> str:
-    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.url}')\n(xend-pool-host {host})\n"
+def member_config(etcd: EtcdCluster, host: str) -> str:
+    return (f"(xend-pool {POOL})\n(xend-pool-etcd '{etcd.urls}')\n(xend-pool-host {host})\n"
             f"(xend-pool-ttl {TTL})\n")
 
 
 @pytest.fixture(scope="module")
-def members(etcd: LoopbackEtcd, reaper: Reaper) -> Iterator[dict[str, Xend]]:
+def members(etcd: EtcdCluster, reaper: Reaper) -> Iterator[dict[str, Xend]]:
     """Three members of the pool, each running its domains of ``PLACED`` (a1 unpaused)."""
     homes = {host: new_home(member_config(etcd, host)) for host in PLACED}
     with ThreadPoolExecutor(len(homes)) as starting:
@@ -272,7 +234,7 @@ def test_a_xend_in_no_pool_says_so(fresh_xend: Callable[..., Xend]) -> None:
 
 
 def test_a_killed_member_is_down_and_its_domains_still_shown_on_it(
-        etcd: LoopbackEtcd, members: dict[str, Xend],
+        etcd: EtcdCluster, members: dict[str, Xend],
         fresh_xend: Callable[..., Xend]) -> None:
     doomed = fresh_xend(member_config(etcd, "h9"))
     doomed.create(sim_vm("z0"))
@@ -294,11 +256,11 @@ def test_a_killed_member_is_down_and_its_domains_still_shown_on_it(
         dict.fromkeys(PLACED, "up")
 
 
-def test_a_reader_that_reads_changes_sees_what_a_whole_read_sees(etcd: LoopbackEtcd) -> None:
+def test_a_reader_that_reads_changes_sees_what_a_whole_read_sees(etcd: EtcdCluster) -> None:
     """The reader reads only what changed since its last read, and counts stretches of
     keys to find the deleted ones: after creates, changes and deletes of every kind, it
     answers what a new reader reading the whole pool answers. Bad entries are left out."""
-    client, keys = Etcd([etcd.url]), Keys("readers")
+    client, keys = Etcd(etcd.urls.split()), Keys("readers")
     random = Random(18)
     names = [f"d{n:04d}" for n in range(400)]
 
@@ -342,8 +304,8 @@ def test_a_reader_that_reads_changes_sees_what_a_whole_read_sees(etcd: LoopbackE
 
 # Last: it stops the module's etcd.
 def test_etcd_stopped_answers_503_and_xm_one_error_line(
-        etcd: LoopbackEtcd, members: dict[str, Xend]) -> None:
-    etcd.stop()
+        etcd: EtcdCluster, members: dict[str, Xend]) -> None:
+    etcd.stop_all()
     reply = members["h0"].get("/xend/pool/")
     assert reply.status_code == 503
     assert "the pool's etcd is unreachable" in sxp.parse(reply.text)[1]
