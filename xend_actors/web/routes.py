@@ -32,9 +32,15 @@ from xend_actors.web.vnet import VnetDirResource, VnetResource
 
 
 class RootResource(Resource):
-    """``/xend/``: the fixed list of what is below it."""
+    """``/xend/``: the fixed list of what is below it (and ``pool`` in a pool)."""
 
     children = ("node", "domain", "console", "event", "device", "vnet")
+
+    def __init__(self, in_pool: bool = False) -> None:
+        self.listed = [*self.children, *(["pool"] if in_pool else [])]
+
+    def get(self, request: Request, **url_args: str) -> list[str]:
+        return ["ls", *self.listed]
 
 
 class HomeResource(Resource):
@@ -67,7 +73,7 @@ def make_app(services: Services) -> XendApp:
     app = XendApp(
         [
             ("/", HomeResource()),
-            ("/xend/", RootResource()),
+            ("/xend/", RootResource(in_pool=services.pool is not None)),
             ("/xend/node/", NodeResource(services)),
             ("/xend/node/dmesg", DmesgResource(services)),
             ("/xend/node/log", NodeLogResource(services)),
