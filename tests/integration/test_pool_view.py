@@ -27,7 +27,7 @@ from xend_actors import sxp
 from xend_actors.pool.entries import DomainEntry, HostEntry, Keys
 from xend_actors.pool.etcd import Etcd, delete, put
 from xend_actors.pool.view import PoolReader
-from xend_actors.web.sxp_json import from_json
+from xend_actors.web.sxp_json import dumps, from_json
 
 pytestmark = pytest.mark.integration
 
@@ -157,8 +157,20 @@ def test_json_is_the_same_view_in_stable_shape(members: dict[str, Xend]) -> None
     assert set(by_host) == set(PLACED) and by_host["h2"]["domain_count"] == "1"
     on = {item["domain"]["name"]: item["domain"]["host"] for item in pool["domains"]}
     assert on == {name: host for host, names in PLACED.items() for name in names}
-    # The JSON reads back as the SXP a program would have got.
+    # The JSON reads back as the SXP a program would have got, and is its mapping.
     assert domains(from_json(data)) == domains(view(members["h1"]))
+    assert reply.text == dumps(from_json(data))
+    # A change shows in the next JSON reply (each domain's text is kept until it changes).
+    members["h1"].ok(members["h1"].op("b0", "unpause"))
+
+    def b0_state() -> str:
+        with home.http() as http:
+            pool = http.get("/xend/pool/", headers={"Accept": "application/json"}).json()
+        return next(item["domain"]["state"] for item in pool["pool"]["domains"]
+                    if item["domain"]["name"] == "b0")
+
+    wait_for(lambda: b0_state() == members["h1"].state("b0") != "--p--", 10,
+             "b0 unpaused in the JSON view")
 
 
 def test_xm_pool_list_prints_hosts_then_domains(members: dict[str, Xend]) -> None:
