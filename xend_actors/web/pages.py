@@ -22,7 +22,7 @@ from xend_actors import __version__, sxp
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
-from xend_actors.pool.view import PoolState
+from xend_actors.pool.view import PoolDomain, PoolHost, PoolState
 from xend_actors.web.login import HOME
 from xend_actors.web.page_format import (
     console_text,
@@ -265,20 +265,25 @@ def pool_page(view: View) -> dict[str, Any]:
     pool = view.value
     if not isinstance(pool, PoolState):
         raise XendError(f"{view.request.path} answered no pool")
-    hosts = [{"name": host.name, "state": host.state.value, "domains": host.domains,
-              "free": f"{host.entry.free_mb} MB" if host.entry else "",
-              "cpus": host.entry.cpus if host.entry else "",
-              "load": host.entry.load if host.entry else "",
-              "api": host.entry.api if host.entry else ""} for host in pool.hosts]
-    domains = [{"name": domain.name, "host": domain.host, "here": domain.host == pool.member,
-                "id": summary.domid if summary else "",
-                "state": summary.state if summary else "",
-                "state_words": state_words(summary.state) if summary else "not yet known",
-                "memory": f"{summary.memory_mb} MB" if summary else "",
-                "vcpus": summary.vcpus if summary else "",
-                "ha": ("yes" if summary.ha else "no") if summary else ""}
-               for domain in pool.domains for summary in (domain.summary,)]
-    return {"pool": pool, "hosts": hosts, "domains": domains}
+    return {"pool": pool, "hosts": [_pool_host(host) for host in pool.hosts],
+            "domains": [_pool_domain(domain, pool.member) for domain in pool.domains]}
+
+
+def _pool_host(host: PoolHost) -> dict[str, Any]:
+    entry = host.entry
+    room = {"free": f"{entry.free_mb} MB", "cpus": entry.cpus, "load": entry.load,
+            "api": entry.api} if entry else {}
+    return {"name": host.name, "state": host.state.value, "domains": host.domains, **room}
+
+
+def _pool_domain(domain: PoolDomain, member: str) -> dict[str, Any]:
+    summary = domain.summary
+    shown = {"id": summary.domid, "state": summary.state,
+             "state_words": state_words(summary.state), "memory": f"{summary.memory_mb} MB",
+             "vcpus": summary.vcpus, "ha": "yes" if summary.ha else "no"} if summary else {
+        "state_words": "not yet known"}
+    return {"name": domain.name, "host": domain.host, "here": domain.host == member,
+            **shown}
 
 
 def text_page(title: str) -> Callable[[View], dict[str, Any]]:
