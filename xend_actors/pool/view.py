@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -108,11 +107,10 @@ class PoolState:
         return ["pool", ["name", self.pool], ["member", self.member],
                 ["revision", str(self.revision)]]
 
-    def with_text(self, domain_texts: Iterable[str]) -> PoolState:
-        """This state with its ``shown`` text, from its domains' texts in order."""
+    def with_text(self, domains: str) -> PoolState:
+        """This state with its ``shown`` text, given its ``domains`` element's."""
         hosts = " ".join(["(hosts", *(sxp.show(host.sxpr()) for host in self.hosts)])
-        domains = " ".join(["(domains", *domain_texts])
-        return replace(self, shown=f"{sxp.show(self._head())[:-1]} {hosts}) {domains}))")
+        return replace(self, shown=f"{sxp.show(self._head())[:-1]} {hosts}) {domains})")
 
 
 @dataclass(frozen=True)
@@ -127,10 +125,12 @@ class _Known:
     published: dict[str, DomainEntry]  # domain → its summary
     domains: dict[str, PoolDomain]
     texts: dict[str, str]  # domain → its SXP text
-    order: tuple[str, ...]  # the domains' names, sorted
+    listed: tuple[PoolDomain, ...]  # by name
+    shown: str  # the SXP text of (domains ...)
+    held: dict[str, int]  # member → how many claims it holds
 
 
-NOTHING = _Known(0, (), (), {}, {}, {}, {}, ())
+NOTHING = _Known(0, (), (), {}, {}, {}, {}, (), "(domains)", {})
 
 
 class PoolReader:
@@ -164,39 +164,45 @@ class PoolReader:
         if known.revision >= self._known.revision:
             self._known = known
         entries = self._hosts(hosts.kvs)
-        held = dict.fromkeys(entries, 0)  # every live host is shown, with its claims
-        for owner in known.owners.values():
-            held[owner] = held.get(owner, 0) + 1
+        held = dict.fromkeys(entries, 0) | known.held  # every live host, and every holder
         state = PoolState(
             keys.pool, self._me, revision,
             tuple(PoolHost(name, HostState.UP if name in entries else HostState.DOWN,
                            entries.get(name), count) for name, count in sorted(held.items())),
-            tuple(known.domains[name] for name in known.order))
-        return state.with_text(known.texts[name] for name in known.order)
+            known.listed)
+        return state.with_text(known.shown)
 
     def _keys_now(self, prefix: str, before: tuple[str, ...], changed: list[Kv],
                   starts: tuple[str, ...], counts: list[Ranged]) -> tuple[str, ...]:
-        """Every key under ``prefix`` now: those ``before``, those ``changed`` since, less
-        those deleted. A stretch of keys that etcd counts other than expected (some were
-        deleted) is listed (keys only) to tell which."""
-        now = set(before).union(kv.key[len(prefix):] for kv in changed)
-        ordered = sorted(now)
+        """Every key under ``prefix`` now (sorted; ``before`` itself if none came or
+        went): those ``before``, those ``changed`` since, less those deleted. A stretch
+        of keys that etcd counts other than expected (some were deleted) is listed (keys
+        only) to tell which."""
+        new = {kv.key[len(prefix):] for kv in changed}
+        if new:
+            new.difference_update(before)
+        ordered = tuple(sorted((*before, *new))) if new else before
         odd = [at for at, (first, end) in enumerate(_bounds(starts))
-               if counts[at].count != _between(ordered, first, end)]
-        if odd:
-            stretches, bounds = _stretches(prefix, starts, keys_only=True), _bounds(starts)
-            _, listed = self._etcd.read(*(stretches[at] for at in odd))
-            for at, ranged in zip(odd, listed, strict=True):
-                first, end = bounds[at]
-                there = {kv.key[len(prefix):] for kv in ranged.kvs}
-                now -= set(_slice(ordered, first, end)) - there
-                now |= there  # one created since: its value comes with the next read
+               if counts[at].count != len(_slice(ordered, first, end))]
+        if not odd:
+            return ordered
+        now = set(ordered)
+        stretches, bounds = _stretches(prefix, starts, keys_only=True), _bounds(starts)
+        _, listed = self._etcd.read(*(stretches[at] for at in odd))
+        for at, ranged in zip(odd, listed, strict=True):
+            first, end = bounds[at]
+            there = {kv.key[len(prefix):] for kv in ranged.kvs}
+            now -= set(_slice(ordered, first, end)) - there
+            now |= there  # one created since: its value comes with the next read
         return tuple(sorted(now))
 
     def _apply(self, known: _Known, revision: int, claims: list[Kv], summaries: list[Kv],
                claim_keys: tuple[str, ...], summary_keys: tuple[str, ...]) -> _Known:
         """``known`` with the ``claims`` and ``summaries`` written since, at ``revision``,
         and without those whose keys are gone."""
+        if not claims and not summaries and claim_keys is known.claim_keys and \
+                summary_keys is known.summary_keys:
+            return replace(known, revision=revision)  # nothing came, changed or went
         keys = self._keys
         owners, published = dict(known.owners), dict(known.published)
         gone_claims = set(known.claim_keys).difference(claim_keys)
@@ -239,10 +245,13 @@ class PoolReader:
                                 if written is not None and written.host == holder else None)
             domains[name] = domain
             texts[name] = sxp.show(domain.sxpr())
-        order = known.order if domains.keys() == known.domains.keys() \
-            else tuple(sorted(domains))
+        order = sorted(domains)
+        held: dict[str, int] = {}
+        for domain in domains.values():
+            held[domain.host] = held.get(domain.host, 0) + 1
         return _Known(revision, claim_keys, summary_keys, owners, published, domains, texts,
-                      order)
+                      tuple(domains[name] for name in order),
+                      " ".join(["(domains", *(texts[name] for name in order)]) + ")", held)
 
     def _hosts(self, kvs: list[Kv]) -> dict[str, HostEntry]:
         entries = {}
@@ -289,13 +298,9 @@ def _stretches(prefix: str, starts: tuple[str, ...], **options: bool) -> list[Ra
                   **options) for first, end in _bounds(starts)]
 
 
-def _slice(ordered: list[str], first: str, end: str | None) -> list[str]:
+def _slice(ordered: tuple[str, ...], first: str, end: str | None) -> tuple[str, ...]:
     return ordered[bisect_left(ordered, first):
                    bisect_left(ordered, end) if end is not None else len(ordered)]
-
-
-def _between(ordered: list[str], first: str, end: str | None) -> int:
-    return len(_slice(ordered, first, end))
 
 
 def _domain_name(name: str) -> bool:
