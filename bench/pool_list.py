@@ -16,7 +16,8 @@ Then, from the same client on the first member's Unix socket (kept-alive HTTP/1.
   counts, each read after), made by the member's own etcd client in this process:
   etcd's share of the figures.
 
-Median of ``--runs`` requests each, wall time; the ratios print beside.
+Median of ``--runs`` requests each, wall time, taken in turns (one of each a round);
+the ratios print beside.
 
     python bench/pool_list.py                # 3 x 1000
     python bench/pool_list.py --guests 100   # a short smoke run
@@ -94,15 +95,28 @@ def create_all(home: XendHome, host: str, guests: int) -> float:
     return time.perf_counter() - start
 
 
-def timed(call: Callable[[], bytes], runs: int) -> tuple[float, int]:
-    """The median milliseconds of ``call``, and the size of its last answer."""
-    call()  # warm: connections, caches
-    times, size = [], 0
-    for _ in range(runs):
+Sample = Callable[[], tuple[float, int]]  # one timed request: its ms and its size
+
+
+def timed(call: Callable[[], bytes]) -> Sample:
+    def sample() -> tuple[float, int]:
         start = time.perf_counter()
         size = len(call())
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), size
+        return (time.perf_counter() - start) * 1000, size
+
+    return sample
+
+
+def medians(samples: list[Sample], runs: int) -> list[tuple[float, int]]:
+    """Each sample's median ms and its last size, taken in turns (round after round,
+    the first a warm-up), so that a machine others share weighs on each alike."""
+    taken: list[list[tuple[float, int]]] = [[] for _ in samples]
+    for run in range(runs + 1):
+        for sample, times in zip(samples, taken, strict=True):
+            measured = sample()
+            if run:
+                times.append(measured)
+    return [(statistics.median(ms for ms, _ in times), times[-1][1]) for times in taken]
 
 
 def xend_get(connection: UnixConnection, url: str, accept: str) -> Callable[[], bytes]:
@@ -164,20 +178,18 @@ def etcd_reads(url: str, pool: str) -> tuple[Callable[[], bytes], Callable[[], b
     return (lambda: read(0)), (lambda: read(revision))
 
 
-def after_a_delete(etcd: EtcdClient, get_pool: Callable[[], bytes],
-                   runs: int) -> tuple[float, int]:
-    """The median milliseconds of a read right after a claim was deleted: a stretch's
-    count tells the reader, which lists that stretch's keys to find it."""
-    times, size = [], 0
-    for run in range(runs + 1):
-        etcd.put(f"names/zz-gone-{run}", MEMBERS[0])
+def after_a_delete(etcd: EtcdClient, get_pool: Callable[[], bytes]) -> Sample:
+    """A read right after a claim was deleted: a stretch's count tells the reader, which
+    lists that stretch's keys to find it."""
+    measure = timed(get_pool)
+
+    def sample() -> tuple[float, int]:
+        etcd.put("names/zz-gone", MEMBERS[0])
         get_pool()  # the reader learns of the claim
-        etcd.delete(f"names/zz-gone-{run}")
-        start = time.perf_counter()
-        size = len(get_pool())
-        if run:  # the first warms
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), size
+        etcd.delete("names/zz-gone")
+        return measure()
+
+    return sample
 
 
 def main() -> None:
@@ -207,18 +219,19 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the members' summaries did not all reach etcd")
             time.sleep(0.5)
-        figures = [
-            ("GET /xend/pool/ (SXP)", *timed(get_pool, args.runs)),
-            ("GET /xend/pool/ (JSON)", *timed(xend_get(connection, "/xend/pool/",
-                                                       "application/json"), args.runs)),
+        named = [
+            ("GET /xend/pool/ (SXP)", timed(get_pool)),
+            ("GET /xend/pool/ (JSON)", timed(xend_get(connection, "/xend/pool/",
+                                                      "application/json"))),
             (f"GET /xend/domain/?detail=1 ({args.guests} here)",
-             *timed(xend_get(connection, "/xend/domain/?detail=1", "application/sxp"),
-                    args.runs)),
-            ("GET /xend/pool/ after a delete",
-             *after_a_delete(etcd, get_pool, args.runs)),
-            ("etcd alone: the whole read", *timed(whole, args.runs)),
-            ("etcd alone: the changes-only read", *timed(changes, args.runs)),
+             timed(xend_get(connection, "/xend/domain/?detail=1", "application/sxp"))),
+            ("GET /xend/pool/ after a delete", after_a_delete(etcd, get_pool)),
+            ("etcd alone: the whole read", timed(whole)),
+            ("etcd alone: the changes-only read", timed(changes)),
         ]
+        figures = [(name, ms, size) for (name, _), (ms, size)
+                   in zip(named, medians([sample for _, sample in named], args.runs),
+                          strict=True)]
         pool_ms = figures[0][1]
         print(f"\n{len(MEMBERS)} members x {args.guests} domains; median of {args.runs} "
               f"requests; load average {load_average()}\n")
