@@ -50,7 +50,7 @@ def member_config(etcd: EtcdCluster, host: str) -> str:
 
 @pytest.fixture(scope="module")
 def members(etcd: EtcdCluster, reaper: Reaper) -> Iterator[dict[str, Xend]]:
-    """Three members of the pool, each running its domains of ``PLACED`` (a1 unpaused)."""
+    """Three members of the pool, each with its (paused) domains of ``PLACED``."""
     homes = {host: new_home(member_config(etcd, host)) for host in PLACED}
     with ThreadPoolExecutor(len(homes)) as starting:
         list(starting.map(XendHome.start, homes.values()))
@@ -58,7 +58,7 @@ def members(etcd: EtcdCluster, reaper: Reaper) -> Iterator[dict[str, Xend]]:
     try:
         for host, names in PLACED.items():
             for name in names:
-                xends[host].create(sim_vm(name), unpause=name == "a1")
+                xends[host].create(sim_vm(name))
         states = {name: xends[host].state(name)
                   for host, names in PLACED.items() for name in names}
         wait_for(lambda: {name: domain.get("state") for name, domain
@@ -128,8 +128,9 @@ def test_the_view_follows_creates_changes_and_destroys(members: dict[str, Xend])
     assert domains(view(h2))["n0"]["host"] == "h1"
     assert hosts(view(h2))["h1"]["domain_count"] == "3"
     h1.ok(h1.op("n0", "unpause"))
-    wait_for(lambda: domains(view(h2))["n0"]["state"] == h1.state("n0"), 10,
-             "n0's new state in the view")
+    # (a running sim guest's running/blocked toggles are not events: no letter compared)
+    wait_for(lambda: domains(view(h2))["n0"]["state"] != "--p--", 10,
+             "n0 unpaused in the view")
     h1.ok(h1.op("n0", "destroy", reason="halt"))
     wait_for(lambda: "n0" not in domains(view(h2)), 10, "n0 gone from the view")
     after = view(h2)
@@ -169,8 +170,7 @@ def test_json_is_the_same_view_in_stable_shape(members: dict[str, Xend]) -> None
         return next(item["domain"]["state"] for item in pool["pool"]["domains"]
                     if item["domain"]["name"] == "b0")
 
-    wait_for(lambda: b0_state() == members["h1"].state("b0") != "--p--", 10,
-             "b0 unpaused in the JSON view")
+    wait_for(lambda: b0_state() != "--p--", 10, "b0 unpaused in the JSON view")
 
 
 def test_xm_pool_list_prints_hosts_then_domains(members: dict[str, Xend]) -> None:
