@@ -267,6 +267,10 @@ class XendClient:
     def xend_node_cpu_bvt_slice_set(self, ctx_allow: int) -> sxp.Value:
         return self.post(self.url("node"), "cpu_bvt_slice_set", ctx_allow=ctx_allow)
 
+    def xend_pool(self) -> sxp.Value:
+        """The pool xend is a member of: its hosts and every domain with its host (ours)."""
+        return self.get(self.url("pool") + "/")
+
     def xend_domains(self, detail: bool = False) -> sxp.Value:
         """The domain names; with ``detail``, every domain's info in one reply (our addition)."""
         return self.get(self.url("domain") + "/", **({"detail": 1} if detail else {}))

@@ -52,6 +52,7 @@ from xend_actors.logs import setup_logging
 from xend_actors.pidfile import PidFile
 from xend_actors.pool.member import PoolMember, PoolMemberProxy
 from xend_actors.pool.opening import membership, open_pool
+from xend_actors.pool.view import PoolReader
 from xend_actors.pool.watchdog_protocol import socket_path as fence_socket
 from xend_actors.store import Store, detect_host_reboot
 from xend_actors.trace import TracedActor
@@ -167,10 +168,11 @@ class Root(TracedActor):
             keys = Keys(Tokens(store.token, revocations),
                         Sessions(config.session_lifetime, revocations=revocations),
                         FailureLimiter(), revocations, pool.token if pool else None)
+            reader = PoolReader(pool.etcd, pool.keys, pool.me) if pool else None
             web_services = Services(config, events, hypervisor, table, notifier=notifier,
                                     consoles=consoles, vnets=vnets, view=view,
-                                    transfer=transfer,
-                                    keys=keys, samples=samples, pool=pool)
+                                    transfer=transfer, keys=keys, samples=samples,
+                                    pool=pool, pool_view=reader)
             web = self._start("web", WebServer.start(
                 config, make_app(web_services), keys, lingers), WebServerProxy)
             addresses = ask(web.addresses(), "the web server", BARRIER_TIMEOUT)

@@ -188,7 +188,9 @@ class BrowserSite:
         html = _templates().get_template(template).render(
             crumbs=breadcrumb(request.path), path=request.path,
             csrf_field=FIELD, csrf_token=self.guard.token(cookie),
-            principal=principal, may_act=may_act(request), **extra, **context)
+            principal=principal, may_act=may_act(request),
+            in_pool=self.services is not None and self.services.pool is not None,
+            **extra, **context)
         headers = dict(_SECURITY_HEADERS)
         if status == 401:
             headers["WWW-Authenticate"] = CHALLENGE

@@ -22,6 +22,7 @@ from xend_actors import __version__, sxp
 from xend_actors.console.info import ConsoleInfo
 from xend_actors.domain.record import DomainInfo
 from xend_actors.errors import XendError
+from xend_actors.pool.view import PoolDomain, PoolHost, PoolState
 from xend_actors.web.login import HOME
 from xend_actors.web.page_format import (
     console_text,
@@ -259,6 +260,32 @@ def vnets_page(view: View) -> dict[str, Any]:
     return {"ids": ids, "shown": [sxp.pretty(config) for config in configs]}
 
 
+def pool_page(view: View) -> dict[str, Any]:
+    """The pool's hosts and domains; a domain of this member's links to its page."""
+    pool = view.value
+    if not isinstance(pool, PoolState):
+        raise XendError(f"{view.request.path} answered no pool")
+    return {"pool": pool, "hosts": [_pool_host(host) for host in pool.hosts],
+            "domains": [_pool_domain(domain, pool.member) for domain in pool.domains]}
+
+
+def _pool_host(host: PoolHost) -> dict[str, Any]:
+    entry = host.entry
+    room = {"free": f"{entry.free_mb} MB", "cpus": entry.cpus, "load": entry.load,
+            "api": entry.api} if entry else {}
+    return {"name": host.name, "state": host.state.value, "domains": host.domains, **room}
+
+
+def _pool_domain(domain: PoolDomain, member: str) -> dict[str, Any]:
+    summary = domain.summary
+    shown = {"id": summary.domid, "state": summary.state,
+             "state_words": state_words(summary.state), "memory": f"{summary.memory_mb} MB",
+             "vcpus": summary.vcpus, "ha": "yes" if summary.ha else "no"} if summary else {
+        "state_words": "not yet known"}
+    return {"name": domain.name, "host": domain.host, "here": domain.host == member,
+            **shown}
+
+
 def text_page(title: str) -> Callable[[View], dict[str, Any]]:
     def context(view: View) -> dict[str, Any]:
         text = str(view.value)
@@ -294,4 +321,5 @@ PAGES: Mapping[str, Page] = {
     "/xend/console/<int:port>/": Page("console.html", console_page),
     "/xend/event/": Page("events.html", events_page),
     "/xend/vnet/": Page("vnets.html", vnets_page),
+    "/xend/pool/": Page("pool.html", pool_page),
 }

@@ -22,7 +22,7 @@ from xend_actors.web.event import EventResource
 from xend_actors.web.login import LoginResource, LogoutResource
 from xend_actors.web.metrics import MetricsResource
 from xend_actors.web.node import DmesgResource, NodeLogResource, NodeResource, NotifyResource
-from xend_actors.web.pool_ops import PoolOpsResource
+from xend_actors.web.pool import PoolResource
 from xend_actors.web.resource import Resource
 from xend_actors.web.samples import DomainSamplesResource, SamplesResource
 from xend_actors.web.services import Services
@@ -32,9 +32,15 @@ from xend_actors.web.vnet import VnetDirResource, VnetResource
 
 
 class RootResource(Resource):
-    """``/xend/``: the fixed list of what is below it."""
+    """``/xend/``: the fixed list of what is below it (and ``pool`` in a pool)."""
 
     children = ("node", "domain", "console", "event", "device", "vnet")
+
+    def __init__(self, in_pool: bool = False) -> None:
+        self.listed = [*self.children, *(["pool"] if in_pool else [])]
+
+    def get(self, request: Request, **url_args: str) -> list[str]:
+        return ["ls", *self.listed]
 
 
 class HomeResource(Resource):
@@ -67,7 +73,7 @@ def make_app(services: Services) -> XendApp:
     app = XendApp(
         [
             ("/", HomeResource()),
-            ("/xend/", RootResource()),
+            ("/xend/", RootResource(in_pool=services.pool is not None)),
             ("/xend/node/", NodeResource(services)),
             ("/xend/node/dmesg", DmesgResource(services)),
             ("/xend/node/log", NodeLogResource(services)),
@@ -87,7 +93,7 @@ def make_app(services: Services) -> XendApp:
             ("/favicon.ico", FaviconResource(static)),
             ("/xend/vnet/", VnetDirResource(services)),
             ("/xend/vnet/<vnet>/", VnetResource(services)),
-            ("/xend/pool/", PoolOpsResource(services)),  # placement: web/pool_ops.py
+            ("/xend/pool/", PoolResource(services)),  # its ops: web/pool_ops.py
             *keyed,
         ],
         site=BrowserSite(services),  # the HTML pages: web/pages.py

@@ -25,6 +25,7 @@ from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.notify import NotifierProxy
 from xend_actors.hypervisor.actor import HypervisorProxy
 from xend_actors.pool.opening import Pool
+from xend_actors.pool.view import PoolReader
 from xend_actors.transfer.transfer import TransferProxy
 from xend_actors.web.gate import Keys
 
@@ -56,6 +57,7 @@ class Services:
     keys: Keys | None = None  # tokens, sessions, the failure limiter: the gate's
     samples: Samples | None = None  # the domains' samples: read, never asked
     pool: Pool | None = None  # the pool this xend is a member of (pool/opening.py)
+    pool_view: PoolReader | None = None  # the pool's view, read from its etcd; None: no pool
 
     def deadline(self, kind: OpKind = OpKind.REQUEST) -> Deadline:
         """A new request's deadline, from now."""

@@ -20,7 +20,8 @@ The rest of an element (its items after the name) is:
   ``(devices)`` → ``[]``.
 
 The elements whose items are a collection (``COLLECTIONS``: a domain's ``devices``, a
-config's ``vm`` with its ``device`` fields) always take the array, so that they keep
+config's ``vm`` with its ``device`` fields, the pool's ``hosts`` and ``domains``) always
+take the array, so that they keep
 their shape whether they hold one thing or two of a kind: ``(devices (vbd ...))`` →
 ``"devices": [{"vbd": {...}}]``.
 
@@ -37,7 +38,7 @@ from xend_actors import sxp
 Json = str | list[Any] | dict[str, Any]
 
 # Elements that hold a collection: their items are an array even when there is one.
-COLLECTIONS = frozenset({"devices", "vm"})
+COLLECTIONS = frozenset({"devices", "vm", "hosts", "domains"})
 
 
 def to_json(value: object) -> Json:

@@ -63,10 +63,19 @@ def all_domains(client: XendClient) -> list[sxp.Value]:
 
 @click.command("list")
 @click.option("-l", "--long", "long_", is_flag=True, help="Print each domain's whole info.")
+@click.option("--pool", "pool", is_flag=True,
+              help="Every domain of xend's pool, with its host.")
 @dom_argument("doms", nargs=-1)
 @click.pass_obj
-def list_(client: XendClient, long_: bool, doms: tuple[str, ...]) -> None:
+def list_(client: XendClient, long_: bool, pool: bool, doms: tuple[str, ...]) -> None:
     """List information about domains: all, or the DOMs given."""
+    if pool:
+        from xend_actors.xm.pool import domains_table, pool_domains
+
+        domains = pool_domains(client, doms)
+        click.echo("".join(map(sxp.pretty, domains)) if long_ else domains_table(domains),
+                   nl=False)
+        return
     infos = [client.xend_domain(dom) for dom in doms] if doms else all_domains(client)
     if long_:
         click.echo("".join(sxp.pretty(info) for info in infos), nl=False)

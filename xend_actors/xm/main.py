@@ -1,10 +1,10 @@
 """The ``xm`` command: how to reach xend, command dispatch, help, errors, and ``xm call``.
 
 Commands live one module per group (``console``, ``domain``, ``device``, ``create``,
-``host``, ``top``, ``scheduler``, ``transfer``, ``vnet``, ``token``); this module puts them
-together as the original did (facts §14.1): any unique prefix of a command name runs it,
-``xm help`` lists the commands by group, and every error is ``Error: <message>`` on
-stderr with exit status 1. A command's module is imported only when it runs (``xm help``
+``host``, ``top``, ``scheduler``, ``transfer``, ``vnet``, ``token``, ``pool``); this module
+puts them together as the original did (facts §14.1): any unique prefix of a command name
+runs it, ``xm help`` lists the commands by group, and every error is ``Error: <message>``
+on stderr with exit status 1. A command's module is imported only when it runs (``xm help``
 imports them all): ``xm list`` loads neither create's config files nor the console's
 WebSocket terminal, which were a quarter of every command's imports.
 """
@@ -174,7 +174,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Commands related to consoles:", ("console",)),
     ("Commands on domains:", ("create", "domain", "device", "transfer")),
     # The original had a group of its own for vnets; they are the host's networks.
-    ("Commands related to the xen host (node):", ("host", "top", "vnet", "token")),
+    ("Commands related to the xen host (node):", ("host", "top", "vnet", "token", "pool")),
     ("Commands controlling scheduling:", ("scheduler",)),
 )
 
@@ -191,6 +191,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("save", "restore", "migrate"), "transfer"),
     **dict.fromkeys(("info", "dmesg", "log"), "host"),
     "top": "top",
+    "pool-list": "pool",
     **dict.fromkeys(("vnet-list", "vnet-create", "vnet-delete"), "vnet"),
     **dict.fromkeys(("token-create", "token-delete", "token-list"), "token"),
     **dict.fromkeys(("bvt", "bvt_ctxallow", "fbvt", "atropos", "rrobin"), "scheduler"),
