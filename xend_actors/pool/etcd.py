@@ -8,6 +8,11 @@ forks scripts and hypervisors. It is imported only by a xend in a pool.
 A URL that does not answer (a member down, or cut off from us) is skipped for the next,
 and the one that answered is tried first next time; when none answers, the call raises
 ``PoolUnavailable`` (503), which the pool's operations give their clients as it is.
+While the cluster elects a new leader, its members answer nothing (a write sent to a
+follower was forwarded to the dead leader and is lost; a lease renewal waits for the
+new one) or an error: a call whose URLs all failed so goes round them again, until
+``CALL_BUDGET``, whereas members that are down (refused, TLS failed) fail it at once.
+A call that needed more than one URL, or long, is logged with its time and why.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import base64
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 1.0  # seconds for one URL to answer one call: well under a lease's TTL
+# Seconds a call goes round the URLs while members may answer in a moment: an election
+# (etcd's default election timeout is 1 s; a split vote takes another) is waited out.
+CALL_BUDGET = 3.0
+ROUND_PAUSE = 0.05  # seconds between two rounds of the URLs
+SLOW_CALL = 0.5  # seconds: a call that took longer is logged
 MAX_VALUE = 64 * 1024  # bytes: any value read from etcd longer than this is refused
 T = TypeVar("T")
 
@@ -127,9 +138,7 @@ class Etcd:
 
         context = None
         if any(url.startswith("https:") for url in urls):
-            context = ssl.create_default_context(cafile=str(ca) if ca else None)
-            if cert is not None:
-                context.load_cert_chain(str(cert), str(key) if key else None)
+            context = tls_context(ca, cert, key)
         self._clients: list[Etcd3Client] = []
         for url in urls:
             parts = urlsplit(url)
@@ -155,7 +164,7 @@ class Etcd:
         """Each of ``ranges``, all read at one revision in one round trip (a transaction
         of ranges); and that revision. A value over ``MAX_VALUE`` is left out (logged),
         so that one bad key never hides the others."""
-        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json={
+        reply = self._call("a read", lambda c: c.post(c.get_url("/kv/txn"), json={
             "success": [{"request_range": r.wire()} for r in ranges]}))
         responses = reply.get("responses", [])
         if len(responses) != len(ranges):
@@ -171,7 +180,7 @@ class Etcd:
         """Whether every condition held (and so ``success`` was done, else ``failure``)."""
         body = {"compare": [c.wire() for c in compare], "success": list(success),
                 "failure": list(failure)}
-        reply = self._call(lambda c: c.post(c.get_url("/kv/txn"), json=body))
+        reply = self._call("a transaction", lambda c: c.post(c.get_url("/kv/txn"), json=body))
         return bool(reply.get("succeeded", False))
 
     def put(self, key: str, value: str | bytes, lease: int = 0) -> None:
@@ -179,55 +188,111 @@ class Etcd:
 
     def grant(self, ttl: float) -> int:
         """A new lease of ``ttl`` seconds; its id."""
-        reply = self._call(lambda c: c.post(c.get_url("/lease/grant"),
-                                            json={"TTL": max(1, round(ttl)), "ID": 0}))
+        reply = self._call("a lease grant", lambda c: c.post(
+            c.get_url("/lease/grant"), json={"TTL": max(1, round(ttl)), "ID": 0}))
         return int(reply["ID"])
 
     def refresh(self, lease: int) -> float:
         """Keep ``lease`` alive: the seconds it has now, or 0 if it had already expired."""
-        reply = self._call(lambda c: c.post(c.get_url("/lease/keepalive"),
-                                            json={"ID": lease}))
+        reply = self._call("a lease renewal", lambda c: c.post(
+            c.get_url("/lease/keepalive"), json={"ID": lease}))
         return max(0.0, float(reply.get("result", {}).get("TTL", 0)))
 
     def revoke(self, lease: int) -> None:
-        self._call(lambda c: c.post(c.get_url("/kv/lease/revoke"), json={"ID": lease}))
+        self._call("a lease revoke", lambda c: c.post(c.get_url("/kv/lease/revoke"),
+                                                      json={"ID": lease}))
 
     # --- the URLs in turn ------------------------------------------------------------------
 
     def _range(self, request: dict[str, Any]) -> list[Kv]:
-        reply = self._call(lambda c: c.post(c.get_url("/kv/range"), json=request))
+        reply = self._call("a read", lambda c: c.post(c.get_url("/kv/range"), json=request))
         return [_kv(item) for item in reply.get("kvs", [])]
 
-    def _call(self, call: Callable[[Etcd3Client], Any]) -> Any:
+    def _call(self, what: str, call: Callable[[Etcd3Client], Any]) -> Any:
         from etcd3gw.exceptions import Etcd3Exception
 
+        started = time.monotonic()
         first = self._first
-        why = ""
-        for turn in range(len(self._clients)):
-            index = (first + turn) % len(self._clients)
-            try:
-                reply = call(self._clients[index])
-            except (Etcd3Exception, ValueError) as error:  # ValueError: a reply not JSON
-                why = _reason(error)  # down, cut off, or without a leader: the next one
-                continue
-            if index != first:
-                with self._lock:
-                    self._first = index
-            if not isinstance(reply, dict):
-                raise PoolUnavailable("the pool's etcd answered something unexpected")
-            return reply
-        raise PoolUnavailable(f"the pool's etcd is unreachable ({', '.join(self.urls)}: "
-                              f"{why})")
+        failed: list[str] = []  # "URL: why", in order
+        while True:
+            again = False  # a member may answer in a moment: worth another round
+            for turn in range(len(self._clients)):
+                index = (first + turn) % len(self._clients)
+                try:
+                    reply = call(self._clients[index])
+                except (Etcd3Exception, ValueError) as error:  # ValueError: not JSON
+                    why, final = _failure(error)
+                    failed.append(f"{self.urls[index]}: {why}")
+                    again |= not final
+                    continue
+                took = time.monotonic() - started
+                if failed or took > SLOW_CALL:
+                    why = f" ({'; '.join(failed[-len(self._clients):])})" if failed else ""
+                    log.info("Pool etcd: %s answered by %s after %.3f s%s", what,
+                             self.urls[index], took, why)
+                if index != first:
+                    with self._lock:
+                        self._first = index
+                if not isinstance(reply, dict):
+                    raise PoolUnavailable("the pool's etcd answered something unexpected")
+                return reply
+            if not again or time.monotonic() - started + ROUND_PAUSE >= CALL_BUDGET:
+                raise PoolUnavailable(f"the pool's etcd is unreachable "
+                                      f"({'; '.join(failed[-len(self._clients):])})")
+            time.sleep(ROUND_PAUSE)
 
 
-def _reason(error: Exception) -> str:
-    from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+def _failure(error: Exception) -> tuple[str, bool]:
+    """Why a member did not do a call, and whether another try soon is in vain (it is
+    down, or answered for good); else it may do it in a moment: it timed out, or
+    answered that it cannot now (5xx: no leader, a request that timed out in there)."""
+    from etcd3gw.exceptions import (
+        ConnectionFailedError,
+        ConnectionTimeoutError,
+        InternalServerError,
+    )
 
-    if isinstance(error, ConnectionTimeoutError):
-        return "timed out"
-    if isinstance(error, ConnectionFailedError):
-        return "refused or cut off"
-    return f"answered an error: {str(error)[:200]}"
+    from xend_actors.pool.gateway import Unanswered
+
+    # etcd3gw raises its own exceptions from the session's (its ``__context__``)
+    cause = error.__context__
+    if isinstance(cause, Unanswered):
+        return cause.reason, cause.down
+    if isinstance(error, ValueError):
+        return "answered something not JSON", True
+    detail = str(getattr(error, "detail_text", "") or error)[:200]
+    transient = isinstance(error, (ConnectionFailedError, ConnectionTimeoutError,
+                                   InternalServerError))
+    return f"answered an error: {detail}", not transient
+
+
+def tls_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """A client's TLS to the pool's etcd: trusting ``ca`` (None: the system's CAs), with
+    ``cert`` and ``key`` as its client certificate; XendError naming the option whose
+    file cannot be used."""
+    if ca is None:
+        context = ssl.create_default_context()
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, and the host's name
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except (OSError, ssl.SSLError) as error:
+            raise XendError(f"(xend-pool-etcd-ca {ca}): {_file_reason(error)}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        try:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as error:
+            raise XendError(f"(xend-pool-etcd-cert {cert}) with (xend-pool-etcd-key "
+                            f"{key or cert}): {_file_reason(error)}") from None
+    return context
+
+
+def _file_reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        words = (error.reason or str(error)).lower().replace("_", " ")
+        return f"not a PEM certificate (and key) that fit: {words}"
+    return f"cannot read it: {error.strerror or error}"
 
 
 def _kv(item: dict[str, Any]) -> Kv:

@@ -5,7 +5,10 @@ etcd3gw asks its session only to ``post`` JSON and to answer with a status, a re
 a text and ``json()``. ``requests`` did that for some 0.85 ms of CPU a call, most of a
 name claim's cost on a create's way; ``http.client`` on a kept-alive connection does it
 for 0.17 ms (measured on one etcd on loopback). Failures are raised as the ``requests``
-exceptions etcd3gw maps to its own (``ConnectionFailedError``, ``ConnectionTimeoutError``).
+exceptions etcd3gw maps to its own (``ConnectionFailedError``, ``ConnectionTimeoutError``),
+as ``Unanswered``: what the pool's client reads to tell a member that is down (refused,
+no route, gone mid-way, a TLS handshake that failed) from one that may answer in a
+moment (timed out: cut off, or waiting for a new leader).
 """
 
 from __future__ import annotations
@@ -20,6 +23,21 @@ from urllib.parse import urlsplit
 import requests
 
 MAX_REPLY = 16 * 1024 * 1024  # bytes: a pool of 10,000 domains' summaries is some 2 MiB
+
+
+class Unanswered(requests.exceptions.ConnectionError):
+    """A post that got no reply; ``down``: the member cannot answer now (refused, no
+    route, closed, TLS failed), else it did not answer in time."""
+
+    def __init__(self, reason: str, down: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.down = down
+
+
+class TimedOut(Unanswered, requests.exceptions.Timeout):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, down=False)
 
 
 class Reply:
@@ -61,9 +79,9 @@ class GatewaySession:
                                    headers={"Content-Type": "application/json"})
                 response = connection.getresponse()
                 payload = response.read(MAX_REPLY + 1)
-            except TimeoutError as error:
+            except TimeoutError:
                 self._drop()
-                raise requests.exceptions.Timeout(str(error)) from None
+                raise TimedOut("timed out") from None
             except (OSError, http.client.HTTPException) as error:
                 self._drop()
                 # a kept-alive connection the member closed meanwhile: once more, anew
@@ -71,10 +89,10 @@ class GatewaySession:
                         error, (http.client.RemoteDisconnected, BrokenPipeError,
                                 ConnectionResetError)):
                     continue
-                raise requests.exceptions.ConnectionError(str(error)) from None
+                raise Unanswered(_why(error), down=True) from None
             if len(payload) > MAX_REPLY:
                 self._drop()
-                raise requests.exceptions.ConnectionError(f"a reply over {MAX_REPLY} bytes")
+                raise Unanswered(f"a reply over {MAX_REPLY} bytes", down=True)
             return Reply(response.status, response.reason, payload)
         raise AssertionError("unreachable")
 
@@ -102,6 +120,26 @@ class GatewaySession:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _why(error: OSError | http.client.HTTPException) -> str:
+    """Why a member did not answer, as an operator reads it."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"its certificate is not one xend-pool-etcd-ca trusts "
+                f"({error.verify_message})")
+    if isinstance(error, ssl.SSLError):
+        reason = (error.reason or str(error)).lower().replace("_", " ")
+        # etcd (Go) refuses a client certificate its CA did not sign with an alert, or
+        # hangs up without one
+        if "alert" in reason or isinstance(error, ssl.SSLEOFError):
+            return ("TLS refused: does the cluster's CA sign this xend's client "
+                    "certificate (xend-pool-etcd-cert)?")
+        return f"TLS failed: {reason}"
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    if isinstance(error, http.client.HTTPException | ConnectionResetError | BrokenPipeError):
+        return "closed the connection"
+    return error.strerror or str(error)
 
 
 def _dumps(value: Any) -> bytes:

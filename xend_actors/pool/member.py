@@ -70,6 +70,7 @@ class PoolMember(TracedActor):
         self._hypervisor = hypervisor
         self._lease = 0  # 0: not joined (or the lease expired)
         self._joined = 0.0
+        self._unjoined = ""  # why the last join failed, logged once
         self._published: dict[str, DomainEntry] = {}  # what etcd holds of ours, we believe
         self._host: HostEntry | None = None  # what hosts/<me> holds
         self._publishing = False  # a publish is scheduled
@@ -109,9 +110,12 @@ class PoolMember(TracedActor):
             self._reconcile()
         except XendError as error:
             self._lease = 0
-            log.warning("Pool %s: cannot join now (%s); trying again",
-                        self._keys.pool, error.message)
+            if error.message != self._unjoined:  # not again each try while it lasts
+                log.warning("Pool %s: cannot join now (%s); trying again",
+                            self._keys.pool, error.message)
+            self._unjoined = error.message
             return False
+        self._unjoined = ""
         log.info("Pool %s: joined as %s", self._keys.pool, self._me)
         return True
 

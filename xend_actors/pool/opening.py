@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from xend_actors.access.pool_token import PoolToken, read_pool_token
 from xend_actors.access.tls import listener_certificate
 from xend_actors.config import ConfigError, XendConfig
+from xend_actors.errors import XendError
 from xend_actors.pool.entries import Keys
 from xend_actors.pool.etcd import Etcd
 from xend_actors.pool.member import Membership
@@ -34,11 +35,22 @@ def open_pool(config: XendConfig) -> Pool | None:
         return None
     token = read_pool_token(config.pool_token_file) if config.pool_token_file else None
     https = [url for url in config.pool_etcd if url.startswith("https:")]
-    if https and (config.pool_etcd_ca is None) != (config.pool_etcd_cert is None):
-        raise ConfigError("(xend-pool-etcd-ca FILE) and (xend-pool-etcd-cert FILE) go "
-                          "together for https etcd URLs")
-    etcd = Etcd(config.pool_etcd, ca=config.pool_etcd_ca, cert=config.pool_etcd_cert,
-                key=config.pool_etcd_key)
+    files = (config.pool_etcd_ca, config.pool_etcd_cert, config.pool_etcd_key)
+    if https and len(https) != len(config.pool_etcd):
+        raise ConfigError("(xend-pool-etcd '...') mixes http and https URLs: the members "
+                          "of one etcd cluster speak either")
+    if https and None in files[:2]:
+        raise ConfigError("https etcd URLs need (xend-pool-etcd-ca FILE), the CA that "
+                          "signed the cluster's certificates, and (xend-pool-etcd-cert FILE) "
+                          "with (xend-pool-etcd-key FILE), this xend's client certificate")
+    if not https and any(files):
+        raise ConfigError("(xend-pool-etcd-ca/-cert/-key FILE) are for https etcd URLs; "
+                          "(xend-pool-etcd '...') gives http ones")
+    try:
+        etcd = Etcd(config.pool_etcd, ca=config.pool_etcd_ca, cert=config.pool_etcd_cert,
+                    key=config.pool_etcd_key)
+    except XendError as error:  # a TLS file that cannot be used
+        raise ConfigError(error.message) from None
     keys = Keys(config.pool)
     me = config.pool_host or socket.gethostname().split(".")[0]
     return Pool(etcd, keys, me, EtcdNames(etcd, keys, me), token)
