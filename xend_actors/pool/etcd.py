@@ -13,6 +13,9 @@ follower was forwarded to the dead leader and is lost; a lease renewal waits for
 new one) or an error: a call whose URLs all failed so goes round them again, until
 ``CALL_BUDGET``, whereas members that are down (refused, TLS failed) fail it at once.
 A call that needed more than one URL, or long, is logged with its time and why.
+When no member could be reached at all, ``unreachable`` says so until a call gets an
+answer again (the member's lease thread keeps trying): a name claim, on the domain
+table's way, is refused at once meanwhile instead of waiting out every member again.
 """
 
 from __future__ import annotations
@@ -150,6 +153,8 @@ class Etcd:
         self.urls = tuple(urls)
         self._first = 0  # the URL that answered last
         self._lock = threading.Lock()
+        # Why no member could be reached by the last call, until one answers again.
+        self.unreachable = ""
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -214,6 +219,7 @@ class Etcd:
         started = time.monotonic()
         first = self._first
         failed: list[str] = []  # "URL: why", in order
+        reached = False  # some member answered, if with an error
         while True:
             again = False  # a member may answer in a moment: worth another round
             for turn in range(len(self._clients)):
@@ -221,15 +227,17 @@ class Etcd:
                 try:
                     reply = call(self._clients[index])
                 except (Etcd3Exception, ValueError) as error:  # ValueError: not JSON
-                    why, final = _failure(error)
+                    why, final, answered = _failure(error)
                     failed.append(f"{self.urls[index]}: {why}")
                     again |= not final
+                    reached |= answered
                     continue
                 took = time.monotonic() - started
                 if failed or took > SLOW_CALL:
                     why = f" ({'; '.join(failed[-len(self._clients):])})" if failed else ""
                     log.info("Pool etcd: %s answered by %s after %.3f s%s", what,
                              self.urls[index], took, why)
+                self.unreachable = ""
                 if index != first:
                     with self._lock:
                         self._first = index
@@ -237,15 +245,19 @@ class Etcd:
                     raise PoolUnavailable("the pool's etcd answered something unexpected")
                 return reply
             if not again or time.monotonic() - started + ROUND_PAUSE >= CALL_BUDGET:
-                raise PoolUnavailable(f"the pool's etcd is unreachable "
-                                      f"({'; '.join(failed[-len(self._clients):])})")
+                message = (f"the pool's etcd is unreachable "
+                           f"({'; '.join(failed[-len(self._clients):])})")
+                if not reached:
+                    self.unreachable = message
+                raise PoolUnavailable(message)
             time.sleep(ROUND_PAUSE)
 
 
-def _failure(error: Exception) -> tuple[str, bool]:
-    """Why a member did not do a call, and whether another try soon is in vain (it is
-    down, or answered for good); else it may do it in a moment: it timed out, or
-    answered that it cannot now (5xx: no leader, a request that timed out in there)."""
+def _failure(error: Exception) -> tuple[str, bool, bool]:
+    """Why a member did not do a call; whether another try soon is in vain (it is down,
+    or answered for good), else it may do it in a moment (it timed out, or answered that
+    it cannot now: 5xx, no leader, a request that timed out in there); and whether it
+    answered at all."""
     from etcd3gw.exceptions import (
         ConnectionFailedError,
         ConnectionTimeoutError,
@@ -257,13 +269,13 @@ def _failure(error: Exception) -> tuple[str, bool]:
     # etcd3gw raises its own exceptions from the session's (its ``__context__``)
     cause = error.__context__
     if isinstance(cause, Unanswered):
-        return cause.reason, cause.down
+        return cause.reason, cause.down, False
     if isinstance(error, ValueError):
-        return "answered something not JSON", True
+        return "answered something not JSON", True, True
     detail = str(getattr(error, "detail_text", "") or error)[:200]
     transient = isinstance(error, (ConnectionFailedError, ConnectionTimeoutError,
                                    InternalServerError))
-    return f"answered an error: {detail}", not transient
+    return f"answered an error: {detail}", not transient, True
 
 
 def tls_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:

@@ -11,6 +11,8 @@ claim that moved on (migrated away, restarted elsewhere) is never taken back.
 
 Releases are not on the way of a destroy: they go to a thread of their own, and one
 that fails (etcd unreachable) is left to the member's reconcile when etcd is back.
+A claim is: while no etcd member could be reached at the last call, it is refused at
+once (503), so that the table is not held up again for every create.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from urllib.parse import urlsplit
 from xend_actors.domain.config import DomainConfig
 from xend_actors.errors import Conflict, XendError
 from xend_actors.pool.entries import BadEntry, HostEntry, Keys
-from xend_actors.pool.etcd import Compare, Etcd, delete, put
+from xend_actors.pool.etcd import Compare, Etcd, PoolUnavailable, delete, put
 from xend_actors.sxp import show
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class EtcdNames:
         threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
 
     def claim(self, config: DomainConfig, peer: str | None = None) -> None:
+        if self._etcd.unreachable:  # the table would wait out every member again
+            raise PoolUnavailable(self._etcd.unreachable)
         name, keys = config.name, self._keys
         steps = [put(keys.name(name), self._me)]
         steps.append(put(keys.ha_config(name), show(config.sxpr)) if config.ha
