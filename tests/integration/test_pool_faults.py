@@ -435,6 +435,19 @@ def test_a_migration_moves_the_claim_and_a_refused_one_leaves_it(pool: Pool) -> 
              "the claim and summary of mover gone with it")
 
 
+def test_a_destination_takes_a_claim_only_from_the_member_it_comes_from(pool: Pool) -> None:
+    etcd = pool.etcd
+    h1, h2 = pool.hosts["h1"], pool.hosts["h2"]
+    h1.start_guest("claimed")
+    etcd.put(PREFIX + "names/claimed", "h3")  # as if h3 held it: not the source's to hand
+    refused = xm(h1, "migrate", "claimed", h2.address)
+    assert refused.returncode == 1, refused.stdout
+    assert "claimed is held by pool member h3" in refused.stderr, refused.stderr
+    assert "claimed" in h1.names() and "claimed" not in h2.names()
+    assert claim(etcd, "claimed") == "h3"
+    etcd.put(PREFIX + "names/claimed", "h1")  # its own again: released when destroyed
+
+
 # --- TLS -------------------------------------------------------------------------------------
 
 
