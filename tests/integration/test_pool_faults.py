@@ -477,7 +477,7 @@ def test_the_pool_speaks_tls_and_says_whose_certificate_is_not_trusted(
         "(xend-pool-etcd-cert)?") == len(urls), \
         refused.value.message
     assert untrusted.value.message.count(
-        "its certificate is not one xend-pool-etcd-ca trusts") == len(urls), \
+        "): is it signed by xend-pool-etcd-ca, for the URL's host?") == len(urls), \
         untrusted.value.message
 
 

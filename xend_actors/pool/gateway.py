@@ -125,8 +125,8 @@ class GatewaySession:
 def _why(error: OSError | http.client.HTTPException) -> str:
     """Why a member did not answer, as an operator reads it."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"its certificate is not one xend-pool-etcd-ca trusts "
-                f"({error.verify_message})")
+        return (f"its certificate does not verify ({error.verify_message}): is it signed "
+                f"by xend-pool-etcd-ca, for the URL's host?")
     if isinstance(error, ssl.SSLError):
         reason = (error.reason or str(error)).lower().replace("_", " ")
         # etcd (Go) refuses a client certificate its CA did not sign with an alert, or
