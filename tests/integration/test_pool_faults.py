@@ -313,9 +313,11 @@ def three_domains(pool: Pool, tag: str) -> None:
 
 
 def republished(pool: Pool, tag: str, tmp_path: Path) -> None:
-    """Once etcd answers again: every domain's summary current, the destroyed and saved
-    ones' claims released, and the saved ones restored where they were saved."""
+    """Once etcd answers again: every host registered, every domain's summary current,
+    the destroyed and saved ones' claims released, and the saved ones restored where
+    they were saved."""
     etcd = pool.etcd
+    wait_for(lambda: set(hosts(etcd)) == set(pool.hosts), 3 * TTL, "every host registered")
     wait_for(lambda: all(shows(etcd, f"{tag}{n}-run", n, "p") for n in pool.hosts),
              3 * TTL, "the domains paused meanwhile shown paused")
     wait_for(lambda: all(claim(etcd, f"{tag}{n}-{kind}") is None for n in pool.hosts
