@@ -6,7 +6,8 @@ Killing etcd's leader changes nothing a user sees: every member stays registered
 its lease all along (no rejoin), creates work during the election and after it, and the
 summaries go on being written. With etcd away — every member stopped, or every host cut
 off from it for longer than the TTL — each host goes on managing its own domains (pause,
-console, save, destroy), new names are refused with a clear 503, and once etcd answers
+console, save, destroy), new names and the pool's view and placement are refused with a
+clear 503 (one line from xm), and once etcd answers
 again each host is registered again (joined anew if its lease expired) and every summary
 is current. A migration between two members moves the domain's claim to the destination;
 one the destination refuses leaves it with the source. A member whose client certificate
@@ -342,10 +343,14 @@ def test_with_etcd_stopped_each_host_manages_its_own_and_republishes_after(
         assert refused_for_now(host, f"s{name}-new") < 1.0  # every member refuses at once
     config = tmp_path / "new.sxp"
     config.write_text(sxp.show(sim_vm("s-by-xm")))
-    done = xm(pool.hosts["h1"], "create", "-F", str(config))
-    assert done.returncode == 1, done.stdout
-    assert done.stderr.count("\n") == 1 and "the pool's etcd is unreachable" in done.stderr, \
-        done.stderr
+    h1 = pool.hosts["h1"]
+    for done in (xm(h1, "create", "-F", str(config)), xm(h1, "pool-list"),
+                 xm(h1, "create", "--pool", "-F", str(config))):
+        assert done.returncode == 1, done.stdout
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "the pool's etcd is unreachable" in done.stderr, done.stderr
+    reply = h1.xend.get("/xend/pool/")
+    assert reply.status_code == 503 and "the pool's etcd is unreachable" in reply.text
 
     pool.etcd.start_all()
     republished(pool, "s", tmp_path)
