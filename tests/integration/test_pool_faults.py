@@ -205,6 +205,13 @@ def xm(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)
 
 
+def view_hosts(host: Host) -> dict[str, str]:
+    """The hosts of ``host``'s pool view (GET /xend/pool/) and their states."""
+    view = host.xend.get_sxp("/xend/pool/")
+    return {str(sxp.child_value(entry, "name")): str(sxp.child_value(entry, "state"))
+            for entry in sxp.children(sxp.child(view, "hosts"), "host")}
+
+
 def log_from(host: Host, offset: int) -> str:
     return host.home.logfile.read_bytes()[offset:].decode(errors="replace")
 
@@ -246,6 +253,7 @@ def test_killing_the_etcd_leader_changes_nothing_a_member_shows(pool: Pool) -> N
         after = {name: timed_create(host, f"after-{name}")
                  for name, host in pool.hosts.items()}
         for name, host in pool.hosts.items():
+            assert view_hosts(host) == {n: "up" for n in pool.hosts}
             op(host, f"steady-{name}", "pause")
         wait_for(lambda: all(shows(etcd, f"steady-{n}", n, "p") for n in pool.hosts), 10,
                  "the summaries of the paused domains written")
@@ -392,6 +400,8 @@ def test_hosts_cut_off_from_etcd_longer_than_the_ttl_manage_their_own_and_join_a
     wait_for(lambda: set(hosts(etcd)) == set(pool.hosts), 3 * TTL, "every host joined again")
     back = time.monotonic() - mended
     after = leases(etcd, etcd.leader())
+    for host in pool.hosts.values():
+        assert view_hosts(host) == {n: "up" for n in pool.hosts}
     assert not set(after.values()) & set(before.values())  # each under a new lease
     republished(pool, "c", tmp_path)
     for name, host in pool.hosts.items():
