@@ -183,7 +183,7 @@ class Root(TracedActor):
             if pool is not None:
                 member = self._start("pool", PoolMember.start(
                     membership(config, pool, addresses), pool.etcd, pool.names, table, view,
-                    hypervisor), PoolMemberProxy)
+                    hypervisor, events), PoolMemberProxy)
                 ask(events.subscribe(member.actor_ref, "xend.domain.*"), "the event bus",
                     BARRIER_TIMEOUT)
                 member.join()  # etcd may be unreachable now: xend starts all the same

@@ -8,14 +8,19 @@ that changed, each guarded by the claim being ours. A lease that expired (etcd w
 gone longer than the TTL) is joined again, and every join reconciles: each domain here
 claims its name (one whose name another member holds now was moved while we were away,
 if it is an HA domain, and is destroyed here; else the clash is logged), each claim of
-ours with no domain here is released, and every summary is written again.
+ours with no domain here is released, or restarted here if it is an HA domain's, and
+every summary is written again.
 
 When etcd cannot be reached, nothing here stops: the domains run and are managed as
 ever, the pool's operations answer 503, and the member joins again once etcd answers.
+Except the HA domains: the fence (``fence.py``) destroys them once the lease may be
+about to expire, since another member will restart them then (``ha.py``). A clean stop
+does the same before it revokes the lease: the others restart them at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -30,10 +35,14 @@ from xend_actors.actors import ASK_TIMEOUT, ask, proxy_of
 from xend_actors.domain.table import DomainTableProxy
 from xend_actors.domain.view import Listed, TableView
 from xend_actors.errors import XendError
+from xend_actors.events.bus import EventBusProxy
 from xend_actors.events.event import Event
 from xend_actors.hypervisor.actor import HypervisorProxy
+from xend_actors.hypervisor.base import ShutdownReason
 from xend_actors.pool.entries import DomainEntry, HostEntry, Keys
 from xend_actors.pool.etcd import Compare, Etcd, PoolUnavailable, put
+from xend_actors.pool.fence import Fence
+from xend_actors.pool.ha import HaRestarts
 from xend_actors.pool.names import EtcdNames
 from xend_actors.trace import TracedActor
 
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_DELAY = 0.05  # seconds: the events of one burst are written together
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+RETRY_PERIOD = 0.5  # seconds between tries of a renewal or a join that failed
 
 
 @dataclass(frozen=True)
@@ -53,12 +63,14 @@ class Membership:
     fingerprint: str  # of the API's TLS certificate; '' for plain HTTP
     ttl: float
     relocation: str = ""  # host:port migrations to this member go to; '' none
+    build_timeout: float = 120.0  # seconds an HA restart has to make its domain
+    destroy_timeout: float = 30.0  # seconds the fence waits for each domain's end
 
 
 class PoolMember(TracedActor):
     def __init__(self, membership: Membership, etcd: Etcd, names: EtcdNames,
                  table: DomainTableProxy, view: TableView,
-                 hypervisor: HypervisorProxy) -> None:
+                 hypervisor: HypervisorProxy, events: EventBusProxy) -> None:
         super().__init__()
         self._membership = membership
         self._keys = membership.keys
@@ -68,20 +80,35 @@ class PoolMember(TracedActor):
         self._table = table
         self._view = view
         self._hypervisor = hypervisor
+        self._events = events
         self._lease = 0  # 0: not joined (or the lease expired)
+        self._stale_lease = 0  # a lease given up (fenced), to revoke at the next join
         self._joined = 0.0
         self._unjoined = ""  # why the last join failed, logged once
         self._published: dict[str, DomainEntry] = {}  # what etcd holds of ours, we believe
         self._host: HostEntry | None = None  # what hosts/<me> holds
         self._publishing = False  # a publish is scheduled
         self._stopping = threading.Event()
+        self._fence = Fence(membership.ttl, self._fence_now)
+        self._fenced: list[str] = []  # the names the last fence destroyed
+        self._ha = HaRestarts(etcd, self._keys, self._me, membership.ttl, names, table,
+                              view, events, self._fence, membership.build_timeout,
+                              self.is_joined)
 
     def on_start(self) -> None:
         self._self = proxy_of(self.actor_ref, PoolMemberProxy)
+        self._fence.start()
+        self._ha.start()
         threading.Thread(target=self._keep_alive, name="pool-lease", daemon=True).start()
 
     def on_stop(self) -> None:
         self._stopping.set()
+        self._ha.stop()
+        # Before the others may take over: at once if the lease is revoked below, at
+        # its expiry if etcd does not answer now.
+        self._fence.now("this member leaves the pool")
+        self._fence.stop()
+        self.leave()
 
     def on_receive(self, message: object) -> object:
         if isinstance(message, Event):  # from the event bus: a domain may have changed
@@ -101,13 +128,24 @@ class PoolMember(TracedActor):
     def join(self) -> bool:
         """Join (again): a new lease, this host registered under it, the reconcile.
         Whether it worked (etcd may be unreachable: then the lease thread tries again)."""
+        sent = time.monotonic()
+        with self._fence.fencing:  # a fence under way ends first: its domains are gone
+            pass
         try:
             lease = self._etcd.grant(self._membership.ttl)
             self._lease = lease
             self._joined = time.time()
             self._host = None
             self._register()
+            if self._stale_lease:
+                with contextlib.suppress(XendError):  # expired: gone by itself
+                    self._etcd.revoke(self._stale_lease)
+                self._stale_lease = 0
+            self._fence.rejoined(sent)  # before the reconcile: it restarts HA domains
             self._reconcile()
+            for name in self._fenced:
+                self._names.unkeep(name)
+            self._fenced = []
         except XendError as error:
             self._lease = 0
             if error.message != self._unjoined:  # not again each try while it lasts
@@ -120,11 +158,15 @@ class PoolMember(TracedActor):
         return True
 
     def lost(self) -> None:
-        """The lease expired: not a member until the next join."""
-        if self._lease:
-            log.warning("Pool %s: the lease of %s expired; joining again",
-                        self._keys.pool, self._me)
-        self._lease = 0
+        """The lease expired, or this member is fenced: not a member until the next
+        join, which revokes the old lease once ``hosts/<me>`` is under the new one (so
+        that after a blip shorter than the TTL the entry never goes)."""
+        lease, self._lease = self._lease, 0
+        if lease:
+            self._stale_lease = lease
+            log.warning("Pool %s: %s is no longer a member (%s); joining again",
+                        self._keys.pool, self._me, "fenced" if self._fence.fenced
+                        else "its lease expired")
 
     def leave(self) -> None:
         """Leave the pool at a clean stop: the host's entry goes at once."""
@@ -175,17 +217,77 @@ class PoolMember(TracedActor):
                 except XendError as error:
                     log.warning("Pool %s: domain %s could not claim its name: %s",
                                 keys.pool, name, error.message)
+            elif owner is not None and config is not None and config.ha:
+                self._moved(listed, owner)
             elif owner is not None:
                 log.warning("Pool %s: domain %s runs here, but pool member %s holds its "
                             "name", keys.pool, name, owner)
         held = self._names.held()  # claimed by this xend: made, or being made now
+        ha = {kv.key.removeprefix(keys.ha) for kv in self._etcd.get_prefix(keys.ha)}
         for name, owner in claims.items():
-            if owner == self._me and name not in local and name not in held:
+            if owner != self._me or name in local or name in held or self._ha.busy(name):
+                continue
+            if name in ha:
+                log.info("Pool %s: HA domain %s is ours and not here; restarting it",
+                         keys.pool, name)
+                self._ha.restart_own(name)
+            else:
                 log.info("Pool %s: domain %s is no longer here; its claim released",
                          keys.pool, name)
                 self._names.release_now(name)
         self._published = {}
         self._write(self._summaries(local.values()))
+
+    def _moved(self, listed: Listed, owner: str) -> None:
+        """An HA domain here whose claim another member holds: it was restarted there
+        while this member was away. Destroyed here, its restart rules aside; its claim
+        is not ours to release (the release is guarded: it does nothing)."""
+        name = listed.record.name
+        log.warning("Pool %s: HA domain %s was restarted on %s while this member was "
+                    "away; destroying the copy here", self._keys.pool, name, owner)
+        if listed.domain is not None:
+            try:
+                ask(listed.domain.destroy(ShutdownReason.HALT), f"domain {name}",
+                    self._membership.destroy_timeout)
+            except XendError as error:
+                log.error("Pool %s: the copy of %s here could not be destroyed: %s",
+                          self._keys.pool, name, error.message)
+                return
+        self._events.publish("xend.pool.moved", [name, owner])
+
+    # --- fencing -------------------------------------------------------------------------------
+
+    def _fence_now(self, why: str) -> None:
+        """Destroy every HA domain here, restart rules aside, their claims kept; on the
+        fence's thread, asking no actor but the domains' own (never this one, which may
+        be waiting on etcd)."""
+        started = time.monotonic()
+        fenced = [listed for listed in self._view.current().by_id.values()
+                  if listed.record.domid != 0 and listed.record.config is not None
+                  and listed.record.config.ha and listed.domain is not None]
+        names = [listed.record.name for listed in fenced]
+        self._fenced = names
+        log.warning("Pool %s: fencing %s (%s): destroying its HA domains %s",
+                    self._keys.pool, self._me, why, " ".join(names) or "(none)")
+        for name in names:
+            self._names.keep(name)
+        destroys = [(listed.record.name, listed.domain.destroy(ShutdownReason.HALT))
+                    for listed in fenced if listed.domain is not None]
+        timeout = self._membership.destroy_timeout
+        for name, destroy in destroys:
+            try:
+                ask(destroy, f"domain {name}", timeout)
+            except (XendError, pykka.ActorDeadError) as error:
+                log.error("Pool %s: fencing could not destroy %s: %s", self._keys.pool,
+                          name, error)
+        # Gone from the table's view: their releases were asked (and skipped) before.
+        until = time.monotonic() + timeout
+        while any(n in self._view.current().by_name for n in names) and \
+                time.monotonic() < until:
+            time.sleep(0.02)
+        log.warning("Pool %s: %s fenced in %.3f s", self._keys.pool, self._me,
+                    time.monotonic() - started)
+        self._events.publish("xend.pool.fenced", [self._me, ["domains", *names]])
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -235,19 +337,30 @@ class PoolMember(TracedActor):
     # --- the lease ----------------------------------------------------------------------------
 
     def _keep_alive(self) -> None:
-        """Renew the lease every fifth of its TTL; join when not a member. After etcd
-        was unreachable, the first renewal that works reconciles: what changed here
+        """Renew the lease every fifth of its TTL (sooner after a failure); join when
+        not a member. The fence counts from each renewal that worked (``Fence``). After
+        etcd was unreachable, the first renewal that works reconciles: what changed here
         meanwhile (a domain destroyed, whose claim could not be released) is told."""
         period = self._membership.ttl / 5
+        wait = period
         cut_off = False
-        while not self._stopping.wait(period):
+        while not self._stopping.wait(wait):
+            wait = RETRY_PERIOD
             try:
-                if not self._self.is_joined().get(timeout=ASK_TIMEOUT):
+                lease = self._lease  # read without asking: the actor may be busy
+                if not lease or self._fence.fenced:
+                    if lease:
+                        self._self.lost().get(timeout=ASK_TIMEOUT)
                     cut_off = not self._self.join().get(timeout=ASK_TIMEOUT)
+                    if not cut_off:
+                        wait = period
                     continue
-                if self._etcd.refresh(self._lease) <= 0:
-                    self._self.lost().get(timeout=ASK_TIMEOUT)
+                sent = time.monotonic()
+                if self._etcd.refresh(lease) <= 0:
+                    self._fence.now("the lease expired")
                     continue
+                self._fence.renewed(sent)
+                wait = period
                 self._names.retry()
                 if cut_off:
                     log.info("Pool %s: etcd answers again", self._keys.pool)

@@ -13,6 +13,11 @@ Releases are not on the way of a destroy: they go to a thread of their own, and 
 that fails (etcd unreachable) is left to the member's reconcile when etcd is back.
 A claim is: while no etcd member could be reached at the last call, it is refused at
 once (503), so that the table is not held up again for every create.
+
+A name can be ``kept``: the next release of it is not done. The fence keeps the names
+of the HA domains it destroys (their claims stay this member's, so that a member back
+from a short blip restarts them here, and one that was away long had them taken over),
+and an HA restart keeps its name while it is made (a failed one hands the claim on).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class EtcdNames:
         # member's reconcile keeps off them (their domains may not be listed yet).
         self._held: set[str] = set()
         self._unreleased: set[str] = set()  # releases that failed: tried again (``retry``)
+        self._kept: set[str] = set()  # names whose next release is not done (``keep``)
         self._lock = threading.Lock()
         threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
 
@@ -85,7 +91,24 @@ class EtcdNames:
     def release(self, name: str) -> None:
         with self._lock:
             self._held.discard(name)
+            if name in self._kept:
+                self._kept.discard(name)
+                log.info("Claim of %s kept (fenced or being restarted)", name)
+                return
         self._releases.put(name)
+
+    def keep(self, name: str) -> None:
+        """The next release of ``name`` is not done: its claim stays this member's."""
+        with self._lock:
+            self._kept.add(name)
+
+    def unkeep(self, name: str | None = None) -> None:
+        """Releases of ``name`` (None: of every name) are done again."""
+        with self._lock:
+            if name is None:
+                self._kept.clear()
+            else:
+                self._kept.discard(name)
 
     def retry(self) -> None:
         """Try again the releases that failed (etcd answers again)."""

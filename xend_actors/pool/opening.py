@@ -71,7 +71,8 @@ def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membersh
     certificate = listener_certificate(config)
     fingerprint = certificate.fingerprint() if certificate is not None else ""
     return Membership(pool.keys, pool.me, api, fingerprint, config.pool_ttl,
-                      relocation_address(config, api))
+                      relocation_address(config, api), config.build_timeout,
+                      config.destroy_timeout)
 
 
 def relocation_address(config: XendConfig, api: str) -> str:
