@@ -76,9 +76,9 @@ class EtcdCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def member_config(cluster: EtcdCluster, host: str) -> str:
+def member_config(cluster: EtcdCluster, host: str, ttl: float = TTL) -> str:
     return (f"(xend-pool {POOL})\n{cluster.xend_config(host)}(xend-pool-host {host})\n"
-            f"(xend-pool-ttl {TTL:g})\n")
+            f"(xend-pool-ttl {ttl:g})\n")
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def cluster() -> Iterator[EtcdCluster]:
         made.close()
 
 
-def start_members(cluster: EtcdCluster, count: int) -> list[Xend]:
-    homes = [new_home(member_config(cluster, f"h{i}")) for i in range(count)]
+def start_members(cluster: EtcdCluster, count: int, ttl: float = TTL) -> list[Xend]:
+    homes = [new_home(member_config(cluster, f"h{i}", ttl)) for i in range(count)]
     xends = []
     for home in homes:
         home.start()
