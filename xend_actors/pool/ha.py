@@ -222,14 +222,14 @@ class HaRestarts:
         deadline = Deadline.after(self._build_timeout)
         self._names.keep(name)  # a failed make must not release the claim: handed on
         try:
-            domain = ask(self._table.create(config), "the domain table", deadline.inner())
+            domain = ask(self._table.create(config), "the domain table", deadline)
             if self._fence.fenced:  # fenced while it was made: not listed when it fenced
-                ask(domain.destroy(ShutdownReason.HALT), f"domain {name}", deadline.inner())
+                ask(domain.destroy(ShutdownReason.HALT), f"domain {name}", deadline)
                 return
             record = ask(domain.build(deadline.inner()), f"building domain {name}",
-                         deadline.inner())
-            ask(ask(domain.unpause(), f"domain {name}", deadline.inner()),
-                "the domain table", deadline.inner())
+                         deadline)
+            ask(ask(domain.unpause(), f"domain {name}", deadline), "the domain table",
+                deadline)
         except XendError as error:
             self._failed_here(name, owner, error.message)
             return
