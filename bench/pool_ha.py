@@ -25,13 +25,13 @@ import time
 from common import ROOT  # noqa: F401 (puts the tests' helpers on the path)
 
 from tests.integration.test_pool_ha import (
-    EtcdCluster,
     ha_vm,
     host_of,
     running,
     start_members,
     tear_down,
 )
+from tests.support.etcd import EtcdCluster
 from tests.support.processes import wait_for
 
 

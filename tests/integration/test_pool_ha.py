@@ -5,22 +5,15 @@ member back from a short blip restarts its own HA domain."""
 
 from __future__ import annotations
 
-import base64
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support.etcd import EtcdCluster
 from tests.support.home import new_home
-from tests.support.ports import free_port
 from tests.support.processes import wait_for
 from tests.support.xend import Xend, sim_vm
 from xend_actors import sxp
@@ -28,52 +21,6 @@ from xend_actors.events.event import Event
 
 TTL = 4.0  # seconds: short, so that the tests are; the fence comes at half of it
 POOL = "hat"
-
-
-@dataclass
-class _Member:
-    process: subprocess.Popen[bytes] | None
-
-
-class EtcdCluster:
-    """A stand-in for tests/support/etcd.py's cluster (one member on loopback) until it
-    lands on main."""
-
-    def __init__(self, size: int = 1) -> None:
-        client, peer = free_port(), free_port()
-        self.folder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="xetcd-ha-"))
-        self.url = f"http://127.0.0.1:{client}"
-        process = subprocess.Popen(
-            ["etcd", "--data-dir", str(self.folder), "--listen-client-urls", self.url,
-             "--advertise-client-urls", self.url, "--listen-peer-urls",
-             f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
-             f"http://127.0.0.1:{peer}", "--initial-cluster",
-             f"default=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.members = [_Member(process)]
-        wait_for(lambda: self._healthy(), 20, "etcd to start")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def xend_config(self, name: str) -> str:
-        return f"(xend-pool-etcd '{self.url}')\n"
-
-    def get(self, key: str) -> bytes | None:
-        reply = httpx.post(self.url + "/v3/kv/range", timeout=5,
-                           json={"key": base64.b64encode(key.encode()).decode()}).json()
-        kvs = reply.get("kvs", [])
-        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
-
-    def close(self) -> None:
-        for member in self.members:
-            if member.process is not None:
-                member.process.kill()
-                member.process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def member_config(cluster: EtcdCluster, host: str, ttl: float = TTL) -> str:
