@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -37,8 +37,11 @@ def cluster() -> Iterator[EtcdCluster]:
         made.close()
 
 
-def start_members(cluster: EtcdCluster, count: int, ttl: float = TTL) -> list[Xend]:
-    homes = [new_home(member_config(cluster, f"h{i}", ttl)) for i in range(count)]
+def start_members(cluster: EtcdCluster, count: int, ttl: float = TTL,
+                  extra: Sequence[str] = ()) -> list[Xend]:
+    """``count`` members h0, h1...; ``extra``: each one's own config lines, if any."""
+    homes = [new_home((extra[i] if i < len(extra) else "") + member_config(cluster, f"h{i}", ttl))
+             for i in range(count)]
     xends = []
     for home in homes:
         home.start()
@@ -166,5 +169,27 @@ def test_a_member_back_after_its_ha_domain_moved_does_not_run_it_again(
         time.sleep(1)
         assert running(first) == ["stayer"] and "mover" in running(second)
         assert claim(cluster, "mover") == "h1" and claim(cluster, "stayer") == "h0"
+    finally:
+        tear_down(xends)
+
+
+def test_a_restart_that_fails_on_the_winner_is_handed_on_to_another_member(
+        cluster: EtcdCluster) -> None:
+    # h1 has the most room, so it tries first, but one cpu: the domain, pinned to the
+    # fourth, cannot be made there. h2 can.
+    xends = start_members(cluster, 3, extra=["(sim-cpus 4)\n", "(sim-cpus 1)\n(sim-memory 65536)\n",
+                                             "(sim-cpus 4)\n"])
+    try:
+        first, roomy, able = xends
+        first.create(sim_vm("pinned", ["ha", "yes"], ["cpu", "3"]), unpause=True)
+        first.home.kill9()
+        first.home.kill_simhv()
+        failed = roomy.events.wait("xend.pool.restart_failed", timeout=TTL + 5)
+        assert failed.value[:2] == ["pinned", "h0"]
+        restarted = able.events.wait("xend.pool.restarted", timeout=2 * TTL + 5)
+        assert restarted.value[0] == "pinned" and restarted.value[2] == "h0"
+        assert failed.time < restarted.time
+        assert "pinned" in running(able) and "pinned" not in running(roomy)
+        assert claim(cluster, "pinned") == "h2"
     finally:
         tear_down(xends)
