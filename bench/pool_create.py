@@ -8,7 +8,11 @@ both; the figure is create + unpause as a client sees it over the Unix socket. A
 member claims the name in etcd (one transaction, which etcd commits with an fsync of
 its WAL) before the domain's intent is written.
 
-    python bench/pool_create.py [--rounds 100] [--etcd-dir DIR]
+    python bench/pool_create.py [--rounds 100] [--etcd-dir DIR] [--qemu]
+
+``--qemu``: the same with two qemu xends and the test guest (TCG), where a create
+launches a real qemu: what the pool adds is the same, on a create some five times
+longer.
 
 ``--etcd-dir``: where etcd keeps its data (default: beside the xends' folders, on the
 same file system as their dbroot, /tmp); /dev/shm shows what the fsync costs.
@@ -28,22 +32,55 @@ nothing measurable.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import percentile, running_xend, vm_config
 
 import tests.support.etcd as etcd_support
+from tests.e2e.qemu import build_guest
 from tests.support.etcd import EtcdCluster
+from tests.support.home import XendHome, new_home
+from xend_actors import sxp
 from xend_actors.client import XendClient
 
 
-def create_and_unpause(client: XendClient, name: str) -> tuple[float, float]:
+@contextlib.contextmanager
+def qemu_xend(extra: str = "") -> Iterator[XendHome]:
+    """A started xend with the qemu driver (TCG); stopped, its guests killed, at exit."""
+    home = new_home(extra + "(hypervisor qemu)\n(qemu-accel tcg)\n")
+    try:
+        started = home.xend("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"xend did not start: {started.stderr.strip()}")
+        yield home
+    finally:
+        home.xend("stop")
+        for state in (home.run_dir / "qemu").glob("*/state.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                os.kill(int(json.loads(state.read_text())["pid"]), 9)
+        shutil.rmtree(home.root, ignore_errors=True)
+
+
+def qemu_config() -> Callable[[str], sxp.Value]:
+    guest = build_guest()
+    return lambda name: ["vm", ["name", name], ["memory", "128"],
+                         ["image", ["linux", ["kernel", guest.kernel],
+                                    ["ramdisk", guest.ramdisk], ["args", "quiet"]]]]
+
+
+def create_and_unpause(client: XendClient, name: str,
+                       config: Callable[[str], sxp.Value] = vm_config) -> tuple[float, float]:
     """Seconds the create took, and the unpause after it."""
     start = time.perf_counter()
-    client.xend_domain_create(vm_config(name))
+    client.xend_domain_create(config(name))
     created = time.perf_counter()
     client.xend_domain_unpause(name)
     return created - start, time.perf_counter() - created
@@ -58,26 +95,32 @@ def main() -> None:
     parser.add_argument("--etcd-dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="the folder etcd's data goes in (default: /tmp, where the "
                              "xends' dbroots are)")
+    parser.add_argument("--qemu", action="store_true",
+                        help="qemu xends and the test guest instead of the sim")
     args = parser.parse_args()
+    xend = qemu_xend if args.qemu else running_xend
+    config = qemu_config() if args.qemu else vm_config
     etcd_support.BASE = args.etcd_dir  # where the cluster's folder is made
     etcd = EtcdCluster(1)
     print(f"etcd data in {etcd.folder}")
     pool = (f"(xend-pool bench)\n(xend-pool-etcd '{etcd.urls}')\n(xend-pool-host b0)\n")
     try:
-        with running_xend() as alone_home, running_xend(pool) as pooled_home:
+        with xend() as alone_home, xend(pool) as pooled_home:
             print(f"xend dbroots: {alone_home.dbroot}, {pooled_home.dbroot}")
             alone = XendClient(unix_path=alone_home.unix_path)
             pooled = XendClient(unix_path=pooled_home.unix_path)
             times: dict[str, list[tuple[float, float]]] = {"alone": [], "pool": []}
             for warm in range(5):
-                create_and_unpause(alone, f"warm-{warm}")
-                create_and_unpause(pooled, f"warm-{warm}")
+                for client in (alone, pooled):
+                    create_and_unpause(client, f"warm-{warm}", config)
+                    client.xend_domain_destroy(f"warm-{warm}", "halt")
             for number in range(args.rounds):
                 order = [("alone", alone), ("pool", pooled)]
                 if number % 2:
                     order.reverse()
                 for label, client in order:
-                    times[label].append(create_and_unpause(client, f"bench-{number:04d}"))
+                    times[label].append(create_and_unpause(client, f"bench-{number:04d}",
+                                                           config))
                 for _, client in order:
                     client.xend_domain_destroy(f"bench-{number:04d}", "halt")
                 time.sleep(args.gap)
