@@ -157,9 +157,11 @@ def test_a_member_back_after_its_ha_domain_moved_does_not_run_it_again(
         first, second = xends
         first.create(ha_vm("mover"), unpause=True)
         first.create(sim_vm("stayer"), unpause=True)
-        # xend killed, its guests left running (the case a watchdog would cover): the
-        # other member restarts the HA domain after the TTL.
+        # xend killed, and its fencing watchdog with it (else the watchdog destroys the
+        # HA domain before the lease ends: test_pool_watchdog.py): its guests are left
+        # running, and the other member restarts the HA domain after the TTL.
         first.home.kill9()
+        first.home.kill_fence()
         wait_for(lambda: "mover" in running(second), TTL + 5, "the restart elsewhere")
         first.start()
         # Its reconcile destroys its own copy of the moved domain, keeps the other.

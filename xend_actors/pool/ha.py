@@ -260,6 +260,7 @@ class HaRestarts:
             return  # kept: the next join's reconcile tries it here again
         self._names.unkeep(name)
         if handed:
+            self._names.unguard(name)  # not ours to fence any more
             log.info("Pool %s: the claim of %s handed back to %s for another member",
                      pool, name, owner)
 

@@ -16,6 +16,11 @@ ever, the pool's operations answer 503, and the member joins again once etcd ans
 Except the HA domains: the fence (``fence.py``) destroys them once the lease may be
 about to expire, since another member will restart them then (``ha.py``). A clean stop
 does the same before it revokes the lease: the others restart them at once.
+
+The fencing watchdog (``watchdog_client.py``) is the backstop for a xend that cannot
+fence (killed, hung): each renewal that worked, and each join, pushes its deadline to
+``WATCHDOG_SHARE`` of the TTL after they were sent; each join tells it the whole set of
+HA names to guard, and reports what it fenced while xend was away.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
@@ -44,6 +50,7 @@ from xend_actors.pool.etcd import Compare, Etcd, PoolUnavailable, put
 from xend_actors.pool.fence import Fence
 from xend_actors.pool.ha import HaRestarts
 from xend_actors.pool.names import EtcdNames
+from xend_actors.pool.watchdog_client import WatchdogUnavailable, take_fenced
 from xend_actors.trace import TracedActor
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,10 @@ log = logging.getLogger(__name__)
 PUBLISH_DELAY = 0.05  # seconds: the events of one burst are written together
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 RETRY_PERIOD = 0.5  # seconds between tries of a renewal or a join that failed
+# The watchdog's deadline, as a share of the TTL after the last renewal sent: past the
+# member's own fence (half the TTL, ``fence.py``), which goes first while xend lives
+# (through its domains' actors), and well before the lease can expire.
+WATCHDOG_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class Membership:
     relocation: str = ""  # host:port migrations to this member go to; '' none
     build_timeout: float = 120.0  # seconds an HA restart has to make its domain
     destroy_timeout: float = 30.0  # seconds the fence waits for each domain's end
+    run_dir: Path = Path("/var/run/xend")  # where the fencing watchdog records its fences
 
 
 class PoolMember(TracedActor):
@@ -98,6 +110,7 @@ class PoolMember(TracedActor):
     def on_start(self) -> None:
         self._self = proxy_of(self.actor_ref, PoolMemberProxy)
         self._fence.start()
+        self._start_watchdog()
         self._ha.start()
         threading.Thread(target=self._keep_alive, name="pool-lease", daemon=True).start()
 
@@ -107,6 +120,9 @@ class PoolMember(TracedActor):
         # Before the others may take over: at once if the lease is revoked below, at
         # its expiry if etcd does not answer now.
         self._fence.now("this member leaves the pool")
+        with contextlib.suppress(WatchdogUnavailable):  # what xend could not destroy
+            self._names.watchdog.fence_now()
+        self._names.watchdog.close()
         self._fence.stop()
         self.leave()
 
@@ -142,7 +158,9 @@ class PoolMember(TracedActor):
                     self._etcd.revoke(self._stale_lease)
                 self._stale_lease = 0
             self._fence.rejoined(sent)  # before the reconcile: it restarts HA domains
+            self._watchdog_renewed(sent)
             self._reconcile()
+            self._watchdog_fenced()
             for name in self._fenced:
                 self._names.unkeep(name)
             self._fenced = []
@@ -200,7 +218,8 @@ class PoolMember(TracedActor):
                         error.message)
 
     def _reconcile(self) -> None:
-        """After a join: etcd made to agree with the domains that are here."""
+        """After a join: etcd made to agree with the domains that are here, and the
+        watchdog guarding the HA domains here that are ours."""
         keys = self._keys
         local = {listed.record.name: listed for listed in self._view.current().by_id.values()
                  if listed.record.domid != 0}
@@ -237,6 +256,9 @@ class PoolMember(TracedActor):
                 self._names.release_now(name)
         self._published = {}
         self._write(self._summaries(local.values()))
+        self._names.guard_only(
+            name for name, listed in local.items() if claims.get(name) == self._me
+            and listed.record.config is not None and listed.record.config.ha)
 
     def _moved(self, listed: Listed, owner: str) -> None:
         """An HA domain here whose claim another member holds: it was restarted there
@@ -256,6 +278,28 @@ class PoolMember(TracedActor):
         self._events.publish("xend.pool.moved", [name, owner])
 
     # --- fencing -------------------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        """The fencing watchdog running (found, or started), for when this xend cannot
+        fence; one that cannot be started is tried again at each renewal and guard."""
+        try:
+            self._names.watchdog.start()
+        except WatchdogUnavailable as error:
+            log.error("Pool %s: %s", self._keys.pool, error.message)
+
+    def _watchdog_renewed(self, sent: float) -> None:
+        """The watchdog's deadline pushed on: the lease lives at least the TTL from
+        ``sent`` (a renewal's or a grant's)."""
+        self._names.watchdog.deadline(self._membership.ttl * WATCHDOG_SHARE, since=sent)
+
+    def _watchdog_fenced(self) -> None:
+        """What the watchdog fenced while this xend was away (dead, hung), said once."""
+        for fenced in take_fenced(self._membership.run_dir):
+            names = [name for name, _domid in fenced.domains]
+            log.warning("Pool %s: the fencing watchdog destroyed %s while xend could not "
+                        "fence", self._keys.pool, " ".join(names))
+            self._events.publish("xend.pool.fenced", [self._me, ["domains", *names],
+                                                       ["by", "watchdog"]])
 
     def _fence_now(self, why: str) -> None:
         """Destroy every HA domain here, restart rules aside, their claims kept; on the
@@ -360,6 +404,7 @@ class PoolMember(TracedActor):
                     self._fence.now("the lease expired")
                     continue
                 self._fence.renewed(sent)
+                self._watchdog_renewed(sent)
                 wait = period
                 self._names.retry()
                 if cut_off:

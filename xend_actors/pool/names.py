@@ -18,6 +18,12 @@ A name can be ``kept``: the next release of it is not done. The fence keeps the 
 of the HA domains it destroys (their claims stay this member's, so that a member back
 from a short blip restarts them here, and one that was away long had them taken over),
 and an HA restart keeps its name while it is made (a failed one hands the claim on).
+
+An HA domain's name is guarded by the member's fencing watchdog (``watchdog_client.py``)
+from just before its claim (the claim admits the domain: from then on, a xend that dies
+or hangs has it destroyed by the watchdog) until its release, or its claim is handed
+on; kept names stay guarded. After each join the member says the whole guarded set
+(``guard_only``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from xend_actors.domain.config import DomainConfig
 from xend_actors.errors import Conflict, XendError
 from xend_actors.pool.entries import BadEntry, HostEntry, Keys
 from xend_actors.pool.etcd import Compare, Etcd, PoolUnavailable, delete, put
+from xend_actors.pool.watchdog_client import FenceWatchdog
 from xend_actors.sxp import show
 
 log = logging.getLogger(__name__)
@@ -41,7 +49,8 @@ CLAIM_TRIES = 3  # a claim raced by releases and takeovers tries again, this man
 class EtcdNames:
     """The ``NameClaims`` of a pool member ``me``."""
 
-    def __init__(self, etcd: Etcd, keys: Keys, me: str) -> None:
+    def __init__(self, etcd: Etcd, keys: Keys, me: str, watchdog: FenceWatchdog) -> None:
+        self.watchdog = watchdog  # destroys the guarded HA domains when xend cannot
         self._etcd = etcd
         self._keys = keys
         self._me = me
@@ -52,6 +61,11 @@ class EtcdNames:
         self._unreleased: set[str] = set()  # releases that failed: tried again (``retry``)
         self._kept: set[str] = set()  # names whose next release is not done (``keep``)
         self._lock = threading.Lock()
+        # The names the watchdog guards for this xend, as far as this xend told it; the
+        # lock keeps what the watchdog is told in the order the set changes (outside
+        # ``_lock``: telling a watchdog that must be started first takes a while).
+        self._guarded: set[str] = set()
+        self._guarding = threading.Lock()
         threading.Thread(target=self._release_each, name="pool-release", daemon=True).start()
 
     def claim(self, config: DomainConfig, peer: str | None = None) -> None:
@@ -64,11 +78,17 @@ class EtcdNames:
         with self._lock:
             self._held.add(name)
             self._unreleased.discard(name)
+        guarded = False
         try:
+            if config.ha:  # before the claim admits the domain (a 503 if it cannot be)
+                self._guard(name)
+                guarded = True
             self._claim(name, steps, peer)
         except BaseException:
             with self._lock:
                 self._held.discard(name)
+            if guarded:
+                self.unguard(name)
             raise
 
     def _claim(self, name: str, steps: list[dict[str, object]], peer: str | None) -> None:
@@ -95,7 +115,32 @@ class EtcdNames:
                 self._kept.discard(name)
                 log.info("Claim of %s kept (fenced or being restarted)", name)
                 return
+        self.unguard(name)
         self._releases.put(name)
+
+    def unguard(self, name: str) -> None:
+        """``name`` is no longer this member's (released, or its claim handed on): the
+        watchdog no longer guards it."""
+        with self._guarding:
+            if name in self._guarded:
+                self._guarded.discard(name)
+                self.watchdog.unguard(name)
+
+    def guard_only(self, names: Iterable[str]) -> None:
+        """The watchdog guards ``names`` (the HA domains a join's reconcile found here
+        and ours), the HA names this xend claimed and holds (claimed meanwhile, say), and
+        nothing else (a dead xend's guards, names fenced here since taken over)."""
+        with self._guarding:
+            with self._lock:
+                held = set(self._held)
+            whole = set(names) | (self._guarded & held)
+            self.watchdog.replace(whole)
+            self._guarded = whole
+
+    def _guard(self, name: str) -> None:
+        with self._guarding:
+            self.watchdog.guard(name)
+            self._guarded.add(name)
 
     def keep(self, name: str) -> None:
         """The next release of ``name`` is not done: its claim stays this member's."""

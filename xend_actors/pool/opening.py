@@ -1,5 +1,6 @@
 """A xend's pool, opened from its config: the etcd client, the name claims the table
-asks, the pool's shared token, and what this member tells the others about itself."""
+asks (with the fencing watchdog that guards the HA domains' names), the pool's shared
+token, and what this member tells the others about itself."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from xend_actors.pool.entries import Keys
 from xend_actors.pool.etcd import Etcd
 from xend_actors.pool.member import Membership
 from xend_actors.pool.names import EtcdNames
+from xend_actors.pool.watchdog_client import FenceWatchdog
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def open_pool(config: XendConfig) -> Pool | None:
         raise ConfigError(error.message) from None
     keys = Keys(config.pool)
     me = config.pool_host or socket.gethostname().split(".")[0]
-    return Pool(etcd, keys, me, EtcdNames(etcd, keys, me), token)
+    return Pool(etcd, keys, me, EtcdNames(etcd, keys, me, FenceWatchdog(config)), token)
 
 
 def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membership:
@@ -72,7 +74,7 @@ def membership(config: XendConfig, pool: Pool, addresses: list[str]) -> Membersh
     fingerprint = certificate.fingerprint() if certificate is not None else ""
     return Membership(pool.keys, pool.me, api, fingerprint, config.pool_ttl,
                       relocation_address(config, api), config.build_timeout,
-                      config.destroy_timeout)
+                      config.destroy_timeout, config.run_dir)
 
 
 def relocation_address(config: XendConfig, api: str) -> str:

@@ -12,7 +12,7 @@ xend writes and does not wait; only ``ping`` and ``status`` are answered::
     commit            ... which replaces the guarded set then (a cut-off set changes
                       nothing)
     deadline T        fence at T, seconds of CLOCK_MONOTONIC (one clock for every process
-                      of the host): the last renewal of the lease that was sent + ttl/2
+                      of the host): the last renewal sent + 0.6 TTL (the member fences at 0.5)
     disarm            no deadline, nothing guarded (a member that left its pool)
     fence             fence now
     ping            → xend-fence PID
