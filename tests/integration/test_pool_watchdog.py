@@ -1,6 +1,7 @@
-"""A pool member's fencing watchdog with a real pool xend and etcd on loopback: a xend
-killed with ``kill -9`` leaves its HA domain running, and its watchdog destroys it while
-the member's lease still lives (so before any other member may restart it)."""
+"""A pool member's fencing watchdog with real pool xends and etcd on loopback: it guards
+exactly the HA names its member holds; a xend killed with ``kill -9`` (or hung) leaves
+its HA domain running, and its watchdog destroys it while the member's lease still
+lives, so before any other member may restart it: never two copies at once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.integration.test_pool_ha import (
     POOL,
     TTL,
     EtcdCluster,
+    claim,
     events_named,
     ha_vm,
     running,
@@ -25,6 +27,7 @@ from tests.integration.test_pool_ha import (
 )
 from tests.support.processes import wait_for
 from tests.support.xend import sim_vm
+from xend_actors import sxp
 from xend_actors.hypervisor.sim.driver import SimDriver
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,77 @@ def watchdog_status(run_dir: object) -> dict:
         while not seen.endswith(b"\n") and (data := sock.recv(65536)):
             seen += data
     return json.loads(seen)
+
+
+def guarded(run_dir: object) -> list[str]:
+    return list(watchdog_status(run_dir)["guarded"])
+
+
+def test_the_watchdog_guards_the_ha_names_its_member_holds_and_no_other(
+        cluster: EtcdCluster) -> None:
+    xends = start_members(cluster, 2)
+    try:
+        first, second = xends
+        first.create(ha_vm("guarded"), unpause=True)
+        first.create(sim_vm("plain"), unpause=True)
+        wait_for(lambda: guarded(first.home.run_dir) == ["guarded"], 5, "the guard")
+        status = watchdog_status(first.home.run_dir)
+        assert 0 < status["deadline_in"] <= TTL * 0.6, status
+        # A name another member holds is refused, and not left guarded here.
+        refused = second.post("/xend/domain/", op="create", config=sxp.show(ha_vm("guarded")))
+        assert "held by pool member h0" in second.error(refused, 409)
+        time.sleep(0.5)
+        assert guarded(second.home.run_dir) == []
+        # Destroyed for good: no longer guarded; a plain domain never was.
+        first.ok(first.op("guarded", "destroy", reason="halt"))
+        wait_for(lambda: guarded(first.home.run_dir) == [], 10, "the unguard")
+        assert claim(cluster, "guarded") is None
+        # Now free, the name is the other member's, and guarded there.
+        second.create(ha_vm("guarded"), unpause=True)
+        wait_for(lambda: guarded(second.home.run_dir) == ["guarded"], 5, "the guard there")
+        assert guarded(first.home.run_dir) == []
+    finally:
+        tear_down(xends)
+
+
+def test_a_killed_members_ha_domain_is_gone_before_another_member_restarts_it(
+        cluster: EtcdCluster) -> None:
+    xends = start_members(cluster, 2)
+    try:
+        first, second = xends
+        first.create(ha_vm("mover"), unpause=True)
+        first.create(sim_vm("stayer"), unpause=True)
+        first.home.kill9()  # its guests, and its watchdog, run on
+        killed = time.monotonic()
+        here, there = SimDriver(first.home.simhv_socket), SimDriver(second.home.simhv_socket)
+        fenced = None
+        try:
+            # Looked at on both hosts until it runs on the other: never on both at once.
+            while "mover" not in {d.name for d in there.list_domains()}:
+                assert time.monotonic() - killed < TTL + 10, "not restarted elsewhere"
+                if fenced is None and "mover" not in {d.name for d in here.list_domains()}:
+                    fenced = time.monotonic() - killed
+                time.sleep(0.02)
+            moved = time.monotonic() - killed
+            assert "mover" not in {d.name for d in here.list_domains()}
+            assert "stayer" in {d.name for d in here.list_domains()}
+        finally:
+            here.close()
+            there.close()
+        print(f"fenced {fenced:.3f} s after the kill, running on h1 {moved:.3f} s after")
+        assert fenced is not None and fenced <= TTL * 0.6 + 0.5 and fenced < moved
+        wait_for(lambda: "mover" in running(second), 10, "the restart elsewhere")
+        # Back, it says what its watchdog did, and neither restarts nor meets a copy.
+        first.start()
+        said = first.events.wait("xend.pool.fenced", timeout=10)
+        assert said.value == ["h0", ["domains", "mover"], ["by", "watchdog"]]
+        time.sleep(TTL)
+        assert running(first) == ["stayer"] and "mover" in running(second)
+        assert events_named(first, "xend.pool.moved") == []
+        assert claim(cluster, "mover") == "h1" and claim(cluster, "stayer") == "h0"
+        assert guarded(first.home.run_dir) == [] and guarded(second.home.run_dir) == ["mover"]
+    finally:
+        tear_down(xends)
 
 
 def test_a_killed_members_ha_domain_is_fenced_by_its_watchdog_while_its_lease_lives(
