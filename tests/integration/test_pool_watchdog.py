@@ -194,3 +194,26 @@ def test_a_hung_members_ha_domain_is_fenced_by_its_watchdog_and_back_when_it_wak
         assert watchdog_status(xend.home.run_dir)["guarded"] == ["guarded"]
     finally:
         tear_down([xend])
+
+
+def test_an_ha_create_its_watchdog_cannot_be_told_of_is_refused_and_claims_nothing(
+        cluster: EtcdCluster) -> None:
+    [xend] = start_members(cluster, 1)
+    try:
+        run_dir = xend.home.run_dir
+        # Its socket's place taken by a file: the watchdog unreachable, none can start.
+        blocker = run_dir / "blocker"
+        blocker.write_text("not a socket\n")
+        os.replace(blocker, run_dir / "fence.sock")
+        xend.home.kill_fence()
+        refused = xend.post("/xend/domain/", op="create", config=sxp.show(ha_vm("unguarded")))
+        assert "fencing watchdog" in xend.error(refused, 503)
+        assert claim(cluster, "unguarded") is None and running(xend) == []
+        xend.create(sim_vm("plain"), unpause=True)  # a plain domain needs no watchdog
+        # Once one can start, the next HA create starts it, and is guarded.
+        (run_dir / "fence.sock").unlink()
+        xend.create(ha_vm("guarded"), unpause=True)
+        assert guarded(run_dir) == ["guarded"]
+        assert sorted(running(xend)) == ["guarded", "plain"]
+    finally:
+        tear_down([xend])

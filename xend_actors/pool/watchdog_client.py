@@ -80,8 +80,14 @@ class FenceWatchdog:
         if not protocol.is_name(name):
             raise XendError(f"cannot guard {name[:80]!r}: not a domain name")
         with self._lock:
+            known = name in self._names
             self._names.add(name)
-            self._send(protocol.guard(name), must=True)
+            try:
+                self._send(protocol.guard(name), must=True)
+            except WatchdogUnavailable:
+                if not known:  # refused (its domain is not made): not for the next watchdog
+                    self._names.discard(name)
+                raise
 
     def unguard(self, name: str) -> None:
         """``name`` is gone for good, or no longer this member's."""
