@@ -72,3 +72,20 @@ def test_now_fences_at_once_and_only_once() -> None:
         assert len(acts) == 1 and fence.fenced
     finally:
         fence.stop()
+
+
+def test_a_renewal_sent_after_the_fence_was_due_does_not_put_it_off() -> None:
+    # A xend woken from a hang: its lease thread renews before its fence thread runs.
+    now = [100.0]
+    acts: list[str] = []
+    fence = Fence(TTL, acts.append, clock=lambda: now[0])
+    now[0] += TTL / 2 + 0.01
+    fence.renewed(now[0])  # the lease still lived: etcd renewed it
+    fence.start()
+    try:
+        deadline = time.monotonic() + 2
+        while not acts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(acts) == 1 and fence.fenced
+    finally:
+        fence.stop()

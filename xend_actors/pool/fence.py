@@ -10,7 +10,9 @@ loaded host, and the members that take over notice the expiry only then; and wit
 renewal every fifth of the TTL, one lost renewal (or two) never fences.
 
 The clock is this thread's alone (``time.monotonic``): it never waits on etcd, so a
-renewal call that hangs cannot put the fence off. A fenced member stays fenced until it
+renewal call that hangs cannot put the fence off, nor can one sent once the fence was
+due and the thread not yet run (a xend woken from a hang fences, whichever thread of
+it runs first). A fenced member stays fenced until it
 joins again (``rejoined``): its reconcile then decides what runs where.
 """
 
@@ -44,9 +46,12 @@ class Fence:
         return self._fenced
 
     def renewed(self, sent: float) -> None:
-        """A renewal (or a grant) sent at ``sent`` (this clock) worked."""
+        """A renewal sent at ``sent`` (this clock) worked. One sent after the fence was
+        due does not put it off (xend was hung, say, and its watchdog may have fenced
+        meanwhile): the fence goes first, and the next join decides what runs here."""
         with self._changed:
-            self._renewed = max(self._renewed, sent)
+            if sent - self._renewed < self.margin:
+                self._renewed = max(self._renewed, sent)
             self._changed.notify()
 
     def now(self, why: str) -> None:

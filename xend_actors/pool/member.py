@@ -159,8 +159,8 @@ class PoolMember(TracedActor):
                 self._stale_lease = 0
             self._fence.rejoined(sent)  # before the reconcile: it restarts HA domains
             self._watchdog_renewed(sent)
+            self._watchdog_fenced()  # said before the reconcile restarts any of them
             self._reconcile()
-            self._watchdog_fenced()
             for name in self._fenced:
                 self._names.unkeep(name)
             self._fenced = []

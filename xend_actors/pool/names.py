@@ -22,8 +22,9 @@ and an HA restart keeps its name while it is made (a failed one hands the claim 
 An HA domain's name is guarded by the member's fencing watchdog (``watchdog_client.py``)
 from just before its claim (the claim admits the domain: from then on, a xend that dies
 or hangs has it destroyed by the watchdog) until its release, or its claim is handed
-on; kept names stay guarded. After each join the member says the whole guarded set
-(``guard_only``).
+on; kept names stay guarded, and a domain gone once the watchdog's deadline passed
+(fenced by it) keeps its claim too. After each join the member says the whole guarded
+set (``guard_only``).
 """
 
 from __future__ import annotations
@@ -115,8 +116,17 @@ class EtcdNames:
                 self._kept.discard(name)
                 log.info("Claim of %s kept (fenced or being restarted)", name)
                 return
+        if self._fenced_by_watchdog(name):
+            log.info("Claim of %s kept (its watchdog's deadline passed: fenced)", name)
+            return
         self.unguard(name)
         self._releases.put(name)
+
+    def _fenced_by_watchdog(self, name: str) -> bool:
+        """Whether ``name``'s domain went because the watchdog fenced it (a xend woken
+        from a hang sees it gone): its claim stays, as the member's own fence keeps it."""
+        with self._guarding:
+            return name in self._guarded and self.watchdog.passed()
 
     def unguard(self, name: str) -> None:
         """``name`` is no longer this member's (released, or its claim handed on): the

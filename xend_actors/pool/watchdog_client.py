@@ -66,6 +66,7 @@ class FenceWatchdog:
         self._deadline: float | None = None  # CLOCK_MONOTONIC
         self._failing = False  # the last write failed (logged once, until one works)
         self._retry = 0.0  # CLOCK_MONOTONIC: no new start before, but for a guard
+        self._closed = False  # xend is stopping: nothing more is said
 
     def start(self) -> None:
         """Connect now, starting the watchdog if none runs; WatchdogUnavailable if it
@@ -112,6 +113,11 @@ class FenceWatchdog:
             self._deadline = at
             self._send(protocol.deadline(at))
 
+    def passed(self) -> bool:
+        """Whether the last deadline told has passed (the watchdog fences, or did)."""
+        with self._lock:
+            return self._deadline is not None and time.monotonic() >= self._deadline
+
     def disarm(self) -> None:
         """Nothing guarded, no deadline (a member that left its pool with no HA domain)."""
         with self._lock:
@@ -126,8 +132,10 @@ class FenceWatchdog:
             self._send(protocol.simple(Verb.FENCE), must=True)
 
     def close(self) -> None:
-        """Let go of the connection; the watchdog goes on with what it was told."""
+        """Let go of the connection, for good; the watchdog goes on with what it was
+        told (a renewal under way as xend stops does not push a fence off again)."""
         with self._lock:
+            self._closed = True
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
@@ -137,6 +145,10 @@ class FenceWatchdog:
     def _send(self, line: bytes, *, must: bool = False) -> None:
         """Write ``line``; on a new connection (the watchdog gone, or never reached)
         everything this client said goes first."""
+        if self._closed:
+            if must:
+                raise WatchdogUnavailable("the fencing watchdog is not told more: xend stops")
+            return
         if self._sock is not None:
             try:
                 self._sock.sendall(line)
