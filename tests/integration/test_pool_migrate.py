@@ -93,15 +93,22 @@ def test_xm_migrate_pool_moves_the_domain_to_the_member_with_room(
 
 def test_a_domain_no_other_member_has_room_for_stays_where_it_is(
         lab: tuple[EtcdCluster, dict[str, Host]]) -> None:
-    _, hosts = lab
+    etcd, hosts = lab
     source = hosts[SOURCE].xend
-    source.create(sim_vm("stayer", memory=3500), unpause=True)
-    reply = source.post("/xend/pool/", op="migrate", dom="stayer", live="1")
-    message = Xend.error(reply, 409)
-    assert message.startswith("no pool member has room for domain stayer: it needs 3500 MB, "
-                              "the most free is "), message
-    assert message.endswith(f"(on {ROOMY})"), message
-    assert "p" not in source.state("stayer")
+    roomy = hosts[ROOMY].xend
+    roomy.create(sim_vm("filler", memory=1024), unpause=True)  # whatever ran before
+    try:
+        wait_for(lambda: json.loads(etcd.get(f"/xend-pool/{POOL}/hosts/{ROOMY}") or b"{}"
+                                    ).get("free_mb", 4096) < 3500, 10, "the filler counted")
+        source.create(sim_vm("stayer", memory=3500), unpause=True)
+        reply = source.post("/xend/pool/", op="migrate", dom="stayer", live="1")
+        message = Xend.error(reply, 409)
+        assert message.startswith("no pool member has room for domain stayer: it needs "
+                                  "3500 MB, the most free is "), message
+        assert message.endswith(f"(on {ROOMY})"), message
+        assert "p" not in source.state("stayer")
+    finally:
+        roomy.destroy_all_but({"Domain-0", "mover"})
 
 
 def test_a_pool_migration_asked_of_another_member_is_done_by_the_domain_s(
