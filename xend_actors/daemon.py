@@ -187,6 +187,8 @@ class Root(TracedActor):
                 ask(events.subscribe(member.actor_ref, "xend.domain.*"), "the event bus",
                     BARRIER_TIMEOUT)
                 member.join()  # etcd may be unreachable now: xend starts all the same
+                if reader is not None:  # a pool of thousands: the first read is the long one
+                    threading.Thread(target=reader.warm, name="pool-warm", daemon=True).start()
             if relocation:
                 addresses.append(f"xfr://{relocation}")
         except BaseException:

@@ -30,6 +30,7 @@ from enum import Enum
 
 from xend_actors import sxp
 from xend_actors.domain.config import MAX_NAME_LENGTH
+from xend_actors.errors import XendError
 from xend_actors.pool.entries import MEMBER_NAME, BadEntry, DomainEntry, HostEntry, Keys
 from xend_actors.pool.etcd import Etcd, Kv, Range, Ranged
 
@@ -143,6 +144,14 @@ class PoolReader:
         self._me = me
         self._known = NOTHING
         self._logged: set[tuple[str, int]] = set()
+
+    def warm(self) -> None:
+        """The whole first read, made before any client asks (the next reads ask etcd
+        only for changes); nothing if etcd does not answer now."""
+        try:
+            self.read()
+        except XendError as error:
+            log.info("Pool %s: not read yet (%s)", self._keys.pool, error.message)
 
     def read(self) -> PoolState:
         keys, known = self._keys, self._known
