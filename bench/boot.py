@@ -61,9 +61,10 @@ QUICK = Settings(boots=2, pauses=50)
 
 
 @contextlib.contextmanager
-def qemu_xend() -> Iterator[XendHome]:
-    """A started xend with the qemu driver; stopped, its guests killed, at exit."""
-    home = new_home("(hypervisor qemu)\n")
+def qemu_xend(extra: str = "") -> Iterator[XendHome]:
+    """A started xend with the qemu driver, with config lines ``extra`` first; stopped,
+    its guests killed, at exit."""
+    home = new_home(extra + "(hypervisor qemu)\n")
     try:
         started = home.xend("start")
         if started.returncode != 0:

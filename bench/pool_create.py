@@ -32,41 +32,26 @@ nothing measurable.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from boot import qemu_xend
 from common import percentile, running_xend, vm_config
 
 import tests.support.etcd as etcd_support
 from tests.e2e.qemu import build_guest
 from tests.support.etcd import EtcdCluster
-from tests.support.home import XendHome, new_home
+from tests.support.home import XendHome
 from xend_actors import sxp
 from xend_actors.client import XendClient
 
 
-@contextlib.contextmanager
-def qemu_xend(extra: str = "") -> Iterator[XendHome]:
-    """A started xend with the qemu driver (TCG); stopped, its guests killed, at exit."""
-    home = new_home(extra + "(hypervisor qemu)\n(qemu-accel tcg)\n")
-    try:
-        started = home.xend("start")
-        if started.returncode != 0:
-            raise RuntimeError(f"xend did not start: {started.stderr.strip()}")
-        yield home
-    finally:
-        home.xend("stop")
-        for state in (home.run_dir / "qemu").glob("*/state.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                os.kill(int(json.loads(state.read_text())["pid"]), 9)
-        shutil.rmtree(home.root, ignore_errors=True)
+def qemu_tcg_xend(extra: str = "") -> AbstractContextManager[XendHome]:
+    return qemu_xend(extra + "(qemu-accel tcg)\n")
 
 
 def qemu_config() -> Callable[[str], sxp.Value]:
@@ -98,7 +83,7 @@ def main() -> None:
     parser.add_argument("--qemu", action="store_true",
                         help="qemu xends and the test guest instead of the sim")
     args = parser.parse_args()
-    xend = qemu_xend if args.qemu else running_xend
+    xend = qemu_tcg_xend if args.qemu else running_xend
     config = qemu_config() if args.qemu else vm_config
     etcd_support.BASE = args.etcd_dir  # where the cluster's folder is made
     etcd = EtcdCluster(1)
