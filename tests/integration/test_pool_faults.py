@@ -1,6 +1,7 @@
 """A pool's faults (issue 18, Deliver 6), in the lab: three xends in three network
 namespaces, members of one pool on a three-member etcd cluster that speaks TLS with client
-certificates, each member in a namespace of its own; a lease TTL of 4 s.
+certificates, each member in a namespace of its own; a lease TTL of 4 s. (Two hosts
+creating one name at once make exactly one domain: the other is told who holds it.)
 
 Killing etcd's leader changes nothing a user sees: every member stays registered under
 its lease all along (no rejoin), creates work during the election and after it, and the
@@ -418,6 +419,21 @@ def figures_of(seconds: dict[str, float]) -> str:
 
 
 # --- migration between members ----------------------------------------------------------
+
+
+def test_creates_of_one_name_on_two_hosts_at_once_make_exactly_one_domain(pool: Pool) -> None:
+    h1, h2 = pool.host_named("h1"), pool.host_named("h2")
+    with ThreadPoolExecutor(2) as both:
+        for round_ in range(5):
+            name = f"twin{round_}"
+            sent = {host: both.submit(create, host, name) for host in (h1, h2)}
+            status = {host: future.result().status_code for host, future in sent.items()}
+            assert sorted(status.values()) == [201, 409], status
+            [winner] = [host for host, code in status.items() if code == 201]
+            [loser] = [host for host in (h1, h2) if host is not winner]
+            assert name in winner.names() and name not in loser.names()
+            assert claim(pool.etcd, name) == next(
+                n for n, h in pool.hosts.items() if h is winner)
 
 
 def test_a_migration_moves_the_claim_and_a_refused_one_leaves_it(pool: Pool) -> None:
