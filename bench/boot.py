@@ -72,6 +72,7 @@ def qemu_xend(extra: str = "") -> Iterator[XendHome]:
         yield home
     finally:
         home.xend("stop")
+        home.kill_fence()  # a pool member's watchdog outlives xend
         for state in (home.run_dir / "qemu").glob("*/state.json"):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 os.kill(int(json.loads(state.read_text())["pid"]), 9)

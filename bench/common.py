@@ -51,6 +51,7 @@ def running_xend(extra: str = "") -> Iterator[XendHome]:
         yield home
     finally:
         home.xend("stop")
+        home.kill_fence()  # a pool member's watchdog outlives xend, as its simhv does
         home.kill_simhv()
         shutil.rmtree(home.root, ignore_errors=True)
 

@@ -39,6 +39,7 @@ from xend_actors.domain.domain import DomainServices
 from xend_actors.domain.sampler import Sampler, SamplerProxy
 from xend_actors.domain.samples import Samples
 from xend_actors.domain.table import DomainTable, DomainTableProxy
+from xend_actors.errors import XendError
 from xend_actors.events.bus import EventBus, EventBusProxy
 from xend_actors.events.notify import Notifier, NotifierProxy
 from xend_actors.hypervisor.actor import (
@@ -200,7 +201,18 @@ class Root(TracedActor):
 
     def on_stop(self) -> None:
         self._stopping.set()
+        self._leave_pool()
         self._stop_children()
+
+    def _leave_pool(self) -> None:
+        """xend stops (not a restart of its actors): a pool member leaves first."""
+        for name, ref in self._children:
+            if name == "pool" and ref.is_alive():
+                try:
+                    ask(proxy_of(ref, PoolMemberProxy).leave_pool(), "the pool member",
+                        STOP_TIMEOUT + self.config.destroy_timeout)
+                except XendError as error:  # its watchdog fences at its deadline
+                    log.error("Leaving the pool: %s", error.message)
 
     def _start(self, name: str, ref: pykka.ActorRef[Any], kind: type[P]) -> P:
         """Keep ``ref`` to stop it in reverse order; its proxy, typed as ``kind``."""

@@ -180,11 +180,14 @@ def xend_in_process(extra: str = "", memory_mb: int = 8192) -> Iterator[InProces
     root = Path(tempfile.mkdtemp(prefix="xend-ip-"))
     run_dir = root / "run"
     run_dir.mkdir(mode=0o700)
-    config = parse_config(
+    # Written as a file too: a process xend starts (a pool's fencing watchdog) reads it.
+    config_file = root / "xend-config.sxp"
+    config_file.write_text(
         f"{extra}\n(xend-port 0)\n(xend-address 127.0.0.1)\n(xend-event-port 0)\n"
         f"(console-port-base {free_port_base(span=32)})\n(console-address 127.0.0.1)\n"
         f"(xend-run-dir {run_dir})\n(dbroot {root / 'db'})\n(logfile {root / 'xend.log'})\n"
         "(vif-bridge null)\n(sim-taps no)\n")
+    config = parse_config(config_file.read_text(), config_file)
     host = SimHost(run_dir / "simhv.sock", memory_mb)
     xend = InProcessXend(root, config, host)
     try:

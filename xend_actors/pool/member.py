@@ -115,15 +115,24 @@ class PoolMember(TracedActor):
         threading.Thread(target=self._keep_alive, name="pool-lease", daemon=True).start()
 
     def on_stop(self) -> None:
+        """Stopped: by ``leave_pool`` first when xend stops; without it when Root
+        restarts its actors, whose next member joins again under the same name (the
+        lease runs on meanwhile, and the watchdog fences if none comes in time)."""
         self._stopping.set()
+        self._ha.stop()
+        self._names.watchdog.close()
+        self._fence.stop()
+
+    def leave_pool(self) -> None:
+        """xend stops: its HA domains are fenced, and the lease revoked, so that the
+        others restart them at once (they would, at the lease's expiry, beside copies
+        still running here: domains outlive xend)."""
         self._ha.stop()
         # Before the others may take over: at once if the lease is revoked below, at
         # its expiry if etcd does not answer now.
         self._fence.now("this member leaves the pool")
         with contextlib.suppress(WatchdogUnavailable):  # what xend could not destroy
             self._names.watchdog.fence_now()
-        self._names.watchdog.close()
-        self._fence.stop()
         self.leave()
 
     def on_receive(self, message: object) -> object:
@@ -428,5 +437,6 @@ class PoolMemberProxy(ActorMemberMixin, pykka.ActorProxy[PoolMember]):
     join = proxy_method(PoolMember.join)
     lost = proxy_method(PoolMember.lost)
     leave = proxy_method(PoolMember.leave)
+    leave_pool = proxy_method(PoolMember.leave_pool)
     publish = proxy_method(PoolMember.publish)
     reconcile = proxy_method(PoolMember.reconcile)

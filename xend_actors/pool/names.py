@@ -157,13 +157,10 @@ class EtcdNames:
         with self._lock:
             self._kept.add(name)
 
-    def unkeep(self, name: str | None = None) -> None:
-        """Releases of ``name`` (None: of every name) are done again."""
+    def unkeep(self, name: str) -> None:
+        """Releases of ``name`` are done again."""
         with self._lock:
-            if name is None:
-                self._kept.clear()
-            else:
-                self._kept.discard(name)
+            self._kept.discard(name)
 
     def retry(self) -> None:
         """Try again the releases that failed (etcd answers again)."""
