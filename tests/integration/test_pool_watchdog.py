@@ -185,7 +185,10 @@ def test_a_hung_members_ha_domain_is_fenced_by_its_watchdog_and_back_when_it_wak
         # own HA domain here: the watchdog, armed again, lets it be.
         wait_for(lambda: sorted(running(xend)) == ["guarded", "plain"], TTL + 15,
                  "the HA domain back")
-        # Its own fence, which found nothing left to destroy, and the watchdog's.
+        # Its own fence, which found nothing left to destroy, and the watchdog's (told
+        # at its join, or at a renewal after if the watchdog wrote it down only then).
+        wait_for(lambda: len(events_named(xend, "xend.pool.fenced")) == 2, TTL,
+                 "both fences told")
         assert [e.value for e in events_named(xend, "xend.pool.fenced")] == [
             ["h0", ["domains", "guarded"]],
             ["h0", ["domains", "guarded"], ["by", "watchdog"]]]

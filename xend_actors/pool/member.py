@@ -103,6 +103,7 @@ class PoolMember(TracedActor):
         self._stopping = threading.Event()
         self._fence = Fence(membership.ttl, self._fence_now)
         self._fenced: list[str] = []  # the names the last fence destroyed
+        self._reporting = threading.Lock()  # the watchdog's fences taken by one thread
         self._ha = HaRestarts(etcd, self._keys, self._me, membership.ttl, names, table,
                               view, events, self._fence, membership.build_timeout,
                               self.is_joined)
@@ -302,8 +303,12 @@ class PoolMember(TracedActor):
         self._names.watchdog.deadline(self._membership.ttl * WATCHDOG_SHARE, since=sent)
 
     def _watchdog_fenced(self) -> None:
-        """What the watchdog fenced while this xend was away (dead, hung), said once."""
-        for fenced in take_fenced(self._membership.run_dir):
+        """What the watchdog fenced while this xend was away (dead, hung), said once: at
+        a join, and at each renewal after (a hung xend may join before the watchdog has
+        written down its fence)."""
+        with self._reporting:
+            fences = take_fenced(self._membership.run_dir)
+        for fenced in fences:
             names = [name for name, _domid in fenced.domains]
             log.warning("Pool %s: the fencing watchdog destroyed %s while xend could not "
                         "fence", self._keys.pool, " ".join(names))
@@ -414,6 +419,7 @@ class PoolMember(TracedActor):
                     continue
                 self._fence.renewed(sent)
                 self._watchdog_renewed(sent)
+                self._watchdog_fenced()
                 wait = period
                 self._names.retry()
                 if cut_off:
